@@ -1,0 +1,32 @@
+# One entry point for people and CI. Every target creates the virtual environment it needs.
+PY      ?= $(shell command -v python3.11 || command -v python3)
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+SHARED  ?= $(abspath ../shared)
+# netguard refuses any non-loopback connect from Python (and children) when the shared tools exist
+GUARD   := $(if $(wildcard $(SHARED)/tools/netguard/sitecustomize.py),$(SHARED)/tools/netguard,)
+export PYTHONPATH := $(GUARD)
+
+.PHONY: venv demo test lint clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: venv
+	bash scripts/demo.sh
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check geo_hires tests bench
+	$(BIN)/ruff format --check geo_hires tests bench
+	$(BIN)/mypy geo_hires
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

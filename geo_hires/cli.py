@@ -1,0 +1,247 @@
+"""The ``geo-hires`` command line.
+
+Every deliberate error (:class:`~geo_hires.errors.GeoHiresError`) becomes one line on stderr and
+exit status 2; warnings become one line each. Set ``GEO_HIRES_DEBUG=1`` to get tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from geo_hires.config import ExportConfig, ReadConfig, ScaleLevel, SmallScenePolicy, TilingConfig
+from geo_hires.errors import ConfigError, GeoHiresError
+
+__all__ = ["main", "parse_levels"]
+
+
+def parse_levels(text: str) -> tuple[ScaleLevel, ...]:
+    """Parse ``NAME:WINDOW[:OVERLAP[:FACTOR|GSDm]]`` items separated by commas.
+
+    Example: ``full:512:0.25,coarse:512:0.25:4`` or ``coarse:512:0.25:2.0m`` (target GSD).
+    """
+    levels = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        parts = item.split(":")
+        if not 2 <= len(parts) <= 4:
+            raise ConfigError(f"level {item!r}: expected NAME:WINDOW[:OVERLAP[:FACTOR|GSDm]]")
+        try:
+            kw: dict[str, Any] = {"name": parts[0], "window": int(parts[1])}
+            if len(parts) > 2:
+                kw["overlap"] = float(parts[2])
+            if len(parts) > 3 and parts[3].endswith("m"):
+                kw["target_gsd_m"] = float(parts[3][:-1])
+            elif len(parts) > 3:
+                kw["downsample"] = int(parts[3])
+        except ValueError as exc:
+            raise ConfigError(f"level {item!r}: {exc}") from exc
+        levels.append(ScaleLevel(**kw))
+    return tuple(levels)
+
+
+def _read_config(args: argparse.Namespace) -> ReadConfig:
+    return ReadConfig(max_scene_pixels=args.max_pixels) if args.max_pixels else ReadConfig()
+
+
+def _cmd_info(args: argparse.Namespace, out: TextIO) -> int:
+    from geo_hires.export.geojson import crs_label
+    from geo_hires.scene import open_scene
+
+    s = open_scene(args.scene, config=_read_config(args))
+    info = {
+        "path": s.path,
+        "width": s.width,
+        "height": s.height,
+        "bands": s.count,
+        "dtype": s.dtype,
+        "crs": crs_label(s.crs_wkt),
+        "gsd_m": s.gsd_m,
+        "nodata": s.nodata,
+        "has_mask": s.has_mask,
+        "colorinterp": list(s.colorinterp),
+        "rgb_bands": list(s.rgb_bands),
+        "overviews": list(s.overviews),
+    }
+    out.write(json.dumps(info, indent=2) + "\n")
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
+    from geo_hires.scene import SceneReader, open_scene
+    from geo_hires.tiling import plan_tiles
+
+    scene = open_scene(args.scene, config=_read_config(args))
+    cfg = TilingConfig(
+        levels=parse_levels(args.levels), small_scene=SmallScenePolicy(args.small_scene)
+    )
+    valid = None
+    if scene.has_mask:
+        with SceneReader(scene) as reader:
+            valid = reader.read_overview(1_000_000).valid
+    plans = plan_tiles(scene, cfg, valid=valid)
+    gsd = f"{scene.gsd_m:.3f} m" if scene.gsd_m else "unknown"
+    out.write(f"{Path(scene.path).name}: {scene.width}x{scene.height} px, GSD {gsd}\n")
+    for p in plans:
+        eff = f"{scene.gsd_m * p.downsample:.3f} m" if scene.gsd_m else "-"
+        out.write(
+            f"  level {p.level.name:<10} window {p.level.window:>5} px  overlap {p.level.overlap:.2f}  "
+            f"downsample {p.downsample:>3}  GSD {eff:>10}  windows {len(p.tiles):>6}  "
+            f"skipped(nodata) {p.skipped_nodata}\n"
+        )
+    out.write(f"  total windows: {sum(len(p.tiles) for p in plans)}\n")
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace, out: TextIO) -> int:
+    from geo_hires.export import write_geojson
+    from geo_hires.scene import Density, SynthSpec, open_scene, write_synthetic
+
+    spec = SynthSpec(
+        width=args.width,
+        height=args.height,
+        seed=args.seed,
+        density=Density(args.density),
+        nodata=args.nodata,
+        gsd_m=args.gsd,
+    )
+    truth = write_synthetic(args.out, spec, progress=sys.stderr.isatty())
+    if args.truth:
+        scene = open_scene(args.out, config=ReadConfig(max_scene_pixels=spec.width * spec.height))
+        write_geojson(args.truth, truth, scene, config=ExportConfig(model_name="synthetic-truth"))
+    out.write(f"wrote {args.out} ({spec.width}x{spec.height}, {len(truth)} objects)\n")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
+    from geo_hires.export import write_geojson, write_gpkg, write_quicklook
+    from geo_hires.labels import read_labels
+    from geo_hires.scene import open_scene
+
+    scene = open_scene(args.scene, config=_read_config(args))
+    dets = read_labels(args.labels, image=Path(scene.path).name).to_pixels(scene)
+    cfg = ExportConfig(model_name=args.model_name)
+    write_geojson(args.output, dets, scene, config=cfg)
+    if args.gpkg:
+        write_gpkg(args.gpkg, dets, scene, config=cfg)
+    if args.quicklook:
+        write_quicklook(args.quicklook, dets, scene)
+    out.write(f"wrote {len(dets)} features to {args.output}\n")
+    return 0
+
+
+def _fmt_row(name: str, s: Any) -> str:
+    return (
+        f"{name:<20} {s.ap50:>6.3f} {s.ap50_95:>8.3f} {s.precision:>9.3f} {s.recall:>7.3f} "
+        f"{s.n_truth:>7} {s.n_pred:>7}\n"
+    )
+
+
+def _cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
+    from geo_hires.evaluate import common_frame, evaluate
+    from geo_hires.labels import read_labels
+    from geo_hires.scene import open_scene
+
+    scene = open_scene(args.scene, config=_read_config(args)) if args.scene else None
+    image = Path(scene.path).name if scene else None
+    pred, truth = common_frame(
+        read_labels(args.pred, image=image), read_labels(args.truth, image=image), scene
+    )
+    result = evaluate(pred, truth, iou=args.iou)
+    if args.json:
+        out.write(json.dumps(result.as_json(), sort_keys=True) + "\n")
+        return 0
+    out.write(
+        f"{'class':<20} {'AP50':>6} {'AP50:95':>8} {'P@bestF1':>9} {'R@bestF1':>7} {'truth':>7} {'pred':>7}\n"
+    )
+    for name, s in result.per_class.items():
+        out.write(_fmt_row(name, s))
+    out.write(_fmt_row("all", result.overall))
+    return 0
+
+
+def _add_scene_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-pixels", type=int, default=0, help="declared-size budget (pixels)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="geo-hires", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("info", help="describe a scene (size, CRS, GSD, bands)")
+    p.add_argument("scene")
+    _add_scene_opts(p)
+    p = sub.add_parser("plan", help="print the multi-scale window plan of a scene")
+    p.add_argument("scene")
+    p.add_argument(
+        "--levels",
+        default="full:512:0.25,coarse:512:0.25:4",
+        help="NAME:WINDOW[:OVERLAP[:FACTOR|GSDm]],... (default: %(default)s)",
+    )
+    p.add_argument("--small-scene", choices=[m.value for m in SmallScenePolicy], default="pad")
+    _add_scene_opts(p)
+    p = sub.add_parser("synth", help="write a synthetic scene with ground truth")
+    p.add_argument("out")
+    p.add_argument("--width", type=int, required=True)
+    p.add_argument("--height", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--density", choices=["sparse", "dense"], default="sparse")
+    p.add_argument("--nodata", action="store_true", help="add a nodata collar")
+    p.add_argument("--gsd", type=float, default=0.5, help="metres per pixel")
+    p.add_argument("--truth", help="write the ground truth GeoJSON here")
+    p = sub.add_parser("convert", help="labels (any format) → GeoJSON / GeoPackage / quicklook")
+    p.add_argument("labels")
+    p.add_argument("--scene", required=True)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--gpkg")
+    p.add_argument("--quicklook")
+    p.add_argument("--model-name", default="labels")
+    _add_scene_opts(p)
+    p = sub.add_parser("eval", help="score predictions against ground truth (COCO AP)")
+    p.add_argument("pred")
+    p.add_argument("truth")
+    p.add_argument("--scene", help="places pixel-space labels on the map")
+    p.add_argument("--iou", type=float, default=0.5)
+    p.add_argument("--json", action="store_true")
+    _add_scene_opts(p)
+    return ap
+
+
+_COMMANDS = {
+    "info": _cmd_info,
+    "plan": _cmd_plan,
+    "synth": _cmd_synth,
+    "convert": _cmd_convert,
+    "eval": _cmd_eval,
+}
+
+
+def _show_warning(
+    message: Warning | str, category: type[Warning], *_: object, **__: object
+) -> None:
+    sys.stderr.write(f"geo-hires: warning: {message}\n")
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 error, 130 interrupted)."""
+    args = _parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return _COMMANDS[args.command](args, out or sys.stdout)
+        except GeoHiresError as exc:
+            if os.environ.get("GEO_HIRES_DEBUG"):
+                raise
+            sys.stderr.write(f"geo-hires: error: {exc}\n")
+            return 2
+        except KeyboardInterrupt:
+            sys.stderr.write("geo-hires: interrupted\n")
+            return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Frozen, keyword-only configuration values, one per pipeline stage.
+
+Each config validates itself in ``__post_init__`` so a bad value fails where it is made, with a
+message naming the field, instead of deep inside a stage. :func:`config_id` gives a short stable
+hash of any set of configs; it goes into output metadata so a result names the exact settings
+that produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+from typing import Any
+
+from geo_hires.errors import ConfigError
+
+__all__ = [
+    "ExportConfig",
+    "MergeConfig",
+    "ReadConfig",
+    "ScaleLevel",
+    "SmallScenePolicy",
+    "TilingConfig",
+    "config_id",
+]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReadConfig:
+    """How scenes are opened and read.
+
+    Attributes:
+        max_scene_pixels: Largest declared ``width * height`` accepted at open. Guards against
+            decompression bombs and typos (a header claiming 10^12 pixels).
+        max_read_pixels: Largest number of pixels any single read may return (a window or a
+            decimated overview). No stage ever asks for more, so memory stays bounded.
+        stretch_percentiles: Low/high percentiles of the per-band stretch for non-8-bit data.
+        stats_pixels: Pixel count of the decimated read used to compute that stretch.
+    """
+
+    max_scene_pixels: int = 50_000_000_000
+    max_read_pixels: int = 64_000_000
+    stretch_percentiles: tuple[float, float] = (2.0, 98.0)
+    stats_pixels: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        if self.max_scene_pixels <= 0 or self.max_read_pixels <= 0 or self.stats_pixels <= 0:
+            raise ConfigError("ReadConfig pixel limits must be positive integers")
+        lo, hi = self.stretch_percentiles
+        if not 0.0 <= lo < hi <= 100.0:
+            raise ConfigError(
+                f"ReadConfig.stretch_percentiles must satisfy 0 <= low < high <= 100, got {lo}, {hi}"
+            )
+
+
+class SmallScenePolicy(enum.Enum):
+    """What to do when a level's window is larger than the scene at that level."""
+
+    ERROR = "error"
+    """Refuse with a :class:`~geo_hires.errors.TilingError` naming the level."""
+    PAD = "pad"
+    """Plan a single window at the origin; reads pad beyond the scene edge."""
+    SKIP = "skip"
+    """Plan no window for that level (useful for a coarse level on small scenes)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScaleLevel:
+    """One YOLT scale level: a window size at a given downsampling of the scene.
+
+    Attributes:
+        name: Label of the level; goes into every detection's ``level`` property.
+        window: Window side in *level* pixels (what the model sees).
+        overlap: Fraction of the window shared with its neighbour, in ``[0, 1)``.
+        downsample: Integer factor from level-0 pixels to level pixels. Ignored when
+            ``target_gsd_m`` is set and the scene's GSD is known.
+        target_gsd_m: Wanted ground sample distance in metres; the factor becomes
+            ``max(1, round(target_gsd_m / scene_gsd_m))`` so level plans follow ground size,
+            not pixel count.
+    """
+
+    name: str
+    window: int
+    overlap: float = 0.25
+    downsample: int = 1
+    target_gsd_m: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("ScaleLevel.name must be a non-empty string")
+        if self.window < 8:
+            raise ConfigError(
+                f"ScaleLevel {self.name!r}: window must be >= 8 px, got {self.window}"
+            )
+        if not 0.0 <= self.overlap < 1.0:
+            raise ConfigError(
+                f"ScaleLevel {self.name!r}: overlap must be in [0, 1), got {self.overlap}"
+            )
+        if self.downsample < 1:
+            raise ConfigError(
+                f"ScaleLevel {self.name!r}: downsample must be >= 1, got {self.downsample}"
+            )
+        if self.target_gsd_m is not None and self.target_gsd_m <= 0:
+            raise ConfigError(f"ScaleLevel {self.name!r}: target_gsd_m must be > 0")
+
+    @property
+    def stride(self) -> int:
+        """Step between window origins in level pixels (at least 1)."""
+        return max(1, self.window - round(self.window * self.overlap))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TilingConfig:
+    """The multi-scale window plan.
+
+    Attributes:
+        levels: One or more scale levels, each planned independently.
+        small_scene: What to do when a window does not fit in the scene.
+        skip_nodata: Skip windows whose footprint is wholly nodata.
+    """
+
+    levels: tuple[ScaleLevel, ...] = (ScaleLevel(name="full", window=512, overlap=0.25),)
+    small_scene: SmallScenePolicy = SmallScenePolicy.ERROR
+    skip_nodata: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.levels:
+            raise ConfigError("TilingConfig.levels must hold at least one ScaleLevel")
+        names = [lv.name for lv in self.levels]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"TilingConfig level names must be unique, got {names}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MergeConfig:
+    """Deduplication across window seams and levels.
+
+    Attributes:
+        iou_threshold: Class-aware NMS IoU above which the lower-scored box is dropped.
+        edge_margin: Pixels (level-0) from an interior window edge within which a box counts as
+            truncated and is dropped before NMS (YOLT); the overlapping neighbour sees it whole.
+        cell_size: Side (level-0 px) of the grid cells NMS runs in, so work grows with the
+            number of boxes rather than its square. Must exceed twice the largest box.
+    """
+
+    iou_threshold: float = 0.5
+    edge_margin: float = 2.0
+    cell_size: int = 2048
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.iou_threshold <= 1.0:
+            raise ConfigError(
+                f"MergeConfig.iou_threshold must be in (0, 1], got {self.iou_threshold}"
+            )
+        if self.edge_margin < 0:
+            raise ConfigError("MergeConfig.edge_margin must be >= 0")
+        if self.cell_size < 64:
+            raise ConfigError("MergeConfig.cell_size must be >= 64")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExportConfig:
+    """Vector output.
+
+    Attributes:
+        decimals: Decimal places of WGS84 coordinates in GeoJSON (8 ≈ 1 mm at the equator).
+        model_name: Goes into each feature's ``model`` property and the metadata.
+    """
+
+    decimals: int = 8
+    model_name: str = "none"
+
+    def __post_init__(self) -> None:
+        if not 5 <= self.decimals <= 12:
+            raise ConfigError(f"ExportConfig.decimals must be in [5, 12], got {self.decimals}")
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            "type": type(value).__name__,
+            **{f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)},
+        }
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def config_id(*configs: object) -> str:
+    """Return a 12-hex-digit hash identifying the given configs (order matters).
+
+    Why: output files record it, so two GeoJSONs can be told apart by the settings that made
+    them without embedding every field.
+    """
+    text = json.dumps([_plain(c) for c in configs], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -1,0 +1,57 @@
+"""The one error root of geo_hires.
+
+Every error the library raises on purpose derives from :class:`GeoHiresError` *and* from the
+builtin that fits, so callers can catch either ``GeoHiresError`` (everything of ours) or the
+builtin they already handle (``OSError`` for I/O, ``ValueError`` for bad arguments). Messages say
+what to change, because the CLI prints them as the whole answer to the user.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "GeoHiresError",
+    "LabelReadError",
+    "NoCRSWarning",
+    "SceneNotFoundError",
+    "SceneReadError",
+    "SceneTooLargeError",
+    "TilingError",
+    "UnsupportedBandsError",
+]
+
+
+class GeoHiresError(Exception):
+    """Root of every error raised on purpose by geo_hires."""
+
+
+class SceneReadError(GeoHiresError, OSError):
+    """A scene could not be opened or read (not a raster, truncated, corrupt, zero-size)."""
+
+
+class SceneNotFoundError(SceneReadError, FileNotFoundError):
+    """The scene path does not exist."""
+
+
+class SceneTooLargeError(GeoHiresError, ValueError):
+    """A scene or a read would exceed the configured pixel budget."""
+
+
+class UnsupportedBandsError(GeoHiresError, ValueError):
+    """The scene's band layout or dtype cannot be turned into model input."""
+
+
+class TilingError(GeoHiresError, ValueError):
+    """A window plan cannot be made (window larger than the scene, bad overlap...)."""
+
+
+class ConfigError(GeoHiresError, ValueError):
+    """A configuration value is out of range or inconsistent."""
+
+
+class LabelReadError(GeoHiresError, ValueError):
+    """A label or prediction file could not be parsed."""
+
+
+class NoCRSWarning(UserWarning):
+    """The scene has no CRS; results are in pixel space and cannot be placed on a map."""

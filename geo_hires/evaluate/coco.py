@@ -1,0 +1,161 @@
+"""Score predictions against ground truth with pycocotools' COCO evaluation.
+
+AP50 and AP50:95 are COCO's (101-point interpolated, averaged over classes). Precision and
+recall at best F1 are read off COCO's own per-detection matches at the chosen IoU: detections of
+all classes (or of one class) are ranked by score and the operating point with the highest F1 is
+reported. Everything is evaluated as a single image in one common frame (scene pixels, or
+metres of a local UTM zone for two map-space files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+from typing import Any
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from geo_hires.detections import PixelDetections
+from geo_hires.errors import ConfigError
+
+__all__ = ["ClassScore", "EvalResult", "evaluate"]
+
+_STANDARD_IOUS = np.round(np.linspace(0.5, 0.95, 10), 2)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClassScore:
+    """Scores of one class (or of all classes together)."""
+
+    ap50: float
+    ap50_95: float
+    precision: float
+    recall: float
+    f1: float
+    n_truth: int
+    n_pred: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvalResult:
+    """Overall and per-class scores; ``iou`` is the threshold of precision/recall."""
+
+    iou: float
+    overall: ClassScore
+    per_class: dict[str, ClassScore]
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``--json`` object: ``ap50, ap50_95, precision, recall, per_class`` (and more)."""
+        o = dataclasses.asdict(self.overall)
+        return {
+            **o,
+            "iou": self.iou,
+            "per_class": {k: dataclasses.asdict(v) for k, v in self.per_class.items()},
+        }
+
+
+def _coco(dets: PixelDetections, names: list[str], *, with_scores: bool) -> list[dict[str, Any]]:
+    out = []
+    for i, (b, c, s) in enumerate(zip(dets.boxes, dets.classes, dets.scores, strict=True)):
+        w, h = float(b[2] - b[0]), float(b[3] - b[1])
+        ann: dict[str, Any] = {
+            "id": i + 1,
+            "image_id": 1,
+            "category_id": names.index(dets.class_names[int(c)]) + 1,
+            "bbox": [float(b[0]), float(b[1]), w, h],
+            "area": w * h,
+            "iscrowd": 0,
+        }
+        if with_scores:
+            ann["score"] = float(s)
+        out.append(ann)
+    return out
+
+
+def _run_cocoeval(
+    pred: PixelDetections, truth: PixelDetections, names: list[str], iou: float
+) -> COCOeval:
+    gt = COCO()
+    gt.dataset = {
+        "images": [{"id": 1}],
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)],
+        "annotations": _coco(truth, names, with_scores=False),
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        dt = gt.loadRes(_coco(pred, names, with_scores=True)) if len(pred) else COCO()
+        if not len(pred):
+            dt.dataset = {
+                "images": [{"id": 1}],
+                "categories": gt.dataset["categories"],
+                "annotations": [],
+            }
+            dt.createIndex()
+        ev = COCOeval(gt, dt, iouType="bbox")
+        ev.params.iouThrs = np.unique(np.r_[_STANDARD_IOUS, round(iou, 2)])
+        ev.params.maxDets = [max(1, len(pred))]
+        ev.params.areaRng = [[0.0, 1e18]]
+        ev.params.areaRngLbl = ["all"]
+        ev.evaluate()
+        ev.accumulate()
+    return ev
+
+
+def _ap(ev: COCOeval, k: int | None, ious: np.ndarray) -> float:
+    t = [int(np.argmin(np.abs(ev.params.iouThrs - v))) for v in ious]
+    prec = ev.eval["precision"][t, :, :, 0, -1]
+    prec = prec if k is None else prec[:, :, k]
+    valid = prec[prec > -1]
+    return float(valid.mean()) if valid.size else 0.0
+
+
+def _best_f1(ev: COCOeval, k: int | None, iou: float) -> tuple[float, float, float, int, int]:
+    t = int(np.argmin(np.abs(ev.params.iouThrs - iou)))
+    scores, tps, n_truth = [], [], 0
+    for e in ev.evalImgs:
+        if e is None or (k is not None and e["category_id"] != ev.params.catIds[k]):
+            continue
+        ignore = np.asarray(e["dtIgnore"][t], bool)
+        scores.append(np.asarray(e["dtScores"])[~ignore])
+        tps.append(np.asarray(e["dtMatches"][t])[~ignore] > 0)
+        n_truth += int((~np.asarray(e["gtIgnore"], bool)).sum())
+    s = np.concatenate(scores) if scores else np.zeros(0)
+    tp = np.concatenate(tps) if tps else np.zeros(0, bool)
+    if not s.size or not n_truth:
+        return 0.0, 0.0, 0.0, n_truth, int(s.size)
+    ctp = np.cumsum(tp[np.argsort(-s, kind="stable")])
+    prec = ctp / np.arange(1, ctp.size + 1)
+    rec = ctp / n_truth
+    f1 = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-12), 0.0)
+    i = int(np.argmax(f1))
+    return float(prec[i]), float(rec[i]), float(f1[i]), n_truth, int(s.size)
+
+
+def _score(ev: COCOeval, k: int | None, iou: float) -> ClassScore:
+    p, r, f1, nt, npred = _best_f1(ev, k, iou)
+    return ClassScore(
+        ap50=_ap(ev, k, np.array([0.5])),
+        ap50_95=_ap(ev, k, _STANDARD_IOUS),
+        precision=p,
+        recall=r,
+        f1=f1,
+        n_truth=nt,
+        n_pred=npred,
+    )
+
+
+def evaluate(pred: PixelDetections, truth: PixelDetections, *, iou: float = 0.5) -> EvalResult:
+    """COCO AP50, AP50:95 and precision/recall at best F1, overall and per class.
+
+    Classes are matched by name. Both sets must be in the same frame (see
+    :func:`geo_hires.evaluate.frames.common_frame`).
+    """
+    if not 0.05 <= iou <= 0.95:
+        raise ConfigError(f"--iou must be in [0.05, 0.95], got {iou}")
+    names = sorted(set(truth.class_names) | set(pred.class_names))
+    ev = _run_cocoeval(pred, truth, names, iou)
+    per = {n: _score(ev, i, iou) for i, n in enumerate(names) if n in truth.class_names}
+    return EvalResult(iou=iou, overall=_score(ev, None, iou), per_class=per)

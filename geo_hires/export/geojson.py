@@ -1,0 +1,123 @@
+"""RFC 7946 GeoJSON output: WGS84 lon/lat, closed counter-clockwise rings, stable bytes.
+
+The same detections and metadata always give the same bytes: features are written in canonical
+order, coordinates rounded to a fixed number of decimals, keys in a fixed order, and nothing that
+varies between runs (timings, hostnames) is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from geo_hires.config import ExportConfig
+from geo_hires.detections import GeoDetections, PixelDetections
+from geo_hires.georef import to_map, to_wgs84
+from geo_hires.scene.open import Scene
+
+__all__ = ["crs_label", "feature_collection", "write_geojson", "write_text_atomic"]
+
+
+def crs_label(wkt: str | None) -> str | None:
+    """``"EPSG:n"`` when the CRS has an EPSG code, else its WKT; ``None`` for pixel space."""
+    if wkt is None:
+        return None
+    from pyproj import CRS
+
+    crs = CRS.from_wkt(wkt)
+    code = crs.to_epsg()
+    return f"EPSG:{code}" if code else wkt
+
+
+def _ccw_rings(poly: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``(N, 4, 2)`` → ``(N, 5, 2)`` closed rings, reversed where they run clockwise."""
+    x, y = poly[..., 0], poly[..., 1]
+    area2 = (x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y).sum(axis=1)
+    rings = np.where((area2 < 0)[:, None, None], poly[:, ::-1], poly)
+    return np.concatenate([rings, rings[:, :1]], axis=1)
+
+
+def feature_collection(
+    geo: GeoDetections, *, metadata: Mapping[str, Any], config: ExportConfig
+) -> dict[str, Any]:
+    """Build the FeatureCollection dict (already in WGS84 or pixel space)."""
+    rings = np.round(_ccw_rings(geo.polygons), config.decimals)
+    features = []
+    for i in range(len(geo)):
+        coords = [[float(x), float(y)] for x, y in rings[i]]
+        features.append(
+            {
+                "type": "Feature",
+                "properties": {
+                    "class": geo.class_names[int(geo.classes[i])],
+                    "score": round(float(geo.scores[i]), 4),
+                    "level": geo.level_names[int(geo.levels[i])],
+                    "model": config.model_name,
+                },
+                "geometry": {"type": "Polygon", "coordinates": [coords]},
+            }
+        )
+    return {"type": "FeatureCollection", "geo_hires": dict(metadata), "features": features}
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename.
+
+    Why: a reader (or a crash) never sees a half-written output file.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_geojson(
+    path: str | os.PathLike[str],
+    dets: PixelDetections,
+    scene: Scene,
+    *,
+    config: ExportConfig | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Georeference ``dets`` in ``scene`` and write RFC 7946 GeoJSON to ``path``.
+
+    Args:
+        path: Output file (written atomically).
+        dets: Detections in level-0 scene pixels.
+        scene: Their scene (affine and CRS).
+        config: Decimals and model name.
+        extra: More collection metadata (for example ``config_id``).
+
+    Returns:
+        The collection's metadata as written.
+    """
+    config = config or ExportConfig()
+    dets = dets.canonical_order()
+    geo = to_wgs84(to_map(dets, scene))
+    counts = {name: int((dets.classes == i).sum()) for i, name in enumerate(dets.class_names)}
+    metadata: dict[str, Any] = {
+        "scene": Path(scene.path).name,
+        "scene_size": [scene.width, scene.height],
+        "scene_crs": crs_label(scene.crs_wkt),
+        "pixel_space": scene.crs_wkt is None,
+        "model": config.model_name,
+        "count": len(dets),
+        "counts": counts,
+        **(extra or {}),
+    }
+    fc = feature_collection(geo, metadata=metadata, config=config)
+    write_text_atomic(path, json.dumps(fc, separators=(",", ":"), ensure_ascii=False) + "\n")
+    return metadata

@@ -1,0 +1,108 @@
+"""Move boxes between scene pixels and map coordinates.
+
+Pixel ``(col, row)`` maps to the map through the scene's affine at pixel *corners*, so a box
+``[x0, x1) x [y0, y1)`` becomes the polygon of its four corners; under a rotated or sheared
+transform that polygon is not axis-aligned, which is why map-frame detections are polygons and
+never bounding boxes. Reprojection to WGS84 happens only at export.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from pyproj import CRS, Transformer
+
+from geo_hires.detections import GeoDetections, PixelDetections
+from geo_hires.scene.open import Scene
+
+__all__ = ["box_corners", "map_to_pixel", "reproject", "to_map", "to_pixels", "to_wgs84"]
+
+WGS84 = CRS.from_epsg(4326)
+
+
+def box_corners(boxes: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``(N, 4)`` xyxy boxes → ``(N, 4, 2)`` corners TL, TR, BR, BL in the same frame."""
+    x0, y0, x1, y1 = boxes.T
+    return np.stack(
+        [
+            np.stack([x0, y0], 1),
+            np.stack([x1, y0], 1),
+            np.stack([x1, y1], 1),
+            np.stack([x0, y1], 1),
+        ],
+        axis=1,
+    )
+
+
+def reproject(
+    xy: npt.NDArray[np.float64], src: CRS | str, dst: CRS | str
+) -> npt.NDArray[np.float64]:
+    """``(..., 2)`` coordinates from ``src`` to ``dst``, easting/longitude first."""
+    if CRS.from_user_input(src) == CRS.from_user_input(dst):
+        return xy.copy()
+    t = Transformer.from_crs(src, dst, always_xy=True)
+    x, y = t.transform(xy[..., 0], xy[..., 1])
+    return np.stack([np.asarray(x), np.asarray(y)], axis=-1)
+
+
+def to_map(dets: PixelDetections, scene: Scene) -> GeoDetections:
+    """Pixel boxes → 4-corner polygons in the scene CRS (pixel space when it has none)."""
+    corners = box_corners(dets.boxes)
+    if scene.crs_wkt is not None:
+        x, y = scene.transform @ (corners[..., 0], corners[..., 1])
+        corners = np.stack([np.asarray(x), np.asarray(y)], axis=-1)
+    return GeoDetections(
+        polygons=corners.reshape(-1, 4, 2),
+        scores=dets.scores,
+        classes=dets.classes,
+        levels=dets.levels,
+        class_names=dets.class_names,
+        level_names=dets.level_names,
+        crs=scene.crs_wkt,
+    )
+
+
+def to_wgs84(geo: GeoDetections) -> GeoDetections:
+    """Reproject polygons to EPSG:4326 (lon, lat); pixel-space sets are returned unchanged."""
+    if geo.crs is None:
+        return geo
+    poly = reproject(geo.polygons, geo.crs, WGS84)
+    return GeoDetections(
+        polygons=poly,
+        scores=geo.scores,
+        classes=geo.classes,
+        levels=geo.levels,
+        class_names=geo.class_names,
+        level_names=geo.level_names,
+        crs=WGS84.to_wkt(),
+    )
+
+
+def map_to_pixel(
+    xy: npt.NDArray[np.float64], crs: str | None, scene: Scene
+) -> npt.NDArray[np.float64]:
+    """``(..., 2)`` map coordinates in ``crs`` → fractional scene pixels ``(col, row)``.
+
+    ``crs=None`` means the coordinates already are scene pixels.
+    """
+    if crs is None or scene.crs_wkt is None:
+        return xy.copy()
+    local = reproject(xy, crs, scene.crs_wkt)
+    cols, rows = ~scene.transform @ (local[..., 0], local[..., 1])
+    return np.stack([np.asarray(cols), np.asarray(rows)], axis=-1)
+
+
+def to_pixels(geo: GeoDetections, scene: Scene) -> PixelDetections:
+    """Polygons in any CRS → the pixel boxes that bound them in ``scene``."""
+    px = map_to_pixel(geo.polygons, geo.crs, scene)
+    boxes = np.stack(
+        [px[..., 0].min(1), px[..., 1].min(1), px[..., 0].max(1), px[..., 1].max(1)], axis=1
+    )
+    return PixelDetections(
+        boxes=boxes.reshape(-1, 4),
+        scores=geo.scores,
+        classes=geo.classes,
+        levels=geo.levels,
+        class_names=geo.class_names,
+        level_names=geo.level_names,
+    )

@@ -1,0 +1,249 @@
+"""Read ground truth (or predictions) from the label formats remote-sensing data ships in.
+
+Formats, chosen by extension and, for CSV, by header:
+
+* GeoJSON (``.geojson``/``.json``): Polygon/MultiPolygon features in any CRS (legacy ``crs``
+  member, else WGS84). Our own pixel-space output (``geo_hires.pixel_space``) reads as pixels.
+  Class from ``class``/``label``/``category``; score from ``score`` (default 1).
+* Pixel CSV: header with ``xmin,ymin,xmax,ymax`` and ``label`` (or ``class``), optional
+  ``score`` and ``image_path``.
+* Airbus aircraft CSV: ``image_id,geometry,class`` with a pixel polygon ``[(x, y), ...]``.
+* Pascal VOC XML: ``object/name`` and ``object/bndbox``.
+* DOTA txt: ``x1 y1 ... x4 y4 class difficult`` lines (header lines are skipped).
+
+Geometries become boxes: map-space geometries are moved into the scene's pixels vertex by vertex
+(exact for any affine), or kept as map-space envelopes when no scene is given.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import dataclasses
+import json
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geo_hires.detections import GeoDetections, PixelDetections
+from geo_hires.errors import LabelReadError
+from geo_hires.georef import box_corners, map_to_pixel
+from geo_hires.scene.open import Scene
+
+__all__ = ["LabelSet", "read_labels"]
+
+_CLASS_KEYS = ("class", "label", "category", "class_name")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LabelSet:
+    """Labels as parsed, before they are put in a frame.
+
+    Attributes:
+        rings: One ``(K, 2)`` float64 vertex array per object (a box is 4 vertices).
+        names: Class name per object.
+        scores: Score per object (1.0 for ground truth).
+        crs: CRS of the vertices (``"EPSG:n"`` or WKT), ``None`` for pixel coordinates.
+    """
+
+    rings: tuple[np.ndarray, ...]
+    names: tuple[str, ...]
+    scores: tuple[float, ...]
+    crs: str | None
+
+    def _classes(self, class_names: Sequence[str] | None) -> tuple[tuple[str, ...], np.ndarray]:
+        table = tuple(class_names) if class_names else tuple(sorted(set(self.names)))
+        missing = sorted(set(self.names) - set(table))
+        if missing:
+            raise LabelReadError(f"labels use classes {missing} not in the class table {table}")
+        return table, np.array([table.index(n) for n in self.names], np.int64)
+
+    def _bounds(self, rings: Sequence[np.ndarray]) -> np.ndarray:
+        if not rings:
+            return np.zeros((0, 4))
+        return np.array(
+            [[r[:, 0].min(), r[:, 1].min(), r[:, 0].max(), r[:, 1].max()] for r in rings]
+        )
+
+    def to_pixels(
+        self, scene: Scene | None, class_names: Sequence[str] | None = None
+    ) -> PixelDetections:
+        """Pixel boxes bounding each object in ``scene`` (needed when ``crs`` is set)."""
+        if self.crs is not None and scene is None:
+            raise LabelReadError(
+                "map-coordinate labels need a scene to be put in pixels; pass --scene"
+            )
+        rings = self.rings
+        if self.crs is not None and scene is not None:
+            rings = tuple(map_to_pixel(r, self.crs, scene) for r in rings)
+        table, classes = self._classes(class_names)
+        return PixelDetections.build(self._bounds(rings), self.scores, classes, class_names=table)
+
+    def to_map(self, class_names: Sequence[str] | None = None) -> GeoDetections:
+        """Envelope polygons in the labels' own CRS (map-coordinate labels only)."""
+        if self.crs is None:
+            raise LabelReadError(
+                "pixel-coordinate labels need a scene to be put on the map; pass --scene"
+            )
+        table, classes = self._classes(class_names)
+        return GeoDetections(
+            polygons=box_corners(self._bounds(self.rings)).reshape(-1, 4, 2),
+            scores=np.asarray(self.scores, np.float64),
+            classes=classes,
+            levels=np.zeros(len(classes), np.int64),
+            class_names=table,
+            level_names=("full",),
+            crs=self.crs,
+        )
+
+
+def _geojson_crs(doc: dict[str, Any]) -> str | None:
+    meta = doc.get("geo_hires") or {}
+    if meta.get("pixel_space"):
+        return None
+    name = ((doc.get("crs") or {}).get("properties") or {}).get("name")
+    if not name:
+        return "EPSG:4326"
+    from pyproj import CRS
+
+    try:
+        return CRS.from_user_input(name).to_wkt()
+    except Exception as exc:
+        raise LabelReadError(f"unknown GeoJSON crs {name!r}: {exc}") from exc
+
+
+def _read_geojson(path: Path) -> LabelSet:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LabelReadError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
+        raise LabelReadError(f"{path}: expected a GeoJSON FeatureCollection")
+    rings, names, scores = [], [], []
+    for feat in doc.get("features", []):
+        geom = feat.get("geometry") or {}
+        props = feat.get("properties") or {}
+        if geom.get("type") == "Polygon":
+            parts = [geom["coordinates"][0]]
+        elif geom.get("type") == "MultiPolygon":
+            parts = [p[0] for p in geom["coordinates"]]
+        else:
+            continue
+        ring = np.concatenate([np.asarray(p, np.float64)[:, :2] for p in parts])
+        rings.append(ring)
+        names.append(str(next((props[k] for k in _CLASS_KEYS if props.get(k)), "object")))
+        scores.append(float(props.get("score", 1.0)))
+    return LabelSet(
+        rings=tuple(rings), names=tuple(names), scores=tuple(scores), crs=_geojson_crs(doc)
+    )
+
+
+def _box_ring(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
+
+
+def _read_csv(path: Path, image: str | None) -> LabelSet:
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return LabelSet(rings=(), names=(), scores=(), crs=None)
+    header = set(rows[0])
+    if {"geometry", "image_id"} <= header:
+        return _airbus_rows(path, rows, image)
+    if not {"xmin", "ymin", "xmax", "ymax"} <= header:
+        raise LabelReadError(
+            f"{path}: CSV needs columns xmin,ymin,xmax,ymax,label or image_id,geometry,class; "
+            f"found {sorted(header)}"
+        )
+    key = next((k for k in ("label", "class", "name") if k in header), None)
+    if image is not None and "image_path" in header:
+        rows = [r for r in rows if Path(r["image_path"]).name == image] or rows
+    try:
+        rings = [_box_ring(*(float(r[k]) for k in ("xmin", "ymin", "xmax", "ymax"))) for r in rows]
+        scores = [float(r.get("score") or 1.0) for r in rows]
+    except ValueError as exc:
+        raise LabelReadError(f"{path}: non-numeric box coordinate ({exc})") from exc
+    names = [r[key] if key else "object" for r in rows]
+    return LabelSet(rings=tuple(rings), names=tuple(names), scores=tuple(scores), crs=None)
+
+
+def _airbus_rows(path: Path, rows: list[dict[str, str]], image: str | None) -> LabelSet:
+    ids = sorted({r["image_id"] for r in rows})
+    if image is None and len(ids) > 1:
+        raise LabelReadError(
+            f"{path} holds labels of {len(ids)} images; pass --scene (or image=) to pick one"
+        )
+    rows = [r for r in rows if image is None or r["image_id"] == image]
+    try:
+        rings = [np.asarray(ast.literal_eval(r["geometry"]), np.float64) for r in rows]
+    except (ValueError, SyntaxError) as exc:
+        raise LabelReadError(f"{path}: unreadable geometry ({exc})") from exc
+    names = tuple(r.get("class", "object") for r in rows)
+    return LabelSet(rings=tuple(rings), names=names, scores=(1.0,) * len(rows), crs=None)
+
+
+def _read_voc(path: Path) -> LabelSet:
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise LabelReadError(f"{path}: not valid XML ({exc})") from exc
+    rings, names = [], []
+    for obj in root.iter("object"):
+        bb = obj.find("bndbox")
+        if bb is None:
+            continue
+        try:
+            coords = [float(bb.findtext(k, "")) for k in ("xmin", "ymin", "xmax", "ymax")]
+        except ValueError as exc:
+            raise LabelReadError(f"{path}: bad bndbox ({exc})") from exc
+        rings.append(_box_ring(*coords))
+        names.append(obj.findtext("name", "object"))
+    return LabelSet(rings=tuple(rings), names=tuple(names), scores=(1.0,) * len(rings), crs=None)
+
+
+def _read_dota(path: Path) -> LabelSet:
+    rings, names = [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if len(parts) < 9 or ":" in line:
+            continue
+        try:
+            rings.append(np.asarray(parts[:8], np.float64).reshape(4, 2))
+        except ValueError as exc:
+            raise LabelReadError(f"{path}: bad DOTA line {line!r} ({exc})") from exc
+        names.append(parts[8])
+    return LabelSet(rings=tuple(rings), names=tuple(names), scores=(1.0,) * len(rings), crs=None)
+
+
+def read_labels(path: str | os.PathLike[str], *, image: str | None = None) -> LabelSet:
+    """Parse a label file in any supported format.
+
+    Args:
+        path: The label file.
+        image: File name of the image whose labels to keep, for files that hold several
+            images (Airbus CSV, pixel CSV with ``image_path``).
+
+    Raises:
+        LabelReadError: Missing file, unknown format or unparsable content.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise LabelReadError(f"label file not found: {p}")
+    ext = p.suffix.lower()
+    readers = {
+        ".geojson": _read_geojson,
+        ".json": _read_geojson,
+        ".xml": _read_voc,
+        ".txt": _read_dota,
+    }
+    if ext == ".csv":
+        return _read_csv(p, image)
+    if ext not in readers:
+        raise LabelReadError(
+            f"{p}: unknown label format {ext!r}; use .geojson, .csv, .xml (VOC) or .txt (DOTA)"
+        )
+    return readers[ext](p)

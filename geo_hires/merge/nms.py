@@ -1,0 +1,142 @@
+"""Deduplicate detections across window seams and scale levels.
+
+Two steps, as in YOLT: boxes cut by an *interior* window edge are dropped first (the
+overlapping neighbour saw the object whole), then class-aware NMS runs in level-0 pixel space.
+
+NMS is bucketed on a grid so its cost grows with the number of boxes, not its square: each box
+belongs to the cell holding its centre and also takes part, as context, in the runs of
+neighbouring cells whose border lies within a halo of twice the largest box side; a box is kept
+when the run of its own cell keeps it. Every pair of overlapping boxes therefore meets in both
+their cells' runs, so the result equals global greedy NMS except for suppression chains longer
+than the halo (three or more boxes in a row each suppressing the next), which do not arise from
+seam duplicates. ``torchvision.ops.nms`` does the per-cell work; it is called per cell rather
+than through ``batched_nms`` because the latter scans all boxes once per group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torchvision
+
+from geo_hires.config import MergeConfig
+from geo_hires.detections import PixelDetections
+from geo_hires.tiling.plan import Tile
+
+__all__ = ["drop_truncated", "merge_tiles", "nms"]
+
+_SMALL = 2000  # below this many boxes one batched_nms call is cheapest and exact
+
+
+def drop_truncated(
+    dets: PixelDetections, tile: Tile, *, scene_size: tuple[int, int], margin: float
+) -> PixelDetections:
+    """Drop boxes (scene frame) that touch an interior edge of ``tile``'s window.
+
+    Args:
+        dets: Boxes of one window, already in level-0 scene pixels.
+        tile: The window they came from.
+        scene_size: ``(width, height)`` of the scene; edges on the scene border are not
+            interior, so boxes there are kept.
+        margin: Distance in level-0 pixels within which a box counts as touching an edge.
+    """
+    w = tile.window
+    x0, y0 = float(w.col_off), float(w.row_off)
+    x1, y1 = x0 + float(w.width), y0 + float(w.height)
+    b = dets.boxes
+    cut = np.zeros(len(dets), bool)
+    if x0 > 0:
+        cut |= b[:, 0] <= x0 + margin
+    if y0 > 0:
+        cut |= b[:, 1] <= y0 + margin
+    if x1 < scene_size[0]:
+        cut |= b[:, 2] >= x1 - margin
+    if y1 < scene_size[1]:
+        cut |= b[:, 3] >= y1 - margin
+    return dets.take(~cut)
+
+
+def _cell_memberships(
+    boxes: npt.NDArray[np.float64], cell: float, halo: float
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Rows of ``boxes`` repeated per cell they take part in: (row, cell key, is-home)."""
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    hx, hy = np.floor(cx / cell).astype(np.int64), np.floor(cy / cell).astype(np.int64)
+    rows, keys, home = [], [], []
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            gx, gy = hx + dx, hy + dy
+            near = (
+                (cx >= gx * cell - halo)
+                & (cx < (gx + 1) * cell + halo)
+                & (cy >= gy * cell - halo)
+                & (cy < (gy + 1) * cell + halo)
+            )
+            idx = np.nonzero(near)[0]
+            rows.append(idx)
+            keys.append(gx[idx] * 1_000_003 + gy[idx])
+            home.append(np.full(idx.size, dx == 0 and dy == 0))
+    return np.concatenate(rows), np.concatenate(keys), np.concatenate(home)
+
+
+def nms(dets: PixelDetections, *, config: MergeConfig | None = None) -> PixelDetections:
+    """Class-aware NMS in level-0 pixels, bucketed on a grid (see module docstring).
+
+    Returns the kept detections in canonical order.
+    """
+    config = config or MergeConfig()
+    if len(dets) == 0:
+        return dets
+    boxes = torch.from_numpy(dets.boxes)
+    scores = torch.from_numpy(dets.scores)
+    if len(dets) <= _SMALL:
+        keep = torchvision.ops.batched_nms(
+            boxes, scores, torch.from_numpy(dets.classes), config.iou_threshold
+        )
+        return dets.take(np.sort(keep.numpy())).canonical_order()
+    sides = np.maximum(dets.boxes[:, 2] - dets.boxes[:, 0], dets.boxes[:, 3] - dets.boxes[:, 1])
+    halo = 2.0 * float(sides.max())
+    cell = max(float(config.cell_size), 2.0 * halo)
+    rows, keys, home = _cell_memberships(dets.boxes, cell, halo)
+    group = keys * (int(dets.classes.max()) + 1) + dets.classes[rows]
+    order = np.argsort(group, kind="stable")
+    rows, group, home = rows[order], group[order], home[order]
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    ends = np.r_[starts[1:], group.size]
+    kept: list[npt.NDArray[np.int64]] = []
+    for s, e in zip(starts, ends, strict=True):
+        if not home[s:e].any():
+            continue
+        r = torch.from_numpy(rows[s:e])
+        k = torchvision.ops.nms(boxes[r], scores[r], config.iou_threshold).numpy()
+        kept.append(rows[s:e][k[home[s:e][k]]])
+    return dets.take(np.sort(np.concatenate(kept))).canonical_order()
+
+
+def merge_tiles(
+    parts: Iterable[tuple[Tile, PixelDetections]],
+    *,
+    scene_size: tuple[int, int],
+    config: MergeConfig | None = None,
+) -> PixelDetections | None:
+    """Drop truncated boxes per window, then NMS over all windows and levels.
+
+    Args:
+        parts: ``(tile, detections in scene pixels)`` per window.
+        scene_size: ``(width, height)`` of the scene.
+        config: Merge settings.
+
+    Returns:
+        The merged detections, or ``None`` when ``parts`` is empty.
+    """
+    config = config or MergeConfig()
+    kept = [
+        drop_truncated(d, t, scene_size=scene_size, margin=config.edge_margin) for t, d in parts
+    ]
+    if not kept:
+        return None
+    return nms(PixelDetections.concat(kept), config=config)

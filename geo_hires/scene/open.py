@@ -1,0 +1,204 @@
+"""Open a scene and describe it as a small frozen value.
+
+Opening reads only the header: size, CRS, affine, bands, nodata/mask flags and overviews. The
+pixel budget is enforced here, before a single pixel is decoded, so a header that claims a
+terapixel (a decompression bomb or a typo) is refused up front.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from pyproj import CRS, Geod
+from rasterio.enums import ColorInterp, MaskFlags
+
+from geo_hires.config import ReadConfig
+from geo_hires.errors import (
+    NoCRSWarning,
+    SceneNotFoundError,
+    SceneReadError,
+    SceneTooLargeError,
+    UnsupportedBandsError,
+)
+
+__all__ = ["SUPPORTED_DTYPES", "Scene", "gdal_env", "open_scene"]
+
+SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+def gdal_env() -> rasterio.Env:
+    """The scoped GDAL options every read in geo_hires runs under.
+
+    Why scoped: GDAL options are process-global otherwise; a library must not change its
+    host's settings. The cache is bounded so streaming reads keep memory flat.
+    """
+    return rasterio.Env(GDAL_CACHEMAX=256, GDAL_PAM_ENABLED="NO", CPL_LOG_ERRORS="OFF")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Scene:
+    """What geo_hires knows about a raster without reading its pixels.
+
+    Attributes:
+        path: Path of the raster file.
+        width, height: Size in level-0 pixels.
+        count: Number of bands.
+        dtype: Numpy dtype name shared by all bands.
+        crs_wkt: WKT of the CRS, or ``None`` when the scene is not georeferenced.
+        transform: Affine from pixel corners (col, row) to map coordinates.
+        nodata: Nodata value, if declared.
+        colorinterp: Colour interpretation name per band (``"red"``, ``"gray"``, ``"alpha"``...).
+        has_mask: Whether some pixels can be invalid (nodata value, alpha or a mask band).
+        gsd_m: Ground sample distance in metres (geodesic for geographic CRSs), ``None``
+            without a CRS.
+        overviews: Decimation factors of the internal or external overviews of band 1.
+    """
+
+    path: str
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs_wkt: str | None
+    transform: Affine
+    nodata: float | None
+    colorinterp: tuple[str, ...]
+    has_mask: bool
+    gsd_m: float | None
+    overviews: tuple[int, ...]
+
+    @property
+    def pixels(self) -> int:
+        """Level-0 pixel count ``width * height``."""
+        return self.width * self.height
+
+    @property
+    def crs(self) -> CRS | None:
+        """The CRS as a pyproj object, or ``None``."""
+        return None if self.crs_wkt is None else CRS.from_wkt(self.crs_wkt)
+
+    @property
+    def rgb_bands(self) -> tuple[int, int, int]:
+        """1-based band indexes that become the model's R, G, B channels.
+
+        The rule: bands interpreted as red, green and blue when all three exist; otherwise
+        the first three non-alpha bands; a single non-alpha band (grey, panchromatic) is used
+        for all three channels.
+        """
+        interp = self.colorinterp
+        if all(c in interp for c in ("red", "green", "blue")):
+            return (interp.index("red") + 1, interp.index("green") + 1, interp.index("blue") + 1)
+        data = [i + 1 for i, c in enumerate(interp) if c != "alpha"]
+        if len(data) >= 3:
+            return (data[0], data[1], data[2])
+        return (data[0], data[0], data[0])
+
+
+def _gsd_m(crs: CRS | None, transform: Affine, width: int, height: int) -> float | None:
+    """Metres per pixel: linear units for projected CRSs, geodesic for geographic ones."""
+    if crs is None:
+        return None
+    step_x = math.hypot(transform.a, transform.d)
+    step_y = math.hypot(transform.b, transform.e)
+    if crs.is_geographic:
+        geod = Geod(ellps="WGS84")
+        lon, lat = transform @ (width / 2, height / 2)
+        lon1, lat1 = transform @ (width / 2 + 1, height / 2)
+        lon2, lat2 = transform @ (width / 2, height / 2 + 1)
+        dx = geod.inv(lon, lat, lon1, lat1)[2]
+        dy = geod.inv(lon, lat, lon2, lat2)[2]
+        return float((dx + dy) / 2)
+    factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
+    return float((step_x + step_y) / 2 * factor)
+
+
+def _check_layout(path: str, dtypes: tuple[str, ...], interp: tuple[str, ...]) -> None:
+    if len(set(dtypes)) != 1:
+        raise UnsupportedBandsError(
+            f"{path}: bands have mixed dtypes {sorted(set(dtypes))}; convert to one dtype first"
+        )
+    if dtypes[0] not in SUPPORTED_DTYPES:
+        raise UnsupportedBandsError(
+            f"{path}: dtype {dtypes[0]} is not supported; use one of {', '.join(SUPPORTED_DTYPES)}"
+        )
+    data_bands = [c for c in interp if c != "alpha"]
+    if len(data_bands) == 2:
+        raise UnsupportedBandsError(
+            f"{path}: 2 data bands is ambiguous (neither grey nor RGB); write 1 band, 3+ bands, "
+            "or mark the second band as alpha"
+        )
+    if not data_bands:
+        raise UnsupportedBandsError(f"{path}: every band is alpha; there is no image data")
+
+
+def _describe(path: str, src: rasterio.DatasetReader, config: ReadConfig) -> Scene:
+    if src.width <= 0 or src.height <= 0 or src.count <= 0:
+        raise SceneReadError(f"{path}: raster has zero size ({src.width}x{src.height}x{src.count})")
+    if src.width * src.height > config.max_scene_pixels:
+        raise SceneTooLargeError(
+            f"{path}: declares {src.width}x{src.height} = {src.width * src.height:,} pixels, over "
+            f"the budget of {config.max_scene_pixels:,}; raise ReadConfig.max_scene_pixels "
+            "(--max-pixels) if the file is genuine"
+        )
+    interp = tuple(c.name if isinstance(c, ColorInterp) else str(c) for c in src.colorinterp)
+    _check_layout(path, tuple(src.dtypes), interp)
+    crs = CRS.from_user_input(src.crs.to_wkt()) if src.crs else None
+    if crs is None:
+        warnings.warn(
+            f"{path} has no CRS: results are in pixel space and cannot be placed on a map",
+            NoCRSWarning,
+            stacklevel=4,
+        )
+    flags = src.mask_flag_enums
+    has_mask = src.nodata is not None or any(MaskFlags.all_valid not in f for f in flags)
+    return Scene(
+        path=path,
+        width=src.width,
+        height=src.height,
+        count=src.count,
+        dtype=src.dtypes[0],
+        crs_wkt=crs.to_wkt() if crs else None,
+        transform=src.transform,
+        nodata=None if src.nodata is None or np.isnan(src.nodata) else float(src.nodata),
+        colorinterp=interp,
+        has_mask=has_mask,
+        gsd_m=_gsd_m(crs, src.transform, src.width, src.height),
+        overviews=tuple(src.overviews(1)),
+    )
+
+
+def open_scene(path: str | os.PathLike[str], *, config: ReadConfig | None = None) -> Scene:
+    """Read a raster's header and return its :class:`Scene`.
+
+    Args:
+        path: A GeoTIFF/COG or any other GDAL-readable raster file.
+        config: Pixel budget and reading options; defaults to ``ReadConfig()``.
+
+    Raises:
+        SceneNotFoundError: The path does not exist.
+        SceneReadError: Not a raster, unreadable header, or zero size.
+        SceneTooLargeError: Declared size beyond ``config.max_scene_pixels``.
+        UnsupportedBandsError: Band layout or dtype cannot become model input.
+    """
+    config = config or ReadConfig()
+    p = str(path)
+    if not Path(p).exists():
+        raise SceneNotFoundError(f"scene not found: {p}; check the path")
+    if Path(p).is_dir():
+        raise SceneReadError(f"{p} is a directory; pass a raster file")
+    try:
+        with gdal_env(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(p) as src:
+                return _describe(p, src, config)
+    except (rasterio.errors.RasterioIOError, rasterio.errors.RasterioError) as exc:
+        raise SceneReadError(
+            f"cannot open {p} as a raster ({exc}); pass a GeoTIFF/COG or another raster GDAL reads"
+        ) from exc

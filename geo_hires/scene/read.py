@@ -1,0 +1,208 @@
+"""Windowed and decimated reads that turn scene pixels into model input.
+
+The normalisation rule (documented in the README, tested in ``tests/test_scene.py``):
+
+* Bands: see :attr:`Scene.rgb_bands` — red/green/blue by colour interpretation, else the first
+  three non-alpha bands, a single band repeated three times.
+* Values: 8-bit data is divided by 255 (imagery keeps its look). Any other dtype is stretched per
+  band between the low and high percentiles (``ReadConfig.stretch_percentiles``, default 2–98) of
+  its *valid* pixels, computed once per scene from a decimated read of at most
+  ``ReadConfig.stats_pixels``, then clipped to ``[0, 1]``.
+* Invalid pixels (nodata value, alpha 0, GDAL mask 0, or outside the scene) are 0 in every channel
+  and ``False`` in the mask that travels with the pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from types import TracebackType
+
+import numpy as np
+import numpy.typing as npt
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from geo_hires.config import ReadConfig
+from geo_hires.errors import SceneReadError, SceneTooLargeError
+from geo_hires.scene.open import Scene, gdal_env
+
+__all__ = ["SceneReader", "Stretch", "WindowData", "overview_shape"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Stretch:
+    """Per-channel linear stretch ``(x - low) / (high - low)`` clipped to ``[0, 1]``.
+
+    Attributes:
+        low, high: ``(3,)`` float64 values for the R, G, B channels.
+    """
+
+    low: tuple[float, float, float]
+    high: tuple[float, float, float]
+
+    def apply(self, data: npt.NDArray[np.generic]) -> npt.NDArray[np.float32]:
+        """``(3, H, W)`` raw values → ``(3, H, W)`` float32 in ``[0, 1]``."""
+        lo = np.asarray(self.low, np.float32)[:, None, None]
+        span = np.maximum(np.asarray(self.high, np.float32)[:, None, None] - lo, 1e-6)
+        out = (data.astype(np.float32) - lo) / span
+        return np.clip(out, 0.0, 1.0, out=out)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class WindowData:
+    """Pixels of one window, normalised, with their validity mask.
+
+    Attributes:
+        window: The requested window in level-0 pixels (may extend past the scene edge).
+        image: ``(3, H, W)`` float32 in ``[0, 1]``; ``H, W`` are the output size.
+        valid: ``(H, W)`` bool, ``False`` for nodata and for padding beyond the scene.
+    """
+
+    window: Window
+    image: npt.NDArray[np.float32]
+    valid: npt.NDArray[np.bool_]
+
+    @property
+    def empty(self) -> bool:
+        """True when no pixel of the window is valid."""
+        return not bool(self.valid.any())
+
+
+def overview_shape(scene: Scene, max_pixels: int) -> tuple[int, int]:
+    """``(height, width)`` of the largest decimated view of ``scene`` within ``max_pixels``."""
+    factor = max(1.0, math.sqrt(scene.pixels / max_pixels))
+    return max(1, int(scene.height / factor)), max(1, int(scene.width / factor))
+
+
+def _inner(window: Window, scene: Scene) -> tuple[int, int, int, int] | None:
+    """Intersection of ``window`` with the scene as ``(col0, row0, col1, row1)``, or None."""
+    c0, r0 = max(0, int(window.col_off)), max(0, int(window.row_off))
+    c1 = min(scene.width, int(window.col_off + window.width))
+    r1 = min(scene.height, int(window.row_off + window.height))
+    return None if c1 <= c0 or r1 <= r0 else (c0, r0, c1, r1)
+
+
+class SceneReader:
+    """An open scene: reads windows and decimated views as :class:`WindowData`.
+
+    Use as a context manager; the dataset stays open for the reader's life so that streaming
+    many windows does not pay a file open per window.
+    """
+
+    def __init__(self, scene: Scene, *, config: ReadConfig | None = None) -> None:
+        self.scene = scene
+        self.config = config or ReadConfig()
+        self._env: rasterio.Env | None = None
+        self._src: rasterio.DatasetReader | None = None
+        self._stretch: Stretch | None = None
+        self._bands = list(dict.fromkeys(scene.rgb_bands))
+        self._channel_of = [self._bands.index(b) for b in scene.rgb_bands]
+
+    def __enter__(self) -> SceneReader:
+        self._env = gdal_env()
+        self._env.__enter__()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                self._src = rasterio.open(self.scene.path)
+        except rasterio.errors.RasterioIOError as exc:
+            self._env.__exit__(None, None, None)
+            raise SceneReadError(f"cannot reopen {self.scene.path}: {exc}") from exc
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._src is not None:
+            self._src.close()
+        if self._env is not None:
+            self._env.__exit__(et, ev, tb)
+        self._src = self._env = None
+
+    @property
+    def src(self) -> rasterio.DatasetReader:
+        if self._src is None:
+            raise SceneReadError("SceneReader used outside its 'with' block; open it first")
+        return self._src
+
+    def _raw(
+        self, inner: tuple[int, int, int, int], out_hw: tuple[int, int]
+    ) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.bool_]]:
+        """Raw ``(3, h, w)`` values and ``(h, w)`` validity of the in-scene part."""
+        c0, r0, c1, r1 = inner
+        win = Window(c0, r0, c1 - c0, r1 - r0)
+        try:
+            data = self.src.read(
+                self._bands,
+                window=win,
+                out_shape=(len(self._bands), *out_hw),
+                resampling=Resampling.nearest,
+            )
+            if self.scene.has_mask:
+                valid = self.src.dataset_mask(window=win, out_shape=out_hw) > 0
+            else:
+                valid = np.ones(out_hw, dtype=bool)
+        except rasterio.errors.RasterioIOError as exc:
+            raise SceneReadError(
+                f"{self.scene.path}: failed reading window {win} ({exc}); the file may be "
+                "truncated or corrupt"
+            ) from exc
+        return data[self._channel_of], valid
+
+    def stretch(self) -> Stretch:
+        """The scene's normalisation stretch (computed once, from a decimated read)."""
+        if self._stretch is None:
+            self._stretch = self._compute_stretch()
+        return self._stretch
+
+    def _compute_stretch(self) -> Stretch:
+        if self.scene.dtype == "uint8":
+            return Stretch(low=(0.0, 0.0, 0.0), high=(255.0, 255.0, 255.0))
+        out_hw = overview_shape(self.scene, self.config.stats_pixels)
+        data, valid = self._raw((0, 0, self.scene.width, self.scene.height), out_hw)
+        lo_p, hi_p = self.config.stretch_percentiles
+        lows, highs = [], []
+        for band in data:
+            vals = band[valid & np.isfinite(band)] if valid.any() else np.zeros(1)
+            lo, hi = np.percentile(vals, [lo_p, hi_p]) if vals.size else (0.0, 1.0)
+            lows.append(float(lo))
+            highs.append(float(max(hi, lo + 1e-6)))
+        return Stretch(low=(lows[0], lows[1], lows[2]), high=(highs[0], highs[1], highs[2]))
+
+    def read(self, window: Window, *, out_size: tuple[int, int] | None = None) -> WindowData:
+        """Read ``window`` (level-0 px), padded where it leaves the scene.
+
+        Args:
+            window: Half-open window in level-0 pixels; may extend beyond the scene.
+            out_size: ``(height, width)`` of the output; smaller than the window means a
+                decimated read (GDAL uses overviews when present). Default: window size.
+        """
+        wh, ww = int(window.height), int(window.width)
+        oh, ow = out_size or (wh, ww)
+        if oh * ow > self.config.max_read_pixels:
+            raise SceneTooLargeError(
+                f"a read of {ow}x{oh} px exceeds ReadConfig.max_read_pixels "
+                f"({self.config.max_read_pixels:,}); use smaller windows or a larger budget"
+            )
+        image = np.zeros((3, oh, ow), np.float32)
+        valid = np.zeros((oh, ow), bool)
+        inner = _inner(window, self.scene)
+        if inner is None:
+            return WindowData(window=window, image=image, valid=valid)
+        sx, sy = ow / ww, oh / wh
+        y0 = round((inner[1] - window.row_off) * sy)
+        x0 = round((inner[0] - window.col_off) * sx)
+        ih = min(oh - y0, max(1, round((inner[3] - inner[1]) * sy)))
+        iw = min(ow - x0, max(1, round((inner[2] - inner[0]) * sx)))
+        data, ok = self._raw(inner, (ih, iw))
+        image[:, y0 : y0 + ih, x0 : x0 + iw] = self.stretch().apply(data) * ok
+        valid[y0 : y0 + ih, x0 : x0 + iw] = ok
+        return WindowData(window=window, image=image, valid=valid)
+
+    def read_overview(self, max_pixels: int) -> WindowData:
+        """The whole scene decimated to at most ``max_pixels`` (quicklooks, masks, stats)."""
+        out = overview_shape(self.scene, max_pixels)
+        return self.read(Window(0, 0, self.scene.width, self.scene.height), out_size=out)

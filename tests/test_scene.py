@@ -1,0 +1,143 @@
+"""Scene opening, windowed/decimated reads and the normalisation rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.enums import ColorInterp
+from rasterio.windows import Window
+
+from geo_hires.config import ReadConfig
+from geo_hires.errors import (
+    GeoHiresError,
+    NoCRSWarning,
+    SceneTooLargeError,
+    UnsupportedBandsError,
+)
+from geo_hires.scene import SceneReader, open_scene
+
+
+def test_real_scenes_describe(fixtures):
+    trees = open_scene(fixtures / "OSBS_029.tif")
+    assert (trees.width, trees.height, trees.count, trees.dtype) == (400, 400, 3, "uint8")
+    assert trees.crs.to_epsg() == 32617 and trees.gsd_m == pytest.approx(0.1)
+    assert trees.nodata == 255 and trees.has_mask and trees.rgb_bands == (1, 2, 3)
+    nl = open_scene(fixtures / "test_tiled.tif")
+    assert nl.crs.to_epsg() == 28992 and nl.gsd_m == pytest.approx(0.25) and not nl.has_mask
+    pan = open_scene(fixtures / "sample_geotiff.tif")
+    assert pan.dtype == "uint16" and pan.count == 1 and pan.rgb_bands == (1, 1, 1)
+
+
+def test_uint16_single_band_is_stretched_to_three_equal_channels(fixtures):
+    scene = open_scene(fixtures / "sample_geotiff.tif")
+    with SceneReader(scene) as r:
+        w = r.read(Window(100, 100, 256, 256))
+        lo, hi = r.stretch().low[0], r.stretch().high[0]
+        raw = r.src.read(1, window=Window(100, 100, 256, 256)).astype(float)
+    assert w.image.dtype == np.float32 and w.image.shape == (3, 256, 256)
+    assert np.array_equal(w.image[0], w.image[1]) and np.array_equal(w.image[1], w.image[2])
+    assert 0.0 <= w.image.min() and w.image.max() <= 1.0
+    expect = np.clip((raw - lo) / (hi - lo), 0, 1) * w.valid
+    np.testing.assert_allclose(w.image[0], expect, atol=1e-5)
+    # the 2-98 percentile stretch saturates a few percent of valid pixels at each end
+    v = w.image[0][w.valid]
+    assert 0.005 < (v == 0).mean() + (v == 1).mean() < 0.2
+
+
+def test_float_and_int16_imagery_normalise(write_tif):
+    rng = np.random.default_rng(0)
+    for dtype in ("float32", "int16"):
+        data = (rng.normal(0, 1000, (3, 64, 64))).astype(dtype)
+        scene = open_scene(write_tif(f"{dtype}.tif", data))
+        with SceneReader(scene) as r:
+            img = r.read(Window(0, 0, 64, 64)).image
+        assert img.min() == 0.0 and img.max() == 1.0 and 0.4 < img.mean() < 0.6
+
+
+def test_band_choice_by_colour_interpretation(write_tif):
+    data = np.stack([np.full((32, 32), v, np.uint8) for v in (10, 20, 30, 40)])
+    ci = [ColorInterp.blue, ColorInterp.undefined, ColorInterp.red, ColorInterp.green]
+    scene = open_scene(write_tif("bgr.tif", data, colorinterp=ci))
+    assert scene.rgb_bands == (3, 4, 1)
+    with SceneReader(scene) as r:
+        img = r.read(Window(0, 0, 32, 32)).image
+    np.testing.assert_allclose(img[:, 0, 0], np.array([30, 40, 10]) / 255, atol=1e-6)
+
+
+def test_alpha_band_becomes_the_mask(write_tif):
+    data = np.full((4, 32, 32), 200, np.uint8)
+    data[3, :, :16] = 0
+    ci = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    scene = open_scene(write_tif("rgba.tif", data, colorinterp=ci))
+    assert scene.has_mask
+    with SceneReader(scene) as r:
+        w = r.read(Window(0, 0, 32, 32))
+    assert not w.valid[:, :16].any() and w.valid[:, 16:].all()
+    assert (w.image[:, :, :16] == 0).all()
+
+
+def test_gray_alpha_is_supported_two_data_bands_are_not(write_tif):
+    data = np.full((2, 16, 16), 100, np.uint8)
+    scene = open_scene(write_tif("ga.tif", data, alpha="YES"))
+    assert scene.colorinterp == ("gray", "alpha") and scene.rgb_bands == (1, 1, 1)
+    with pytest.raises(UnsupportedBandsError, match="2 data bands"):
+        open_scene(write_tif("two.tif", data))
+
+
+def test_nodata_mask_and_boundless_padding(write_tif):
+    data = np.full((3, 50, 70), 90, np.uint8)
+    data[:, :10, :] = 0
+    scene = open_scene(write_tif("nd.tif", data, nodata=0))
+    with SceneReader(scene) as r:
+        w = r.read(Window(40, -5, 64, 64))
+    assert w.image.shape == (3, 64, 64)
+    assert not w.valid[:15].any()  # 5 rows above the scene + 10 nodata rows
+    assert w.valid[15:55, :30].all() and not w.valid[55:].any() and not w.valid[:, 30:].any()
+    assert (w.image[:, ~w.valid] == 0).all()
+    assert np.allclose(w.image[:, w.valid], 90 / 255)
+
+
+def test_decimated_read_uses_overviews(tmp_path, write_tif):
+    data = np.random.default_rng(1).integers(0, 255, (3, 512, 512), np.uint8)
+    path = write_tif("ov.tif", data, tiled=True, blockxsize=256, blockysize=256)
+    with rasterio.open(path, "r+") as dst:
+        dst.build_overviews([2, 4])
+    scene = open_scene(path)
+    assert scene.overviews == (2, 4)
+    with SceneReader(scene) as r:
+        w = r.read(Window(0, 0, 512, 512), out_size=(128, 128))
+        ov = r.read_overview(128 * 128)
+        ovr = r.src.read(1, out_shape=(128, 128))
+    assert w.image.shape == (3, 128, 128) and ov.image.shape == (3, 128, 128)
+    np.testing.assert_allclose(w.image[0], ovr / 255, atol=1e-6)
+
+
+def test_read_budget_is_enforced(fixtures):
+    scene = open_scene(fixtures / "OSBS_029.tif")
+    with SceneReader(scene, config=ReadConfig(max_read_pixels=10_000)) as r:
+        with pytest.raises(SceneTooLargeError, match="max_read_pixels"):
+            r.read(Window(0, 0, 200, 200))
+        assert r.read_overview(10_000).image.shape[1] * r.read_overview(10_000).image.shape[2] <= 10_000
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_scene_without_crs_warns(write_tif):
+    path = write_tif("nocrs.tif", np.zeros((3, 16, 16), np.uint8), crs=None, transform=Affine.identity())
+    with pytest.warns(NoCRSWarning):
+        scene = open_scene(path)
+    assert scene.crs_wkt is None and scene.gsd_m is None
+
+
+def test_geographic_crs_gsd_is_geodesic_metres(write_tif):
+    t = Affine(1e-5, 0, 10.0, 0, -1e-5, 0.001)  # at the equator 1e-5 degree ~ 1.11 m
+    scene = open_scene(write_tif("geo.tif", np.zeros((3, 16, 16), np.uint8), crs="EPSG:4326", transform=t))
+    assert scene.gsd_m == pytest.approx(1.1, rel=0.02)
+
+
+def test_errors_share_one_root_and_builtins():
+    assert issubclass(SceneTooLargeError, GeoHiresError) and issubclass(SceneTooLargeError, ValueError)
+    from geo_hires.errors import SceneNotFoundError, SceneReadError
+
+    assert issubclass(SceneReadError, OSError) and issubclass(SceneNotFoundError, FileNotFoundError)
