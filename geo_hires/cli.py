@@ -90,8 +90,9 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     for p in plans:
         eff = f"{scene.gsd_m * p.downsample:.3f} m" if scene.gsd_m else "-"
         out.write(
-            f"  level {p.level.name:<10} window {p.level.window:>5} px  overlap {p.level.overlap:.2f}  "
-            f"downsample {p.downsample:>3}  GSD {eff:>10}  windows {len(p.tiles):>6}  "
+            f"  level {p.level.name:<10} window {p.level.window:>5} px  "
+            f"overlap {p.level.overlap:.2f}  downsample {p.downsample:>3}  GSD {eff:>10}  "
+            f"windows {len(p.tiles):>6}  "
             f"skipped(nodata) {p.skipped_nodata}\n"
         )
     out.write(f"  total windows: {sum(len(p.tiles) for p in plans)}\n")
@@ -157,7 +158,8 @@ def _cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
         out.write(json.dumps(result.as_json(), sort_keys=True) + "\n")
         return 0
     out.write(
-        f"{'class':<20} {'AP50':>6} {'AP50:95':>8} {'P@bestF1':>9} {'R@bestF1':>7} {'truth':>7} {'pred':>7}\n"
+        f"{'class':<20} {'AP50':>6} {'AP50:95':>8} {'P@bestF1':>9} {'R@bestF1':>7} "
+        f"{'truth':>7} {'pred':>7}\n"
     )
     for name, s in result.per_class.items():
         out.write(_fmt_row(name, s))

@@ -51,7 +51,8 @@ class ReadConfig:
         lo, hi = self.stretch_percentiles
         if not 0.0 <= lo < hi <= 100.0:
             raise ConfigError(
-                f"ReadConfig.stretch_percentiles must satisfy 0 <= low < high <= 100, got {lo}, {hi}"
+                "ReadConfig.stretch_percentiles must satisfy 0 <= low < high <= 100, "
+                f"got {lo}, {hi}"
             )
 
 

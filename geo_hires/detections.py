@@ -31,7 +31,8 @@ def _check_lengths(n: int, **arrays: np.ndarray) -> None:
 def _check_classes(classes: IntArray, class_names: tuple[str, ...]) -> None:
     if classes.size and (classes.min() < 0 or classes.max() >= len(class_names)):
         raise ConfigError(
-            f"class indices must lie in [0, {len(class_names)}), got {classes.min()}..{classes.max()}"
+            f"class indices must lie in [0, {len(class_names)}), "
+            f"got {classes.min()}..{classes.max()}"
         )
 
 

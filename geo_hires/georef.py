@@ -10,14 +10,33 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+from affine import Affine
 from pyproj import CRS, Transformer
 
 from geo_hires.detections import GeoDetections, PixelDetections
 from geo_hires.scene.open import Scene
 
-__all__ = ["box_corners", "map_to_pixel", "reproject", "to_map", "to_pixels", "to_wgs84"]
+__all__ = [
+    "apply_affine",
+    "box_corners",
+    "map_to_pixel",
+    "reproject",
+    "to_map",
+    "to_pixels",
+    "to_wgs84",
+]
 
 WGS84 = CRS.from_epsg(4326)
+
+
+def apply_affine(
+    t: Affine, x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Apply ``t`` to coordinate arrays of any shape; returns ``(..., 2)``.
+
+    ``Affine @ (x, y)`` does the same but is untyped for arrays; this keeps mypy honest.
+    """
+    return np.stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f], axis=-1)
 
 
 def box_corners(boxes: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -49,8 +68,7 @@ def to_map(dets: PixelDetections, scene: Scene) -> GeoDetections:
     """Pixel boxes → 4-corner polygons in the scene CRS (pixel space when it has none)."""
     corners = box_corners(dets.boxes)
     if scene.crs_wkt is not None:
-        x, y = scene.transform @ (corners[..., 0], corners[..., 1])
-        corners = np.stack([np.asarray(x), np.asarray(y)], axis=-1)
+        corners = apply_affine(scene.transform, corners[..., 0], corners[..., 1])
     return GeoDetections(
         polygons=corners.reshape(-1, 4, 2),
         scores=dets.scores,
@@ -88,8 +106,7 @@ def map_to_pixel(
     if crs is None or scene.crs_wkt is None:
         return xy.copy()
     local = reproject(xy, crs, scene.crs_wkt)
-    cols, rows = ~scene.transform @ (local[..., 0], local[..., 1])
-    return np.stack([np.asarray(cols), np.asarray(rows)], axis=-1)
+    return apply_affine(~scene.transform, local[..., 0], local[..., 1])
 
 
 def to_pixels(geo: GeoDetections, scene: Scene) -> PixelDetections:

@@ -32,7 +32,9 @@ def fixtures() -> Path:
 def shared() -> Path:
     path = shared_data()
     if path is None:
-        pytest.skip("shared data folder not found (set GEO_HIRES_SHARED_DATA or use ../shared/data)")
+        pytest.skip(
+            "shared data folder not found (set GEO_HIRES_SHARED_DATA or use ../shared/data)"
+        )
     return path
 
 
@@ -48,8 +50,12 @@ def write_tif(tmp_path: Path) -> WriteTif:
         if data.ndim == 2:
             data = data[None]
         base: dict[str, Any] = {
-            "driver": "GTiff", "count": data.shape[0], "height": data.shape[1],
-            "width": data.shape[2], "dtype": data.dtype.name, "crs": "EPSG:32633",
+            "driver": "GTiff",
+            "count": data.shape[0],
+            "height": data.shape[1],
+            "width": data.shape[2],
+            "dtype": data.dtype.name,
+            "crs": "EPSG:32633",
             "transform": Affine(0.5, 0, 500000, 0, -0.5, 5000000),
         }
         base.update(profile)

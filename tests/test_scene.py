@@ -38,7 +38,7 @@ def test_uint16_single_band_is_stretched_to_three_equal_channels(fixtures):
         raw = r.src.read(1, window=Window(100, 100, 256, 256)).astype(float)
     assert w.image.dtype == np.float32 and w.image.shape == (3, 256, 256)
     assert np.array_equal(w.image[0], w.image[1]) and np.array_equal(w.image[1], w.image[2])
-    assert 0.0 <= w.image.min() and w.image.max() <= 1.0
+    assert w.image.min() >= 0.0 and w.image.max() <= 1.0
     expect = np.clip((raw - lo) / (hi - lo), 0, 1) * w.valid
     np.testing.assert_allclose(w.image[0], expect, atol=1e-5)
     # the 2-98 percentile stretch saturates a few percent of valid pixels at each end
@@ -119,12 +119,17 @@ def test_read_budget_is_enforced(fixtures):
     with SceneReader(scene, config=ReadConfig(max_read_pixels=10_000)) as r:
         with pytest.raises(SceneTooLargeError, match="max_read_pixels"):
             r.read(Window(0, 0, 200, 200))
-        assert r.read_overview(10_000).image.shape[1] * r.read_overview(10_000).image.shape[2] <= 10_000
+        assert (
+            r.read_overview(10_000).image.shape[1] * r.read_overview(10_000).image.shape[2]
+            <= 10_000
+        )
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_scene_without_crs_warns(write_tif):
-    path = write_tif("nocrs.tif", np.zeros((3, 16, 16), np.uint8), crs=None, transform=Affine.identity())
+    path = write_tif(
+        "nocrs.tif", np.zeros((3, 16, 16), np.uint8), crs=None, transform=Affine.identity()
+    )
     with pytest.warns(NoCRSWarning):
         scene = open_scene(path)
     assert scene.crs_wkt is None and scene.gsd_m is None
@@ -132,12 +137,16 @@ def test_scene_without_crs_warns(write_tif):
 
 def test_geographic_crs_gsd_is_geodesic_metres(write_tif):
     t = Affine(1e-5, 0, 10.0, 0, -1e-5, 0.001)  # at the equator 1e-5 degree ~ 1.11 m
-    scene = open_scene(write_tif("geo.tif", np.zeros((3, 16, 16), np.uint8), crs="EPSG:4326", transform=t))
+    scene = open_scene(
+        write_tif("geo.tif", np.zeros((3, 16, 16), np.uint8), crs="EPSG:4326", transform=t)
+    )
     assert scene.gsd_m == pytest.approx(1.1, rel=0.02)
 
 
 def test_errors_share_one_root_and_builtins():
-    assert issubclass(SceneTooLargeError, GeoHiresError) and issubclass(SceneTooLargeError, ValueError)
+    assert issubclass(SceneTooLargeError, GeoHiresError) and issubclass(
+        SceneTooLargeError, ValueError
+    )
     from geo_hires.errors import SceneNotFoundError, SceneReadError
 
     assert issubclass(SceneReadError, OSError) and issubclass(SceneNotFoundError, FileNotFoundError)

@@ -88,7 +88,7 @@ def plan_objects(spec: SynthSpec) -> tuple[PixelDetections, npt.NDArray[np.uint8
     n = max(1, round(spec.width * spec.height / _AREA_PER_OBJECT[spec.density.value]))
     cls = (rng.random(n) < 0.3).astype(np.int64)
     size = np.where(cls == 1, rng.uniform(40, 150, n), rng.uniform(8, 20, n))
-    aspect = np.where(cls == 1, rng.uniform(0.8, 1.25, n), rng.uniform(0.45, 0.8, n))
+    aspect = np.where(cls == 1, rng.uniform(0.75, 1.0, n), rng.uniform(0.45, 0.8, n))
     vertical = rng.random(n) < 0.5
     w = np.round(np.where(vertical, size * aspect, size))
     h = np.round(np.where(vertical, size, size * aspect))

@@ -1,0 +1,162 @@
+"""Label formats and COCO evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyproj
+import pytest
+
+from geo_hires.cli import main
+from geo_hires.errors import LabelReadError
+from geo_hires.evaluate import common_frame, evaluate
+from geo_hires.labels import read_labels
+from geo_hires.scene import open_scene
+
+BOXES = [[10, 20, 40, 50, "car"], [100, 110, 160, 150, "plane"], [200, 10, 220, 30, "car"]]
+
+
+def _write_formats(tmp_path):
+    (tmp_path / "l.csv").write_text(
+        "xmin,ymin,xmax,ymax,label\n" + "".join(f"{a},{b},{c},{d},{n}\n" for a, b, c, d, n in BOXES)
+    )
+    objs = "".join(
+        f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
+        f"<ymax>{d}</ymax></bndbox></object>"
+        for a, b, c, d, n in BOXES
+    )
+    (tmp_path / "l.xml").write_text(f"<annotation><filename>x.tif</filename>{objs}</annotation>")
+    (tmp_path / "l.txt").write_text(
+        "imagesource:test\ngsd:0.5\n"
+        + "".join(f"{a} {b} {c} {b} {c} {d} {a} {d} {n} 0\n" for a, b, c, d, n in BOXES)
+    )
+    rows = "".join(
+        f'{i},x.tif,"[({a}, {b}), ({c}, {b}), ({c}, {d}), ({a}, {d}), ({a}, {b})]",{n}\n'
+        for i, (a, b, c, d, n) in enumerate(BOXES)
+    )
+    (tmp_path / "air.csv").write_text(
+        "id,image_id,geometry,class\n" + rows + '9,y.tif,"[(0, 0), (1, 1)]",car\n'
+    )
+    return ["l.csv", "l.xml", "l.txt", "air.csv"]
+
+
+def test_every_pixel_format_reads_the_same_boxes(tmp_path):
+    for name in _write_formats(tmp_path):
+        dets = read_labels(tmp_path / name, image="x.tif").to_pixels(None)
+        assert dets.class_names == ("car", "plane"), name
+        np.testing.assert_array_equal(
+            dets.boxes, np.array([b[:4] for b in BOXES], float), err_msg=name
+        )
+
+
+def test_airbus_csv_with_several_images_needs_a_choice(tmp_path):
+    _write_formats(tmp_path)
+    with pytest.raises(LabelReadError, match="--scene"):
+        read_labels(tmp_path / "air.csv")
+
+
+def test_geojson_in_any_crs_lands_on_the_same_pixels(tmp_path, fixtures):
+    scene = open_scene(fixtures / "OSBS_029.tif")
+    truth = read_labels(fixtures / "OSBS_029.csv").to_pixels(scene)
+    t = pyproj.Transformer.from_crs("EPSG:32617", "EPSG:3857", always_xy=True)
+    feats = []
+    for x0, y0, x1, y1 in truth.boxes:
+        ring = [scene.transform @ p for p in [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]]
+        feats.append(
+            {
+                "type": "Feature",
+                "properties": {"label": "Tree"},
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[list(t.transform(*p)) for p in ring]],
+                },
+            }
+        )
+    doc = {
+        "type": "FeatureCollection",
+        "crs": {"type": "name", "properties": {"name": "EPSG:3857"}},
+        "features": feats,
+    }
+    (tmp_path / "m.geojson").write_text(json.dumps(doc))
+    back = read_labels(tmp_path / "m.geojson").to_pixels(scene)
+    np.testing.assert_allclose(back.boxes, truth.boxes, atol=1e-4)
+
+
+def test_truth_against_itself_is_perfect_and_jitter_is_worse(fixtures):
+    scene = open_scene(fixtures / "OSBS_029.tif")
+    labels = read_labels(fixtures / "OSBS_029.csv")
+    pred, truth = common_frame(labels, labels, scene)
+    perfect = evaluate(pred, truth)
+    assert perfect.overall.ap50 == perfect.overall.ap50_95 == 1.0
+    assert perfect.overall.precision == perfect.overall.recall == 1.0
+    rng = np.random.default_rng(0)
+    from dataclasses import replace
+
+    jittered = replace(
+        pred, boxes=pred.boxes + rng.normal(0, 4, pred.boxes.shape), scores=rng.random(len(pred))
+    )
+    worse = evaluate(jittered, truth)
+    assert worse.overall.ap50_95 < 0.8 and worse.overall.ap50 < 1.0
+    missing = evaluate(pred.take(np.arange(30)), truth)
+    assert missing.overall.recall == pytest.approx(30 / 61) and missing.overall.precision == 1.0
+
+
+def test_two_map_files_are_compared_on_the_ground(tmp_path, fixtures):
+    scene = open_scene(fixtures / "sample_geotiff.tif")
+    labels = read_labels(fixtures / "geotiff_labels.geojson")
+    from geo_hires.export import write_geojson
+
+    write_geojson(tmp_path / "p.geojson", labels.to_pixels(scene), scene)  # WGS84 copy
+    pred = read_labels(tmp_path / "p.geojson")
+    result = evaluate(*common_frame(pred, labels, None))
+    assert result.overall.ap50 == pytest.approx(1.0)
+
+
+def test_mixed_frames_without_scene_is_a_clear_error(tmp_path, fixtures):
+    with pytest.raises(LabelReadError, match="--scene"):
+        common_frame(
+            read_labels(fixtures / "OSBS_029.csv"),
+            read_labels(fixtures / "geotiff_labels.geojson"),
+            None,
+        )
+
+
+def test_cli_eval_json(capsys, fixtures):
+    rc = main(["eval", str(fixtures / "OSBS_029.csv"), str(fixtures / "OSBS_029.csv"), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and {"ap50", "ap50_95", "precision", "recall", "per_class"} <= set(out)
+    assert out["per_class"]["Tree"]["ap50"] == 1.0
+
+
+def test_cli_eval_table(tmp_path, capsys, fixtures):
+    scene = str(fixtures / "OSBS_029.tif")
+    assert (
+        main(
+            [
+                "convert",
+                str(fixtures / "OSBS_029.csv"),
+                "--scene",
+                scene,
+                "-o",
+                str(tmp_path / "t.geojson"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "eval",
+                str(tmp_path / "t.geojson"),
+                str(fixtures / "OSBS_029.csv"),
+                "--scene",
+                scene,
+                "--iou",
+                "0.7",
+            ]
+        )
+        == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].split()[:3] == ["all", "1.000", "1.000"]
