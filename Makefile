@@ -3,9 +3,9 @@ PY      ?= $(shell command -v python3.11 || command -v python3)
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 SHARED  ?= $(abspath ../shared)
-# netguard refuses any non-loopback connect from Python (and children) when the shared tools exist
+# netguard refuses any non-loopback connect from Python (and children) when the shared tools
+# exist; it guards what runs (tests, demo), not the package install.
 GUARD   := $(if $(wildcard $(SHARED)/tools/netguard/sitecustomize.py),$(SHARED)/tools/netguard,)
-export PYTHONPATH := $(GUARD)
 
 .PHONY: venv demo test lint clean
 
@@ -18,10 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: venv
-	bash scripts/demo.sh
+	PYTHONPATH=$(GUARD) bash scripts/demo.sh
 
 test: venv
-	$(BIN)/python -m pytest -q
+	PYTHONPATH=$(GUARD) $(BIN)/python -m pytest -q
 
 lint: venv
 	$(BIN)/ruff check geo_hires tests bench
