@@ -136,6 +136,79 @@ def _cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
+    import torch
+
+    from geo_hires.pipeline import DetectConfig, run_detect
+
+    cfg = DetectConfig(core=args.block, batch_size=args.batch, score_threshold=args.score_threshold)
+    device = None if args.device == "auto" else torch.device(args.device)
+    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "--device cuda asked for, but no CUDA device is available; use --device cpu"
+        )
+    result = run_detect(
+        args.scene,
+        args.output,
+        model=args.model,
+        gpkg=args.gpkg,
+        quicklook=args.quicklook,
+        config=cfg,
+        read_config=_read_config(args),
+        device=device,
+        progress=sys.stderr.isatty(),
+    )
+    per_level = ", ".join(
+        f"{lv.name}: {lv.blocks} blocks (x{lv.downsample})" for lv in result.levels
+    )
+    out.write(
+        f"{Path(args.scene).name}: {result.blocks} windows [{per_level}], "
+        f"{len(result.detections)} detections, {result.seconds:.1f} s, "
+        f"{result.megapixels / max(result.seconds, 1e-9):.1f} MP/s -> {args.output}\n"
+    )
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
+    from geo_hires.train.fit import FitConfig
+    from geo_hires.train.run import TrainJob, train_bundle
+
+    scenes = sorted(
+        str(p)
+        for s in args.scenes
+        for p in (sorted(Path(s).glob("*")) if Path(s).is_dir() else [Path(s)])
+    )
+    scenes = [
+        s for s in scenes if Path(s).suffix.lower() in {".tif", ".tiff", ".jpg", ".jpeg", ".png"}
+    ]
+    if not scenes:
+        raise ConfigError("no scenes to train on; pass image files or folders of .tif/.jpg/.png")
+    job = TrainJob(
+        scenes=tuple(scenes),
+        labels=args.labels,
+        out=args.out,
+        name=args.name,
+        arch=args.arch,
+        gsd_m=args.gsd,
+        class_map=dict(kv.split("=", 1) for kv in args.class_map),
+        val_fraction=args.val_fraction,
+        licence=args.licence,
+        fit=FitConfig(
+            steps=args.steps, minutes=args.minutes, batch_size=args.batch, seed=args.seed
+        ),
+    )
+    card = train_bundle(job, evaluate=_validation_metrics)
+    out.write(f"wrote {args.out} ({card.extra['training']['report']})\n")
+    return 0
+
+
+def _validation_metrics(bundle: str, scenes: Sequence[str], labels: str) -> dict[str, Any]:
+    """Detect on each validation scene with the bundle and score all of them together."""
+    from geo_hires.evaluate import evaluate_scenes
+
+    return evaluate_scenes(bundle, scenes, labels)
+
+
 def _fmt_row(name: str, s: Any) -> str:
     return (
         f"{name:<20} {s.ap50:>6.3f} {s.ap50_95:>8.3f} {s.precision:>9.3f} {s.recall:>7.3f} "
@@ -203,6 +276,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quicklook")
     p.add_argument("--model-name", default="labels")
     _add_scene_opts(p)
+    p = sub.add_parser(
+        "detect", help="detect objects in a scene → GeoJSON (+ GeoPackage, quicklook)"
+    )
+    p.add_argument("scene")
+    p.add_argument("-o", "--output", required=True, help="GeoJSON to write")
+    p.add_argument("--model", default="aircraft_lsn", help="shipped model name or bundle folder")
+    p.add_argument("--gpkg")
+    p.add_argument("--quicklook")
+    p.add_argument("--score-threshold", type=float, default=None)
+    p.add_argument("--block", type=int, default=1024, help="block core size (level px)")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    _add_scene_opts(p)
+    p = sub.add_parser("train", help="train a scanning detector on labelled scenes")
+    p.add_argument("scenes", nargs="+", help="scene files or folders")
+    p.add_argument("--labels", required=True, help="one label file for all, or a folder")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--name", default="model")
+    p.add_argument("--arch", choices=["lsn", "wide"], default="lsn")
+    p.add_argument("--gsd", type=float, default=0.5, help="metres per pixel of the training data")
+    p.add_argument("--class-map", action="append", default=[], metavar="OLD=NEW")
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--steps", type=int, default=3600)
+    p.add_argument("--minutes", type=float, default=22.0)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--licence", default="see training data")
     p = sub.add_parser("eval", help="score predictions against ground truth (COCO AP)")
     p.add_argument("pred")
     p.add_argument("truth")
@@ -219,6 +319,8 @@ _COMMANDS = {
     "synth": _cmd_synth,
     "convert": _cmd_convert,
     "eval": _cmd_eval,
+    "train": _cmd_train,
+    "detect": _cmd_detect,
 }
 
 

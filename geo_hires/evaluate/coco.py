@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from pycocotools.cocoeval import COCOeval
 from geo_hires.detections import PixelDetections
 from geo_hires.errors import ConfigError
 
-__all__ = ["ClassScore", "EvalResult", "evaluate"]
+__all__ = ["ClassScore", "EvalResult", "evaluate", "evaluate_images"]
 
 _STANDARD_IOUS = np.round(np.linspace(0.5, 0.95, 10), 2)
 
@@ -57,13 +58,24 @@ class EvalResult:
         }
 
 
-def _coco(dets: PixelDetections, names: list[str], *, with_scores: bool) -> list[dict[str, Any]]:
+def _coco(
+    sets: Sequence[PixelDetections], names: list[str], *, with_scores: bool
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for image_id, dets in enumerate(sets, start=1):
+        out.extend(_coco_one(dets, names, image_id, len(out), with_scores=with_scores))
+    return out
+
+
+def _coco_one(
+    dets: PixelDetections, names: list[str], image_id: int, first: int, *, with_scores: bool
+) -> list[dict[str, Any]]:
     out = []
     for i, (b, c, s) in enumerate(zip(dets.boxes, dets.classes, dets.scores, strict=True)):
         w, h = float(b[2] - b[0]), float(b[3] - b[1])
         ann: dict[str, Any] = {
-            "id": i + 1,
-            "image_id": 1,
+            "id": first + i + 1,
+            "image_id": image_id,
             "category_id": names.index(dets.class_names[int(c)]) + 1,
             "bbox": [float(b[0]), float(b[1]), w, h],
             "area": w * h,
@@ -76,27 +88,28 @@ def _coco(dets: PixelDetections, names: list[str], *, with_scores: bool) -> list
 
 
 def _run_cocoeval(
-    pred: PixelDetections, truth: PixelDetections, names: list[str], iou: float
+    pairs: Sequence[tuple[PixelDetections, PixelDetections]], names: list[str], iou: float
 ) -> COCOeval:
+    images = [{"id": i + 1} for i in range(len(pairs))]
+    categories = [{"id": i + 1, "name": n} for i, n in enumerate(names)]
+    preds = _coco([p for p, _ in pairs], names, with_scores=True)
     gt = COCO()
     gt.dataset = {
-        "images": [{"id": 1}],
-        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)],
-        "annotations": _coco(truth, names, with_scores=False),
+        "images": images,
+        "categories": categories,
+        "annotations": _coco([t for _, t in pairs], names, with_scores=False),
     }
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
-        dt = gt.loadRes(_coco(pred, names, with_scores=True)) if len(pred) else COCO()
-        if not len(pred):
-            dt.dataset = {
-                "images": [{"id": 1}],
-                "categories": gt.dataset["categories"],
-                "annotations": [],
-            }
+        if preds:
+            dt = gt.loadRes(preds)
+        else:
+            dt = COCO()
+            dt.dataset = {"images": images, "categories": categories, "annotations": []}
             dt.createIndex()
         ev = COCOeval(gt, dt, iouType="bbox")
         ev.params.iouThrs = np.unique(np.r_[_STANDARD_IOUS, round(iou, 2)])
-        ev.params.maxDets = [max(1, len(pred))]
+        ev.params.maxDets = [max(1, max(len(p) for p, _ in pairs))]
         ev.params.areaRng = [[0.0, 1e18]]
         ev.params.areaRngLbl = ["all"]
         ev.evaluate()
@@ -153,9 +166,19 @@ def evaluate(pred: PixelDetections, truth: PixelDetections, *, iou: float = 0.5)
     Classes are matched by name. Both sets must be in the same frame (see
     :func:`geo_hires.evaluate.frames.common_frame`).
     """
+    return evaluate_images([(pred, truth)], iou=iou)
+
+
+def evaluate_images(
+    pairs: Sequence[tuple[PixelDetections, PixelDetections]], *, iou: float = 0.5
+) -> EvalResult:
+    """Like :func:`evaluate` over several images at once: ``(pred, truth)`` per image."""
     if not 0.05 <= iou <= 0.95:
         raise ConfigError(f"--iou must be in [0.05, 0.95], got {iou}")
-    names = sorted(set(truth.class_names) | set(pred.class_names))
-    ev = _run_cocoeval(pred, truth, names, iou)
-    per = {n: _score(ev, i, iou) for i, n in enumerate(names) if n in truth.class_names}
+    if not pairs:
+        raise ConfigError("nothing to evaluate")
+    truth_names = {n for _, t in pairs for n in t.class_names}
+    names = sorted(truth_names | {n for p, _ in pairs for n in p.class_names})
+    ev = _run_cocoeval(pairs, names, iou)
+    per = {n: _score(ev, i, iou) for i, n in enumerate(names) if n in truth_names}
     return EvalResult(iou=iou, overall=_score(ev, None, iou), per_class=per)

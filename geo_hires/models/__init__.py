@@ -1,0 +1,27 @@
+"""Models: fully convolutional CenterNet-style detectors, box coding and the weights registry."""
+
+from geo_hires.models.codec import decode_peaks, encode_targets, gaussian_radius
+from geo_hires.models.fcn import (
+    HEAD_CHANNELS,
+    ArchSpec,
+    FCNDetector,
+    LayerSpec,
+    fold_batchnorm,
+    lsn_spec,
+    receptive_field,
+    wide_spec,
+)
+
+__all__ = [
+    "HEAD_CHANNELS",
+    "ArchSpec",
+    "FCNDetector",
+    "LayerSpec",
+    "decode_peaks",
+    "encode_targets",
+    "fold_batchnorm",
+    "gaussian_radius",
+    "lsn_spec",
+    "receptive_field",
+    "wide_spec",
+]

@@ -1,0 +1,75 @@
+"""Blocks for shared-overlap scanning: cores that tile a level, each read with a halo.
+
+Cores are ``core x core`` level pixels on a grid from the origin (the last row/column is
+shorter); a block's input is its core widened by ``halo`` on every side and clipped to the level.
+Clipping (rather than padding) matters: at the level's edge the network then pads each layer
+exactly as a whole-image pass does. Core, halo and hence every block origin are multiples of the
+network's stride, so block output cells line up with the whole-image output grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from geo_hires.errors import ConfigError
+
+__all__ = ["Block", "plan_blocks"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Block:
+    """One block of a level, in level pixels.
+
+    Attributes:
+        index: ``(row, col)`` of the core in the level's grid.
+        x0, y0, x1, y1: Input extent (core plus halo, clipped to the level).
+        cx0, cy0, cx1, cy1: Core extent; cores tile the level exactly once.
+    """
+
+    index: tuple[int, int]
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    cx0: int
+    cy0: int
+    cx1: int
+    cy1: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Input ``(height, width)`` in level pixels (blocks of one shape batch together)."""
+        return self.y1 - self.y0, self.x1 - self.x0
+
+
+def plan_blocks(width: int, height: int, *, core: int, halo: int, stride: int) -> tuple[Block, ...]:
+    """Blocks covering a ``width x height`` level, row by row.
+
+    Raises:
+        ConfigError: ``core`` or ``halo`` is not a positive multiple of ``stride``.
+    """
+    if core <= 0 or core % stride or halo < 0 or halo % stride:
+        raise ConfigError(
+            f"block core ({core}) and halo ({halo}) must be multiples of the network "
+            f"stride {stride}"
+        )
+    blocks = []
+    for r in range(math.ceil(height / core)):
+        for c in range(math.ceil(width / core)):
+            cx0, cy0 = c * core, r * core
+            cx1, cy1 = min(cx0 + core, width), min(cy0 + core, height)
+            blocks.append(
+                Block(
+                    index=(r, c),
+                    x0=max(0, cx0 - halo),
+                    y0=max(0, cy0 - halo),
+                    x1=min(width, cx1 + halo),
+                    y1=min(height, cy1 + halo),
+                    cx0=cx0,
+                    cy0=cy0,
+                    cx1=cx1,
+                    cy1=cy1,
+                )
+            )
+    return tuple(blocks)

@@ -1,0 +1,134 @@
+"""Run a fully convolutional network over a level in blocks, sharing overlap computation.
+
+Each block is read with a halo of at least the network's receptive field, so the outputs of its
+core are exactly those of one forward pass over the whole level; no window is ever computed
+twice beyond the halo, unlike per-window inference which recomputes every overlap. Reads run one
+block ahead on a background thread (bounded prefetch), blocks of one shape are batched, and the
+network runs on CUDA when it is there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from geo_hires.errors import ConfigError
+from geo_hires.models.fcn import FCNDetector
+from geo_hires.scan.blocks import Block
+
+__all__ = ["BlockOutput", "BlockReader", "default_device", "scan"]
+
+BlockReader = Callable[[Block], tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]]
+"""Reads a block's input: ``(3, h, w)`` float32 image and ``(h, w)`` validity."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class BlockOutput:
+    """Network output kept for one block.
+
+    Attributes:
+        block: The block.
+        out: ``(C + 4, h, w)`` float32 output over the core's cells plus a one-cell margin
+            (clipped to the block), on the CPU.
+        origin: Global ``(row, col)`` cell of ``out[:, 0, 0]``.
+        keep: Global cells ``(row0, row1, col0, col1)`` of the core.
+        valid: ``(H, W)`` input validity of the whole block (level pixels).
+    """
+
+    block: Block
+    out: torch.Tensor
+    origin: tuple[int, int]
+    keep: tuple[int, int, int, int]
+    valid: npt.NDArray[np.bool_]
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _cells(
+    block: Block, stride: int, out_hw: tuple[int, int]
+) -> tuple[tuple[int, int], tuple[int, int, int, int], tuple[slice, slice]]:
+    keep = (
+        block.cy0 // stride,
+        math.ceil(block.cy1 / stride),
+        block.cx0 // stride,
+        math.ceil(block.cx1 / stride),
+    )
+    by, bx = block.y0 // stride, block.x0 // stride
+    r0, r1 = max(keep[0] - 1, by), min(keep[1] + 1, by + out_hw[0])
+    c0, c1 = max(keep[2] - 1, bx), min(keep[3] + 1, bx + out_hw[1])
+    return (r0, c0), keep, (slice(r0 - by, r1 - by), slice(c0 - bx, c1 - bx))
+
+
+def _run_batch(
+    model: FCNDetector,
+    items: list[tuple[Block, npt.NDArray[np.float32], npt.NDArray[np.bool_]]],
+    device: torch.device,
+) -> Iterator[BlockOutput]:
+    x = torch.from_numpy(np.stack([im for _, im, _ in items])).to(device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        y = model(x).float().cpu()
+    for (block, _, valid), out in zip(items, y, strict=True):
+        origin, keep, (rs, cs) = _cells(block, model.stride, (out.shape[1], out.shape[2]))
+        yield BlockOutput(
+            block=block, out=out[:, rs, cs].contiguous(), origin=origin, keep=keep, valid=valid
+        )
+
+
+def scan(
+    model: FCNDetector,
+    blocks: Iterable[Block],
+    read: BlockReader,
+    *,
+    batch_size: int = 4,
+    device: torch.device | None = None,
+    prefetch: int = 2,
+    on_block: Callable[[Block], None] | None = None,
+) -> Iterator[BlockOutput]:
+    """Scan ``blocks`` with ``model``; yield each non-empty block's kept output.
+
+    Blocks are processed grouped by input shape (deterministic order), so edge blocks batch
+    with each other and interior ones with interior ones. Blocks whose input has no valid pixel
+    are skipped. ``on_block`` is called once per block, skipped or not (progress bars).
+    """
+    if batch_size < 1 or prefetch < 1:
+        raise ConfigError("batch_size and prefetch must be >= 1")
+    device = device or default_device()
+    model = model.to(device).eval().to(memory_format=torch.channels_last)
+    ordered = sorted(blocks, key=lambda b: b.shape)
+    pending: list[tuple[Block, npt.NDArray[np.float32], npt.NDArray[np.bool_]]] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geo-hires-read") as pool:
+        queue: deque[
+            tuple[Block, Future[tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]]]
+        ] = deque()
+        it = iter(ordered)
+        for b in it:
+            queue.append((b, pool.submit(read, b)))
+            if len(queue) >= prefetch:
+                break
+        while queue:
+            block, fut = queue.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                queue.append((nxt, pool.submit(read, nxt)))
+            image, valid = fut.result()
+            if on_block is not None:
+                on_block(block)
+            if not valid.any():
+                continue
+            if pending and (len(pending) >= batch_size or pending[0][0].shape != block.shape):
+                yield from _run_batch(model, pending, device)
+                pending = []
+            pending.append((block, image, valid))
+        if pending:
+            yield from _run_batch(model, pending, device)

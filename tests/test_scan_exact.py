@@ -1,0 +1,94 @@
+"""The block scan equals one forward pass over the whole image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from geo_hires.models import FCNDetector, fold_batchnorm, lsn_spec, receptive_field, wide_spec
+from geo_hires.models.codec import decode_peaks
+from geo_hires.scan import plan_blocks, scan
+
+
+def _random_model(spec, seed):
+    torch.manual_seed(seed)
+    model = FCNDetector(spec)
+    for m in model.modules():  # non-trivial BatchNorm statistics, then fold them
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return fold_batchnorm(model)
+
+
+def _assemble(model, image, core):
+    h, w = image.shape[1:]
+    s = model.stride
+    halo = -(-receptive_field(model.spec) // s) * s
+    blocks = plan_blocks(w, h, core=core, halo=halo, stride=s)
+    full = torch.full((model.spec.num_classes + 4, -(-h // s), -(-w // s)), float("nan"))
+    valid = np.ones((h, w), bool)
+
+    def read(b):
+        return image[:, b.y0 : b.y1, b.x0 : b.x1].numpy(), valid[b.y0 : b.y1, b.x0 : b.x1]
+
+    outs = list(scan(model, blocks, read, batch_size=3, device=torch.device("cpu")))
+    for o in outs:
+        r0, r1, c0, c1 = o.keep
+        full[:, r0:r1, c0:c1] = o.out[
+            :, r0 - o.origin[0] : r1 - o.origin[0], c0 - o.origin[1] : c1 - o.origin[1]
+        ]
+    return full, outs
+
+
+@pytest.mark.parametrize(
+    ("spec_fn", "size", "core"),
+    [
+        (lsn_spec, (203, 157), 32),
+        (lsn_spec, (203, 157), 48),
+        (lsn_spec, (331, 289), 128),
+        (wide_spec, (171, 233), 64),
+    ],
+)
+def test_block_scan_equals_whole_image_forward(spec_fn, size, core):
+    model = _random_model(spec_fn(num_classes=2), seed=size[0] + core)
+    image = torch.rand(3, *size, generator=torch.Generator().manual_seed(core))
+    with torch.inference_mode():
+        ref = model(image[None])[0]
+    full, outs = _assemble(model, image, core)
+    assert not torch.isnan(full).any()
+    assert full.shape == ref.shape
+    assert torch.max(torch.abs(full - ref)).item() < 1e-5
+    # decoding per block (core + 1-cell margin) finds exactly the whole-image peaks
+    dec = [
+        decode_peaks(o.out, num_classes=2, stride=4, origin=o.origin, keep=o.keep, threshold=0.3)
+        for o in outs
+    ]
+    boxes = np.concatenate([d[0] for d in dec])
+    ref_boxes, _, _ = decode_peaks(
+        ref,
+        num_classes=2,
+        stride=4,
+        origin=(0, 0),
+        keep=(0, ref.shape[1], 0, ref.shape[2]),
+        threshold=0.3,
+    )
+    np.testing.assert_allclose(np.sort(boxes, axis=0), np.sort(ref_boxes, axis=0), atol=1e-4)
+
+
+def test_receptive_field_is_computed_from_layers():
+    assert (
+        receptive_field(lsn_spec()) == 1 + 2 * 1 + 2 * 2 + 2 * 4 + 2 * 2 * 4 + 2 * 4 * 4 + 2 * 8 * 4
+    )
+    # one more output cell of context changes the centre output; beyond the RF nothing does
+    model = _random_model(lsn_spec(), 0)
+    rf = receptive_field(lsn_spec())
+    x = torch.rand(1, 3, 400, 400)
+    y = x.clone()
+    centre = 200
+    y[:, :, :, centre + rf // 2 + 1 :] = 0
+    with torch.inference_mode():
+        a, b = model(x)[0, :, 50, 50], model(y)[0, :, 50, 50]
+    assert torch.allclose(a, b, atol=1e-6)
