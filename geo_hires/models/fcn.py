@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -141,7 +142,7 @@ class FCNDetector(nn.Module):
         self.backbone = nn.Sequential(*blocks)
         self.head = nn.Conv2d(cin, spec.num_classes + HEAD_CHANNELS, 1)
         with torch.no_grad():  # CenterNet's prior: start with a low heatmap everywhere
-            self.head.bias[: spec.num_classes].fill_(-2.19)
+            cast(torch.Tensor, self.head.bias)[: spec.num_classes].fill_(-2.19)
 
     @property
     def stride(self) -> int:
@@ -162,7 +163,7 @@ def fold_batchnorm(model: FCNDetector) -> FCNDetector:
     """
     model.eval()
     for i, block in enumerate(model.backbone):
-        conv, bn = block[0], block[1]
+        conv, bn = cast(nn.Sequential, block)[0], cast(nn.Sequential, block)[1]
         if not isinstance(bn, nn.BatchNorm2d):
             continue
         mean, var = bn.running_mean, bn.running_var
@@ -180,6 +181,6 @@ def fold_batchnorm(model: FCNDetector) -> FCNDetector:
         )
         with torch.no_grad():
             fused.weight.copy_(conv.weight * scale[:, None, None, None])
-            fused.bias.copy_(bn.bias - mean * scale)
+            cast(torch.Tensor, fused.bias).copy_(bn.bias - mean * scale)
         model.backbone[i] = nn.Sequential(fused, nn.ReLU(inplace=True))
     return model
