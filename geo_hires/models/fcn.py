@@ -164,7 +164,7 @@ def fold_batchnorm(model: FCNDetector) -> FCNDetector:
     model.eval()
     for i, block in enumerate(model.backbone):
         conv, bn = cast(nn.Sequential, block)[0], cast(nn.Sequential, block)[1]
-        if not isinstance(bn, nn.BatchNorm2d):
+        if not isinstance(bn, nn.BatchNorm2d) or not isinstance(conv, nn.Conv2d):
             continue
         mean, var = bn.running_mean, bn.running_var
         if mean is None or var is None:  # track_running_stats is always on for our layers
@@ -175,7 +175,7 @@ def fold_batchnorm(model: FCNDetector) -> FCNDetector:
             conv.out_channels,
             3,
             stride=conv.stride,
-            padding=conv.padding,
+            padding=cast(tuple[int, int], conv.padding),
             dilation=conv.dilation,
             bias=True,
         )
