@@ -174,9 +174,9 @@ def fold_batchnorm(model: FCNDetector) -> FCNDetector:
             conv.in_channels,
             conv.out_channels,
             3,
-            stride=conv.stride,
+            stride=cast(tuple[int, int], conv.stride),
             padding=cast(tuple[int, int], conv.padding),
-            dilation=conv.dilation,
+            dilation=cast(tuple[int, int], conv.dilation),
             bias=True,
         )
         with torch.no_grad():
