@@ -28,7 +28,7 @@ from geo_hires.merge import nms
 from geo_hires.models.codec import decode_peaks
 from geo_hires.models.fcn import FCNDetector
 from geo_hires.models.registry import LevelRule, ModelCard, load_model
-from geo_hires.scan import Block, BlockOutput, default_device, plan_blocks, scan
+from geo_hires.scan import Block, BlockOutput, default_device, halo_for, plan_blocks, scan
 from geo_hires.scene import Scene, SceneReader, open_scene
 from geo_hires.tiling import mask_lookup
 
@@ -148,7 +148,7 @@ def _run_level(
     scene, rule = reader.scene, card.levels[li]
     d = level_downsample(rule, scene, card)
     s = model.stride
-    halo = math.ceil(model.receptive_field / s) * s
+    halo = halo_for(model.receptive_field, s)
     blocks = plan_blocks(
         math.ceil(scene.width / d), math.ceil(scene.height / d), core=cfg.core, halo=halo, stride=s
     )

@@ -8,7 +8,7 @@ import torch
 
 from geo_hires.models import FCNDetector, fold_batchnorm, lsn_spec, receptive_field, wide_spec
 from geo_hires.models.codec import decode_peaks
-from geo_hires.scan import plan_blocks, scan
+from geo_hires.scan import halo_for, plan_blocks, scan
 
 
 def _random_model(spec, seed):
@@ -26,7 +26,7 @@ def _random_model(spec, seed):
 def _assemble(model, image, core):
     h, w = image.shape[1:]
     s = model.stride
-    halo = -(-receptive_field(model.spec) // s) * s
+    halo = halo_for(receptive_field(model.spec), s)
     blocks = plan_blocks(w, h, core=core, halo=halo, stride=s)
     full = torch.full((model.spec.num_classes + 4, -(-h // s), -(-w // s)), float("nan"))
     valid = np.ones((h, w), bool)
@@ -76,6 +76,10 @@ def test_block_scan_equals_whole_image_forward(spec_fn, size, core):
         threshold=0.3,
     )
     np.testing.assert_allclose(np.sort(boxes, axis=0), np.sort(ref_boxes, axis=0), atol=1e-4)
+
+
+def test_halo_is_the_receptive_radius_plus_one_cell():
+    assert halo_for(127, 4) == 68 and halo_for(131, 4) == 72
 
 
 def test_receptive_field_is_computed_from_layers():

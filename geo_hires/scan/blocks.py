@@ -14,7 +14,7 @@ import math
 
 from geo_hires.errors import ConfigError
 
-__all__ = ["Block", "plan_blocks"]
+__all__ = ["Block", "halo_for", "plan_blocks"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -41,6 +41,15 @@ class Block:
     def shape(self) -> tuple[int, int]:
         """Input ``(height, width)`` in level pixels (blocks of one shape batch together)."""
         return self.y1 - self.y0, self.x1 - self.x0
+
+
+def halo_for(receptive_field: int, stride: int) -> int:
+    """Smallest stride-aligned halo that keeps a block's kept outputs exact.
+
+    A cell depends on input within ``(rf - 1) / 2`` pixels of its centre; the decoder also
+    looks one cell (``stride`` px) past the core for its 3x3 peak test, so the halo covers both.
+    """
+    return math.ceil(((receptive_field - 1) / 2 + stride) / stride) * stride
 
 
 def plan_blocks(width: int, height: int, *, core: int, halo: int, stride: int) -> tuple[Block, ...]:

@@ -23,12 +23,12 @@ from geo_hires.train.fit import FitConfig, fit
 __all__ = ["AIRCRAFT_LEVELS", "TrainJob", "train_bundle"]
 
 AIRCRAFT_LEVELS = (
-    LevelRule(name="full", target_gsd_m=0.5, downsample=1, max_size=96.0),
-    LevelRule(name="coarse", target_gsd_m=1.0, downsample=2, min_size=40.0),
+    LevelRule(name="full", target_gsd_m=0.5, downsample=1, max_size=80.0),
+    LevelRule(name="coarse", target_gsd_m=1.0, downsample=2, min_size=32.0),
 )
-"""Two YOLT levels for aircraft at 0.5 m (training boxes span 37-217 px): those under 96 px
-at full resolution, those over 80 px at half resolution, where they are 40-110 px and fit the
-network's 127 px receptive field. The overlap (80-96 px) is resolved by NMS."""
+"""Two YOLT levels for aircraft at 0.5 m (labelled boxes span ~37-217 px): boxes under 80 px
+come from full resolution, boxes over 64 px from half resolution, where they are 32-110 px and
+fit the network's 127 px receptive field. The overlap (64-80 px) is resolved by NMS."""
 
 ARCHS: Mapping[str, Callable[[int], ArchSpec]] = {"lsn": lsn_spec, "wide": wide_spec}
 
