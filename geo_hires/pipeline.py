@@ -54,6 +54,10 @@ class DetectConfig:
         iou_threshold: Class-aware NMS across levels.
         prefetch: Blocks read ahead on a background thread.
         max_per_block: Cap on peaks decoded per block.
+        whole_read_pixels: A level of at most this many pixels is read once and sliced into
+            blocks (files without internal tiling, like plain JPEG or PNG, would otherwise be
+            decoded again for every block); larger levels stream block by block. The budget
+            bounds what is held: 12 bytes per pixel (image and mask).
     """
 
     core: int = 1024
@@ -62,6 +66,7 @@ class DetectConfig:
     iou_threshold: float = 0.5
     prefetch: int = 2
     max_per_block: int = 5000
+    whole_read_pixels: int = 16_000_000
 
     def __post_init__(self) -> None:
         if self.core < 16 or self.batch_size < 1 or self.prefetch < 1:
@@ -134,6 +139,26 @@ def _decode(
     return boxes[ok] * d, scores[ok], classes[ok]
 
 
+def _block_reader(
+    reader: SceneReader, d: int, blocks: tuple[Block, ...], whole_read_pixels: int
+) -> Callable[[Block], tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]]:
+    """Reads blocks from the scene, or slices them from one read of a small level."""
+    lw, lh = max(b.x1 for b in blocks), max(b.y1 for b in blocks)
+    if lw * lh > whole_read_pixels:
+
+        def stream(b: Block) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+            w = reader.read(_level0(b, d), out_size=b.shape)
+            return w.image, w.valid
+
+        return stream
+    whole = reader.read(Window(0, 0, lw * d, lh * d), out_size=(lh, lw))
+
+    def sliced(b: Block) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        return whole.image[:, b.y0 : b.y1, b.x0 : b.x1], whole.valid[b.y0 : b.y1, b.x0 : b.x1]
+
+    return sliced
+
+
 def _run_level(
     reader: SceneReader,
     model: FCNDetector,
@@ -156,9 +181,7 @@ def _run_level(
     for b in blocks[len(kept) :] if len(kept) < len(blocks) else ():
         tick(b)
 
-    def read(b: Block) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
-        w = reader.read(_level0(b, d), out_size=b.shape)
-        return w.image, w.valid
+    read = _block_reader(reader, d, blocks, cfg.whole_read_pixels)
 
     thr = cfg.score_threshold or card.score_threshold
     parts = []

@@ -47,7 +47,11 @@ class Stretch:
         """``(3, H, W)`` raw values → ``(3, H, W)`` float32 in ``[0, 1]``."""
         lo = np.asarray(self.low, np.float32)[:, None, None]
         span = np.maximum(np.asarray(self.high, np.float32)[:, None, None] - lo, 1e-6)
-        out = (data.astype(np.float32) - lo) / span
+        out = data.astype(np.float32)
+        if data.dtype == np.uint8 and not lo.any() and (span == 255).all():
+            return np.multiply(out, np.float32(1 / 255), out=out)  # already in [0, 1]
+        out -= lo
+        out /= span
         return np.clip(out, 0.0, 1.0, out=out)
 
 
@@ -139,7 +143,7 @@ class SceneReader:
                 self._bands,
                 window=win,
                 out_shape=(len(self._bands), *out_hw),
-                resampling=Resampling.nearest,
+                resampling=Resampling.average,  # decimation like training's area resize
             )
             if self.scene.has_mask:
                 valid = self.src.dataset_mask(window=win, out_shape=out_hw) > 0
@@ -198,7 +202,10 @@ class SceneReader:
         ih = min(oh - y0, max(1, round((inner[3] - inner[1]) * sy)))
         iw = min(ow - x0, max(1, round((inner[2] - inner[0]) * sx)))
         data, ok = self._raw(inner, (ih, iw))
-        image[:, y0 : y0 + ih, x0 : x0 + iw] = self.stretch().apply(data) * ok
+        part = self.stretch().apply(data)
+        if self.scene.has_mask:
+            part *= ok
+        image[:, y0 : y0 + ih, x0 : x0 + iw] = part
         valid[y0 : y0 + ih, x0 : x0 + iw] = ok
         return WindowData(window=window, image=image, valid=valid)
 

@@ -229,7 +229,10 @@ def write_synthetic(
         "nodata": 0 if spec.nodata else None,
     }
     try:
-        with rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(tmp, "w", **profile) as dst:
+        with (
+            rasterio.Env(GDAL_CACHEMAX=64 * 1024 * 1024),
+            rasterio.open(tmp, "w", **profile) as dst,
+        ):
             _write_strips(dst, spec, truth, colours, progress)
         os.replace(tmp, path)
     finally:

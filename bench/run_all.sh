@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every benchmark in bench/ and writes bench/results/*.json (about 20 minutes on 2 cores).
+# Needs `pip install sahi` in the environment (make bench does it) and ../shared/data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${GEO_HIRES_SHARED_DATA:-../shared/data}
+WORK=${BENCH_WORK:-/tmp/geo-hires-bench}
+mkdir -p bench/results "$WORK"
+PY=.venv/bin/python
+$PY bench/block_vs_naive.py demo/airports.tif --core 2048 > bench/results/block_vs_naive.json
+$PY bench/overhead.py demo/airports.tif > bench/results/overhead.json
+[ -f "$WORK/synth100.tif" ] || .venv/bin/geo-hires synth "$WORK/synth100.tif" --width 10000 --height 10000 --seed 7
+$PY bench/vs_sahi.py --val-from geo_hires/models/weights/aircraft_lsn/card.json \
+  --images "$DATA/aircraft/train" --labels "$DATA/aircraft/annotations.csv" \
+  --synthetic "$WORK/synth100.tif" > bench/results/vs_sahi.json
+$PY bench/overhead.py "$WORK/synth100.tif" --repeat 1 > bench/results/overhead_100mp.json
+$PY bench/rss.py --sizes 0.1 0.4 1.0 --workdir "$WORK" > bench/results/rss.json

@@ -1,0 +1,32 @@
+"""Re-measure a bundle's validation metrics with the current pipeline and update its card.
+
+Scores the bundle on the validation images named in its own card (never trained on), exactly as
+``geo-hires train`` does at the end of training, and rewrites ``metrics`` in ``card.json``.
+
+    python scripts/score_bundle.py geo_hires/models/weights/aircraft_lsn \\
+        ../shared/data/aircraft/train ../shared/data/aircraft/annotations.csv
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from geo_hires.evaluate import evaluate_scenes
+
+
+def main(bundle: str, images: str, labels: str) -> None:
+    card_path = Path(bundle) / "card.json"
+    card = json.loads(card_path.read_text())
+    scenes = [str(Path(images) / n) for n in card["training"]["val_images"]]
+    metrics = evaluate_scenes(bundle, scenes, labels)
+    metrics["measured"] = time.strftime("%Y-%m-%d") + " by scripts/score_bundle.py"
+    card["metrics"] = metrics
+    card_path.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    print(json.dumps({k: v for k, v in metrics.items() if k != "per_class"}, indent=2))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
