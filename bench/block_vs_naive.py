@@ -29,25 +29,48 @@ from geo_hires.tiling import plan_tiles
 
 
 def _naive(model, reader, window: int, overlap: float, thr: float) -> tuple[np.ndarray, float]:
-    cfg = TilingConfig(levels=(ScaleLevel(name="full", window=window, overlap=overlap),), small_scene=SmallScenePolicy.PAD)
+    cfg = TilingConfig(
+        levels=(ScaleLevel(name="full", window=window, overlap=overlap),),
+        small_scene=SmallScenePolicy.PAD,
+    )
     (plan,) = plan_tiles(reader.scene, cfg)
     s, out = model.stride, []
     start = time.perf_counter()
     for t in plan.tiles:
-        x = torch.from_numpy(reader.read(t.window).image)[None].contiguous(memory_format=torch.channels_last)
+        x = torch.from_numpy(reader.read(t.window).image)[None].contiguous(
+            memory_format=torch.channels_last
+        )
         with torch.inference_mode():
             y = model(x)[0]
         ox, oy = int(t.window.col_off) // s, int(t.window.row_off) // s
         c = t.core
-        keep = (int(c.row_off) // s, math.ceil((c.row_off + c.height) / s), int(c.col_off) // s, math.ceil((c.col_off + c.width) / s))
-        b, _, _ = decode_peaks(y, num_classes=model.spec.num_classes, stride=s, origin=(oy, ox), keep=keep, threshold=thr)
+        keep = (
+            int(c.row_off) // s,
+            math.ceil((c.row_off + c.height) / s),
+            int(c.col_off) // s,
+            math.ceil((c.col_off + c.width) / s),
+        )
+        b, _, _ = decode_peaks(
+            y,
+            num_classes=model.spec.num_classes,
+            stride=s,
+            origin=(oy, ox),
+            keep=keep,
+            threshold=thr,
+        )
         out.append(b)
     return np.concatenate(out), time.perf_counter() - start
 
 
 def _blocks(model, reader, core: int, thr: float) -> tuple[np.ndarray, float]:
     sc = reader.scene
-    blocks = plan_blocks(sc.width, sc.height, core=core, halo=halo_for(model.receptive_field, model.stride), stride=model.stride)
+    blocks = plan_blocks(
+        sc.width,
+        sc.height,
+        core=core,
+        halo=halo_for(model.receptive_field, model.stride),
+        stride=model.stride,
+    )
 
     def read(b):
         w = reader.read(Window(b.x0, b.y0, b.x1 - b.x0, b.y1 - b.y0))
@@ -55,7 +78,14 @@ def _blocks(model, reader, core: int, thr: float) -> tuple[np.ndarray, float]:
 
     start = time.perf_counter()
     out = [
-        decode_peaks(o.out, num_classes=model.spec.num_classes, stride=model.stride, origin=o.origin, keep=o.keep, threshold=thr)[0]
+        decode_peaks(
+            o.out,
+            num_classes=model.spec.num_classes,
+            stride=model.stride,
+            origin=o.origin,
+            keep=o.keep,
+            threshold=thr,
+        )[0]
         for o in scan(model, blocks, read, batch_size=1, device=torch.device("cpu"))
     ]
     return np.concatenate(out), time.perf_counter() - start
@@ -87,10 +117,18 @@ def main() -> None:
         for overlap in (0.25, 0.5):
             naive, tn = _naive(model, reader, args.window, overlap, card.score_threshold)
             results[f"overlap_{overlap}"] = {
-                "naive_s": round(tn, 2), "block_s": round(tb, 2), "speedup": round(tn / tb, 2),
-                "naive_dets": len(naive), "block_dets": len(blocks), "agreement": round(_agree(naive, blocks), 4),
+                "naive_s": round(tn, 2),
+                "block_s": round(tb, 2),
+                "speedup": round(tn / tb, 2),
+                "naive_dets": len(naive),
+                "block_dets": len(blocks),
+                "agreement": round(_agree(naive, blocks), 4),
             }
-    print(json.dumps({"scene": args.scene, "window": args.window, "core": args.core, **results}, indent=2))
+    print(
+        json.dumps(
+            {"scene": args.scene, "window": args.window, "core": args.core, **results}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ def _peak_rss_mb(cmd: list[str]) -> tuple[float, float]:
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)"
     )
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", wrapper, *cmd], check=True, capture_output=True, text=True
+    )
     return int(out.stdout.strip().splitlines()[-1]) / 1024, time.perf_counter() - start
 
 
@@ -41,10 +43,42 @@ def main() -> None:
         side = int(math.sqrt(gp * 1e9))
         scene = work / f"synth_{gp}gp.tif"
         if not scene.exists():
-            subprocess.run(["geo-hires", "synth", str(scene), "--width", str(side), "--height", str(side), "--seed", "1"], check=True)
-        mb, secs = _peak_rss_mb(["geo-hires", "detect", str(scene), "-o", str(work / f"synth_{gp}gp.geojson"), "--model", args.model, "--device", "cpu"])
-        rows.append({"gigapixels": gp, "side_px": side, "peak_rss_mb": round(mb), "seconds": round(secs, 1),
-                     "mp_per_s": round(side * side / 1e6 / secs, 2)})
+            subprocess.run(
+                [
+                    "geo-hires",
+                    "synth",
+                    str(scene),
+                    "--width",
+                    str(side),
+                    "--height",
+                    str(side),
+                    "--seed",
+                    "1",
+                ],
+                check=True,
+            )
+        mb, secs = _peak_rss_mb(
+            [
+                "geo-hires",
+                "detect",
+                str(scene),
+                "-o",
+                str(work / f"synth_{gp}gp.geojson"),
+                "--model",
+                args.model,
+                "--device",
+                "cpu",
+            ]
+        )
+        rows.append(
+            {
+                "gigapixels": gp,
+                "side_px": side,
+                "peak_rss_mb": round(mb),
+                "seconds": round(secs, 1),
+                "mp_per_s": round(side * side / 1e6 / secs, 2),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     print(json.dumps(rows, indent=2))
 

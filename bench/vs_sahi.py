@@ -34,7 +34,7 @@ from geo_hires.evaluate import evaluate_images
 from geo_hires.labels import read_labels
 from geo_hires.models.codec import decode_peaks
 from geo_hires.models.registry import LevelRule, load_model
-from geo_hires.pipeline import DetectConfig, detect_scene
+from geo_hires.pipeline import DetectConfig, LocalExecutor, detect_scene
 from geo_hires.scene import open_scene
 
 
@@ -54,11 +54,17 @@ class GeoHiresSahiModel(DetectionModel):
             y = self.model(x.contiguous(memory_format=torch.channels_last))[0]
         h, w = y.shape[1:]
         self._original_predictions = decode_peaks(
-            y, num_classes=self.model.spec.num_classes, stride=self.model.stride, origin=(0, 0),
-            keep=(0, h, 0, w), threshold=self.confidence_threshold,
+            y,
+            num_classes=self.model.spec.num_classes,
+            stride=self.model.stride,
+            origin=(0, 0),
+            keep=(0, h, 0, w),
+            threshold=self.confidence_threshold,
         )
 
-    def _create_object_prediction_list_from_original_predictions(self, shift_amount_list=None, full_shape_list=None):  # noqa: ANN001
+    def _create_object_prediction_list_from_original_predictions(
+        self, shift_amount_list=None, full_shape_list=None
+    ):
         boxes, scores, classes = self._original_predictions
         shift = shift_amount_list[0] if shift_amount_list else [0, 0]
         if shift and isinstance(shift[0], list):
@@ -71,26 +77,44 @@ class GeoHiresSahiModel(DetectionModel):
             b = np.clip(b, 0, None)
             if b[2] - b[0] < 1 or b[3] - b[1] < 1:
                 continue
-            preds.append(ObjectPrediction(
-                bbox=b.tolist(), category_id=int(c), category_name=self.category_mapping[str(int(c))],
-                shift_amount=shift, score=float(s), full_shape=full,
-            ))
+            preds.append(
+                ObjectPrediction(
+                    bbox=b.tolist(),
+                    category_id=int(c),
+                    category_name=self.category_mapping[str(int(c))],
+                    shift_amount=shift,
+                    score=float(s),
+                    full_shape=full,
+                )
+            )
         self._object_prediction_list_per_image = [preds]
 
 
-def _sahi(sahi_model, path: str, slice_px: int, overlap: float, classes) -> tuple[PixelDetections, float]:
+def _sahi(
+    sahi_model, path: str, slice_px: int, overlap: float, classes
+) -> tuple[PixelDetections, float]:
     """SAHI on a file; the time includes reading the image, as ours includes its reads."""
     start = time.perf_counter()
     image = _read_rgb(path)
     res = get_sliced_prediction(
-        image, sahi_model, slice_height=slice_px, slice_width=slice_px, overlap_height_ratio=overlap,
-        overlap_width_ratio=overlap, perform_standard_pred=False, postprocess_type="NMS",
-        postprocess_match_metric="IOU", postprocess_match_threshold=0.5, verbose=0,
+        image,
+        sahi_model,
+        slice_height=slice_px,
+        slice_width=slice_px,
+        overlap_height_ratio=overlap,
+        overlap_width_ratio=overlap,
+        perform_standard_pred=False,
+        postprocess_type="NMS",
+        postprocess_match_metric="IOU",
+        postprocess_match_threshold=0.5,
+        verbose=0,
     )
     secs = time.perf_counter() - start
     ops = res.object_prediction_list
     boxes = [p.bbox.to_xyxy() for p in ops]
-    return PixelDetections.build(boxes, [p.score.value for p in ops], [p.category.id for p in ops], class_names=classes), secs
+    return PixelDetections.build(
+        boxes, [p.score.value for p in ops], [p.category.id for p in ops], class_names=classes
+    ), secs
 
 
 def _read_rgb(path: str) -> np.ndarray:
@@ -113,8 +137,12 @@ def main() -> None:
     warnings.simplefilter("ignore", NoCRSWarning)
     model, card = load_model(args.model)
     model = model.to(memory_format=torch.channels_last)
-    one_level = dataclasses.replace(card, levels=(LevelRule(name="full", target_gsd_m=card.gsd_m, downsample=1),))
-    sahi_model = GeoHiresSahiModel(model=model, confidence_threshold=args.threshold, device="cpu", load_at_init=False)
+    one_level = dataclasses.replace(
+        card, levels=(LevelRule(name="full", target_gsd_m=card.gsd_m, downsample=1),)
+    )
+    sahi_model = GeoHiresSahiModel(
+        model=model, confidence_threshold=args.threshold, device="cpu", load_at_init=False
+    )
     sahi_model.set_model(model, classes=card.classes)
     cfg = DetectConfig(score_threshold=args.threshold, batch_size=1)
     class_map = card.extra["training"]["class_map"]
@@ -126,26 +154,41 @@ def main() -> None:
         path = str(Path(args.images) / name)
         scene = open_scene(path)
         lab = read_labels(args.labels, image=name)
-        truth = dataclasses.replace(lab, names=tuple(class_map.get(n, n) for n in lab.names)).to_pixels(scene)
+        truth = dataclasses.replace(
+            lab, names=tuple(class_map.get(n, n) for n in lab.names)
+        ).to_pixels(scene)
         dets, secs = _sahi(sahi_model, path, args.slice, args.overlap, card.classes)
         rows["sahi"].append((dets, truth))
         times["sahi"] += secs
         for key, c in (("ours_1level", one_level), ("ours_2level", card)):
-            r = detect_scene(scene, model, c, config=cfg, device=torch.device("cpu"))
+            r = detect_scene(scene, model, c, config=cfg, executor=LocalExecutor(device=torch.device("cpu")))
             rows[key].append((r.detections, truth))
             times[key] += r.seconds
         mp += scene.pixels / 1e6
-    out: dict[str, Any] = {"val_images": len(val), "megapixels": round(mp, 1), "slice": args.slice, "overlap": args.overlap}
+    out: dict[str, Any] = {
+        "val_images": len(val),
+        "megapixels": round(mp, 1),
+        "slice": args.slice,
+        "overlap": args.overlap,
+    }
     for key, pairs in rows.items():
         res = evaluate_images(pairs)
-        out[key] = {"ap50": round(res.overall.ap50, 4), "seconds": round(times[key], 2), "mp_per_s": round(mp / times[key], 2)}
+        out[key] = {
+            "ap50": round(res.overall.ap50, 4),
+            "seconds": round(times[key], 2),
+            "mp_per_s": round(mp / times[key], 2),
+        }
     out["speedup_1level_vs_sahi"] = round(times["sahi"] / times["ours_1level"], 2)
     if args.synthetic:
         scene = open_scene(args.synthetic)
         _, s_secs = _sahi(sahi_model, args.synthetic, args.slice, args.overlap, card.classes)
-        r = detect_scene(scene, model, one_level, config=cfg, device=torch.device("cpu"))
-        out["synthetic"] = {"megapixels": round(scene.pixels / 1e6, 1), "sahi_s": round(s_secs, 1),
-                            "ours_1level_s": round(r.seconds, 1), "speedup": round(s_secs / r.seconds, 2)}
+        r = detect_scene(scene, model, one_level, config=cfg, executor=LocalExecutor(device=torch.device("cpu")))
+        out["synthetic"] = {
+            "megapixels": round(scene.pixels / 1e6, 1),
+            "sahi_s": round(s_secs, 1),
+            "ours_1level_s": round(r.seconds, 1),
+            "speedup": round(s_secs / r.seconds, 2),
+        }
     print(json.dumps(out, indent=2))
 
 

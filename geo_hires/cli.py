@@ -136,37 +136,88 @@ def _cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
+def _executor(args: argparse.Namespace) -> Any:
     import torch
 
-    from geo_hires.pipeline import DetectConfig, run_detect
+    from geo_hires.pipeline import LocalExecutor
 
-    cfg = DetectConfig(core=args.block, batch_size=args.batch, score_threshold=args.score_threshold)
     device = None if args.device == "auto" else torch.device(args.device)
     if device is not None and device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             "--device cuda asked for, but no CUDA device is available; use --device cpu"
         )
+    if args.executor == "local":
+        return LocalExecutor(device=device)
+    try:
+        from geo_hires.runtime.ray_executor import RayConfig, RayExecutor
+    except ImportError as exc:
+        raise ConfigError(
+            f"--executor ray needs Ray installed (pip install 'ray[default]'): {exc}"
+        ) from exc
+    gpus = args.gpus_per_actor
+    if gpus is None:
+        gpus = 1.0 if device is not None and device.type == "cuda" else 0.0
+    return RayExecutor(config=RayConfig(address=args.address, actors=args.actors, num_gpus=gpus))
+
+
+def _detect_config(args: argparse.Namespace) -> Any:
+    from geo_hires.pipeline import DetectConfig
+
+    return DetectConfig(
+        core=args.block, batch_size=args.batch, score_threshold=args.score_threshold
+    )
+
+
+def _cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
+    from geo_hires.pipeline import run_detect
+
     result = run_detect(
         args.scene,
         args.output,
         model=args.model,
         gpkg=args.gpkg,
         quicklook=args.quicklook,
-        config=cfg,
+        config=_detect_config(args),
         read_config=_read_config(args),
-        device=device,
+        executor=_executor(args),
+        resume=args.resume,
         progress=sys.stderr.isatty(),
     )
     per_level = ", ".join(
         f"{lv.name}: {lv.blocks} blocks (x{lv.downsample})" for lv in result.levels
     )
+    resumed = f", {result.resumed_units} units resumed" if result.resumed_units else ""
     out.write(
         f"{Path(args.scene).name}: {result.blocks} windows [{per_level}], "
         f"{len(result.detections)} detections, {result.seconds:.1f} s, "
-        f"{result.megapixels / max(result.seconds, 1e-9):.1f} MP/s -> {args.output}\n"
+        f"{result.megapixels / max(result.seconds, 1e-9):.1f} MP/s{resumed} -> {args.output}\n"
     )
     return 0
+
+
+def _log_line(text: str) -> None:
+    sys.stderr.write(f"geo-hires: {text}\n")
+
+
+def _cmd_batch(args: argparse.Namespace, out: TextIO) -> int:
+    from geo_hires.runtime.batch import run_batch
+
+    report = run_batch(
+        args.list,
+        args.out_dir,
+        model=args.model,
+        config=_detect_config(args),
+        read_config=_read_config(args),
+        executor=_executor(args),
+        resume=args.resume,
+        progress=sys.stderr.isatty(),
+        log=_log_line,
+    )
+    out.write(
+        f"batch: {report.done} done, {report.failed} failed, {report.skipped} skipped "
+        f"(already done) -> {args.out_dir}\n"
+    )
+    return 0 if report.failed == 0 else 3
 
 
 def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
@@ -244,6 +295,20 @@ def _add_scene_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pixels", type=int, default=0, help="declared-size budget (pixels)")
 
 
+def _add_detect_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="aircraft_lsn", help="shipped model name or bundle folder")
+    p.add_argument("--score-threshold", type=float, default=None)
+    p.add_argument("--block", type=int, default=1024, help="block core size (level px)")
+    p.add_argument("--batch", type=int, default=2, help="blocks per forward pass")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--address", default=None, help="Ray cluster to join (auto or HOST:PORT)")
+    p.add_argument("--actors", type=int, default=2, help="Ray scanner actors")
+    p.add_argument("--gpus-per-actor", type=float, default=None, help="GPUs per Ray actor")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    _add_scene_opts(p)
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="geo-hires", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -276,19 +341,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quicklook")
     p.add_argument("--model-name", default="labels")
     _add_scene_opts(p)
-    p = sub.add_parser(
-        "detect", help="detect objects in a scene → GeoJSON (+ GeoPackage, quicklook)"
-    )
+    p = sub.add_parser("detect", help="detect objects in a scene → GeoJSON (+ GPKG, quicklook)")
     p.add_argument("scene")
     p.add_argument("-o", "--output", required=True, help="GeoJSON to write")
-    p.add_argument("--model", default="aircraft_lsn", help="shipped model name or bundle folder")
     p.add_argument("--gpkg")
     p.add_argument("--quicklook")
-    p.add_argument("--score-threshold", type=float, default=None)
-    p.add_argument("--block", type=int, default=1024, help="block core size (level px)")
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    _add_scene_opts(p)
+    _add_detect_opts(p)
+    p = sub.add_parser("batch", help="detect in every scene of a list (one path per line)")
+    p.add_argument("list")
+    p.add_argument("--out-dir", required=True)
+    _add_detect_opts(p)
     p = sub.add_parser("train", help="train a scanning detector on labelled scenes")
     p.add_argument("scenes", nargs="+", help="scene files or folders")
     p.add_argument("--labels", required=True, help="one label file for all, or a folder")
@@ -321,6 +383,7 @@ _COMMANDS = {
     "eval": _cmd_eval,
     "train": _cmd_train,
     "detect": _cmd_detect,
+    "batch": _cmd_batch,
 }
 
 

@@ -1,14 +1,25 @@
 """Scan stage: shared-overlap block scanning of fully convolutional detectors."""
 
 from geo_hires.scan.blocks import Block, halo_for, plan_blocks
-from geo_hires.scan.scanner import BlockOutput, BlockReader, default_device, scan
+from geo_hires.scan.scanner import (
+    BlockOutput,
+    BlockReader,
+    batch_blocks,
+    default_device,
+    forward_batch,
+    prepare,
+    scan,
+)
 
 __all__ = [
     "Block",
     "BlockOutput",
     "BlockReader",
+    "batch_blocks",
     "default_device",
+    "forward_batch",
     "halo_for",
     "plan_blocks",
+    "prepare",
     "scan",
 ]

@@ -23,7 +23,15 @@ from geo_hires.errors import ConfigError
 from geo_hires.models.fcn import FCNDetector
 from geo_hires.scan.blocks import Block
 
-__all__ = ["BlockOutput", "BlockReader", "default_device", "scan"]
+__all__ = [
+    "BlockOutput",
+    "BlockReader",
+    "batch_blocks",
+    "default_device",
+    "forward_batch",
+    "prepare",
+    "scan",
+]
 
 BlockReader = Callable[[Block], tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]]
 """Reads a block's input: ``(3, h, w)`` float32 image and ``(h, w)`` validity."""
@@ -69,20 +77,54 @@ def _cells(
     return (r0, c0), keep, (slice(r0 - by, r1 - by), slice(c0 - bx, c1 - bx))
 
 
-def _run_batch(
-    model: FCNDetector,
-    items: list[tuple[Block, npt.NDArray[np.float32], npt.NDArray[np.bool_]]],
-    device: torch.device,
-) -> Iterator[BlockOutput]:
+Item = tuple[Block, npt.NDArray[np.float32], npt.NDArray[np.bool_]]
+
+
+def batch_blocks(blocks: Iterable[Block], batch_size: int) -> tuple[tuple[Block, ...], ...]:
+    """Blocks grouped by input shape, in chunks of at most ``batch_size`` (deterministic).
+
+    Why a fixed plan: every executor (local or Ray) runs exactly these batches, so the
+    floating-point results, and hence the output files, are identical.
+    """
+    if batch_size < 1:
+        raise ConfigError("batch_size must be >= 1")
+    ordered = sorted(blocks, key=lambda b: (b.shape, b.index))
+    batches: list[tuple[Block, ...]] = []
+    for b in ordered:
+        last = batches[-1] if batches else ()
+        if last and len(last) < batch_size and last[0].shape == b.shape:
+            batches[-1] = (*last, b)
+        else:
+            batches.append((b,))
+    return tuple(batches)
+
+
+def forward_batch(model: FCNDetector, items: list[Item], device: torch.device) -> list[BlockOutput]:
+    """One forward pass over same-shape blocks; blocks without valid pixels are left out."""
+    items = [it for it in items if it[2].any()]
+    if not items:
+        return []
     x = torch.from_numpy(np.stack([im for _, im, _ in items])).to(device)
     x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         y = model(x).float().cpu()
+    outs = []
     for (block, _, valid), out in zip(items, y, strict=True):
         origin, keep, (rs, cs) = _cells(block, model.stride, (out.shape[1], out.shape[2]))
-        yield BlockOutput(
-            block=block, out=out[:, rs, cs].contiguous(), origin=origin, keep=keep, valid=valid
+        outs.append(
+            BlockOutput(
+                block=block, out=out[:, rs, cs].contiguous(), origin=origin, keep=keep, valid=valid
+            )
         )
+    return outs
+
+
+def prepare(
+    model: FCNDetector, device: torch.device | None = None
+) -> tuple[FCNDetector, torch.device]:
+    """Move ``model`` to ``device`` (default: CUDA when present) in eval, channels-last form."""
+    device = device or default_device()
+    return model.to(device).eval().to(memory_format=torch.channels_last), device
 
 
 def scan(
@@ -97,38 +139,30 @@ def scan(
 ) -> Iterator[BlockOutput]:
     """Scan ``blocks`` with ``model``; yield each non-empty block's kept output.
 
-    Blocks are processed grouped by input shape (deterministic order), so edge blocks batch
-    with each other and interior ones with interior ones. Blocks whose input has no valid pixel
-    are skipped. ``on_block`` is called once per block, skipped or not (progress bars).
+    Batches come from :func:`batch_blocks`; the reads of the next ``prefetch`` batches run on a
+    background thread while the current one computes. ``on_block`` is called once per block,
+    empty or not (progress bars).
     """
-    if batch_size < 1 or prefetch < 1:
-        raise ConfigError("batch_size and prefetch must be >= 1")
-    device = device or default_device()
-    model = model.to(device).eval().to(memory_format=torch.channels_last)
-    ordered = sorted(blocks, key=lambda b: b.shape)
-    pending: list[tuple[Block, npt.NDArray[np.float32], npt.NDArray[np.bool_]]] = []
+    if prefetch < 1:
+        raise ConfigError("prefetch must be >= 1")
+    model, device = prepare(model, device)
+
+    def read_batch(batch: tuple[Block, ...]) -> list[Item]:
+        return [(b, *read(b)) for b in batch]
+
+    batches = iter(batch_blocks(blocks, batch_size))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geo-hires-read") as pool:
-        queue: deque[
-            tuple[Block, Future[tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]]]
-        ] = deque()
-        it = iter(ordered)
-        for b in it:
-            queue.append((b, pool.submit(read, b)))
+        queue: deque[Future[list[Item]]] = deque()
+        for batch in batches:
+            queue.append(pool.submit(read_batch, batch))
             if len(queue) >= prefetch:
                 break
         while queue:
-            block, fut = queue.popleft()
-            nxt = next(it, None)
+            items = queue.popleft().result()
+            nxt = next(batches, None)
             if nxt is not None:
-                queue.append((nxt, pool.submit(read, nxt)))
-            image, valid = fut.result()
-            if on_block is not None:
-                on_block(block)
-            if not valid.any():
-                continue
-            if pending and (len(pending) >= batch_size or pending[0][0].shape != block.shape):
-                yield from _run_batch(model, pending, device)
-                pending = []
-            pending.append((block, image, valid))
-        if pending:
-            yield from _run_batch(model, pending, device)
+                queue.append(pool.submit(read_batch, nxt))
+            for b, _, _ in items:
+                if on_block is not None:
+                    on_block(b)
+            yield from forward_batch(model, items, device)

@@ -1,0 +1,114 @@
+"""A per-scene journal of finished work units, so a killed run resumes where it stopped.
+
+The journal is a JSON-lines file beside the output: a header naming what the results belong to
+(scene fingerprint, model, config identity), then one line per finished unit with its
+detections. Each line is written whole with a single ``write`` and flushed with ``fsync``; a
+line cut by a crash fails to parse and is ignored, so the unit simply runs again. Floats are
+written with ``repr`` and read back bit-exactly, so a resumed run gives byte-identical output.
+Keys make it idempotent: a unit recorded twice (a retried task) counts once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Journal", "UnitResult"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class UnitResult:
+    """Detections of one work unit (a batch of blocks of one level), level-0 pixels.
+
+    Attributes:
+        key: Unit key, unique within a run (``L{level}-U{index}``).
+        level: Level index.
+        boxes: ``(N, 4)`` float64 xyxy.
+        scores: ``(N,)`` float64.
+        classes: ``(N,)`` int64.
+    """
+
+    key: str
+    level: int
+    boxes: npt.NDArray[np.float64]
+    scores: npt.NDArray[np.float64]
+    classes: npt.NDArray[np.int64]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "level": self.level,
+            "boxes": self.boxes.tolist(),
+            "scores": self.scores.tolist(),
+            "classes": self.classes.tolist(),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> UnitResult:
+        return cls(
+            key=str(d["key"]),
+            level=int(d["level"]),
+            boxes=np.asarray(d["boxes"], np.float64).reshape(-1, 4),
+            scores=np.asarray(d["scores"], np.float64),
+            classes=np.asarray(d["classes"], np.int64),
+        )
+
+
+class Journal:
+    """Append-only record of finished units for one (scene, model, config)."""
+
+    def __init__(self, path: str | os.PathLike[str], identity: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.identity = identity
+
+    def load(self) -> dict[str, UnitResult]:
+        """Finished units of a previous run with the same identity (else nothing)."""
+        if not self.path.is_file():
+            return {}
+        done: dict[str, UnitResult] = {}
+        with self.path.open(encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+        if not lines or _parse(lines[0]) != {"identity": self.identity}:
+            return {}
+        for line in lines[1:]:
+            rec = _parse(line)
+            if rec is not None and "key" in rec:
+                done[rec["key"]] = UnitResult.from_json(rec)
+        return done
+
+    def start(self, *, resume: bool) -> dict[str, UnitResult]:
+        """Begin a run: keep and return finished units when resuming, else start afresh."""
+        done = self.load() if resume else {}
+        # rewrite whole: drops a line a crash may have cut, so appends start on a fresh line
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [json.dumps({"identity": self.identity})]
+        lines += [json.dumps(r.to_json(), separators=(",", ":")) for r in done.values()]
+        self._write("\n".join(lines) + "\n", mode="w")
+        return done
+
+    def record(self, result: UnitResult) -> None:
+        """Append one finished unit (one write, flushed to disk)."""
+        self._write(json.dumps(result.to_json(), separators=(",", ":")) + "\n", mode="a")
+
+    def remove(self) -> None:
+        """Delete the journal once the output is safely written."""
+        self.path.unlink(missing_ok=True)
+
+    def _write(self, text: str, *, mode: str) -> None:
+        with self.path.open(mode, encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _parse(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None

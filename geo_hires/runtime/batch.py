@@ -1,0 +1,131 @@
+"""``geo-hires batch``: many scenes, one status file each, a bad scene fails alone.
+
+Each scene's outcome is written to ``<name>.status.json`` (``done`` with counts, or ``failed``
+with the error) next to its GeoJSON, atomically. With ``resume`` finished scenes are skipped and
+an interrupted scene continues from its journal. This is what the Kubernetes batch job runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from geo_hires.config import ReadConfig
+from geo_hires.errors import ConfigError, GeoHiresError
+from geo_hires.export.geojson import write_text_atomic
+from geo_hires.pipeline import DetectConfig, Executor, run_detect
+
+__all__ = ["BatchReport", "read_scene_list", "run_batch"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BatchReport:
+    """Counts of a batch run."""
+
+    done: int
+    failed: int
+    skipped: int
+
+    @property
+    def total(self) -> int:
+        return self.done + self.failed + self.skipped
+
+
+def read_scene_list(path: str | os.PathLike[str]) -> list[Path]:
+    """Scene paths, one per line (blank lines and ``#`` comments ignored; relative to the list)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"scene list not found: {p}")
+    base = p.parent
+    scenes = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            scenes.append(Path(line) if Path(line).is_absolute() else base / line)
+    if not scenes:
+        raise ConfigError(f"{p} lists no scenes")
+    return scenes
+
+
+def _names(scenes: list[Path]) -> list[str]:
+    seen: dict[str, int] = {}
+    names = []
+    for s in scenes:
+        n = seen.get(s.stem, 0)
+        seen[s.stem] = n + 1
+        names.append(s.stem if n == 0 else f"{s.stem}_{n}")
+    return names
+
+
+def _status(path: Path, **fields: Any) -> None:
+    write_text_atomic(path, json.dumps(fields, indent=2, sort_keys=True) + "\n")
+
+
+def _finished(status: Path, output: Path) -> bool:
+    try:
+        return json.loads(status.read_text())["state"] == "done" and output.is_file()
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def run_batch(
+    list_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    model: str = "aircraft_lsn",
+    config: DetectConfig | None = None,
+    read_config: ReadConfig | None = None,
+    executor: Executor | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] = lambda _s: None,
+) -> BatchReport:
+    """Detect in every scene of ``list_path``; write outputs and status files to ``out_dir``."""
+    scenes = read_scene_list(list_path)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    done = failed = skipped = 0
+    for scene, name in tqdm(
+        list(zip(scenes, _names(scenes), strict=True)),
+        desc="batch",
+        unit="scene",
+        disable=not progress,
+    ):
+        output, status = out / f"{name}.geojson", out / f"{name}.status.json"
+        if resume and _finished(status, output):
+            skipped += 1
+            continue
+        start = time.perf_counter()
+        try:
+            result = run_detect(
+                scene,
+                output,
+                model=model,
+                config=config,
+                read_config=read_config,
+                executor=executor,
+                resume=resume,
+            )
+        except (GeoHiresError, OSError, ValueError) as exc:
+            failed += 1
+            _status(status, state="failed", scene=str(scene), error=f"{type(exc).__name__}: {exc}")
+            log(f"{scene}: failed: {exc}")
+            continue
+        done += 1
+        _status(
+            status,
+            state="done",
+            scene=str(scene),
+            output=output.name,
+            detections=len(result.detections),
+            seconds=round(time.perf_counter() - start, 2),
+        )
+        log(f"{scene}: {len(result.detections)} detections")
+    return BatchReport(done=done, failed=failed, skipped=skipped)

@@ -1,0 +1,75 @@
+"""Start or join Ray without ever touching the network.
+
+A local start needs three things nobody should have to remember: ``HOME`` pointing at a folder
+that holds ``ray_bootstrap_config.yaml`` (otherwise Ray's dashboard process probes cloud
+metadata addresses), usage stats off, and every port on 127.0.0.1. :func:`ensure_ray` sets them
+for the Ray processes it starts (they inherit the environment at start) and restores the
+caller's environment afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["OFFLINE_ENV", "ensure_ray", "offline_home"]
+
+OFFLINE_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "disabled",
+}
+
+
+def offline_home() -> Path:
+    """A folder with a local-provider ``ray_bootstrap_config.yaml`` (``$RAY_LOCAL_HOME`` wins)."""
+    home = Path(
+        os.environ.get("RAY_LOCAL_HOME") or Path(tempfile.gettempdir()) / "geo-hires-ray-home"
+    )
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = home / "ray_bootstrap_config.yaml"
+    if not cfg.exists():
+        cfg.write_text("provider:\n  type: local\n")
+    return home
+
+
+@contextlib.contextmanager
+def _env(values: dict[str, str]) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def ensure_ray(
+    address: str | None = None, *, num_cpus: int | None = None, object_store_mb: int = 512
+) -> None:
+    """Join ``address`` (``"auto"`` or ``HOST:PORT``), or start a local offline cluster.
+
+    Does nothing when Ray is already initialised in this process (tests share one cluster).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return
+    with _env({**OFFLINE_ENV, "HOME": str(offline_home())}):
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=object_store_mb * 1024 * 1024,
+            _temp_dir=os.environ.get("GEO_HIRES_RAY_TMP", "/tmp/ghray"),
+            _node_ip_address="127.0.0.1",
+        )
