@@ -56,11 +56,15 @@ def main() -> None:
     model = model.to(memory_format=torch.channels_last)
     scene = open_scene(args.scene)
     cfg = DetectConfig(core=args.core, batch_size=1)
-    detect_scene(scene, model, card, config=cfg, executor=LocalExecutor(device=torch.device("cpu")))  # warm caches
+    detect_scene(
+        scene, model, card, config=cfg, executor=LocalExecutor(device=torch.device("cpu"))
+    )  # warm caches
     e2e, bare = [], []
     for _ in range(args.repeat):  # interleaved, best of N: this machine is noisy
         start = time.perf_counter()
-        detect_scene(scene, model, card, config=cfg, executor=LocalExecutor(device=torch.device("cpu")))
+        detect_scene(
+            scene, model, card, config=cfg, executor=LocalExecutor(device=torch.device("cpu"))
+        )
         e2e.append(time.perf_counter() - start)
         bare.append(bare_seconds(model, card, scene, cfg))
     print(

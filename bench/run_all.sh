@@ -15,3 +15,5 @@ $PY bench/vs_sahi.py --val-from geo_hires/models/weights/aircraft_lsn/card.json 
   --synthetic "$WORK/synth100.tif" > bench/results/vs_sahi.json
 $PY bench/overhead.py "$WORK/synth100.tif" --repeat 1 > bench/results/overhead_100mp.json
 $PY bench/rss.py --sizes 0.1 0.4 1.0 --workdir "$WORK" > bench/results/rss.json
+$PY bench/ray_vs_local.py "$WORK/synth100.tif" > bench/results/ray_vs_local_100mp.json
+[ -f "$WORK/synth_1.0gp.tif" ] && $PY bench/ray_vs_local.py "$WORK/synth_1.0gp.tif" --memory-only > bench/results/ray_vs_local_1gp.json

@@ -161,7 +161,9 @@ def main() -> None:
         rows["sahi"].append((dets, truth))
         times["sahi"] += secs
         for key, c in (("ours_1level", one_level), ("ours_2level", card)):
-            r = detect_scene(scene, model, c, config=cfg, executor=LocalExecutor(device=torch.device("cpu")))
+            r = detect_scene(
+                scene, model, c, config=cfg, executor=LocalExecutor(device=torch.device("cpu"))
+            )
             rows[key].append((r.detections, truth))
             times[key] += r.seconds
         mp += scene.pixels / 1e6
@@ -182,7 +184,9 @@ def main() -> None:
     if args.synthetic:
         scene = open_scene(args.synthetic)
         _, s_secs = _sahi(sahi_model, args.synthetic, args.slice, args.overlap, card.classes)
-        r = detect_scene(scene, model, one_level, config=cfg, executor=LocalExecutor(device=torch.device("cpu")))
+        r = detect_scene(
+            scene, model, one_level, config=cfg, executor=LocalExecutor(device=torch.device("cpu"))
+        )
         out["synthetic"] = {
             "megapixels": round(scene.pixels / 1e6, 1),
             "sahi_s": round(s_secs, 1),

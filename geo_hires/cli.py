@@ -160,6 +160,13 @@ def _executor(args: argparse.Namespace) -> Any:
     return RayExecutor(config=RayConfig(address=args.address, actors=args.actors, num_gpus=gpus))
 
 
+def _shutdown(executor: Any) -> None:
+    """Stop an executor's workers (Ray actors); the local executor has none."""
+    stop = getattr(executor, "shutdown", None)
+    if stop is not None:
+        stop()
+
+
 def _detect_config(args: argparse.Namespace) -> Any:
     from geo_hires.pipeline import DetectConfig
 
@@ -171,18 +178,22 @@ def _detect_config(args: argparse.Namespace) -> Any:
 def _cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.pipeline import run_detect
 
-    result = run_detect(
-        args.scene,
-        args.output,
-        model=args.model,
-        gpkg=args.gpkg,
-        quicklook=args.quicklook,
-        config=_detect_config(args),
-        read_config=_read_config(args),
-        executor=_executor(args),
-        resume=args.resume,
-        progress=sys.stderr.isatty(),
-    )
+    executor = _executor(args)
+    try:
+        result = run_detect(
+            args.scene,
+            args.output,
+            model=args.model,
+            gpkg=args.gpkg,
+            quicklook=args.quicklook,
+            config=_detect_config(args),
+            read_config=_read_config(args),
+            executor=executor,
+            resume=args.resume,
+            progress=sys.stderr.isatty(),
+        )
+    finally:
+        _shutdown(executor)
     per_level = ", ".join(
         f"{lv.name}: {lv.blocks} blocks (x{lv.downsample})" for lv in result.levels
     )
@@ -202,17 +213,21 @@ def _log_line(text: str) -> None:
 def _cmd_batch(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.runtime.batch import run_batch
 
-    report = run_batch(
-        args.list,
-        args.out_dir,
-        model=args.model,
-        config=_detect_config(args),
-        read_config=_read_config(args),
-        executor=_executor(args),
-        resume=args.resume,
-        progress=sys.stderr.isatty(),
-        log=_log_line,
-    )
+    executor = _executor(args)
+    try:
+        report = run_batch(
+            args.list,
+            args.out_dir,
+            model=args.model,
+            config=_detect_config(args),
+            read_config=_read_config(args),
+            executor=executor,
+            resume=args.resume,
+            progress=sys.stderr.isatty(),
+            log=_log_line,
+        )
+    finally:
+        _shutdown(executor)
     out.write(
         f"batch: {report.done} done, {report.failed} failed, {report.skipped} skipped "
         f"(already done) -> {args.out_dir}\n"
