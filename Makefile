@@ -7,7 +7,7 @@ SHARED  ?= $(abspath ../shared)
 # exist; it guards what runs (tests, demo), not the package install.
 GUARD   := $(if $(wildcard $(SHARED)/tools/netguard/sitecustomize.py),$(SHARED)/tools/netguard,)
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test lint bench clean
 
 venv: $(VENV)/.installed
 
@@ -22,6 +22,10 @@ demo: venv
 
 test: venv
 	PYTHONPATH=$(GUARD) $(BIN)/python -m pytest -q
+
+bench: venv
+	$(BIN)/pip install -q -e '.[bench]'
+	PATH=$(abspath $(BIN)):$$PATH PYTHONPATH=$(GUARD) bash bench/run_all.sh
 
 lint: venv
 	$(BIN)/ruff check geo_hires tests bench

@@ -33,10 +33,10 @@ def fake_scene(width: int, height: int, gsd: float | None = 0.5) -> Scene:
     )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(
-    width=st.integers(16, 3000),
-    height=st.integers(16, 3000),
+    width=st.integers(16, 2000),
+    height=st.integers(16, 2000),
     window=st.integers(8, 700),
     overlap=st.floats(0.0, 0.9),
     downsample=st.integers(1, 5),
