@@ -80,19 +80,24 @@ def test_truncated_data(capsys, tmp_path):
     assert rc == 2  # the label file is missing too; scene checks come first
     out = tmp_path / "l.csv"
     out.write_text("xmin,ymin,xmax,ymax,label\n1,1,5,5,a\n")
-    rc, _, err = _run(
+    rc, _, err = _convert_with_quicklook(capsys, out, path, tmp_path)
+    assert rc == 2
+    _one_error_line(err, "truncated or corrupt")
+
+
+def _convert_with_quicklook(capsys, labels: Path, scene: Path, tmp_path: Path):
+    """``convert`` with a quicklook, which reads every pixel of the scene."""
+    return _run(
         capsys,
         "convert",
-        str(out),
+        str(labels),
         "--scene",
-        str(path),
+        str(scene),
         "-o",
         str(tmp_path / "o.json"),
         "--quicklook",
         str(tmp_path / "q.png"),
     )
-    assert rc == 2
-    _one_error_line(err, "truncated or corrupt")
 
 
 def test_corrupt_tiles(capsys, tmp_path):
@@ -102,17 +107,7 @@ def test_corrupt_tiles(capsys, tmp_path):
     path.write_bytes(bytes(raw))
     out = tmp_path / "l.csv"
     out.write_text("xmin,ymin,xmax,ymax,label\n")
-    rc, _, err = _run(
-        capsys,
-        "convert",
-        str(out),
-        "--scene",
-        str(path),
-        "-o",
-        str(tmp_path / "o.json"),
-        "--quicklook",
-        str(tmp_path / "q.png"),
-    )
+    rc, _, err = _convert_with_quicklook(capsys, out, path, tmp_path)
     assert rc == 2
     _one_error_line(err, str(path))
 
@@ -199,21 +194,8 @@ def test_bad_level_spec(capsys, fixtures):
     _one_error_line(err, "level 'x:abc'")
 
 
-def test_all_nodata_scene_plans_nothing_and_exports_empty(capsys, tmp_path):
-    path = tmp_path / "nd.tif"
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=600,
-        height=600,
-        count=3,
-        dtype="uint8",
-        nodata=0,
-        crs="EPSG:32633",
-        transform=rasterio.Affine(1, 0, 1000, 0, -1, 1000),
-    ) as dst:
-        dst.write(np.zeros((3, 600, 600), np.uint8))
+def test_all_nodata_scene_plans_nothing_and_exports_empty(capsys, tmp_path, write_tif):
+    path = write_tif("nd.tif", np.zeros((3, 600, 600), np.uint8), nodata=0)
     rc, out, _ = _run(capsys, "plan", str(path), "--levels", "full:256:0.25")
     assert rc == 0 and "total windows: 0" in out and "skipped(nodata) 9" in out
     labels = tmp_path / "none.csv"

@@ -1,4 +1,4 @@
-"""Executors: Ray gives local's bytes, survives a killed actor; journals resume; batches isolate failures."""
+"""Executors: Ray matches local byte for byte and survives a killed actor; resume; batches."""
 
 from __future__ import annotations
 

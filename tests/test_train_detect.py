@@ -157,21 +157,8 @@ def test_block_size_does_not_change_detections(tiny_bundle, tmp_path):
     np.testing.assert_allclose(a.detections.boxes, b.detections.boxes, atol=1e-3)
 
 
-def test_all_nodata_scene_gives_empty_collection(tiny_bundle, tmp_path):
-    path = tmp_path / "nd.tif"
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=500,
-        height=400,
-        count=3,
-        dtype="uint8",
-        nodata=0,
-        crs="EPSG:32633",
-        transform=rasterio.Affine(0.5, 0, 1000, 0, -0.5, 1000),
-    ) as dst:
-        dst.write(np.zeros((3, 400, 500), np.uint8))
+def test_all_nodata_scene_gives_empty_collection(tiny_bundle, tmp_path, write_tif):
+    path = write_tif("nd.tif", np.zeros((3, 400, 500), np.uint8), nodata=0)
     assert (
         main(["detect", str(path), "-o", str(tmp_path / "e.geojson"), "--model", str(tiny_bundle)])
         == 0
