@@ -6,12 +6,11 @@ import dataclasses
 import time
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from geo_hires.errors import NoCRSWarning
 from geo_hires.evaluate.coco import evaluate_images
-from geo_hires.labels import read_labels
+from geo_hires.labels import labels_for
 from geo_hires.models.registry import load_model
 from geo_hires.pipeline import DetectConfig, detect_scene
 from geo_hires.scene import open_scene
@@ -35,12 +34,7 @@ def evaluate_scenes(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NoCRSWarning)
             scene = open_scene(path)
-        lab = read_labels(
-            Path(labels)
-            if Path(labels).is_file()
-            else next(Path(labels).glob(Path(path).stem + ".*")),
-            image=Path(path).name,
-        )
+        lab = labels_for(path, labels)
         lab = dataclasses.replace(lab, names=tuple(class_map.get(n, n) for n in lab.names))
         start = time.perf_counter()
         result = detect_scene(scene, model, card, config=cfg)

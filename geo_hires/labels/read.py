@@ -34,7 +34,7 @@ from geo_hires.errors import LabelReadError
 from geo_hires.georef import box_corners, map_to_pixel
 from geo_hires.scene.open import Scene
 
-__all__ = ["LabelSet", "read_labels"]
+__all__ = ["LabelSet", "labels_for", "read_labels"]
 
 _CLASS_KEYS = ("class", "label", "category", "class_name")
 
@@ -247,3 +247,20 @@ def read_labels(path: str | os.PathLike[str], *, image: str | None = None) -> La
             f"{p}: unknown label format {ext!r}; use .geojson, .csv, .xml (VOC) or .txt (DOTA)"
         )
     return readers[ext](p)
+
+
+def labels_for(scene: str | os.PathLike[str], labels: str | os.PathLike[str]) -> LabelSet:
+    """The labels of one scene from a shared label file or a folder of per-scene files.
+
+    Args:
+        scene: The scene file; its name selects rows of multi-image files, its stem picks
+            ``<stem>.<ext>`` in a folder.
+        labels: A label file (holding this scene, maybe others) or a folder.
+    """
+    path, name = Path(labels), Path(scene).name
+    if path.is_dir():
+        found = sorted(path.glob(Path(scene).stem + ".*"))
+        if not found:
+            raise LabelReadError(f"no label file for {name} in {path}")
+        path = found[0]
+    return read_labels(path, image=name)

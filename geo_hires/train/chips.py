@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from rasterio.windows import Window
 
-from geo_hires.errors import ConfigError, NoCRSWarning
-from geo_hires.labels import read_labels
+from geo_hires.errors import NoCRSWarning
+from geo_hires.labels import labels_for
 from geo_hires.scene import SceneReader, open_scene
 
 __all__ = ["ChipSampler", "LabelledImage", "load_labelled", "split_by_image"]
@@ -69,13 +69,7 @@ def load_labelled(
         with warnings.catch_warnings():  # training works in pixels; a missing CRS is fine
             warnings.simplefilter("ignore", NoCRSWarning)
             scene = open_scene(path)
-        label_path = Path(labels)
-        if label_path.is_dir():
-            found = sorted(label_path.glob(Path(path).stem + ".*"))
-            if not found:
-                raise ConfigError(f"no label file for {path} in {labels}")
-            label_path = found[0]
-        lab = read_labels(label_path, image=Path(path).name)
+        lab = labels_for(path, labels)
         names = [class_map.get(n, n) for n in lab.names]
         boxes = lab.to_pixels(scene).boxes  # map-space labels land in the scene's pixels
         with SceneReader(scene) as reader:
