@@ -104,7 +104,7 @@ def main() -> None:
     ap.add_argument("scene")
     ap.add_argument("--model", default="aircraft_lsn")
     ap.add_argument("--window", type=int, default=512)
-    ap.add_argument("--core", type=int, default=2048)
+    ap.add_argument("--core", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
