@@ -324,9 +324,8 @@ def _add_detect_opts(p: argparse.ArgumentParser) -> None:
     _add_scene_opts(p)
 
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="geo-hires", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="command", required=True)
+def _add_scene_commands(sub: Any) -> None:
+    """Commands on scenes and labels: info, plan, synth, convert."""
     p = sub.add_parser("info", help="describe a scene (size, CRS, GSD, bands)")
     p.add_argument("scene")
     _add_scene_opts(p)
@@ -356,6 +355,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quicklook")
     p.add_argument("--model-name", default="labels")
     _add_scene_opts(p)
+
+
+def _add_model_commands(sub: Any) -> None:
+    """Commands that run or train models, or score them: detect, batch, train, eval."""
     p = sub.add_parser("detect", help="detect objects in a scene → GeoJSON (+ GPKG, quicklook)")
     p.add_argument("scene")
     p.add_argument("-o", "--output", required=True, help="GeoJSON to write")
@@ -387,6 +390,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--iou", type=float, default=0.5)
     p.add_argument("--json", action="store_true")
     _add_scene_opts(p)
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="geo-hires",
+        description="Find objects in huge georeferenced rasters; GeoJSON and GeoPackage out.",
+    )
+    sub = ap.add_subparsers(dest="command", required=True)
+    _add_scene_commands(sub)
+    _add_model_commands(sub)
     return ap
 
 
