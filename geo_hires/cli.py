@@ -7,11 +7,12 @@ exit status 2; warnings become one line each. Set ``GEO_HIRES_DEBUG=1`` to get t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -160,11 +161,16 @@ def _executor(args: argparse.Namespace) -> Any:
     return RayExecutor(config=RayConfig(address=args.address, actors=args.actors, num_gpus=gpus))
 
 
-def _shutdown(executor: Any) -> None:
-    """Stop an executor's workers (Ray actors); the local executor has none."""
-    stop = getattr(executor, "shutdown", None)
-    if stop is not None:
-        stop()
+@contextlib.contextmanager
+def _running_executor(args: argparse.Namespace) -> Iterator[Any]:
+    """The executor the flags ask for, with its workers (Ray actors) stopped afterwards."""
+    executor = _executor(args)
+    try:
+        yield executor
+    finally:
+        stop = getattr(executor, "shutdown", None)
+        if stop is not None:
+            stop()
 
 
 def _detect_config(args: argparse.Namespace) -> Any:
@@ -178,8 +184,7 @@ def _detect_config(args: argparse.Namespace) -> Any:
 def _cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.pipeline import run_detect
 
-    executor = _executor(args)
-    try:
+    with _running_executor(args) as executor:
         result = run_detect(
             args.scene,
             args.output,
@@ -192,8 +197,6 @@ def _cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
             resume=args.resume,
             progress=sys.stderr.isatty(),
         )
-    finally:
-        _shutdown(executor)
     per_level = ", ".join(
         f"{lv.name}: {lv.blocks} blocks (x{lv.downsample})" for lv in result.levels
     )
@@ -213,8 +216,7 @@ def _log_line(text: str) -> None:
 def _cmd_batch(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.runtime.batch import run_batch
 
-    executor = _executor(args)
-    try:
+    with _running_executor(args) as executor:
         report = run_batch(
             args.list,
             args.out_dir,
@@ -226,8 +228,6 @@ def _cmd_batch(args: argparse.Namespace, out: TextIO) -> int:
             progress=sys.stderr.isatty(),
             log=_log_line,
         )
-    finally:
-        _shutdown(executor)
     out.write(
         f"batch: {report.done} done, {report.failed} failed, {report.skipped} skipped "
         f"(already done) -> {args.out_dir}\n"
