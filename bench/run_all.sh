@@ -13,6 +13,9 @@ $PY bench/overhead.py demo/airports.tif > bench/results/overhead.json
 $PY bench/vs_sahi.py --val-from geo_hires/models/weights/aircraft_lsn/card.json \
   --images "$DATA/aircraft/train" --labels "$DATA/aircraft/annotations.csv" \
   --synthetic "$WORK/synth100.tif" > bench/results/vs_sahi.json
+$PY bench/vs_sahi.py --val-from geo_hires/models/weights/aircraft_lsn/card.json \
+  --images "$DATA/aircraft/train" --labels "$DATA/aircraft/annotations.csv" \
+  --synthetic "$WORK/synth100.tif" --overlap 0.5 > bench/results/vs_sahi_overlap05.json
 $PY bench/overhead.py "$WORK/synth100.tif" --repeat 1 > bench/results/overhead_100mp.json
 $PY bench/rss.py --sizes 0.1 0.4 1.0 --workdir "$WORK" > bench/results/rss.json
 $PY bench/ray_vs_local.py "$WORK/synth100.tif" > bench/results/ray_vs_local_100mp.json
