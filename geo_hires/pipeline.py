@@ -14,9 +14,7 @@ import dataclasses
 import hashlib
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,11 +30,11 @@ from geo_hires.journal import Journal, UnitResult
 from geo_hires.merge import nms
 from geo_hires.models.fcn import FCNDetector
 from geo_hires.models.registry import ModelCard, load_model
+from geo_hires.scan import read_ahead
 from geo_hires.scene import Scene, SceneReader, open_scene
 from geo_hires.tiling import mask_lookup
 from geo_hires.units import (
     DetectConfig,
-    Item,
     LevelRun,
     Unit,
     UnitRunner,
@@ -133,24 +131,6 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def _prefetched(
-    runner: UnitRunner, units: Iterable[Unit], depth: int
-) -> Iterator[tuple[Unit, list[Item]]]:
-    it = iter(units)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geo-hires-read") as pool:
-        queue: deque[tuple[Unit, Future[list[Item]]]] = deque()
-        for u in it:
-            queue.append((u, pool.submit(runner.read, u)))
-            if len(queue) >= depth:
-                break
-        while queue:
-            unit, fut = queue.popleft()
-            nxt = next(it, None)
-            if nxt is not None:
-                queue.append((nxt, pool.submit(runner.read, nxt)))
-            yield unit, fut.result()
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LocalExecutor:
     """In-process execution, reads running ``cfg.prefetch`` units ahead on a thread."""
@@ -170,7 +150,7 @@ class LocalExecutor:
     ) -> None:
         with torch_threads(cfg.threads), SceneReader(scene, config=read_config) as reader:
             runner = UnitRunner(reader, model, card, cfg, self.device)
-            for unit, items in _prefetched(runner, units, cfg.prefetch):
+            for unit, items in read_ahead(runner.read, units, cfg.prefetch):
                 on_result(runner.compute(unit, items))
 
 

@@ -8,6 +8,7 @@ from geo_hires.scan.scanner import (
     default_device,
     forward_batch,
     prepare,
+    read_ahead,
     scan,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "halo_for",
     "plan_blocks",
     "prepare",
+    "read_ahead",
     "scan",
 ]

@@ -14,6 +14,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +31,7 @@ __all__ = [
     "default_device",
     "forward_batch",
     "prepare",
+    "read_ahead",
     "scan",
 ]
 
@@ -127,6 +129,31 @@ def prepare(
     return model.to(device).eval().to(memory_format=torch.channels_last), device
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def read_ahead(read: Callable[[T], R], items: Iterable[T], depth: int) -> Iterator[tuple[T, R]]:
+    """Yield ``(item, read(item))`` in order, with up to ``depth`` reads running ahead.
+
+    One background thread does the reads, so I/O and decoding overlap the caller's compute
+    while at most ``depth`` results wait in memory (bounded prefetch).
+    """
+    it = iter(items)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geo-hires-read") as pool:
+        queue: deque[tuple[T, Future[R]]] = deque()
+        for item in it:
+            queue.append((item, pool.submit(read, item)))
+            if len(queue) >= depth:
+                break
+        while queue:
+            item, fut = queue.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                queue.append((nxt, pool.submit(read, nxt)))
+            yield item, fut.result()
+
+
 def scan(
     model: FCNDetector,
     blocks: Iterable[Block],
@@ -150,19 +177,8 @@ def scan(
     def read_batch(batch: tuple[Block, ...]) -> list[Item]:
         return [(b, *read(b)) for b in batch]
 
-    batches = iter(batch_blocks(blocks, batch_size))
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geo-hires-read") as pool:
-        queue: deque[Future[list[Item]]] = deque()
-        for batch in batches:
-            queue.append(pool.submit(read_batch, batch))
-            if len(queue) >= prefetch:
-                break
-        while queue:
-            items = queue.popleft().result()
-            nxt = next(batches, None)
-            if nxt is not None:
-                queue.append(pool.submit(read_batch, nxt))
-            for b, _, _ in items:
-                if on_block is not None:
-                    on_block(b)
-            yield from forward_batch(model, items, device)
+    for _, items in read_ahead(read_batch, batch_blocks(blocks, batch_size), prefetch):
+        for b, _, _ in items:
+            if on_block is not None:
+                on_block(b)
+        yield from forward_batch(model, items, device)
