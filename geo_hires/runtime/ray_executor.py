@@ -19,7 +19,7 @@ import torch
 from geo_hires.config import ReadConfig
 from geo_hires.errors import ConfigError
 from geo_hires.journal import UnitResult
-from geo_hires.models.fcn import FCNDetector
+from geo_hires.models.fcn import FCNDetector, fold_batchnorm
 from geo_hires.models.registry import ModelCard
 from geo_hires.pipeline import DetectConfig, Unit, UnitRunner
 from geo_hires.runtime.ray_local import ensure_ray
@@ -56,39 +56,49 @@ class RayConfig:
 
 
 class ScannerActor:
-    """Holds the model; reads and runs units of any scene (readers cached per scene)."""
+    """Reads and runs units of any scene; readers are cached per scene, the model per weights.
 
-    def __init__(
-        self,
-        state: dict[str, torch.Tensor],
-        card: ModelCard,
-        cfg: DetectConfig,
-        read_config: ReadConfig | None,
-        threads: int,
-    ) -> None:
-        torch.set_num_threads(max(1, threads))
-        from geo_hires.models.fcn import fold_batchnorm
+    The weights arrive with every call (an object-store reference Ray resolves from the local
+    store) rather than through the constructor: Ray cannot always re-fetch constructor
+    arguments when it restarts a killed actor, while call arguments are held by the driver
+    for as long as the call may be retried.
+    """
 
-        self.model = fold_batchnorm(FCNDetector(card.arch))
-        self.model.load_state_dict(state)
+    def __init__(self, card: ModelCard, cfg: DetectConfig, read_config: ReadConfig | None) -> None:
         self.card, self.cfg, self.read_config = card, cfg, read_config
+        self._model: FCNDetector | None = None
+        self._model_key: str | None = None
         self._runners: dict[str, tuple[SceneReader, UnitRunner]] = {}
 
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, scene: Scene, unit: Unit) -> UnitResult:
+    def _runner(self, scene: Scene, state: dict[str, torch.Tensor], model_key: str) -> UnitRunner:
+        if self._model is None or self._model_key != model_key:
+            model = fold_batchnorm(FCNDetector(self.card.arch))
+            model.load_state_dict(state)
+            self._model, self._model_key = model, model_key
+            self._close()
+        entry = self._runners.get(scene.path)
+        if entry is None:
+            self._close()
+            reader = SceneReader(scene, config=self.read_config).__enter__()
+            entry = (reader, UnitRunner(reader, self._model, self.card, self.cfg))
+            self._runners = {scene.path: entry}
+        return entry[1]
+
+    def _close(self) -> None:
+        for reader, _ in self._runners.values():
+            reader.__exit__(None, None, None)
+        self._runners = {}
+
+    def run(
+        self, scene: Scene, unit: Unit, state: dict[str, torch.Tensor], model_key: str
+    ) -> UnitResult:
         # OpenMP thread counts are per calling thread, and Ray may call methods on another
         # thread than __init__: set it here so the numerics match a local run
         torch.set_num_threads(self.cfg.threads)
-        runner = self._runners.get(scene.path)
-        if runner is None:
-            for reader, _ in self._runners.values():
-                reader.__exit__(None, None, None)
-            reader = SceneReader(scene, config=self.read_config).__enter__()
-            runner = (reader, UnitRunner(reader, self.model, self.card, self.cfg))
-            self._runners = {scene.path: runner}
-        return runner[1].run(unit)
+        return self._runner(scene, state, model_key).run(unit)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -98,7 +108,7 @@ class RayExecutor:
     config: RayConfig = dataclasses.field(default_factory=RayConfig)
     on_started: Callable[[list[Any]], None] | None = None
     _actors: list[Any] = dataclasses.field(default_factory=list)
-    _state: Any = None  # the weights' object ref, kept alive so restarted actors can rebuild
+    _state: Any = None  # object ref of the weights, passed with every call
     _key: tuple[Any, ...] | None = None
 
     def _pool(
@@ -117,11 +127,8 @@ class RayExecutor:
                 max_restarts=c.max_restarts,
                 max_task_retries=c.max_task_retries,
             )
-            state = ray.put({k: v.cpu() for k, v in model.state_dict().items()})
-            self._actors = [
-                actor_cls.remote(state, card, cfg, read_config, int(c.num_cpus))
-                for _ in range(c.actors)
-            ]
+            self._state = ray.put({k: v.cpu() for k, v in model.state_dict().items()})
+            self._actors = [actor_cls.remote(card, cfg, read_config) for _ in range(c.actors)]
             self._key = key
             if self.on_started is not None:
                 self.on_started(self._actors)
@@ -140,10 +147,11 @@ class RayExecutor:
     ) -> None:
         ensure_ray(self.config.address, object_store_mb=self.config.object_store_mb)
         pool = self._pool(model, card, cfg, read_config)
+        model_key = f"{card.name}-{id(model)}"
         for unit in units:
             if not pool.has_free():  # bounded in-flight: wait for one before submitting more
                 on_result(pool.get_next_unordered())
-            pool.submit(lambda a, u: a.run.remote(scene, u), unit)
+            pool.submit(lambda a, u: a.run.remote(scene, u, self._state, model_key), unit)
         while pool.has_next():
             on_result(pool.get_next_unordered())
 
