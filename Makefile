@@ -7,7 +7,7 @@ SHARED  ?= $(abspath ../shared)
 # exist; it guards what runs (tests, demo), not the package install.
 GUARD   := $(if $(wildcard $(SHARED)/tools/netguard/sitecustomize.py),$(SHARED)/tools/netguard,)
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench mutate clean
 
 venv: $(VENV)/.installed
 
@@ -27,10 +27,16 @@ bench: venv
 	$(BIN)/pip install -q -e '.[bench]'
 	PATH=$(abspath $(BIN)):$$PATH PYTHONPATH=$(GUARD) bash bench/run_all.sh
 
+# Mutation testing of the core stages (slow, ~30-60 min on 2 cores; not part of CI).
+# Survivors: `$(BIN)/mutmut results`, `$(BIN)/mutmut show NAME`; triage in docs/mutation.md.
+mutate: venv
+	GEO_HIRES_SHARED_DATA=$(SHARED)/data PYTHONPATH=$(GUARD) $(BIN)/mutmut run --max-children 2
+	$(BIN)/python scripts/mutation_score.py
+
 lint: venv
-	$(BIN)/ruff check geo_hires tests bench
-	$(BIN)/ruff format --check geo_hires tests bench
+	$(BIN)/ruff check geo_hires tests bench scripts
+	$(BIN)/ruff format --check geo_hires tests bench scripts
 	$(BIN)/mypy geo_hires
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) out mutants .pytest_cache .mypy_cache .ruff_cache

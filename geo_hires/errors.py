@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "ForeignJournalWarning",
     "GeoHiresError",
     "LabelReadError",
     "NoCRSWarning",
@@ -55,3 +56,7 @@ class LabelReadError(GeoHiresError, ValueError):
 
 class NoCRSWarning(UserWarning):
     """The scene has no CRS; results are in pixel space and cannot be placed on a map."""
+
+
+class ForeignJournalWarning(UserWarning):
+    """``--resume`` found a journal left by another scene, model or config; it is not reused."""

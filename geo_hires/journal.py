@@ -13,11 +13,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from geo_hires.errors import ForeignJournalWarning
 
 __all__ = ["Journal", "UnitResult"]
 
@@ -68,17 +71,32 @@ class Journal:
         self.identity = identity
 
     def load(self) -> dict[str, UnitResult]:
-        """Finished units of a previous run with the same identity (else nothing)."""
+        """Finished units of a previous run with the same identity (else nothing).
+
+        A journal of another scene, model or config is never reused: its units would merge
+        into the wrong output. It is reported with a :class:`ForeignJournalWarning` naming what
+        differs, and the run starts afresh.
+        """
         if not self.path.is_file():
             return {}
         done: dict[str, UnitResult] = {}
         with self.path.open(encoding="utf-8") as fh:
             lines = fh.read().splitlines()
-        if not lines or _parse(lines[0]) != {"identity": self.identity}:
+        header = _parse(lines[0]) if lines else None
+        if header != {"identity": self.identity}:
+            theirs = header.get("identity") if isinstance(header, dict) else None
+            theirs = theirs if isinstance(theirs, dict) else {}
+            differ = sorted(k for k in self.identity if theirs.get(k) != self.identity[k])
+            warnings.warn(
+                f"{self.path} belongs to another run (differs in: {', '.join(differ)}); "
+                "not resuming from it, starting afresh",
+                ForeignJournalWarning,
+                stacklevel=3,
+            )
             return {}
         for line in lines[1:]:
             rec = _parse(line)
-            if rec is not None and "key" in rec:
+            if isinstance(rec, dict) and "key" in rec:
                 done[rec["key"]] = UnitResult.from_json(rec)
         return done
 

@@ -160,3 +160,61 @@ def test_cli_eval_table(tmp_path, capsys, fixtures):
     )
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1].split()[:3] == ["all", "1.000", "1.000"]
+
+
+def _hand_case():
+    """Two classes; every number below was computed by hand (see each assertion).
+
+    car: truth T1, T2, T3. P1 = T1 (0.9, TP), P2 far away (0.8, FP), P3 on T2 with
+    IoU 0.625 (0.7, TP up to IoU 0.6), P4 far away (0.1, FP); T3 is missed.
+    plane: truth T4; P5 on it with IoU 0.82 (0.95, TP up to IoU 0.8).
+    """
+    from geo_hires.detections import PixelDetections
+
+    truth = PixelDetections.build(
+        [[0, 0, 50, 50], [100, 100, 200, 200], [400, 0, 450, 50], [300, 300, 400, 400]],
+        [1.0] * 4,
+        [0, 0, 0, 1],
+        class_names=["car", "plane"],
+    )
+    pred = PixelDetections.build(
+        [
+            [0, 0, 50, 50],
+            [600, 600, 650, 650],
+            [100, 100, 200, 162.5],
+            [700, 0, 750, 50],
+            [300, 300, 400, 382],
+        ],
+        [0.9, 0.8, 0.7, 0.1, 0.95],
+        [0, 0, 0, 0, 1],
+        class_names=["car", "plane"],
+    )
+    return pred, truth
+
+
+def test_evaluation_numbers_match_a_hand_computed_case():
+    r = evaluate(*_hand_case())
+    car, plane = r.per_class["car"], r.per_class["plane"]
+    # car at IoU 0.5-0.6: ranked TP FP TP FP, recall 1/3 at precision 1, 2/3 at 2/3; COCO's
+    # 101 recall points: 34 (r <= 1/3) at 1 and 33 (1/3 < r <= 2/3) at 2/3 -> 56/101.
+    # At IoU >= 0.65 P3 is a FP too: 34 points at 1 -> 34/101. AP50:95 = (3*56 + 7*34) / 1010.
+    assert car.ap50 == pytest.approx(56 / 101)
+    assert car.ap50_95 == pytest.approx((3 * 56 + 7 * 34) / 1010)
+    # plane: TP at IoU 0.5 ... 0.8 (7 of 10 thresholds), FP above
+    assert plane.ap50 == pytest.approx(1.0) and plane.ap50_95 == pytest.approx(0.7)
+    # best F1 per class: car after P3 (2 TP of 3 predictions, 2 of 3 truths); plane perfect
+    assert (car.precision, car.recall, car.f1) == pytest.approx((2 / 3, 2 / 3, 2 / 3))
+    assert (car.n_truth, car.n_pred, plane.n_truth, plane.n_pred) == (3, 4, 1, 1)
+    assert (plane.precision, plane.recall) == (1.0, 1.0)
+    # overall: classes averaged for AP; all five ranked by score for best F1:
+    # P5 TP, P1 TP, P2 FP, P3 TP, P4 FP -> best after P3: 3 TP / 4 predictions, 3 / 4 truths
+    o = r.overall
+    assert o.ap50 == pytest.approx((56 / 101 + 1.0) / 2)
+    assert o.ap50_95 == pytest.approx(((3 * 56 + 7 * 34) / 1010 + 0.7) / 2)
+    assert (o.precision, o.recall) == pytest.approx((0.75, 0.75))
+    # at IoU 0.7 P3 no longer matches: car's best F1 is right after P1 (1 of 1, 1 of 3)
+    strict = evaluate(*_hand_case(), iou=0.7)
+    assert (strict.per_class["car"].precision, strict.per_class["car"].recall) == pytest.approx(
+        (1.0, 1 / 3)
+    )
+    assert (strict.overall.precision, strict.overall.recall) == pytest.approx((1.0, 0.5))

@@ -85,3 +85,37 @@ def test_windows_cut_from_truth_merge_back_to_truth():
     merged = merge_tiles(parts, scene_size=(spec.width, spec.height))
     assert merged is not None
     np.testing.assert_array_equal(merged.boxes, truth.canonical_order().boxes)
+
+
+def test_nms_threshold_decides_which_overlaps_survive():
+    # IoU(a, b) = 0.6, IoU(a, c) = 0.3, b and c apart; d covers a but is another class
+    boxes = [[0, 0, 100, 100], [0, 0, 100, 60], [0, 70, 100, 100], [0, 0, 100, 100]]
+    dets = PixelDetections.build(boxes, [0.9, 0.8, 0.7, 0.6], [0, 0, 0, 1], class_names=["a", "b"])
+
+    def kept(iou):
+        out = nms(dets, config=MergeConfig(iou_threshold=iou))
+        return sorted(map(tuple, np.c_[out.boxes, out.classes].tolist()))
+
+    a, b, c = (tuple(float(v) for v in x) for x in boxes[:3])
+    d = (0.0, 0.0, 100.0, 100.0, 1.0)
+    assert kept(0.25) == sorted([(*a, 0.0), d])  # a suppresses b and c
+    assert kept(0.55) == sorted([(*a, 0.0), (*c, 0.0), d])  # b (0.6) goes, c (0.3) stays
+    assert kept(0.65) == sorted([(*a, 0.0), (*b, 0.0), (*c, 0.0), d])  # nothing above 0.65
+
+
+def test_grid_nms_equals_batched_nms_at_several_thresholds():
+    dets = _seam_duplicates(3000, seed=8)
+    sizes = []
+    for iou in (0.2, 0.7):
+        ours = nms(dets, config=MergeConfig(iou_threshold=iou, cell_size=256))
+        keep = torchvision.ops.batched_nms(
+            torch.from_numpy(dets.boxes),
+            torch.from_numpy(dets.scores),
+            torch.from_numpy(dets.classes),
+            iou,
+        )
+        ref = dets.take(np.sort(keep.numpy())).canonical_order()
+        np.testing.assert_array_equal(ours.boxes, ref.boxes)
+        np.testing.assert_array_equal(ours.scores, ref.scores)
+        sizes.append(len(ours))
+    assert sizes[0] < sizes[1]  # the thresholds really keep different sets

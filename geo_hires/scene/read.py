@@ -89,6 +89,64 @@ def _inner(window: Window, scene: Scene) -> tuple[int, int, int, int] | None:
     return None if c1 <= c0 or r1 <= r0 else (c0, r0, c1, r1)
 
 
+Rect = tuple[int, int, int, int]
+"""``(col0, row0, col1, row1)``, half-open."""
+
+
+def _axis_pieces(
+    off: int, size: int, lo: int, hi: int, out: int
+) -> list[tuple[int, int, int, int]]:
+    """One axis of :func:`_pieces` for an integer factor: ``(src0, src1, out0, out1)`` each.
+
+    Output pixel ``i`` covers source ``[off + i*d, off + (i+1)*d)``. Whole pixels are read as
+    one decimated piece; a pixel the scene edge cuts is read on its own, from the source
+    pixels that exist, so every output pixel averages exactly its own source pixels wherever
+    the window starts or ends.
+    """
+    d = size // out
+    a, b = lo - off, hi - off
+    first, last = a // d, (b - 1) // d
+    if first == last:
+        return [(lo, hi, first, first + 1)]
+    full0, full1 = -(-a // d), b // d
+    pieces = []
+    if a % d:
+        pieces.append((lo, off + full0 * d, first, first + 1))
+    if full1 > full0:
+        pieces.append((off + full0 * d, off + full1 * d, full0, full1))
+    if b % d:
+        pieces.append((off + full1 * d, hi, full1, full1 + 1))
+    return pieces
+
+
+def _pieces(window: Window, inner: Rect, out_hw: tuple[int, int]) -> list[tuple[Rect, Rect]]:
+    """Source rectangles of the in-scene part and where each lands in the output.
+
+    Why: a window reaching past the scene edge reads only its in-scene part; rescaling that part
+    by rounded sizes would stretch it by a fraction of a pixel, so the same level pixel would
+    get different values from a whole-level read and from a block read. With an integer factor
+    the part is cut on output-pixel boundaries instead (see :func:`_axis_pieces`); any other
+    factor (quicklooks, statistics) is read in one rounded piece.
+    """
+    oh, ow = out_hw
+    wh, ww = int(window.height), int(window.width)
+    col_off, row_off = int(window.col_off), int(window.row_off)
+    if ww % ow == 0 and wh % oh == 0:
+        cols = _axis_pieces(col_off, ww, inner[0], inner[2], ow)
+        rows = _axis_pieces(row_off, wh, inner[1], inner[3], oh)
+        return [
+            ((c0, r0, c1, r1), (x0, y0, x1, y1))
+            for (r0, r1, y0, y1) in rows
+            for (c0, c1, x0, x1) in cols
+        ]
+    sx, sy = ow / ww, oh / wh
+    y0 = round((inner[1] - row_off) * sy)
+    x0 = round((inner[0] - col_off) * sx)
+    ih = min(oh - y0, max(1, round((inner[3] - inner[1]) * sy)))
+    iw = min(ow - x0, max(1, round((inner[2] - inner[0]) * sx)))
+    return [(inner, (x0, y0, x0 + iw, y0 + ih))]
+
+
 class SceneReader:
     """An open scene: reads windows and decimated views as :class:`WindowData`.
 
@@ -196,17 +254,13 @@ class SceneReader:
         inner = _inner(window, self.scene)
         if inner is None:
             return WindowData(window=window, image=image, valid=valid)
-        sx, sy = ow / ww, oh / wh
-        y0 = round((inner[1] - window.row_off) * sy)
-        x0 = round((inner[0] - window.col_off) * sx)
-        ih = min(oh - y0, max(1, round((inner[3] - inner[1]) * sy)))
-        iw = min(ow - x0, max(1, round((inner[2] - inner[0]) * sx)))
-        data, ok = self._raw(inner, (ih, iw))
-        part = self.stretch().apply(data)
-        if self.scene.has_mask:
-            part *= ok
-        image[:, y0 : y0 + ih, x0 : x0 + iw] = part
-        valid[y0 : y0 + ih, x0 : x0 + iw] = ok
+        for (c0, r0, c1, r1), (x0, y0, x1, y1) in _pieces(window, inner, (oh, ow)):
+            data, ok = self._raw((c0, r0, c1, r1), (y1 - y0, x1 - x0))
+            part = self.stretch().apply(data)
+            if self.scene.has_mask:
+                part *= ok
+            image[:, y0:y1, x0:x1] = part
+            valid[y0:y1, x0:x1] = ok
         return WindowData(window=window, image=image, valid=valid)
 
     def read_overview(self, max_pixels: int) -> WindowData:

@@ -1,0 +1,191 @@
+"""Work units: the streamed read path equals the whole-level read; resume skips what it claims."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from geo_hires.errors import ForeignJournalWarning
+from geo_hires.journal import UnitResult
+from geo_hires.models.registry import load_model
+from geo_hires.pipeline import (
+    DetectConfig,
+    LocalExecutor,
+    detect_scene,
+    journal_for,
+    plan_units,
+)
+from geo_hires.scene import Density, SceneReader, SynthSpec, open_scene, write_synthetic
+from geo_hires.units import UnitRunner
+
+CFG = DetectConfig(core=256, batch_size=2, score_threshold=0.05)
+
+
+@pytest.fixture(scope="module")
+def scene_path(tmp_path_factory) -> Path:
+    # odd sizes: the coarse level's last block reaches past the scene edge at level 0
+    path = tmp_path_factory.mktemp("units") / "scene.tif"
+    write_synthetic(
+        path, SynthSpec(width=1301, height=1043, seed=31, density=Density.DENSE, nodata=True)
+    )
+    return path
+
+
+@dataclasses.dataclass
+class CountingExecutor:
+    """Runs units locally and records the key of every unit it actually computes."""
+
+    computed: list[str] = dataclasses.field(default_factory=list)
+
+    def run_units(self, scene, model, card, units, cfg, *, on_result, read_config):
+        def seen(r: UnitResult) -> None:
+            self.computed.append(r.key)
+            on_result(r)
+
+        LocalExecutor().run_units(
+            scene, model, card, units, cfg, on_result=seen, read_config=read_config
+        )
+
+
+@pytest.mark.parametrize("core", [128, 256, 512])
+def test_streamed_block_reads_equal_slices_of_the_whole_level(scene_path, core):
+    """Levels over the whole-read budget read block by block, halo included, at every level."""
+    model, card = load_model("aircraft_lsn")
+    scene = open_scene(scene_path)
+    whole_cfg = DetectConfig(core=core, batch_size=2)
+    stream_cfg = dataclasses.replace(whole_cfg, whole_read_pixels=1)
+    units, _ = plan_units(scene, model, card, whole_cfg)
+    assert {u.downsample for u in units} == {1, 2}
+    with SceneReader(scene) as reader:
+        whole = UnitRunner(reader, model, card, whole_cfg)
+        stream = UnitRunner(reader, model, card, stream_cfg)
+        halos = 0
+        for unit in units:
+            for (b, img_w, ok_w), (b2, img_s, ok_s) in zip(
+                whole.read(unit), stream.read(unit), strict=True
+            ):
+                assert b == b2 and img_s.shape == (3, *b.shape) and ok_s.shape == b.shape
+                np.testing.assert_array_equal(ok_s, ok_w)
+                np.testing.assert_allclose(img_s, img_w, atol=1e-6)
+                halos += (b.x1 - b.x0) * (b.y1 - b.y0) - (b.cx1 - b.cx0) * (b.cy1 - b.cy0)
+        assert halos > 0
+        assert stream._whole == {}  # nothing was read whole on the streamed runner
+
+
+@pytest.mark.parametrize("core", [128, 384])
+def test_streamed_detection_equals_whole_level_detection(scene_path, core):
+    model, card = load_model("aircraft_lsn")
+    scene = open_scene(scene_path)
+    cfg = dataclasses.replace(CFG, core=core)
+    whole = detect_scene(scene, model, card, config=cfg)
+    streamed = detect_scene(
+        scene, model, card, config=dataclasses.replace(cfg, whole_read_pixels=1)
+    )
+    assert len(whole.detections) >= 5  # real peaks, at both levels
+    assert set(whole.detections.levels.tolist()) == {0, 1}
+    np.testing.assert_array_equal(streamed.detections.classes, whole.detections.classes)
+    np.testing.assert_allclose(streamed.detections.boxes, whole.detections.boxes, atol=1e-3)
+    np.testing.assert_allclose(streamed.detections.scores, whole.detections.scores, atol=1e-5)
+
+
+def _truncate_journal(path: Path, keep: int) -> None:
+    """Keep the header and ``keep`` finished units, then a line cut mid-write by a crash."""
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[: 1 + keep]) + "\n" + lines[1 + keep][:25])
+
+
+def test_resume_computes_only_the_units_not_journalled(scene_path, tmp_path):
+    model, card = load_model("aircraft_lsn")
+    scene = open_scene(scene_path)
+    out = tmp_path / "out.geojson"
+    first = CountingExecutor()
+    ref = detect_scene(
+        scene, model, card, config=CFG, executor=first, journal=journal_for(out, scene, model, CFG)
+    )
+    total = len(first.computed)
+    assert total >= 8 and len(ref.detections) > 0
+    journal = Path(f"{out}.journal")
+    _truncate_journal(journal, keep=total // 2)
+
+    again = CountingExecutor()
+    got = detect_scene(
+        scene,
+        model,
+        card,
+        config=CFG,
+        executor=again,
+        journal=journal_for(out, scene, model, CFG),
+        resume=True,
+    )
+    assert got.resumed_units == total // 2
+    assert len(again.computed) == total - total // 2
+    assert set(again.computed).isdisjoint(first.computed[: total // 2])
+    np.testing.assert_array_equal(got.detections.boxes, ref.detections.boxes)
+    np.testing.assert_array_equal(got.detections.scores, ref.detections.scores)
+    # the journal now holds every unit once more: a second resume computes nothing
+    idle = CountingExecutor()
+    detect_scene(
+        scene,
+        model,
+        card,
+        config=CFG,
+        executor=idle,
+        journal=journal_for(out, scene, model, CFG),
+        resume=True,
+    )
+    assert idle.computed == []
+
+
+def _other_weights(model):
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    return other.eval()
+
+
+@pytest.mark.parametrize("change", ["config", "model", "scene path", "scene file touched"])
+def test_resume_refuses_a_journal_of_another_run(scene_path, tmp_path, change):
+    model, card = load_model("aircraft_lsn")
+    scene_file = tmp_path / "scene.tif"
+    shutil.copy(scene_path, scene_file)
+    scene = open_scene(scene_file)
+    out = tmp_path / "out.geojson"
+    first = CountingExecutor()
+    detect_scene(
+        scene, model, card, config=CFG, executor=first, journal=journal_for(out, scene, model, CFG)
+    )
+    _truncate_journal(Path(f"{out}.journal"), keep=len(first.computed) - 1)
+
+    cfg, net = CFG, model
+    if change == "config":
+        cfg = dataclasses.replace(CFG, score_threshold=0.06)
+    elif change == "model":
+        net = _other_weights(model)
+    elif change == "scene path":
+        moved = tmp_path / "moved.tif"
+        shutil.copy(scene_file, moved)
+        scene = open_scene(moved)
+    else:
+        st = os.stat(scene_file)
+        os.utime(scene_file, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        scene = open_scene(scene_file)
+    again = CountingExecutor()
+    with pytest.warns(ForeignJournalWarning, match="another run"):
+        got = detect_scene(
+            scene,
+            net,
+            card,
+            config=cfg,
+            executor=again,
+            journal=journal_for(out, scene, net, cfg),
+            resume=True,
+        )
+    assert got.resumed_units == 0
+    assert sorted(again.computed) == sorted(first.computed)
