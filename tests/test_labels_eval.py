@@ -218,3 +218,16 @@ def test_evaluation_numbers_match_a_hand_computed_case():
         (1.0, 1 / 3)
     )
     assert (strict.overall.precision, strict.overall.recall) == pytest.approx((1.0, 0.5))
+
+
+def test_boxes_enter_coco_as_x_y_width_height():
+    """IoU 2/3 along x only: a TP at 0.5-0.65 and a FP above, if COCO gets the right boxes."""
+    from geo_hires.detections import PixelDetections
+
+    truth = PixelDetections.build([[100, 10, 200, 60]], [1.0], [0], class_names=["car"])
+    pred = PixelDetections.build([[120, 10, 220, 60]], [0.9], [0], class_names=["car"])
+    r = evaluate(pred, truth)
+    assert r.overall.ap50 == pytest.approx(1.0)
+    assert r.overall.ap50_95 == pytest.approx(4 / 10)  # thresholds 0.5, 0.55, 0.6, 0.65
+    shifted_y = PixelDetections.build([[100, 30, 200, 80]], [0.9], [0], class_names=["car"])
+    assert evaluate(shifted_y, truth).overall.ap50 == 0.0  # IoU 0.43 along y

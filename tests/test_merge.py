@@ -119,3 +119,42 @@ def test_grid_nms_equals_batched_nms_at_several_thresholds():
         np.testing.assert_array_equal(ours.scores, ref.scores)
         sizes.append(len(ours))
     assert sizes[0] < sizes[1]  # the thresholds really keep different sets
+
+
+def test_drop_truncated_edges_are_inclusive_within_the_margin():
+    # window [100, 200) x [50, 150) inside a 300 x 300 scene: all four edges are interior
+    tile = _tile(100, 50, 100, 100)
+    xs = [
+        [102.0, 80, 120, 100],
+        [102.5, 80, 120, 100],
+        [150, 80, 198.0, 100],
+        [150, 80, 197.5, 100],
+    ]
+    ys = [
+        [120, 52.0, 140, 70],
+        [120, 52.5, 140, 70],
+        [120, 100, 140, 148.0],
+        [120, 100, 140, 147.5],
+    ]
+    dets = PixelDetections.build(xs + ys, [0.9] * 8, [0] * 8, class_names=["a"])
+    kept = drop_truncated(dets, tile, scene_size=(300, 300), margin=2)
+    # exactly at the margin counts as touching; half a pixel inside does not
+    assert sorted(map(tuple, kept.boxes.tolist())) == sorted(
+        tuple(map(float, b)) for b in (xs[1], xs[3], ys[1], ys[3])
+    )
+    # a window one pixel from the scene's left/top edge still has interior left/top edges
+    near = PixelDetections.build([[1.5, 1.5, 20, 20]], [0.9], [0], class_names=["a"])
+    assert len(drop_truncated(near, _tile(1, 1, 100, 100), scene_size=(300, 300), margin=2)) == 0
+
+
+def test_merge_tiles_uses_the_given_iou_threshold():
+    tile = _tile(0, 0, 200, 200)
+    dets = PixelDetections.build(
+        [[10, 10, 110, 110], [20, 10, 120, 110]], [0.9, 0.8], [0, 0], class_names=["a"]
+    )  # IoU 0.82
+    default = merge_tiles([(tile, dets)], scene_size=(200, 200))
+    loose = merge_tiles(
+        [(tile, dets)], scene_size=(200, 200), config=MergeConfig(iou_threshold=0.9)
+    )
+    assert default is not None and loose is not None
+    assert (len(default), len(loose)) == (1, 2)
