@@ -231,3 +231,16 @@ def test_boxes_enter_coco_as_x_y_width_height():
     assert r.overall.ap50_95 == pytest.approx(4 / 10)  # thresholds 0.5, 0.55, 0.6, 0.65
     shifted_y = PixelDetections.build([[100, 30, 200, 80]], [0.9], [0], class_names=["car"])
     assert evaluate(shifted_y, truth).overall.ap50 == 0.0  # IoU 0.43 along y
+
+
+def test_nothing_predicted_and_nothing_to_find_score_zero():
+    from geo_hires.detections import PixelDetections
+
+    truth = PixelDetections.build([[0, 0, 10, 10]], [1.0], [0], class_names=["car"])
+    none = PixelDetections.empty(("car",))
+    missed = evaluate(none, truth).overall
+    assert (missed.ap50, missed.ap50_95, missed.precision, missed.recall) == (0.0, 0.0, 0.0, 0.0)
+    assert (missed.n_truth, missed.n_pred) == (1, 0)
+    spurious = evaluate(truth, none).overall  # predictions where nothing is labelled
+    assert (spurious.ap50, spurious.precision, spurious.recall) == (0.0, 0.0, 0.0)
+    assert (spurious.n_truth, spurious.n_pred) == (0, 1)

@@ -143,7 +143,9 @@ def test_drop_truncated_edges_are_inclusive_within_the_margin():
         tuple(map(float, b)) for b in (xs[1], xs[3], ys[1], ys[3])
     )
     # a window one pixel from the scene's left/top edge still has interior left/top edges
-    near = PixelDetections.build([[1.5, 1.5, 20, 20]], [0.9], [0], class_names=["a"])
+    near = PixelDetections.build(
+        [[1.5, 30, 20, 50], [30, 1.5, 50, 20]], [0.9] * 2, [0] * 2, class_names=["a"]
+    )
     assert len(drop_truncated(near, _tile(1, 1, 100, 100), scene_size=(300, 300), margin=2)) == 0
 
 
