@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from geo_hires.errors import ConfigError
 from geo_hires.models import FCNDetector, fold_batchnorm, lsn_spec, receptive_field, wide_spec
 from geo_hires.models.codec import decode_peaks
 from geo_hires.scan import halo_for, plan_blocks, scan
@@ -114,3 +115,22 @@ def test_receptive_field_is_computed_from_layers():
     with torch.inference_mode():
         a, b = model(x)[0, :, 50, 50], model(y)[0, :, 50, 50]
     assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_scan_reports_every_block_and_checks_prefetch():
+    model = _random_model(lsn_spec(), 1)
+    image = np.random.default_rng(0).random((3, 150, 170), dtype=np.float32)
+    valid = np.ones((150, 170), bool)
+    valid[:, :120] = False  # left blocks: no valid pixel, reported, not output
+    blocks = plan_blocks(170, 150, core=48, halo=halo_for(receptive_field(model.spec), 4), stride=4)
+
+    def read(b):
+        return image[:, b.y0 : b.y1, b.x0 : b.x1], valid[b.y0 : b.y1, b.x0 : b.x1]
+
+    seen = []
+    outs = list(scan(model, blocks, read, prefetch=1, on_block=seen.append))
+    assert sorted(b.index for b in seen) == sorted(b.index for b in blocks)
+    assert 0 < len(outs) < len(blocks)
+    assert all(o.valid.any() for o in outs)
+    with pytest.raises(ConfigError, match="prefetch must be >= 1"):
+        next(scan(model, blocks, read, prefetch=0))
