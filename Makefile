@@ -14,7 +14,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,service]'
 	touch $@
 
 demo: venv
@@ -34,9 +34,9 @@ mutate: venv
 	$(BIN)/python scripts/mutation_score.py
 
 lint: venv
-	$(BIN)/ruff check geo_hires tests bench scripts
-	$(BIN)/ruff format --check geo_hires tests bench scripts
-	$(BIN)/mypy geo_hires
+	$(BIN)/ruff check geo_hires services tests bench scripts
+	$(BIN)/ruff format --check geo_hires services tests bench scripts
+	$(BIN)/mypy geo_hires services
 
 clean:
 	rm -rf $(VENV) out mutants .pytest_cache .mypy_cache .ruff_cache

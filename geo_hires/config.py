@@ -38,12 +38,16 @@ class ReadConfig:
             decimated overview). No stage ever asks for more, so memory stays bounded.
         stretch_percentiles: Low/high percentiles of the per-band stretch for non-8-bit data.
         stats_pixels: Pixel count of the decimated read used to compute that stretch.
+        driver: Open scenes with this GDAL driver only (e.g. ``"GTiff"``), so a file cannot
+            pick its own driver by its content (VRT, XML, NetCDF…); ``None`` lets GDAL choose.
+            The HTTP service sets ``"GTiff"``.
     """
 
     max_scene_pixels: int = 50_000_000_000
     max_read_pixels: int = 64_000_000
     stretch_percentiles: tuple[float, float] = (2.0, 98.0)
     stats_pixels: int = 1_000_000
+    driver: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_scene_pixels <= 0 or self.max_read_pixels <= 0 or self.stats_pixels <= 0:

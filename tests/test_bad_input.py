@@ -231,3 +231,23 @@ def test_label_file_missing(capsys, fixtures, bad):
     )
     assert rc == 2
     _one_error_line(err, "label file not found")
+
+
+def test_a_driver_restriction_refuses_other_formats(tmp_path, fixtures):
+    from geo_hires.config import ReadConfig
+    from geo_hires.errors import SceneReadError
+    from geo_hires.scene import SceneReader, open_scene
+
+    vrt = tmp_path / "scene.tif"  # a VRT wearing a .tif name, pointing at a real GeoTIFF
+    vrt.write_text(
+        f'<VRTDataset rasterXSize="10" rasterYSize="10"><VRTRasterBand dataType="Byte" band="1">'
+        f"<SimpleSource><SourceFilename>{fixtures / 'RGB.byte.tif'}</SourceFilename>"
+        "<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>"
+    )
+    assert open_scene(vrt).width == 10  # GDAL alone follows it
+    gtiff = ReadConfig(driver="GTiff")
+    with pytest.raises(SceneReadError, match="cannot open"):
+        open_scene(vrt, config=gtiff)
+    scene = open_scene(fixtures / "RGB.byte.tif", config=gtiff)
+    with SceneReader(scene, config=gtiff) as reader:
+        assert reader.src.driver == "GTiff"

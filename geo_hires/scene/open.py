@@ -200,7 +200,7 @@ def open_scene(path: str | os.PathLike[str], *, config: ReadConfig | None = None
     try:
         with gdal_env(), warnings.catch_warnings():
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            with rasterio.open(p) as src:
+            with rasterio.open(p, driver=config.driver) as src:
                 return _describe(p, src, config)
     except (rasterio.errors.RasterioIOError, rasterio.errors.RasterioError) as exc:
         raise SceneReadError(

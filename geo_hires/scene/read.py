@@ -169,7 +169,7 @@ class SceneReader:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-                self._src = rasterio.open(self.scene.path)
+                self._src = rasterio.open(self.scene.path, driver=self.config.driver)
         except rasterio.errors.RasterioIOError as exc:
             self._env.__exit__(None, None, None)
             raise SceneReadError(f"cannot reopen {self.scene.path}: {exc}") from exc
