@@ -15,15 +15,25 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _bin(tool: str) -> str | None:
+    """``tool`` on PATH, else in Debian's versioned folder (``/usr/lib/postgresql/N/bin``)."""
+    found = shutil.which(tool)
+    if found:
+        return found
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    return next((str(v / tool) for v in versions if (v / tool).is_file()), None)
+
+
 def _as_postgres(cmd: list[str]) -> list[str]:
+    cmd = [_bin(cmd[0]) or cmd[0], *cmd[1:]]
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
 def missing_reason() -> str | None:
     """Why no server can be started here, or ``None``."""
     for tool in ("initdb", "pg_ctl", "postgres"):
-        if shutil.which(tool) is None:
-            return f"PostgreSQL server binaries not found ({tool} is not on PATH)"
+        if _bin(tool) is None:
+            return f"PostgreSQL server binaries not found ({tool}; apt-get install postgresql)"
     if os.geteuid() == 0 and shutil.which("runuser") is None:
         return "running as root without runuser: cannot start PostgreSQL as the postgres user"
     return None
