@@ -172,6 +172,7 @@ def detect_scene(
     journal: Journal | None = None,
     resume: bool = False,
     progress: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> DetectResult:
     """Detect objects over every level of a model bundle in ``scene`` and merge them.
 
@@ -185,6 +186,9 @@ def detect_scene(
         journal: Records finished units; with ``resume`` those are not run again.
         resume: Reuse the journal's finished units.
         progress: Show a progress bar.
+        on_progress: Called with ``(units done, units total)`` once before the first unit and
+            after each; an exception it raises stops the run (finished units stay journalled),
+            which is how a service cancels a job.
     """
     cfg = config or DetectConfig()
     executor = executor or LocalExecutor()
@@ -210,7 +214,11 @@ def detect_scene(
         if journal is not None:
             journal.record(r)
         bar.update(1)
+        if on_progress is not None:
+            on_progress(len(results), len(units))
 
+    if on_progress is not None:
+        on_progress(len(results), len(units))
     with bar:
         executor.run_units(
             scene, model, card, todo, cfg, on_result=on_result, read_config=read_config
@@ -252,7 +260,7 @@ def run_detect(
     scene_path: str | os.PathLike[str],
     output: str | os.PathLike[str],
     *,
-    model: str | os.PathLike[str] = "aircraft_lsn",
+    model: str | os.PathLike[str] | tuple[FCNDetector, ModelCard] = "aircraft_lsn",
     gpkg: str | os.PathLike[str] | None = None,
     quicklook: str | os.PathLike[str] | None = None,
     config: DetectConfig | None = None,
@@ -260,16 +268,19 @@ def run_detect(
     executor: Executor | None = None,
     resume: bool = False,
     progress: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> DetectResult:
     """Detect in one scene and write GeoJSON (plus GeoPackage and quicklook when asked).
 
     Finished units are journalled beside ``output`` until the GeoJSON is written, so a killed
-    run continues with ``resume=True``.
+    run continues with ``resume=True``. ``model`` is a shipped name, a bundle folder, or an
+    already loaded ``(network, card)`` pair (a long-lived service loads each model once).
+    ``on_progress``: see :func:`detect_scene`.
     """
     from geo_hires.export import write_geojson, write_gpkg, write_quicklook
 
     cfg = config or DetectConfig()
-    net, card = load_model(model)
+    net, card = model if isinstance(model, tuple) else load_model(model)
     scene = open_scene(scene_path, config=read_config)
     journal = journal_for(output, scene, net, cfg)
     result = detect_scene(
@@ -282,6 +293,7 @@ def run_detect(
         journal=journal,
         resume=resume,
         progress=progress,
+        on_progress=on_progress,
     )
     export = ExportConfig(model_name=card.name)
     extra: dict[str, Any] = {

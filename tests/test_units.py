@@ -189,3 +189,41 @@ def test_resume_refuses_a_journal_of_another_run(scene_path, tmp_path, change):
         )
     assert got.resumed_units == 0
     assert sorted(again.computed) == sorted(first.computed)
+
+
+def test_progress_reports_every_unit_and_can_stop_the_run(scene_path, tmp_path):
+    model, card = load_model("aircraft_lsn")
+    scene = open_scene(scene_path)
+    out = tmp_path / "out.geojson"
+    seen: list[tuple[int, int]] = []
+    detect_scene(scene, model, card, config=CFG, on_progress=lambda d, t: seen.append((d, t)))
+    total = seen[0][1]
+    assert seen == [(i, total) for i in range(total + 1)]
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_3(done, _total):
+        if done == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        detect_scene(
+            scene,
+            model,
+            card,
+            config=CFG,
+            journal=journal_for(out, scene, model, CFG),
+            on_progress=stop_at_3,
+        )
+    rest = CountingExecutor()
+    detect_scene(
+        scene,
+        model,
+        card,
+        config=CFG,
+        executor=rest,
+        journal=journal_for(out, scene, model, CFG),
+        resume=True,
+    )
+    assert len(rest.computed) == total - 3  # the three finished before the stop were kept
