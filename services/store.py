@@ -196,6 +196,10 @@ class JobStore:
             return found, False
         return Job._of(row), True
 
+    def submit_lookup(self, tenant: str, key: str) -> Job | None:
+        """The tenant's job submitted with idempotency ``key``, if any."""
+        return self._by_key(tenant, key)
+
     def _by_key(self, tenant: str, key: str) -> Job | None:
         with self._session() as s:
             row = s.scalars(

@@ -1,0 +1,345 @@
+"""The HTTP API (FastAPI): records jobs and answers; never runs a scene in the request path.
+
+Versioned under ``/v1``; every error is RFC 9457 ``application/problem+json`` with a ``detail``
+that says what to change. The scene's header is opened (GTiff driver only, pixel budget
+enforced) before a job is accepted, so a bad scene is a 4xx now rather than a failed job later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from geo_hires.config import ReadConfig
+from geo_hires.errors import SceneReadError, SceneTooLargeError, UnsupportedBandsError
+from geo_hires.models.registry import SHIPPED
+from geo_hires.scene import open_scene
+from services.runner import JobFiles
+from services.security import Rejected, Tokens, is_tiff, resolve_scene_uri
+from services.store import Job, JobState, JobStore, QueueFullError
+
+__all__ = ["DetectOptions", "ServiceConfig", "UriSubmission", "create_app"]
+
+PROBLEM = "application/problem+json"
+
+
+def shipped_models() -> list[str]:
+    return sorted(d.name for d in SHIPPED.iterdir() if (d / "card.json").is_file())
+
+
+class DetectOptions(BaseModel):
+    """The detect options a client may set (anything else is refused)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(default="aircraft_lsn", description="a shipped model (GET /v1/models)")
+    score_threshold: float | None = Field(default=None, gt=0, lt=1, description="minimum score")
+    block: int = Field(
+        default=1024, ge=64, le=4096, multiple_of=4, description="block core, level px"
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _shipped(cls, v: str) -> str:
+        if v not in shipped_models():
+            raise ValueError(f"unknown model {v!r}; choose one of {shipped_models()}")
+        return v
+
+
+class UriSubmission(BaseModel):
+    """``POST /v1/jobs`` as JSON: a scene already under an allow-listed root."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str = Field(..., max_length=4096, description="absolute path under an allowed root")
+    options: DetectOptions = Field(default_factory=DetectOptions)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServiceConfig:
+    """Service settings (``geo-hires serve`` flags)."""
+
+    data_dir: Path
+    tokens: Tokens
+    allow_roots: tuple[Path, ...] = ()
+    max_upload_bytes: int = 4 * 1024**3
+    max_scene_pixels: int = 50_000_000_000
+    max_active: int = 200
+    max_active_per_tenant: int = 50
+
+    @property
+    def read_config(self) -> ReadConfig:
+        return ReadConfig(driver="GTiff", max_scene_pixels=self.max_scene_pixels)
+
+
+def _iso(t: float | None) -> str | None:
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat() if t is not None else None
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    """The public view of a job (never its tenant or server paths)."""
+    return {
+        "id": job.id,
+        "state": job.state.value,
+        "scene": job.scene_name,
+        "options": job.options,
+        "progress": {"units_done": job.units_done, "units_total": job.units_total},
+        "detections": job.detections,
+        "error": job.error,
+        "cancel_requested": job.cancel_requested,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "links": {"self": f"/v1/jobs/{job.id}", "result": f"/v1/jobs/{job.id}/result"},
+    }
+
+
+def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    titles = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 409: "Conflict"}
+    body = {"type": "about:blank", "title": titles.get(status, "Error"), "status": status}
+    return JSONResponse({**body, "detail": detail}, status, headers=headers, media_type=PROBLEM)
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(filename: str | None) -> str:
+    """An upload's file name reduced to a safe base name (it becomes the output's provenance)."""
+    name = _SAFE.sub("_", Path(filename or "").name).lstrip(".")[:200]
+    return name or "scene.tif"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def save_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
+    """Copy an upload into ``folder`` with a byte limit; fsynced (file and folder) on return."""
+    folder.mkdir(parents=True)
+    try:
+        return await _copy(upload, folder / safe_name(upload.filename), limit)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # a refused upload leaves nothing behind
+        raise
+
+
+async def _copy(upload: UploadFile, path: Path, limit: int) -> Path:
+    size = 0
+    with path.open("wb") as fh:
+        while chunk := await upload.read(1 << 20):
+            if size == 0 and not is_tiff(chunk[:4]):
+                raise Rejected("only GeoTIFF scenes are accepted", status=415)
+            size += len(chunk)
+            if size > limit:
+                raise Rejected(f"the upload exceeds the limit of {limit:,} bytes", status=413)
+            fh.write(chunk)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if size == 0:
+        raise Rejected("the scene upload is empty")
+    _fsync_dir(path.parent)
+    return path
+
+
+def check_header(path: Path, config: ServiceConfig) -> None:
+    """Open the scene's header now, so a bad scene is refused before ``202``."""
+    try:
+        open_scene(path, config=config.read_config)
+    except SceneTooLargeError as exc:
+        raise Rejected(str(exc).replace(str(path), path.name), status=413) from exc
+    except (SceneReadError, UnsupportedBandsError) as exc:
+        detail = str(exc).replace(str(path), path.name)  # no server paths in answers
+        raise Rejected(f"the scene cannot be used: {detail}") from exc
+
+
+def _tenant(request: Request) -> str:
+    tenant = request.app.state.config.tokens.tenant(request.headers.get("authorization"))
+    if tenant is None:
+        raise HTTPException(401, "missing or unknown bearer token", {"WWW-Authenticate": "Bearer"})
+    return str(tenant)
+
+
+def _own_job(request: Request, job_id: str) -> Job:
+    job = request.app.state.store.get(job_id, tenant=_tenant(request))
+    if job is None:
+        raise HTTPException(404, f"no job {job_id}")
+    return job
+
+
+def _parse_options(text: str | None) -> DetectOptions:
+    try:
+        return DetectOptions.model_validate_json(text or "{}")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "options"
+        raise Rejected(f"options: {where}: {first['msg']}", status=422) from exc
+
+
+async def _from_upload(request: Request, config: ServiceConfig) -> tuple[Path, str, DetectOptions]:
+    length = request.headers.get("content-length")
+    if length is None:
+        raise Rejected("uploads need a Content-Length header", status=411)
+    if not length.isdigit() or int(length) > config.max_upload_bytes + 1024 * 1024:
+        raise Rejected(
+            f"the upload exceeds the limit of {config.max_upload_bytes:,} bytes", status=413
+        )
+    async with request.form(max_files=1, max_fields=4) as form:
+        scene = form.get("scene")
+        if not isinstance(scene, UploadFile):
+            raise Rejected("multipart field 'scene' (the GeoTIFF file) is missing")
+        opts = form.get("options")
+        options = _parse_options(opts if isinstance(opts, str) else None)
+        folder = config.data_dir / "uploads" / uuid.uuid4().hex
+        path = await save_upload(scene, folder, config.max_upload_bytes)
+    return path, path.name, options
+
+
+async def _from_uri(request: Request, config: ServiceConfig) -> tuple[Path, str, DetectOptions]:
+    try:
+        body = UriSubmission.model_validate_json(await request.body())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "body"
+        raise Rejected(f"{where}: {first['msg']}", status=422) from exc
+    path = resolve_scene_uri(body.uri, config.allow_roots)
+    return path, path.name, body.options
+
+
+def create_app(config: ServiceConfig, store: JobStore) -> FastAPI:
+    """The FastAPI application (the Serve ingress wraps it; tests run it under uvicorn too)."""
+    app = FastAPI(
+        title="geo_hires",
+        version="1",
+        description="Find objects in large georeferenced rasters; submit scenes as jobs.",
+    )
+    app.state.config, app.state.store = config, store
+
+    @app.exception_handler(HTTPException)
+    async def _http(_r: Request, exc: HTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(x) for x in first["loc"])
+        return problem(422, f"{where}: {first['msg']}")
+
+    @app.exception_handler(Rejected)
+    async def _rejected(_r: Request, exc: Rejected) -> JSONResponse:
+        return problem(exc.status, str(exc))
+
+    @app.exception_handler(QueueFullError)
+    async def _full(_r: Request, exc: QueueFullError) -> JSONResponse:
+        return problem(429, str(exc), {"Retry-After": str(exc.retry_after_s)})
+
+    @app.get("/v1/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    def models(request: Request) -> dict[str, Any]:
+        _tenant(request)
+        cards = {n: json.loads((SHIPPED / n / "card.json").read_text()) for n in shipped_models()}
+        return {"models": [{"name": n, "card": c} for n, c in cards.items()]}
+
+    @app.post("/v1/jobs", status_code=202)
+    async def submit(
+        request: Request,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> JSONResponse:
+        tenant = _tenant(request)
+        if idempotency_key is not None:
+            found = store.submit_lookup(tenant, idempotency_key)
+            if found is not None:
+                return _accepted(found)
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind == "multipart/form-data":
+            path, name, options = await _from_upload(request, config)
+        elif kind == "application/json":
+            path, name, options = await _from_uri(request, config)
+        else:
+            raise Rejected("send multipart/form-data (field 'scene') or JSON {uri}", status=415)
+        try:
+            check_header(path, config)
+            job, created = store.submit(
+                tenant=tenant,
+                scene_path=str(path),
+                scene_name=name,
+                options=options.model_dump(),
+                idempotency_key=idempotency_key,
+                max_active=config.max_active,
+                max_active_per_tenant=config.max_active_per_tenant,
+            )
+        except BaseException:
+            _drop_upload(path, config)
+            raise
+        if not created:  # the same key raced in: the first request's job stands
+            _drop_upload(path, config)
+        return _accepted(job)
+
+    @app.get("/v1/jobs")
+    def list_jobs(
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        jobs = store.list_jobs(_tenant(request), limit=limit, offset=offset)
+        return {"jobs": [job_json(j) for j in jobs], "limit": limit, "offset": offset}
+
+    @app.get("/v1/jobs/{job_id}")
+    def get_job(request: Request, job_id: str) -> dict[str, Any]:
+        return job_json(_own_job(request, job_id))
+
+    @app.get("/v1/jobs/{job_id}/result", response_model=None)
+    def result(
+        request: Request,
+        job_id: str,
+        format: Annotated[str, Query(pattern="^(geojson|gpkg)$")] = "geojson",
+    ) -> Response:
+        job = _own_job(request, job_id)
+        if job.state is not JobState.SUCCEEDED:
+            raise HTTPException(409, f"job {job_id} is {job.state.value}; no result yet")
+        files = JobFiles.of(config.data_dir, job)
+        if format == "gpkg":
+            return FileResponse(
+                files.gpkg, media_type="application/geopackage+sqlite3", filename=files.gpkg.name
+            )
+        return FileResponse(files.geojson, media_type="application/geo+json")
+
+    @app.delete("/v1/jobs/{job_id}", status_code=202)
+    def cancel(request: Request, job_id: str) -> JSONResponse:
+        job = store.cancel(job_id, tenant=_tenant(request))
+        if job is None:
+            raise HTTPException(404, f"no job {job_id}")
+        return JSONResponse(job_json(job), 202)
+
+    return app
+
+
+def _drop_upload(path: Path, config: ServiceConfig) -> None:
+    """Remove an upload that did not become a job (URIs are never touched)."""
+    uploads = (config.data_dir / "uploads").resolve()
+    if path.resolve().parent.parent == uploads:
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def _accepted(job: Job) -> JSONResponse:
+    return JSONResponse(job_json(job), 202, headers={"Location": f"/v1/jobs/{job.id}"})

@@ -1,0 +1,230 @@
+"""The HTTP API on 127.0.0.1: jobs by upload and by URI, results equal the CLI's bytes, abuse."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from geo_hires.cli import main
+from geo_hires.scene import SynthSpec, write_synthetic
+from tests.service_harness import TOKENS, running_service
+
+ALICE = {"Authorization": f"Bearer {TOKENS[0]}"}
+BOB = {"Authorization": f"Bearer {TOKENS[1]}"}
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scenes")
+    for i, (w, h) in enumerate([(900, 700), (640, 520)]):
+        write_synthetic(root / f"scene{i}.tif", SynthSpec(width=w, height=h, seed=40 + i))
+    return root
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, roots):
+    data = tmp_path_factory.mktemp("data")
+    with running_service(data, (roots,), max_active_per_tenant=8) as url:
+        yield url, data
+
+
+def _wait(url, job_id, headers=ALICE, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = requests.get(f"{url}/v1/jobs/{job_id}", headers=headers, timeout=10).json()
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+def _cli_bytes(scene: Path, tmp_path: Path, *extra: str) -> bytes:
+    out = tmp_path / f"{scene.stem}.geojson"
+    assert main(["detect", str(scene), "-o", str(out), *extra]) == 0
+    return out.read_bytes()
+
+
+def test_uri_and_upload_jobs_give_the_clis_bytes(service, roots, tmp_path):
+    url, _ = service
+    scene = roots / "scene0.tif"
+    opts = {"score_threshold": 0.2, "block": 512}
+    r = requests.post(f"{url}/v1/jobs", json={"uri": str(scene), "options": opts}, headers=ALICE)
+    assert r.status_code == 202, r.text
+    assert r.headers["Location"] == f"/v1/jobs/{r.json()['id']}"
+    with scene.open("rb") as fh:
+        up = requests.post(
+            f"{url}/v1/jobs",
+            files={"scene": ("scene0.tif", fh, "image/tiff")},
+            data={"options": json.dumps(opts)},
+            headers=ALICE,
+        )
+    assert up.status_code == 202, up.text
+    expected = _cli_bytes(scene, tmp_path, "--score-threshold", "0.2", "--block", "512")
+    for job_id in (r.json()["id"], up.json()["id"]):
+        job = _wait(url, job_id)
+        assert job["state"] == "succeeded", job
+        assert job["progress"]["units_done"] == job["progress"]["units_total"] > 0
+        res = requests.get(f"{url}/v1/jobs/{job_id}/result", headers=ALICE)
+        assert res.headers["content-type"] == "application/geo+json"
+        assert res.content == expected
+        assert job["detections"] == len(json.loads(expected)["features"])
+        gpkg = requests.get(f"{url}/v1/jobs/{job_id}/result?format=gpkg", headers=ALICE)
+        assert gpkg.status_code == 200 and gpkg.content[:16] == b"SQLite format 3\x00"
+
+
+def test_idempotency_key_returns_the_same_job(service, roots):
+    url, _ = service
+    body = {"uri": str(roots / "scene1.tif")}
+    key = {"Idempotency-Key": "abc-123", **ALICE}
+    a = requests.post(f"{url}/v1/jobs", json=body, headers=key).json()
+    b = requests.post(f"{url}/v1/jobs", json=body, headers=key).json()
+    c = requests.post(f"{url}/v1/jobs", json=body, headers={**BOB, "Idempotency-Key": "abc-123"})
+    assert a["id"] == b["id"] != c.json()["id"]
+    _wait(url, a["id"])
+    _wait(url, c.json()["id"], headers=BOB)
+
+
+def _status(resp) -> tuple[int, str]:
+    if resp.status_code >= 400:
+        assert resp.headers["content-type"] == "application/problem+json", resp.text
+    return resp.status_code, resp.text
+
+
+def test_abuse_gets_exact_codes_and_the_service_keeps_serving(service, roots, tmp_path):
+    url, data = service
+    post = f"{url}/v1/jobs"
+    ok = requests.post(post, json={"uri": str(roots / "scene1.tif")}, headers=ALICE).json()
+    other = tmp_path / "outside.tif"
+    other.write_bytes((roots / "scene1.tif").read_bytes())
+    (roots / "link.tif").unlink(missing_ok=True)
+    (roots / "link.tif").symlink_to(other)
+    (roots / "fake.tif").write_text("hello")
+    (roots / "x.vrt").write_text("<VRTDataset/>")
+    truncated = roots / "truncated.tif"
+    truncated.write_bytes((roots / "scene1.tif").read_bytes()[:200])
+    cases = {
+        "no token": (requests.post(post, json={"uri": "/x"}), 401),
+        "wrong token": (
+            requests.post(
+                post, json={"uri": "/x"}, headers={"Authorization": "Bearer nope-nope-nope-nope"}
+            ),
+            401,
+        ),
+        "other tenant's job": (requests.get(f"{url}/v1/jobs/{ok['id']}", headers=BOB), 404),
+        "other tenant's result": (
+            requests.get(f"{url}/v1/jobs/{ok['id']}/result", headers=BOB),
+            404,
+        ),
+        "..": (
+            requests.post(post, json={"uri": f"{roots}/../{roots.name}/scene1.tif"}, headers=ALICE),
+            400,
+        ),
+        "symlink out": (
+            requests.post(post, json={"uri": str(roots / "link.tif")}, headers=ALICE),
+            400,
+        ),
+        "/vsicurl": (
+            requests.post(post, json={"uri": "/vsicurl/http://127.0.0.1:9/a.tif"}, headers=ALICE),
+            400,
+        ),
+        "vrt://": (
+            requests.post(post, json={"uri": f"vrt://{roots}/scene1.tif"}, headers=ALICE),
+            400,
+        ),
+        "VRT in root": (
+            requests.post(post, json={"uri": str(roots / "x.vrt")}, headers=ALICE),
+            400,
+        ),
+        "text as .tif": (
+            requests.post(post, json={"uri": str(roots / "fake.tif")}, headers=ALICE),
+            415,
+        ),
+        "truncated TIFF": (requests.post(post, json={"uri": str(truncated)}, headers=ALICE), 400),
+        "malformed options": (
+            requests.post(
+                post,
+                json={"uri": str(roots / "scene1.tif"), "options": {"block": 3}},
+                headers=ALICE,
+            ),
+            422,
+        ),
+        "unknown option": (
+            requests.post(
+                post,
+                json={"uri": str(roots / "scene1.tif"), "options": {"gdal": "x"}},
+                headers=ALICE,
+            ),
+            422,
+        ),
+        "unknown model": (
+            requests.post(
+                post,
+                json={"uri": str(roots / "scene1.tif"), "options": {"model": "../../etc"}},
+                headers=ALICE,
+            ),
+            422,
+        ),
+        "upload not TIFF": (
+            requests.post(
+                post, files={"scene": ("a.tif", b"GIF89a....", "image/tiff")}, headers=ALICE
+            ),
+            415,
+        ),
+        "wrong content type": (
+            requests.post(post, data="uri=/x", headers={**ALICE, "Content-Type": "text/plain"}),
+            415,
+        ),
+        "result before done": (None, None),
+    }
+    for name, (resp, code) in cases.items():
+        if resp is None:
+            continue
+        assert _status(resp)[0] == code, (name, resp.text)
+    assert requests.get(f"{url}/v1/healthz").json() == {"status": "ok"}
+    assert _wait(url, ok["id"])["state"] == "succeeded"
+    written = {p.relative_to(data).parts[0] for p in data.rglob("*") if p.is_file()}
+    assert written <= {"jobs", "uploads", "jobs.db", "jobs.db-wal", "jobs.db-shm", "tokens"}
+
+
+def _declared_huge(path: Path) -> Path:
+    """A sparse BigTIFF whose header declares 300,000 x 300,000 px (90 GP) in a few MB."""
+    import rasterio
+
+    profile = {"driver": "GTiff", "width": 300_000, "height": 300_000, "count": 3}
+    with rasterio.open(
+        path, "w", **profile, dtype="uint8", tiled=True, sparse_ok=True, BIGTIFF="YES"
+    ):
+        pass
+    return path
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_limits_answer_413_and_429(tmp_path, roots):
+    data = tmp_path / "data"
+    data.mkdir()
+    huge = _declared_huge(roots.parent / "huge.tif")
+    limits = {"max_upload_bytes": 4_000_000, "max_active": 2, "max_active_per_tenant": 2}
+    with running_service(data, (roots, roots.parent), run_jobs=False, **limits) as url:
+        post = f"{url}/v1/jobs"
+        big = requests.post(
+            post, files={"scene": ("big.tif", b"II*\x00" + b"0" * 4_100_000)}, headers=ALICE
+        )
+        assert _status(big)[0] == 413 and "limit" in big.json()["detail"]
+        bomb = requests.post(post, json={"uri": str(huge)}, headers=ALICE)
+        assert _status(bomb)[0] == 413 and "pixels" in bomb.json()["detail"]
+        for _ in range(2):
+            r = requests.post(post, json={"uri": str(roots / "scene1.tif")}, headers=ALICE)
+            assert r.status_code == 202
+        full = requests.post(post, json={"uri": str(roots / "scene1.tif")}, headers=BOB)
+        assert _status(full)[0] == 429 and int(full.headers["Retry-After"]) > 0
+        queued = requests.get(f"{url}/v1/jobs", headers=ALICE).json()["jobs"]
+        cancel = requests.delete(f"{url}/v1/jobs/{queued[0]['id']}", headers=ALICE)
+        assert cancel.status_code == 202 and cancel.json()["state"] == "cancelled"
+        assert requests.post(post, json={"uri": str(roots / "scene1.tif")}, headers=BOB).ok
+        early = requests.get(f"{url}/v1/jobs/{queued[1]['id']}/result", headers=ALICE)
+        assert _status(early)[0] == 409
+    assert not (data / "uploads").exists() or not any((data / "uploads").rglob("*.tif"))
