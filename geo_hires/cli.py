@@ -400,7 +400,21 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     _add_scene_commands(sub)
     _add_model_commands(sub)
+    _add_plugin_commands(sub)
     return ap
+
+
+def _add_plugin_commands(sub: Any) -> None:
+    """Commands of installed packages, from entry points ``geo_hires.commands``.
+
+    Why entry points (as ``rio`` takes its plugins): the HTTP service adds ``serve`` and
+    ``submit`` to this command line without the library importing the service. Each entry point
+    is a function that adds sub-parsers and sets their ``_handler`` default.
+    """
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="geo_hires.commands"):
+        ep.load()(sub)
 
 
 _COMMANDS = {
@@ -427,7 +441,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:
-            return _COMMANDS[args.command](args, out or sys.stdout)
+            handler = getattr(args, "_handler", None) or _COMMANDS[args.command]
+            return int(handler(args, out or sys.stdout))
         except GeoHiresError as exc:
             if os.environ.get("GEO_HIRES_DEBUG"):
                 raise

@@ -170,6 +170,10 @@ def check_header(path: Path, config: ServiceConfig) -> None:
         raise Rejected(f"the scene cannot be used: {detail}") from exc
 
 
+def _state(request: Request) -> tuple[ServiceConfig, JobStore]:
+    return request.app.state.config, request.app.state.store
+
+
 def _tenant(request: Request) -> str:
     tenant = request.app.state.config.tokens.tenant(request.headers.get("authorization"))
     if tenant is None:
@@ -223,8 +227,13 @@ async def _from_uri(request: Request, config: ServiceConfig) -> tuple[Path, str,
     return path, path.name, body.options
 
 
-def create_app(config: ServiceConfig, store: JobStore) -> FastAPI:
-    """The FastAPI application (the Serve ingress wraps it; tests run it under uvicorn too)."""
+def create_app(config: ServiceConfig | None = None, store: JobStore | None = None) -> FastAPI:
+    """The FastAPI application (the Serve ingress wraps it; tests run it under uvicorn too).
+
+    Routes read the config and the store from ``app.state``, so the Serve ingress can build the
+    app where the application is defined and attach them in its replica (an engine does not
+    travel between processes).
+    """
     app = FastAPI(
         title="geo_hires",
         version="1",
@@ -266,6 +275,7 @@ def create_app(config: ServiceConfig, store: JobStore) -> FastAPI:
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> JSONResponse:
         tenant = _tenant(request)
+        config, store = _state(request)
         if idempotency_key is not None:
             found = store.submit_lookup(tenant, idempotency_key)
             if found is not None:
@@ -301,7 +311,7 @@ def create_app(config: ServiceConfig, store: JobStore) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
-        jobs = store.list_jobs(_tenant(request), limit=limit, offset=offset)
+        jobs = _state(request)[1].list_jobs(_tenant(request), limit=limit, offset=offset)
         return {"jobs": [job_json(j) for j in jobs], "limit": limit, "offset": offset}
 
     @app.get("/v1/jobs/{job_id}")
@@ -317,7 +327,7 @@ def create_app(config: ServiceConfig, store: JobStore) -> FastAPI:
         job = _own_job(request, job_id)
         if job.state is not JobState.SUCCEEDED:
             raise HTTPException(409, f"job {job_id} is {job.state.value}; no result yet")
-        files = JobFiles.of(config.data_dir, job)
+        files = JobFiles.of(_state(request)[0].data_dir, job)
         if format == "gpkg":
             return FileResponse(
                 files.gpkg, media_type="application/geopackage+sqlite3", filename=files.gpkg.name
@@ -326,7 +336,7 @@ def create_app(config: ServiceConfig, store: JobStore) -> FastAPI:
 
     @app.delete("/v1/jobs/{job_id}", status_code=202)
     def cancel(request: Request, job_id: str) -> JSONResponse:
-        job = store.cancel(job_id, tenant=_tenant(request))
+        job = _state(request)[1].cancel(job_id, tenant=_tenant(request))
         if job is None:
             raise HTTPException(404, f"no job {job_id}")
         return JSONResponse(job_json(job), 202)
