@@ -9,7 +9,7 @@ import pyproj
 import pytest
 
 from geo_hires.cli import main
-from geo_hires.errors import LabelReadError
+from geo_hires.errors import ConfigError, LabelReadError
 from geo_hires.evaluate import common_frame, evaluate
 from geo_hires.labels import read_labels
 from geo_hires.scene import open_scene
@@ -240,7 +240,54 @@ def test_nothing_predicted_and_nothing_to_find_score_zero():
     none = PixelDetections.empty(("car",))
     missed = evaluate(none, truth).overall
     assert (missed.ap50, missed.ap50_95, missed.precision, missed.recall) == (0.0, 0.0, 0.0, 0.0)
-    assert (missed.n_truth, missed.n_pred) == (1, 0)
+    assert (missed.n_truth, missed.n_pred, missed.f1) == (1, 0, 0.0)
     spurious = evaluate(truth, none).overall  # predictions where nothing is labelled
     assert (spurious.ap50, spurious.precision, spurious.recall) == (0.0, 0.0, 0.0)
     assert (spurious.n_truth, spurious.n_pred) == (0, 1)
+
+
+def _cars(boxes, scores=None):
+    from geo_hires.detections import PixelDetections
+
+    return PixelDetections.build(
+        boxes, scores or [1.0] * len(boxes), [0] * len(boxes), class_names=["car"]
+    )
+
+
+def test_best_f1_below_one_and_off_grid_iou():
+    truth = _cars([[0, 0, 10, 10], [100, 0, 110, 10], [200, 0, 210, 10]])
+    # two misses ranked first, then a hit: the only non-zero F1 is at p = r = 1/3
+    pred = _cars([[500, 0, 510, 10], [600, 0, 610, 10], [0, 0, 10, 10]], [0.9, 0.8, 0.7])
+    s = evaluate(pred, truth).overall
+    assert (s.precision, s.recall, s.f1) == pytest.approx((1 / 3, 1 / 3, 1 / 3))
+    only_wrong = evaluate(_cars([[500, 0, 510, 10]], [0.9]), truth).overall
+    assert (only_wrong.precision, only_wrong.recall, only_wrong.f1) == (0.0, 0.0, 0.0)
+    # IoU 0.4: a match at --iou 0.3 (not one of COCO's ten thresholds), a miss at 0.5
+    loose = _cars([[0, 0, 10, 4]], [0.9])
+    assert evaluate(loose, _cars([[0, 0, 10, 10]]), iou=0.3).overall.recall == 1
+    assert evaluate(loose, _cars([[0, 0, 10, 10]])).overall.recall == 0
+
+
+def test_evaluation_bounds_extra_classes_and_json():
+    pred, truth = _hand_case()
+    from geo_hires.detections import PixelDetections
+
+    with_boat = PixelDetections.build(
+        [*pred.boxes.tolist(), [900, 900, 950, 950]],
+        [*pred.scores.tolist(), 0.99],
+        [*pred.classes.tolist(), 2],
+        class_names=["car", "plane", "boat"],
+    )
+    r = evaluate(with_boat, truth)
+    # the boat is a false positive ranked first: best F1 after P3 is now 3 TP of 5
+    assert (r.overall.precision, r.overall.recall) == pytest.approx((0.6, 0.75))
+    assert set(r.per_class) == {"car", "plane"}  # classes without truth get no row
+    assert r.as_json()["iou"] == 0.5 and evaluate(pred, truth, iou=0.95).iou == 0.95
+    evaluate(pred, truth, iou=0.05)
+    for bad in (0.04, 0.96):
+        with pytest.raises(ConfigError, match="--iou must be in"):
+            evaluate(pred, truth, iou=bad)
+    from geo_hires.evaluate import evaluate_images
+
+    with pytest.raises(ConfigError, match="nothing to evaluate"):
+        evaluate_images([])
