@@ -101,6 +101,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "detections": job.detections,
         "error": job.error,
         "cancel_requested": job.cancel_requested,
+        "attempts": job.attempts,
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),

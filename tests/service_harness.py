@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -60,3 +64,46 @@ def running_service(
         for t in threads:
             t.join(60)
         store.close()
+
+
+@contextlib.contextmanager
+def serve_process(
+    data_dir: Path, roots: tuple[Path, ...], *extra: str, port: int | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``geo-hires serve`` as a real process (its own session: a crash test kills the group)."""
+    import requests
+
+    (data_dir / "tokens").write_text("\n".join(TOKENS) + "\n")
+    port = port or free_port()
+    cmd = [sys.executable, "-m", "geo_hires.cli", "serve", "--data-dir", str(data_dir)]
+    cmd += ["--token-file", str(data_dir / "tokens"), "--port", str(port), "--num-cpus", "2"]
+    for r in roots:
+        cmd += ["--allow-root", str(r)]
+    log = (data_dir / "serve.log").open("ab")
+    proc = subprocess.Popen([*cmd, *extra], stdout=log, stderr=log, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"geo-hires serve exited: {(data_dir / 'serve.log').read_text()[-2000:]}"
+                )
+            try:
+                if requests.get(f"{url}/v1/healthz", timeout=2).ok:
+                    break
+            except requests.RequestException:  # not listening yet, or still starting
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("geo-hires serve did not answer within 180 s")
+            time.sleep(0.5)
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(90)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
