@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Query, Request
+from fastapi import Path as Path_
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -31,6 +33,7 @@ from geo_hires.scene import open_scene
 from services.runner import JobFiles
 from services.security import Rejected, Tokens, is_tiff, resolve_scene_uri
 from services.store import Job, JobState, JobStore, QueueFullError
+from services.viewer import STATIC, map_page, web_mercator_overlay
 
 __all__ = ["DetectOptions", "ServiceConfig", "UriSubmission", "create_app"]
 
@@ -105,7 +108,11 @@ def job_json(job: Job) -> dict[str, Any]:
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
-        "links": {"self": f"/v1/jobs/{job.id}", "result": f"/v1/jobs/{job.id}/result"},
+        "links": {
+            "self": f"/v1/jobs/{job.id}",
+            "result": f"/v1/jobs/{job.id}/result",
+            "map": f"/v1/jobs/{job.id}/map",
+        },
     }
 
 
@@ -189,6 +196,32 @@ def _own_job(request: Request, job_id: str) -> Job:
     return job
 
 
+def _finished(request: Request, job_id: str) -> Job:
+    job = _own_job(request, job_id)
+    if job.state is not JobState.SUCCEEDED:
+        raise HTTPException(409, f"job {job_id} is {job.state.value}; no result yet")
+    return job
+
+
+def _overlay(request: Request, job_id: str) -> tuple[Path, list[list[float]] | None]:
+    """The job's quicklook warped for the map, made once and kept beside its outputs."""
+    job = _finished(request, job_id)
+    config = _state(request)[0]
+    files = JobFiles.of(config.data_dir, job)
+    png, meta = files.quicklook.with_suffix(".map.png"), files.quicklook.with_suffix(".map.json")
+    if not meta.is_file():  # two first requests may both make it: each replace is atomic
+        scene = open_scene(job.scene_path, config=config.read_config)
+        tmp = png.with_name(f".{uuid.uuid4().hex}.png")
+        bounds = web_mercator_overlay(files.quicklook, scene, tmp)
+        if bounds is None:
+            shutil.copy(files.quicklook, tmp)
+        os.replace(tmp, png)
+        tmp_meta = meta.with_name(f".{uuid.uuid4().hex}.json")
+        tmp_meta.write_text(json.dumps({"bounds": bounds}))
+        os.replace(tmp_meta, meta)
+    return png, json.loads(meta.read_text())["bounds"]
+
+
 def _parse_options(text: str | None) -> DetectOptions:
     try:
         return DetectOptions.model_validate_json(text or "{}")
@@ -260,6 +293,8 @@ def create_app(config: ServiceConfig | None = None, store: JobStore | None = Non
     async def _full(_r: Request, exc: QueueFullError) -> JSONResponse:
         return problem(429, str(exc), {"Retry-After": str(exc.retry_after_s)})
 
+    app.mount("/v1/static", StaticFiles(directory=STATIC), name="static")
+
     @app.get("/v1/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -325,15 +360,28 @@ def create_app(config: ServiceConfig | None = None, store: JobStore | None = Non
         job_id: str,
         format: Annotated[str, Query(pattern="^(geojson|gpkg)$")] = "geojson",
     ) -> Response:
-        job = _own_job(request, job_id)
-        if job.state is not JobState.SUCCEEDED:
-            raise HTTPException(409, f"job {job_id} is {job.state.value}; no result yet")
+        job = _finished(request, job_id)
         files = JobFiles.of(_state(request)[0].data_dir, job)
         if format == "gpkg":
             return FileResponse(
                 files.gpkg, media_type="application/geopackage+sqlite3", filename=files.gpkg.name
             )
         return FileResponse(files.geojson, media_type="application/geo+json")
+
+    @app.get("/v1/jobs/{job_id}/map", response_class=HTMLResponse)
+    def map_view(job_id: Annotated[str, Path_(pattern="^[0-9a-f]{32}$")]) -> HTMLResponse:
+        """The map viewer (holds no data; it fetches with the token from its URL fragment)."""
+        return HTMLResponse(map_page(job_id))
+
+    @app.get("/v1/jobs/{job_id}/view")
+    def view(request: Request, job_id: str) -> dict[str, Any]:
+        """Where the quicklook goes on the map: WGS84 bounds (``None`` for pixel space)."""
+        return {"bounds": _overlay(request, job_id)[1]}
+
+    @app.get("/v1/jobs/{job_id}/quicklook", response_model=None)
+    def quicklook(request: Request, job_id: str) -> Response:
+        """The quicklook warped to Web Mercator (the viewer's background)."""
+        return FileResponse(_overlay(request, job_id)[0], media_type="image/png")
 
     @app.delete("/v1/jobs/{job_id}", status_code=202)
     def cancel(request: Request, job_id: str) -> JSONResponse:

@@ -1,0 +1,34 @@
+"""The shipped Serve config is one that Ray Serve accepts, and its app builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+CONFIG = Path(__file__).resolve().parents[1] / "services" / "serve_config.yaml"
+
+
+def test_serve_config_parses_with_rays_schema_and_its_app_builds(tmp_path):
+    from ray.serve.schema import ServeDeploySchema
+
+    doc = yaml.safe_load(CONFIG.read_text())
+    schema = (
+        ServeDeploySchema.model_validate(doc)
+        if hasattr(ServeDeploySchema, "model_validate")
+        else ServeDeploySchema.parse_obj(doc)
+    )
+    (app,) = schema.applications
+    assert app.import_path == "services.app:build" and app.route_prefix == "/"
+    module, _, name = app.import_path.partition(":")
+    build = getattr(__import__(module, fromlist=[name]), name)
+    from ray.serve import Application
+
+    assert isinstance(build(app.args), Application)
+    from pydantic import ValidationError
+
+    from geo_hires.errors import GeoHiresError
+
+    with pytest.raises((ValidationError, GeoHiresError)):
+        build({**app.args, "surprise": 1})  # unknown keys are refused before anything starts
