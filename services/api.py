@@ -305,7 +305,7 @@ def create_app(config: ServiceConfig | None = None, store: JobStore | None = Non
         cards = {n: json.loads((SHIPPED / n / "card.json").read_text()) for n in shipped_models()}
         return {"models": [{"name": n, "card": c} for n, c in cards.items()]}
 
-    @app.post("/v1/jobs", status_code=202)
+    @app.post("/v1/jobs", status_code=202, openapi_extra={"requestBody": _submit_body()})
     async def submit(
         request: Request,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
@@ -345,7 +345,7 @@ def create_app(config: ServiceConfig | None = None, store: JobStore | None = Non
     def list_jobs(
         request: Request,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     ) -> dict[str, Any]:
         jobs = _state(request)[1].list_jobs(_tenant(request), limit=limit, offset=offset)
         return {"jobs": [job_json(j) for j in jobs], "limit": limit, "offset": offset}
@@ -398,6 +398,29 @@ def _drop_upload(path: Path, config: ServiceConfig) -> None:
     uploads = (config.data_dir / "uploads").resolve()
     if path.resolve().parent.parent == uploads:
         shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def _submit_body() -> dict[str, Any]:
+    """``POST /v1/jobs`` in the OpenAPI document (the handler parses both kinds itself)."""
+    options = DetectOptions.model_json_schema()
+    uri = {
+        "type": "object",
+        "properties": {"uri": {"type": "string", "maxLength": 4096}, "options": options},
+        "required": ["uri"],
+        "additionalProperties": False,
+    }
+    upload = {
+        "type": "object",
+        "properties": {
+            "scene": {"type": "string", "format": "binary", "description": "the GeoTIFF"},
+            "options": {"type": "string", "description": "DetectOptions as JSON"},
+        },
+        "required": ["scene"],
+    }
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": uri}, "multipart/form-data": {"schema": upload}},
+    }
 
 
 def _accepted(job: Job) -> JSONResponse:
