@@ -150,8 +150,16 @@ def _other_weights(model):
     return other.eval()
 
 
-@pytest.mark.parametrize("change", ["config", "model", "scene path", "scene file touched"])
-def test_resume_refuses_a_journal_of_another_run(scene_path, tmp_path, change):
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ("config", "config_id"),
+        ("model", "weights"),
+        ("scene path", "scene"),
+        ("scene file touched", "mtime_ns"),
+    ],
+)
+def test_resume_refuses_a_journal_of_another_run(scene_path, tmp_path, change, field):
     model, card = load_model("aircraft_lsn")
     scene_file = tmp_path / "scene.tif"
     shutil.copy(scene_path, scene_file)
@@ -170,14 +178,14 @@ def test_resume_refuses_a_journal_of_another_run(scene_path, tmp_path, change):
         net = _other_weights(model)
     elif change == "scene path":
         moved = tmp_path / "moved.tif"
-        shutil.copy(scene_file, moved)
+        shutil.copy2(scene_file, moved)  # same bytes and mtime, another path
         scene = open_scene(moved)
     else:
         st = os.stat(scene_file)
         os.utime(scene_file, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
         scene = open_scene(scene_file)
     again = CountingExecutor()
-    with pytest.warns(ForeignJournalWarning, match="another run"):
+    with pytest.warns(ForeignJournalWarning) as caught:
         got = detect_scene(
             scene,
             net,
@@ -187,8 +195,30 @@ def test_resume_refuses_a_journal_of_another_run(scene_path, tmp_path, change):
             journal=journal_for(out, scene, net, cfg),
             resume=True,
         )
+    (message,) = [str(w.message) for w in caught if w.category is ForeignJournalWarning]
+    assert f"differs in: {field})" in message and "not resuming from it, starting afresh" in message
     assert got.resumed_units == 0
     assert sorted(again.computed) == sorted(first.computed)
+
+
+@pytest.mark.parametrize("content", ["", "not json\n", '{"identity": 3}\n', "[1, 2]\n"])
+def test_an_unreadable_journal_is_not_resumed(scene_path, tmp_path, content):
+    model, card = load_model("aircraft_lsn")
+    scene = open_scene(scene_path)
+    out = tmp_path / "out.geojson"
+    Path(f"{out}.journal").write_text(content)
+    with pytest.warns(
+        ForeignJournalWarning, match="differs in: config_id, mtime_ns, scene, size, weights"
+    ):
+        got = detect_scene(
+            scene,
+            model,
+            card,
+            config=CFG,
+            journal=journal_for(out, scene, model, CFG),
+            resume=True,
+        )
+    assert got.resumed_units == 0
 
 
 def test_progress_reports_every_unit_and_can_stop_the_run(scene_path, tmp_path):
