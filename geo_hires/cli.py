@@ -176,8 +176,12 @@ def _running_executor(args: argparse.Namespace) -> Iterator[Any]:
 def _detect_config(args: argparse.Namespace) -> Any:
     from geo_hires.pipeline import DetectConfig
 
+    levels = tuple(n.strip() for n in args.levels.split(",") if n.strip()) if args.levels else None
     return DetectConfig(
-        core=args.block, batch_size=args.batch, score_threshold=args.score_threshold
+        core=args.block,
+        batch_size=args.batch,
+        score_threshold=args.score_threshold,
+        levels=levels,
     )
 
 
@@ -312,7 +316,12 @@ def _add_scene_opts(p: argparse.ArgumentParser) -> None:
 
 def _add_detect_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="aircraft_lsn", help="shipped model name or bundle folder")
-    p.add_argument("--score-threshold", type=float, default=None)
+    p.add_argument(
+        "--score-threshold", type=float, default=None, help="minimum score (default: the card's)"
+    )
+    p.add_argument(
+        "--levels", default=None, help="comma-separated level names of the model (default: all)"
+    )
     p.add_argument("--block", type=int, default=1024, help="block core size (level px)")
     p.add_argument("--batch", type=int, default=2, help="blocks per forward pass")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

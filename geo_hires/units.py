@@ -64,6 +64,9 @@ class DetectConfig:
         threads: Torch intra-op threads for the forward pass, in every executor. Part of the
             numerics: CPU convolutions split their sums by thread, so the same thread count is
             what makes local and Ray runs byte-identical.
+        levels: Names of the model card's levels to run (``None``: all). Unit keys keep the
+            card's level indices, and the config identity covers this, so a journal of a run
+            with other levels is never reused.
     """
 
     core: int = 1024
@@ -74,6 +77,7 @@ class DetectConfig:
     max_per_block: int = 5000
     whole_read_pixels: int = 16_000_000
     threads: int = 2
+    levels: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.core < 16 or self.batch_size < 1 or self.prefetch < 1:
@@ -82,6 +86,8 @@ class DetectConfig:
             )
         if self.score_threshold is not None and not 0.0 < self.score_threshold < 1.0:
             raise ConfigError(f"score threshold must be in (0, 1), got {self.score_threshold}")
+        if self.levels is not None and not self.levels:
+            raise ConfigError("levels: name at least one level of the model card")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -141,7 +147,13 @@ def plan_units(
     units: list[Unit] = []
     runs = []
     halo = halo_for(model.receptive_field, model.stride)
+    names = [r.name for r in card.levels]
+    unknown = sorted(set(cfg.levels or ()) - set(names))
+    if unknown:
+        raise ConfigError(f"model {card.name!r} has no level {unknown[0]!r}; its levels: {names}")
     for li, rule in enumerate(card.levels):
+        if cfg.levels is not None and rule.name not in cfg.levels:
+            continue
         d = level_downsample(rule, scene, card)
         lw, lh = _level_size(scene, d)
         blocks = plan_blocks(lw, lh, core=cfg.core, halo=halo, stride=model.stride)

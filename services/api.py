@@ -22,7 +22,7 @@ from fastapi import Path as Path_
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
@@ -54,6 +54,9 @@ class DetectOptions(BaseModel):
     block: int = Field(
         default=1024, ge=64, le=4096, multiple_of=4, description="block core, level px"
     )
+    levels: list[str] | None = Field(
+        default=None, min_length=1, max_length=16, description="level names of the model (all)"
+    )
 
     @field_validator("model")
     @classmethod
@@ -61,6 +64,18 @@ class DetectOptions(BaseModel):
         if v not in shipped_models():
             raise ValueError(f"unknown model {v!r}; choose one of {shipped_models()}")
         return v
+
+    @model_validator(mode="after")
+    def _known_levels(self) -> DetectOptions:
+        if self.levels is not None:
+            card = json.loads((SHIPPED / self.model / "card.json").read_text())
+            names = [lv["name"] for lv in card["levels"]]
+            unknown = [n for n in self.levels if n not in names]
+            if unknown:
+                raise ValueError(
+                    f"model {self.model!r} has no level {unknown[0]!r}; its levels: {names}"
+                )
+        return self
 
 
 class UriSubmission(BaseModel):

@@ -64,8 +64,11 @@ class JobFiles:
 
 def detect_config(options: dict[str, Any]) -> DetectConfig:
     """The library's config for a job's (already validated) options."""
+    levels = options.get("levels")
     return DetectConfig(
-        core=int(options.get("block", 1024)), score_threshold=options.get("score_threshold")
+        core=int(options.get("block", 1024)),
+        score_threshold=options.get("score_threshold"),
+        levels=tuple(levels) if levels else None,
     )
 
 

@@ -74,13 +74,15 @@ def load_tokens(
     env: Mapping[str, str] | None = None,
     env_var: str = "GEO_HIRES_TOKENS",
 ) -> Tokens:
-    """Tokens from a file (one per line, ``#`` comments) or, without one, ``$GEO_HIRES_TOKENS``.
+    """Tokens from a file (one per line, ``#`` comments), else the file that
+    ``$GEO_HIRES_TOKEN_FILE`` names, else ``$GEO_HIRES_TOKENS`` (comma separated).
 
     Raises:
         ConfigError: No token at all (a service that trusts everybody is never the default),
             or a token shorter than 16 characters.
     """
     env = os.environ if env is None else env
+    path = path if path is not None else env.get(f"{env_var[:-1]}_FILE") or None
     if path is not None:
         try:
             text = Path(path).read_text(encoding="utf-8")

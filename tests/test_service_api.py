@@ -228,3 +228,37 @@ def test_limits_answer_413_and_429(tmp_path, roots):
         early = requests.get(f"{url}/v1/jobs/{queued[1]['id']}/result", headers=ALICE)
         assert _status(early)[0] == 409
     assert not (data / "uploads").exists() or not any((data / "uploads").rglob("*.tif"))
+
+
+def test_submit_command_uploads_polls_and_downloads(service, roots, tmp_path, capsys):
+    url, _ = service
+    scene = roots / "scene1.tif"
+    token = tmp_path / "token"
+    token.write_text(TOKENS[0] + "\n")
+    out = tmp_path / "got.geojson"
+    rc = main(["submit", str(scene), "--server", url, "--token-file", str(token), "-o", str(out)])
+    assert rc == 0 and "detections ->" in capsys.readouterr().out
+    assert out.read_bytes() == _cli_bytes(scene, tmp_path)
+    token.write_text("wrong-token-0123456789\n")
+    assert main(["submit", str(scene), "--server", url, "--token-file", str(token)]) == 2
+    assert "HTTP 401" in capsys.readouterr().err
+    dead = "http://127.0.0.1:9"  # nothing listens on the discard port
+    assert main(["submit", str(scene), "--server", dead, "--token-file", str(token)]) == 2
+    assert "cannot reach" in capsys.readouterr().err
+
+
+def test_levels_option_runs_only_the_named_levels(service, roots, tmp_path):
+    url, _ = service
+    scene = roots / "scene0.tif"
+    body = {"uri": str(scene), "options": {"levels": ["coarse"], "score_threshold": 0.2}}
+    job = requests.post(f"{url}/v1/jobs", json=body, headers=ALICE).json()
+    done = _wait(url, job["id"])
+    got = requests.get(f"{url}/v1/jobs/{job['id']}/result", headers=ALICE).content
+    expected = _cli_bytes(scene, tmp_path, "--levels", "coarse", "--score-threshold", "0.2")
+    assert got == expected and done["state"] == "succeeded"
+    doc = json.loads(got)
+    assert [lv["name"] for lv in doc["geo_hires"]["levels"]] == ["coarse"]
+    assert {f["properties"]["level"] for f in doc["features"]} <= {"coarse"}
+    bad = {"uri": str(scene), "options": {"levels": ["nope"]}}
+    r = requests.post(f"{url}/v1/jobs", json=bad, headers=ALICE)
+    assert r.status_code == 422 and "no level 'nope'" in r.json()["detail"]

@@ -24,6 +24,7 @@ def test_tokens_are_tenants(tmp_path):
     assert tokens.tenant(f"Bearer {ALICE}x") is None
     assert tokens.tenant(f"Bearer {ALICE[:-1]}") is None
     assert load_tokens(env={"GEO_HIRES_TOKENS": f"{ALICE},{BOB}"}).tenant(f"Bearer {BOB}") == b
+    assert load_tokens(env={"GEO_HIRES_TOKEN_FILE": str(f)}).tenant(f"Bearer {ALICE}") == a
 
 
 def test_token_configuration_errors(tmp_path):

@@ -201,3 +201,17 @@ def test_unknown_model_is_a_clear_error(tmp_path, capsys, fixtures):
         ]
     )
     assert rc == 2 and "model 'nope' not found" in capsys.readouterr().err
+
+
+def test_detect_levels_option(tiny_bundle, tmp_path, capsys):
+    scene = tmp_path / "scene.tif"
+    write_synthetic(scene, SynthSpec(width=600, height=500, seed=13, density=Density.DENSE))
+    out = tmp_path / "c.geojson"
+    args = ["detect", str(scene), "-o", str(out), "--model", str(tiny_bundle)]
+    assert main([*args, "--levels", "coarse", "--score-threshold", "0.05"]) == 0
+    doc = json.loads(out.read_text())
+    assert [lv["name"] for lv in doc["geo_hires"]["levels"]] == ["coarse"]
+    assert doc["features"] and {f["properties"]["level"] for f in doc["features"]} == {"coarse"}
+    capsys.readouterr()
+    assert main([*args, "--levels", "full,nope"]) == 2
+    assert "has no level 'nope'" in capsys.readouterr().err
