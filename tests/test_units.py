@@ -95,6 +95,20 @@ def test_streamed_detection_equals_whole_level_detection(scene_path, core):
     np.testing.assert_allclose(streamed.detections.scores, whole.detections.scores, atol=1e-5)
 
 
+def _journalled(scene, net, card, out, *, cfg=CFG, executor=None, resume=False, on_progress=None):
+    """``detect_scene`` with the journal ``run_detect`` would keep beside ``out``."""
+    return detect_scene(
+        scene,
+        net,
+        card,
+        config=cfg,
+        executor=executor,
+        journal=journal_for(out, scene, net, cfg),
+        resume=resume,
+        on_progress=on_progress,
+    )
+
+
 def _truncate_journal(path: Path, keep: int) -> None:
     """Keep the header and ``keep`` finished units, then a line cut mid-write by a crash."""
     lines = path.read_text().splitlines()
@@ -115,15 +129,7 @@ def test_resume_computes_only_the_units_not_journalled(scene_path, tmp_path):
     _truncate_journal(journal, keep=total // 2)
 
     again = CountingExecutor()
-    got = detect_scene(
-        scene,
-        model,
-        card,
-        config=CFG,
-        executor=again,
-        journal=journal_for(out, scene, model, CFG),
-        resume=True,
-    )
+    got = _journalled(scene, model, card, out, executor=again, resume=True)
     assert got.resumed_units == total // 2
     assert len(again.computed) == total - total // 2
     assert set(again.computed).isdisjoint(first.computed[: total // 2])
@@ -131,15 +137,7 @@ def test_resume_computes_only_the_units_not_journalled(scene_path, tmp_path):
     np.testing.assert_array_equal(got.detections.scores, ref.detections.scores)
     # the journal now holds every unit once more: a second resume computes nothing
     idle = CountingExecutor()
-    detect_scene(
-        scene,
-        model,
-        card,
-        config=CFG,
-        executor=idle,
-        journal=journal_for(out, scene, model, CFG),
-        resume=True,
-    )
+    _journalled(scene, model, card, out, executor=idle, resume=True)
     assert idle.computed == []
 
 
@@ -186,15 +184,7 @@ def test_resume_refuses_a_journal_of_another_run(scene_path, tmp_path, change, f
         scene = open_scene(scene_file)
     again = CountingExecutor()
     with pytest.warns(ForeignJournalWarning) as caught:
-        got = detect_scene(
-            scene,
-            net,
-            card,
-            config=cfg,
-            executor=again,
-            journal=journal_for(out, scene, net, cfg),
-            resume=True,
-        )
+        got = _journalled(scene, net, card, out, cfg=cfg, executor=again, resume=True)
     (message,) = [str(w.message) for w in caught if w.category is ForeignJournalWarning]
     assert f"differs in: {field})" in message and "not resuming from it, starting afresh" in message
     assert got.resumed_units == 0
@@ -210,14 +200,7 @@ def test_an_unreadable_journal_is_not_resumed(scene_path, tmp_path, content):
     with pytest.warns(
         ForeignJournalWarning, match="differs in: config_id, mtime_ns, scene, size, weights"
     ):
-        got = detect_scene(
-            scene,
-            model,
-            card,
-            config=CFG,
-            journal=journal_for(out, scene, model, CFG),
-            resume=True,
-        )
+        got = _journalled(scene, model, card, out, resume=True)
     assert got.resumed_units == 0
 
 
@@ -238,22 +221,7 @@ def test_progress_reports_every_unit_and_can_stop_the_run(scene_path, tmp_path):
             raise Stop
 
     with pytest.raises(Stop):
-        detect_scene(
-            scene,
-            model,
-            card,
-            config=CFG,
-            journal=journal_for(out, scene, model, CFG),
-            on_progress=stop_at_3,
-        )
+        _journalled(scene, model, card, out, on_progress=stop_at_3)
     rest = CountingExecutor()
-    detect_scene(
-        scene,
-        model,
-        card,
-        config=CFG,
-        executor=rest,
-        journal=journal_for(out, scene, model, CFG),
-        resume=True,
-    )
+    _journalled(scene, model, card, out, executor=rest, resume=True)
     assert len(rest.computed) == total - 3  # the three finished before the stop were kept
