@@ -24,7 +24,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.service_harness import TOKENS, serve_process  # noqa: E402
+from tests.service_harness import TOKENS, serve_process
 
 AUTH = {"Authorization": f"Bearer {TOKENS[0]}"}
 
@@ -58,9 +58,7 @@ def through_service(scene: Path, small: Path, jobs: int, polls: int) -> dict:
                 r = requests.get(f"{url}/v1/jobs/{ids[i % jobs]}", headers=AUTH, timeout=60)
                 lat.append(time.perf_counter() - t)
                 r.raise_for_status()
-            states = [
-                requests.get(f"{url}/v1/jobs/{i}", headers=AUTH).json()["state"] for i in ids
-            ]
+            states = [requests.get(f"{url}/v1/jobs/{i}", headers=AUTH).json()["state"] for i in ids]
     lat.sort()
     return {
         "seconds": seconds,
