@@ -160,3 +160,36 @@ def test_merge_tiles_uses_the_given_iou_threshold():
     )
     assert default is not None and loose is not None
     assert (len(default), len(loose)) == (1, 2)
+
+
+def test_cell_memberships_by_hand():
+    """Cell 100, halo 10: a box takes part in every cell whose halo-widened square holds its
+    centre (lower edges inclusive, upper exclusive); its home cell holds the centre itself."""
+    from geo_hires.merge.nms import _cell_memberships
+
+    boxes = np.array(
+        [
+            [100, 100, 110, 110],  # centre (105, 105): home (1, 1), near (0, *) and (*, 0)
+            [85, 245, 95, 255],  # centre (90, 250): home (0, 2); x = 90 is on cell 1's halo
+            [305, 45, 315, 55],  # centre (310, 50): home (3, 0); x = 310 is past cell 2's
+        ],
+        float,
+    )
+    rows, keys, home = _cell_memberships(boxes, 100.0, 10.0)
+
+    def key(gx, gy):
+        return gx * 1_000_003 + gy
+
+    got = sorted(zip(rows.tolist(), keys.tolist(), home.tolist(), strict=True))
+    want = sorted(
+        [
+            (0, key(1, 1), True),
+            (0, key(0, 0), False),
+            (0, key(0, 1), False),
+            (0, key(1, 0), False),
+            (1, key(0, 2), True),
+            (1, key(1, 2), False),
+            (2, key(3, 0), True),
+        ]
+    )
+    assert got == want
