@@ -127,8 +127,8 @@ class JobRunner:
         except JobCancelled:
             self.store.cancelled(job.id)
             log.info("job %s cancelled", job.id)
-        except GeoHiresError as exc:
-            self.store.fail(job.id, error=str(exc))
+        except GeoHiresError as exc:  # the client sees the scene's name, not server paths
+            self.store.fail(job.id, error=str(exc).replace(job.scene_path, job.scene_name))
             log.info("job %s failed: %s", job.id, exc)
         except Exception as exc:  # a bug must fail the job, never the runner
             self.store.fail(job.id, error=f"internal error ({type(exc).__name__}); see the log")

@@ -262,3 +262,31 @@ def test_levels_option_runs_only_the_named_levels(service, roots, tmp_path):
     bad = {"uri": str(scene), "options": {"levels": ["nope"]}}
     r = requests.post(f"{url}/v1/jobs", json=bad, headers=ALICE)
     assert r.status_code == 422 and "no level 'nope'" in r.json()["detail"]
+
+
+def test_a_scene_gone_before_its_run_fails_the_job_without_leaking_paths(service, roots, tmp_path):
+    url, data = service
+    doomed = roots / "doomed.tif"
+    doomed.write_bytes((roots / "scene1.tif").read_bytes())
+    from services.store import JobStore
+
+    store = JobStore(f"sqlite:///{data / 'jobs.db'}")
+    # recorded straight in the store, as an accepted job whose file then disappears
+    job, _ = store.submit(
+        tenant=_tenant_of(TOKENS[0]),
+        scene_path=str(doomed),
+        scene_name="doomed.tif",
+        options={},
+    )
+    doomed.unlink()
+    done = _wait(url, job.id)
+    store.close()
+    assert done["state"] == "failed" and "doomed.tif" in done["error"]
+    assert str(roots) not in done["error"]
+    assert requests.get(f"{url}/v1/healthz").ok  # the runner lives on
+
+
+def _tenant_of(token: str) -> str:
+    from services.security import load_tokens
+
+    return load_tokens(env={"GEO_HIRES_TOKENS": token}).tenant(f"Bearer {token}") or ""
