@@ -290,3 +290,23 @@ def _tenant_of(token: str) -> str:
     from services.security import load_tokens
 
     return load_tokens(env={"GEO_HIRES_TOKENS": token}).tenant(f"Bearer {token}") or ""
+
+
+def test_upload_names_are_made_safe():
+    from services.api import safe_name
+
+    assert safe_name("../../etc/pass wd.tif") == "pass_wd.tif"
+    assert safe_name(".hidden.tif") == "hidden.tif"
+    assert safe_name("") == safe_name(None) == safe_name("...") == "scene.tif"
+    assert len(safe_name("a" * 300 + ".tif")) == 200
+
+
+def test_a_refused_upload_leaves_nothing_and_models_are_listed(service, roots):
+    url, data = service
+    head = (roots / "scene1.tif").read_bytes()[:300]  # TIFF magic, then nothing readable
+    r = requests.post(f"{url}/v1/jobs", files={"scene": ("cut.tif", head)}, headers=ALICE)
+    assert r.status_code == 400 and "cannot be used" in r.json()["detail"]
+    assert not list((data / "uploads").glob("*/cut.tif"))
+    models = requests.get(f"{url}/v1/models", headers=ALICE).json()["models"]
+    assert [m["name"] for m in models] == ["aircraft_lsn"] and models[0]["card"]["levels"]
+    assert requests.get(f"{url}/v1/models").status_code == 401

@@ -48,11 +48,13 @@ def test_jobs_are_private_idempotent_and_paged(url):
     store = JobStore(url)
     job, created = _submit(store, idempotency_key="k1")
     again, created2 = _submit(store, idempotency_key="k1")
+    second, created4 = _submit(store, idempotency_key="k2")
+    assert created4 and second.id != job.id  # another key is another job
     other, created3 = _submit(store, tenant="bob", idempotency_key="k1")
     assert created and not created2 and created3
     assert again.id == job.id != other.id and job.state is JobState.QUEUED
     assert store.get(job.id, tenant="bob") is None and store.get(job.id, tenant="alice") == job
-    for _ in range(4):
+    for _ in range(3):
         _submit(store)
     page1 = store.list_jobs("alice", limit=3)
     page2 = store.list_jobs("alice", limit=3, offset=3)
@@ -71,7 +73,8 @@ def test_lifecycle_and_cancel(url):
     b, _ = _submit(store)
     c, _ = _submit(store)
     assert store.cancel(c.id, tenant="bob") is None  # not bob's
-    assert store.cancel(c.id, tenant="alice").state is JobState.CANCELLED  # queued: at once
+    gone = store.cancel(c.id, tenant="alice")
+    assert gone.state is JobState.CANCELLED and gone.finished_at is not None  # queued: at once
     first = store.claim()
     assert first.id == a.id and first.state is JobState.RUNNING and first.attempts == 1
     assert store.progress(a.id, done=3, total=7) and store.get(a.id).units_done == 3
@@ -84,9 +87,11 @@ def test_lifecycle_and_cancel(url):
     asked = store.cancel(b.id, tenant="alice")
     assert asked.state is JobState.RUNNING and asked.cancel_requested  # the runner stops it
     assert store.cancelled(b.id) and store.get(b.id).state is JobState.CANCELLED
+    assert store.get(b.id).finished_at is not None
     d, _ = _submit(store)
     store.claim()
     assert store.fail(d.id, error="boom") and store.get(d.id).error == "boom"
+    assert store.get(d.id).finished_at is not None and done.finished_at is not None
     store.close()
 
 
@@ -95,14 +100,23 @@ def test_restart_finds_every_job_and_requeues_running_ones(url):
     a, _ = _submit(store)
     b, _ = _submit(store)
     c, _ = _submit(store)
-    store.claim()
-    store.claim()
-    store.cancel(b.id, tenant="alice")  # running, cancel asked: stays cancelled after restart
+    d, _ = _submit(store)
+    for _ in range(3):
+        store.claim()  # a, b and c run; d waits
+    store.cancel(b.id, tenant="alice")  # running, cancel asked: cancelled after the restart
+    store.cancel(c.id, tenant="alice")  # asked too late: it finished, and stays finished
+    store.succeed(c.id, detections=1)
     store.close()
     reborn = JobStore(url)
     assert reborn.recover() == 1
     states = {j.id: j.state for j in reborn.list_jobs("alice")}
-    assert states == {a.id: JobState.QUEUED, b.id: JobState.CANCELLED, c.id: JobState.QUEUED}
+    assert states == {
+        a.id: JobState.QUEUED,
+        b.id: JobState.CANCELLED,
+        c.id: JobState.SUCCEEDED,
+        d.id: JobState.QUEUED,
+    }
+    assert reborn.get(b.id).finished_at is not None
     again = reborn.claim()
     assert again.id == a.id and again.attempts == 2
     reborn.close()
