@@ -310,3 +310,52 @@ def test_a_refused_upload_leaves_nothing_and_models_are_listed(service, roots):
     models = requests.get(f"{url}/v1/models", headers=ALICE).json()["models"]
     assert [m["name"] for m in models] == ["aircraft_lsn"] and models[0]["card"]["levels"]
     assert requests.get(f"{url}/v1/models").status_code == 401
+
+
+def test_upload_abuse_gets_exact_codes_and_messages(service, roots):
+    url, data = service
+    post = f"{url}/v1/jobs"
+    tif = (roots / "scene1.tif").read_bytes()
+
+    def detail(r, code):
+        assert _status(r)[0] == code, r.text
+        return r.json()["detail"]
+
+    bad_opts = requests.post(
+        post, files={"scene": ("a.tif", tif)}, data={"options": '{"block": 3}'}, headers=ALICE
+    )
+    assert detail(bad_opts, 422).startswith("options: block: ")
+    not_json = requests.post(
+        post, files={"scene": ("a.tif", tif)}, data={"options": "{nope"}, headers=ALICE
+    )
+    assert detail(not_json, 422).startswith("options: ")
+    no_scene = requests.post(post, files={"other": ("a.tif", tif)}, headers=ALICE)
+    assert detail(no_scene, 400) == "multipart field 'scene' (the GeoTIFF file) is missing"
+    empty = requests.post(post, files={"scene": ("a.tif", b"")}, headers=ALICE)
+    assert detail(empty, 400) == "the scene upload is empty"
+    gif = requests.post(post, files={"scene": ("a.tif", b"GIF89a" * 10)}, headers=ALICE)
+    assert detail(gif, 415) == "only GeoTIFF scenes are accepted"
+    body = (
+        b"--b\r\nContent-Disposition: form-data; name=scene; filename=a.tif\r\n\r\n"
+        b"II*\x00\r\n--b--\r\n"
+    )
+    chunked = requests.post(
+        post,
+        data=iter([body]),  # a generator: sent chunked, without Content-Length
+        headers={**ALICE, "Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert detail(chunked, 411) == "uploads need a Content-Length header"
+    assert not [p for p in (data / "uploads").rglob("*") if p.is_file() and p.name == "a.tif"]
+
+
+def test_upload_of_exactly_the_byte_limit_is_not_refused_for_size(tmp_path, roots):
+    data = tmp_path / "data"
+    data.mkdir()
+    with running_service(data, (roots,), run_jobs=False, max_upload_bytes=100_000) as url:
+        exact = b"II*\x00" + b"\x00" * (100_000 - 4)
+        r = requests.post(f"{url}/v1/jobs", files={"scene": ("e.tif", exact)}, headers=ALICE)
+        assert _status(r)[0] == 400  # read as a TIFF (and refused as unreadable), not 413
+        over = requests.post(
+            f"{url}/v1/jobs", files={"scene": ("o.tif", exact + b"\x00")}, headers=ALICE
+        )
+        assert _status(over)[0] == 413
