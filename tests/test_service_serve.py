@@ -134,3 +134,39 @@ def test_sigkilled_service_finishes_its_job_after_a_restart(tmp_path, root):
         assert done["state"] == "succeeded" and done["attempts"] == 2
         res = requests.get(f"{url}/v1/jobs/{job['id']}/result", headers=ALICE, timeout=60)
         assert res.content == expected
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (read from /proc)."""
+    parent: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {c for c, p in parent.items() if p in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_sigterm_stops_serve_and_its_ray_cleanly(tmp_path, root):
+    data = tmp_path / "data"
+    data.mkdir()
+    with serve_process(data, (root,)) as (proc, url):
+        assert requests.get(f"{url}/v1/healthz", timeout=10).ok
+        family = _descendants(proc.pid)
+        assert len(family) >= 3  # GCS, raylet, Serve's actors...
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(90) == 0
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{url}/v1/healthz", timeout=5)
+    assert "geo_hires service stopped" in (data / "serve.log").read_text()
+    deadline = time.monotonic() + 30
+    while (
+        alive := [p for p in family if Path(f"/proc/{p}").exists()]
+    ) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not alive, f"left running: {alive}"
