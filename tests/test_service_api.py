@@ -213,7 +213,11 @@ def test_limits_answer_413_and_429(tmp_path, roots):
         big = requests.post(
             post, files={"scene": ("big.tif", b"II*\x00" + b"0" * 4_100_000)}, headers=ALICE
         )
-        assert _status(big)[0] == 413 and "limit" in big.json()["detail"]
+        assert _status(big)[0] == 413 and "limit" in big.json()["detail"]  # counted on arrival
+        huge_body = requests.post(
+            post, files={"scene": ("big.tif", b"II*\x00" + b"0" * 6_000_000)}, headers=ALICE
+        )  # refused by its Content-Length, before a byte is read
+        assert _status(huge_body)[0] == 413 and "limit" in huge_body.json()["detail"]
         bomb = requests.post(post, json={"uri": str(huge)}, headers=ALICE)
         assert _status(bomb)[0] == 413 and "pixels" in bomb.json()["detail"]
         for _ in range(2):
