@@ -14,6 +14,8 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Sequence
+from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,7 +30,7 @@ from starlette.exceptions import HTTPException
 
 from geo_hires.config import ReadConfig
 from geo_hires.errors import SceneReadError, SceneTooLargeError, UnsupportedBandsError
-from geo_hires.models.registry import SHIPPED
+from geo_hires.models.registry import load_card, shipped_models
 from geo_hires.scene import open_scene
 from services.runner import JobFiles
 from services.security import Rejected, Tokens, is_tiff, resolve_scene_uri
@@ -38,10 +40,6 @@ from services.viewer import STATIC, map_page, web_mercator_overlay
 __all__ = ["DetectOptions", "ServiceConfig", "UriSubmission", "create_app"]
 
 PROBLEM = "application/problem+json"
-
-
-def shipped_models() -> list[str]:
-    return sorted(d.name for d in SHIPPED.iterdir() if (d / "card.json").is_file())
 
 
 class DetectOptions(BaseModel):
@@ -68,8 +66,7 @@ class DetectOptions(BaseModel):
     @model_validator(mode="after")
     def _known_levels(self) -> DetectOptions:
         if self.levels is not None:
-            card = json.loads((SHIPPED / self.model / "card.json").read_text())
-            names = [lv["name"] for lv in card["levels"]]
+            names = [lv.name for lv in load_card(self.model).levels]
             unknown = [n for n in self.levels if n not in names]
             if unknown:
                 raise ValueError(
@@ -132,8 +129,7 @@ def job_json(job: Job) -> dict[str, Any]:
 
 
 def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    titles = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 409: "Conflict"}
-    body = {"type": "about:blank", "title": titles.get(status, "Error"), "status": status}
+    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status}
     return JSONResponse({**body, "detail": detail}, status, headers=headers, media_type=PROBLEM)
 
 
@@ -186,10 +182,10 @@ def check_header(path: Path, config: ServiceConfig) -> None:
     """Open the scene's header now, so a bad scene is refused before ``202``."""
     try:
         open_scene(path, config=config.read_config)
-    except SceneTooLargeError as exc:
-        raise Rejected(str(exc).replace(str(path), path.name), status=413) from exc
-    except (SceneReadError, UnsupportedBandsError) as exc:
+    except (SceneTooLargeError, SceneReadError, UnsupportedBandsError) as exc:
         detail = str(exc).replace(str(path), path.name)  # no server paths in answers
+        if isinstance(exc, SceneTooLargeError):
+            raise Rejected(detail, status=413) from exc
         raise Rejected(f"the scene cannot be used: {detail}") from exc
 
 
@@ -237,13 +233,18 @@ def _overlay(request: Request, job_id: str) -> tuple[Path, list[list[float]] | N
     return png, json.loads(meta.read_text())["bounds"]
 
 
+def _first_error(errors: Sequence[Any], where_default: str) -> str:
+    """``location: message`` of pydantic's first error (what a client should fix first)."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(x) for x in first["loc"]) or where_default
+    return f"{where}: {first['msg']}"
+
+
 def _parse_options(text: str | None) -> DetectOptions:
     try:
         return DetectOptions.model_validate_json(text or "{}")
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "options"
-        raise Rejected(f"options: {where}: {first['msg']}", status=422) from exc
+        raise Rejected(f"options: {_first_error(exc.errors(), 'options')}", status=422) from exc
 
 
 async def _from_upload(request: Request, config: ServiceConfig) -> tuple[Path, str, DetectOptions]:
@@ -269,9 +270,7 @@ async def _from_uri(request: Request, config: ServiceConfig) -> tuple[Path, str,
     try:
         body = UriSubmission.model_validate_json(await request.body())
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "body"
-        raise Rejected(f"{where}: {first['msg']}", status=422) from exc
+        raise Rejected(_first_error(exc.errors(), "body"), status=422) from exc
     path = resolve_scene_uri(body.uri, config.allow_roots)
     return path, path.name, body.options
 
@@ -296,9 +295,7 @@ def create_app(config: ServiceConfig | None = None, store: JobStore | None = Non
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(x) for x in first["loc"])
-        return problem(422, f"{where}: {first['msg']}")
+        return problem(422, _first_error(exc.errors(), ""))
 
     @app.exception_handler(Rejected)
     async def _rejected(_r: Request, exc: Rejected) -> JSONResponse:
@@ -317,8 +314,7 @@ def create_app(config: ServiceConfig | None = None, store: JobStore | None = Non
     @app.get("/v1/models")
     def models(request: Request) -> dict[str, Any]:
         _tenant(request)
-        cards = {n: json.loads((SHIPPED / n / "card.json").read_text()) for n in shipped_models()}
-        return {"models": [{"name": n, "card": c} for n, c in cards.items()]}
+        return {"models": [{"name": n, "card": load_card(n).as_json()} for n in shipped_models()]}
 
     @app.post("/v1/jobs", status_code=202, openapi_extra={"requestBody": _submit_body()})
     async def submit(

@@ -19,7 +19,15 @@ import torch
 from geo_hires.errors import ConfigError
 from geo_hires.models.fcn import ArchSpec, FCNDetector, LayerSpec, fold_batchnorm
 
-__all__ = ["SHIPPED", "LevelRule", "ModelCard", "load_model", "save_model"]
+__all__ = [
+    "SHIPPED",
+    "LevelRule",
+    "ModelCard",
+    "load_card",
+    "load_model",
+    "save_model",
+    "shipped_models",
+]
 
 SHIPPED = Path(__file__).parent / "weights"
 
@@ -87,24 +95,33 @@ def _bundle_dir(name_or_path: str | os.PathLike[str]) -> Path:
         return p
     if (SHIPPED / str(name_or_path) / "card.json").is_file():
         return SHIPPED / str(name_or_path)
-    shipped = (
-        sorted(d.name for d in SHIPPED.iterdir() if (d / "card.json").is_file())
-        if SHIPPED.is_dir()
-        else []
-    )
+    shipped = shipped_models()
     raise ConfigError(
         f"model {str(name_or_path)!r} not found: give a bundle folder (card.json + weights.pt) "
         f"or a shipped name ({', '.join(shipped) or 'none shipped'})"
     )
 
 
+def shipped_models() -> list[str]:
+    """Names of the bundles shipped in the package, sorted."""
+    if not SHIPPED.is_dir():
+        return []
+    return sorted(d.name for d in SHIPPED.iterdir() if (d / "card.json").is_file())
+
+
+def load_card(name_or_path: str | os.PathLike[str]) -> ModelCard:
+    """A bundle's card alone (no weights): what a service needs to validate options."""
+    folder = _bundle_dir(name_or_path)
+    try:
+        return _card_from_json(json.loads((folder / "card.json").read_text()))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{folder}/card.json is malformed: {exc}") from exc
+
+
 def load_model(name_or_path: str | os.PathLike[str]) -> tuple[FCNDetector, ModelCard]:
     """Load a bundle; the model comes back folded, in eval mode, on the CPU."""
     folder = _bundle_dir(name_or_path)
-    try:
-        card = _card_from_json(json.loads((folder / "card.json").read_text()))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"{folder}/card.json is malformed: {exc}") from exc
+    card = load_card(folder)
     model = fold_batchnorm(FCNDetector(card.arch))
     state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state)
