@@ -32,7 +32,7 @@ from geo_hires.config import ReadConfig
 from geo_hires.errors import SceneReadError, SceneTooLargeError, UnsupportedBandsError
 from geo_hires.models.registry import load_card, shipped_models
 from geo_hires.scene import open_scene
-from services.runner import JobFiles
+from services.runner import JobFiles, scene_read_config
 from services.security import Rejected, Tokens, is_tiff, resolve_scene_uri
 from services.store import Job, JobState, JobStore, QueueFullError
 from services.viewer import STATIC, map_page, web_mercator_overlay
@@ -98,7 +98,7 @@ class ServiceConfig:
 
     @property
     def read_config(self) -> ReadConfig:
-        return ReadConfig(driver="GTiff", max_scene_pixels=self.max_scene_pixels)
+        return scene_read_config(self.max_scene_pixels)
 
 
 def _iso(t: float | None) -> str | None:

@@ -24,7 +24,7 @@ from ray import serve
 from ray.serve import Application
 
 from services.api import ServiceConfig, create_app
-from services.runner import JobRunner
+from services.runner import JobRunner, scene_read_config
 from services.security import load_tokens
 from services.store import JobStore
 
@@ -107,7 +107,10 @@ class Runner:
         self.stop = threading.Event()
         self.runners = [
             JobRunner(
-                store=self.store, data_dir=Path(a.data_dir), executor=RayExecutor(config=ray_cfg)
+                store=self.store,
+                data_dir=Path(a.data_dir),
+                executor=RayExecutor(config=ray_cfg),
+                read_config=scene_read_config(a.max_scene_pixels),
             )
             for _ in range(a.runner_slots)
         ]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from geo_hires.models.registry import ModelCard, load_model
 from geo_hires.pipeline import DetectConfig, Executor, run_detect
 from services.store import Job, JobStore
 
-__all__ = ["JobCancelled", "JobFiles", "JobRunner", "detect_config"]
+__all__ = ["JobCancelled", "JobFiles", "JobRunner", "detect_config", "scene_read_config"]
 
 log = logging.getLogger("geo_hires.service")
 
@@ -62,6 +61,11 @@ class JobFiles:
         return self.root / "out" / f"{self.stem}.png"
 
 
+def scene_read_config(max_scene_pixels: int = ReadConfig.max_scene_pixels) -> ReadConfig:
+    """How the service opens every scene: the GTiff driver only, within a pixel budget."""
+    return ReadConfig(driver="GTiff", max_scene_pixels=max_scene_pixels)
+
+
 def detect_config(options: dict[str, Any]) -> DetectConfig:
     """The library's config for a job's (already validated) options."""
     levels = options.get("levels")
@@ -79,8 +83,7 @@ class JobRunner:
     store: JobStore
     data_dir: Path
     executor: Executor | None = None
-    read_config: ReadConfig = dataclasses.field(default_factory=lambda: ReadConfig(driver="GTiff"))
-    on_finish: Callable[[Job], None] | None = None
+    read_config: ReadConfig = dataclasses.field(default_factory=scene_read_config)
     _models: dict[str, tuple[FCNDetector, ModelCard]] = dataclasses.field(default_factory=dict)
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
@@ -96,10 +99,7 @@ class JobRunner:
         if job is None:
             return None
         self._execute(job)
-        done = self.store.get(job.id)
-        if done is not None and self.on_finish is not None:
-            self.on_finish(done)
-        return done
+        return self.store.get(job.id)
 
     def _execute(self, job: Job) -> None:
         files = JobFiles.of(self.data_dir, job)

@@ -24,6 +24,7 @@ from geo_hires.scene import Scene
 __all__ = ["STATIC", "map_page", "web_mercator_overlay"]
 
 STATIC = Path(__file__).parent / "static"
+MERCATOR = "EPSG:3857"
 
 
 def web_mercator_overlay(quicklook: Path, scene: Scene, out: Path) -> list[list[float]] | None:
@@ -45,24 +46,20 @@ def web_mercator_overlay(quicklook: Path, scene: Scene, out: Path) -> list[list[
     )
     dst = np.zeros((4, dh, dw), np.uint8)
     src = np.concatenate([rgb, np.full((1, h, w), 255, np.uint8)])
-    for band in range(4):
-        reproject(
-            src[band],
-            dst[band],
-            src_transform=src_transform,
-            src_crs=scene.crs_wkt,
-            dst_transform=dst_transform,
-            dst_crs=MERCATOR,
-            resampling=Resampling.bilinear,
-        )
+    reproject(
+        src,
+        dst,
+        src_transform=src_transform,
+        src_crs=scene.crs_wkt,
+        dst_transform=dst_transform,
+        dst_crs=MERCATOR,
+        resampling=Resampling.bilinear,
+    )
     Image.fromarray(dst.transpose(1, 2, 0), "RGBA").save(out)
     x0, y1, x1, y0 = array_bounds(dh, dw, dst_transform)
     to_lonlat = Transformer.from_crs(MERCATOR, "EPSG:4326", always_xy=True)
     (west, east), (south, north) = to_lonlat.transform([x0, x1], [y1, y0])
     return [[south, west], [north, east]]
-
-
-MERCATOR = "EPSG:3857"
 
 
 def map_page(job_id: str) -> str:
