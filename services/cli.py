@@ -112,14 +112,10 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 def _token(path: str | None) -> str:
     import os
 
-    if path:
-        try:
-            lines = Path(path).read_text(encoding="utf-8").split()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the token file {path}: {exc.strerror}") from exc
-        if lines:
-            return lines[0]
-    token = os.environ.get("GEO_HIRES_TOKEN")
+    from services.security import read_token_file
+
+    tokens = read_token_file(path) if path else []
+    token = tokens[0] if tokens else os.environ.get("GEO_HIRES_TOKEN")
     if not token:
         raise ConfigError("no token: give --token-file FILE or set GEO_HIRES_TOKEN")
     return token

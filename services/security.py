@@ -24,6 +24,7 @@ __all__ = [
     "Tokens",
     "is_tiff",
     "load_tokens",
+    "read_token_file",
     "resolve_scene_uri",
 ]
 
@@ -68,6 +69,21 @@ def _tenant_id(token: str) -> str:
     return "t-" + hashlib.sha256(b"geo-hires-tenant:" + token.encode()).hexdigest()[:16]
 
 
+def _token_lines(lines: Iterable[str]) -> list[str]:
+    return [t.strip() for t in lines if t.strip() and not t.strip().startswith("#")]
+
+
+def read_token_file(path: str | os.PathLike[str]) -> list[str]:
+    """The tokens of a token file: one per line, blank lines and ``#`` comments skipped.
+
+    The service reads its tenants from it, ``geo-hires submit`` its own token (the first).
+    """
+    try:
+        return _token_lines(Path(path).read_text(encoding="utf-8").splitlines())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the token file {path}: {exc.strerror}") from exc
+
+
 def load_tokens(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -84,14 +100,9 @@ def load_tokens(
     env = os.environ if env is None else env
     path = path if path is not None else env.get(f"{env_var[:-1]}_FILE") or None
     if path is not None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read the token file {path}: {exc.strerror}") from exc
-        lines: Iterable[str] = text.splitlines()
+        tokens = read_token_file(path)
     else:
-        lines = env.get(env_var, "").replace(",", "\n").splitlines()
-    tokens = [t.strip() for t in lines if t.strip() and not t.strip().startswith("#")]
+        tokens = _token_lines(env.get(env_var, "").replace(",", "\n").splitlines())
     if not tokens:
         raise ConfigError(
             f"no API token: give --token-file FILE (one token per line) or set {env_var}"

@@ -238,7 +238,7 @@ def test_submit_command_uploads_polls_and_downloads(service, roots, tmp_path, ca
     url, _ = service
     scene = roots / "scene1.tif"
     token = tmp_path / "token"
-    token.write_text(TOKENS[0] + "\n")
+    token.write_text("# my token for the test service\n" + TOKENS[0] + "\n")
     out = tmp_path / "got.geojson"
     rc = main(["submit", str(scene), "--server", url, "--token-file", str(token), "-o", str(out)])
     assert rc == 0 and "detections ->" in capsys.readouterr().out
