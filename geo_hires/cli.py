@@ -158,7 +158,15 @@ def _executor(args: argparse.Namespace) -> Any:
     gpus = args.gpus_per_actor
     if gpus is None:
         gpus = 1.0 if device is not None and device.type == "cuda" else 0.0
-    return RayExecutor(config=RayConfig(address=args.address, actors=args.actors, num_gpus=gpus))
+    return RayExecutor(
+        config=RayConfig(
+            address=args.address,
+            actors=args.actors,
+            num_cpus=args.cpus_per_actor,
+            num_gpus=gpus,
+            placement_timeout_s=args.placement_timeout,
+        )
+    )
 
 
 @contextlib.contextmanager
@@ -180,6 +188,7 @@ def _detect_config(args: argparse.Namespace) -> Any:
     return DetectConfig(
         core=args.block,
         batch_size=args.batch,
+        threads=args.threads,
         score_threshold=args.score_threshold,
         levels=levels,
     )
@@ -324,11 +333,26 @@ def _add_detect_opts(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--block", type=int, default=1024, help="block core size (level px)")
     p.add_argument("--batch", type=int, default=2, help="blocks per forward pass")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch threads per forward pass (part of the config: equal threads, equal bytes)",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--executor", choices=["local", "ray"], default="local")
     p.add_argument("--address", default=None, help="Ray cluster to join (auto or HOST:PORT)")
     p.add_argument("--actors", type=int, default=2, help="Ray scanner actors")
     p.add_argument("--gpus-per-actor", type=float, default=None, help="GPUs per Ray actor")
+    p.add_argument(
+        "--cpus-per-actor", type=float, default=1.0, help="CPUs Ray reserves per actor"
+    )
+    p.add_argument(
+        "--placement-timeout",
+        type=float,
+        default=600.0,
+        help="seconds work may wait with no Ray actor placed before the scene fails",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     _add_scene_opts(p)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "ExecutorError",
     "ForeignJournalWarning",
     "GeoHiresError",
     "LabelReadError",
@@ -48,6 +49,10 @@ class TilingError(GeoHiresError, ValueError):
 
 class ConfigError(GeoHiresError, ValueError):
     """A configuration value is out of range or inconsistent."""
+
+
+class ExecutorError(GeoHiresError, RuntimeError):
+    """An executor could not finish a scene (no worker could be placed, or workers kept dying)."""
 
 
 class LabelReadError(GeoHiresError, ValueError):

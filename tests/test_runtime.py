@@ -72,10 +72,12 @@ def test_killed_actor_costs_a_retry_not_the_job(ray_cluster, scene_path, tmp_pat
     expected = detect_scene(scene, model, card, config=CFG, executor=LocalExecutor())
     pids: list[int] = []
     killed: list[int] = []
+    results: list[str] = []
 
     class KillingExecutor(RayExecutor):
         def run_units(self, scene, model, card, units, cfg, *, on_result, read_config):
             def wrapped(r):
+                results.append(r.key)
                 on_result(r)
                 if not killed:  # after the first finished unit, SIGKILL a busy actor's process
                     os.kill(pids[0], signal.SIGKILL)
@@ -91,10 +93,12 @@ def test_killed_actor_costs_a_retry_not_the_job(ray_cluster, scene_path, tmp_pat
     )
     try:
         got = detect_scene(scene, model, card, config=CFG, executor=ex)
-        new_pid = ray.get(ex._actors[0].pid.remote())
+        live = ray.get([a.pid.remote() for a in ex.actors])
     finally:
         ex.shutdown()
-    assert killed and new_pid != killed[0]  # the actor really died and was restarted
+    assert killed and killed[0] not in live and len(live) == 2  # died, and was replaced
+    assert ex.stats is not None and ex.stats.actors_lost == 1 and ex.stats.retried == 1
+    assert sum(ex.stats.per_node.values()) == len(results)  # every unit counted once
     assert _geojson_bytes(got, scene, tmp_path, "k.json") == _geojson_bytes(
         expected, scene, tmp_path, "e.json"
     )

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from geo_hires.config import ReadConfig
 from geo_hires.errors import ConfigError, GeoHiresError
 from geo_hires.export.geojson import write_text_atomic
+from geo_hires.models.registry import load_model
 from geo_hires.pipeline import DetectConfig, Executor, run_detect
 
 __all__ = ["BatchReport", "read_scene_list", "run_batch"]
@@ -68,6 +69,18 @@ def _status(path: Path, **fields: Any) -> None:
     write_text_atomic(path, json.dumps(fields, indent=2, sort_keys=True) + "\n")
 
 
+def _where(executor: Executor | None) -> dict[str, Any]:
+    """Where the scene's units ran, for executors that report it (Ray: per node, retries)."""
+    stats = getattr(executor, "stats", None)
+    if stats is None:
+        return {}
+    return {
+        "units_per_node": dict(sorted(stats.per_node.items())),
+        "units_retried": stats.retried,
+        "actors_lost": stats.actors_lost,
+    }
+
+
 def _finished(status: Path, output: Path) -> bool:
     try:
         return json.loads(status.read_text())["state"] == "done" and output.is_file()
@@ -87,10 +100,15 @@ def run_batch(
     progress: bool = False,
     log: Callable[[str], None] = lambda _s: None,
 ) -> BatchReport:
-    """Detect in every scene of ``list_path``; write outputs and status files to ``out_dir``."""
+    """Detect in every scene of ``list_path``; write outputs and status files to ``out_dir``.
+
+    The model is loaded once, so a Ray executor keeps its actors (and their cached model)
+    from scene to scene instead of starting new ones for each.
+    """
     scenes = read_scene_list(list_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    loaded = load_model(model)
     done = failed = skipped = 0
     for scene, name in tqdm(
         list(zip(scenes, _names(scenes), strict=True)),
@@ -107,7 +125,7 @@ def run_batch(
             result = run_detect(
                 scene,
                 output,
-                model=model,
+                model=loaded,
                 config=config,
                 read_config=read_config,
                 executor=executor,
@@ -126,6 +144,7 @@ def run_batch(
             output=output.name,
             detections=len(result.detections),
             seconds=round(time.perf_counter() - start, 2),
+            **_where(executor),
         )
         log(f"{scene}: {len(result.detections)} detections")
     return BatchReport(done=done, failed=failed, skipped=skipped)

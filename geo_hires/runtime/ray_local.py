@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["OFFLINE_ENV", "ensure_ray", "offline_home"]
+__all__ = ["OFFLINE_ENV", "ensure_ray", "offline_env", "offline_home"]
 
 OFFLINE_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -50,6 +50,15 @@ def _env(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def offline_env() -> contextlib.AbstractContextManager[None]:
+    """The environment a Ray start needs to stay offline, set for a ``with`` block.
+
+    For starts that do not go through :func:`ensure_ray` (``ray.cluster_utils.Cluster`` in
+    tests, ``serve``): processes started inside inherit it; the caller's is restored after.
+    """
+    return _env({**OFFLINE_ENV, "HOME": str(offline_home())})
+
+
 def ensure_ray(
     address: str | None = None, *, num_cpus: int | None = None, object_store_mb: int = 512
 ) -> None:
@@ -64,7 +73,7 @@ def ensure_ray(
     if address:
         ray.init(address=address, log_to_driver=False)
         return
-    with _env({**OFFLINE_ENV, "HOME": str(offline_home())}):
+    with offline_env():
         ray.init(
             num_cpus=num_cpus,
             include_dashboard=False,
