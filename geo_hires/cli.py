@@ -344,9 +344,7 @@ def _add_detect_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster to join (auto or HOST:PORT)")
     p.add_argument("--actors", type=int, default=2, help="Ray scanner actors")
     p.add_argument("--gpus-per-actor", type=float, default=None, help="GPUs per Ray actor")
-    p.add_argument(
-        "--cpus-per-actor", type=float, default=1.0, help="CPUs Ray reserves per actor"
-    )
+    p.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs Ray reserves per actor")
     p.add_argument(
         "--placement-timeout",
         type=float,
