@@ -15,7 +15,9 @@ Jobs run on :class:`geo_hires.runtime.RayExecutor` actors of the same cluster.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 
+from geo_hires.errors import ConfigError
 from services.api import ServiceConfig, create_app
 from services.runner import JobRunner, scene_read_config
 from services.security import load_tokens
@@ -37,7 +40,9 @@ class ServeArgs(BaseModel):
     """Arguments of the application (the ``args`` of the Serve config; no secrets here).
 
     Tokens come from ``token_file`` or, without one, the ``GEO_HIRES_TOKENS`` environment
-    variable of the replicas (a Kubernetes Secret), never from the config itself.
+    variable of the replicas (a Kubernetes Secret), never from the config itself. So does a
+    database URL with a password in it: without ``db``, the file ``$GEO_HIRES_DB_FILE`` names
+    (on Kubernetes, the mounted Secret ``geo-hires-db``), else ``$GEO_HIRES_DB``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -55,8 +60,20 @@ class ServeArgs(BaseModel):
     actor_cpus: float = Field(default=1.0, gt=0)
     actor_gpus: float = Field(default=0.0, ge=0)
 
-    def db_url(self) -> str:
-        return self.db or f"sqlite:///{Path(self.data_dir) / 'jobs.db'}"
+    def db_url(self, env: Mapping[str, str] | None = None) -> str:
+        env = os.environ if env is None else env
+        if self.db:
+            return self.db
+        if env.get("GEO_HIRES_DB_FILE"):
+            path = Path(env["GEO_HIRES_DB_FILE"])
+            try:
+                url = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read the database URL file {path}: {exc}") from exc
+            if not url:
+                raise ConfigError(f"{path} (GEO_HIRES_DB_FILE) is empty; put the URL in it")
+            return url
+        return env.get("GEO_HIRES_DB", "").strip() or f"sqlite:///{Path(self.data_dir) / 'jobs.db'}"
 
     def service_config(self) -> ServiceConfig:
         return ServiceConfig(
