@@ -5,7 +5,8 @@ with ``--cpus`` CPUs) runs ``run_detect`` with the shipped model's two-level pla
 ``--cpus`` actors of 1 CPU and ``--threads`` torch threads each — the shape of a Kubernetes
 worker pod. Measured from ``/proc``: each actor's CPU time over the scan and its peak RSS
 (``VmHWM``), the worker node's raylet (with its object store) and idle workers, the head's
-GCS and raylet, and the driver's peak RSS (it merges the detections; on Kubernetes it runs in the head pod).
+GCS and raylet, and the driver's peak RSS (it merges the detections; on Kubernetes it runs
+in the head pod).
 
     python bench/sizing.py /tmp/geo-hires-bench/synth100.tif --cpus 2 --threads 1
 """

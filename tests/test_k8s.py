@@ -271,6 +271,34 @@ def test_a_bad_command_line_would_be_caught():
         _parser().parse_args(shlex.split("batch /data/scenes.txt --out-dir /o --executor spark"))
 
 
+# ---------------------------------------------------------------- pod security
+
+HARDENED = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def test_every_container_is_hardened_and_writes_only_to_volumes(rendered):
+    _, docs = rendered
+    for doc in filter(_is_ray, docs):
+        auto = _cluster_spec(doc)["autoscalerOptions"]["securityContext"]
+        assert {k: auto.get(k) for k in HARDENED} == HARDENED, (doc["kind"], "autoscaler")
+    for pod in _pods(docs):
+        spec = pod["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] and spec["securityContext"]["runAsUser"]
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for c in spec["containers"]:
+            ctx = c["securityContext"]
+            assert {k: ctx.get(k) for k in HARDENED} == HARDENED, pod["metadata"]["name"]
+            mounts = {m["mountPath"] for m in c["volumeMounts"]}
+            assert {"/tmp", "/home/ray", "/dev/shm"} <= mounts  # where Ray writes
+        if "head" not in pod["metadata"]["name"]:
+            assert spec["automountServiceAccountToken"] is False
+
+
 # ---------------------------------------------------------------- sizing
 
 

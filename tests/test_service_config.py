@@ -35,9 +35,8 @@ def test_serve_config_parses_with_rays_schema_and_its_app_builds(tmp_path):
 
 
 def test_database_url_comes_from_args_then_a_secret_file_then_the_environment(tmp_path):
-    from services.app import ServeArgs
-
     from geo_hires.errors import ConfigError
+    from services.app import ServeArgs
 
     args = ServeArgs(data_dir=str(tmp_path))
     secret = tmp_path / "url"
