@@ -7,9 +7,17 @@ SHARED  ?= $(abspath ../shared)
 # exist; it guards what runs (tests, demo), not the package install.
 GUARD   := $(if $(wildcard $(SHARED)/tools/netguard/sitecustomize.py),$(SHARED)/tools/netguard,)
 
-.PHONY: venv demo test lint bench mutate clean
+.PHONY: venv demo test lint bench mutate clean k8s-tools
 
 venv: $(VENV)/.installed
+
+# checkov (the manifests' and Dockerfile's security checks in tests/test_k8s.py) pins old
+# versions of packages the project uses, so it gets a virtual environment of its own
+CHECKOV := .venv-checkov/bin/checkov
+k8s-tools: $(CHECKOV)
+$(CHECKOV):
+	$(PY) -m venv .venv-checkov
+	.venv-checkov/bin/pip install -q checkov==3.3.30
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	PYTHONPATH=$(GUARD) bash scripts/demo.sh
 
-test: venv
+test: venv $(CHECKOV)
 	PYTHONPATH=$(GUARD) $(BIN)/python -m pytest -q
 
 bench: venv
@@ -39,4 +47,4 @@ lint: venv
 	$(BIN)/mypy geo_hires services
 
 clean:
-	rm -rf $(VENV) out mutants .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov out mutants .pytest_cache .mypy_cache .ruff_cache

@@ -99,6 +99,9 @@ def test_core_kinds_and_pod_templates_are_valid_in_strict_mode(rendered):
     core = [d for d in docs if not _is_ray(d)]
     assert {d["kind"] for d in core} == {"ServiceAccount", "PersistentVolumeClaim", "NetworkPolicy"}
     assert not [d for d in docs if d["kind"] == "Secret"]  # no secret is ever rendered
+    for doc in docs:  # k8s/README.md applies the batch or the service part with -l selectors
+        component = doc["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+        assert component in ("shared", "batch", "service"), doc["metadata"]["name"]
     for doc in core + _pods(docs):
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
