@@ -21,3 +21,4 @@ $PY bench/rss.py --sizes 0.1 0.4 1.0 --workdir "$WORK" > bench/results/rss.json
 $PY bench/ray_vs_local.py "$WORK/synth100.tif" > bench/results/ray_vs_local_100mp.json
 [ -f "$WORK/synth_1.0gp.tif" ] && $PY bench/ray_vs_local.py "$WORK/synth_1.0gp.tif" --memory-only > bench/results/ray_vs_local_1gp.json
 $PY bench/service.py "$WORK/synth100.tif" > bench/results/service_100mp.json
+$PY bench/sizing.py "$WORK/synth100.tif" --cpus 2 --threads 1 --out bench/results/sizing.json

@@ -182,3 +182,50 @@ def test_batch_on_ray(ray_cluster, tmp_path, scene_path, capsys):
     local = tmp_path / "local.geojson"
     assert main(["detect", str(scene_path), "-o", str(local), "--block", "512"]) == 0
     assert (tmp_path / "o" / "scene.geojson").read_bytes() == local.read_bytes()
+
+
+def test_work_with_no_placeable_actor_fails_the_scene_with_what_to_change(ray_cluster, scene_path):
+    from geo_hires.errors import ExecutorError
+    from geo_hires.runtime.ray_executor import RayConfig, RayExecutor
+
+    model, card = load_model("aircraft_lsn")
+    scene = open_scene(scene_path)
+    # a GPU per actor on a cluster without GPUs: the actors wait for a node that never comes
+    ex = RayExecutor(config=RayConfig(actors=1, num_gpus=1.0, placement_timeout_s=2.0))
+    start = time.monotonic()
+    try:
+        with pytest.raises(ExecutorError, match="no Ray scanner actor could be placed.*--actors"):
+            detect_scene(scene, model, card, config=CFG, executor=ex)
+    finally:
+        ex.shutdown()
+    assert time.monotonic() - start < 60
+
+
+def test_actors_dying_beyond_the_replacement_budget_fail_the_scene(ray_cluster, scene_path):
+    from geo_hires.errors import ExecutorError
+    from geo_hires.runtime.ray_executor import RayConfig, RayExecutor
+
+    model, card = load_model("aircraft_lsn")
+    scene = open_scene(scene_path)
+    pids: list[int] = []
+
+    class KillingExecutor(RayExecutor):
+        def run_units(self, scene, model, card, units, cfg, *, on_result, read_config):
+            def wrapped(r):
+                on_result(r)
+                if pids:
+                    os.kill(pids.pop(), signal.SIGKILL)
+
+            super().run_units(
+                scene, model, card, units, cfg, on_result=wrapped, read_config=read_config
+            )
+
+    ex = KillingExecutor(
+        config=RayConfig(actors=2, replacements=0),
+        on_started=lambda actors: pids.extend(ray.get([a.pid.remote() for a in actors])),
+    )
+    try:
+        with pytest.raises(ExecutorError, match="1 Ray scanner actors died"):
+            detect_scene(scene, model, card, config=CFG, executor=ex)
+    finally:
+        ex.shutdown()
