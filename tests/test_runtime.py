@@ -194,7 +194,7 @@ def test_work_with_no_placeable_actor_fails_the_scene_with_what_to_change(ray_cl
     ex = RayExecutor(config=RayConfig(actors=1, num_gpus=1.0, placement_timeout_s=2.0))
     start = time.monotonic()
     try:
-        with pytest.raises(ExecutorError, match="no Ray scanner actor could be placed.*--actors"):
+        with pytest.raises(ExecutorError, match=r"no Ray scanner actor could be placed.*--actors"):
             detect_scene(scene, model, card, config=CFG, executor=ex)
     finally:
         ex.shutdown()
