@@ -46,8 +46,19 @@ def parse_levels(text: str) -> tuple[ScaleLevel, ...]:
     return tuple(levels)
 
 
+def _parse_bands(text: str | None) -> tuple[int | str, ...] | None:
+    """``3,2,1`` or ``red,green,blue`` (names resolve when the scene is opened)."""
+    if not text:
+        return None
+    items = [t.strip() for t in text.split(",")]
+    return tuple(int(t) if t.isdigit() else t for t in items)
+
+
 def _read_config(args: argparse.Namespace) -> ReadConfig:
-    return ReadConfig(max_scene_pixels=args.max_pixels) if args.max_pixels else ReadConfig()
+    kw: dict[str, Any] = {"bands": _parse_bands(getattr(args, "bands", None))}
+    if args.max_pixels:
+        kw["max_scene_pixels"] = args.max_pixels
+    return ReadConfig(**kw)
 
 
 def _cmd_info(args: argparse.Namespace, out: TextIO) -> int:
@@ -321,6 +332,13 @@ def _cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
 
 def _add_scene_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pixels", type=int, default=0, help="declared-size budget (pixels)")
+    p.add_argument(
+        "--bands",
+        default=None,
+        metavar="R,G,B",
+        help="scene bands used as red, green, blue: 1-based indexes (3,2,1) or names "
+        "(colour interpretation or band description); default: by colour interpretation",
+    )
 
 
 def _add_detect_opts(p: argparse.ArgumentParser) -> None:

@@ -41,6 +41,10 @@ class ReadConfig:
         driver: Open scenes with this GDAL driver only (e.g. ``"GTiff"``), so a file cannot
             pick its own driver by its content (VRT, XML, NetCDF…); ``None`` lets GDAL choose.
             The HTTP service sets ``"GTiff"``.
+        bands: The scene bands that become the model's red, green and blue channels: 1-based
+            indexes or names (colour interpretations such as ``"red"``, or band descriptions
+            such as ``"B04"``), resolved when the scene is opened. ``None`` follows the rule of
+            :attr:`Scene.rgb_bands <geo_hires.scene.Scene.rgb_bands>`.
     """
 
     max_scene_pixels: int = 50_000_000_000
@@ -48,10 +52,15 @@ class ReadConfig:
     stretch_percentiles: tuple[float, float] = (2.0, 98.0)
     stats_pixels: int = 1_000_000
     driver: str | None = None
+    bands: tuple[int | str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.max_scene_pixels <= 0 or self.max_read_pixels <= 0 or self.stats_pixels <= 0:
             raise ConfigError("ReadConfig pixel limits must be positive integers")
+        if self.bands is not None and len(self.bands) != 3:
+            raise ConfigError(
+                f"--bands needs 3 bands (red, green, blue) for an RGB model, got {len(self.bands)}"
+            )
         lo, hi = self.stretch_percentiles
         if not 0.0 <= lo < hi <= 100.0:
             raise ConfigError(

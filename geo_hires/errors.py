@@ -9,6 +9,7 @@ what to change, because the CLI prints them as the whole answer to the user.
 from __future__ import annotations
 
 __all__ = [
+    "BandOrderWarning",
     "ConfigError",
     "ExecutorError",
     "ForeignJournalWarning",
@@ -57,6 +58,11 @@ class ExecutorError(GeoHiresError, RuntimeError):
 
 class LabelReadError(GeoHiresError, ValueError):
     """A label or prediction file could not be parsed."""
+
+
+class BandOrderWarning(UserWarning):
+    """A multi-band scene says nothing about which band is red, green or blue; the first three
+    are used, and ``--bands`` says otherwise."""
 
 
 class NoCRSWarning(UserWarning):

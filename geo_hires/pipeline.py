@@ -252,6 +252,7 @@ def journal_for(
         "mtime_ns": st.st_mtime_ns,
         "weights": digest.hexdigest()[:16],
         "config_id": config_id(cfg),
+        "bands": list(scene.rgb_bands),
     }
     return Journal(f"{os.fspath(output)}.journal", identity)
 
@@ -298,6 +299,7 @@ def run_detect(
     export = ExportConfig(model_name=card.name)
     extra: dict[str, Any] = {
         "config_id": config_id(cfg, export),
+        "bands": list(scene.rgb_bands),
         "levels": [
             {"name": r.name, "downsample": r.downsample, "blocks": r.blocks} for r in result.levels
         ],

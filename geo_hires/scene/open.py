@@ -21,6 +21,8 @@ from rasterio.enums import ColorInterp, MaskFlags
 
 from geo_hires.config import ReadConfig
 from geo_hires.errors import (
+    BandOrderWarning,
+    ConfigError,
     NoCRSWarning,
     SceneNotFoundError,
     SceneReadError,
@@ -28,7 +30,7 @@ from geo_hires.errors import (
     UnsupportedBandsError,
 )
 
-__all__ = ["SUPPORTED_DTYPES", "Scene", "gdal_env", "open_scene"]
+__all__ = ["SUPPORTED_DTYPES", "Scene", "gdal_env", "open_scene", "resolve_bands"]
 
 SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
@@ -63,6 +65,9 @@ class Scene:
         gsd_m: Ground sample distance in metres (geodesic for geographic CRSs), ``None``
             without a CRS.
         overviews: Decimation factors of the internal or external overviews of band 1.
+        descriptions: Band descriptions (``""`` where a band has none).
+        bands: The bands chosen for red, green and blue (``ReadConfig.bands``, resolved), or
+            ``None`` to follow the rule of :attr:`rgb_bands`.
     """
 
     path: str
@@ -77,6 +82,8 @@ class Scene:
     has_mask: bool
     gsd_m: float | None
     overviews: tuple[int, ...]
+    descriptions: tuple[str, ...] = ()
+    bands: tuple[int, int, int] | None = None
 
     @property
     def pixels(self) -> int:
@@ -92,10 +99,12 @@ class Scene:
     def rgb_bands(self) -> tuple[int, int, int]:
         """1-based band indexes that become the model's R, G, B channels.
 
-        The rule: bands interpreted as red, green and blue when all three exist; otherwise
-        the first three non-alpha bands; a single non-alpha band (grey, panchromatic) is used
-        for all three channels.
+        The rule: the bands chosen with ``ReadConfig.bands`` (``--bands``); else bands
+        interpreted as red, green and blue when all three exist; otherwise the first three
+        non-alpha bands; a single non-alpha band (grey, panchromatic) is used for all three.
         """
+        if self.bands is not None:
+            return self.bands
         interp = self.colorinterp
         if all(c in interp for c in ("red", "green", "blue")):
             return (interp.index("red") + 1, interp.index("green") + 1, interp.index("blue") + 1)
@@ -142,6 +151,51 @@ def _check_layout(path: str, dtypes: tuple[str, ...], interp: tuple[str, ...]) -
         raise UnsupportedBandsError(f"{path}: every band is alpha; there is no image data")
 
 
+def _band_index(item: int | str, path: str, interp: tuple[str, ...], desc: tuple[str, ...]) -> int:
+    """One ``--bands`` item as a 1-based index: a number, a colour interpretation, a description."""
+    text = str(item).strip()
+    if text.isdigit():
+        index = int(text)
+        if not 1 <= index <= len(interp):
+            raise ConfigError(f"--bands: {path} has no band {index}; it has bands 1-{len(interp)}")
+        return index
+    for names in (interp, desc):
+        hits = [i + 1 for i, n in enumerate(names) if n and n.lower() == text.lower()]
+        if hits:
+            return hits[0]
+    known = sorted({n for n in interp + desc if n and n not in ("undefined", "gray")})
+    raise ConfigError(
+        f"--bands: {path} has no band named {text!r}"
+        + (f" (names: {', '.join(known)})" if known else " (its bands have no names)")
+        + "; give 1-based indexes, e.g. --bands 3,2,1"
+    )
+
+
+def resolve_bands(
+    spec: tuple[int | str, ...], path: str, interp: tuple[str, ...], desc: tuple[str, ...]
+) -> tuple[int, int, int]:
+    """``ReadConfig.bands`` against a scene's bands; three distinct bands or a clear error."""
+    r, g, b = (_band_index(item, path, interp, desc) for item in spec)
+    if len({r, g, b}) < 3:
+        raise ConfigError(
+            f"--bands {','.join(map(str, spec))} names fewer than 3 distinct bands of {path}; "
+            "the model expects red, green and blue"
+        )
+    return (r, g, b)
+
+
+def _warn_band_order(path: str, interp: tuple[str, ...], rgb: tuple[int, int, int]) -> None:
+    data = [c for c in interp if c != "alpha"]
+    if len(data) >= 4 and not any(c in ("red", "green", "blue") for c in interp):
+        warnings.warn(
+            f"{path} has {len(data)} bands and no colour interpretation: bands "
+            f"{','.join(map(str, rgb))} are used as red, green, blue; if the order differs "
+            "(e.g. blue, green, red, NIR), pass --bands 3,2,1",
+            BandOrderWarning,
+            stacklevel=5,
+        )
+
+
 def _describe(path: str, src: rasterio.DatasetReader, config: ReadConfig) -> Scene:
     if src.width <= 0 or src.height <= 0 or src.count <= 0:
         raise SceneReadError(f"{path}: raster has zero size ({src.width}x{src.height}x{src.count})")
@@ -162,7 +216,9 @@ def _describe(path: str, src: rasterio.DatasetReader, config: ReadConfig) -> Sce
         )
     flags = src.mask_flag_enums
     has_mask = src.nodata is not None or any(MaskFlags.all_valid not in f for f in flags)
-    return Scene(
+    desc = tuple(d or "" for d in src.descriptions)
+    bands = None if config.bands is None else resolve_bands(config.bands, path, interp, desc)
+    scene = Scene(
         path=path,
         width=src.width,
         height=src.height,
@@ -175,7 +231,12 @@ def _describe(path: str, src: rasterio.DatasetReader, config: ReadConfig) -> Sce
         has_mask=has_mask,
         gsd_m=_gsd_m(crs, src.transform, src.width, src.height),
         overviews=tuple(src.overviews(1)),
+        descriptions=desc,
+        bands=bands,
     )
+    if bands is None:
+        _warn_band_order(path, interp, scene.rgb_bands)
+    return scene
 
 
 def open_scene(path: str | os.PathLike[str], *, config: ReadConfig | None = None) -> Scene:
@@ -190,6 +251,10 @@ def open_scene(path: str | os.PathLike[str], *, config: ReadConfig | None = None
         SceneReadError: Not a raster, unreadable header, or zero size.
         SceneTooLargeError: Declared size beyond ``config.max_scene_pixels``.
         UnsupportedBandsError: Band layout or dtype cannot become model input.
+        ConfigError: ``config.bands`` names a missing band, or fewer than 3 distinct ones.
+
+    Warns:
+        BandOrderWarning: 4+ bands, no colour interpretation and no ``config.bands``.
     """
     config = config or ReadConfig()
     p = str(path)
