@@ -29,10 +29,15 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from geo_hires.config import ReadConfig
-from geo_hires.errors import SceneReadError, SceneTooLargeError, UnsupportedBandsError
+from geo_hires.errors import (
+    ConfigError,
+    SceneReadError,
+    SceneTooLargeError,
+    UnsupportedBandsError,
+)
 from geo_hires.models.registry import load_card, shipped_models
 from geo_hires.scene import open_scene
-from services.runner import JobFiles, scene_read_config
+from services.runner import JobFiles, job_read_config, scene_read_config
 from services.security import Rejected, Tokens, is_tiff, resolve_scene_uri
 from services.store import Job, JobState, JobStore, QueueFullError
 from services.viewer import STATIC, map_page, web_mercator_overlay
@@ -40,6 +45,9 @@ from services.viewer import STATIC, map_page, web_mercator_overlay
 __all__ = ["DetectOptions", "ServiceConfig", "UriSubmission", "create_app"]
 
 PROBLEM = "application/problem+json"
+
+
+_BAND_NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 
 
 class DetectOptions(BaseModel):
@@ -54,6 +62,16 @@ class DetectOptions(BaseModel):
     )
     levels: list[str] | None = Field(
         default=None, min_length=1, max_length=16, description="level names of the model (all)"
+    )
+    bands: (
+        list[Annotated[int, Field(ge=1, le=4096)] | Annotated[str, Field(pattern=_BAND_NAME)]]
+        | None
+    ) = Field(
+        default=None,
+        min_length=3,
+        max_length=3,
+        description="scene bands used as red, green, blue: 1-based indexes or band names "
+        "(as geo-hires --bands); default: by colour interpretation",
     )
 
     @field_validator("model")
@@ -178,11 +196,12 @@ async def _copy(upload: UploadFile, path: Path, limit: int) -> Path:
     return path
 
 
-def check_header(path: Path, config: ServiceConfig) -> None:
-    """Open the scene's header now, so a bad scene is refused before ``202``."""
+def check_header(path: Path, config: ServiceConfig, options: DetectOptions) -> None:
+    """Open the scene's header now (with the job's bands), so a bad scene or band choice is
+    refused before ``202``."""
     try:
-        open_scene(path, config=config.read_config)
-    except (SceneTooLargeError, SceneReadError, UnsupportedBandsError) as exc:
+        open_scene(path, config=job_read_config(config.read_config, options.model_dump()))
+    except (SceneTooLargeError, SceneReadError, UnsupportedBandsError, ConfigError) as exc:
         detail = str(exc).replace(str(path), path.name)  # no server paths in answers
         if isinstance(exc, SceneTooLargeError):
             raise Rejected(detail, status=413) from exc
@@ -335,7 +354,7 @@ def create_app(config: ServiceConfig | None = None, store: JobStore | None = Non
         else:
             raise Rejected("send multipart/form-data (field 'scene') or JSON {uri}", status=415)
         try:
-            check_header(path, config)
+            check_header(path, config, options)
             job, created = store.submit(
                 tenant=tenant,
                 scene_path=str(path),

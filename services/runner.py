@@ -24,7 +24,14 @@ from geo_hires.models.registry import ModelCard, load_model
 from geo_hires.pipeline import DetectConfig, Executor, run_detect
 from services.store import Job, JobStore
 
-__all__ = ["JobCancelled", "JobFiles", "JobRunner", "detect_config", "scene_read_config"]
+__all__ = [
+    "JobCancelled",
+    "JobFiles",
+    "JobRunner",
+    "detect_config",
+    "job_read_config",
+    "scene_read_config",
+]
 
 log = logging.getLogger("geo_hires.service")
 
@@ -64,6 +71,12 @@ class JobFiles:
 def scene_read_config(max_scene_pixels: int = ReadConfig.max_scene_pixels) -> ReadConfig:
     """How the service opens every scene: the GTiff driver only, within a pixel budget."""
     return ReadConfig(driver="GTiff", max_scene_pixels=max_scene_pixels)
+
+
+def job_read_config(base: ReadConfig, options: dict[str, Any]) -> ReadConfig:
+    """``base`` with the job's band choice (options were validated at submit)."""
+    bands = options.get("bands")
+    return dataclasses.replace(base, bands=None if bands is None else tuple(bands))
 
 
 def detect_config(options: dict[str, Any]) -> DetectConfig:
@@ -119,7 +132,7 @@ class JobRunner:
                 gpkg=files.gpkg,
                 quicklook=files.quicklook,
                 config=detect_config(job.options),
-                read_config=self.read_config,
+                read_config=job_read_config(self.read_config, job.options),
                 executor=self.executor,
                 resume=True,
                 on_progress=on_progress,

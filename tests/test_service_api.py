@@ -363,3 +363,25 @@ def test_upload_of_exactly_the_byte_limit_is_not_refused_for_size(tmp_path, root
             f"{url}/v1/jobs", files={"scene": ("o.tif", exact + b"\x00")}, headers=ALICE
         )
         assert _status(over)[0] == 413
+
+
+def test_bands_option_maps_bands_like_the_cli(service, roots, tmp_path):
+    url, _ = service
+    scene = roots / "scene0.tif"
+    body = {"uri": str(scene), "options": {"bands": [3, 2, 1]}}
+    job = requests.post(f"{url}/v1/jobs", json=body, headers=ALICE).json()
+    assert _wait(url, job["id"])["state"] == "succeeded"
+    got = requests.get(f"{url}/v1/jobs/{job['id']}/result", headers=ALICE).content
+    assert got == _cli_bytes(scene, tmp_path, "--bands", "3,2,1")
+    assert json.loads(got)["geo_hires"]["bands"] == [3, 2, 1]
+    for bands, status, text in (
+        ([3, 2, 9], 400, "has no band 9"),  # checked against the scene before 202
+        ([1, 1, 2], 400, "fewer than 3 distinct"),
+        ([1, 2], 422, "at least 3"),
+        (["red", "green", "../x"], 422, "options.bands.2"),
+    ):
+        r = requests.post(
+            f"{url}/v1/jobs", json={"uri": str(scene), "options": {"bands": bands}}, headers=ALICE
+        )
+        assert r.status_code == status and text in r.json()["detail"], (bands, r.text)
+        assert str(roots) not in r.text  # no server paths in answers
