@@ -130,3 +130,10 @@ def test_resume_refuses_a_journal_made_with_other_bands(rgb_and_bgrn, tmp_path):
     assert a.identity["bands"] == [3, 2, 1] and a.identity != b.identity
     with pytest.raises(ConfigError):
         ReadConfig(bands=(1, 2, 3, 4))
+
+
+def test_model_cards_state_their_input_bands():
+    from geo_hires.models.registry import load_card
+
+    assert load_card("aircraft_lsn").input_bands == ("red", "green", "blue")
+    assert list(load_card("aircraft_lsn").as_json()["input_bands"]) == ["red", "green", "blue"]

@@ -61,6 +61,7 @@ class ModelCard:
     gsd_m: float
     levels: tuple[LevelRule, ...]
     score_threshold: float
+    input_bands: tuple[str, ...] = ("red", "green", "blue")
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
@@ -77,7 +78,7 @@ def _card_from_json(doc: dict[str, Any]) -> ModelCard:
         in_channels=arch["in_channels"],
         layers=tuple(LayerSpec(**layer) for layer in arch["layers"]),
     )
-    known = {"name", "arch", "classes", "gsd_m", "levels", "score_threshold"}
+    known = {"name", "arch", "classes", "gsd_m", "levels", "score_threshold", "input_bands"}
     return ModelCard(
         name=doc["name"],
         arch=spec,
@@ -85,6 +86,7 @@ def _card_from_json(doc: dict[str, Any]) -> ModelCard:
         gsd_m=float(doc["gsd_m"]),
         levels=tuple(LevelRule(**lv) for lv in doc["levels"]),
         score_threshold=float(doc["score_threshold"]),
+        input_bands=tuple(doc.get("input_bands", ("red", "green", "blue"))),
         extra={k: v for k, v in doc.items() if k not in known},
     )
 
