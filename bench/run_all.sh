@@ -22,3 +22,4 @@ $PY bench/ray_vs_local.py "$WORK/synth100.tif" > bench/results/ray_vs_local_100m
 [ -f "$WORK/synth_1.0gp.tif" ] && $PY bench/ray_vs_local.py "$WORK/synth_1.0gp.tif" --memory-only > bench/results/ray_vs_local_1gp.json
 $PY bench/service.py "$WORK/synth100.tif" > bench/results/service_100mp.json
 $PY bench/sizing.py "$WORK/synth100.tif" --cpus 2 --threads 1 --out bench/results/sizing.json
+$PY bench/band_order.py "$DATA/aircraft/train" "$DATA/aircraft/annotations.csv" > bench/results/band_order.json

@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from geo_hires.config import ReadConfig
 from geo_hires.errors import NoCRSWarning
 from geo_hires.evaluate.coco import evaluate_images
 from geo_hires.labels import labels_for
@@ -19,7 +20,12 @@ __all__ = ["evaluate_scenes"]
 
 
 def evaluate_scenes(
-    bundle: str, scenes: Sequence[str], labels: str, *, score_threshold: float = 0.05
+    bundle: str,
+    scenes: Sequence[str],
+    labels: str,
+    *,
+    score_threshold: float = 0.05,
+    read_config: ReadConfig | None = None,
 ) -> dict[str, Any]:
     """Detect on each scene and score all of them together (COCO, one image per scene).
 
@@ -33,11 +39,11 @@ def evaluate_scenes(
     for path in scenes:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NoCRSWarning)
-            scene = open_scene(path)
+            scene = open_scene(path, config=read_config)
         lab = labels_for(path, labels)
         lab = dataclasses.replace(lab, names=tuple(class_map.get(n, n) for n in lab.names))
         start = time.perf_counter()
-        result = detect_scene(scene, model, card, config=cfg)
+        result = detect_scene(scene, model, card, config=cfg, read_config=read_config)
         seconds += time.perf_counter() - start
         mp += scene.pixels / 1e6
         pairs.append((result.detections, lab.to_pixels(scene)))
