@@ -228,7 +228,8 @@ def _cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
     out.write(
         f"{Path(args.scene).name}: {result.blocks} windows [{per_level}], "
         f"{len(result.detections)} detections, {result.seconds:.1f} s, "
-        f"{result.megapixels / max(result.seconds, 1e-9):.1f} MP/s{resumed} -> {args.output}\n"
+        f"{result.megapixels / max(result.seconds, 1e-9):.1f} MP/s{resumed} -> "
+        f"{', '.join(args.output + ([args.gpkg] if args.gpkg else []))}\n"
     )
     return 0
 
@@ -410,9 +411,16 @@ def _add_model_commands(sub: Any) -> None:
     """Commands that run or train models, or score them: detect, batch, train, eval."""
     p = sub.add_parser("detect", help="detect objects in a scene → GeoJSON (+ GPKG, quicklook)")
     p.add_argument("scene")
-    p.add_argument("-o", "--output", required=True, help="GeoJSON to write")
-    p.add_argument("--gpkg")
-    p.add_argument("--quicklook")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        action="append",
+        help="file to write, format by extension: .geojson (WGS84), .gpkg, .parquet "
+        "(GeoParquet), .fgb (FlatGeobuf) (scene CRS); repeat for several",
+    )
+    p.add_argument("--gpkg", help="also write a GeoPackage (same as another -o FILE.gpkg)")
+    p.add_argument("--quicklook", help="PNG of the scene with the detections drawn")
     _add_detect_opts(p)
     p = sub.add_parser("batch", help="detect in every scene of a list (one path per line)")
     p.add_argument("list")

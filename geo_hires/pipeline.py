@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -259,7 +259,7 @@ def journal_for(
 
 def run_detect(
     scene_path: str | os.PathLike[str],
-    output: str | os.PathLike[str],
+    output: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
     model: str | os.PathLike[str] | tuple[FCNDetector, ModelCard] = "aircraft_lsn",
     gpkg: str | os.PathLike[str] | None = None,
@@ -271,19 +271,25 @@ def run_detect(
     progress: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> DetectResult:
-    """Detect in one scene and write GeoJSON (plus GeoPackage and quicklook when asked).
+    """Detect in one scene and write its outputs (and a quicklook when asked).
 
-    Finished units are journalled beside ``output`` until the GeoJSON is written, so a killed
-    run continues with ``resume=True``. ``model`` is a shipped name, a bundle folder, or an
-    already loaded ``(network, card)`` pair (a long-lived service loads each model once).
+    ``output`` is one path or several; each one's extension picks its format (GeoJSON,
+    GeoPackage, GeoParquet, FlatGeobuf: :data:`geo_hires.export.FORMATS`), checked before any
+    work; ``gpkg`` adds a GeoPackage. Finished units are journalled beside the first output
+    until every output is written, so a killed run continues with ``resume=True``. ``model`` is
+    a shipped name, a bundle folder, or an already loaded ``(network, card)`` pair (a
+    long-lived service loads each model once).
     ``on_progress``: see :func:`detect_scene`.
     """
-    from geo_hires.export import write_geojson, write_gpkg, write_quicklook
+    from geo_hires.export import check_outputs, write_output, write_quicklook
 
+    outputs = [output] if isinstance(output, str | os.PathLike) else list(output)
+    outputs += [gpkg] if gpkg else []
+    check_outputs(outputs)
     cfg = config or DetectConfig()
     net, card = model if isinstance(model, tuple) else load_model(model)
     scene = open_scene(scene_path, config=read_config)
-    journal = journal_for(output, scene, net, cfg)
+    journal = journal_for(outputs[0], scene, net, cfg)
     result = detect_scene(
         scene,
         net,
@@ -304,9 +310,8 @@ def run_detect(
             {"name": r.name, "downsample": r.downsample, "blocks": r.blocks} for r in result.levels
         ],
     }
-    write_geojson(output, result.detections, scene, config=export, extra=extra)
-    if gpkg:
-        write_gpkg(gpkg, result.detections, scene, config=export)
+    for path in outputs:
+        write_output(path, result.detections, scene, config=export, extra=extra)
     if quicklook:
         write_quicklook(quicklook, result.detections, scene, read_config=read_config)
     journal.remove()

@@ -1,14 +1,17 @@
-"""Export stage: georeferencing, GeoJSON (WGS84), GeoPackage (scene CRS), quicklook PNG."""
+"""Export stage: GeoJSON (WGS84); GeoPackage, GeoParquet, FlatGeobuf (scene CRS); quicklook."""
 
 from geo_hires.export.geojson import crs_label, feature_collection, write_geojson, write_text_atomic
-from geo_hires.export.gpkg import write_gpkg
 from geo_hires.export.quicklook import write_quicklook
+from geo_hires.export.vector import FORMATS, check_outputs, write_gpkg, write_output
 
 __all__ = [
+    "FORMATS",
+    "check_outputs",
     "crs_label",
     "feature_collection",
     "write_geojson",
     "write_gpkg",
+    "write_output",
     "write_quicklook",
     "write_text_atomic",
 ]

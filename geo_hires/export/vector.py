@@ -1,0 +1,122 @@
+"""Vector outputs by extension: GeoJSON (WGS84), and GeoPackage, GeoParquet, FlatGeobuf in the
+scene's CRS (geopandas + pyogrio / pyarrow).
+
+Why the scene CRS for the binary formats: analysts measuring areas and distances want the
+projected CRS the imagery came in; GeoJSON, whose RFC says WGS84, is the copy for the web and
+for diffing (byte-identical run to run). Every file is written under a temporary name and
+renamed into place, so a crash never leaves half a file where a result is expected.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import shapely
+
+from geo_hires.config import ExportConfig
+from geo_hires.detections import PixelDetections
+from geo_hires.errors import ConfigError
+from geo_hires.export.geojson import write_geojson
+from geo_hires.georef import to_map
+from geo_hires.scene.open import Scene
+
+__all__ = ["FORMATS", "check_outputs", "detections_frame", "write_gpkg", "write_output"]
+
+FORMATS = {
+    ".geojson": "GeoJSON (WGS84)",
+    ".json": "GeoJSON (WGS84)",
+    ".gpkg": "GeoPackage (scene CRS)",
+    ".parquet": "GeoParquet (scene CRS)",
+    ".fgb": "FlatGeobuf (scene CRS)",
+}
+
+
+def check_outputs(paths: Sequence[str | os.PathLike[str]]) -> None:
+    """Refuse unknown extensions and duplicates before any work is done."""
+    seen: set[str] = set()
+    for p in paths:
+        suffix = Path(p).suffix.lower()
+        if suffix not in FORMATS:
+            raise ConfigError(
+                f"output {os.fspath(p)!r}: unknown format {suffix or '(no extension)'}; use "
+                + ", ".join(f"{ext} ({name})" for ext, name in FORMATS.items() if ext != ".json")
+            )
+        key = os.path.abspath(p)
+        if key in seen:
+            raise ConfigError(f"output {os.fspath(p)!r} is given twice")
+        seen.add(key)
+
+
+def detections_frame(
+    dets: PixelDetections, scene: Scene, *, config: ExportConfig | None = None
+) -> gpd.GeoDataFrame:
+    """Detections as polygons in the scene CRS, in canonical order, with their attributes."""
+    config = config or ExportConfig()
+    dets = dets.canonical_order()
+    geo = to_map(dets, scene)
+    polygons = shapely.polygons(geo.polygons) if len(geo) else []
+    return gpd.GeoDataFrame(
+        {
+            "class": [dets.class_names[int(c)] for c in dets.classes],
+            "score": dets.scores.astype(float),
+            "level": [dets.level_names[int(lv)] for lv in dets.levels],
+            "model": [config.model_name] * len(dets),
+        },
+        geometry=gpd.GeoSeries(polygons, crs=scene.crs_wkt),
+    )
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial{path.suffix}")
+    tmp.unlink(missing_ok=True)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_gpkg(
+    path: str | os.PathLike[str],
+    dets: PixelDetections,
+    scene: Scene,
+    *,
+    config: ExportConfig | None = None,
+    layer: str = "detections",
+) -> None:
+    """Write ``dets`` as polygons in the scene's own CRS to a GeoPackage layer."""
+    frame = detections_frame(dets, scene, config=config)
+    _atomic(Path(path), lambda t: frame.to_file(t, driver="GPKG", layer=layer, engine="pyogrio"))
+
+
+def write_output(
+    path: str | os.PathLike[str],
+    dets: PixelDetections,
+    scene: Scene,
+    *,
+    config: ExportConfig | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write ``dets`` in the format the extension names (see :data:`FORMATS`).
+
+    ``extra`` is the provenance GeoJSON carries in its ``geo_hires`` member (the binary
+    formats hold the features and their CRS only).
+    """
+    target = Path(path)
+    suffix = target.suffix.lower()
+    check_outputs([target])
+    if suffix in (".geojson", ".json"):
+        write_geojson(target, dets, scene, config=config, extra=extra)
+    elif suffix == ".gpkg":
+        write_gpkg(target, dets, scene, config=config)
+    else:
+        frame = detections_frame(dets, scene, config=config)
+        if suffix == ".parquet":
+            _atomic(target, lambda t: frame.to_parquet(t, index=False))
+        else:
+            _atomic(target, lambda t: frame.to_file(t, driver="FlatGeobuf", engine="pyogrio"))
