@@ -220,11 +220,18 @@ def _cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
             executor=executor,
             resume=args.resume,
             progress=sys.stderr.isatty(),
+            aoi=args.aoi,
         )
     per_level = ", ".join(
         f"{lv.name}: {lv.blocks} blocks (x{lv.downsample})" for lv in result.levels
     )
     resumed = f", {result.resumed_units} units resumed" if result.resumed_units else ""
+    if args.aoi:
+        planned, scanned = result.pixels_planned / 1e6, result.pixels_scanned / 1e6
+        resumed += (
+            f", AOI: {scanned:.1f} of {planned:.1f} MP scanned "
+            f"({100 * (1 - scanned / max(planned, 1e-9)):.0f} % saved)"
+        )
     out.write(
         f"{Path(args.scene).name}: {result.blocks} windows [{per_level}], "
         f"{len(result.detections)} detections, {result.seconds:.1f} s, "
@@ -252,6 +259,7 @@ def _cmd_batch(args: argparse.Namespace, out: TextIO) -> int:
             resume=args.resume,
             progress=sys.stderr.isatty(),
             log=_log_line,
+            aoi=args.aoi,
         )
     out.write(
         f"batch: {report.done} done, {report.failed} failed, {report.skipped} skipped "
@@ -369,6 +377,12 @@ def _add_detect_opts(p: argparse.ArgumentParser) -> None:
         type=float,
         default=600.0,
         help="seconds work may wait with no Ray actor placed before the scene fails",
+    )
+    p.add_argument(
+        "--aoi",
+        metavar="FILE",
+        help="area of interest (any vector format and CRS): scan only there, keep detections "
+        "centred in it",
     )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     _add_scene_opts(p)

@@ -23,6 +23,7 @@ import torch
 from rasterio.windows import Window
 from tqdm import tqdm
 
+from geo_hires.aoi import AreaOfInterest, load_aoi
 from geo_hires.config import ExportConfig, MergeConfig, ReadConfig, config_id
 from geo_hires.detections import PixelDetections
 from geo_hires.errors import ConfigError
@@ -73,6 +74,16 @@ class DetectResult:
     @property
     def blocks(self) -> int:
         return sum(lv.blocks for lv in self.levels)
+
+    @property
+    def pixels_scanned(self) -> int:
+        """Level-0 pixels of the scanned block cores, summed over levels."""
+        return sum(lv.pixels_scanned for lv in self.levels)
+
+    @property
+    def pixels_planned(self) -> int:
+        """Level-0 pixels of the scene, once per level (what a scan without AOI covers)."""
+        return sum(lv.pixels for lv in self.levels)
 
 
 def merge_results(
@@ -173,6 +184,7 @@ def detect_scene(
     resume: bool = False,
     progress: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    aoi: AreaOfInterest | None = None,
 ) -> DetectResult:
     """Detect objects over every level of a model bundle in ``scene`` and merge them.
 
@@ -189,11 +201,19 @@ def detect_scene(
         on_progress: Called with ``(units done, units total)`` once before the first unit and
             after each; an exception it raises stops the run (finished units stay journalled),
             which is how a service cancels a job.
+        aoi: Scan only blocks whose core touches it; keep detections centred in it.
     """
     cfg = config or DetectConfig()
     executor = executor or LocalExecutor()
     start = time.perf_counter()
-    units, runs = plan_units(scene, model, card, cfg, has_data=_has_data(scene, read_config))
+    units, runs = plan_units(
+        scene,
+        model,
+        card,
+        cfg,
+        has_data=_has_data(scene, read_config),
+        in_aoi=aoi.touches_window() if aoi is not None else None,
+    )
     done = journal.start(resume=resume) if journal is not None else {}
     valid_keys = {u.key for u in units}
     results = {k: r for k, r in done.items() if k in valid_keys}
@@ -229,8 +249,9 @@ def detect_scene(
             f"executor lost {len(missing)} work units (e.g. {sorted(missing)[0]}); "
             "rerun with --resume"
         )
+    merged = merge_results(results.values(), card, scene, cfg)
     return DetectResult(
-        detections=merge_results(results.values(), card, scene, cfg),
+        detections=aoi.keep(merged) if aoi is not None else merged,
         levels=runs,
         seconds=time.perf_counter() - start,
         megapixels=scene.pixels / 1e6,
@@ -239,9 +260,13 @@ def detect_scene(
 
 
 def journal_for(
-    output: str | os.PathLike[str], scene: Scene, model: FCNDetector, cfg: DetectConfig
+    output: str | os.PathLike[str],
+    scene: Scene,
+    model: FCNDetector,
+    cfg: DetectConfig,
+    aoi: AreaOfInterest | None = None,
 ) -> Journal:
-    """The journal beside ``output``, tied to the scene file, the weights and the config."""
+    """The journal beside ``output``, tied to the scene file, weights, config, bands and AOI."""
     st = os.stat(scene.path)
     digest = hashlib.sha256()
     for tensor in model.state_dict().values():
@@ -253,6 +278,7 @@ def journal_for(
         "weights": digest.hexdigest()[:16],
         "config_id": config_id(cfg),
         "bands": list(scene.rgb_bands),
+        "aoi": aoi.digest if aoi is not None else None,
     }
     return Journal(f"{os.fspath(output)}.journal", identity)
 
@@ -270,6 +296,7 @@ def run_detect(
     resume: bool = False,
     progress: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    aoi: str | os.PathLike[str] | dict[str, Any] | None = None,
 ) -> DetectResult:
     """Detect in one scene and write its outputs (and a quicklook when asked).
 
@@ -279,7 +306,8 @@ def run_detect(
     until every output is written, so a killed run continues with ``resume=True``. ``model`` is
     a shipped name, a bundle folder, or an already loaded ``(network, card)`` pair (a
     long-lived service loads each model once).
-    ``on_progress``: see :func:`detect_scene`.
+    ``on_progress``: see :func:`detect_scene`. ``aoi``: a vector file (any format and CRS) or a
+    GeoJSON object (WGS84); see :mod:`geo_hires.aoi`.
     """
     from geo_hires.export import check_outputs, write_output, write_quicklook
 
@@ -289,7 +317,8 @@ def run_detect(
     cfg = config or DetectConfig()
     net, card = model if isinstance(model, tuple) else load_model(model)
     scene = open_scene(scene_path, config=read_config)
-    journal = journal_for(outputs[0], scene, net, cfg)
+    area = load_aoi(aoi, scene) if aoi is not None else None
+    journal = journal_for(outputs[0], scene, net, cfg, area)
     result = detect_scene(
         scene,
         net,
@@ -301,6 +330,7 @@ def run_detect(
         resume=resume,
         progress=progress,
         on_progress=on_progress,
+        aoi=area,
     )
     export = ExportConfig(model_name=card.name)
     extra: dict[str, Any] = {
@@ -310,6 +340,8 @@ def run_detect(
             {"name": r.name, "downsample": r.downsample, "blocks": r.blocks} for r in result.levels
         ],
     }
+    if area is not None:
+        extra["aoi"] = {**area.provenance(), "pixels_scanned": result.pixels_scanned}
     for path in outputs:
         write_output(path, result.detections, scene, config=export, extra=extra)
     if quicklook:

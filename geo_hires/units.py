@@ -109,12 +109,16 @@ class Unit:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LevelRun:
-    """One level as planned: its downsample factor and block counts."""
+    """One level as planned: its downsample factor, block counts and level-0 pixels of the
+    block cores (all, and those scanned: not left out for nodata or the AOI)."""
 
     name: str
     downsample: int
     blocks: int
     skipped_nodata: int
+    skipped_aoi: int = 0
+    pixels: int = 0
+    pixels_scanned: int = 0
 
 
 def level_downsample(rule: LevelRule, scene: Scene, card: ModelCard) -> int:
@@ -131,6 +135,13 @@ def _level0(block: Block, d: int) -> Window:
     return Window(block.x0 * d, block.y0 * d, (block.x1 - block.x0) * d, (block.y1 - block.y0) * d)
 
 
+def _core0(block: Block, d: int, scene: Scene) -> Window:
+    """The block's core in level-0 pixels, clipped to the scene."""
+    x0, y0 = block.cx0 * d, block.cy0 * d
+    x1, y1 = min(block.cx1 * d, scene.width), min(block.cy1 * d, scene.height)
+    return Window(x0, y0, max(0, x1 - x0), max(0, y1 - y0))
+
+
 def _level_size(scene: Scene, d: int) -> tuple[int, int]:
     return math.ceil(scene.width / d), math.ceil(scene.height / d)
 
@@ -142,8 +153,10 @@ def plan_units(
     cfg: DetectConfig,
     *,
     has_data: Callable[[Window], bool] | None = None,
+    in_aoi: Callable[[Window], bool] | None = None,
 ) -> tuple[tuple[Unit, ...], tuple[LevelRun, ...]]:
-    """Every level's blocks (nodata-only blocks left out), batched into keyed units."""
+    """Every level's blocks, batched into keyed units; left out: blocks whose core misses the
+    AOI (``in_aoi`` on the core's level-0 window), then nodata-only blocks (``has_data``)."""
     units: list[Unit] = []
     runs = []
     halo = halo_for(model.receptive_field, model.stride)
@@ -157,7 +170,8 @@ def plan_units(
         d = level_downsample(rule, scene, card)
         lw, lh = _level_size(scene, d)
         blocks = plan_blocks(lw, lh, core=cfg.core, halo=halo, stride=model.stride)
-        kept = [b for b in blocks if has_data is None or has_data(_level0(b, d))]
+        aimed = [b for b in blocks if in_aoi is None or in_aoi(_core0(b, d, scene))]
+        kept = [b for b in aimed if has_data is None or has_data(_level0(b, d))]
         for k, batch in enumerate(batch_blocks(kept, cfg.batch_size)):
             units.append(Unit(key=f"L{li}-U{k}", level=li, downsample=d, blocks=batch))
         runs.append(
@@ -165,7 +179,12 @@ def plan_units(
                 name=rule.name,
                 downsample=d,
                 blocks=len(blocks),
-                skipped_nodata=len(blocks) - len(kept),
+                skipped_nodata=len(aimed) - len(kept),
+                skipped_aoi=len(blocks) - len(aimed),
+                pixels=scene.pixels,
+                pixels_scanned=sum(
+                    _core0(b, d, scene).width * _core0(b, d, scene).height for b in kept
+                ),
             )
         )
     return tuple(units), tuple(runs)

@@ -99,6 +99,7 @@ def run_batch(
     resume: bool = False,
     progress: bool = False,
     log: Callable[[str], None] = lambda _s: None,
+    aoi: str | os.PathLike[str] | None = None,
 ) -> BatchReport:
     """Detect in every scene of ``list_path``; write outputs and status files to ``out_dir``.
 
@@ -130,6 +131,7 @@ def run_batch(
                 read_config=read_config,
                 executor=executor,
                 resume=resume,
+                aoi=aoi,
             )
         except (GeoHiresError, OSError, ValueError) as exc:
             failed += 1

@@ -1,0 +1,155 @@
+"""Areas of interest: scan only where the analyst looks, keep only what lies there.
+
+An AOI is read in any vector format and CRS geopandas reads (or given as a GeoJSON object in
+WGS84, as the service receives it), reprojected into the scene's CRS and moved into level-0
+pixel coordinates through the inverse of the scene's affine, so everything downstream — which
+blocks are read, which detections are kept — is a plain geometric test in pixels, rotation-safe.
+A block is scanned when its *core* touches the AOI (cores partition the scene and a detection
+belongs to the core holding its centre, so no detection centred in the AOI can be missed); a
+detection is kept when its centre lies in the AOI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from pyproj import CRS
+from rasterio.windows import Window
+from shapely.geometry.base import BaseGeometry
+
+from geo_hires.detections import PixelDetections
+from geo_hires.errors import ConfigError
+from geo_hires.scene.open import Scene
+
+__all__ = ["AoiWarning", "AreaOfInterest", "load_aoi"]
+
+
+class AoiWarning(UserWarning):
+    """The AOI does not intersect the scene: nothing is scanned, the result is empty."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class AreaOfInterest:
+    """An AOI in a scene's level-0 pixel coordinates.
+
+    Attributes:
+        pixels: (Multi)polygon in level-0 pixel coordinates (x = column, y = row).
+        wgs84: The AOI as a GeoJSON geometry in WGS84 (for the output's provenance).
+        source: Where it came from (a file name, or ``"request"``).
+    """
+
+    pixels: BaseGeometry
+    wgs84: dict[str, Any]
+    source: str
+
+    @property
+    def digest(self) -> str:
+        """Identity of the geometry (a journal made with another AOI is not reused)."""
+        wkb = shapely.to_wkb(shapely.set_precision(self.pixels, 1e-3))
+        return hashlib.sha256(wkb).hexdigest()[:16]
+
+    def touches_window(self) -> Callable[[Window], bool]:
+        """A test for level-0 windows (block cores): do they intersect the AOI?"""
+        prepared = shapely.prepared.prep(self.pixels)
+
+        def test(w: Window) -> bool:
+            box = shapely.box(w.col_off, w.row_off, w.col_off + w.width, w.row_off + w.height)
+            return bool(prepared.intersects(box))
+
+        return test
+
+    def keep(self, dets: PixelDetections) -> PixelDetections:
+        """Only the detections whose box centre lies in the AOI (boundary included)."""
+        if not len(dets):
+            return dets
+        cx = (dets.boxes[:, 0] + dets.boxes[:, 2]) / 2
+        cy = (dets.boxes[:, 1] + dets.boxes[:, 3]) / 2
+        inside = shapely.intersects_xy(self.pixels, cx, cy)
+        return dets.take(np.flatnonzero(inside))
+
+    def provenance(self) -> dict[str, Any]:
+        return {"source": self.source, "geometry": self.wgs84}
+
+
+def _polygons(frame: gpd.GeoDataFrame, source: str) -> gpd.GeoDataFrame:
+    polys = frame[frame.geometry.notna() & frame.geom_type.isin(["Polygon", "MultiPolygon"])]
+    if polys.empty:
+        raise ConfigError(
+            f"AOI {source} holds no polygon; give polygons (points and lines are not areas)"
+        )
+    return polys
+
+
+def _read(path: str | os.PathLike[str]) -> gpd.GeoDataFrame:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"AOI file not found: {p}; check the path")
+    try:
+        frame = gpd.read_file(p, engine="pyogrio")
+    except Exception as exc:  # pyogrio raises several types for unreadable files
+        raise ConfigError(
+            f"cannot read the AOI {p} ({exc}); give a vector file GDAL reads"
+        ) from exc
+    if frame.crs is None:
+        raise ConfigError(f"AOI {p} has no CRS; save it with one (e.g. EPSG:4326)")
+    return frame
+
+
+def _from_geojson(obj: dict[str, Any]) -> gpd.GeoDataFrame:
+    kind = obj.get("type") if isinstance(obj, dict) else None
+    try:
+        if kind == "FeatureCollection":
+            return gpd.GeoDataFrame.from_features(obj, crs="EPSG:4326")
+        if kind == "Feature":
+            return gpd.GeoDataFrame.from_features([obj], crs="EPSG:4326")
+        return gpd.GeoDataFrame(geometry=[shapely.geometry.shape(obj)], crs="EPSG:4326")
+    except (AttributeError, KeyError, TypeError, ValueError, shapely.errors.GEOSException) as exc:
+        raise ConfigError(f"the AOI is not valid GeoJSON ({exc})") from exc
+
+
+def _to_pixels(geom: BaseGeometry, scene: Scene) -> BaseGeometry:
+    inv = ~scene.transform
+
+    def forward(coords: np.ndarray) -> np.ndarray:
+        cols, rows = inv @ (coords[:, 0], coords[:, 1])
+        return np.column_stack([cols, rows])
+
+    return shapely.transform(geom, forward)
+
+
+def load_aoi(aoi: str | os.PathLike[str] | dict[str, Any], scene: Scene) -> AreaOfInterest:
+    """An AOI file (any format and CRS) or GeoJSON object (WGS84) in ``scene``'s pixels.
+
+    Raises:
+        ConfigError: Missing or unreadable file, no CRS, no polygon, or a scene without a CRS.
+
+    Warns:
+        AoiWarning: The AOI does not intersect the scene (the result will be empty).
+    """
+    source = Path(aoi).name if not isinstance(aoi, dict) else "request"
+    frame = _from_geojson(aoi) if isinstance(aoi, dict) else _read(aoi)
+    polys = _polygons(frame, source)
+    if scene.crs_wkt is None:
+        raise ConfigError(f"{scene.path} has no CRS, so an AOI cannot be placed on it")
+    in_scene = shapely.make_valid(polys.to_crs(CRS.from_wkt(scene.crs_wkt)).union_all())
+    pixels = shapely.make_valid(_to_pixels(in_scene, scene))
+    footprint = shapely.box(0, 0, scene.width, scene.height)
+    if not pixels.intersects(footprint):
+        warnings.warn(
+            f"the AOI {source} does not intersect {Path(scene.path).name}: nothing is scanned",
+            AoiWarning,
+            stacklevel=3,
+        )
+    wgs84 = shapely.geometry.mapping(
+        shapely.set_precision(polys.to_crs("EPSG:4326").union_all(), 1e-8)
+    )
+    return AreaOfInterest(pixels=pixels, wgs84=dict(wgs84), source=source)
