@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import uuid
+import warnings
 from collections.abc import Sequence
 from http import HTTPStatus
 from pathlib import Path
@@ -28,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from geo_hires.aoi import AoiWarning, load_aoi
 from geo_hires.config import ReadConfig
 from geo_hires.errors import (
     ConfigError,
@@ -48,6 +50,7 @@ PROBLEM = "application/problem+json"
 
 
 _BAND_NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+_MAX_AOI_BYTES = 1_000_000
 
 
 class DetectOptions(BaseModel):
@@ -73,6 +76,18 @@ class DetectOptions(BaseModel):
         description="scene bands used as red, green, blue: 1-based indexes or band names "
         "(as geo-hires --bands); default: by colour interpretation",
     )
+    aoi: dict[str, Any] | None = Field(
+        default=None,
+        description="area of interest, GeoJSON (WGS84) Polygon/MultiPolygon, Feature or "
+        "FeatureCollection: only there is scanned (as geo-hires --aoi)",
+    )
+
+    @field_validator("aoi")
+    @classmethod
+    def _small_geojson(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None and len(json.dumps(v)) > _MAX_AOI_BYTES:
+            raise ValueError(f"the AOI is over {_MAX_AOI_BYTES:,} bytes of GeoJSON; simplify it")
+        return v
 
     @field_validator("model")
     @classmethod
@@ -200,7 +215,11 @@ def check_header(path: Path, config: ServiceConfig, options: DetectOptions) -> N
     """Open the scene's header now (with the job's bands), so a bad scene or band choice is
     refused before ``202``."""
     try:
-        open_scene(path, config=job_read_config(config.read_config, options.model_dump()))
+        scene = open_scene(path, config=job_read_config(config.read_config, options.model_dump()))
+        if options.aoi is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", AoiWarning)  # a miss is an empty result
+                load_aoi(options.aoi, scene)
     except (SceneTooLargeError, SceneReadError, UnsupportedBandsError, ConfigError) as exc:
         detail = str(exc).replace(str(path), path.name)  # no server paths in answers
         if isinstance(exc, SceneTooLargeError):

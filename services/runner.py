@@ -136,6 +136,7 @@ class JobRunner:
                 executor=self.executor,
                 resume=True,
                 on_progress=on_progress,
+                aoi=job.options.get("aoi"),
             )
         except JobCancelled:
             self.store.cancelled(job.id)

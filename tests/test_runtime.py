@@ -229,3 +229,23 @@ def test_actors_dying_beyond_the_replacement_budget_fail_the_scene(ray_cluster, 
             detect_scene(scene, model, card, config=CFG, executor=ex)
     finally:
         ex.shutdown()
+
+
+def test_aoi_on_ray_matches_local(ray_cluster, tmp_path, scene_path):
+    import geopandas as gpd
+    import shapely
+
+    scene = open_scene(scene_path)
+    corners = [scene.transform @ p for p in [(100, 100), (800, 100), (800, 700), (100, 700)]]
+    aoi = tmp_path / "aoi.gpkg"
+    gpd.GeoDataFrame(geometry=[shapely.Polygon(corners)], crs=scene.crs).to_file(aoi)
+    listing = tmp_path / "one.txt"
+    listing.write_text(f"{scene_path}\n")
+    args = ["--block", "256", "--aoi", str(aoi)]
+    out = tmp_path / "ray"
+    batch = ["batch", str(listing), "--out-dir", str(out), "--executor", "ray", *args]
+    assert main(batch) == 0
+    local = tmp_path / "local.geojson"
+    assert main(["detect", str(scene_path), "-o", str(local), *args]) == 0
+    assert (out / "scene.geojson").read_bytes() == local.read_bytes()
+    assert "aoi" in json.loads(local.read_text())["geo_hires"]

@@ -385,3 +385,42 @@ def test_bands_option_maps_bands_like_the_cli(service, roots, tmp_path):
         )
         assert r.status_code == status and text in r.json()["detail"], (bands, r.text)
         assert str(roots) not in r.text  # no server paths in answers
+
+
+def test_aoi_option_scans_only_there_like_the_cli(service, roots, tmp_path):
+    import geopandas as gpd
+    import shapely
+    from pyproj import Transformer
+
+    from geo_hires.scene import open_scene
+
+    url, _ = service
+    scene = roots / "scene0.tif"
+    s = open_scene(scene)
+    to = Transformer.from_crs(s.crs, "EPSG:4326", always_xy=True)
+    ring = [to.transform(*(s.transform @ p)) for p in [(0, 0), (450, 0), (450, 350), (0, 350)]]
+    aoi = {
+        "type": "Feature",
+        "properties": {},
+        "geometry": shapely.geometry.mapping(shapely.Polygon(ring)),
+    }
+    job = requests.post(
+        f"{url}/v1/jobs", json={"uri": str(scene), "options": {"aoi": aoi}}, headers=ALICE
+    ).json()
+    assert _wait(url, job["id"])["state"] == "succeeded"
+    got = json.loads(requests.get(f"{url}/v1/jobs/{job['id']}/result", headers=ALICE).content)
+    aoi_file = tmp_path / "aoi.geojson"
+    gpd.GeoDataFrame.from_features([aoi], crs="EPSG:4326").to_file(aoi_file)
+    want = json.loads(_cli_bytes(scene, tmp_path, "--aoi", str(aoi_file)))
+    assert got["features"] == want["features"]
+    assert got["geo_hires"]["aoi"]["source"] == "request"
+    assert got["geo_hires"]["aoi"]["pixels_scanned"] == want["geo_hires"]["aoi"]["pixels_scanned"]
+    point = {"type": "Point", "coordinates": ring[0]}
+    for bad, status, text in (
+        (point, 400, "holds no polygon"),
+        ({"type": "Polygon", "coordinates": "nope"}, 400, "not valid GeoJSON"),
+    ):
+        r = requests.post(
+            f"{url}/v1/jobs", json={"uri": str(scene), "options": {"aoi": bad}}, headers=ALICE
+        )
+        assert r.status_code == status and text in r.json()["detail"], r.text
