@@ -221,6 +221,7 @@ def _cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
             resume=args.resume,
             progress=sys.stderr.isatty(),
             aoi=args.aoi,
+            coverage=args.coverage,
         )
     per_level = ", ".join(
         f"{lv.name}: {lv.blocks} blocks (x{lv.downsample})" for lv in result.levels
@@ -435,6 +436,11 @@ def _add_model_commands(sub: Any) -> None:
     )
     p.add_argument("--gpkg", help="also write a GeoPackage (same as another -o FILE.gpkg)")
     p.add_argument("--quicklook", help="PNG of the scene with the detections drawn")
+    p.add_argument(
+        "--coverage",
+        metavar="FILE",
+        help="also write the area each level scanned (valid data, AOI), format by extension",
+    )
     _add_detect_opts(p)
     p = sub.add_parser("batch", help="detect in every scene of a list (one path per line)")
     p.add_argument("list")

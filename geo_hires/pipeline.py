@@ -297,6 +297,7 @@ def run_detect(
     progress: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
     aoi: str | os.PathLike[str] | dict[str, Any] | None = None,
+    coverage: str | os.PathLike[str] | None = None,
 ) -> DetectResult:
     """Detect in one scene and write its outputs (and a quicklook when asked).
 
@@ -307,13 +308,22 @@ def run_detect(
     a shipped name, a bundle folder, or an already loaded ``(network, card)`` pair (a
     long-lived service loads each model once).
     ``on_progress``: see :func:`detect_scene`. ``aoi``: a vector file (any format and CRS) or a
-    GeoJSON object (WGS84); see :mod:`geo_hires.aoi`.
+    GeoJSON object (WGS84); see :mod:`geo_hires.aoi`. ``coverage``: a file for the area each
+    level scanned (see :mod:`geo_hires.export.coverage`); GeoPackage outputs always get it as a
+    ``coverage`` layer.
     """
-    from geo_hires.export import check_outputs, write_output, write_quicklook
+    from geo_hires.export import (
+        check_outputs,
+        coverage_frame,
+        valid_area,
+        write_coverage,
+        write_output,
+        write_quicklook,
+    )
 
     outputs = [output] if isinstance(output, str | os.PathLike) else list(output)
     outputs += [gpkg] if gpkg else []
-    check_outputs(outputs)
+    check_outputs([*outputs, *([coverage] if coverage else [])])
     cfg = config or DetectConfig()
     net, card = model if isinstance(model, tuple) else load_model(model)
     scene = open_scene(scene_path, config=read_config)
@@ -342,8 +352,18 @@ def run_detect(
     }
     if area is not None:
         extra["aoi"] = {**area.provenance(), "pixels_scanned": result.pixels_scanned}
+    cover = None
+    if coverage or any(Path(p).suffix.lower() == ".gpkg" for p in outputs):
+        cover = coverage_frame(
+            result.levels,
+            scene,
+            aoi=area.pixels if area is not None else None,
+            valid=valid_area(scene, read_config),
+        )
     for path in outputs:
-        write_output(path, result.detections, scene, config=export, extra=extra)
+        write_output(path, result.detections, scene, config=export, extra=extra, coverage=cover)
+    if coverage and cover is not None:
+        write_coverage(coverage, cover)
     if quicklook:
         write_quicklook(quicklook, result.detections, scene, read_config=read_config)
     journal.remove()

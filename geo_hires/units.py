@@ -109,8 +109,9 @@ class Unit:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LevelRun:
-    """One level as planned: its downsample factor, block counts and level-0 pixels of the
-    block cores (all, and those scanned: not left out for nodata or the AOI)."""
+    """One level as planned: its downsample factor, block counts, level-0 pixels of the
+    block cores (all, and those scanned: not left out for nodata or the AOI), and the scanned
+    cores themselves (level-0 ``x0, y0, x1, y1``: the coverage)."""
 
     name: str
     downsample: int
@@ -119,6 +120,7 @@ class LevelRun:
     skipped_aoi: int = 0
     pixels: int = 0
     pixels_scanned: int = 0
+    cores: tuple[tuple[int, int, int, int], ...] = ()
 
 
 def level_downsample(rule: LevelRule, scene: Scene, card: ModelCard) -> int:
@@ -172,6 +174,7 @@ def plan_units(
         blocks = plan_blocks(lw, lh, core=cfg.core, halo=halo, stride=model.stride)
         aimed = [b for b in blocks if in_aoi is None or in_aoi(_core0(b, d, scene))]
         kept = [b for b in aimed if has_data is None or has_data(_level0(b, d))]
+        cores = [_core0(b, d, scene) for b in kept]
         for k, batch in enumerate(batch_blocks(kept, cfg.batch_size)):
             units.append(Unit(key=f"L{li}-U{k}", level=li, downsample=d, blocks=batch))
         runs.append(
@@ -182,8 +185,9 @@ def plan_units(
                 skipped_nodata=len(aimed) - len(kept),
                 skipped_aoi=len(blocks) - len(aimed),
                 pixels=scene.pixels,
-                pixels_scanned=sum(
-                    _core0(b, d, scene).width * _core0(b, d, scene).height for b in kept
+                pixels_scanned=sum(w.width * w.height for w in cores),
+                cores=tuple(
+                    (w.col_off, w.row_off, w.col_off + w.width, w.row_off + w.height) for w in cores
                 ),
             )
         )

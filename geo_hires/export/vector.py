@@ -24,7 +24,14 @@ from geo_hires.export.geojson import write_geojson
 from geo_hires.georef import to_map
 from geo_hires.scene.open import Scene
 
-__all__ = ["FORMATS", "check_outputs", "detections_frame", "write_gpkg", "write_output"]
+__all__ = [
+    "FORMATS",
+    "atomic_write",
+    "check_outputs",
+    "detections_frame",
+    "write_gpkg",
+    "write_output",
+]
 
 FORMATS = {
     ".geojson": "GeoJSON (WGS84)",
@@ -70,7 +77,7 @@ def detections_frame(
     )
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial{path.suffix}")
     tmp.unlink(missing_ok=True)
@@ -88,10 +95,18 @@ def write_gpkg(
     *,
     config: ExportConfig | None = None,
     layer: str = "detections",
+    coverage: gpd.GeoDataFrame | None = None,
 ) -> None:
-    """Write ``dets`` as polygons in the scene's own CRS to a GeoPackage layer."""
+    """Write ``dets`` as polygons in the scene's own CRS to a GeoPackage layer (and the
+    coverage, when given, as a second layer ``coverage``)."""
     frame = detections_frame(dets, scene, config=config)
-    _atomic(Path(path), lambda t: frame.to_file(t, driver="GPKG", layer=layer, engine="pyogrio"))
+
+    def write(t: Path) -> None:
+        frame.to_file(t, driver="GPKG", layer=layer, engine="pyogrio")
+        if coverage is not None:
+            coverage.to_file(t, driver="GPKG", layer="coverage", engine="pyogrio", mode="a")
+
+    atomic_write(Path(path), write)
 
 
 def write_output(
@@ -101,8 +116,10 @@ def write_output(
     *,
     config: ExportConfig | None = None,
     extra: dict[str, Any] | None = None,
+    coverage: gpd.GeoDataFrame | None = None,
 ) -> None:
-    """Write ``dets`` in the format the extension names (see :data:`FORMATS`).
+    """Write ``dets`` in the format the extension names (see :data:`FORMATS`); a GeoPackage
+    also gets the ``coverage`` layer when one is given.
 
     ``extra`` is the provenance GeoJSON carries in its ``geo_hires`` member (the binary
     formats hold the features and their CRS only).
@@ -113,10 +130,10 @@ def write_output(
     if suffix in (".geojson", ".json"):
         write_geojson(target, dets, scene, config=config, extra=extra)
     elif suffix == ".gpkg":
-        write_gpkg(target, dets, scene, config=config)
+        write_gpkg(target, dets, scene, config=config, coverage=coverage)
     else:
         frame = detections_frame(dets, scene, config=config)
         if suffix == ".parquet":
-            _atomic(target, lambda t: frame.to_parquet(t, index=False))
+            atomic_write(target, lambda t: frame.to_parquet(t, index=False))
         else:
-            _atomic(target, lambda t: frame.to_file(t, driver="FlatGeobuf", engine="pyogrio"))
+            atomic_write(target, lambda t: frame.to_file(t, driver="FlatGeobuf", engine="pyogrio"))

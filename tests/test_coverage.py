@@ -1,0 +1,76 @@
+"""Coverage: the area each level scanned (valid data ∩ AOI, minus skipped blocks).
+
+A detection can only be reported where its level looked, so every detection's centre must lie
+in its level's coverage; the nodata collar and everything outside the AOI must not be covered.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import pytest
+import shapely
+
+from geo_hires.cli import main
+from geo_hires.scene import Density, SynthSpec, write_synthetic
+
+SPEC = SynthSpec(width=2000, height=1600, seed=31, density=Density.DENSE, nodata=True)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("coverage") / "scene.tif"
+    write_synthetic(path, SPEC)
+    return path
+
+
+def _px(geom, transform=SPEC.transform):
+    inv = ~transform
+    return shapely.transform(geom, lambda xy: np.column_stack(inv @ (xy[:, 0], xy[:, 1])))
+
+
+def test_coverage_holds_every_detection_and_leaves_out_nodata_and_outside_aoi(scene, tmp_path):
+    aoi_px = shapely.box(0, 300, 1400, 1600)  # reaches into the nodata collar (lower left)
+    aoi = tmp_path / "aoi.gpkg"
+    gpd.GeoDataFrame(
+        geometry=[shapely.affinity.affine_transform(aoi_px, [0.5, 0, 0, -0.5, 500000, 5000000])],
+        crs="EPSG:32633",
+    ).to_file(aoi)
+    gpkg, cov = tmp_path / "d.gpkg", tmp_path / "cov.fgb"
+    args = ["detect", str(scene), "-o", str(gpkg), "--coverage", str(cov), "--block", "256"]
+    assert main([*args, "--aoi", str(aoi), "--score-threshold", "0.2"]) == 0
+    assert [name for name, _ in pyogrio.list_layers(gpkg)] == ["detections", "coverage"]
+    layer = gpd.read_file(gpkg, layer="coverage")
+    assert list(layer["level"]) == ["full", "coarse"]
+    fgb = gpd.read_file(cov)
+    assert fgb.geometry.area.round(3).tolist() == layer.geometry.area.round(3).tolist()
+    dets = gpd.read_file(gpkg, layer="detections")
+    assert len(dets) >= 5
+    for level, footprint in zip(layer["level"], layer.geometry, strict=True):
+        centres = dets[dets["level"] == level].geometry.centroid
+        assert footprint.buffer(0.01).contains(centres).all(), level
+        px = _px(footprint)
+        assert px.difference(aoi_px.buffer(1e-6)).area < 1e-3  # nothing outside the AOI
+        xs, ys = np.meshgrid(np.arange(5, 400, 20.0), np.arange(1210, 1595, 20.0))
+        inside = SPEC.in_collar(xs, ys)
+        collar = list(zip(xs[inside], ys[inside], strict=True))
+        assert collar and not any(px.contains(shapely.Point(x, y)) for x, y in collar)
+        assert 0.5 * aoi_px.area < px.area <= aoi_px.area
+
+
+def test_without_aoi_or_nodata_each_level_covers_the_scene(tmp_path):
+    path = tmp_path / "plain.tif"
+    write_synthetic(path, SynthSpec(width=1200, height=900, seed=2))
+    cov = tmp_path / "cov.geojson"
+    assert (
+        main(["detect", str(path), "-o", str(tmp_path / "d.geojson"), "--coverage", str(cov)]) == 0
+    )
+    doc = json.loads(cov.read_text())
+    assert [f["properties"]["level"] for f in doc["features"]] == ["full", "coarse"]
+    assert all(f["properties"]["pixels"] == 1200 * 900 for f in doc["features"])
+    lon, lat = doc["features"][0]["geometry"]["coordinates"][0][0]
+    assert 14 < lon < 16 and 44 < lat < 46  # WGS84, lon/lat order (UTM 33N, near 15E 45N)
