@@ -117,10 +117,11 @@ def _from_geojson(obj: dict[str, Any]) -> gpd.GeoDataFrame:
 
 
 def _to_pixels(geom: BaseGeometry, scene: Scene) -> BaseGeometry:
-    inv = ~scene.transform
+    if not scene.exact_affine:  # curved mapping (GCP polynomial, RPC): follow it between vertices
+        geom = shapely.segmentize(geom, max_segment_length=(scene.gsd_m or 1.0) * 32)
 
     def forward(coords: np.ndarray) -> np.ndarray:
-        cols, rows = inv @ (coords[:, 0], coords[:, 1])
+        cols, rows = scene.map_to_pixel(coords[:, 0], coords[:, 1])
         return np.column_stack([cols, rows])
 
     return shapely.transform(geom, forward)

@@ -55,7 +55,10 @@ def _parse_bands(text: str | None) -> tuple[int | str, ...] | None:
 
 
 def _read_config(args: argparse.Namespace) -> ReadConfig:
-    kw: dict[str, Any] = {"bands": _parse_bands(getattr(args, "bands", None))}
+    kw: dict[str, Any] = {
+        "bands": _parse_bands(getattr(args, "bands", None)),
+        "rpc_height_m": getattr(args, "rpc_height", 0.0),
+    }
     if args.max_pixels:
         kw["max_scene_pixels"] = args.max_pixels
     return ReadConfig(**kw)
@@ -348,6 +351,13 @@ def _add_scene_opts(p: argparse.ArgumentParser) -> None:
         metavar="R,G,B",
         help="scene bands used as red, green, blue: 1-based indexes (3,2,1) or names "
         "(colour interpretation or band description); default: by colour interpretation",
+    )
+    p.add_argument(
+        "--rpc-height",
+        type=float,
+        default=0.0,
+        metavar="M",
+        help="height above the ellipsoid (m) for scenes placed by RPCs (default 0)",
     )
 
 

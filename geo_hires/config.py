@@ -41,6 +41,9 @@ class ReadConfig:
         driver: Open scenes with this GDAL driver only (e.g. ``"GTiff"``), so a file cannot
             pick its own driver by its content (VRT, XML, NetCDF…); ``None`` lets GDAL choose.
             The HTTP service sets ``"GTiff"``.
+        gcp_max_residual_px: A scene placed by GCPs uses the least-squares affine through them
+            when its largest residual is at most this many pixels, else GDAL's GCP polynomial.
+        rpc_height_m: Height above the ellipsoid at which RPC-placed scenes are projected.
         bands: The scene bands that become the model's red, green and blue channels: 1-based
             indexes or names (colour interpretations such as ``"red"``, or band descriptions
             such as ``"B04"``), resolved when the scene is opened. ``None`` follows the rule of
@@ -53,6 +56,8 @@ class ReadConfig:
     stats_pixels: int = 1_000_000
     driver: str | None = None
     bands: tuple[int | str, ...] | None = None
+    gcp_max_residual_px: float = 0.5
+    rpc_height_m: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_scene_pixels <= 0 or self.max_read_pixels <= 0 or self.stats_pixels <= 0:

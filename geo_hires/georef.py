@@ -67,8 +67,9 @@ def reproject(
 def to_map(dets: PixelDetections, scene: Scene) -> GeoDetections:
     """Pixel boxes → 4-corner polygons in the scene CRS (pixel space when it has none)."""
     corners = box_corners(dets.boxes)
-    if scene.crs_wkt is not None:
-        corners = apply_affine(scene.transform, corners[..., 0], corners[..., 1])
+    if scene.crs_wkt is not None:  # through GCPs or RPCs when the scene is placed by them
+        xs, ys = scene.pixel_to_map(corners[..., 0], corners[..., 1])
+        corners = np.stack([xs, ys], axis=-1)
     return GeoDetections(
         polygons=corners.reshape(-1, 4, 2),
         scores=dets.scores,
@@ -106,7 +107,8 @@ def map_to_pixel(
     if crs is None or scene.crs_wkt is None:
         return xy.copy()
     local = reproject(xy, crs, scene.crs_wkt)
-    return apply_affine(~scene.transform, local[..., 0], local[..., 1])
+    cols, rows = scene.map_to_pixel(local[..., 0], local[..., 1])
+    return np.stack([cols, rows], axis=-1)
 
 
 def to_pixels(geo: GeoDetections, scene: Scene) -> PixelDetections:

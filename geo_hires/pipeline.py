@@ -352,6 +352,8 @@ def run_detect(
     }
     if area is not None:
         extra["aoi"] = {**area.provenance(), "pixels_scanned": result.pixels_scanned}
+    if scene.placement is not None:
+        extra["georeferencing"] = scene.placement.provenance()
     cover = None
     if coverage or any(Path(p).suffix.lower() == ".gpkg" for p in outputs):
         cover = coverage_frame(

@@ -198,7 +198,7 @@ def test_an_unreadable_journal_is_not_resumed(scene_path, tmp_path, content):
     out = tmp_path / "out.geojson"
     Path(f"{out}.journal").write_text(content)
     with pytest.warns(
-        ForeignJournalWarning, match="differs in: config_id, mtime_ns, scene, size, weights"
+        ForeignJournalWarning, match="differs in: bands, config_id, mtime_ns, scene, size, weights"
     ):
         got = _journalled(scene, model, card, out, resume=True)
     assert got.resumed_units == 0

@@ -49,6 +49,18 @@ def _footprint(run: LevelRun, limit: BaseGeometry) -> BaseGeometry:
     return shapely.intersection(cores, limit) if not cores.is_empty else cores
 
 
+def _to_map(px: BaseGeometry, scene: Scene) -> BaseGeometry:
+    if scene.crs_wkt is None:
+        return px
+    if not scene.exact_affine:  # follow a curved mapping between vertices
+        px = shapely.segmentize(px, max_segment_length=32.0)
+
+    def forward(coords: np.ndarray) -> np.ndarray:
+        return np.column_stack(scene.pixel_to_map(coords[:, 0], coords[:, 1]))
+
+    return shapely.transform(px, forward)
+
+
 def coverage_frame(
     levels: Sequence[LevelRun],
     scene: Scene,
@@ -61,8 +73,6 @@ def coverage_frame(
     for part in (aoi, valid):
         if part is not None:
             limit = shapely.intersection(limit, part)
-    t = scene.transform
-    coeffs = [t.a, t.b, t.d, t.e, t.c, t.f]
     rows = []
     for run in levels:
         px = _footprint(run, limit)
@@ -71,7 +81,7 @@ def coverage_frame(
                 "level": run.name,
                 "downsample": run.downsample,
                 "pixels": round(px.area),
-                "geometry": shapely.affinity.affine_transform(px, coeffs),
+                "geometry": _to_map(px, scene),
             }
         )
     return gpd.GeoDataFrame(rows, geometry="geometry", crs=scene.crs_wkt)

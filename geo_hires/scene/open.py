@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import rasterio
 from affine import Affine
 from pyproj import CRS, Geod
@@ -29,6 +30,7 @@ from geo_hires.errors import (
     SceneTooLargeError,
     UnsupportedBandsError,
 )
+from geo_hires.scene.placement import Placement, from_gcps, from_rpcs
 
 __all__ = ["SUPPORTED_DTYPES", "Scene", "gdal_env", "open_scene", "resolve_bands"]
 
@@ -68,6 +70,9 @@ class Scene:
         descriptions: Band descriptions (``""`` where a band has none).
         bands: The bands chosen for red, green and blue (``ReadConfig.bands``, resolved), or
             ``None`` to follow the rule of :attr:`rgb_bands`.
+        placement: How a scene without a geotransform is placed (GCPs or RPCs; see
+            :mod:`geo_hires.scene.placement`); ``transform`` is then the best affine
+            approximation. ``None``: the geotransform is exact.
     """
 
     path: str
@@ -84,6 +89,30 @@ class Scene:
     overviews: tuple[int, ...]
     descriptions: tuple[str, ...] = ()
     bands: tuple[int, int, int] | None = None
+    placement: Placement | None = None
+
+    @property
+    def exact_affine(self) -> bool:
+        """Whether ``transform`` places every pixel exactly (no GCP polynomial or RPC)."""
+        return self.placement is None or self.placement.is_affine
+
+    def pixel_to_map(
+        self, cols: npt.NDArray[np.float64], rows: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Pixel corner coordinates → the scene CRS (through GCPs or RPCs when it has them)."""
+        if not self.exact_affine and self.placement is not None:
+            return self.placement.to_map(cols, rows)
+        t = self.transform
+        return t.a * cols + t.b * rows + t.c, t.d * cols + t.e * rows + t.f
+
+    def map_to_pixel(
+        self, xs: npt.NDArray[np.float64], ys: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Scene-CRS coordinates → fractional pixel ``(col, row)``."""
+        if not self.exact_affine and self.placement is not None:
+            return self.placement.to_pixel(xs, ys)
+        t = ~self.transform
+        return t.a * xs + t.b * ys + t.c, t.d * xs + t.e * ys + t.f
 
     @property
     def pixels(self) -> int:
@@ -130,6 +159,46 @@ def _gsd_m(crs: CRS | None, transform: Affine, width: int, height: int) -> float
         return float((dx + dy) / 2)
     factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
     return float((step_x + step_y) / 2 * factor)
+
+
+def _placement(
+    path: str, src: rasterio.DatasetReader, config: ReadConfig
+) -> tuple[CRS | None, Affine, Placement | None]:
+    """A scene without a geotransform: placed by its GCPs, else its RPCs, else not at all."""
+    gcps, gcp_crs = src.gcps
+    if gcps and gcp_crs is not None:
+        crs = CRS.from_user_input(gcp_crs.to_wkt())
+        affine, placement = from_gcps(gcps, crs, path, config.gcp_max_residual_px)
+        return crs, affine, placement
+    if src.rpcs is not None:
+        placement = from_rpcs(src.rpcs, config.rpc_height_m)
+        corners = placement.to_map(
+            np.array([0.0, src.width, 0.0]), np.array([0.0, 0.0, src.height])
+        )
+        (x0, x1, x2), (y0, y1, y2) = corners
+        affine = Affine(
+            (x1 - x0) / src.width, (x2 - x0) / src.height, x0,
+            (y1 - y0) / src.width, (y2 - y0) / src.height, y0,
+        )  # fmt: skip
+        return CRS.from_epsg(4326), affine, placement
+    return None, src.transform, None
+
+
+def _local_gsd_m(scene: Scene) -> float | None:
+    """Metres per pixel at the scene's centre, through its placement (GCPs or RPCs)."""
+    crs = scene.crs
+    if crs is None:
+        return None
+    cx, cy = scene.width / 2, scene.height / 2
+    xs, ys = scene.pixel_to_map(np.array([cx, cx + 1, cx]), np.array([cy, cy, cy + 1]))
+    if crs.is_geographic:
+        geod = Geod(ellps="WGS84")
+        dx = geod.inv(xs[0], ys[0], xs[1], ys[1])[2]
+        dy = geod.inv(xs[0], ys[0], xs[2], ys[2])[2]
+        return float((dx + dy) / 2)
+    factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
+    d = np.hypot(xs[1:] - xs[0], ys[1:] - ys[0])
+    return float(d.mean() * factor)
 
 
 def _check_layout(path: str, dtypes: tuple[str, ...], interp: tuple[str, ...]) -> None:
@@ -208,6 +277,9 @@ def _describe(path: str, src: rasterio.DatasetReader, config: ReadConfig) -> Sce
     interp = tuple(c.name if isinstance(c, ColorInterp) else str(c) for c in src.colorinterp)
     _check_layout(path, tuple(src.dtypes), interp)
     crs = CRS.from_user_input(src.crs.to_wkt()) if src.crs else None
+    transform, placement = src.transform, None
+    if crs is None:
+        crs, transform, placement = _placement(path, src, config)
     if crs is None:
         warnings.warn(
             f"{path} has no CRS: results are in pixel space and cannot be placed on a map",
@@ -225,15 +297,18 @@ def _describe(path: str, src: rasterio.DatasetReader, config: ReadConfig) -> Sce
         count=src.count,
         dtype=src.dtypes[0],
         crs_wkt=crs.to_wkt() if crs else None,
-        transform=src.transform,
+        transform=transform,
         nodata=None if src.nodata is None or np.isnan(src.nodata) else float(src.nodata),
         colorinterp=interp,
         has_mask=has_mask,
-        gsd_m=_gsd_m(crs, src.transform, src.width, src.height),
+        gsd_m=_gsd_m(crs, transform, src.width, src.height),
         overviews=tuple(src.overviews(1)),
         descriptions=desc,
         bands=bands,
+        placement=placement,
     )
+    if placement is not None and not placement.is_affine:  # the GSD where the scene is
+        scene = dataclasses.replace(scene, gsd_m=_local_gsd_m(scene))
     if bands is None:
         _warn_band_order(path, interp, scene.rgb_bands)
     return scene

@@ -1,0 +1,148 @@
+"""How a scene's pixels are placed on the map: an affine, ground control points, or RPCs.
+
+Level-1 products and drone orthos often carry no geotransform but GCPs, and very-high-resolution
+satellite products carry RPCs; GDAL knows where those pixels are, so geo_hires must too. The
+rule for GCPs: fit an affine by least squares (``rasterio.transform.from_gcps``) and use it when
+its largest residual is within ``max_residual_px`` pixels — everything stays a plain affine —
+else transform points with GDAL's GCP transformer (a polynomial of the order the GCP count
+allows). RPCs go through GDAL's RPC transformer at a stated height above the ellipsoid.
+Residuals are reported in metres, in the output's provenance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import rasterio.transform
+from affine import Affine
+from pyproj import CRS, Geod
+from rasterio.control import GroundControlPoint
+from rasterio.rpc import RPC
+
+from geo_hires.errors import SceneReadError
+
+__all__ = ["Placement", "from_gcps", "from_rpcs"]
+
+Gcp = tuple[float, float, float, float]  # row, col, x, y
+Floats = npt.NDArray[np.float64]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Placement:
+    """A non-affine placement (GCP polynomial or RPC), or the report of a GCP affine fit.
+
+    Attributes:
+        method: ``"gcp-affine"``, ``"gcp-polynomial"`` or ``"rpc"``.
+        gcps: The GCPs (row, col, x, y), for the GCP methods.
+        rpcs: The RPC coefficients (``rasterio.rpc.RPC.to_dict()``), for ``"rpc"``.
+        height_m: Height above the ellipsoid used with RPCs.
+        affine_rmse_m, affine_max_m: Residuals of the least-squares affine fit to the GCPs.
+    """
+
+    method: str
+    gcps: tuple[Gcp, ...] = ()
+    rpcs: dict[str, Any] | None = None
+    height_m: float = 0.0
+    affine_rmse_m: float | None = None
+    affine_max_m: float | None = None
+
+    @property
+    def is_affine(self) -> bool:
+        return self.method == "gcp-affine"
+
+    def _transformer(self) -> Any:
+        if self.method == "rpc":
+            return rasterio.transform.RPCTransformer(
+                RPC(**(self.rpcs or {})), RPC_HEIGHT=self.height_m
+            )
+        return rasterio.transform.GCPTransformer([_gcp(g) for g in self.gcps])
+
+    def to_map(self, cols: Floats, rows: Floats) -> tuple[Floats, Floats]:
+        """Pixel corners ``(col, row)`` → map ``(x, y)`` (any array shape)."""
+        cols, rows = np.asarray(cols, float), np.asarray(rows, float)
+        if cols.size == 0:
+            return cols.copy(), rows.copy()
+        with self._transformer() as t:
+            xs, ys = t.xy(rows.ravel(), cols.ravel(), offset="ul")
+        return np.asarray(xs).reshape(cols.shape), np.asarray(ys).reshape(cols.shape)
+
+    def to_pixel(self, xs: Floats, ys: Floats) -> tuple[Floats, Floats]:
+        """Map ``(x, y)`` → fractional pixel ``(col, row)`` (any array shape)."""
+        xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+        if xs.size == 0:
+            return xs.copy(), ys.copy()
+        with self._transformer() as t:
+            rows, cols = t.rowcol(xs.ravel(), ys.ravel(), op=lambda v: v)
+        return np.asarray(cols, float).reshape(xs.shape), np.asarray(rows, float).reshape(xs.shape)
+
+    def provenance(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": self.method}
+        if self.gcps:
+            out["gcps"] = len(self.gcps)
+            out["affine_rmse_m"] = _round(self.affine_rmse_m)
+            out["affine_max_m"] = _round(self.affine_max_m)
+        if self.method == "rpc":
+            out["rpc_height_m"] = self.height_m
+        return out
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 4)
+
+
+def _gcp(g: Gcp) -> GroundControlPoint:
+    return GroundControlPoint(row=g[0], col=g[1], x=g[2], y=g[3])
+
+
+def _metres(crs: CRS, x0: Floats, y0: Floats, x1: Floats, y1: Floats) -> Floats:
+    if crs.is_geographic:
+        return np.asarray(Geod(ellps="WGS84").inv(x0, y0, x1, y1)[2], float)
+    factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
+    return np.hypot(x1 - x0, y1 - y0) * factor
+
+
+def _check_gcps(gcps: Sequence[Gcp], path: str) -> None:
+    if len(gcps) < 3:
+        raise SceneReadError(
+            f"{path}: {len(gcps)} ground control points; at least 3 (not on one line) are needed "
+            "to place the scene"
+        )
+    pts = np.array([(g[1], g[0]) for g in gcps], float)
+    centred = pts - pts.mean(axis=0)
+    if np.linalg.matrix_rank(centred, tol=1e-6 * max(1.0, float(np.abs(centred).max()))) < 2:
+        raise SceneReadError(
+            f"{path}: its {len(gcps)} ground control points lie on one line; they cannot place "
+            "the scene (add GCPs off that line)"
+        )
+
+
+def from_gcps(
+    raw: Sequence[GroundControlPoint], crs: CRS, path: str, max_residual_px: float
+) -> tuple[Affine, Placement]:
+    """Fit an affine to GCPs and decide between it and the GCP polynomial (module docstring)."""
+    gcps = tuple((float(g.row), float(g.col), float(g.x), float(g.y)) for g in raw)
+    _check_gcps(gcps, path)
+    affine = rasterio.transform.from_gcps(list(raw))
+    rows, cols, xs, ys = (np.array(v, float) for v in zip(*gcps, strict=True))
+    fx = affine.a * cols + affine.b * rows + affine.c
+    fy = affine.d * cols + affine.e * rows + affine.f
+    err = _metres(crs, xs, ys, fx, fy)
+    step = _metres(crs, *_column_step(affine))
+    rmse, worst = float(math.sqrt(np.mean(err**2))), float(err.max())
+    fits = worst <= max_residual_px * float(step[0])
+    method = "gcp-affine" if fits else "gcp-polynomial"
+    return affine, Placement(method=method, gcps=gcps, affine_rmse_m=rmse, affine_max_m=worst)
+
+
+def _column_step(t: Affine) -> tuple[Floats, Floats, Floats, Floats]:
+    """The origin and one column to the right: a pixel's size, to scale residuals."""
+    return np.array([t.c]), np.array([t.f]), np.array([t.c + t.a]), np.array([t.f + t.d])
+
+
+def from_rpcs(rpcs: RPC, height_m: float) -> Placement:
+    return Placement(method="rpc", rpcs=dict(rpcs.to_dict()), height_m=float(height_m))
