@@ -58,6 +58,7 @@ def _read_config(args: argparse.Namespace) -> ReadConfig:
     kw: dict[str, Any] = {
         "bands": _parse_bands(getattr(args, "bands", None)),
         "rpc_height_m": getattr(args, "rpc_height", 0.0),
+        "stac_asset": getattr(args, "asset", None),
     }
     if args.max_pixels:
         kw["max_scene_pixels"] = args.max_pixels
@@ -358,6 +359,11 @@ def _add_scene_opts(p: argparse.ArgumentParser) -> None:
         default=0.0,
         metavar="M",
         help="height above the ellipsoid (m) for scenes placed by RPCs (default 0)",
+    )
+    p.add_argument(
+        "--asset",
+        metavar="KEY",
+        help="for a STAC item: the asset to scan (default: the visual/RGB one)",
     )
 
 

@@ -44,6 +44,8 @@ class ReadConfig:
         gcp_max_residual_px: A scene placed by GCPs uses the least-squares affine through them
             when its largest residual is at most this many pixels, else GDAL's GCP polynomial.
         rpc_height_m: Height above the ellipsoid at which RPC-placed scenes are projected.
+        stac_asset: For STAC items: the asset to scan (default: the visual/RGB one).
+        stac_confine: For STAC items: refuse assets outside the item's folder (the service).
         bands: The scene bands that become the model's red, green and blue channels: 1-based
             indexes or names (colour interpretations such as ``"red"``, or band descriptions
             such as ``"B04"``), resolved when the scene is opened. ``None`` follows the rule of
@@ -58,6 +60,8 @@ class ReadConfig:
     bands: tuple[int | str, ...] | None = None
     gcp_max_residual_px: float = 0.5
     rpc_height_m: float = 0.0
+    stac_asset: str | None = None
+    stac_confine: bool = False
 
     def __post_init__(self) -> None:
         if self.max_scene_pixels <= 0 or self.max_read_pixels <= 0 or self.stats_pixels <= 0:

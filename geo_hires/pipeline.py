@@ -32,7 +32,8 @@ from geo_hires.merge import nms
 from geo_hires.models.fcn import FCNDetector
 from geo_hires.models.registry import ModelCard, load_model
 from geo_hires.scan import read_ahead
-from geo_hires.scene import Scene, SceneReader, open_scene
+from geo_hires.scene import Scene, SceneReader
+from geo_hires.scene.stac import open_input
 from geo_hires.tiling import mask_lookup
 from geo_hires.units import (
     DetectConfig,
@@ -326,7 +327,7 @@ def run_detect(
     check_outputs([*outputs, *([coverage] if coverage else [])])
     cfg = config or DetectConfig()
     net, card = model if isinstance(model, tuple) else load_model(model)
-    scene = open_scene(scene_path, config=read_config)
+    scene, stac = open_input(scene_path, read_config)
     area = load_aoi(aoi, scene) if aoi is not None else None
     journal = journal_for(outputs[0], scene, net, cfg, area)
     result = detect_scene(
@@ -354,6 +355,8 @@ def run_detect(
         extra["aoi"] = {**area.provenance(), "pixels_scanned": result.pixels_scanned}
     if scene.placement is not None:
         extra["georeferencing"] = scene.placement.provenance()
+    if stac is not None:
+        extra["stac"] = stac
     cover = None
     if coverage or any(Path(p).suffix.lower() == ".gpkg" for p in outputs):
         cover = coverage_frame(

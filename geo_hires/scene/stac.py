@@ -1,0 +1,139 @@
+"""STAC items as scene references (pystac).
+
+Analysts find scenes through STAC catalogues; an item names several assets (visual composite,
+single bands, thumbnails, metadata). The asset to scan is ``--asset KEY`` when given, else the
+one with the ``visual`` role or key, else the first raster asset whose ``eo:bands`` (or STAC
+1.1 ``bands``) include red, green and blue; those common names also choose ``--bands`` when
+none is given. Only local files are read (hrefs relative to the item's folder): geo_hires never
+downloads. With ``confine`` (the service), an asset outside the item's folder is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from geo_hires.config import ReadConfig
+from geo_hires.errors import ConfigError, SceneReadError
+from geo_hires.scene.open import Scene, open_scene
+
+__all__ = ["StacAsset", "is_stac_item", "open_input", "resolve_item"]
+
+_RASTER_TYPES = ("image/tiff", "image/tiff; application=geotiff", "image/jp2", "image/png")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StacAsset:
+    """The asset chosen from an item, and the provenance to record.
+
+    Attributes:
+        path: The asset's local file.
+        item_id, collection, asset_key: Provenance.
+        bands: 1-based red, green, blue bands from the asset's band metadata, if it names them.
+    """
+
+    path: str
+    item_id: str
+    collection: str | None
+    asset_key: str
+    bands: tuple[int, int, int] | None
+
+    def provenance(self) -> dict[str, Any]:
+        return {"item": self.item_id, "collection": self.collection, "asset": self.asset_key}
+
+
+def is_stac_item(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a JSON file holding a STAC item (cheap: extension and two keys)."""
+    p = Path(path)
+    if p.suffix.lower() != ".json" or not p.is_file() or p.stat().st_size > 50_000_000:
+        return False
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("type") == "Feature" and "stac_version" in doc
+
+
+def _band_names(asset: Any) -> list[str]:
+    bands = asset.extra_fields.get("eo:bands") or asset.extra_fields.get("bands") or []
+    return [
+        str(b.get("common_name") or b.get("eo:common_name") or b.get("name") or "").lower()
+        for b in bands
+        if isinstance(b, dict)
+    ]
+
+
+def _rgb(names: list[str]) -> tuple[int, int, int] | None:
+    if all(c in names for c in ("red", "green", "blue")):
+        return (names.index("red") + 1, names.index("green") + 1, names.index("blue") + 1)
+    return None
+
+
+def _choose(item: Any, key: str | None) -> tuple[str, Any]:
+    assets = item.assets
+    if key is not None:
+        if key not in assets:
+            raise ConfigError(
+                f"STAC item {item.id} has no asset {key!r}; its assets: {sorted(assets)}"
+            )
+        return key, assets[key]
+    for k, a in assets.items():
+        if k == "visual" or "visual" in (a.roles or []):
+            return k, a
+    for k, a in assets.items():
+        if (a.media_type in _RASTER_TYPES or a.media_type is None) and _rgb(_band_names(a)):
+            return k, a
+    raise ConfigError(
+        f"STAC item {item.id} has no visual or RGB asset (by roles or eo:bands); name one with "
+        f"--asset (its assets: {sorted(assets)})"
+    )
+
+
+def resolve_item(
+    path: str | os.PathLike[str], *, asset: str | None = None, confine: bool = False
+) -> StacAsset:
+    """The local raster a STAC item points at (see module docstring)."""
+    import pystac
+
+    item_path = Path(path).resolve()
+    try:
+        item = pystac.Item.from_file(str(item_path))
+    except Exception as exc:  # pystac raises several types for bad items
+        raise SceneReadError(f"{path} is not a readable STAC item ({exc})") from exc
+    key, chosen = _choose(item, asset)
+    href = chosen.get_absolute_href() or chosen.href
+    if "://" in href and not href.startswith("file://"):
+        raise ConfigError(
+            f"STAC asset {key!r} of {item.id} is remote ({href}); geo_hires reads local files "
+            "only: download it next to the item first"
+        )
+    local = Path(href.removeprefix("file://")).resolve()
+    if confine and not local.is_relative_to(item_path.parent):
+        raise ConfigError(f"STAC asset {key!r} of {item.id} lies outside the item's folder")
+    return StacAsset(
+        path=str(local),
+        item_id=item.id,
+        collection=item.collection_id,
+        asset_key=key,
+        bands=_rgb(_band_names(chosen)),
+    )
+
+
+def open_input(
+    path: str | os.PathLike[str], config: ReadConfig | None = None
+) -> tuple[Scene, dict[str, Any] | None]:
+    """Open a raster, or the asset a STAC item names (bands from its metadata unless
+    ``config.bands`` is set); returns the scene and the item's provenance (``None``: a raster).
+    """
+    config = config or ReadConfig()
+    if not is_stac_item(path):
+        if config.stac_asset is not None:
+            raise ConfigError(f"--asset applies to STAC items; {path} is not one")
+        return open_scene(path, config=config), None
+    ref = resolve_item(path, asset=config.stac_asset, confine=config.stac_confine)
+    if config.bands is None and ref.bands is not None:
+        config = dataclasses.replace(config, bands=ref.bands)
+    return open_scene(ref.path, config=config), ref.provenance()

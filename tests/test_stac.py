@@ -1,0 +1,120 @@
+"""STAC items as scene references: the visual/RGB asset, band order from eo:bands, provenance,
+and refusals (no usable asset, remote hrefs, assets outside the item's folder when confined)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.enums import ColorInterp
+
+from geo_hires.cli import main
+from geo_hires.scene import SynthSpec, write_synthetic
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("stac")
+    rgb = root / "scene_rgb.tif"
+    write_synthetic(rgb, SynthSpec(width=1200, height=900, seed=5))
+    with rasterio.open(rgb) as src:  # the same pixels as an untagged BGRN stack
+        data, profile = src.read(), src.profile
+    profile.update(count=4, photometric="MINISBLACK")
+    with rasterio.open(root / "scene_bgrn.tif", "w", **profile) as dst:
+        dst.write(np.stack([data[2], data[1], data[0], data[1]]))
+        dst.colorinterp = [ColorInterp.undefined] * 4
+    return root
+
+
+def _item(folder: Path, assets: dict, name: str = "item.json") -> Path:
+    doc = {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": [],
+        "id": "S2X_20260501_T33TVL",
+        "collection": "synthetic-l2a",
+        "geometry": {"type": "Point", "coordinates": [15.0, 45.0]},
+        "bbox": [15.0, 45.0, 15.0, 45.0],
+        "properties": {"datetime": "2026-05-01T10:00:00Z"},
+        "links": [],
+        "assets": assets,
+    }
+    path = folder / name
+    path.write_text(json.dumps(doc))
+    return path
+
+
+BANDS = [{"name": n, "common_name": n} for n in ("blue", "green", "red", "nir")]
+
+
+def test_an_item_runs_its_rgb_asset_with_the_band_order_it_declares(folder, tmp_path):
+    item = _item(
+        folder,
+        {
+            "thumbnail": {"href": "thumb.png", "type": "image/png", "roles": ["thumbnail"]},
+            "stack": {"href": "./scene_bgrn.tif", "type": "image/tiff; application=geotiff",
+                      "eo:bands": BANDS, "roles": ["data"]},
+        },
+    )  # fmt: skip
+    out, ref = tmp_path / "item.geojson", tmp_path / "ref.geojson"
+    assert main(["detect", str(item), "-o", str(out), "--block", "512"]) == 0
+    assert main(["detect", str(folder / "scene_rgb.tif"), "-o", str(ref), "--block", "512"]) == 0
+    got, want = json.loads(out.read_text()), json.loads(ref.read_text())
+    assert got["features"] == want["features"] and len(want["features"]) > 0
+    assert got["geo_hires"]["bands"] == [3, 2, 1]
+    assert got["geo_hires"]["stac"] == {
+        "item": "S2X_20260501_T33TVL", "collection": "synthetic-l2a", "asset": "stack"
+    }  # fmt: skip
+
+
+def test_visual_role_wins_and_asset_overrides(folder, tmp_path):
+    item = _item(
+        folder,
+        {
+            "stack": {"href": "scene_bgrn.tif", "eo:bands": BANDS},
+            "rgb": {"href": "scene_rgb.tif", "roles": ["visual"]},
+        },
+        name="item2.json",
+    )
+    out = tmp_path / "o.geojson"
+    assert main(["detect", str(item), "-o", str(out)]) == 0
+    assert json.loads(out.read_text())["geo_hires"]["stac"]["asset"] == "rgb"
+    assert main(["detect", str(item), "-o", str(out), "--asset", "stack"]) == 0
+    doc = json.loads(out.read_text())["geo_hires"]
+    assert doc["stac"]["asset"] == "stack" and doc["bands"] == [3, 2, 1]
+
+
+@pytest.mark.parametrize(
+    ("assets", "extra", "message"),
+    [
+        ({"meta": {"href": "m.xml", "type": "application/xml"}}, [], "no visual or RGB asset"),
+        ({"visual": {"href": "https://example.com/x.tif"}}, [], "is remote"),
+        ({"visual": {"href": "scene_rgb.tif"}}, ["--asset", "nope"], "has no asset 'nope'"),
+    ],
+)
+def test_unusable_items_are_one_line_errors(folder, tmp_path, capsys, assets, extra, message):
+    item = _item(folder, assets, name="bad.json")
+    out = tmp_path / "x.geojson"
+    assert main(["detect", str(item), "-o", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("geo-hires: error:") and message in err[-1], err
+    assert not out.exists()
+
+
+def test_confined_items_refuse_assets_outside_their_folder(folder, tmp_path):
+    from geo_hires.config import ReadConfig
+    from geo_hires.errors import ConfigError
+    from geo_hires.scene.stac import open_input
+
+    sub = folder / "sub"
+    sub.mkdir(exist_ok=True)
+    item = _item(sub, {"visual": {"href": "../scene_rgb.tif"}})
+    scene, prov = open_input(item)  # the CLI follows it
+    assert Path(scene.path) == (folder / "scene_rgb.tif").resolve() and prov is not None
+    with pytest.raises(ConfigError, match="outside the item's folder"):
+        open_input(item, ReadConfig(stac_confine=True))
+    with pytest.raises(ConfigError, match="--asset applies to STAC items"):
+        open_input(folder / "scene_rgb.tif", ReadConfig(stac_asset="visual"))
