@@ -38,7 +38,7 @@ from geo_hires.errors import (
     UnsupportedBandsError,
 )
 from geo_hires.models.registry import load_card, shipped_models
-from geo_hires.scene import open_scene
+from geo_hires.scene.stac import open_input
 from services.runner import JobFiles, job_read_config, scene_read_config
 from services.security import Rejected, Tokens, is_tiff, resolve_scene_uri
 from services.store import Job, JobState, JobStore, QueueFullError
@@ -75,6 +75,11 @@ class DetectOptions(BaseModel):
         max_length=3,
         description="scene bands used as red, green, blue: 1-based indexes or band names "
         "(as geo-hires --bands); default: by colour interpretation",
+    )
+    asset: str | None = Field(
+        default=None,
+        pattern=_BAND_NAME,
+        description="for a STAC item: the asset to scan (as geo-hires --asset)",
     )
     aoi: dict[str, Any] | None = Field(
         default=None,
@@ -215,7 +220,7 @@ def check_header(path: Path, config: ServiceConfig, options: DetectOptions) -> N
     """Open the scene's header now (with the job's bands), so a bad scene or band choice is
     refused before ``202``."""
     try:
-        scene = open_scene(path, config=job_read_config(config.read_config, options.model_dump()))
+        scene, _ = open_input(path, job_read_config(config.read_config, options.model_dump()))
         if options.aoi is not None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", AoiWarning)  # a miss is an empty result
@@ -259,7 +264,7 @@ def _overlay(request: Request, job_id: str) -> tuple[Path, list[list[float]] | N
     files = JobFiles.of(config.data_dir, job)
     png, meta = files.quicklook.with_suffix(".map.png"), files.quicklook.with_suffix(".map.json")
     if not meta.is_file():  # two first requests may both make it: each replace is atomic
-        scene = open_scene(job.scene_path, config=config.read_config)
+        scene, _ = open_input(job.scene_path, job_read_config(config.read_config, job.options))
         tmp = png.with_name(f".{uuid.uuid4().hex}.png")
         bounds = web_mercator_overlay(files.quicklook, scene, tmp)
         if bounds is None:

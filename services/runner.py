@@ -69,14 +69,17 @@ class JobFiles:
 
 
 def scene_read_config(max_scene_pixels: int = ReadConfig.max_scene_pixels) -> ReadConfig:
-    """How the service opens every scene: the GTiff driver only, within a pixel budget."""
-    return ReadConfig(driver="GTiff", max_scene_pixels=max_scene_pixels)
+    """How the service opens every scene: the GTiff driver only, within a pixel budget, and a
+    STAC item's asset only from the item's own folder."""
+    return ReadConfig(driver="GTiff", max_scene_pixels=max_scene_pixels, stac_confine=True)
 
 
 def job_read_config(base: ReadConfig, options: dict[str, Any]) -> ReadConfig:
-    """``base`` with the job's band choice (options were validated at submit)."""
+    """``base`` with the job's band and STAC asset choice (validated at submit)."""
     bands = options.get("bands")
-    return dataclasses.replace(base, bands=None if bands is None else tuple(bands))
+    return dataclasses.replace(
+        base, bands=None if bands is None else tuple(bands), stac_asset=options.get("asset")
+    )
 
 
 def detect_config(options: dict[str, Any]) -> DetectConfig:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from geo_hires.errors import ConfigError, GeoHiresError
+from geo_hires.scene.stac import is_stac_item
 
 __all__ = [
     "TIFF_MAGIC",
@@ -119,7 +120,8 @@ def is_tiff(head: bytes) -> bool:
 
 
 def resolve_scene_uri(uri: str, roots: Iterable[str | os.PathLike[str]]) -> Path:
-    """The real path of a scene URI, if it is a plain TIFF file under an allow-listed root.
+    """The real path of a scene URI, if it is a plain TIFF file (or a STAC item, whose asset
+    must then lie in the item's folder) under an allow-listed root.
 
     Refused (``Rejected``, 400): schemes and GDAL prefixes (``http:``, ``vrt:``,
     ``GTIFF_RAW:``, ``NETCDF:`` …), ``/vsi…`` paths, relative paths, ``..`` components, NUL
@@ -150,6 +152,8 @@ def resolve_scene_uri(uri: str, roots: Iterable[str | os.PathLike[str]]) -> Path
         raise Rejected("uri is outside the allowed roots")
     if not real.is_file():
         raise Rejected("uri must name a file")
+    if real.suffix.lower() == ".json" and is_stac_item(real):
+        return real  # its asset is confined to the item's folder and opened as GTiff only
     with real.open("rb") as fh:
         if not is_tiff(fh.read(4)):
             raise Rejected("only GeoTIFF scenes are accepted", status=415)

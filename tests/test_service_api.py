@@ -424,3 +424,30 @@ def test_aoi_option_scans_only_there_like_the_cli(service, roots, tmp_path):
             f"{url}/v1/jobs", json={"uri": str(scene), "options": {"aoi": bad}}, headers=ALICE
         )
         assert r.status_code == status and text in r.json()["detail"], r.text
+
+
+def test_a_stac_item_by_uri_runs_its_asset_and_stays_in_its_folder(service, roots, tmp_path):
+    url, _ = service
+    item = {
+        "type": "Feature", "stac_version": "1.0.0", "stac_extensions": [], "id": "item-1",
+        "collection": "c", "geometry": None, "properties": {"datetime": "2026-05-01T00:00:00Z"},
+        "links": [], "assets": {"visual": {"href": "scene1.tif", "roles": ["visual"]}},
+    }  # fmt: skip
+    path = roots / "item.json"
+    path.write_text(json.dumps(item))
+    job = requests.post(f"{url}/v1/jobs", json={"uri": str(path)}, headers=ALICE).json()
+    assert _wait(url, job["id"])["state"] == "succeeded"
+    got = json.loads(requests.get(f"{url}/v1/jobs/{job['id']}/result", headers=ALICE).content)
+    want = json.loads(_cli_bytes(roots / "scene1.tif", tmp_path))
+    assert got["features"] == want["features"]
+    assert got["geo_hires"]["stac"] == {"item": "item-1", "collection": "c", "asset": "visual"}
+    sub = roots / "items"
+    sub.mkdir(exist_ok=True)
+    escaping = sub / "escape.json"
+    escaping.write_text(json.dumps({**item, "assets": {"visual": {"href": "../scene1.tif"}}}))
+    r = requests.post(f"{url}/v1/jobs", json={"uri": str(escaping)}, headers=ALICE)
+    assert r.status_code == 400 and "outside the item's folder" in r.json()["detail"], r.text
+    plain = roots / "notes.json"
+    plain.write_text('{"hello": 1}')
+    r = requests.post(f"{url}/v1/jobs", json={"uri": str(plain)}, headers=ALICE)
+    assert r.status_code == 415, r.text  # a JSON file that is not a STAC item is no scene
