@@ -67,9 +67,9 @@ def _read_config(args: argparse.Namespace) -> ReadConfig:
 
 def _cmd_info(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.export.geojson import crs_label
-    from geo_hires.scene import open_scene
+    from geo_hires.scene.stac import open_input
 
-    s = open_scene(args.scene, config=_read_config(args))
+    s, stac = open_input(args.scene, _read_config(args))
     info = {
         "path": s.path,
         "width": s.width,
@@ -84,15 +84,20 @@ def _cmd_info(args: argparse.Namespace, out: TextIO) -> int:
         "rgb_bands": list(s.rgb_bands),
         "overviews": list(s.overviews),
     }
+    if s.placement is not None:
+        info["georeferencing"] = s.placement.provenance()
+    if stac is not None:
+        info["stac"] = stac
     out.write(json.dumps(info, indent=2) + "\n")
     return 0
 
 
 def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
-    from geo_hires.scene import SceneReader, open_scene
+    from geo_hires.scene import SceneReader
+    from geo_hires.scene.stac import open_input
     from geo_hires.tiling import plan_tiles
 
-    scene = open_scene(args.scene, config=_read_config(args))
+    scene, _ = open_input(args.scene, _read_config(args))
     cfg = TilingConfig(
         levels=parse_levels(args.levels), small_scene=SmallScenePolicy(args.small_scene)
     )
@@ -383,8 +388,18 @@ def _add_detect_opts(p: argparse.ArgumentParser) -> None:
         default=2,
         help="torch threads per forward pass (part of the config: equal threads, equal bytes)",
     )
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where the network runs (auto: CUDA when present)",
+    )
+    p.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="run work units in this process, or on Ray scanner actors",
+    )
     p.add_argument("--address", default=None, help="Ray cluster to join (auto or HOST:PORT)")
     p.add_argument("--actors", type=int, default=2, help="Ray scanner actors")
     p.add_argument("--gpus-per-actor", type=float, default=None, help="GPUs per Ray actor")
@@ -408,40 +423,47 @@ def _add_detect_opts(p: argparse.ArgumentParser) -> None:
 def _add_scene_commands(sub: Any) -> None:
     """Commands on scenes and labels: info, plan, synth, convert."""
     p = sub.add_parser("info", help="describe a scene (size, CRS, GSD, bands)")
-    p.add_argument("scene")
+    p.add_argument("scene", help="raster file (GeoTIFF/COG, anything GDAL reads) or STAC item")
     _add_scene_opts(p)
     p = sub.add_parser("plan", help="print the multi-scale window plan of a scene")
-    p.add_argument("scene")
+    p.add_argument("scene", help="raster file (GeoTIFF/COG, anything GDAL reads) or STAC item")
     p.add_argument(
         "--levels",
         default="full:512:0.25,coarse:512:0.25:4",
         help="NAME:WINDOW[:OVERLAP[:FACTOR|GSDm]],... (default: %(default)s)",
     )
-    p.add_argument("--small-scene", choices=[m.value for m in SmallScenePolicy], default="pad")
+    p.add_argument(
+        "--small-scene",
+        choices=[m.value for m in SmallScenePolicy],
+        default="pad",
+        help="a window larger than the scene: pad it, skip the level, or fail",
+    )
     _add_scene_opts(p)
     p = sub.add_parser("synth", help="write a synthetic scene with ground truth")
-    p.add_argument("out")
-    p.add_argument("--width", type=int, required=True)
-    p.add_argument("--height", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--density", choices=["sparse", "dense"], default="sparse")
+    p.add_argument("out", help="GeoTIFF to write")
+    p.add_argument("--width", type=int, required=True, help="width in pixels")
+    p.add_argument("--height", type=int, required=True, help="height in pixels")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same file)")
+    p.add_argument(
+        "--density", choices=["sparse", "dense"], default="sparse", help="objects per area"
+    )
     p.add_argument("--nodata", action="store_true", help="add a nodata collar")
     p.add_argument("--gsd", type=float, default=0.5, help="metres per pixel")
     p.add_argument("--truth", help="write the ground truth GeoJSON here")
     p = sub.add_parser("convert", help="labels (any format) → GeoJSON / GeoPackage / quicklook")
-    p.add_argument("labels")
-    p.add_argument("--scene", required=True)
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--gpkg")
-    p.add_argument("--quicklook")
-    p.add_argument("--model-name", default="labels")
+    p.add_argument("labels", help="label file (GeoJSON, CSV, Airbus CSV, VOC XML, DOTA txt)")
+    p.add_argument("--scene", required=True, help="the scene the labels belong to")
+    p.add_argument("-o", "--output", required=True, help="GeoJSON to write (WGS84)")
+    p.add_argument("--gpkg", help="also write a GeoPackage (scene CRS)")
+    p.add_argument("--quicklook", help="PNG of the scene with the labels drawn")
+    p.add_argument("--model-name", default="labels", help="value of the 'model' property")
     _add_scene_opts(p)
 
 
 def _add_model_commands(sub: Any) -> None:
     """Commands that run or train models, or score them: detect, batch, train, eval."""
     p = sub.add_parser("detect", help="detect objects in a scene → GeoJSON (+ GPKG, quicklook)")
-    p.add_argument("scene")
+    p.add_argument("scene", help="raster file (GeoTIFF/COG, anything GDAL reads) or STAC item")
     p.add_argument(
         "-o",
         "--output",
@@ -459,29 +481,41 @@ def _add_model_commands(sub: Any) -> None:
     )
     _add_detect_opts(p)
     p = sub.add_parser("batch", help="detect in every scene of a list (one path per line)")
-    p.add_argument("list")
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("list", help="text file, one scene (or STAC item) path per line")
+    p.add_argument("--out-dir", required=True, help="folder for <name>.geojson and .status.json")
     _add_detect_opts(p)
     p = sub.add_parser("train", help="train a scanning detector on labelled scenes")
     p.add_argument("scenes", nargs="+", help="scene files or folders")
     p.add_argument("--labels", required=True, help="one label file for all, or a folder")
     p.add_argument("--out", required=True, help="bundle folder to write")
-    p.add_argument("--name", default="model")
-    p.add_argument("--arch", choices=["lsn", "wide"], default="lsn")
+    p.add_argument("--name", default="model", help="model name (in its card and outputs)")
+    p.add_argument(
+        "--arch", choices=["lsn", "wide"], default="lsn", help="network: light LSN or wide"
+    )
     p.add_argument("--gsd", type=float, default=0.5, help="metres per pixel of the training data")
-    p.add_argument("--class-map", action="append", default=[], metavar="OLD=NEW")
-    p.add_argument("--val-fraction", type=float, default=0.15)
-    p.add_argument("--steps", type=int, default=3600)
-    p.add_argument("--minutes", type=float, default=22.0)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--licence", default="see training data")
+    p.add_argument(
+        "--class-map",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="rename a label class (repeatable)",
+    )
+    p.add_argument(
+        "--val-fraction", type=float, default=0.15, help="share of images held out (by image)"
+    )
+    p.add_argument("--steps", type=int, default=3600, help="training steps (at most)")
+    p.add_argument("--minutes", type=float, default=22.0, help="time budget (at most)")
+    p.add_argument("--batch", type=int, default=16, help="chips per step")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument(
+        "--licence", default="see training data", help="licence of the weights (in the card)"
+    )
     p = sub.add_parser("eval", help="score predictions against ground truth (COCO AP)")
-    p.add_argument("pred")
-    p.add_argument("truth")
+    p.add_argument("pred", help="predictions (any supported label format)")
+    p.add_argument("truth", help="ground truth (any supported label format)")
     p.add_argument("--scene", help="places pixel-space labels on the map")
-    p.add_argument("--iou", type=float, default=0.5)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--iou", type=float, default=0.5, help="IoU for precision/recall")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_scene_opts(p)
 
 
