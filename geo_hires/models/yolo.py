@@ -1,0 +1,149 @@
+"""ultralytics YOLO models as geo_hires detectors: loading, checks, offline use, prediction.
+
+The first piece of the YOLO adapter (issue #11): a model file is loaded only if it really is
+an ultralytics ``detect`` or ``obb`` model whose class names agree with its card, with
+ultralytics kept offline (no downloads, no settings written outside a folder we name) and
+without its side effect on torch's thread count, which would otherwise make every later forward
+pass in the process single-threaded and break the byte-identity rule (equal threads, equal
+bytes). Running such a model over a level's windows through the units, executors and merge is
+the next piece.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from geo_hires.errors import ConfigError
+
+__all__ = ["TASKS", "YoloModel", "load_yolo", "ultralytics_env"]
+
+TASKS = ("detect", "obb")
+
+
+@contextlib.contextmanager
+def ultralytics_env(config_dir: str | os.PathLike[str] | None = None) -> Iterator[Path]:
+    """ultralytics offline for a ``with`` block: no downloads, no auto-installs, its settings in
+    ``config_dir`` (with the font it would otherwise download), torch threads restored after."""
+    folder = Path(config_dir or Path(tempfile.gettempdir()) / "geo-hires-ultralytics")
+    font = folder / "Ultralytics" / "Arial.ttf"
+    if not font.exists():
+        import matplotlib
+
+        font.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf", font)
+    values = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0", "YOLO_CONFIG_DIR": str(folder)}
+    old_env = {k: os.environ.get(k) for k in values}
+    threads = torch.get_num_threads()
+    os.environ.update(values)
+    try:
+        yield folder
+    finally:
+        torch.set_num_threads(threads)
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class YoloModel:
+    """A loaded ultralytics model and what geo_hires needs to know of it."""
+
+    model: Any
+    task: str
+    class_names: tuple[str, ...]
+    path: str
+
+    def predict(
+        self, images: Sequence[npt.NDArray[np.uint8]], *, imgsz: int, threshold: float, threads: int
+    ) -> list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64]]]:
+        """Boxes (xyxy, window pixels), scores and classes per ``HxWx3`` uint8 RGB image.
+
+        ultralytics expects BGR arrays (OpenCV's order), so channels are flipped here; torch's
+        thread count is set for the call and restored after (ultralytics resets it to 1).
+        """
+        if self.task != "detect":
+            raise ConfigError(f"{self.path}: running {self.task!r} models is not built yet")
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with ultralytics_env():
+                results = self.model.predict(
+                    [np.ascontiguousarray(im[..., ::-1]) for im in images],
+                    imgsz=imgsz,
+                    conf=threshold,
+                    device="cpu",
+                    verbose=False,
+                )
+        finally:
+            torch.set_num_threads(old)
+        out = []
+        for r in results:
+            b = r.boxes
+            out.append(
+                (
+                    b.xyxy.cpu().numpy().astype(np.float64),
+                    b.conf.cpu().numpy().astype(np.float64),
+                    b.cls.cpu().numpy().astype(np.int64),
+                )
+            )
+        return out
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    if zipfile.is_zipfile(path):
+        return True
+    with path.open("rb") as fh:  # legacy (pre-zip) torch.save format starts with a pickle
+        return fh.read(2) == b"\x80\x02"
+
+
+def load_yolo(
+    path: str | os.PathLike[str], *, class_names: Sequence[str] | None = None
+) -> YoloModel:
+    """Load an ultralytics model file, refusing what geo_hires cannot run (messages say what
+    to change): not a model file, not an ultralytics model, a task other than detect/obb, or
+    class names that disagree with the card's."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"YOLO model not found: {p}")
+    if not _looks_like_torch_file(p):
+        raise ConfigError(f"{p} is not a PyTorch model file; give an ultralytics .pt")
+    try:
+        with ultralytics_env():
+            from ultralytics import YOLO
+
+            model = YOLO(str(p))
+    except ImportError as exc:
+        raise ConfigError(
+            f"YOLO models need ultralytics: pip install 'geo_hires[yolo]' ({exc})"
+        ) from exc
+    except Exception as exc:  # ultralytics raises many types for files it cannot use
+        raise ConfigError(f"{p} is not an ultralytics model ({type(exc).__name__}: {exc})") from exc
+    task = str(getattr(model, "task", ""))
+    if task not in TASKS:
+        raise ConfigError(
+            f"{p} is a {task or 'unknown'!r} model; geo_hires runs ultralytics 'detect' and 'obb' "
+            "models (export or train one of those)"
+        )
+    names = tuple(str(n) for _, n in sorted(model.names.items()))
+    if class_names is not None and tuple(class_names) != names:
+        raise ConfigError(
+            f"{p} predicts classes {list(names)[:8]}{'…' if len(names) > 8 else ''} but its card "
+            f"says {list(class_names)}; fix the card's 'classes' (same names, same order)"
+        )
+    return YoloModel(model=model, task=task, class_names=names, path=str(p))
