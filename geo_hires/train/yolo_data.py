@@ -1,0 +1,99 @@
+"""Labelled scenes → an ultralytics (YOLO) dataset of chips, split by image.
+
+The groundwork of ``geo-hires train --arch yolo…`` (issue #11). Chips come from the same
+sampler as the scanner's training (:class:`~geo_hires.train.chips.ChipSampler`: centred near
+objects with jitter, plus background chips; the 8 symmetries of the square, brightness and
+contrast), are written once as PNG files with YOLO label files (``class cx cy w h``,
+normalised), and a ``data.yaml`` names them — what ultralytics trains from, offline.
+Small chips are the point: a YOLO refiner that sees 256-px crops around objects trains ~6x
+more chips per second than one that sees 640-px frames, which is what an hour on two CPU cores
+allows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from geo_hires.errors import ConfigError
+from geo_hires.train.chips import ChipSampler, LabelledImage
+
+__all__ = ["YoloDataConfig", "export_yolo_dataset"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class YoloDataConfig:
+    """How many chips of which size.
+
+    Attributes:
+        chip: Chip side in pixels (the YOLO ``imgsz``).
+        chips_per_image: Chips drawn from each training image (validation: half as many).
+        scale_range: Resampling range of the chips (1.0: native resolution, a refiner's input).
+        seed: Seed of the draw (same seed, same dataset).
+    """
+
+    chip: int = 256
+    chips_per_image: int = 40
+    scale_range: tuple[float, float] = (1.0, 1.0)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.chip < 32 or self.chip % 32 or self.chips_per_image < 1:
+            raise ConfigError("YoloDataConfig: chip a multiple of 32 (>= 32), chips_per_image >= 1")
+
+
+def _write_split(
+    items: Sequence[LabelledImage], folder: Path, n: int, sampler: ChipSampler, seed: int
+) -> int:
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labels").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    count = 0
+    for item in items:
+        stem = Path(item.name).stem
+        for k in range(n):
+            img, boxes, classes = sampler.sample(item, rng)
+            pixels = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            Image.fromarray(pixels).save(folder / "images" / f"{stem}_{k:04d}.png")
+            s = float(sampler.chip)
+            rows = [
+                f"{int(c)} {(b[0] + b[2]) / 2 / s:.6f} {(b[1] + b[3]) / 2 / s:.6f} "
+                f"{(b[2] - b[0]) / s:.6f} {(b[3] - b[1]) / s:.6f}"
+                for b, c in zip(boxes, classes, strict=True)
+            ]
+            (folder / "labels" / f"{stem}_{k:04d}.txt").write_text("".join(r + "\n" for r in rows))
+            count += 1
+    return count
+
+
+def export_yolo_dataset(
+    train: Sequence[LabelledImage],
+    val: Sequence[LabelledImage],
+    class_names: Sequence[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    config: YoloDataConfig | None = None,
+) -> Path:
+    """Write chips of ``train`` and ``val`` (already split by image) and return ``data.yaml``."""
+    cfg = config or YoloDataConfig()
+    if not train or not val:
+        raise ConfigError("a YOLO dataset needs training and validation images (split by image)")
+    root = Path(out_dir)
+    sampler = ChipSampler(chip=cfg.chip, scale_range=cfg.scale_range)
+    _write_split(train, root / "train", cfg.chips_per_image, sampler, cfg.seed)
+    _write_split(val, root / "val", max(1, cfg.chips_per_image // 2), sampler, cfg.seed + 1)
+    data = {
+        "path": str(root.resolve()),
+        "train": "train/images",
+        "val": "val/images",
+        "names": dict(enumerate(class_names)),
+    }
+    target = root / "data.yaml"
+    target.write_text(yaml.safe_dump(data, sort_keys=False))
+    return target

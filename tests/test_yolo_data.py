@@ -1,0 +1,60 @@
+"""Chips for ultralytics: images, normalised YOLO labels that match the boxes, a data.yaml."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from geo_hires.errors import ConfigError
+from geo_hires.train.chips import LabelledImage
+from geo_hires.train.yolo_data import YoloDataConfig, export_yolo_dataset
+
+
+def _item(name: str, boxes: list[list[float]]) -> LabelledImage:
+    img = torch.zeros((3, 600, 600), dtype=torch.uint8)
+    for x0, y0, x1, y1 in boxes:  # bright objects on black, so labels can be checked on pixels
+        img[:, int(y0) : int(y1), int(x0) : int(x1)] = 255
+    return LabelledImage(
+        name=name,
+        image=img,
+        boxes=np.array(boxes, float).reshape(-1, 4),
+        classes=np.zeros(len(boxes), np.int64),
+    )
+
+
+def test_export_writes_chips_whose_labels_cover_the_objects(tmp_path):
+    train = [_item("a.jpg", [[100, 100, 160, 140], [400, 300, 470, 380]])]
+    val = [_item("b.jpg", [[200, 200, 260, 250]])]
+    cfg = YoloDataConfig(chip=128, chips_per_image=10, seed=3)
+    data = export_yolo_dataset(train, val, ["Airplane"], tmp_path / "ds", config=cfg)
+    doc = yaml.safe_load(data.read_text())
+    assert doc["names"] == {0: "Airplane"} and doc["train"] == "train/images"
+    images = sorted((tmp_path / "ds" / "train" / "images").iterdir())
+    assert len(images) == 10 and len(list((tmp_path / "ds" / "val" / "images").iterdir())) == 5
+    labelled = 0
+    for png in images:
+        pixels = np.asarray(Image.open(png))
+        assert pixels.shape == (128, 128, 3)
+        rows = (png.parent.parent / "labels" / f"{png.stem}.txt").read_text().split("\n")
+        for row in filter(None, rows):
+            c, cx, cy, w, h = map(float, row.split())
+            assert c == 0 and w > 0 and h > 0
+            assert cx - w / 2 >= -1e-5 and cx + w / 2 <= 1 + 1e-5  # 6 decimals
+            x, y = int(cx * 128), int(cy * 128)
+            assert pixels[y, x].mean() > 200  # the box centre is on the bright object
+            labelled += 1
+    assert labelled >= 5  # most chips are drawn around objects
+    again = export_yolo_dataset(train, val, ["Airplane"], tmp_path / "ds2", config=cfg)
+    assert (again.parent / "train" / "labels" / "a_0003.txt").read_text() == (
+        tmp_path / "ds" / "train" / "labels" / "a_0003.txt"
+    ).read_text()  # seeded: the same dataset
+
+
+def test_bad_dataset_requests_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        YoloDataConfig(chip=100)
+    with pytest.raises(ConfigError, match="split by image"):
+        export_yolo_dataset([_item("a.jpg", [])], [], ["x"], tmp_path)
