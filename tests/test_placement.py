@@ -173,3 +173,36 @@ def test_too_few_or_collinear_gcps_are_one_line_errors(base, tmp_path, capsys, p
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("geo-hires: error:") and message in err[-1], err
     assert not out.exists()
+
+
+def test_an_aoi_and_the_coverage_follow_the_gcp_polynomial(base, tmp_path):
+    import shapely
+
+    from geo_hires.aoi import load_aoi
+    from geo_hires.export import coverage_frame
+    from geo_hires.models.registry import load_model
+    from geo_hires.pipeline import DetectConfig, detect_scene
+
+    scene = open_scene(_copy(base, tmp_path / "gcp_warp.tif", gcps=_gcps(_warp)))
+    assert not scene.exact_affine
+    # an AOI drawn in map coordinates along the *warped* image of the pixel box 200..600 x 300..700
+    cols = np.concatenate(
+        [np.linspace(200, 600, 41), np.full(41, 600), np.linspace(600, 200, 41), np.full(41, 200)]
+    )
+    rows = np.concatenate(
+        [np.full(41, 300), np.linspace(300, 700, 41), np.full(41, 700), np.linspace(700, 300, 41)]
+    )
+    xs, ys = _warp(cols, rows)
+    import geopandas as gpd
+
+    path = tmp_path / "aoi.gpkg"
+    ring = shapely.Polygon(np.column_stack([xs, ys]))
+    gpd.GeoDataFrame(geometry=[ring], crs="EPSG:32633").to_file(path)
+    aoi = load_aoi(path, scene)
+    want = shapely.box(200, 300, 600, 700)
+    assert aoi.pixels.symmetric_difference(want).area < 0.01 * want.area  # back on the pixel box
+    model, card = load_model("aircraft_lsn")
+    result = detect_scene(scene, model, card, config=DetectConfig(core=256), aoi=aoi)
+    cover = coverage_frame(result.levels, scene, aoi=aoi.pixels)
+    footprint = cover.geometry.iloc[0]
+    assert footprint.symmetric_difference(ring).area < 0.01 * ring.area  # in map space
