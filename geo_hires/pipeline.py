@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import torch
-from rasterio.windows import Window
 from tqdm import tqdm
 
 from geo_hires.aoi import AreaOfInterest, load_aoi
@@ -71,6 +71,7 @@ class DetectResult:
     seconds: float
     megapixels: float
     resumed_units: int = 0
+    valid_mask: npt.NDArray[np.bool_] | None = None
 
     @property
     def blocks(self) -> int:
@@ -166,11 +167,12 @@ class LocalExecutor:
                 on_result(runner.compute(unit, items))
 
 
-def _has_data(scene: Scene, read_config: ReadConfig | None) -> Callable[[Window], bool] | None:
+def _valid_mask(scene: Scene, read_config: ReadConfig | None) -> npt.NDArray[np.bool_] | None:
+    """The decimated (<= 1 MP) validity mask, read once: it skips blocks and bounds coverage."""
     if not scene.has_mask:
         return None
     with SceneReader(scene, config=read_config) as reader:
-        return mask_lookup(reader.read_overview(1_000_000).valid, scene)
+        return reader.read_overview(1_000_000).valid
 
 
 def detect_scene(
@@ -207,12 +209,13 @@ def detect_scene(
     cfg = config or DetectConfig()
     executor = executor or LocalExecutor()
     start = time.perf_counter()
+    valid = _valid_mask(scene, read_config)
     units, runs = plan_units(
         scene,
         model,
         card,
         cfg,
-        has_data=_has_data(scene, read_config),
+        has_data=mask_lookup(valid, scene) if valid is not None else None,
         in_aoi=aoi.touches_window() if aoi is not None else None,
     )
     done = journal.start(resume=resume) if journal is not None else {}
@@ -257,6 +260,7 @@ def detect_scene(
         seconds=time.perf_counter() - start,
         megapixels=scene.pixels / 1e6,
         resumed_units=len(done),
+        valid_mask=valid,
     )
 
 
@@ -363,7 +367,7 @@ def run_detect(
             result.levels,
             scene,
             aoi=area.pixels if area is not None else None,
-            valid=valid_area(scene, read_config),
+            valid=valid_area(scene, result.valid_mask),
         )
     for path in outputs:
         write_output(path, result.detections, scene, config=export, extra=extra, coverage=cover)

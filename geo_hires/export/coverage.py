@@ -16,26 +16,25 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import numpy.typing as npt
 import rasterio.features
 import shapely
 from affine import Affine
 from shapely.geometry.base import BaseGeometry
 
-from geo_hires.config import ReadConfig
 from geo_hires.errors import ConfigError
 from geo_hires.export.vector import FORMATS, atomic_write
-from geo_hires.scene import Scene, SceneReader
+from geo_hires.scene import Scene
 from geo_hires.units import LevelRun
 
 __all__ = ["coverage_frame", "valid_area", "write_coverage"]
 
 
-def valid_area(scene: Scene, read_config: ReadConfig | None = None) -> BaseGeometry | None:
-    """The scene's valid data as polygons in level-0 pixels (``None``: all of it is valid)."""
-    if not scene.has_mask:
+def valid_area(scene: Scene, valid: npt.NDArray[np.bool_] | None) -> BaseGeometry | None:
+    """A decimated validity mask (``DetectResult.valid_mask``: the one that decided which
+    blocks were read) as polygons in level-0 pixels; ``None``: all of the scene is valid."""
+    if valid is None:
         return None
-    with SceneReader(scene, config=read_config) as reader:
-        valid = reader.read_overview(1_000_000).valid
     h, w = valid.shape
     to_level0 = Affine.scale(scene.width / w, scene.height / h)
     shapes = rasterio.features.shapes(
