@@ -28,6 +28,7 @@ from shapely.geometry.base import BaseGeometry
 
 from geo_hires.detections import PixelDetections
 from geo_hires.errors import ConfigError
+from geo_hires.georef import geometry_to_pixels
 from geo_hires.scene.open import Scene
 
 __all__ = ["AoiWarning", "AreaOfInterest", "load_aoi"]
@@ -116,17 +117,6 @@ def _from_geojson(obj: dict[str, Any]) -> gpd.GeoDataFrame:
         raise ConfigError(f"the AOI is not valid GeoJSON ({exc})") from exc
 
 
-def _to_pixels(geom: BaseGeometry, scene: Scene) -> BaseGeometry:
-    if not scene.exact_affine:  # curved mapping (GCP polynomial, RPC): follow it between vertices
-        geom = shapely.segmentize(geom, max_segment_length=(scene.gsd_m or 1.0) * 32)
-
-    def forward(coords: np.ndarray) -> np.ndarray:
-        cols, rows = scene.map_to_pixel(coords[:, 0], coords[:, 1])
-        return np.column_stack([cols, rows])
-
-    return shapely.transform(geom, forward)
-
-
 def load_aoi(aoi: str | os.PathLike[str] | dict[str, Any], scene: Scene) -> AreaOfInterest:
     """An AOI file (any format and CRS) or GeoJSON object (WGS84) in ``scene``'s pixels.
 
@@ -142,7 +132,7 @@ def load_aoi(aoi: str | os.PathLike[str] | dict[str, Any], scene: Scene) -> Area
     if scene.crs_wkt is None:
         raise ConfigError(f"{scene.path} has no CRS, so an AOI cannot be placed on it")
     in_scene = shapely.make_valid(polys.to_crs(CRS.from_wkt(scene.crs_wkt)).union_all())
-    pixels = shapely.make_valid(_to_pixels(in_scene, scene))
+    pixels = shapely.make_valid(geometry_to_pixels(in_scene, scene))
     footprint = shapely.box(0, 0, scene.width, scene.height)
     if not pixels.intersects(footprint):
         warnings.warn(

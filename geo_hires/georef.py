@@ -8,10 +8,14 @@ never bounding boxes. Reprojection to WGS84 happens only at export.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
+import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
+from shapely.geometry.base import BaseGeometry
 
 from geo_hires.detections import GeoDetections, PixelDetections
 from geo_hires.scene.open import Scene
@@ -19,6 +23,8 @@ from geo_hires.scene.open import Scene
 __all__ = [
     "apply_affine",
     "box_corners",
+    "geometry_to_map",
+    "geometry_to_pixels",
     "map_to_pixel",
     "reproject",
     "to_map",
@@ -124,4 +130,28 @@ def to_pixels(geo: GeoDetections, scene: Scene) -> PixelDetections:
         levels=geo.levels,
         class_names=geo.class_names,
         level_names=geo.level_names,
+    )
+
+
+_DENSIFY_PX = 32.0  # vertex spacing, in pixels, before a curved (GCP polynomial, RPC) mapping
+
+
+def geometry_to_map(px: BaseGeometry, scene: Scene) -> BaseGeometry:
+    """A geometry in scene pixels → the scene CRS (unchanged without a CRS). Under a curved
+    placement, edges are first densified so they follow it between vertices."""
+    if scene.crs_wkt is None:
+        return px
+    if not scene.exact_affine:
+        px = shapely.segmentize(px, max_segment_length=_DENSIFY_PX)
+    return shapely.transform(px, lambda xy: np.column_stack(scene.pixel_to_map(xy[:, 0], xy[:, 1])))
+
+
+def geometry_to_pixels(geom: BaseGeometry, scene: Scene) -> BaseGeometry:
+    """A geometry in the scene CRS → scene pixels; densified first under a curved placement,
+    every ~32 pixels measured in the CRS's own units (degrees for RPC scenes)."""
+    if not scene.exact_affine:
+        t = scene.transform
+        geom = shapely.segmentize(geom, max_segment_length=_DENSIFY_PX * math.hypot(t.a, t.d))
+    return shapely.transform(
+        geom, lambda xy: np.column_stack(scene.map_to_pixel(xy[:, 0], xy[:, 1]))
     )

@@ -24,6 +24,7 @@ from shapely.geometry.base import BaseGeometry
 
 from geo_hires.errors import ConfigError
 from geo_hires.export.vector import FORMATS, atomic_write
+from geo_hires.georef import geometry_to_map
 from geo_hires.scene import Scene
 from geo_hires.units import LevelRun
 
@@ -48,18 +49,6 @@ def _footprint(run: LevelRun, limit: BaseGeometry) -> BaseGeometry:
     return shapely.intersection(cores, limit) if not cores.is_empty else cores
 
 
-def _to_map(px: BaseGeometry, scene: Scene) -> BaseGeometry:
-    if scene.crs_wkt is None:
-        return px
-    if not scene.exact_affine:  # follow a curved mapping between vertices
-        px = shapely.segmentize(px, max_segment_length=32.0)
-
-    def forward(coords: np.ndarray) -> np.ndarray:
-        return np.column_stack(scene.pixel_to_map(coords[:, 0], coords[:, 1]))
-
-    return shapely.transform(px, forward)
-
-
 def coverage_frame(
     levels: Sequence[LevelRun],
     scene: Scene,
@@ -80,7 +69,7 @@ def coverage_frame(
                 "level": run.name,
                 "downsample": run.downsample,
                 "pixels": round(px.area),
-                "geometry": _to_map(px, scene),
+                "geometry": geometry_to_map(px, scene),
             }
         )
     return gpd.GeoDataFrame(rows, geometry="geometry", crs=scene.crs_wkt)
