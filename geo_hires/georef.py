@@ -13,12 +13,12 @@ import math
 import numpy as np
 import numpy.typing as npt
 import shapely
-from affine import Affine
 from pyproj import CRS, Transformer
 from shapely.geometry.base import BaseGeometry
 
 from geo_hires.detections import GeoDetections, PixelDetections
 from geo_hires.scene.open import Scene
+from geo_hires.scene.placement import apply_affine
 
 __all__ = [
     "apply_affine",
@@ -33,16 +33,6 @@ __all__ = [
 ]
 
 WGS84 = CRS.from_epsg(4326)
-
-
-def apply_affine(
-    t: Affine, x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
-) -> npt.NDArray[np.float64]:
-    """Apply ``t`` to coordinate arrays of any shape; returns ``(..., 2)``.
-
-    ``Affine @ (x, y)`` does the same but is untyped for arrays; this keeps mypy honest.
-    """
-    return np.stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f], axis=-1)
 
 
 def box_corners(boxes: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import rasterio
 from affine import Affine
-from pyproj import CRS, Geod
+from pyproj import CRS
 from rasterio.enums import ColorInterp, MaskFlags
 
 from geo_hires.config import ReadConfig
@@ -30,7 +30,7 @@ from geo_hires.errors import (
     SceneTooLargeError,
     UnsupportedBandsError,
 )
-from geo_hires.scene.placement import Placement, from_gcps, from_rpcs
+from geo_hires.scene.placement import Placement, apply_affine, from_gcps, from_rpcs, metres
 
 __all__ = ["SUPPORTED_DTYPES", "Scene", "gdal_env", "open_scene", "resolve_bands"]
 
@@ -102,8 +102,8 @@ class Scene:
         """Pixel corner coordinates → the scene CRS (through GCPs or RPCs when it has them)."""
         if not self.exact_affine and self.placement is not None:
             return self.placement.to_map(cols, rows)
-        t = self.transform
-        return t.a * cols + t.b * rows + t.c, t.d * cols + t.e * rows + t.f
+        xy = apply_affine(self.transform, cols, rows)
+        return xy[..., 0], xy[..., 1]
 
     def map_to_pixel(
         self, xs: npt.NDArray[np.float64], ys: npt.NDArray[np.float64]
@@ -111,8 +111,8 @@ class Scene:
         """Scene-CRS coordinates → fractional pixel ``(col, row)``."""
         if not self.exact_affine and self.placement is not None:
             return self.placement.to_pixel(xs, ys)
-        t = ~self.transform
-        return t.a * xs + t.b * ys + t.c, t.d * xs + t.e * ys + t.f
+        cr = apply_affine(~self.transform, xs, ys)
+        return cr[..., 0], cr[..., 1]
 
     @property
     def pixels(self) -> int:
@@ -143,22 +143,36 @@ class Scene:
         return (data[0], data[0], data[0])
 
 
-def _gsd_m(crs: CRS | None, transform: Affine, width: int, height: int) -> float | None:
-    """Metres per pixel: linear units for projected CRSs, geodesic for geographic ones."""
+def _gsd_m(
+    crs: CRS | None,
+    transform: Affine,
+    width: int,
+    height: int,
+    to_map: Placement | None = None,
+) -> float | None:
+    """Metres per pixel at the scene's centre: from the affine's coefficients for projected
+    CRSs (exact); else measured (geodesic for geographic CRSs) between the centre and its
+    neighbours, through ``to_map`` (a GCP polynomial or RPC placement) when given."""
     if crs is None:
         return None
-    step_x = math.hypot(transform.a, transform.d)
-    step_y = math.hypot(transform.b, transform.e)
-    if crs.is_geographic:
-        geod = Geod(ellps="WGS84")
-        lon, lat = transform @ (width / 2, height / 2)
-        lon1, lat1 = transform @ (width / 2 + 1, height / 2)
-        lon2, lat2 = transform @ (width / 2, height / 2 + 1)
-        dx = geod.inv(lon, lat, lon1, lat1)[2]
-        dy = geod.inv(lon, lat, lon2, lat2)[2]
-        return float((dx + dy) / 2)
-    factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
-    return float((step_x + step_y) / 2 * factor)
+    if to_map is None and not crs.is_geographic:
+        factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
+        step_x = math.hypot(transform.a, transform.d)
+        step_y = math.hypot(transform.b, transform.e)
+        return float((step_x + step_y) / 2 * factor)
+    cx, cy = width / 2, height / 2
+    cols, rows = np.array([cx, cx + 1, cx]), np.array([cy, cy, cy + 1])
+    if to_map is not None:
+        xs, ys = to_map.to_map(cols, rows)
+    else:
+        xy = apply_affine(transform, cols, rows)
+        xs, ys = xy[..., 0], xy[..., 1]
+    return float(metres(crs, xs[0], ys[0], xs[1:], ys[1:]).mean())
+
+
+def _curved(placement: Placement | None) -> Placement | None:
+    """The placement when it is not an affine (GCP polynomial, RPC), else ``None``."""
+    return placement if placement is not None and not placement.is_affine else None
 
 
 def _placement(
@@ -182,23 +196,6 @@ def _placement(
         )  # fmt: skip
         return CRS.from_epsg(4326), affine, placement
     return None, src.transform, None
-
-
-def _local_gsd_m(scene: Scene) -> float | None:
-    """Metres per pixel at the scene's centre, through its placement (GCPs or RPCs)."""
-    crs = scene.crs
-    if crs is None:
-        return None
-    cx, cy = scene.width / 2, scene.height / 2
-    xs, ys = scene.pixel_to_map(np.array([cx, cx + 1, cx]), np.array([cy, cy, cy + 1]))
-    if crs.is_geographic:
-        geod = Geod(ellps="WGS84")
-        dx = geod.inv(xs[0], ys[0], xs[1], ys[1])[2]
-        dy = geod.inv(xs[0], ys[0], xs[2], ys[2])[2]
-        return float((dx + dy) / 2)
-    factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
-    d = np.hypot(xs[1:] - xs[0], ys[1:] - ys[0])
-    return float(d.mean() * factor)
 
 
 def _check_layout(path: str, dtypes: tuple[str, ...], interp: tuple[str, ...]) -> None:
@@ -301,14 +298,12 @@ def _describe(path: str, src: rasterio.DatasetReader, config: ReadConfig) -> Sce
         nodata=None if src.nodata is None or np.isnan(src.nodata) else float(src.nodata),
         colorinterp=interp,
         has_mask=has_mask,
-        gsd_m=_gsd_m(crs, transform, src.width, src.height),
+        gsd_m=_gsd_m(crs, transform, src.width, src.height, _curved(placement)),
         overviews=tuple(src.overviews(1)),
         descriptions=desc,
         bands=bands,
         placement=placement,
     )
-    if placement is not None and not placement.is_affine:  # the GSD where the scene is
-        scene = dataclasses.replace(scene, gsd_m=_local_gsd_m(scene))
     if bands is None:
         _warn_band_order(path, interp, scene.rgb_bands)
     return scene

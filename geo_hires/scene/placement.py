@@ -26,7 +26,7 @@ from rasterio.rpc import RPC
 
 from geo_hires.errors import SceneReadError
 
-__all__ = ["Placement", "from_gcps", "from_rpcs"]
+__all__ = ["Placement", "apply_affine", "from_gcps", "from_rpcs", "metres"]
 
 Gcp = tuple[float, float, float, float]  # row, col, x, y
 Floats = npt.NDArray[np.float64]
@@ -99,7 +99,18 @@ def _gcp(g: Gcp) -> GroundControlPoint:
     return GroundControlPoint(row=g[0], col=g[1], x=g[2], y=g[3])
 
 
-def _metres(crs: CRS, x0: Floats, y0: Floats, x1: Floats, y1: Floats) -> Floats:
+def apply_affine(t: Affine, x: Floats, y: Floats) -> Floats:
+    """Apply ``t`` to coordinate arrays of any shape; returns ``(..., 2)``.
+
+    ``Affine @ (x, y)`` does the same but is untyped for arrays; this keeps mypy honest.
+    """
+    return np.stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f], axis=-1)
+
+
+def metres(crs: CRS, x0: Floats, y0: Floats, x1: Floats, y1: Floats) -> Floats:
+    """Distances between points of ``crs``: geodesic (WGS84) for geographic CRSs, else in the
+    CRS's linear unit converted to metres."""
+    x0, y0, x1, y1 = np.broadcast_arrays(*(np.asarray(v, float) for v in (x0, y0, x1, y1)))
     if crs.is_geographic:
         return np.asarray(Geod(ellps="WGS84").inv(x0, y0, x1, y1)[2], float)
     factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
@@ -131,8 +142,8 @@ def from_gcps(
     rows, cols, xs, ys = (np.array(v, float) for v in zip(*gcps, strict=True))
     fx = affine.a * cols + affine.b * rows + affine.c
     fy = affine.d * cols + affine.e * rows + affine.f
-    err = _metres(crs, xs, ys, fx, fy)
-    step = _metres(crs, *_column_step(affine))
+    err = metres(crs, xs, ys, fx, fy)
+    step = metres(crs, *_column_step(affine))
     rmse, worst = float(math.sqrt(np.mean(err**2))), float(err.max())
     fits = worst <= max_residual_px * float(step[0])
     method = "gcp-affine" if fits else "gcp-polynomial"
