@@ -23,7 +23,7 @@ from affine import Affine
 from shapely.geometry.base import BaseGeometry
 
 from geo_hires.errors import ConfigError
-from geo_hires.export.vector import FORMATS, atomic_write
+from geo_hires.export.vector import FORMATS, write_frame
 from geo_hires.georef import geometry_to_map
 from geo_hires.scene import Scene
 from geo_hires.units import LevelRun
@@ -84,14 +84,4 @@ def write_coverage(path: str | os.PathLike[str], frame: gpd.GeoDataFrame) -> Non
             f"coverage {os.fspath(path)!r}: unknown format {suffix or '(no extension)'}; "
             f"use one of {', '.join(FORMATS)}"
         )
-    if suffix in (".geojson", ".json"):
-        out = frame.to_crs("EPSG:4326") if frame.crs is not None else frame
-        atomic_write(
-            target, lambda t: out.to_file(t, driver="GeoJSON", engine="pyogrio", RFC7946="YES")
-        )
-    elif suffix == ".parquet":
-        atomic_write(target, lambda t: frame.to_parquet(t, index=False))
-    else:
-        driver = "GPKG" if suffix == ".gpkg" else "FlatGeobuf"
-        kw = {"layer": "coverage"} if driver == "GPKG" else {}
-        atomic_write(target, lambda t: frame.to_file(t, driver=driver, engine="pyogrio", **kw))
+    write_frame(target, frame, layer="coverage")

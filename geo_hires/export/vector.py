@@ -29,6 +29,7 @@ __all__ = [
     "atomic_write",
     "check_outputs",
     "detections_frame",
+    "write_frame",
     "write_gpkg",
     "write_output",
 ]
@@ -132,8 +133,21 @@ def write_output(
     elif suffix == ".gpkg":
         write_gpkg(target, dets, scene, config=config, coverage=coverage)
     else:
-        frame = detections_frame(dets, scene, config=config)
-        if suffix == ".parquet":
-            atomic_write(target, lambda t: frame.to_parquet(t, index=False))
-        else:
-            atomic_write(target, lambda t: frame.to_file(t, driver="FlatGeobuf", engine="pyogrio"))
+        write_frame(target, detections_frame(dets, scene, config=config), layer="detections")
+
+
+def write_frame(path: Path, frame: gpd.GeoDataFrame, *, layer: str) -> None:
+    """Write one GeoDataFrame atomically in the format ``path``'s extension names: GeoJSON
+    in WGS84 (RFC 7946), else GeoParquet, GeoPackage (as ``layer``) or FlatGeobuf as is."""
+    suffix = path.suffix.lower()
+    if suffix in (".geojson", ".json"):
+        out = frame.to_crs("EPSG:4326") if frame.crs is not None else frame
+        atomic_write(
+            path, lambda t: out.to_file(t, driver="GeoJSON", engine="pyogrio", RFC7946="YES")
+        )
+    elif suffix == ".parquet":
+        atomic_write(path, lambda t: frame.to_parquet(t, index=False))
+    elif suffix == ".gpkg":
+        atomic_write(path, lambda t: frame.to_file(t, driver="GPKG", layer=layer, engine="pyogrio"))
+    else:
+        atomic_write(path, lambda t: frame.to_file(t, driver="FlatGeobuf", engine="pyogrio"))
