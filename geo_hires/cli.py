@@ -281,6 +281,7 @@ def _cmd_batch(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.train.fit import FitConfig
     from geo_hires.train.run import TrainJob, train_bundle
+    from geo_hires.train.yolo_run import YOLO_ARCHS, YoloTrainConfig, train_yolo_bundle
 
     scenes = sorted(
         str(p)
@@ -306,7 +307,13 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
             steps=args.steps, minutes=args.minutes, batch_size=args.batch, seed=args.seed
         ),
     )
-    card = train_bundle(job, evaluate=_validation_metrics)
+    if args.arch in YOLO_ARCHS:
+        cfg = YoloTrainConfig(
+            arch=args.arch, minutes=args.minutes, batch=args.batch, device=args.train_device
+        )
+        card = train_yolo_bundle(job, cfg, evaluate=_validation_metrics)
+    else:
+        card = train_bundle(job, evaluate=_validation_metrics)
     out.write(f"wrote {args.out} ({card.extra['training']['report']})\n")
     return 0
 
@@ -484,13 +491,21 @@ def _add_model_commands(sub: Any) -> None:
     p.add_argument("list", help="text file, one scene (or STAC item) path per line")
     p.add_argument("--out-dir", required=True, help="folder for <name>.geojson and .status.json")
     _add_detect_opts(p)
-    p = sub.add_parser("train", help="train a scanning detector on labelled scenes")
+    p = sub.add_parser(
+        "train", help="train a scanning detector or an ultralytics YOLO on labelled scenes"
+    )
     p.add_argument("scenes", nargs="+", help="scene files or folders")
     p.add_argument("--labels", required=True, help="one label file for all, or a folder")
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--name", default="model", help="model name (in its card and outputs)")
     p.add_argument(
-        "--arch", choices=["lsn", "wide"], default="lsn", help="network: light LSN or wide"
+        "--arch",
+        choices=["lsn", "wide", "yolov8n", "yolo11n", "yolov8n-obb", "yolo11n-obb"],
+        default="lsn",
+        help="network: light LSN, wide, or an ultralytics YOLO (built from its yaml)",
+    )
+    p.add_argument(
+        "--train-device", default="cpu", help="YOLO training device (cpu, 0 for the first GPU)"
     )
     p.add_argument("--gsd", type=float, default=0.5, help="metres per pixel of the training data")
     p.add_argument(

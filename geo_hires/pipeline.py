@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,18 +28,21 @@ from geo_hires.detections import PixelDetections
 from geo_hires.errors import ConfigError
 from geo_hires.journal import Journal, UnitResult
 from geo_hires.merge import nms
+from geo_hires.models.bundle import Detectors, load_bundle
 from geo_hires.models.fcn import FCNDetector
-from geo_hires.models.registry import ModelCard, load_model
+from geo_hires.models.registry import ModelCard
 from geo_hires.scan import read_ahead
 from geo_hires.scene import Scene, SceneReader
 from geo_hires.scene.stac import open_input
 from geo_hires.tiling import mask_lookup
 from geo_hires.units import (
+    REFINE,
     DetectConfig,
     LevelRun,
     Unit,
     UnitRunner,
     level_downsample,
+    level_names,
     plan_units,
 )
 
@@ -92,7 +94,7 @@ def merge_results(
     results: Iterable[UnitResult], card: ModelCard, scene: Scene, cfg: DetectConfig
 ) -> PixelDetections:
     """Unit results (any order) → clipped, NMS-merged detections in canonical order."""
-    level_names = tuple(r.name for r in card.levels)
+    names = level_names(card)
     ordered = sorted(results, key=lambda r: (r.level, int(r.key.rsplit("U", 1)[1])))
     parts = [
         PixelDetections.build(
@@ -101,13 +103,11 @@ def merge_results(
             r.classes,
             class_names=card.classes,
             levels=np.full(len(r.scores), r.level),
-            level_names=level_names,
+            level_names=names,
         )
         for r in ordered
     ]
-    merged = (
-        PixelDetections.concat(parts) if parts else PixelDetections.empty(card.classes, level_names)
-    )
+    merged = PixelDetections.concat(parts) if parts else PixelDetections.empty(card.classes, names)
     boxes = merged.boxes.copy()
     np.clip(boxes[:, 0::2], 0, scene.width, out=boxes[:, 0::2])
     np.clip(boxes[:, 1::2], 0, scene.height, out=boxes[:, 1::2])
@@ -123,7 +123,7 @@ class Executor(Protocol):
     def run_units(
         self,
         scene: Scene,
-        model: FCNDetector,
+        model: FCNDetector | Detectors,
         card: ModelCard,
         units: tuple[Unit, ...],
         cfg: DetectConfig,
@@ -153,7 +153,7 @@ class LocalExecutor:
     def run_units(
         self,
         scene: Scene,
-        model: FCNDetector,
+        model: FCNDetector | Detectors,
         card: ModelCard,
         units: tuple[Unit, ...],
         cfg: DetectConfig,
@@ -177,7 +177,7 @@ def _valid_mask(scene: Scene, read_config: ReadConfig | None) -> npt.NDArray[np.
 
 def detect_scene(
     scene: Scene,
-    model: FCNDetector,
+    model: FCNDetector | Detectors,
     card: ModelCard,
     *,
     config: DetectConfig | None = None,
@@ -208,52 +208,30 @@ def detect_scene(
     """
     cfg = config or DetectConfig()
     executor = executor or LocalExecutor()
+    detectors = Detectors.of(model)
     start = time.perf_counter()
     valid = _valid_mask(scene, read_config)
     units, runs = plan_units(
         scene,
-        model,
+        detectors,
         card,
         cfg,
         has_data=mask_lookup(valid, scene) if valid is not None else None,
         in_aoi=aoi.touches_window() if aoi is not None else None,
     )
     done = journal.start(resume=resume) if journal is not None else {}
-    valid_keys = {u.key for u in units}
-    results = {k: r for k, r in done.items() if k in valid_keys}
-    todo = tuple(u for u in units if u.key not in results)
-    bar = tqdm(
-        total=len(units),
-        initial=len(results),
-        desc=Path(scene.path).name,
-        unit="unit",
-        disable=not progress,
-        leave=False,
-    )
-
-    def on_result(r: UnitResult) -> None:
-        if r.key in results:  # a retried unit is counted once
-            return
-        results[r.key] = r
-        if journal is not None:
-            journal.record(r)
-        bar.update(1)
-        if on_progress is not None:
-            on_progress(len(results), len(units))
-
-    if on_progress is not None:
-        on_progress(len(results), len(units))
-    with bar:
-        executor.run_units(
-            scene, model, card, todo, cfg, on_result=on_result, read_config=read_config
-        )
-    missing = valid_keys - results.keys()
-    if missing:
-        raise ConfigError(
-            f"executor lost {len(missing)} work units (e.g. {sorted(missing)[0]}); "
-            "rerun with --resume"
-        )
-    merged = merge_results(results.values(), card, scene, cfg)
+    run = _Progress(done=done, journal=journal, on_progress=on_progress)
+    with tqdm(
+        total=len(units), desc=Path(scene.path).name, unit="unit", disable=not progress, leave=False
+    ) as bar:
+        run.bar = bar
+        results = run.units(executor, scene, detectors, card, units, cfg, read_config)
+        merged = merge_results(results, card, scene, cfg)
+        if card.cascade is not None:
+            merged, refine_run = _cascade(
+                run, executor, scene, detectors, card, merged, cfg, read_config
+            )
+            runs = (*runs, refine_run)
     return DetectResult(
         detections=aoi.keep(merged) if aoi is not None else merged,
         levels=runs,
@@ -264,23 +242,112 @@ def detect_scene(
     )
 
 
+@dataclasses.dataclass(kw_only=True, eq=False)
+class _Progress:
+    """Runs planned units through an executor with journal, resume and progress reports."""
+
+    done: dict[str, UnitResult]
+    journal: Journal | None
+    on_progress: Callable[[int, int], None] | None
+    bar: Any = None
+    finished: int = 0
+    total: int = 0
+
+    def units(
+        self,
+        executor: Executor,
+        scene: Scene,
+        model: Detectors,
+        card: ModelCard,
+        units: tuple[Unit, ...],
+        cfg: DetectConfig,
+        read_config: ReadConfig | None,
+    ) -> list[UnitResult]:
+        """Results of ``units`` (those journalled reused): every unit once, or an error."""
+        keys = {u.key for u in units}
+        results = {k: r for k, r in self.done.items() if k in keys}
+        self.total += len(units)
+        self.finished += len(results)
+        if self.bar is not None:
+            self.bar.total = self.total
+            self.bar.update(len(results))
+        todo = tuple(u for u in units if u.key not in results)
+
+        def on_result(r: UnitResult) -> None:
+            if r.key in results:  # a retried unit is counted once
+                return
+            results[r.key] = r
+            if self.journal is not None:
+                self.journal.record(r)
+            self.finished += 1
+            if self.bar is not None:
+                self.bar.update(1)
+            if self.on_progress is not None:
+                self.on_progress(self.finished, self.total)
+
+        if self.on_progress is not None:
+            self.on_progress(self.finished, self.total)
+        if todo:
+            executor.run_units(
+                scene, model, card, todo, cfg, on_result=on_result, read_config=read_config
+            )
+        missing = keys - results.keys()
+        if missing:
+            raise ConfigError(
+                f"executor lost {len(missing)} work units (e.g. {sorted(missing)[0]}); "
+                "rerun with --resume"
+            )
+        return list(results.values())
+
+
+def _cascade(
+    run: _Progress,
+    executor: Executor,
+    scene: Scene,
+    model: Detectors,
+    card: ModelCard,
+    candidates: PixelDetections,
+    cfg: DetectConfig,
+    read_config: ReadConfig | None,
+) -> tuple[PixelDetections, LevelRun]:
+    """The refiner on windows around ``candidates``; its boxes replace theirs."""
+    from geo_hires.cascade import combine, plan_refine, refine_units
+
+    rule = card.cascade
+    if rule is None:
+        raise ConfigError(f"model {card.name!r} has no cascade")
+    blocks = plan_refine(candidates, rule, (scene.width, scene.height))
+    units = refine_units(blocks, level=len(card.levels), batch_size=cfg.batch_size)
+    results = run.units(executor, scene, model, card, units, cfg, read_config)
+    refined = merge_results(results, card, scene, cfg)
+    thr = cfg.score_threshold or card.score_threshold
+    cores = tuple((b.x0, b.y0, b.x1, b.y1) for b in blocks)
+    level = LevelRun(
+        name=REFINE,
+        downsample=1,
+        blocks=len(blocks),
+        skipped_nodata=0,
+        pixels=scene.pixels,
+        pixels_scanned=sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in cores),
+        cores=cores,
+    )
+    return combine(candidates, refined, rule, thr), level
+
+
 def journal_for(
     output: str | os.PathLike[str],
     scene: Scene,
-    model: FCNDetector,
+    model: FCNDetector | Detectors,
     cfg: DetectConfig,
     aoi: AreaOfInterest | None = None,
 ) -> Journal:
     """The journal beside ``output``, tied to the scene file, weights, config, bands and AOI."""
     st = os.stat(scene.path)
-    digest = hashlib.sha256()
-    for tensor in model.state_dict().values():
-        digest.update(tensor.detach().cpu().numpy().tobytes())
     identity = {
         "scene": os.path.abspath(scene.path),
         "size": st.st_size,
         "mtime_ns": st.st_mtime_ns,
-        "weights": digest.hexdigest()[:16],
+        "weights": Detectors.of(model).digest,
         "config_id": config_id(cfg),
         "bands": list(scene.rgb_bands),
         "aoi": aoi.digest if aoi is not None else None,
@@ -292,7 +359,7 @@ def run_detect(
     scene_path: str | os.PathLike[str],
     output: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
-    model: str | os.PathLike[str] | tuple[FCNDetector, ModelCard] = "aircraft_lsn",
+    model: str | os.PathLike[str] | tuple[FCNDetector | Detectors, ModelCard] = "aircraft_lsn",
     gpkg: str | os.PathLike[str] | None = None,
     quicklook: str | os.PathLike[str] | None = None,
     config: DetectConfig | None = None,
@@ -330,7 +397,7 @@ def run_detect(
     outputs += [gpkg] if gpkg else []
     check_outputs([*outputs, *([coverage] if coverage else [])])
     cfg = config or DetectConfig()
-    net, card = model if isinstance(model, tuple) else load_model(model)
+    net, card = model if isinstance(model, tuple) else load_bundle(model)
     scene, stac = open_input(scene_path, read_config)
     area = load_aoi(aoi, scene) if aoi is not None else None
     journal = journal_for(outputs[0], scene, net, cfg, area)

@@ -18,13 +18,15 @@ from rasterio.windows import Window
 
 from geo_hires.errors import ConfigError
 from geo_hires.journal import UnitResult
+from geo_hires.models.bundle import Detectors
 from geo_hires.models.codec import decode_peaks
 from geo_hires.models.fcn import FCNDetector
-from geo_hires.models.registry import LevelRule, ModelCard
+from geo_hires.models.registry import FCN, LevelRule, ModelCard
 from geo_hires.scan import (
     Block,
     BlockOutput,
     batch_blocks,
+    default_device,
     forward_batch,
     halo_for,
     plan_blocks,
@@ -39,8 +41,15 @@ __all__ = [
     "Unit",
     "UnitRunner",
     "level_downsample",
+    "level_names",
     "plan_units",
 ]
+
+REFINE = "refine"
+"""Level name of a cascade's refiner detections (level index ``len(card.levels)``)."""
+WINDOW_STRIDE = 16
+"""Grid of ultralytics windows (core and halo are multiples of it)."""
+Parts = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64]]
 
 Item = tuple[Block, npt.NDArray[np.float32], npt.NDArray[np.bool_]]
 
@@ -133,6 +142,24 @@ def level_downsample(rule: LevelRule, scene: Scene, card: ModelCard) -> int:
     return max(1, round(rule.target_gsd_m / card.gsd_m)) if card.gsd_m else rule.downsample
 
 
+def level_names(card: ModelCard) -> tuple[str, ...]:
+    """The card's level names, and ``refine`` after them when it has a cascade."""
+    return tuple(r.name for r in card.levels) + ((REFINE,) if card.cascade else ())
+
+
+def _level_blocks(
+    rule: LevelRule, model: Detectors, size: tuple[int, int], cfg: DetectConfig
+) -> tuple[Block, ...]:
+    """Blocks of a scanning level (halo from the receptive field) or an ultralytics level
+    (windows of ``rule.window`` whose cores tile the level, ``rule.halo`` of overlap)."""
+    if rule.detector == FCN:
+        net = model.network()
+        halo = halo_for(net.receptive_field, net.stride)
+        return plan_blocks(*size, core=cfg.core, halo=halo, stride=net.stride)
+    core = rule.window - 2 * rule.halo
+    return plan_blocks(*size, core=core, halo=rule.halo, stride=WINDOW_STRIDE)
+
+
 def _level0(block: Block, d: int) -> Window:
     return Window(block.x0 * d, block.y0 * d, (block.x1 - block.x0) * d, (block.y1 - block.y0) * d)
 
@@ -150,7 +177,7 @@ def _level_size(scene: Scene, d: int) -> tuple[int, int]:
 
 def plan_units(
     scene: Scene,
-    model: FCNDetector,
+    model: FCNDetector | Detectors,
     card: ModelCard,
     cfg: DetectConfig,
     *,
@@ -161,7 +188,7 @@ def plan_units(
     AOI (``in_aoi`` on the core's level-0 window), then nodata-only blocks (``has_data``)."""
     units: list[Unit] = []
     runs = []
-    halo = halo_for(model.receptive_field, model.stride)
+    detectors = Detectors.of(model)
     names = [r.name for r in card.levels]
     unknown = sorted(set(cfg.levels or ()) - set(names))
     if unknown:
@@ -170,8 +197,7 @@ def plan_units(
         if cfg.levels is not None and rule.name not in cfg.levels:
             continue
         d = level_downsample(rule, scene, card)
-        lw, lh = _level_size(scene, d)
-        blocks = plan_blocks(lw, lh, core=cfg.core, halo=halo, stride=model.stride)
+        blocks = _level_blocks(rule, detectors, _level_size(scene, d), cfg)
         aimed = [b for b in blocks if in_aoi is None or in_aoi(_core0(b, d, scene))]
         kept = [b for b in aimed if has_data is None or has_data(_level0(b, d))]
         cores = [_core0(b, d, scene) for b in kept]
@@ -203,13 +229,17 @@ class UnitRunner:
     def __init__(
         self,
         reader: SceneReader,
-        model: FCNDetector,
+        model: FCNDetector | Detectors,
         card: ModelCard,
         cfg: DetectConfig,
         device: torch.device | None = None,
     ) -> None:
         self.reader, self.card, self.cfg = reader, card, cfg
-        self.model, self.device = prepare(model, device)
+        self.detectors = Detectors.of(model)
+        self.device = device or default_device()
+        self.model = (
+            prepare(self.detectors.fcn, self.device)[0] if self.detectors.fcn is not None else None
+        )
         self._whole: dict[int, tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]] = {}
 
     def read(self, unit: Unit) -> list[Item]:
@@ -232,13 +262,21 @@ class UnitRunner:
         return items
 
     def compute(self, unit: Unit, items: list[Item]) -> UnitResult:
-        """Forward the unit's batch and decode its blocks' cores into level-0 boxes."""
-        rule = self.card.levels[unit.level]
+        """Run the unit's detector on its batch; its blocks' boxes in level-0 pixels."""
         thr = self.cfg.score_threshold or self.card.score_threshold
-        parts = [
-            self._decode(o, rule, unit.downsample, thr)
-            for o in forward_batch(self.model, items, self.device)
-        ]
+        if unit.level == len(self.card.levels) and self.card.cascade is not None:
+            parts = self._refine(items, self.card.cascade.detector, thr)
+        elif self.card.levels[unit.level].detector != FCN:
+            parts = self._windows(items, self.card.levels[unit.level], unit.downsample, thr)
+        else:
+            rule = self.card.levels[unit.level]
+            if self.card.cascade is not None:  # the scanner proposes; the refiner decides
+                thr = self.card.cascade.gate_threshold
+            net = self.detectors.network() if self.model is None else self.model
+            parts = [
+                self._decode(o, rule, unit.downsample, thr)
+                for o in forward_batch(net, items, self.device)
+            ]
         return UnitResult(
             key=unit.key,
             level=unit.level,
@@ -252,13 +290,63 @@ class UnitRunner:
     def run(self, unit: Unit) -> UnitResult:
         return self.compute(unit, self.read(unit))
 
-    def _decode(
-        self, o: BlockOutput, rule: LevelRule, d: int, threshold: float
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    def _predict(
+        self, items: list[Item], detector: str, imgsz: int, threshold: float
+    ) -> list[tuple[Item, Parts]]:
+        """The ultralytics model's boxes per block with valid pixels (block frame)."""
+        items = [it for it in items if it[2].any()]
+        if not items:
+            return []
+        images = [
+            np.round(np.clip(im, 0.0, 1.0) * 255).astype(np.uint8).transpose(1, 2, 0)
+            for _, im, _ in items
+        ]
+        model = self.detectors.model(detector)
+        preds = model.predict(images, imgsz=imgsz, threshold=threshold, threads=self.cfg.threads)
+        return list(zip(items, preds, strict=True))
+
+    def _windows(self, items: list[Item], rule: LevelRule, d: int, threshold: float) -> list[Parts]:
+        """An ultralytics level: each window keeps the boxes centred in its core (and on
+        valid pixels, within the level's size range), so overlapping windows report each
+        object once."""
+        parts = []
+        for (b, _, valid), (boxes, scores, classes) in self._predict(
+            items, rule.detector, rule.window, threshold
+        ):
+            cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+            side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+            gx, gy = cx + b.x0, cy + b.y0
+            vx = np.clip(cx.astype(int), 0, valid.shape[1] - 1)
+            vy = np.clip(cy.astype(int), 0, valid.shape[0] - 1)
+            ok = (gx >= b.cx0) & (gx < b.cx1) & (gy >= b.cy0) & (gy < b.cy1) & valid[vy, vx]
+            ok &= (side >= rule.min_size) & (side < rule.max_size)
+            shifted = boxes[ok] + np.array([b.x0, b.y0, b.x0, b.y0], np.float64)
+            parts.append((shifted * d, scores[ok], classes[ok]))
+        return parts
+
+    def _refine(self, items: list[Item], detector: str, threshold: float) -> list[Parts]:
+        """A cascade's refiner on windows around candidates (level 0): boxes cut by a window
+        edge inside the scene are dropped, the window around their own candidate sees them."""
+        parts = []
+        w, h = self.reader.scene.width, self.reader.scene.height
+        for (b, _, _), (boxes, scores, classes) in self._predict(
+            items, detector, self.card.cascade.window if self.card.cascade else 256, threshold
+        ):
+            g = boxes + np.array([b.x0, b.y0, b.x0, b.y0], np.float64)
+            cut = np.zeros(len(g), bool)
+            cut |= (g[:, 0] <= b.x0 + 2) & (b.x0 > 0)
+            cut |= (g[:, 1] <= b.y0 + 2) & (b.y0 > 0)
+            cut |= (g[:, 2] >= b.x1 - 2) & (b.x1 < w)
+            cut |= (g[:, 3] >= b.y1 - 2) & (b.y1 < h)
+            parts.append((g[~cut], scores[~cut], classes[~cut]))
+        return parts
+
+    def _decode(self, o: BlockOutput, rule: LevelRule, d: int, threshold: float) -> Parts:
+        net = self.detectors.network()
         boxes, scores, classes = decode_peaks(
             o.out,
-            num_classes=self.model.spec.num_classes,
-            stride=self.model.stride,
+            num_classes=net.spec.num_classes,
+            stride=net.stride,
             origin=o.origin,
             keep=o.keep,
             threshold=threshold,

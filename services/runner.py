@@ -19,8 +19,8 @@ from typing import Any
 
 from geo_hires.config import ReadConfig
 from geo_hires.errors import GeoHiresError
-from geo_hires.models.fcn import FCNDetector
-from geo_hires.models.registry import ModelCard, load_model
+from geo_hires.models.bundle import Detectors, load_bundle
+from geo_hires.models.registry import ModelCard
 from geo_hires.pipeline import DetectConfig, Executor, run_detect
 from services.store import Job, JobStore
 
@@ -100,13 +100,13 @@ class JobRunner:
     data_dir: Path
     executor: Executor | None = None
     read_config: ReadConfig = dataclasses.field(default_factory=scene_read_config)
-    _models: dict[str, tuple[FCNDetector, ModelCard]] = dataclasses.field(default_factory=dict)
+    _models: dict[str, tuple[Detectors, ModelCard]] = dataclasses.field(default_factory=dict)
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
-    def _model(self, name: str) -> tuple[FCNDetector, ModelCard]:
+    def _model(self, name: str) -> tuple[Detectors, ModelCard]:
         with self._lock:
             if name not in self._models:
-                self._models[name] = load_model(name)
+                self._models[name] = load_bundle(name)
             return self._models[name]
 
     def run_one(self) -> Job | None:

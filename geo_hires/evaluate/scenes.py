@@ -12,7 +12,7 @@ from geo_hires.config import ReadConfig
 from geo_hires.errors import NoCRSWarning
 from geo_hires.evaluate.coco import evaluate_images
 from geo_hires.labels import labels_for
-from geo_hires.models.registry import load_model
+from geo_hires.models.bundle import load_bundle
 from geo_hires.pipeline import DetectConfig, detect_scene
 from geo_hires.scene import open_scene
 
@@ -32,7 +32,7 @@ def evaluate_scenes(
     The truth's classes are renamed with the bundle card's training ``class_map``. A low score
     threshold is used so AP sees the whole precision-recall curve.
     """
-    model, card = load_model(bundle)
+    model, card = load_bundle(bundle)
     class_map = card.extra.get("training", {}).get("class_map", {})
     cfg = DetectConfig(score_threshold=score_threshold)
     pairs, seconds, mp = [], 0.0, 0.0

@@ -1,9 +1,11 @@
 """Model bundles: weights plus a card that says how to run them.
 
-A bundle is a folder with ``weights.pt`` (a BatchNorm-folded state dict) and ``card.json``:
-architecture, classes, the GSD the model was trained for, its YOLT level plan (which objects
-each level keeps), the default score threshold, licence, training data and metrics. Shipped
-bundles live in ``geo_hires/models/weights/NAME``; any other folder can be given by path.
+A bundle is a folder with ``card.json`` — architecture, classes, the GSD the model was trained
+for, its YOLT level plan (which objects each level keeps and *which detector* runs it), the
+default score threshold, licence, training data and metrics — and the detectors' weights:
+``weights.pt`` (a BatchNorm-folded state dict of the scanning network, when a level uses it)
+and any ultralytics ``.pt`` files the levels or the cascade name. Shipped bundles live in
+``geo_hires/models/weights/NAME``; any other folder can be given by path.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ from geo_hires.errors import ConfigError
 from geo_hires.models.fcn import ArchSpec, FCNDetector, LayerSpec, fold_batchnorm
 
 __all__ = [
+    "FCN",
     "SHIPPED",
+    "CascadeRule",
     "LevelRule",
     "ModelCard",
+    "bundle_dir",
     "load_card",
     "load_model",
     "save_model",
@@ -30,6 +35,8 @@ __all__ = [
 ]
 
 SHIPPED = Path(__file__).parent / "weights"
+FCN = "fcn"
+"""The detector name of a level run by the bundle's scanning network (``weights.pt``)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -42,6 +49,12 @@ class LevelRule:
             ``round(target_gsd_m / scene_gsd_m)``.
         downsample: Factor used when the scene's GSD is unknown (relative to the model's GSD).
         min_size, max_size: Longest box side, in *level* pixels, that this level reports.
+        detector: ``"fcn"`` (the bundle's scanning network, run in blocks that share their
+            overlap) or the file name of an ultralytics model in the bundle, run on windows.
+        window: Window side in level pixels for an ultralytics level (its ``imgsz``).
+        halo: Overlap on each side of an ultralytics window, level pixels; a window reports the
+            boxes centred in its core (the window less the halo), so objects up to
+            ``2 * halo`` pixels are always seen whole by the window that reports them.
     """
 
     name: str
@@ -49,6 +62,51 @@ class LevelRule:
     downsample: int
     min_size: float = 0.0
     max_size: float = 1e9
+    detector: str = FCN
+    window: int = 0
+    halo: int = 0
+
+    def __post_init__(self) -> None:
+        if self.detector != FCN and (
+            self.window < 64 or self.window % 32 or not 0 <= 2 * self.halo < self.window - 32
+        ):
+            raise ConfigError(
+                f"level {self.name!r} runs {self.detector!r}: give 'window' (a multiple of 32, "
+                f">= 64) and 'halo' (0 <= 2 * halo < window - 32), got {self.window}/{self.halo}"
+            )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CascadeRule:
+    """The survey's cascade: the scanning levels find candidates, a heavier detector looks
+    again only at windows around them, and its boxes replace the candidates'.
+
+    Attributes:
+        detector: File name of the ultralytics model in the bundle.
+        window: Side of the window around each candidate (full resolution pixels); a larger
+            candidate gets a window that holds it with ``margin`` to spare.
+        gate_threshold: Candidate score that earns a look (the scanning levels run at this
+            threshold: low, so that the refiner, not the scanner, decides).
+        margin: Pixels between a candidate's box and its window's edge.
+        unmatched_scale: A candidate the refiner found nothing on (IoU < 0.3 with each of its
+            boxes) is kept with its score times this (0 drops it): the refiner's misses then
+            cost ranking, not recall.
+    """
+
+    detector: str
+    window: int = 256
+    gate_threshold: float = 0.1
+    margin: int = 16
+    unmatched_scale: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.window < 64 or self.window % 32 or not 0.0 < self.gate_threshold < 1.0:
+            raise ConfigError(
+                "cascade: 'window' a multiple of 32 (>= 64), 'gate_threshold' in (0, 1); got "
+                f"{self.window}/{self.gate_threshold}"
+            )
+        if not 0.0 <= self.unmatched_scale <= 1.0 or self.margin < 0:
+            raise ConfigError("cascade: 'unmatched_scale' in [0, 1] and 'margin' >= 0")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -56,32 +114,56 @@ class ModelCard:
     """What a bundle declares about its model (see module docstring)."""
 
     name: str
-    arch: ArchSpec
+    arch: ArchSpec | None
     classes: tuple[str, ...]
     gsd_m: float
     levels: tuple[LevelRule, ...]
     score_threshold: float
     input_bands: tuple[str, ...] = ("red", "green", "blue")
+    cascade: CascadeRule | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.arch is None and any(lv.detector == FCN for lv in self.levels):
+            raise ConfigError(
+                f"model {self.name!r}: a level runs the scanning network ('detector': 'fcn') "
+                "but the card has no 'arch'"
+            )
+
+    @property
+    def yolo_files(self) -> tuple[str, ...]:
+        """The ultralytics model files the levels and the cascade name (sorted, unique)."""
+        names = {lv.detector for lv in self.levels if lv.detector != FCN}
+        return tuple(sorted(names | ({self.cascade.detector} if self.cascade else set())))
 
     def as_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("extra")
+        if d["cascade"] is None:
+            d.pop("cascade")
         return {**d, **self.extra}
 
 
 def _card_from_json(doc: dict[str, Any]) -> ModelCard:
-    arch = doc["arch"]
-    spec = ArchSpec(
-        name=arch["name"],
-        num_classes=arch["num_classes"],
-        in_channels=arch["in_channels"],
-        layers=tuple(LayerSpec(**layer) for layer in arch["layers"]),
+    arch = doc.get("arch")
+    spec = (
+        ArchSpec(
+            name=arch["name"],
+            num_classes=arch["num_classes"],
+            in_channels=arch["in_channels"],
+            layers=tuple(LayerSpec(**layer) for layer in arch["layers"]),
+        )
+        if arch
+        else None
     )
-    known = {"name", "arch", "classes", "gsd_m", "levels", "score_threshold", "input_bands"}
+    known = {
+        "name", "arch", "classes", "gsd_m", "levels", "score_threshold", "input_bands", "cascade"
+    }  # fmt: skip
+    cascade = doc.get("cascade")
     return ModelCard(
         name=doc["name"],
         arch=spec,
+        cascade=CascadeRule(**cascade) if cascade else None,
         classes=tuple(doc["classes"]),
         gsd_m=float(doc["gsd_m"]),
         levels=tuple(LevelRule(**lv) for lv in doc["levels"]),
@@ -91,7 +173,8 @@ def _card_from_json(doc: dict[str, Any]) -> ModelCard:
     )
 
 
-def _bundle_dir(name_or_path: str | os.PathLike[str]) -> Path:
+def bundle_dir(name_or_path: str | os.PathLike[str]) -> Path:
+    """The folder of a bundle given by path or shipped name."""
     p = Path(name_or_path)
     if (p / "card.json").is_file():
         return p
@@ -113,7 +196,7 @@ def shipped_models() -> list[str]:
 
 def load_card(name_or_path: str | os.PathLike[str]) -> ModelCard:
     """A bundle's card alone (no weights): what a service needs to validate options."""
-    folder = _bundle_dir(name_or_path)
+    folder = bundle_dir(name_or_path)
     try:
         return _card_from_json(json.loads((folder / "card.json").read_text()))
     except (KeyError, TypeError, ValueError) as exc:
@@ -121,9 +204,17 @@ def load_card(name_or_path: str | os.PathLike[str]) -> ModelCard:
 
 
 def load_model(name_or_path: str | os.PathLike[str]) -> tuple[FCNDetector, ModelCard]:
-    """Load a bundle; the model comes back folded, in eval mode, on the CPU."""
-    folder = _bundle_dir(name_or_path)
+    """Load a bundle's scanning network (folded, eval mode, CPU) and its card.
+
+    Bundles that run ultralytics models load with :func:`geo_hires.models.load_bundle`.
+    """
+    folder = bundle_dir(name_or_path)
     card = load_card(folder)
+    if card.arch is None or card.yolo_files:
+        raise ConfigError(
+            f"model {card.name!r} runs ultralytics models; load it with "
+            "geo_hires.models.load_bundle"
+        )
     model = fold_batchnorm(FCNDetector(card.arch))
     state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from geo_hires.config import ReadConfig
 from geo_hires.errors import ConfigError, GeoHiresError
 from geo_hires.export.geojson import write_text_atomic
-from geo_hires.models.registry import load_model
+from geo_hires.models.bundle import load_bundle
 from geo_hires.pipeline import DetectConfig, Executor, run_detect
 
 __all__ = ["BatchReport", "read_scene_list", "run_batch"]
@@ -109,7 +109,7 @@ def run_batch(
     scenes = read_scene_list(list_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    loaded = load_model(model)
+    loaded = load_bundle(model)
     done = failed = skipped = 0
     for scene, name in tqdm(
         list(zip(scenes, _names(scenes), strict=True)),

@@ -27,7 +27,8 @@ import torch
 from geo_hires.config import ReadConfig
 from geo_hires.errors import ConfigError, ExecutorError
 from geo_hires.journal import UnitResult
-from geo_hires.models.fcn import FCNDetector, fold_batchnorm
+from geo_hires.models.bundle import Detectors
+from geo_hires.models.fcn import FCNDetector
 from geo_hires.models.registry import ModelCard
 from geo_hires.pipeline import DetectConfig, Unit, UnitRunner
 from geo_hires.runtime.ray_local import ensure_ray
@@ -97,7 +98,7 @@ class ScannerActor:
 
     def __init__(self, card: ModelCard, cfg: DetectConfig, read_config: ReadConfig | None) -> None:
         self.card, self.cfg, self.read_config = card, cfg, read_config
-        self._model: FCNDetector | None = None
+        self._model: Detectors | None = None
         self._model_key: str | None = None
         self._runners: dict[str, tuple[SceneReader, UnitRunner]] = {}
 
@@ -110,11 +111,10 @@ class ScannerActor:
 
         return str(ray.get_runtime_context().get_node_id())
 
-    def _runner(self, scene: Scene, state: dict[str, torch.Tensor], model_key: str) -> UnitRunner:
+    def _runner(self, scene: Scene, payload: dict[str, Any], model_key: str) -> UnitRunner:
         if self._model is None or self._model_key != model_key:
-            model = fold_batchnorm(FCNDetector(self.card.arch))
-            model.load_state_dict(state)
-            self._model, self._model_key = model, model_key
+            self._model = Detectors.from_payload(self.card, payload)
+            self._model_key = model_key
             self._close()
         entry = self._runners.get(scene.path)
         if entry is None:
@@ -129,13 +129,11 @@ class ScannerActor:
             reader.__exit__(None, None, None)
         self._runners = {}
 
-    def run(
-        self, scene: Scene, unit: Unit, state: dict[str, torch.Tensor], model_key: str
-    ) -> UnitResult:
+    def run(self, scene: Scene, unit: Unit, payload: dict[str, Any], model_key: str) -> UnitResult:
         # OpenMP thread counts are per calling thread, and Ray may call methods on another
         # thread than __init__: set it here so the numerics match a local run
         torch.set_num_threads(self.cfg.threads)
-        return self._runner(scene, state, model_key).run(unit)
+        return self._runner(scene, payload, model_key).run(unit)
 
 
 @dataclasses.dataclass(eq=False)
@@ -191,11 +189,11 @@ class RayExecutor:
         return _Slot(handle=handle, ready_ref=handle.ready.remote())
 
     def _fleet(
-        self, model: FCNDetector, card: ModelCard, cfg: DetectConfig, read_config: ReadConfig | None
+        self, model: Detectors, card: ModelCard, cfg: DetectConfig, read_config: ReadConfig | None
     ) -> None:
         import ray
 
-        key = (id(model), card.name, cfg, read_config)
+        key = (model.digest, card.name, cfg, read_config)
         if self._key == key:
             return
         self.shutdown()
@@ -208,7 +206,7 @@ class RayExecutor:
             scheduling_strategy="SPREAD",
         )
         self._args = (card, cfg, read_config)
-        self._state = ray.put({k: v.cpu() for k, v in model.state_dict().items()})
+        self._state = ray.put(model.payload())
         self._slots = [self._start_actor() for _ in range(c.actors)]
         self._key = key
         if self.on_started is not None:
@@ -217,7 +215,7 @@ class RayExecutor:
     def run_units(
         self,
         scene: Scene,
-        model: FCNDetector,
+        model: FCNDetector | Detectors,
         card: ModelCard,
         units: tuple[Unit, ...],
         cfg: DetectConfig,
@@ -228,10 +226,11 @@ class RayExecutor:
         import ray
 
         ensure_ray(self.config.address, object_store_mb=self.config.object_store_mb)
-        self._fleet(model, card, cfg, read_config)
+        detectors = Detectors.of(model)
+        self._fleet(detectors, card, cfg, read_config)
         run = _Scene(queue=collections.deque(units))
         idle = [s for s in self._slots if s.node is not None]
-        model_key = f"{card.name}-{id(model)}"
+        model_key = f"{card.name}-{detectors.digest}"
         try:
             while run.queue or run.inflight:
                 while idle and run.queue:

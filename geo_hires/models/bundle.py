@@ -1,0 +1,121 @@
+"""A bundle's detectors, loaded: the scanning network and the ultralytics models its card names.
+
+Every stage after loading (units, executors, journal) takes a :class:`Detectors` value rather
+than one network, because a card may give each level its own detector (YOLT: one model for
+small objects at full resolution, another for large ones on a downsampled level) and may add a
+cascade refiner. The value also says how to ship itself to a Ray actor (:meth:`payload`: the
+FCN's state dict and the ``.pt`` files' bytes, so a worker node needs no copy of the bundle)
+and what identifies its weights (:attr:`digest`, for journals).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from geo_hires.errors import ConfigError
+from geo_hires.models.fcn import FCNDetector, fold_batchnorm
+from geo_hires.models.registry import ModelCard, bundle_dir, load_card
+from geo_hires.models.yolo import YoloModel, load_yolo
+
+__all__ = ["Detectors", "load_bundle"]
+
+
+def _digest(fcn: FCNDetector | None, files: Mapping[str, bytes]) -> str:
+    h = hashlib.sha256()
+    if fcn is not None:
+        for tensor in fcn.state_dict().values():
+            h.update(tensor.detach().cpu().numpy().tobytes())
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + files[name])
+    return h.hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class Detectors:
+    """The loaded networks of one bundle.
+
+    Attributes:
+        fcn: The folded scanning network, or ``None`` when no level runs it.
+        yolo: ultralytics models by the file name the card uses.
+        files: Those files' bytes (what :meth:`payload` ships).
+        digest: Identity of all the weights (16 hex digits).
+    """
+
+    fcn: FCNDetector | None
+    yolo: Mapping[str, YoloModel] = dataclasses.field(default_factory=dict)
+    files: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
+    digest: str = ""
+
+    @classmethod
+    def of(cls, model: FCNDetector | Detectors) -> Detectors:
+        """``model`` as a :class:`Detectors` (a bare network is the whole bundle)."""
+        if isinstance(model, Detectors):
+            return model
+        return cls(fcn=model, digest=_digest(model, {}))
+
+    def network(self) -> FCNDetector:
+        """The scanning network; a clear error for cards whose levels need one but lack it."""
+        if self.fcn is None:
+            raise ConfigError("this bundle has no scanning network ('arch' and weights.pt)")
+        return self.fcn
+
+    def model(self, name: str) -> YoloModel:
+        """The ultralytics model the card calls ``name``."""
+        if name not in self.yolo:
+            raise ConfigError(f"the bundle has no ultralytics model {name!r}")
+        return self.yolo[name]
+
+    def payload(self) -> dict[str, Any]:
+        """What a Ray actor needs to rebuild this value (see :meth:`from_payload`)."""
+        state = None if self.fcn is None else {k: v.cpu() for k, v in self.fcn.state_dict().items()}
+        return {"fcn": state, "files": dict(self.files), "digest": self.digest}
+
+    @classmethod
+    def from_payload(cls, card: ModelCard, payload: Mapping[str, Any]) -> Detectors:
+        """Rebuild on an actor: the FCN from its state, each ``.pt`` from its bytes."""
+        fcn = None
+        if payload["fcn"] is not None and card.arch is not None:
+            fcn = fold_batchnorm(FCNDetector(card.arch))
+            fcn.load_state_dict(payload["fcn"])
+            fcn = fcn.eval()
+        folder = Path(tempfile.mkdtemp(prefix="geo-hires-models-"))
+        for name, data in payload["files"].items():
+            (folder / name).write_bytes(data)
+        return cls(
+            fcn=fcn,
+            yolo=_load_yolos(folder, card),
+            files=payload["files"],
+            digest=payload["digest"],
+        )
+
+
+def _load_yolos(folder: Path, card: ModelCard) -> dict[str, YoloModel]:
+    return {f: load_yolo(folder / f, class_names=card.classes) for f in card.yolo_files}
+
+
+def load_bundle(name_or_path: str | os.PathLike[str]) -> tuple[Detectors, ModelCard]:
+    """Load every detector of a bundle (shipped name or folder); networks in eval mode, CPU."""
+    folder = bundle_dir(name_or_path)
+    card = load_card(folder)
+    fcn = None
+    if card.arch is not None:
+        fcn = fold_batchnorm(FCNDetector(card.arch))
+        state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
+        fcn.load_state_dict(state)
+        fcn = fcn.eval()
+    missing = [f for f in card.yolo_files if not (folder / f).is_file()]
+    if missing:
+        raise ConfigError(f"{folder}: the card names {missing[0]!r}, which is not in the folder")
+    files = {f: (folder / f).read_bytes() for f in card.yolo_files}
+    return (
+        Detectors(fcn=fcn, yolo=_load_yolos(folder, card), files=files, digest=_digest(fcn, files)),
+        card,
+    )
