@@ -214,6 +214,20 @@ def _detect_config(args: argparse.Namespace) -> Any:
     )
 
 
+def _model(args: argparse.Namespace) -> Any:
+    """A shipped name or bundle folder as given, or a bare ultralytics ``.pt`` loaded."""
+    if str(args.model).lower().endswith(".pt"):
+        from geo_hires.models.bundle import load_pt
+
+        if args.model_gsd is None:
+            raise ConfigError(
+                f"--model {args.model}: a bare .pt needs --model-gsd (metres per pixel of its "
+                "training data); or give a bundle folder with a card.json"
+            )
+        return load_pt(args.model, gsd_m=args.model_gsd, window=args.window)
+    return args.model
+
+
 def _cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.pipeline import run_detect
 
@@ -221,7 +235,7 @@ def _cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
         result = run_detect(
             args.scene,
             args.output,
-            model=args.model,
+            model=_model(args),
             gpkg=args.gpkg,
             quicklook=args.quicklook,
             config=_detect_config(args),
@@ -262,7 +276,7 @@ def _cmd_batch(args: argparse.Namespace, out: TextIO) -> int:
         report = run_batch(
             args.list,
             args.out_dir,
-            model=args.model,
+            model=_model(args),
             config=_detect_config(args),
             read_config=_read_config(args),
             executor=executor,
@@ -380,7 +394,23 @@ def _add_scene_opts(p: argparse.ArgumentParser) -> None:
 
 
 def _add_detect_opts(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="aircraft_lsn", help="shipped model name or bundle folder")
+    p.add_argument(
+        "--model",
+        default="aircraft_lsn",
+        help="shipped model name, bundle folder, or an ultralytics .pt (with --model-gsd)",
+    )
+    p.add_argument(
+        "--model-gsd",
+        type=float,
+        default=None,
+        help="for a bare .pt: metres per pixel of the imagery it was trained on",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=640,
+        help="for a bare .pt: window side in pixels (its imgsz); windows overlap by 96 px",
+    )
     p.add_argument(
         "--score-threshold", type=float, default=None, help="minimum score (default: the card's)"
     )

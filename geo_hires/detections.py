@@ -48,6 +48,9 @@ class PixelDetections:
         levels: ``(N,)`` int64 index of the scale level that produced each box.
         class_names: Names of the classes.
         level_names: Names of the levels.
+        corners: ``(N, 4, 2)`` corners of *oriented* boxes (an OBB model's), level-0 pixels,
+            or ``None`` when every box is axis-aligned; ``boxes`` are then their envelopes, so
+            everything that needs only extent (clipping, AOI, windows) works unchanged.
     """
 
     boxes: FloatArray
@@ -56,6 +59,7 @@ class PixelDetections:
     levels: IntArray
     class_names: tuple[str, ...]
     level_names: tuple[str, ...] = ("full",)
+    corners: FloatArray | None = None
 
     def __post_init__(self) -> None:
         if self.boxes.ndim != 2 or self.boxes.shape[1] != 4:
@@ -63,6 +67,28 @@ class PixelDetections:
         n = self.boxes.shape[0]
         _check_lengths(n, scores=self.scores, classes=self.classes, levels=self.levels)
         _check_classes(self.classes, self.class_names)
+        if self.corners is not None and self.corners.shape != (n, 4, 2):
+            raise ConfigError(f"corners must have shape ({n}, 4, 2), got {self.corners.shape}")
+
+    @classmethod
+    def oriented(
+        cls,
+        corners: npt.ArrayLike,
+        scores: npt.ArrayLike,
+        classes: npt.ArrayLike,
+        *,
+        class_names: Sequence[str],
+        levels: npt.ArrayLike | None = None,
+        level_names: Sequence[str] = ("full",),
+    ) -> PixelDetections:
+        """Oriented boxes from their ``(N, 4, 2)`` corners (envelopes computed)."""
+        c = np.asarray(corners, dtype=np.float64).reshape(-1, 4, 2)
+        env = np.concatenate([c.min(axis=1), c.max(axis=1)], axis=1)
+        return dataclasses.replace(
+            cls.build(env, scores, classes, class_names=class_names, levels=levels,
+                      level_names=level_names),
+            corners=c,
+        )  # fmt: skip
 
     @classmethod
     def build(
@@ -106,11 +132,25 @@ class PixelDetections:
             scores=self.scores[idx],
             classes=self.classes[idx],
             levels=self.levels[idx],
+            corners=None if self.corners is None else self.corners[idx].reshape(-1, 4, 2),
         )
 
     def shifted(self, dx: float, dy: float) -> PixelDetections:
         """The same boxes moved by ``(dx, dy)`` pixels (window frame → scene frame)."""
-        return dataclasses.replace(self, boxes=self.boxes + np.array([dx, dy, dx, dy]))
+        return dataclasses.replace(
+            self,
+            boxes=self.boxes + np.array([dx, dy, dx, dy]),
+            corners=None if self.corners is None else self.corners + np.array([dx, dy]),
+        )
+
+    def corner_points(self) -> FloatArray:
+        """``(N, 4, 2)`` corners: the oriented ones, else the boxes' TL, TR, BR, BL."""
+        if self.corners is not None:
+            return self.corners
+        x0, y0, x1, y1 = self.boxes.T
+        return np.stack(
+            [np.stack(p, 1) for p in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))], axis=1
+        ).reshape(-1, 4, 2)
 
     def canonical_order(self) -> PixelDetections:
         """Rows sorted by level, class, descending score, then position.
@@ -143,6 +183,9 @@ class PixelDetections:
             scores=np.concatenate([p.scores for p in parts]),
             classes=np.concatenate([p.classes for p in parts]),
             levels=np.concatenate([p.levels for p in parts]),
+            corners=np.concatenate([p.corner_points() for p in parts])
+            if any(p.corners is not None for p in parts)
+            else None,
         )
 
 
@@ -156,6 +199,9 @@ class GeoDetections:
             bottom-right, bottom-left of the source pixel box.
         scores, classes, levels, class_names, level_names: As in :class:`PixelDetections`.
         crs: WKT of the CRS, or ``None`` for pixel space (scene without a CRS).
+        dimensions: ``(N, 3)`` heading (degrees clockwise from grid north, in ``[0, 180)``:
+            an oriented box has no front), length and width in metres of *oriented* boxes,
+            measured in map space; ``None`` for axis-aligned boxes or scenes without a CRS.
     """
 
     polygons: FloatArray
@@ -165,6 +211,7 @@ class GeoDetections:
     class_names: tuple[str, ...]
     level_names: tuple[str, ...]
     crs: str | None
+    dimensions: FloatArray | None = None
 
     def __post_init__(self) -> None:
         if self.polygons.ndim != 3 or self.polygons.shape[1:] != (4, 2):

@@ -26,6 +26,7 @@ __all__ = [
     "geometry_to_map",
     "geometry_to_pixels",
     "map_to_pixel",
+    "oriented_dimensions",
     "reproject",
     "to_map",
     "to_pixels",
@@ -60,12 +61,44 @@ def reproject(
     return np.stack([np.asarray(x), np.asarray(y)], axis=-1)
 
 
+def oriented_dimensions(corners: npt.NDArray[np.float64], crs: CRS) -> npt.NDArray[np.float64]:
+    """``(N, 4, 2)`` map-space corners of oriented boxes → ``(N, 3)`` heading (degrees
+    clockwise from grid north, ``[0, 180)``), length and width (metres).
+
+    Measured on the map, not in pixels, so that rotated scenes, non-square pixels and lon/lat
+    grids report true values: side lengths through :func:`~geo_hires.scene.placement.metres`
+    (geodesic on geographic CRSs), the heading of the long side through the geodesic azimuth on
+    geographic CRSs and the grid's own axes otherwise.
+    """
+    from pyproj import Geod
+
+    from geo_hires.scene.placement import metres
+
+    a, b, c = corners[:, 0], corners[:, 1], corners[:, 2]
+    side1 = metres(crs, a[:, 0], a[:, 1], b[:, 0], b[:, 1])
+    side2 = metres(crs, b[:, 0], b[:, 1], c[:, 0], c[:, 1])
+    first = side1 >= side2
+    p = np.where(first[:, None], a, b)
+    q = np.where(first[:, None], b, c)
+    if crs.is_geographic and len(p):
+        heading = np.asarray(Geod(ellps="WGS84").inv(p[:, 0], p[:, 1], q[:, 0], q[:, 1])[0])
+    else:
+        heading = np.degrees(np.arctan2(q[:, 0] - p[:, 0], q[:, 1] - p[:, 1]))
+    return np.stack(
+        [np.mod(heading, 180.0), np.maximum(side1, side2), np.minimum(side1, side2)], axis=1
+    )
+
+
 def to_map(dets: PixelDetections, scene: Scene) -> GeoDetections:
-    """Pixel boxes → 4-corner polygons in the scene CRS (pixel space when it has none)."""
-    corners = box_corners(dets.boxes)
+    """Pixel boxes → 4-corner polygons in the scene CRS (pixel space when it has none);
+    oriented boxes keep their corners and get their heading, length and width in metres."""
+    corners = dets.corner_points()
+    dims = None
     if scene.crs_wkt is not None:  # through GCPs or RPCs when the scene is placed by them
         xs, ys = scene.pixel_to_map(corners[..., 0], corners[..., 1])
-        corners = np.stack([xs, ys], axis=-1)
+        corners = np.stack([xs, ys], axis=-1).reshape(-1, 4, 2)
+        if dets.corners is not None:
+            dims = oriented_dimensions(corners, CRS.from_wkt(scene.crs_wkt))
     return GeoDetections(
         polygons=corners.reshape(-1, 4, 2),
         scores=dets.scores,
@@ -74,6 +107,7 @@ def to_map(dets: PixelDetections, scene: Scene) -> GeoDetections:
         class_names=dets.class_names,
         level_names=dets.level_names,
         crs=scene.crs_wkt,
+        dimensions=dims,
     )
 
 
@@ -90,6 +124,7 @@ def to_wgs84(geo: GeoDetections) -> GeoDetections:
         class_names=geo.class_names,
         level_names=geo.level_names,
         crs=WGS84.to_wkt(),
+        dimensions=geo.dimensions,
     )
 
 

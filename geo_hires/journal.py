@@ -35,6 +35,8 @@ class UnitResult:
         boxes: ``(N, 4)`` float64 xyxy.
         scores: ``(N,)`` float64.
         classes: ``(N,)`` int64.
+        corners: ``(N, 4, 2)`` float64 corners of oriented boxes (``boxes``: their
+            envelopes), or ``None``.
     """
 
     key: str
@@ -42,15 +44,19 @@ class UnitResult:
     boxes: npt.NDArray[np.float64]
     scores: npt.NDArray[np.float64]
     classes: npt.NDArray[np.int64]
+    corners: npt.NDArray[np.float64] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "key": self.key,
             "level": self.level,
             "boxes": self.boxes.tolist(),
             "scores": self.scores.tolist(),
             "classes": self.classes.tolist(),
         }
+        if self.corners is not None:
+            out["corners"] = self.corners.tolist()
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> UnitResult:
@@ -60,6 +66,9 @@ class UnitResult:
             boxes=np.asarray(d["boxes"], np.float64).reshape(-1, 4),
             scores=np.asarray(d["scores"], np.float64),
             classes=np.asarray(d["classes"], np.int64),
+            corners=np.asarray(d["corners"], np.float64).reshape(-1, 4, 2)
+            if "corners" in d
+            else None,
         )
 
 

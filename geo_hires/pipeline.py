@@ -97,18 +97,21 @@ def merge_results(
     names = level_names(card)
     ordered = sorted(results, key=lambda r: (r.level, int(r.key.rsplit("U", 1)[1])))
     parts = [
-        PixelDetections.build(
-            r.boxes,
-            r.scores,
-            r.classes,
-            class_names=card.classes,
-            levels=np.full(len(r.scores), r.level),
-            level_names=names,
+        dataclasses.replace(
+            PixelDetections.build(
+                r.boxes,
+                r.scores,
+                r.classes,
+                class_names=card.classes,
+                levels=np.full(len(r.scores), r.level),
+                level_names=names,
+            ),
+            corners=r.corners,
         )
         for r in ordered
     ]
     merged = PixelDetections.concat(parts) if parts else PixelDetections.empty(card.classes, names)
-    boxes = merged.boxes.copy()
+    boxes = merged.boxes.copy()  # oriented corners are left as found: clipping would skew them
     np.clip(boxes[:, 0::2], 0, scene.width, out=boxes[:, 0::2])
     np.clip(boxes[:, 1::2], 0, scene.height, out=boxes[:, 1::2])
     return nms(

@@ -22,6 +22,7 @@ from geo_hires.models.bundle import Detectors
 from geo_hires.models.codec import decode_peaks
 from geo_hires.models.fcn import FCNDetector
 from geo_hires.models.registry import FCN, LevelRule, ModelCard
+from geo_hires.models.yolo import Prediction
 from geo_hires.scan import (
     Block,
     BlockOutput,
@@ -49,7 +50,7 @@ REFINE = "refine"
 """Level name of a cascade's refiner detections (level index ``len(card.levels)``)."""
 WINDOW_STRIDE = 16
 """Grid of ultralytics windows (core and halo are multiples of it)."""
-Parts = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64]]
+Parts = Prediction
 
 Item = tuple[Block, npt.NDArray[np.float32], npt.NDArray[np.bool_]]
 
@@ -158,6 +159,12 @@ def _level_blocks(
         return plan_blocks(*size, core=cfg.core, halo=halo, stride=net.stride)
     core = rule.window - 2 * rule.halo
     return plan_blocks(*size, core=core, halo=rule.halo, stride=WINDOW_STRIDE)
+
+
+def _corners(parts: list[Parts]) -> npt.NDArray[np.float64] | None:
+    """Oriented corners of a unit's parts (an OBB detector's), or ``None``."""
+    found = [p[3] for p in parts if p[3] is not None]
+    return np.concatenate(found).reshape(-1, 4, 2) if found else None
 
 
 def _level0(block: Block, d: int) -> Window:
@@ -285,6 +292,7 @@ class UnitRunner:
             else np.zeros((0, 4)),
             scores=np.concatenate([p[1] for p in parts]) if parts else np.zeros(0),
             classes=np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64),
+            corners=_corners(parts),
         )
 
     def run(self, unit: Unit) -> UnitResult:
@@ -302,7 +310,13 @@ class UnitRunner:
             for _, im, _ in items
         ]
         model = self.detectors.model(detector)
-        preds = model.predict(images, imgsz=imgsz, threshold=threshold, threads=self.cfg.threads)
+        preds = model.predict(
+            images,
+            imgsz=imgsz,
+            threshold=threshold,
+            threads=self.cfg.threads,
+            device=str(self.device),
+        )
         return list(zip(items, preds, strict=True))
 
     def _windows(self, items: list[Item], rule: LevelRule, d: int, threshold: float) -> list[Parts]:
@@ -310,7 +324,7 @@ class UnitRunner:
         valid pixels, within the level's size range), so overlapping windows report each
         object once."""
         parts = []
-        for (b, _, valid), (boxes, scores, classes) in self._predict(
+        for (b, _, valid), (boxes, scores, classes, corners) in self._predict(
             items, rule.detector, rule.window, threshold
         ):
             cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
@@ -321,7 +335,8 @@ class UnitRunner:
             ok = (gx >= b.cx0) & (gx < b.cx1) & (gy >= b.cy0) & (gy < b.cy1) & valid[vy, vx]
             ok &= (side >= rule.min_size) & (side < rule.max_size)
             shifted = boxes[ok] + np.array([b.x0, b.y0, b.x0, b.y0], np.float64)
-            parts.append((shifted * d, scores[ok], classes[ok]))
+            moved = None if corners is None else (corners[ok] + np.array([b.x0, b.y0])) * d
+            parts.append((shifted * d, scores[ok], classes[ok], moved))
         return parts
 
     def _refine(self, items: list[Item], detector: str, threshold: float) -> list[Parts]:
@@ -329,7 +344,7 @@ class UnitRunner:
         edge inside the scene are dropped, the window around their own candidate sees them."""
         parts = []
         w, h = self.reader.scene.width, self.reader.scene.height
-        for (b, _, _), (boxes, scores, classes) in self._predict(
+        for (b, _, _), (boxes, scores, classes, corners) in self._predict(
             items, detector, self.card.cascade.window if self.card.cascade else 256, threshold
         ):
             g = boxes + np.array([b.x0, b.y0, b.x0, b.y0], np.float64)
@@ -338,7 +353,8 @@ class UnitRunner:
             cut |= (g[:, 1] <= b.y0 + 2) & (b.y0 > 0)
             cut |= (g[:, 2] >= b.x1 - 2) & (b.x1 < w)
             cut |= (g[:, 3] >= b.y1 - 2) & (b.y1 < h)
-            parts.append((g[~cut], scores[~cut], classes[~cut]))
+            moved = None if corners is None else corners[~cut] + np.array([b.x0, b.y0])
+            parts.append((g[~cut], scores[~cut], classes[~cut], moved))
         return parts
 
     def _decode(self, o: BlockOutput, rule: LevelRule, d: int, threshold: float) -> Parts:
@@ -360,4 +376,4 @@ class UnitRunner:
             ((boxes[:, 1] + boxes[:, 3]) / 2).astype(int) - o.block.y0, 0, o.valid.shape[0] - 1
         )
         ok = (side >= rule.min_size) & (side < rule.max_size) & o.valid[cy, cx]
-        return boxes[ok] * d, scores[ok], classes[ok]
+        return boxes[ok] * d, scores[ok], classes[ok], None

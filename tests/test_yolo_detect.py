@@ -181,3 +181,14 @@ def test_bad_bundles_are_refused_with_what_to_change(bundles, tmp_path):
         load_bundle(broken)
     with pytest.raises(ConfigError, match="no scanning network"):
         Detectors(fcn=None).network()
+
+
+def test_a_bare_pt_runs_with_its_gsd_and_names_from_the_model(bundles, scene, tmp_path, capsys):
+    pt, out = str(bundles["yolo"] / "yolo.pt"), tmp_path / "bare.geojson"
+    assert main(["detect", str(scene), "-o", str(out), "--model", pt]) == 2
+    assert "a bare .pt needs --model-gsd" in capsys.readouterr().err
+    args = ["--model-gsd", "0.5", "--window", "256", "--score-threshold", "0.002"]
+    assert main(["detect", str(scene), "-o", str(out), "--model", pt, *args]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["geo_hires"]["model"] == "yolo" and doc["features"]
+    assert {f["properties"]["class"] for f in doc["features"]} <= {"aircraft", "vehicle"}

@@ -22,7 +22,13 @@ from geo_hires.detections import GeoDetections, PixelDetections
 from geo_hires.georef import to_map, to_wgs84
 from geo_hires.scene.open import Scene
 
-__all__ = ["crs_label", "feature_collection", "write_geojson", "write_text_atomic"]
+__all__ = [
+    "crs_label",
+    "dimension_properties",
+    "feature_collection",
+    "write_geojson",
+    "write_text_atomic",
+]
 
 
 def crs_label(wkt: str | None) -> str | None:
@@ -44,6 +50,15 @@ def _ccw_rings(poly: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return np.concatenate([rings, rings[:, :1]], axis=1)
 
 
+def dimension_properties(row: npt.NDArray[np.float64]) -> dict[str, float]:
+    """An oriented box's heading (0.1 degree), length and width (centimetres)."""
+    return {
+        "heading_deg": round(float(row[0]), 1),
+        "length_m": round(float(row[1]), 2),
+        "width_m": round(float(row[2]), 2),
+    }
+
+
 def feature_collection(
     geo: GeoDetections, *, metadata: Mapping[str, Any], config: ExportConfig
 ) -> dict[str, Any]:
@@ -52,15 +67,18 @@ def feature_collection(
     features = []
     for i in range(len(geo)):
         coords = [[float(x), float(y)] for x, y in rings[i]]
+        props: dict[str, Any] = {
+            "class": geo.class_names[int(geo.classes[i])],
+            "score": round(float(geo.scores[i]), 4),
+            "level": geo.level_names[int(geo.levels[i])],
+            "model": config.model_name,
+        }
+        if geo.dimensions is not None:
+            props.update(dimension_properties(geo.dimensions[i]))
         features.append(
             {
                 "type": "Feature",
-                "properties": {
-                    "class": geo.class_names[int(geo.classes[i])],
-                    "score": round(float(geo.scores[i]), 4),
-                    "level": geo.level_names[int(geo.levels[i])],
-                    "model": config.model_name,
-                },
+                "properties": props,
                 "geometry": {"type": "Polygon", "coordinates": [coords]},
             }
         )

@@ -67,15 +67,16 @@ def detections_frame(
     dets = dets.canonical_order()
     geo = to_map(dets, scene)
     polygons = shapely.polygons(geo.polygons) if len(geo) else []
-    return gpd.GeoDataFrame(
-        {
-            "class": [dets.class_names[int(c)] for c in dets.classes],
-            "score": dets.scores.astype(float),
-            "level": [dets.level_names[int(lv)] for lv in dets.levels],
-            "model": [config.model_name] * len(dets),
-        },
-        geometry=gpd.GeoSeries(polygons, crs=scene.crs_wkt),
-    )
+    columns: dict[str, Any] = {
+        "class": [dets.class_names[int(c)] for c in dets.classes],
+        "score": dets.scores.astype(float),
+        "level": [dets.level_names[int(lv)] for lv in dets.levels],
+        "model": [config.model_name] * len(dets),
+    }
+    if geo.dimensions is not None:
+        for k, name in enumerate(("heading_deg", "length_m", "width_m")):
+            columns[name] = geo.dimensions[:, k].astype(float)
+    return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(polygons, crs=scene.crs_wkt))
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

@@ -83,6 +83,30 @@ class LabelSet:
         table, classes = self._classes(class_names)
         return PixelDetections.build(self._bounds(rings), self.scores, classes, class_names=table)
 
+    def to_oriented(
+        self, scene: Scene | None, class_names: Sequence[str] | None = None
+    ) -> PixelDetections:
+        """Oriented boxes in ``scene``'s pixels: each object's minimum rotated rectangle (its
+        own corners when it is one, as DOTA quads nearly are)."""
+        import shapely
+
+        boxes = self.to_pixels(scene, class_names)
+        rings = self.rings
+        if self.crs is not None and scene is not None:
+            rings = tuple(map_to_pixel(r, self.crs, scene) for r in rings)
+        corners = [
+            np.asarray(shapely.oriented_envelope(shapely.Polygon(r)).exterior.coords)[:4]
+            if len(r) >= 3
+            else np.repeat(r[:1], 4, axis=0)
+            for r in rings
+        ]
+        return PixelDetections.oriented(
+            np.asarray(corners, np.float64).reshape(-1, 4, 2),
+            boxes.scores,
+            boxes.classes,
+            class_names=boxes.class_names,
+        )
+
     def to_map(self, class_names: Sequence[str] | None = None) -> GeoDetections:
         """Envelope polygons in the labels' own CRS (map-coordinate labels only)."""
         if self.crs is None:

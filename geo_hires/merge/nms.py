@@ -11,6 +11,11 @@ their cells' runs, so the result equals global greedy NMS except for suppression
 than the halo (three or more boxes in a row each suppressing the next), which do not arise from
 seam duplicates. ``torchvision.ops.nms`` does the per-cell work; it is called per cell rather
 than through ``batched_nms`` because the latter scans all boxes once per group.
+
+Oriented boxes (an OBB model's) are merged on their polygons instead: axis-aligned NMS on
+their envelopes would drop a vehicle parked diagonally across its neighbour's envelope. Neither
+torchvision nor shapely offers rotated NMS, so the greedy loop is written here, over exact
+polygon IoU from shapely with an STRtree to find the overlapping pairs.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Iterable
 
 import numpy as np
 import numpy.typing as npt
+import shapely
 import torch
 import torchvision
 
@@ -26,7 +32,7 @@ from geo_hires.config import MergeConfig
 from geo_hires.detections import PixelDetections
 from geo_hires.tiling.plan import Tile
 
-__all__ = ["drop_truncated", "merge_tiles", "nms"]
+__all__ = ["drop_truncated", "merge_tiles", "nms", "rotated_nms"]
 
 _SMALL = 2000  # below this many boxes one batched_nms call is cheapest and exact
 
@@ -83,14 +89,42 @@ def _cell_memberships(
     return np.concatenate(rows), np.concatenate(keys), np.concatenate(home)
 
 
+def rotated_nms(dets: PixelDetections, iou_threshold: float) -> npt.NDArray[np.int64]:
+    """Indices kept by class-aware greedy NMS on the oriented polygons (sorted)."""
+    polys = shapely.polygons(dets.corner_points())
+    areas = shapely.area(polys)
+    order = np.lexsort((np.arange(len(dets)), -dets.scores))
+    rank = np.empty(len(dets), np.int64)
+    rank[order] = np.arange(len(dets))
+    left, right = shapely.STRtree(polys).query(polys, predicate="intersects")
+    pair = (left != right) & (dets.classes[left] == dets.classes[right])
+    left, right = left[pair], right[pair]
+    inter = shapely.area(shapely.intersection(polys[left], polys[right]))
+    iou = inter / np.maximum(areas[left] + areas[right] - inter, 1e-12)
+    over = iou > iou_threshold
+    neighbours: dict[int, list[int]] = {}
+    for a, b in zip(left[over].tolist(), right[over].tolist(), strict=True):
+        neighbours.setdefault(a, []).append(b)
+    suppressed = np.zeros(len(dets), bool)
+    for i in order.tolist():
+        if not suppressed[i]:
+            for j in neighbours.get(i, ()):
+                if rank[j] > rank[i]:
+                    suppressed[j] = True
+    return np.flatnonzero(~suppressed)
+
+
 def nms(dets: PixelDetections, *, config: MergeConfig | None = None) -> PixelDetections:
-    """Class-aware NMS in level-0 pixels, bucketed on a grid (see module docstring).
+    """Class-aware NMS in level-0 pixels, bucketed on a grid (see module docstring); on the
+    polygons for oriented boxes.
 
     Returns the kept detections in canonical order.
     """
     config = config or MergeConfig()
     if len(dets) == 0:
         return dets
+    if dets.corners is not None:
+        return dets.take(rotated_nms(dets, config.iou_threshold)).canonical_order()
     boxes = torch.from_numpy(dets.boxes)
     scores = torch.from_numpy(dets.scores)
     if len(dets) <= _SMALL:

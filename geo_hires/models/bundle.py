@@ -25,7 +25,7 @@ from geo_hires.models.fcn import FCNDetector, fold_batchnorm
 from geo_hires.models.registry import ModelCard, bundle_dir, load_card
 from geo_hires.models.yolo import YoloModel, load_yolo
 
-__all__ = ["Detectors", "load_bundle"]
+__all__ = ["Detectors", "load_bundle", "load_pt"]
 
 
 def _digest(fcn: FCNDetector | None, files: Mapping[str, bytes]) -> str:
@@ -119,3 +119,26 @@ def load_bundle(name_or_path: str | os.PathLike[str]) -> tuple[Detectors, ModelC
         Detectors(fcn=fcn, yolo=_load_yolos(folder, card), files=files, digest=_digest(fcn, files)),
         card,
     )
+
+
+def load_pt(
+    path: str | os.PathLike[str], *, gsd_m: float, window: int = 640, halo: int = 96
+) -> tuple[Detectors, ModelCard]:
+    """A bare ultralytics ``.pt`` as a one-level bundle: class names from the model, the GSD
+    it was trained at from the caller (the file does not know it), windows of ``window`` px
+    with ``halo`` px of overlap at the level whose GSD is ``gsd_m``."""
+    from geo_hires.models.registry import LevelRule
+
+    p = Path(path)
+    if gsd_m <= 0:
+        raise ConfigError("a bare .pt needs --model-gsd: the metres per pixel it was trained at")
+    yolo = load_yolo(p)
+    level = LevelRule(
+        name="full", target_gsd_m=gsd_m, downsample=1, detector=p.name, window=window, halo=halo
+    )
+    card = ModelCard(
+        name=p.stem, arch=None, classes=yolo.class_names, gsd_m=gsd_m, levels=(level,),
+        score_threshold=0.25, extra={"source": str(p.resolve())},
+    )  # fmt: skip
+    files = {p.name: p.read_bytes()}
+    return Detectors(fcn=None, yolo={p.name: yolo}, files=files, digest=_digest(None, files)), card

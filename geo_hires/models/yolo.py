@@ -5,8 +5,7 @@ an ultralytics ``detect`` or ``obb`` model whose class names agree with its card
 ultralytics kept offline (no downloads, no settings written outside a folder we name) and
 without its side effect on torch's thread count, which would otherwise make every later forward
 pass in the process single-threaded and break the byte-identity rule (equal threads, equal
-bytes). Running such a model over a level's windows through the units, executors and merge is
-the next piece.
+bytes). :mod:`geo_hires.units` runs such models over a level's windows or a cascade's.
 """
 
 from __future__ import annotations
@@ -27,9 +26,16 @@ import torch
 
 from geo_hires.errors import ConfigError
 
-__all__ = ["TASKS", "YoloModel", "load_yolo", "ultralytics_env"]
+__all__ = ["TASKS", "Prediction", "YoloModel", "load_yolo", "ultralytics_env"]
 
 TASKS = ("detect", "obb")
+Prediction = tuple[
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float64] | None,
+]
+"""Boxes ``(N, 4)`` xyxy, scores, classes, and oriented corners ``(N, 4, 2)`` or ``None``."""
 
 
 @contextlib.contextmanager
@@ -68,15 +74,21 @@ class YoloModel:
     path: str
 
     def predict(
-        self, images: Sequence[npt.NDArray[np.uint8]], *, imgsz: int, threshold: float, threads: int
-    ) -> list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64]]]:
-        """Boxes (xyxy, window pixels), scores and classes per ``HxWx3`` uint8 RGB image.
+        self,
+        images: Sequence[npt.NDArray[np.uint8]],
+        *,
+        imgsz: int,
+        threshold: float,
+        threads: int,
+        device: str = "cpu",
+    ) -> list[Prediction]:
+        """Boxes (xyxy, window pixels), scores, classes and, for ``obb`` models, the oriented
+        boxes' ``(N, 4, 2)`` corners (``boxes`` are then their envelopes), per ``HxWx3`` uint8
+        RGB image.
 
         ultralytics expects BGR arrays (OpenCV's order), so channels are flipped here; torch's
         thread count is set for the call and restored after (ultralytics resets it to 1).
         """
-        if self.task != "detect":
-            raise ConfigError(f"{self.path}: running {self.task!r} models is not built yet")
         old = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
@@ -85,22 +97,23 @@ class YoloModel:
                     [np.ascontiguousarray(im[..., ::-1]) for im in images],
                     imgsz=imgsz,
                     conf=threshold,
-                    device="cpu",
+                    device=device,
                     verbose=False,
                 )
         finally:
             torch.set_num_threads(old)
-        out = []
-        for r in results:
-            b = r.boxes
-            out.append(
-                (
-                    b.xyxy.cpu().numpy().astype(np.float64),
-                    b.conf.cpu().numpy().astype(np.float64),
-                    b.cls.cpu().numpy().astype(np.int64),
-                )
-            )
-        return out
+        return [_prediction(r, oriented=self.task == "obb") for r in results]
+
+
+def _prediction(result: Any, *, oriented: bool) -> Prediction:
+    b = result.obb if oriented else result.boxes
+    scores = b.conf.cpu().numpy().astype(np.float64)
+    classes = b.cls.cpu().numpy().astype(np.int64)
+    if not oriented:
+        return b.xyxy.cpu().numpy().astype(np.float64).reshape(-1, 4), scores, classes, None
+    corners = b.xyxyxyxy.cpu().numpy().astype(np.float64).reshape(-1, 4, 2)
+    env = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+    return env, scores, classes, corners
 
 
 def _looks_like_torch_file(path: Path) -> bool:

@@ -20,7 +20,8 @@ from tqdm import tqdm
 from geo_hires.config import ReadConfig
 from geo_hires.errors import ConfigError, GeoHiresError
 from geo_hires.export.geojson import write_text_atomic
-from geo_hires.models.bundle import load_bundle
+from geo_hires.models.bundle import Detectors, load_bundle
+from geo_hires.models.registry import ModelCard
 from geo_hires.pipeline import DetectConfig, Executor, run_detect
 
 __all__ = ["BatchReport", "read_scene_list", "run_batch"]
@@ -92,7 +93,7 @@ def run_batch(
     list_path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     *,
-    model: str = "aircraft_lsn",
+    model: str | tuple[Detectors, ModelCard] = "aircraft_lsn",
     config: DetectConfig | None = None,
     read_config: ReadConfig | None = None,
     executor: Executor | None = None,
@@ -109,7 +110,7 @@ def run_batch(
     scenes = read_scene_list(list_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    loaded = load_bundle(model)
+    loaded = load_bundle(model) if isinstance(model, str) else model
     done = failed = skipped = 0
     for scene, name in tqdm(
         list(zip(scenes, _names(scenes), strict=True)),

@@ -38,12 +38,14 @@ class LabelledImage:
         image: ``(3, H, W)`` uint8 normalised pixels.
         boxes: ``(N, 4)`` float64 xyxy pixel boxes.
         classes: ``(N,)`` int64 indices into the class table.
+        corners: ``(N, 4, 2)`` oriented boxes (pixels) for OBB training, else ``None``.
     """
 
     name: str
     image: torch.Tensor
     boxes: npt.NDArray[np.float64]
     classes: npt.NDArray[np.int64]
+    corners: npt.NDArray[np.float64] | None = None
 
 
 def load_labelled(
@@ -51,6 +53,7 @@ def load_labelled(
     labels: str | os.PathLike[str],
     *,
     class_map: Mapping[str, str] | None = None,
+    oriented: bool = False,
 ) -> tuple[list[LabelledImage], tuple[str, ...]]:
     """Read scenes and their labels (one file for all, or a folder with one file per scene).
 
@@ -59,6 +62,7 @@ def load_labelled(
         labels: A label file holding every scene (selected by file name), or a folder holding
             ``<scene stem>.<ext>`` label files in any format ``read_labels`` knows.
         class_map: Renames classes (e.g. ``Truncated_airplane`` → ``Airplane``).
+        oriented: Also keep each object's oriented box (for OBB models).
 
     Returns:
         The images and the sorted class table.
@@ -72,16 +76,21 @@ def load_labelled(
         lab = labels_for(path, labels)
         names = [class_map.get(n, n) for n in lab.names]
         boxes = lab.to_pixels(scene).boxes  # map-space labels land in the scene's pixels
+        corners = lab.to_oriented(scene).corners if oriented else None
         with SceneReader(scene) as reader:
             px = reader.read(Window(0, 0, scene.width, scene.height))
         image = torch.from_numpy(np.round(px.image * 255).astype(np.uint8))
-        raw.append((Path(path).name, image, boxes, names))
+        raw.append((Path(path).name, image, boxes, corners, names))
     table = tuple(sorted({n for *_, names in raw for n in names}))
     images = [
         LabelledImage(
-            name=n, image=im, boxes=b, classes=np.array([table.index(c) for c in cl], np.int64)
+            name=n,
+            image=im,
+            boxes=b,
+            classes=np.array([table.index(c) for c in cl], np.int64),
+            corners=c,
         )
-        for n, im, b, cl in raw
+        for n, im, b, c, cl in raw
     ]
     return images, table
 

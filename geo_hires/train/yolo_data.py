@@ -24,7 +24,7 @@ from PIL import Image
 from geo_hires.errors import ConfigError
 from geo_hires.train.chips import ChipSampler, LabelledImage
 
-__all__ = ["YoloDataConfig", "export_yolo_dataset"]
+__all__ = ["YoloDataConfig", "export_obb_dataset", "export_yolo_dataset"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -88,6 +88,66 @@ def export_yolo_dataset(
     sampler = ChipSampler(chip=cfg.chip, scale_range=cfg.scale_range)
     _write_split(train, root / "train", cfg.chips_per_image, sampler, cfg.seed)
     _write_split(val, root / "val", max(1, cfg.chips_per_image // 2), sampler, cfg.seed + 1)
+    data = {
+        "path": str(root.resolve()),
+        "train": "train/images",
+        "val": "val/images",
+        "names": dict(enumerate(class_names)),
+    }
+    target = root / "data.yaml"
+    target.write_text(yaml.safe_dump(data, sort_keys=False))
+    return target
+
+
+def _write_obb_split(items: Sequence[LabelledImage], folder: Path, chip: int) -> int:
+    """Chips on a half-overlapping grid at native resolution (ultralytics augments them while
+    training), each with the oriented boxes whose centre it holds, corners normalised and
+    clipped to the chip."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labels").mkdir(parents=True, exist_ok=True)
+    count = 0
+    for item in items:
+        if item.corners is None:
+            raise ConfigError(f"{item.name}: OBB training needs oriented labels (load_labelled)")
+        _, h, w = item.image.shape
+        centres = item.corners.mean(axis=1)
+        step = chip // 2
+        for y0 in range(0, max(1, h - step), step):
+            for x0 in range(0, max(1, w - step), step):
+                tile = np.zeros((chip, chip, 3), np.uint8)
+                part = item.image[:, y0 : y0 + chip, x0 : x0 + chip].permute(1, 2, 0).numpy()
+                tile[: part.shape[0], : part.shape[1]] = part
+                inside = (
+                    (centres[:, 0] >= x0) & (centres[:, 0] < x0 + chip)
+                    & (centres[:, 1] >= y0) & (centres[:, 1] < y0 + chip)
+                )  # fmt: skip
+                local = np.clip((item.corners[inside] - [x0, y0]) / chip, 0.0, 1.0)
+                rows = [
+                    f"{int(c)} " + " ".join(f"{v:.6f}" for v in q.reshape(-1))
+                    for q, c in zip(local, item.classes[inside], strict=True)
+                ]
+                stem = f"{Path(item.name).stem}_{y0}_{x0}"
+                Image.fromarray(tile).save(folder / "images" / f"{stem}.png")
+                (folder / "labels" / f"{stem}.txt").write_text("".join(r + "\n" for r in rows))
+                count += 1
+    return count
+
+
+def export_obb_dataset(
+    train: Sequence[LabelledImage],
+    val: Sequence[LabelledImage],
+    class_names: Sequence[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    chip: int = 256,
+) -> Path:
+    """Write an ultralytics OBB dataset (``class x1 y1 ... x4 y4``, normalised) of ``chip``-px
+    grid chips and return its ``data.yaml``."""
+    if not train or not val:
+        raise ConfigError("a YOLO dataset needs training and validation images (split by image)")
+    root = Path(out_dir)
+    _write_obb_split(train, root / "train", chip)
+    _write_obb_split(val, root / "val", chip)
     data = {
         "path": str(root.resolve()),
         "train": "train/images",

@@ -35,7 +35,7 @@ from geo_hires.models.registry import CascadeRule, LevelRule, ModelCard, load_ca
 from geo_hires.models.yolo import ultralytics_env
 from geo_hires.train.chips import load_labelled, split_by_image
 from geo_hires.train.run import Evaluator, TrainJob
-from geo_hires.train.yolo_data import YoloDataConfig, export_yolo_dataset
+from geo_hires.train.yolo_data import YoloDataConfig, export_obb_dataset, export_yolo_dataset
 
 __all__ = ["YOLO_ARCHS", "YoloTrainConfig", "make_cascade_bundle", "train_yolo_bundle"]
 
@@ -127,7 +127,10 @@ def train_yolo_bundle(
     The split is :func:`~geo_hires.train.chips.split_by_image` with the job's seed and
     validation fraction: the same images the scanning network of the same job held out.
     """
-    items, classes = load_labelled(job.scenes, job.labels, class_map=job.class_map)
+    oriented = cfg.arch.endswith("-obb")
+    items, classes = load_labelled(
+        job.scenes, job.labels, class_map=job.class_map, oriented=oriented
+    )
     train, val = split_by_image(items, val_fraction=job.val_fraction, seed=job.fit.seed)
     if not val:
         raise ConfigError("YOLO training needs validation images: --val-fraction > 0")
@@ -136,7 +139,11 @@ def train_yolo_bundle(
     work = Path(tempfile.mkdtemp(prefix="geo-hires-yolo-"))
     try:
         start = time.perf_counter()
-        data = export_yolo_dataset(train, val, classes, work / "data", config=cfg.data)
+        data = (
+            export_obb_dataset(train, val, classes, work / "data", chip=cfg.data.chip)
+            if oriented
+            else export_yolo_dataset(train, val, classes, work / "data", config=cfg.data)
+        )
         log(f"chips written in {time.perf_counter() - start:.0f} s; training {cfg.arch}")
         start = time.perf_counter()
         best, epochs = _fit(data, work, cfg, job.fit.seed)
