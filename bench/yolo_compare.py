@@ -73,15 +73,8 @@ def _sahi(model: Any, image: np.ndarray, classes: tuple[str, ...]) -> tuple[Pixe
     seen = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in slices) + SLICE * SLICE  # + full view
     preds = result.object_prediction_list
     boxes = np.array([p.bbox.to_xyxy() for p in preds], float).reshape(-1, 4)
-    return (
-        PixelDetections.build(
-            boxes,
-            [p.score.value for p in preds],
-            [p.category.id for p in preds],
-            class_names=classes,
-        ),  # fmt: skip
-        seen,
-    )
+    scores, classes_ = [p.score.value for p in preds], [p.category.id for p in preds]
+    return PixelDetections.build(boxes, scores, classes_, class_names=classes), seen
 
 
 def _rgb(path: str) -> np.ndarray:
