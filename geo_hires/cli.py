@@ -332,6 +332,34 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_cascade(args: argparse.Namespace, out: TextIO) -> int:
+    from geo_hires.models.registry import CascadeRule
+    from geo_hires.train.yolo_run import make_cascade_bundle
+
+    rule = CascadeRule(
+        detector="yolo.pt",
+        window=args.window,
+        gate_threshold=args.gate_threshold,
+        unmatched_scale=args.unmatched_scale,
+    )
+    card = make_cascade_bundle(args.scanner, args.refiner, args.out, name=args.name, rule=rule)
+    if args.images and args.labels:
+        scenes = [str(Path(args.images) / n) for n in card.extra["training"]["scanner"].get(
+            "val_images", [])]  # fmt: skip
+        if not scenes:
+            raise ConfigError(f"{args.scanner}: its card names no validation images to score on")
+        metrics = _validation_metrics(args.out, scenes, args.labels)
+        doc = json.loads((Path(args.out) / "card.json").read_text())
+        doc["metrics"] = metrics
+        (Path(args.out) / "card.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        out.write(
+            f"validation: AP50 {metrics['ap50']:.3f}, AP50:95 {metrics['ap50_95']:.3f} "
+            f"({metrics['images']} images)\n"
+        )
+    out.write(f"wrote {args.out}\n")
+    return 0
+
+
 def _validation_metrics(bundle: str, scenes: Sequence[str], labels: str) -> dict[str, Any]:
     """Detect on each validation scene with the bundle and score all of them together."""
     from geo_hires.evaluate import evaluate_scenes
@@ -555,6 +583,25 @@ def _add_model_commands(sub: Any) -> None:
     p.add_argument(
         "--licence", default="see training data", help="licence of the weights (in the card)"
     )
+    p = sub.add_parser(
+        "cascade", help="assemble a cascade bundle: a scanning bundle plus a YOLO refiner"
+    )
+    p.add_argument("--scanner", required=True, help="scanning bundle (name or folder)")
+    p.add_argument("--refiner", required=True, help="ultralytics bundle folder or .pt")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--name", default="cascade", help="model name (in its card and outputs)")
+    p.add_argument("--window", type=int, default=256, help="refiner window side (pixels)")
+    p.add_argument(
+        "--gate-threshold", type=float, default=0.1, help="scanner score that earns a look"
+    )
+    p.add_argument(
+        "--unmatched-scale",
+        type=float,
+        default=0.5,
+        help="score factor for candidates the refiner found nothing on (0 drops them)",
+    )
+    p.add_argument("--images", help="folder of the scanner's validation images (to score)")
+    p.add_argument("--labels", help="their labels (to score)")
     p = sub.add_parser("eval", help="score predictions against ground truth (COCO AP)")
     p.add_argument("pred", help="predictions (any supported label format)")
     p.add_argument("truth", help="ground truth (any supported label format)")
@@ -596,6 +643,7 @@ _COMMANDS = {
     "convert": _cmd_convert,
     "eval": _cmd_eval,
     "train": _cmd_train,
+    "cascade": _cmd_cascade,
     "detect": _cmd_detect,
     "batch": _cmd_batch,
 }
