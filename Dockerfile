@@ -14,7 +14,11 @@ RUN python -m venv /opt/geo-hires \
 COPY pyproject.toml README.md ./
 COPY geo_hires ./geo_hires
 COPY services ./services
-RUN /opt/geo-hires/bin/pip install ".[service]" \
+# yolo: the shipped aircraft_yolo / aircraft_cascade bundles run ultralytics; its GUI build of
+# OpenCV needs libGL, which a slim image lacks, so the headless build of the same version replaces it
+RUN /opt/geo-hires/bin/pip install ".[service,yolo]" \
+ && /opt/geo-hires/bin/pip uninstall -y opencv-python \
+ && /opt/geo-hires/bin/pip install "opencv-python-headless==5.0.0.93" \
  && /opt/geo-hires/bin/python -m compileall -q /opt/geo-hires
 
 FROM python:3.11.14-slim-bookworm
