@@ -23,3 +23,5 @@ $PY bench/ray_vs_local.py "$WORK/synth100.tif" > bench/results/ray_vs_local_100m
 $PY bench/service.py "$WORK/synth100.tif" > bench/results/service_100mp.json
 $PY bench/sizing.py "$WORK/synth100.tif" --cpus 2 --threads 1 --out bench/results/sizing.json
 $PY bench/band_order.py "$DATA/aircraft/train" "$DATA/aircraft/annotations.csv" > bench/results/band_order.json
+$PY bench/yolo_compare.py --images "$DATA/aircraft/train" --labels "$DATA/aircraft/annotations.csv" \
+  --synthetic "$WORK/synth100.tif" --out bench/results/yolo_compare.json

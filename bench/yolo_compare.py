@@ -11,7 +11,9 @@ half-resolution level), the LSN alone, and the cascade. Needs ``pip install sahi
 
     python bench/yolo_compare.py --images ../shared/data/aircraft/train \\
         --labels ../shared/data/aircraft/annotations.csv \\
-        --synthetic /tmp/geo-hires-bench/synth100.tif > bench/results/yolo_compare.json
+        --synthetic /tmp/geo-hires-bench/synth100.tif --out bench/results/yolo_compare.json
+
+(ultralytics and SAHI log to stdout, so the results go to ``--out``.)
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ def main() -> None:
     ap.add_argument("--labels", required=True)
     ap.add_argument("--synthetic", help="a large synthetic scene for the speed comparison")
     ap.add_argument("--threshold", type=float, default=0.05)
+    ap.add_argument("--out", required=True, help="JSON file for the results")
     args = ap.parse_args()
     torch.set_num_threads(THREADS)
     warnings.simplefilter("ignore", NoCRSWarning)
@@ -185,7 +188,8 @@ def main() -> None:
     out["cascade_speedup_vs_sahi"] = round(secs["sahi_yolo"] / secs["aircraft_cascade"], 2)
     if args.synthetic:
         out["synthetic"] = _synthetic(args.synthetic, bundles, sahi_model, cfg)
-    print(json.dumps(out, indent=2))
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2), file=sys.stderr)
 
 
 def _bundle_pt(name: str) -> str:
