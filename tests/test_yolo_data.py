@@ -58,3 +58,18 @@ def test_bad_dataset_requests_are_refused(tmp_path):
         YoloDataConfig(chip=100)
     with pytest.raises(ConfigError, match="split by image"):
         export_yolo_dataset([_item("a.jpg", [])], [], ["x"], tmp_path)
+
+
+def test_scenes_are_resampled_to_the_training_gsd(tmp_path):
+    from geo_hires.export import write_geojson
+    from geo_hires.scene import Density, SynthSpec, open_scene, write_synthetic
+    from geo_hires.train.chips import load_labelled
+
+    path = tmp_path / "fine.tif"
+    spec = SynthSpec(width=400, height=300, seed=2, density=Density.DENSE, gsd_m=0.25)
+    truth = write_synthetic(path, spec)
+    write_geojson(tmp_path / "fine.geojson", truth, open_scene(path))
+    (same,), _ = load_labelled([path], tmp_path / "fine.geojson", gsd_m=0.26)  # within 5 %
+    (half,), _ = load_labelled([path], tmp_path / "fine.geojson", gsd_m=0.5)
+    assert tuple(same.image.shape) == (3, 300, 400) and tuple(half.image.shape) == (3, 150, 200)
+    np.testing.assert_allclose(half.boxes, same.boxes / 2, atol=1e-6)

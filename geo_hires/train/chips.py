@@ -54,6 +54,7 @@ def load_labelled(
     *,
     class_map: Mapping[str, str] | None = None,
     oriented: bool = False,
+    gsd_m: float | None = None,
 ) -> tuple[list[LabelledImage], tuple[str, ...]]:
     """Read scenes and their labels (one file for all, or a folder with one file per scene).
 
@@ -63,6 +64,9 @@ def load_labelled(
             ``<scene stem>.<ext>`` label files in any format ``read_labels`` knows.
         class_map: Renames classes (e.g. ``Truncated_airplane`` → ``Airplane``).
         oriented: Also keep each object's oriented box (for OBB models).
+        gsd_m: Resample scenes whose GSD (known from their CRS) differs from this by more than
+            5 % to it, boxes with them, so a model learns objects at the size its levels will
+            show them. Scenes without a CRS are taken as they are.
 
     Returns:
         The images and the sorted class table.
@@ -77,8 +81,12 @@ def load_labelled(
         names = [class_map.get(n, n) for n in lab.names]
         boxes = lab.to_pixels(scene).boxes  # map-space labels land in the scene's pixels
         corners = lab.to_oriented(scene).corners if oriented else None
+        f = _resample_factor(scene.gsd_m, gsd_m)
+        size = (max(1, round(scene.height * f)), max(1, round(scene.width * f)))
+        boxes = boxes * f
+        corners = None if corners is None else corners * f
         with SceneReader(scene) as reader:
-            px = reader.read(Window(0, 0, scene.width, scene.height))
+            px = reader.read(Window(0, 0, scene.width, scene.height), out_size=size)
         image = torch.from_numpy(np.round(px.image * 255).astype(np.uint8))
         raw.append((Path(path).name, image, boxes, corners, names))
     table = tuple(sorted({n for *_, names in raw for n in names}))
@@ -93,6 +101,13 @@ def load_labelled(
         for n, im, b, c, cl in raw
     ]
     return images, table
+
+
+def _resample_factor(scene_gsd: float | None, target: float | None) -> float:
+    """Output pixels per scene pixel that bring ``scene_gsd`` to ``target`` (1: leave it)."""
+    if not scene_gsd or not target or abs(scene_gsd / target - 1) <= 0.05:
+        return 1.0
+    return scene_gsd / target
 
 
 def split_by_image(

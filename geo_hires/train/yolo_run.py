@@ -129,7 +129,7 @@ def train_yolo_bundle(
     """
     oriented = cfg.arch.endswith("-obb")
     items, classes = load_labelled(
-        job.scenes, job.labels, class_map=job.class_map, oriented=oriented
+        job.scenes, job.labels, class_map=job.class_map, oriented=oriented, gsd_m=job.gsd_m
     )
     train, val = split_by_image(items, val_fraction=job.val_fraction, seed=job.fit.seed)
     if not val:
