@@ -205,12 +205,15 @@ def _detect_config(args: argparse.Namespace) -> Any:
     from geo_hires.pipeline import DetectConfig
 
     levels = tuple(n.strip() for n in args.levels.split(",") if n.strip()) if args.levels else None
+    from geo_hires.zoom import ZoomConfig
+
     return DetectConfig(
         core=args.block,
         batch_size=args.batch,
         threads=args.threads,
         score_threshold=args.score_threshold,
         levels=levels,
+        zoom=ZoomConfig(mode=args.zoom, budget=args.budget),
     )
 
 
@@ -250,6 +253,13 @@ def _cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
         f"{lv.name}: {lv.blocks} blocks (x{lv.downsample})" for lv in result.levels
     )
     resumed = f", {result.resumed_units} units resumed" if result.resumed_units else ""
+    if args.zoom != "all" or args.budget is not None:
+        z = result.zoom(_detect_config(args).zoom)
+        resumed += (
+            f", zoom {z['mode']}: {z['fine_windows']} fine windows "
+            f"({100 * z['fine_windows_fraction']:.0f} %, "
+            f"{100 * z['fine_pixels_fraction']:.0f} % of fine pixels)"
+        )
     if args.aoi:
         planned, scanned = result.pixels_planned / 1e6, result.pixels_scanned / 1e6
         resumed += (
@@ -444,6 +454,19 @@ def _add_detect_opts(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--levels", default=None, help="comma-separated level names of the model (default: all)"
+    )
+    p.add_argument(
+        "--zoom",
+        choices=["all", "gate", "random", "none"],
+        default="all",
+        help="which fine windows get the full-resolution pass: all, gate (coarse evidence), "
+        "random, none (coarse detections only)",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="at most this share of fine windows, in (0, 1] (the highest-ranked)",
     )
     p.add_argument("--block", type=int, default=1024, help="block core size (level px)")
     p.add_argument("--batch", type=int, default=2, help="blocks per forward pass")

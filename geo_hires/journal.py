@@ -37,6 +37,8 @@ class UnitResult:
         classes: ``(N,)`` int64.
         corners: ``(N, 4, 2)`` float64 corners of oriented boxes (``boxes``: their
             envelopes), or ``None``.
+        evidence: ``(M, 3)`` float64 coarse peaks ``x, y, score`` (any size) of a zoomed run's
+            coarse level, or ``None``.
     """
 
     key: str
@@ -45,6 +47,7 @@ class UnitResult:
     scores: npt.NDArray[np.float64]
     classes: npt.NDArray[np.int64]
     corners: npt.NDArray[np.float64] | None = None
+    evidence: npt.NDArray[np.float64] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -56,6 +59,8 @@ class UnitResult:
         }
         if self.corners is not None:
             out["corners"] = self.corners.tolist()
+        if self.evidence is not None:
+            out["evidence"] = self.evidence.tolist()
         return out
 
     @classmethod
@@ -68,6 +73,9 @@ class UnitResult:
             classes=np.asarray(d["classes"], np.int64),
             corners=np.asarray(d["corners"], np.float64).reshape(-1, 4, 2)
             if "corners" in d
+            else None,
+            evidence=np.asarray(d["evidence"], np.float64).reshape(-1, 3)
+            if "evidence" in d
             else None,
         )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -39,12 +40,15 @@ from geo_hires.units import (
     REFINE,
     DetectConfig,
     LevelRun,
+    Select,
     Unit,
     UnitRunner,
+    coarsest,
     level_downsample,
     level_names,
     plan_units,
 )
+from geo_hires.zoom import ZoomConfig, choose, window_evidence
 
 __all__ = [
     "DetectConfig",
@@ -83,6 +87,26 @@ class DetectResult:
     def pixels_scanned(self) -> int:
         """Level-0 pixels of the scanned block cores, summed over levels."""
         return sum(lv.pixels_scanned for lv in self.levels)
+
+    def zoom(self, zoom: ZoomConfig) -> dict[str, Any]:
+        """What the fine pass processed: the zoom mode and budget, the share of fine windows
+        scanned and the share of the scene's pixels the fine levels read."""
+        scan = [lv for lv in self.levels if lv.name != REFINE]
+        top = max((lv.downsample for lv in scan), default=1)
+        fine = [lv for lv in scan if lv.downsample < top or lv.windows is not None]
+        windows = sum(lv.windows if lv.windows is not None else len(lv.cores) for lv in fine)
+        pixels = sum(lv.pixels for lv in fine)
+        return {
+            "mode": zoom.mode,
+            "budget": zoom.budget,
+            "fine_windows": sum(len(lv.cores) for lv in fine),
+            "fine_windows_fraction": round(sum(len(lv.cores) for lv in fine) / windows, 4)
+            if windows
+            else 0.0,
+            "fine_pixels_fraction": round(sum(lv.pixels_scanned for lv in fine) / pixels, 4)
+            if pixels
+            else 0.0,
+        }
 
     @property
     def pixels_planned(self) -> int:
@@ -214,7 +238,8 @@ def detect_scene(
     detectors = Detectors.of(model)
     start = time.perf_counter()
     valid = _valid_mask(scene, read_config)
-    units, runs = plan_units(
+    plan = functools.partial(
+        plan_units,
         scene,
         detectors,
         card,
@@ -222,6 +247,8 @@ def detect_scene(
         has_data=mask_lookup(valid, scene) if valid is not None else None,
         in_aoi=aoi.touches_window() if aoi is not None else None,
     )
+    coarse = coarsest(card, scene, cfg) if cfg.zoom.selective else None
+    units, runs = plan(only=None if coarse is None else (coarse,))
     done = journal.start(resume=resume) if journal is not None else {}
     run = _Progress(done=done, journal=journal, on_progress=on_progress)
     with tqdm(
@@ -229,6 +256,12 @@ def detect_scene(
     ) as bar:
         run.bar = bar
         results = run.units(executor, scene, detectors, card, units, cfg, read_config)
+        if coarse is not None:  # zoom: the fine levels only where chosen
+            fine = tuple(i for i in range(len(card.levels)) if i != coarse)
+            select = _zoom_select(cfg.zoom, results)
+            units, fine_runs = plan(only=fine, select=select)
+            results += run.units(executor, scene, detectors, card, units, cfg, read_config)
+            runs = tuple(sorted((*runs, *fine_runs), key=lambda r: level_names(card).index(r.name)))
         merged = merge_results(results, card, scene, cfg)
         if card.cascade is not None:
             merged, refine_run = _cascade(
@@ -243,6 +276,17 @@ def detect_scene(
         resumed_units=len(done),
         valid_mask=valid,
     )
+
+
+def _zoom_select(zoom: ZoomConfig, coarse: list[UnitResult]) -> Select:
+    """The zoom decision over a fine level's windows, from the coarse level's evidence."""
+    found = [r.evidence for r in coarse if r.evidence is not None]
+    evidence = np.concatenate(found) if found else np.zeros((0, 3))
+
+    def select(_level: int, cores: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+        return choose(zoom, window_evidence(evidence, cores))
+
+    return select
 
 
 @dataclasses.dataclass(kw_only=True, eq=False)
@@ -425,6 +469,7 @@ def run_detect(
             {"name": r.name, "downsample": r.downsample, "blocks": r.blocks} for r in result.levels
         ],
     }
+    extra["zoom"] = result.zoom(cfg.zoom)
     if area is not None:
         extra["aoi"] = {**area.provenance(), "pixels_scanned": result.pixels_scanned}
     if scene.placement is not None:

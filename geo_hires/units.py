@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +34,7 @@ from geo_hires.scan import (
     prepare,
 )
 from geo_hires.scene import Scene, SceneReader
+from geo_hires.zoom import ZoomConfig
 
 __all__ = [
     "DetectConfig",
@@ -41,6 +42,7 @@ __all__ = [
     "LevelRun",
     "Unit",
     "UnitRunner",
+    "coarsest",
     "level_downsample",
     "level_names",
     "plan_units",
@@ -51,6 +53,8 @@ REFINE = "refine"
 WINDOW_STRIDE = 16
 """Grid of ultralytics windows (core and halo are multiples of it)."""
 Parts = Prediction
+Select = Callable[[int, npt.NDArray[np.float64]], npt.NDArray[np.bool_]]
+"""Chooses a fine level's windows: (level index, ``(N, 4)`` level-0 cores) → mask."""
 
 Item = tuple[Block, npt.NDArray[np.float32], npt.NDArray[np.bool_]]
 
@@ -77,6 +81,7 @@ class DetectConfig:
         levels: Names of the model card's levels to run (``None``: all). Unit keys keep the
             card's level indices, and the config identity covers this, so a journal of a run
             with other levels is never reused.
+        zoom: Which fine windows get the full-resolution pass (:mod:`geo_hires.zoom`).
     """
 
     core: int = 1024
@@ -88,6 +93,7 @@ class DetectConfig:
     whole_read_pixels: int = 16_000_000
     threads: int = 2
     levels: tuple[str, ...] | None = None
+    zoom: ZoomConfig = dataclasses.field(default_factory=ZoomConfig)
 
     def __post_init__(self) -> None:
         if self.core < 16 or self.batch_size < 1 or self.prefetch < 1:
@@ -121,7 +127,8 @@ class Unit:
 class LevelRun:
     """One level as planned: its downsample factor, block counts, level-0 pixels of the
     block cores (all, and those scanned: not left out for nodata or the AOI), and the scanned
-    cores themselves (level-0 ``x0, y0, x1, y1``: the coverage)."""
+    cores themselves (level-0 ``x0, y0, x1, y1``: the coverage). ``windows``: for a zoomed fine
+    level, the windows it could have scanned (those scanned are ``cores``)."""
 
     name: str
     downsample: int
@@ -131,6 +138,7 @@ class LevelRun:
     pixels: int = 0
     pixels_scanned: int = 0
     cores: tuple[tuple[int, int, int, int], ...] = ()
+    windows: int | None = None
 
 
 def level_downsample(rule: LevelRule, scene: Scene, card: ModelCard) -> int:
@@ -148,15 +156,22 @@ def level_names(card: ModelCard) -> tuple[str, ...]:
     return tuple(r.name for r in card.levels) + ((REFINE,) if card.cascade else ())
 
 
+def coarsest(card: ModelCard, scene: Scene, cfg: DetectConfig) -> int:
+    """Index of the run's coarsest level (largest downsample; the first of equals): the one a
+    zoomed run always scans."""
+    run = [i for i, r in enumerate(card.levels) if cfg.levels is None or r.name in cfg.levels]
+    return max(run, key=lambda i: (level_downsample(card.levels[i], scene, card), -i))
+
+
 def _level_blocks(
-    rule: LevelRule, model: Detectors, size: tuple[int, int], cfg: DetectConfig
+    rule: LevelRule, model: Detectors, size: tuple[int, int], core: int
 ) -> tuple[Block, ...]:
     """Blocks of a scanning level (halo from the receptive field) or an ultralytics level
     (windows of ``rule.window`` whose cores tile the level, ``rule.halo`` of overlap)."""
     if rule.detector == FCN:
         net = model.network()
         halo = halo_for(net.receptive_field, net.stride)
-        return plan_blocks(*size, core=cfg.core, halo=halo, stride=net.stride)
+        return plan_blocks(*size, core=core, halo=halo, stride=net.stride)
     core = rule.window - 2 * rule.halo
     return plan_blocks(*size, core=core, halo=rule.halo, stride=WINDOW_STRIDE)
 
@@ -190,9 +205,16 @@ def plan_units(
     *,
     has_data: Callable[[Window], bool] | None = None,
     in_aoi: Callable[[Window], bool] | None = None,
+    only: Sequence[int] | None = None,
+    select: Select | None = None,
 ) -> tuple[tuple[Unit, ...], tuple[LevelRun, ...]]:
     """Every level's blocks, batched into keyed units; left out: blocks whose core misses the
-    AOI (``in_aoi`` on the core's level-0 window), then nodata-only blocks (``has_data``)."""
+    AOI (``in_aoi`` on the core's level-0 window), then nodata-only blocks (``has_data``).
+
+    A zoomed run plans in two stages: the coarsest level alone (``only``), then the fine levels
+    (``only``), whose windows (``cfg.zoom.window`` cores) ``select`` chooses from, given the
+    level index and the windows' level-0 cores.
+    """
     units: list[Unit] = []
     runs = []
     detectors = Detectors.of(model)
@@ -200,13 +222,21 @@ def plan_units(
     unknown = sorted(set(cfg.levels or ()) - set(names))
     if unknown:
         raise ConfigError(f"model {card.name!r} has no level {unknown[0]!r}; its levels: {names}")
+    zoomed = cfg.zoom.selective and select is not None
     for li, rule in enumerate(card.levels):
         if cfg.levels is not None and rule.name not in cfg.levels:
             continue
+        if only is not None and li not in only:
+            continue
         d = level_downsample(rule, scene, card)
-        blocks = _level_blocks(rule, detectors, _level_size(scene, d), cfg)
+        core = cfg.zoom.window if zoomed else cfg.core
+        blocks = _level_blocks(rule, detectors, _level_size(scene, d), core)
         aimed = [b for b in blocks if in_aoi is None or in_aoi(_core0(b, d, scene))]
         kept = [b for b in aimed if has_data is None or has_data(_level0(b, d))]
+        windows = len(kept)
+        if zoomed and select is not None:
+            boxes = np.array([_xyxy(_core0(b, d, scene)) for b in kept], float).reshape(-1, 4)
+            kept = [b for b, ok in zip(kept, select(li, boxes), strict=True) if ok]
         cores = [_core0(b, d, scene) for b in kept]
         for k, batch in enumerate(batch_blocks(kept, cfg.batch_size)):
             units.append(Unit(key=f"L{li}-U{k}", level=li, downsample=d, blocks=batch))
@@ -219,12 +249,15 @@ def plan_units(
                 skipped_aoi=len(blocks) - len(aimed),
                 pixels=scene.pixels,
                 pixels_scanned=sum(w.width * w.height for w in cores),
-                cores=tuple(
-                    (w.col_off, w.row_off, w.col_off + w.width, w.row_off + w.height) for w in cores
-                ),
+                cores=tuple(_xyxy(w) for w in cores),
+                windows=windows if zoomed else None,
             )
         )
     return tuple(units), tuple(runs)
+
+
+def _xyxy(w: Window) -> tuple[int, int, int, int]:
+    return (int(w.col_off), int(w.row_off), int(w.col_off + w.width), int(w.row_off + w.height))
 
 
 class UnitRunner:
@@ -248,6 +281,7 @@ class UnitRunner:
             prepare(self.detectors.fcn, self.device)[0] if self.detectors.fcn is not None else None
         )
         self._whole: dict[int, tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]] = {}
+        self._coarse = coarsest(card, reader.scene, cfg) if cfg.zoom.selective else -1
 
     def read(self, unit: Unit) -> list[Item]:
         """Inputs of each block of ``unit``: (block, image, valid)."""
@@ -271,6 +305,7 @@ class UnitRunner:
     def compute(self, unit: Unit, items: list[Item]) -> UnitResult:
         """Run the unit's detector on its batch; its blocks' boxes in level-0 pixels."""
         thr = self.cfg.score_threshold or self.card.score_threshold
+        evidence = None
         if unit.level == len(self.card.levels) and self.card.cascade is not None:
             parts = self._refine(items, self.card.cascade.detector, thr)
         elif self.card.levels[unit.level].detector != FCN:
@@ -280,10 +315,12 @@ class UnitRunner:
             if self.card.cascade is not None:  # the scanner proposes; the refiner decides
                 thr = self.card.cascade.gate_threshold
             net = self.detectors.network() if self.model is None else self.model
-            parts = [
-                self._decode(o, rule, unit.downsample, thr)
-                for o in forward_batch(net, items, self.device)
-            ]
+            outs = forward_batch(net, items, self.device)
+            parts = [self._decode(o, rule, unit.downsample, thr) for o in outs]
+            if self.cfg.zoom.selective and unit.level == self._coarse:
+                evidence = np.concatenate(
+                    [self._evidence(o, unit.downsample) for o in outs] or [np.zeros((0, 3))]
+                )
         return UnitResult(
             key=unit.key,
             level=unit.level,
@@ -293,6 +330,7 @@ class UnitRunner:
             scores=np.concatenate([p[1] for p in parts]) if parts else np.zeros(0),
             classes=np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64),
             corners=_corners(parts),
+            evidence=evidence,
         )
 
     def run(self, unit: Unit) -> UnitResult:
@@ -356,6 +394,21 @@ class UnitRunner:
             moved = None if corners is None else corners[~cut] + np.array([b.x0, b.y0])
             parts.append((g[~cut], scores[~cut], classes[~cut], moved))
         return parts
+
+    def _evidence(self, o: BlockOutput, d: int) -> npt.NDArray[np.float64]:
+        """Peaks of the coarse level above the zoom's evidence threshold, any size, on valid
+        pixels: ``(M, 3)`` level-0 centre ``x, y`` and score (what a zoom decision sees)."""
+        net = self.detectors.network()
+        boxes, scores, _ = decode_peaks(
+            o.out, num_classes=net.spec.num_classes, stride=net.stride, origin=o.origin,
+            keep=o.keep, threshold=self.cfg.zoom.evidence_threshold,
+            max_peaks=self.cfg.max_per_block,
+        )  # fmt: skip
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+        vx = np.clip(cx.astype(int) - o.block.x0, 0, o.valid.shape[1] - 1)
+        vy = np.clip(cy.astype(int) - o.block.y0, 0, o.valid.shape[0] - 1)
+        ok = o.valid[vy, vx]
+        return np.stack([cx[ok] * d, cy[ok] * d, scores[ok]], axis=1).reshape(-1, 3)
 
     def _decode(self, o: BlockOutput, rule: LevelRule, d: int, threshold: float) -> Parts:
         net = self.detectors.network()
