@@ -37,8 +37,8 @@ class UnitResult:
         classes: ``(N,)`` int64.
         corners: ``(N, 4, 2)`` float64 corners of oriented boxes (``boxes``: their
             envelopes), or ``None``.
-        evidence: ``(M, 3)`` float64 coarse peaks ``x, y, score`` (any size) of a zoomed run's
-            coarse level, or ``None``.
+        evidence: ``(M, 5)`` float64 coarse peaks ``x, y, score, width, height`` (any size)
+            of a zoomed run's coarse level, or ``None``.
     """
 
     key: str
@@ -74,7 +74,7 @@ class UnitResult:
             corners=np.asarray(d["corners"], np.float64).reshape(-1, 4, 2)
             if "corners" in d
             else None,
-            evidence=np.asarray(d["evidence"], np.float64).reshape(-1, 3)
+            evidence=np.asarray(d["evidence"], np.float64).reshape(-1, 5)
             if "evidence" in d
             else None,
         )

@@ -48,7 +48,7 @@ from geo_hires.units import (
     level_names,
     plan_units,
 )
-from geo_hires.zoom import ZoomConfig, choose, window_evidence
+from geo_hires.zoom import EVIDENCE_COLUMNS, ZoomConfig, choose, window_evidence
 
 __all__ = [
     "DetectConfig",
@@ -281,7 +281,7 @@ def detect_scene(
 def _zoom_select(zoom: ZoomConfig, coarse: list[UnitResult]) -> Select:
     """The zoom decision over a fine level's windows, from the coarse level's evidence."""
     found = [r.evidence for r in coarse if r.evidence is not None]
-    evidence = np.concatenate(found) if found else np.zeros((0, 3))
+    evidence = np.concatenate(found) if found else np.zeros((0, EVIDENCE_COLUMNS))
 
     def select(_level: int, cores: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
         return choose(zoom, window_evidence(evidence, cores))

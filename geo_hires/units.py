@@ -34,7 +34,7 @@ from geo_hires.scan import (
     prepare,
 )
 from geo_hires.scene import Scene, SceneReader
-from geo_hires.zoom import ZoomConfig
+from geo_hires.zoom import EVIDENCE_COLUMNS, ZoomConfig
 
 __all__ = [
     "DetectConfig",
@@ -319,7 +319,8 @@ class UnitRunner:
             parts = [self._decode(o, rule, unit.downsample, thr) for o in outs]
             if self.cfg.zoom.selective and unit.level == self._coarse:
                 evidence = np.concatenate(
-                    [self._evidence(o, unit.downsample) for o in outs] or [np.zeros((0, 3))]
+                    [self._evidence(o, unit.downsample) for o in outs]
+                    or [np.zeros((0, EVIDENCE_COLUMNS))]
                 )
         return UnitResult(
             key=unit.key,
@@ -397,7 +398,8 @@ class UnitRunner:
 
     def _evidence(self, o: BlockOutput, d: int) -> npt.NDArray[np.float64]:
         """Peaks of the coarse level above the zoom's evidence threshold, any size, on valid
-        pixels: ``(M, 3)`` level-0 centre ``x, y`` and score (what a zoom decision sees)."""
+        pixels: ``(M, 5)`` level-0 centre ``x, y``, score, width, height (what a zoom
+        decision sees)."""
         net = self.detectors.network()
         boxes, scores, _ = decode_peaks(
             o.out, num_classes=net.spec.num_classes, stride=net.stride, origin=o.origin,
@@ -408,7 +410,9 @@ class UnitRunner:
         vx = np.clip(cx.astype(int) - o.block.x0, 0, o.valid.shape[1] - 1)
         vy = np.clip(cy.astype(int) - o.block.y0, 0, o.valid.shape[0] - 1)
         ok = o.valid[vy, vx]
-        return np.stack([cx[ok] * d, cy[ok] * d, scores[ok]], axis=1).reshape(-1, 3)
+        w, h = (boxes[:, 2] - boxes[:, 0]) * d, (boxes[:, 3] - boxes[:, 1]) * d
+        cols = (cx[ok] * d, cy[ok] * d, scores[ok], w[ok], h[ok])
+        return np.stack(cols, axis=1).reshape(-1, EVIDENCE_COLUMNS)
 
     def _decode(self, o: BlockOutput, rule: LevelRule, d: int, threshold: float) -> Parts:
         net = self.detectors.network()

@@ -26,9 +26,11 @@ import numpy.typing as npt
 
 from geo_hires.errors import ConfigError
 
-__all__ = ["ZOOM_MODES", "ZoomConfig", "choose", "window_evidence"]
+__all__ = ["EVIDENCE_COLUMNS", "ZOOM_MODES", "ZoomConfig", "choose", "window_evidence"]
 
 ZOOM_MODES = ("all", "gate", "random", "none")
+EVIDENCE_COLUMNS = 5
+"""Evidence rows: level-0 centre ``x, y``, score, width, height of a coarse peak."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -71,8 +73,8 @@ class ZoomConfig:
 def window_evidence(
     evidence: npt.NDArray[np.float64], cores: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
-    """Strongest evidence score per window: ``evidence`` rows ``(x, y, score)`` and window
-    cores ``(x0, y0, x1, y1)``, both in level-0 pixels; 0 for a window without evidence."""
+    """Strongest evidence score per window: ``evidence`` rows (:data:`EVIDENCE_COLUMNS`) and
+    window cores ``(x0, y0, x1, y1)``, both in level-0 pixels; 0 for a window without any."""
     out = np.zeros(len(cores))
     if not len(evidence) or not len(cores):
         return out

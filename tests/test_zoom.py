@@ -48,7 +48,7 @@ def test_choices_are_deterministic_and_respect_the_budget():
     assert (
         a.sum() == 3 and (a == choose(ZoomConfig(mode="random", budget=0.34, seed=3), scores)).all()
     )
-    ev = np.array([[10.0, 10.0, 0.4], [15.0, 12.0, 0.8], [300.0, 5.0, 0.2]])
+    ev = np.array([[10.0, 10.0, 0.4, 9, 9], [15.0, 12.0, 0.8, 9, 9], [300.0, 5.0, 0.2, 9, 9]])
     cores = np.array([[0, 0, 100, 100], [100, 0, 400, 100], [0, 100, 100, 200]], float)
     assert window_evidence(ev, cores).tolist() == [0.8, 0.2, 0.0]
 
