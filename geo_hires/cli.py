@@ -370,6 +370,22 @@ def _cmd_cascade(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_train_zoom(args: argparse.Namespace, out: TextIO) -> int:
+    from geo_hires.train.zoom import ZoomTrainConfig, train_zoom_policy
+
+    cfg = ZoomTrainConfig(window=args.window, cost=args.cost, epochs=args.epochs, seed=args.seed)
+    record = train_zoom_policy(args.model, args.images, args.labels, args.out, cfg, log=_log_line)
+    val = record["validation"]
+    if isinstance(val, dict):
+        for mode, row in val.items():
+            out.write(
+                f"{mode:<18} AP50 {row['ap50']:.3f}  AP50:95 {row['ap50_95']:.3f}  "
+                f"fine pixels {100 * row['fine_pixels_fraction']:.0f} %\n"
+            )
+    out.write(f"wrote {args.out}/zoom.pt\n")
+    return 0
+
+
 def _validation_metrics(bundle: str, scenes: Sequence[str], labels: str) -> dict[str, Any]:
     """Detect on each validation scene with the bundle and score all of them together."""
     from geo_hires.evaluate import evaluate_scenes
@@ -457,10 +473,10 @@ def _add_detect_opts(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--zoom",
-        choices=["all", "gate", "random", "none"],
+        choices=["all", "gate", "rl", "random", "none"],
         default="all",
         help="which fine windows get the full-resolution pass: all, gate (coarse evidence), "
-        "random, none (coarse detections only)",
+        "rl (the model's learned policy), random, none (coarse detections only)",
     )
     p.add_argument(
         "--budget",
@@ -625,6 +641,19 @@ def _add_model_commands(sub: Any) -> None:
     )
     p.add_argument("--images", help="folder of the scanner's validation images (to score)")
     p.add_argument("--labels", help="their labels (to score)")
+    p = sub.add_parser(
+        "train-zoom", help="learn which fine windows to zoom (REINFORCE) for a scanning bundle"
+    )
+    p.add_argument("images", help="folder of the bundle's training and validation images")
+    p.add_argument("--labels", required=True, help="their labels")
+    p.add_argument("--model", default="aircraft_lsn", help="scanning bundle (name or folder)")
+    p.add_argument("--out", required=True, help="bundle folder to write (may be the bundle)")
+    p.add_argument("--window", type=int, default=512, help="fine window side (pixels)")
+    p.add_argument(
+        "--cost", type=float, default=0.2, help="objects a zoomed window must recover to pay"
+    )
+    p.add_argument("--epochs", type=int, default=400, help="REINFORCE epochs over all windows")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p = sub.add_parser("eval", help="score predictions against ground truth (COCO AP)")
     p.add_argument("pred", help="predictions (any supported label format)")
     p.add_argument("truth", help="ground truth (any supported label format)")
@@ -667,6 +696,7 @@ _COMMANDS = {
     "eval": _cmd_eval,
     "train": _cmd_train,
     "cascade": _cmd_cascade,
+    "train-zoom": _cmd_train_zoom,
     "detect": _cmd_detect,
     "batch": _cmd_batch,
 }

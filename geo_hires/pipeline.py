@@ -32,6 +32,7 @@ from geo_hires.merge import nms
 from geo_hires.models.bundle import Detectors, load_bundle
 from geo_hires.models.fcn import FCNDetector
 from geo_hires.models.registry import ModelCard
+from geo_hires.models.zoom_policy import policy_features
 from geo_hires.scan import read_ahead
 from geo_hires.scene import Scene, SceneReader
 from geo_hires.scene.stac import open_input
@@ -258,7 +259,7 @@ def detect_scene(
         results = run.units(executor, scene, detectors, card, units, cfg, read_config)
         if coarse is not None:  # zoom: the fine levels only where chosen
             fine = tuple(i for i in range(len(card.levels)) if i != coarse)
-            select = _zoom_select(cfg.zoom, results)
+            select = _zoom_select(cfg.zoom, results, detectors, card)
             units, fine_runs = plan(only=fine, select=select)
             results += run.units(executor, scene, detectors, card, units, cfg, read_config)
             runs = tuple(sorted((*runs, *fine_runs), key=lambda r: level_names(card).index(r.name)))
@@ -278,12 +279,30 @@ def detect_scene(
     )
 
 
-def _zoom_select(zoom: ZoomConfig, coarse: list[UnitResult]) -> Select:
-    """The zoom decision over a fine level's windows, from the coarse level's evidence."""
+def _zoom_select(
+    zoom: ZoomConfig, coarse: list[UnitResult], model: Detectors, card: ModelCard
+) -> Select:
+    """The zoom decision over a fine level's windows, from the coarse level's evidence (and,
+    for ``rl``, the bundle's policy reading it)."""
     found = [r.evidence for r in coarse if r.evidence is not None]
     evidence = np.concatenate(found) if found else np.zeros((0, EVIDENCE_COLUMNS))
+    policy = model.policy
+    if zoom.mode == "rl":
+        if policy is None:
+            raise ConfigError(
+                f"--zoom rl: model {card.name!r} has no zoom policy; train one with "
+                "geo-hires train-zoom, or use --zoom gate"
+            )
+        if policy.spec.window != zoom.window:
+            raise ConfigError(
+                f"--zoom rl: the policy decides on {policy.spec.window}-px windows, the run "
+                f"asks for {zoom.window}"
+            )
 
     def select(_level: int, cores: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+        if zoom.mode == "rl" and policy is not None:
+            feats = policy_features(evidence, cores, policy.spec.grid)
+            return choose(zoom, policy.probabilities(feats))
         return choose(zoom, window_evidence(evidence, cores))
 
     return select

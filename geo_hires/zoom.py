@@ -8,6 +8,8 @@ small objects it can only hint at). The fine level is then cut into windows of
 
 * ``all``: every window (today's behaviour, the same blocks and bytes);
 * ``gate``: windows whose strongest evidence reaches ``gate_threshold``;
+* ``rl``: windows the bundle's learned policy (:mod:`geo_hires.models.zoom_policy`) zooms,
+  ranked by its probability;
 * ``random``: a seeded random choice (the baseline a learned policy must beat);
 * ``none``: no window (coarse detections only).
 
@@ -28,7 +30,7 @@ from geo_hires.errors import ConfigError
 
 __all__ = ["EVIDENCE_COLUMNS", "ZOOM_MODES", "ZoomConfig", "choose", "window_evidence"]
 
-ZOOM_MODES = ("all", "gate", "random", "none")
+ZOOM_MODES = ("all", "gate", "rl", "random", "none")
 EVIDENCE_COLUMNS = 5
 """Evidence rows: level-0 centre ``x, y``, score, width, height of a coarse peak."""
 
@@ -87,7 +89,8 @@ def window_evidence(
 
 
 def choose(cfg: ZoomConfig, scores: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
-    """Which windows to zoom, given each window's score (``gate``: its evidence)."""
+    """Which windows to zoom, given each window's score (``gate``: its evidence; ``rl``: the
+    policy's zoom probability, zoomed from 0.5)."""
     n = len(scores)
     if cfg.mode == "none" or n == 0:
         return np.zeros(n, bool)
@@ -96,6 +99,8 @@ def choose(cfg: ZoomConfig, scores: npt.NDArray[np.float64]) -> npt.NDArray[np.b
         chosen, priority = np.ones(n, bool), -rank
     elif cfg.mode == "gate":
         chosen, priority = scores >= cfg.gate_threshold, scores
+    elif cfg.mode == "rl":
+        chosen, priority = scores >= 0.5, scores
     else:
         chosen, priority = np.ones(n, bool), scores
     if cfg.budget is not None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 from rasterio.windows import Window
 
 from geo_hires.cli import main
@@ -56,7 +57,7 @@ def test_choices_are_deterministic_and_respect_the_budget():
 @pytest.mark.parametrize(
     ("kw", "message"),
     [({"budget": 0.0}, "in \\(0, 1\\]"), ({"budget": 1.5}, "in \\(0, 1\\]"),
-     ({"mode": "rl"}, "choose one of"), ({"window": 100}, "multiple of 32")],
+     ({"mode": "xyz"}, "choose one of"), ({"window": 100}, "multiple of 32")],
 )  # fmt: skip
 def test_bad_zoom_settings_are_refused(kw, message):
     with pytest.raises(ConfigError, match=message):
@@ -134,3 +135,86 @@ def test_detect_cli_records_the_zoom(crop, tmp_path, capsys):
     assert z["mode"] == "gate" and z["budget"] == 0.5
     assert 0 < z["fine_windows_fraction"] <= 0.5 and 0 < z["fine_pixels_fraction"] < 1
     assert "zoom gate:" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    """A tiny LSN trained in the suite on synthetic labelled scenes (with its split)."""
+    from geo_hires.export import write_geojson
+    from geo_hires.models.registry import LevelRule
+    from geo_hires.scene import Density, SynthSpec, write_synthetic
+    from geo_hires.train import ChipSampler, FitConfig
+    from geo_hires.train.run import TrainJob, train_bundle
+
+    root = tmp_path_factory.mktemp("tiny-zoom")
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    for seed in range(4):
+        path = root / "images" / f"s{seed}.tif"
+        spec = SynthSpec(width=640, height=640, seed=seed, density=Density.DENSE)
+        write_geojson(root / "labels" / f"s{seed}.geojson", write_synthetic(path, spec),
+                      open_scene(path))  # fmt: skip
+    job = TrainJob(
+        scenes=tuple(str(p) for p in sorted((root / "images").iterdir())),
+        labels=str(root / "labels"), out=str(root / "lsn"), name="tiny", val_fraction=0.25,
+        sampler=ChipSampler(chip=128, scale_range=(0.5, 1.0)),
+        fit=FitConfig(steps=60, minutes=1, batch_size=8, lr=5e-3),
+        levels=(LevelRule(name="full", target_gsd_m=0.5, downsample=1, max_size=40.0),
+                LevelRule(name="coarse", target_gsd_m=1.0, downsample=2, min_size=15.0)),
+    )  # fmt: skip
+    train_bundle(job, log=lambda _s: None)
+    return {"root": root, "lsn": root / "lsn"}
+
+
+def test_policy_trains_changes_its_decisions_and_runs_as_rl(tiny, tmp_path):
+    from geo_hires.models.zoom_policy import PolicySpec, ZoomPolicy
+    from geo_hires.train.zoom import ZoomTrainConfig, fit_policy, table, train_zoom_policy
+
+    root = tiny["root"]
+    cfg = ZoomTrainConfig(window=128, epochs=60, cost=0.2)
+    record = train_zoom_policy(str(tiny["lsn"]), str(root / "images"), str(root / "labels"),
+                               str(tmp_path / "zoomed"), cfg)  # fmt: skip
+    assert (tmp_path / "zoomed" / "zoom.pt").is_file() and record["windows"] > 0
+    assert set(record["validation"]) == {"rl", "all", "none", "random_same_share"}
+    # the decisions move: fitted vs the same network before training
+    model, card = load_bundle(tiny["lsn"])
+    from geo_hires.train.zoom import _record_all
+
+    names = card.extra["training"]["train_images"]
+    replays = _record_all([str(root / "images" / n) for n in names], str(root / "labels"),
+                          model, card, 128)  # fmt: skip
+    feats, gains = table(replays, card, cfg)
+    spec = PolicySpec(window=128, detector=model.fcn_digest)
+    torch.manual_seed(cfg.seed)  # the initialisation fit_policy starts from
+    before = ZoomPolicy(spec).probabilities(feats) >= 0.5
+    policy, curve = fit_policy(feats, gains, cfg, spec)
+    after = policy.probabilities(feats) >= 0.5
+    assert (before != after).any()
+    value = gains - cfg.cost
+    assert (value * after).sum() >= (value * before).sum() and len(curve) >= 3
+    # the trained bundle runs with --zoom rl
+    scene = open_scene(root / "images" / card.extra["training"]["val_images"][0])
+    zm, zc = load_bundle(tmp_path / "zoomed")
+    rl = detect_scene(scene, zm, zc, config=DetectConfig(zoom=ZoomConfig(mode="rl", window=128)))
+    assert rl.levels[0].windows is not None
+
+
+def test_rl_without_a_policy_or_with_another_detectors_is_refused(tiny, tmp_path, crop):
+    import shutil
+
+    from geo_hires.models.registry import bundle_dir
+
+    scene = open_scene(crop)
+    model, card = load_bundle(tiny["lsn"])
+    with pytest.raises(ConfigError, match="has no zoom policy; train one with geo-hires"):
+        detect_scene(scene, model, card, config=DetectConfig(zoom=ZoomConfig(mode="rl")))
+    other = tmp_path / "other"
+    shutil.copytree(bundle_dir("aircraft_lsn"), other)
+    from geo_hires.models.zoom_policy import PolicySpec, ZoomPolicy, save_policy
+
+    save_policy(other, ZoomPolicy(PolicySpec(window=512, detector="0123456789abcdef")))
+    doc = json.loads((other / "card.json").read_text())
+    doc["zoom_policy"] = "zoom.pt"
+    (other / "card.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="trained on the evidence of another detector"):
+        load_bundle(other)

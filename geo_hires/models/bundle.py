@@ -24,6 +24,7 @@ from geo_hires.errors import ConfigError
 from geo_hires.models.fcn import FCNDetector, fold_batchnorm
 from geo_hires.models.registry import ModelCard, bundle_dir, load_card
 from geo_hires.models.yolo import YoloModel, load_yolo
+from geo_hires.models.zoom_policy import ZoomPolicy, load_policy
 
 __all__ = ["Detectors", "load_bundle", "load_pt"]
 
@@ -47,12 +48,20 @@ class Detectors:
         yolo: ultralytics models by the file name the card uses.
         files: Those files' bytes (what :meth:`payload` ships).
         digest: Identity of all the weights (16 hex digits).
+        policy: The learned zoom policy, when the card names one (``zoom_policy``); it runs
+            where zoom decisions are made (the driver), so it is not in :meth:`payload`.
     """
 
     fcn: FCNDetector | None
     yolo: Mapping[str, YoloModel] = dataclasses.field(default_factory=dict)
     files: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
     digest: str = ""
+    policy: ZoomPolicy | None = None
+
+    @property
+    def fcn_digest(self) -> str:
+        """Identity of the scanning network alone (what a zoom policy is trained for)."""
+        return _digest(self.fcn, {})
 
     @classmethod
     def of(cls, model: FCNDetector | Detectors) -> Detectors:
@@ -115,10 +124,16 @@ def load_bundle(name_or_path: str | os.PathLike[str]) -> tuple[Detectors, ModelC
     if missing:
         raise ConfigError(f"{folder}: the card names {missing[0]!r}, which is not in the folder")
     files = {f: (folder / f).read_bytes() for f in card.yolo_files}
-    return (
-        Detectors(fcn=fcn, yolo=_load_yolos(folder, card), files=files, digest=_digest(fcn, files)),
-        card,
+    policy_file = card.extra.get("zoom_policy")
+    policy = load_policy(folder / policy_file, detector=_digest(fcn, {})) if policy_file else None
+    detectors = Detectors(
+        fcn=fcn,
+        yolo=_load_yolos(folder, card),
+        files=files,
+        digest=_digest(fcn, files),
+        policy=policy,
     )
+    return detectors, card
 
 
 def load_pt(

@@ -1,0 +1,130 @@
+"""The learned zoom policy: a small CNN over a window's coarse evidence and its neighbours'.
+
+Input per fine window: the coarse level's peaks (any size, :mod:`geo_hires.zoom` evidence)
+rasterised on a grid of ``grid x grid`` cells per window over the window and its 8 neighbours,
+three channels per cell — the strongest peak score, the number of peaks (log1p), and the mean
+log side of their boxes (small peaks are what only the fine pass can confirm). Output: the
+probability that zooming the window pays (a Bernoulli policy, trained with REINFORCE in
+:mod:`geo_hires.train.zoom`). Pure tensor code, so the decision is the same in every process
+for a given thread count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from geo_hires.errors import ConfigError
+
+__all__ = ["CHANNELS", "PolicySpec", "ZoomPolicy", "load_policy", "policy_features", "save_policy"]
+
+CHANNELS = 3
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PolicySpec:
+    """What a policy was built and trained for.
+
+    Attributes:
+        window: Fine window side (fine-level pixels) the policy decides on.
+        grid: Evidence cells per window side.
+        detector: Digest of the scanning network whose evidence it learned to read.
+        extra: Training record (data, reward weights, curve).
+    """
+
+    window: int
+    grid: int = 8
+    detector: str = ""
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class ZoomPolicy(nn.Module):
+    """Conv 3→16→32 over the 3x3-window neighbourhood, global pooling, one logit."""
+
+    def __init__(self, spec: PolicySpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.net = nn.Sequential(
+            nn.Conv2d(CHANNELS, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1, stride=2), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1, stride=2), nn.ReLU(),
+        )  # fmt: skip
+        self.head = nn.Linear(64 + CHANNELS, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N,)`` for features ``(N, 3, 3 * grid, 3 * grid)``."""
+        h = self.net(x)
+        g = self.spec.grid
+        centre = x[:, :, g : 2 * g, g : 2 * g].amax(dim=(2, 3))  # the window's own evidence
+        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3)), centre], dim=1)
+        return self.head(pooled)[:, 0]
+
+    @torch.inference_mode()
+    def probabilities(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        """Zoom probability per window."""
+        if not len(features):
+            return np.zeros(0)
+        return torch.sigmoid(self.eval()(torch.from_numpy(features))).double().numpy()
+
+
+def policy_features(
+    evidence: npt.NDArray[np.float64], cores: npt.NDArray[np.float64], grid: int
+) -> npt.NDArray[np.float32]:
+    """``(N, 3, 3 * grid, 3 * grid)`` features of each window (level-0 ``cores``) from the
+    coarse ``evidence`` rows ``x, y, score, width, height``: the window and its neighbours,
+    each ``grid`` cells a side (cells sized from the window's own core)."""
+    n = len(cores)
+    out = np.zeros((n, CHANNELS, 3 * grid, 3 * grid), np.float32)
+    if not n or not len(evidence):
+        return out
+    x, y, s = evidence[:, 0], evidence[:, 1], evidence[:, 2]
+    side = np.log1p(np.maximum(evidence[:, 3], evidence[:, 4])) / 8.0
+    for i, (x0, y0, x1, y1) in enumerate(cores):
+        cw, ch = max(x1 - x0, 1.0) / grid, max(y1 - y0, 1.0) / grid
+        gx = np.floor((x - (x0 - grid * cw)) / cw).astype(int)
+        gy = np.floor((y - (y0 - grid * ch)) / ch).astype(int)
+        ok = (gx >= 0) & (gx < 3 * grid) & (gy >= 0) & (gy < 3 * grid)
+        if not ok.any():
+            continue
+        gx, gy = gx[ok], gy[ok]
+        np.maximum.at(out[i, 0], (gy, gx), s[ok].astype(np.float32))
+        np.add.at(out[i, 1], (gy, gx), 1.0)
+        np.add.at(out[i, 2], (gy, gx), side[ok].astype(np.float32))
+    counts = out[:, 1].copy()
+    out[:, 2] = np.where(counts > 0, out[:, 2] / np.maximum(counts, 1), 0)
+    out[:, 1] = np.log1p(counts)
+    return out
+
+
+def save_policy(folder: str | os.PathLike[str], policy: ZoomPolicy, name: str = "zoom.pt") -> Path:
+    """Write the policy's weights and spec (``name`` and ``name.json``) into ``folder``."""
+    out = Path(folder)
+    torch.save(policy.state_dict(), out / name)
+    spec = dataclasses.asdict(policy.spec)
+    (out / f"{name}.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+    return out / name
+
+
+def load_policy(path: str | os.PathLike[str], *, detector: str) -> ZoomPolicy:
+    """Load a policy, refusing one trained on another scanning network's evidence."""
+    p = Path(path)
+    meta = Path(f"{p}.json")
+    if not p.is_file() or not meta.is_file():
+        raise ConfigError(f"zoom policy not found: {p} (and its {meta.name})")
+    spec = PolicySpec(**json.loads(meta.read_text()))
+    if spec.detector != detector:
+        raise ConfigError(
+            f"{p} was trained on the evidence of another detector ({spec.detector}, this "
+            f"bundle's is {detector}); retrain it with geo-hires train-zoom"
+        )
+    policy = ZoomPolicy(spec)
+    policy.load_state_dict(torch.load(p, map_location="cpu", weights_only=True))
+    return policy.eval()
