@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Sequence
 from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, Query, Request
 from fastapi import Path as Path_
@@ -86,6 +86,12 @@ class DetectOptions(BaseModel):
         description="area of interest, GeoJSON (WGS84) Polygon/MultiPolygon, Feature or "
         "FeatureCollection: only there is scanned (as geo-hires --aoi)",
     )
+    zoom: Literal["all", "gate", "rl", "random", "none"] = Field(
+        default="all", description="which fine windows get the full-resolution pass (--zoom)"
+    )
+    budget: float | None = Field(
+        default=None, gt=0, le=1, description="at most this share of fine windows (--budget)"
+    )
 
     @field_validator("aoi")
     @classmethod
@@ -100,6 +106,12 @@ class DetectOptions(BaseModel):
         if v not in shipped_models():
             raise ValueError(f"unknown model {v!r}; choose one of {shipped_models()}")
         return v
+
+    @model_validator(mode="after")
+    def _policy_for_rl(self) -> DetectOptions:
+        if self.zoom == "rl" and not load_card(self.model).extra.get("zoom_policy"):
+            raise ValueError(f"model {self.model!r} has no zoom policy; use zoom 'gate'")
+        return self
 
     @model_validator(mode="after")
     def _known_levels(self) -> DetectOptions:

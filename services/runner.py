@@ -22,6 +22,7 @@ from geo_hires.errors import GeoHiresError
 from geo_hires.models.bundle import Detectors, load_bundle
 from geo_hires.models.registry import ModelCard
 from geo_hires.pipeline import DetectConfig, Executor, run_detect
+from geo_hires.zoom import ZoomConfig
 from services.store import Job, JobStore
 
 __all__ = [
@@ -85,10 +86,12 @@ def job_read_config(base: ReadConfig, options: dict[str, Any]) -> ReadConfig:
 def detect_config(options: dict[str, Any]) -> DetectConfig:
     """The library's config for a job's (already validated) options."""
     levels = options.get("levels")
+    zoom = ZoomConfig(mode=options.get("zoom", "all"), budget=options.get("budget"))
     return DetectConfig(
         core=int(options.get("block", 1024)),
         score_threshold=options.get("score_threshold"),
         levels=tuple(levels) if levels else None,
+        zoom=zoom,
     )
 
 
