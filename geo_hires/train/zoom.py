@@ -14,7 +14,11 @@ own greedy decision), which needs no value network.
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -24,9 +28,9 @@ import torchvision
 from geo_hires.detections import PixelDetections
 from geo_hires.errors import ConfigError
 from geo_hires.journal import UnitResult
-from geo_hires.models.bundle import Detectors
-from geo_hires.models.registry import ModelCard
-from geo_hires.models.zoom_policy import PolicySpec, ZoomPolicy, policy_features
+from geo_hires.models.bundle import Detectors, load_bundle
+from geo_hires.models.registry import ModelCard, bundle_dir
+from geo_hires.models.zoom_policy import PolicySpec, ZoomPolicy, policy_features, save_policy
 from geo_hires.pipeline import LocalExecutor, merge_results
 from geo_hires.scene import Scene
 from geo_hires.units import DetectConfig, coarsest, plan_units
@@ -259,6 +263,28 @@ def evaluate_choices(
     }
 
 
+def _validation(
+    val: Sequence[tuple[ImageReplay, Scene]],
+    card: ModelCard,
+    policy: ZoomPolicy,
+    cfg: ZoomTrainConfig,
+) -> dict[str, dict[str, float]]:
+    """The policy's greedy decisions on held-out images against all, none and random choices
+    of the same share."""
+    probs = [policy.probabilities(policy_features(r.evidence, r.cores, cfg.grid)) for r, _ in val]
+    rl = [p >= 0.5 for p in probs]
+    rng = np.random.default_rng(cfg.seed)
+    share = sum(int(c.sum()) for c in rl) / max(1, sum(len(c) for c in rl))
+    return {
+        "rl": evaluate_choices(val, card, rl),
+        "all": evaluate_choices(val, card, [np.ones(len(p), bool) for p in probs]),
+        "none": evaluate_choices(val, card, [np.zeros(len(p), bool) for p in probs]),
+        "random_same_share": evaluate_choices(
+            val, card, [rng.random(len(p)) < share for p in probs]
+        ),
+    }  # fmt: skip
+
+
 def train_zoom_policy(
     bundle: str,
     images: str,
@@ -273,15 +299,6 @@ def train_zoom_policy(
 
     Returns the record written to the card (``zoom_training``).
     """
-    import json
-    import shutil
-    import time
-    from pathlib import Path
-
-    from geo_hires.models.bundle import load_bundle
-    from geo_hires.models.registry import bundle_dir
-    from geo_hires.models.zoom_policy import save_policy
-
     model, card = load_bundle(bundle)
     split = card.extra.get("training", {})
     train_names, val_names = split.get("train_images", []), split.get("val_images", [])
@@ -298,21 +315,10 @@ def train_zoom_policy(
     spec = PolicySpec(window=cfg.window, grid=cfg.grid, detector=model.fcn_digest)
     policy, curve = fit_policy(feats, gains, cfg, spec)
     val = _record_all([str(Path(images) / n) for n in val_names], labels, model, card, cfg.window)
-    probs = [policy.probabilities(policy_features(r.evidence, r.cores, cfg.grid)) for r, _ in val]
-    rl = [p >= 0.5 for p in probs]
-    rng = np.random.default_rng(cfg.seed)
-    share = sum(int(c.sum()) for c in rl) / max(1, sum(len(c) for c in rl))
     record = {
         "data": labels, "train_images": len(train), "val_images": len(val),
         "windows": len(gains), "config": dataclasses.asdict(cfg), "curve": curve,
-        "validation": {
-            "rl": evaluate_choices(val, card, rl),
-            "all": evaluate_choices(val, card, [np.ones(len(p), bool) for p in probs]),
-            "none": evaluate_choices(val, card, [np.zeros(len(p), bool) for p in probs]),
-            "random_same_share": evaluate_choices(
-                val, card, [rng.random(len(p)) < share for p in probs]
-            ),
-        },
+        "validation": _validation(val, card, policy, cfg),
         "seconds": round(time.perf_counter() - start, 1),
         "date": time.strftime("%Y-%m-%d"),
     }  # fmt: skip
