@@ -51,9 +51,9 @@ def _sahi_model(pt: Path, threshold: float) -> Any:
     with ultralytics_env():
         from sahi import AutoDetectionModel
 
-        model = AutoDetectionModel.from_pretrained(
+        model = AutoDetectionModel.from_pretrained(  # image_size: slices at their own size;
             model_type="ultralytics", model_path=str(pt), confidence_threshold=threshold,
-            device="cpu",
+            device="cpu", image_size=SLICE,  # unset, ultralytics reuses the training imgsz (256)
         )  # fmt: skip
     return model
 
@@ -141,7 +141,7 @@ def main() -> None:
     yolt = dataclasses.replace(ycard, levels=(
         dataclasses.replace(full, max_size=80.0),
         LevelRule(name="coarse", target_gsd_m=2 * ycard.gsd_m, downsample=2, min_size=32.0,
-                  detector=full.detector, window=full.window, halo=full.halo // 2),
+                  detector=full.detector, window=full.window, halo=64),
     ))  # fmt: skip
     bundles["yolo_yolt_2levels"] = (bundles["aircraft_yolo"][0], yolt)
     sahi_model = _sahi_model(Path(_bundle_pt("aircraft_yolo")), args.threshold)

@@ -68,11 +68,15 @@ class LevelRule:
 
     def __post_init__(self) -> None:
         if self.detector != FCN and (
-            self.window < 64 or self.window % 32 or not 0 <= 2 * self.halo < self.window - 32
+            self.window < 64
+            or self.window % 32
+            or self.halo % 16
+            or not 0 <= 2 * self.halo < self.window - 32
         ):
             raise ConfigError(
                 f"level {self.name!r} runs {self.detector!r}: give 'window' (a multiple of 32, "
-                f">= 64) and 'halo' (0 <= 2 * halo < window - 32), got {self.window}/{self.halo}"
+                f">= 64) and 'halo' (a multiple of 16, 0 <= 2 * halo < window - 32), got "
+                f"{self.window}/{self.halo}"
             )
 
 
