@@ -84,8 +84,8 @@ def _record(paths: list[str], labels: str, model: Any, card: Any, window: int) -
 
 def _curves(replays: list[Any], card: Any, policy: Any) -> dict[str, list[dict[str, Any]]]:
     scores = {
-        "rl": [policy.probabilities(policy_features(r.evidence, r.cores, policy.spec.grid))
-               for r, _ in replays],
+        "rl": [policy.probabilities(policy_features(r.evidence, r.cores, policy.spec.grid,
+                                                    policy.spec.split_px)) for r, _ in replays],
         "gate": [window_evidence(r.evidence, r.cores) for r, _ in replays],
     }  # fmt: skip
     out: dict[str, list[dict[str, Any]]] = {"rl": [], "gate": [], "random": []}

@@ -301,7 +301,7 @@ def _zoom_select(
 
     def select(_level: int, cores: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
         if zoom.mode == "rl" and policy is not None:
-            feats = policy_features(evidence, cores, policy.spec.grid)
+            feats = policy_features(evidence, cores, policy.spec.grid, policy.spec.split_px)
             return choose(zoom, policy.probabilities(feats))
         return choose(zoom, window_evidence(evidence, cores))
 

@@ -171,7 +171,7 @@ def test_policy_trains_changes_its_decisions_and_runs_as_rl(tiny, tmp_path):
     from geo_hires.train.zoom import ZoomTrainConfig, fit_policy, table, train_zoom_policy
 
     root = tiny["root"]
-    cfg = ZoomTrainConfig(window=128, epochs=60, cost=0.2)
+    cfg = ZoomTrainConfig(window=128, epochs=60, cost=1.5)  # dear: not every window pays
     record = train_zoom_policy(str(tiny["lsn"]), str(root / "images"), str(root / "labels"),
                                str(tmp_path / "zoomed"), cfg)  # fmt: skip
     assert (tmp_path / "zoomed" / "zoom.pt").is_file() and record["windows"] > 0

@@ -2,8 +2,10 @@
 
 Input per fine window: the coarse level's peaks (any size, :mod:`geo_hires.zoom` evidence)
 rasterised on a grid of ``grid x grid`` cells per window over the window and its 8 neighbours,
-three channels per cell — the strongest peak score, the number of peaks (log1p), and the mean
-log side of their boxes (small peaks are what only the fine pass can confirm). Output: the
+three channels per cell — the strongest score of *small* peaks (box side under ``split_px``
+level-0 pixels: objects the coarse level's size rule leaves to the fine pass), the strongest
+score of larger peaks (which the coarse level reports itself), and the number of peaks (log1p).
+Output: the
 probability that zooming the window pays (a Bernoulli policy, trained with REINFORCE in
 :mod:`geo_hires.train.zoom`). Pure tensor code, so the decision is the same in every process
 for a given thread count.
@@ -37,12 +39,14 @@ class PolicySpec:
         window: Fine window side (fine-level pixels) the policy decides on.
         grid: Evidence cells per window side.
         detector: Digest of the scanning network whose evidence it learned to read.
+        split_px: Box side (level-0 pixels) below which a peak counts as small.
         extra: Training record (data, reward weights, curve).
     """
 
     window: int
     grid: int = 8
     detector: str = ""
+    split_px: float = 64.0
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -58,6 +62,10 @@ class ZoomPolicy(nn.Module):
             nn.Conv2d(32, 32, 3, padding=1, stride=2), nn.ReLU(),
         )  # fmt: skip
         self.head = nn.Linear(64 + CHANNELS, 1)
+        # start undecided (p = 0.5 everywhere): both actions are sampled and the greedy
+        # baseline sits on the boundary, so REINFORCE has a gradient from the first step
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N,)`` for features ``(N, 3, 3 * grid, 3 * grid)``."""
@@ -76,7 +84,10 @@ class ZoomPolicy(nn.Module):
 
 
 def policy_features(
-    evidence: npt.NDArray[np.float64], cores: npt.NDArray[np.float64], grid: int
+    evidence: npt.NDArray[np.float64],
+    cores: npt.NDArray[np.float64],
+    grid: int,
+    split_px: float = 64.0,
 ) -> npt.NDArray[np.float32]:
     """``(N, 3, 3 * grid, 3 * grid)`` features of each window (level-0 ``cores``) from the
     coarse ``evidence`` rows ``x, y, score, width, height``: the window and its neighbours,
@@ -86,7 +97,7 @@ def policy_features(
     if not n or not len(evidence):
         return out
     x, y, s = evidence[:, 0], evidence[:, 1], evidence[:, 2]
-    side = np.log1p(np.maximum(evidence[:, 3], evidence[:, 4])) / 8.0
+    small = np.maximum(evidence[:, 3], evidence[:, 4]) < split_px
     for i, (x0, y0, x1, y1) in enumerate(cores):
         cw, ch = max(x1 - x0, 1.0) / grid, max(y1 - y0, 1.0) / grid
         gx = np.floor((x - (x0 - grid * cw)) / cw).astype(int)
@@ -94,13 +105,11 @@ def policy_features(
         ok = (gx >= 0) & (gx < 3 * grid) & (gy >= 0) & (gy < 3 * grid)
         if not ok.any():
             continue
-        gx, gy = gx[ok], gy[ok]
-        np.maximum.at(out[i, 0], (gy, gx), s[ok].astype(np.float32))
-        np.add.at(out[i, 1], (gy, gx), 1.0)
-        np.add.at(out[i, 2], (gy, gx), side[ok].astype(np.float32))
-    counts = out[:, 1].copy()
-    out[:, 2] = np.where(counts > 0, out[:, 2] / np.maximum(counts, 1), 0)
-    out[:, 1] = np.log1p(counts)
+        gx, gy, sc, sm = gx[ok], gy[ok], s[ok].astype(np.float32), small[ok]
+        np.maximum.at(out[i, 0], (gy[sm], gx[sm]), sc[sm])
+        np.maximum.at(out[i, 1], (gy[~sm], gx[~sm]), sc[~sm])
+        np.add.at(out[i, 2], (gy, gx), 1.0)
+    out[:, 2] = np.log1p(out[:, 2])
     return out
 
 

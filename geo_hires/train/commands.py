@@ -181,6 +181,6 @@ def add_train_commands(sub: Any) -> None:
     p.add_argument(
         "--cost", type=float, default=0.2, help="objects a zoomed window must recover to pay"
     )
-    p.add_argument("--epochs", type=int, default=400, help="REINFORCE epochs over all windows")
+    p.add_argument("--epochs", type=int, default=150, help="REINFORCE epochs over all windows")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(_handler=_cmd_train_zoom)
