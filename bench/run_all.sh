@@ -25,3 +25,6 @@ $PY bench/sizing.py "$WORK/synth100.tif" --cpus 2 --threads 1 --out bench/result
 $PY bench/band_order.py "$DATA/aircraft/train" "$DATA/aircraft/annotations.csv" > bench/results/band_order.json
 $PY bench/yolo_compare.py --images "$DATA/aircraft/train" --labels "$DATA/aircraft/annotations.csv" \
   --synthetic "$WORK/synth100.tif" --out bench/results/yolo_compare.json
+[ -f "$WORK/synth144.tif" ] || .venv/bin/geo-hires synth "$WORK/synth144.tif" --width 12000 --height 12000 --seed 7
+$PY bench/zoom.py --images "$DATA/aircraft/train" --labels "$DATA/aircraft/annotations.csv" \
+  --synthetic "$WORK/synth144.tif" --work "$WORK" --out bench/results/zoom.json --plot docs/zoom_curve.png

@@ -250,7 +250,10 @@ def _cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
             coverage=args.coverage,
         )
     per_level = ", ".join(
-        f"{lv.name}: {lv.blocks} blocks (x{lv.downsample})" for lv in result.levels
+        f"{lv.name}: {len(lv.cores)} of {lv.windows} windows zoomed (x{lv.downsample})"
+        if lv.windows is not None
+        else f"{lv.name}: {lv.blocks} blocks (x{lv.downsample})"
+        for lv in result.levels
     )
     resumed = f", {result.resumed_units} units resumed" if result.resumed_units else ""
     if args.zoom != "all" or args.budget is not None:

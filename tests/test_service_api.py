@@ -168,6 +168,25 @@ def test_abuse_gets_exact_codes_and_the_service_keeps_serving(service, roots, tm
             ),
             422,
         ),
+        "zoom rl, model without a policy": (
+            requests.post(
+                post,
+                json={
+                    "uri": str(roots / "scene1.tif"),
+                    "options": {"model": "aircraft_yolo", "zoom": "rl"},
+                },
+                headers=ALICE,
+            ),
+            422,
+        ),
+        "zoom budget over 1": (
+            requests.post(
+                post,
+                json={"uri": str(roots / "scene1.tif"), "options": {"zoom": "gate", "budget": 1.5}},
+                headers=ALICE,
+            ),
+            422,
+        ),
         "upload not TIFF": (
             requests.post(
                 post, files={"scene": ("a.tif", b"GIF89a....", "image/tiff")}, headers=ALICE
