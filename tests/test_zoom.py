@@ -218,3 +218,27 @@ def test_rl_without_a_policy_or_with_another_detectors_is_refused(tiny, tmp_path
     (other / "card.json").write_text(json.dumps(doc))
     with pytest.raises(ConfigError, match="trained on the evidence of another detector"):
         load_bundle(other)
+
+
+def test_zoomed_run_on_ray_gives_the_local_bytes(crop, tmp_path):
+    ray = pytest.importorskip("ray", reason="Ray is not installed")
+    from geo_hires.export import write_geojson
+    from geo_hires.pipeline import LocalExecutor
+    from geo_hires.runtime.ray_executor import RayConfig, RayExecutor
+    from geo_hires.runtime.ray_local import ensure_ray
+
+    scene = open_scene(crop)
+    model, card = load_bundle("aircraft_lsn")
+    cfg = dataclasses.replace(CFG, zoom=ZoomConfig(mode="rl"))
+    local = detect_scene(scene, model, card, config=cfg, executor=LocalExecutor())
+    ensure_ray(num_cpus=2, object_store_mb=256)
+    ex = RayExecutor(config=RayConfig(actors=2))
+    try:
+        remote = detect_scene(scene, model, card, config=cfg, executor=ex)
+    finally:
+        ex.shutdown()
+        ray.shutdown()
+    assert remote.levels == local.levels and len(local.levels[0].cores) > 0
+    write_geojson(tmp_path / "l.json", local.detections, scene)
+    write_geojson(tmp_path / "r.json", remote.detections, scene)
+    assert (tmp_path / "l.json").read_bytes() == (tmp_path / "r.json").read_bytes()
