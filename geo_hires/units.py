@@ -233,7 +233,7 @@ def plan_units(
         blocks = _level_blocks(rule, detectors, _level_size(scene, d), core)
         aimed = [b for b in blocks if in_aoi is None or in_aoi(_core0(b, d, scene))]
         kept = [b for b in aimed if has_data is None or has_data(_level0(b, d))]
-        windows = len(kept)
+        windows, nodata = len(kept), len(aimed) - len(kept)
         if zoomed and select is not None:
             boxes = np.array([_xyxy(_core0(b, d, scene)) for b in kept], float).reshape(-1, 4)
             kept = [b for b, ok in zip(kept, select(li, boxes), strict=True) if ok]
@@ -245,7 +245,7 @@ def plan_units(
                 name=rule.name,
                 downsample=d,
                 blocks=len(blocks),
-                skipped_nodata=len(aimed) - len(kept),
+                skipped_nodata=nodata,
                 skipped_aoi=len(blocks) - len(aimed),
                 pixels=scene.pixels,
                 pixels_scanned=sum(w.width * w.height for w in cores),

@@ -331,7 +331,11 @@ def test_a_refused_upload_leaves_nothing_and_models_are_listed(service, roots):
     assert r.status_code == 400 and "cannot be used" in r.json()["detail"]
     assert not list((data / "uploads").glob("*/cut.tif"))
     models = requests.get(f"{url}/v1/models", headers=ALICE).json()["models"]
-    assert [m["name"] for m in models] == ["aircraft_lsn"] and models[0]["card"]["levels"]
+    assert [m["name"] for m in models] == [
+        "aircraft_cascade",
+        "aircraft_lsn",
+        "aircraft_yolo",
+    ] and models[0]["card"]["levels"]
     assert requests.get(f"{url}/v1/models").status_code == 401
 
 

@@ -34,7 +34,7 @@ def test_a_detect_model_loads_predicts_and_leaves_torch_threads_alone(tiny):
     assert torch.get_num_threads() == 2  # loading did not change it
     images = [np.random.default_rng(i).integers(0, 255, (256, 256, 3), np.uint8) for i in range(2)]
     out = model.predict(images, imgsz=256, threshold=0.001, threads=2)
-    assert len(out) == 2 and all(b.shape[1] == 4 and len(b) == len(s) for b, s, _ in out)
+    assert len(out) == 2 and all(b.shape[1] == 4 and len(b) == len(s) for b, s, _, _ in out)
     assert torch.get_num_threads() == 2  # ultralytics sets 1; restored
 
 

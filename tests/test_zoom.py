@@ -108,6 +108,7 @@ def test_gate_reads_full_resolution_only_in_chosen_windows(crop, monkeypatch):
     fine = result.levels[0]
     assert fine.name == "full" and fine.windows is not None
     assert 0 < len(fine.cores) < fine.windows  # some windows zoomed, not all
+    assert fine.skipped_nodata == 0  # windows not chosen are not nodata
     for x0, y0, x1, y1 in full:  # every full-resolution read is a chosen window's block
         assert any(cx0 >= x0 and cy0 >= y0 and cx1 <= x1 and cy1 <= y1
                    for cx0, cy0, cx1, cy1 in fine.cores)  # fmt: skip
@@ -229,7 +230,7 @@ def test_zoomed_run_on_ray_gives_the_local_bytes(crop, tmp_path):
 
     scene = open_scene(crop)
     model, card = load_bundle("aircraft_lsn")
-    cfg = dataclasses.replace(CFG, zoom=ZoomConfig(mode="rl"))
+    cfg = dataclasses.replace(CFG, zoom=ZoomConfig(mode="gate", gate_threshold=0.3))
     local = detect_scene(scene, model, card, config=cfg, executor=LocalExecutor())
     ensure_ray(num_cpus=2, object_store_mb=256)
     ex = RayExecutor(config=RayConfig(actors=2))

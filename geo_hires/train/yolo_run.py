@@ -199,9 +199,9 @@ def make_cascade_bundle(
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(scan_dir / "weights.pt", target / "weights.pt")
-    for name in ("zoom.pt", "zoom.pt.json"):  # the scanner's zoom policy reads the same evidence
-        if (scan_dir / name).is_file():
-            shutil.copyfile(scan_dir / name, target / name)
+    for policy_file in ("zoom.pt", "zoom.pt.json"):  # its policy reads the same evidence
+        if (scan_dir / policy_file).is_file():
+            shutil.copyfile(scan_dir / policy_file, target / policy_file)
     shutil.copyfile(ref, target / WEIGHTS)
     rule = rule or CascadeRule(detector=WEIGHTS)
     extra = {k: v for k, v in scan_card.extra.items() if k not in {"metrics", "training", "name"}}
