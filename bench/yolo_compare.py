@@ -35,7 +35,7 @@ import torch
 from geo_hires.detections import PixelDetections
 from geo_hires.errors import NoCRSWarning
 from geo_hires.evaluate import evaluate_images
-from geo_hires.labels import read_labels
+from geo_hires.evaluate.scenes import labelled_scene
 from geo_hires.models import load_bundle
 from geo_hires.models.registry import LevelRule
 from geo_hires.models.yolo import ultralytics_env
@@ -146,7 +146,6 @@ def main() -> None:
     bundles["yolo_yolt_2levels"] = (bundles["aircraft_yolo"][0], yolt)
     sahi_model = _sahi_model(Path(_bundle_pt("aircraft_yolo")), args.threshold)
     card = bundles["aircraft_lsn"][1]
-    class_map = card.extra["training"]["class_map"]
     val = card.extra["training"]["val_images"]
     methods = [*bundles, "sahi_yolo", "downsample_x2", "downsample_x4"]
     pairs: dict[str, list[Any]] = {m: [] for m in methods}
@@ -155,11 +154,7 @@ def main() -> None:
     mp = 0.0
     for name in val:
         path = str(Path(args.images) / name)
-        scene = open_scene(path)
-        lab = read_labels(args.labels, image=name)
-        truth = dataclasses.replace(
-            lab, names=tuple(class_map.get(n, n) for n in lab.names)
-        ).to_pixels(scene)
+        scene, truth = labelled_scene(path, args.labels, card)
         for key, bundle in bundles.items():
             dets, s, px = _ours(scene, bundle, cfg)
             pairs[key].append((dets, truth))

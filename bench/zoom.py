@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -32,6 +31,7 @@ import torch
 from rasterio.windows import Window
 
 from geo_hires.errors import NoCRSWarning
+from geo_hires.evaluate.scenes import labelled_scene
 from geo_hires.labels import labels_for
 from geo_hires.models import load_bundle
 from geo_hires.models.zoom_policy import policy_features
@@ -71,14 +71,10 @@ def _mosaic(paths: list[str], labels: str, out: Path, class_map: dict[str, str])
 
 
 def _record(paths: list[str], labels: str, model: Any, card: Any, window: int) -> list[Any]:
-    class_map = card.extra["training"]["class_map"]
     out = []
     for path in paths:
-        scene = open_scene(path)
-        lab = labels_for(path, labels)
-        lab = dataclasses.replace(lab, names=tuple(class_map.get(n, n) for n in lab.names))
-        out.append((record_image(scene, model, card, lab.to_pixels(scene, card.classes), window),
-                    scene))  # fmt: skip
+        scene, truth = labelled_scene(path, labels, card, class_names=card.classes)
+        out.append((record_image(scene, model, card, truth, window), scene))
     return out
 
 

@@ -16,10 +16,24 @@ import numpy.typing as npt
 
 from geo_hires.errors import ConfigError
 
-__all__ = ["GeoDetections", "PixelDetections"]
+__all__ = ["GeoDetections", "PixelDetections", "box_corners"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+
+
+def box_corners(boxes: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``(N, 4)`` xyxy boxes → ``(N, 4, 2)`` corners TL, TR, BR, BL in the same frame."""
+    x0, y0, x1, y1 = boxes.T
+    return np.stack(
+        [
+            np.stack([x0, y0], 1),
+            np.stack([x1, y0], 1),
+            np.stack([x1, y1], 1),
+            np.stack([x0, y1], 1),
+        ],
+        axis=1,
+    ).reshape(-1, 4, 2)
 
 
 def _check_lengths(n: int, **arrays: np.ndarray) -> None:
@@ -145,12 +159,7 @@ class PixelDetections:
 
     def corner_points(self) -> FloatArray:
         """``(N, 4, 2)`` corners: the oriented ones, else the boxes' TL, TR, BR, BL."""
-        if self.corners is not None:
-            return self.corners
-        x0, y0, x1, y1 = self.boxes.T
-        return np.stack(
-            [np.stack(p, 1) for p in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))], axis=1
-        ).reshape(-1, 4, 2)
+        return self.corners if self.corners is not None else box_corners(self.boxes)
 
     def canonical_order(self) -> PixelDetections:
         """Rows sorted by level, class, descending score, then position.

@@ -16,7 +16,7 @@ import shapely
 from pyproj import CRS, Transformer
 from shapely.geometry.base import BaseGeometry
 
-from geo_hires.detections import GeoDetections, PixelDetections
+from geo_hires.detections import GeoDetections, PixelDetections, box_corners
 from geo_hires.scene.open import Scene
 from geo_hires.scene.placement import apply_affine
 
@@ -34,20 +34,6 @@ __all__ = [
 ]
 
 WGS84 = CRS.from_epsg(4326)
-
-
-def box_corners(boxes: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """``(N, 4)`` xyxy boxes → ``(N, 4, 2)`` corners TL, TR, BR, BL in the same frame."""
-    x0, y0, x1, y1 = boxes.T
-    return np.stack(
-        [
-            np.stack([x0, y0], 1),
-            np.stack([x1, y0], 1),
-            np.stack([x1, y1], 1),
-            np.stack([x0, y1], 1),
-        ],
-        axis=1,
-    )
 
 
 def reproject(

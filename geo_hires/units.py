@@ -16,8 +16,10 @@ import numpy.typing as npt
 import torch
 from rasterio.windows import Window
 
+from geo_hires.detections import PixelDetections
 from geo_hires.errors import ConfigError
 from geo_hires.journal import UnitResult
+from geo_hires.merge import drop_truncated
 from geo_hires.models.bundle import Detectors
 from geo_hires.models.codec import decode_peaks
 from geo_hires.models.fcn import FCNDetector
@@ -34,6 +36,7 @@ from geo_hires.scan import (
     prepare,
 )
 from geo_hires.scene import Scene, SceneReader
+from geo_hires.tiling.plan import Tile
 from geo_hires.zoom import EVIDENCE_COLUMNS, ZoomConfig
 
 __all__ = [
@@ -174,6 +177,19 @@ def _level_blocks(
         return plan_blocks(*size, core=core, halo=halo, stride=net.stride)
     core = rule.window - 2 * rule.halo
     return plan_blocks(*size, core=core, halo=rule.halo, stride=WINDOW_STRIDE)
+
+
+def _valid_at(
+    valid: npt.NDArray[np.bool_],
+    block: Block,
+    x: npt.NDArray[np.float64],
+    y: npt.NDArray[np.float64],
+) -> npt.NDArray[np.bool_]:
+    """Whether the level pixels at ``x, y`` (level coordinates, e.g. box centres) are valid in
+    ``block``'s validity mask (positions clipped to the block)."""
+    vx = np.clip(x.astype(int) - block.x0, 0, valid.shape[1] - 1)
+    vy = np.clip(y.astype(int) - block.y0, 0, valid.shape[0] - 1)
+    return valid[vy, vx]
 
 
 def _corners(parts: list[Parts]) -> npt.NDArray[np.float64] | None:
@@ -366,12 +382,11 @@ class UnitRunner:
         for (b, _, valid), (boxes, scores, classes, corners) in self._predict(
             items, rule.detector, rule.window, threshold
         ):
-            cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
             side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-            gx, gy = cx + b.x0, cy + b.y0
-            vx = np.clip(cx.astype(int), 0, valid.shape[1] - 1)
-            vy = np.clip(cy.astype(int), 0, valid.shape[0] - 1)
-            ok = (gx >= b.cx0) & (gx < b.cx1) & (gy >= b.cy0) & (gy < b.cy1) & valid[vy, vx]
+            gx = (boxes[:, 0] + boxes[:, 2]) / 2 + b.x0
+            gy = (boxes[:, 1] + boxes[:, 3]) / 2 + b.y0
+            ok = (gx >= b.cx0) & (gx < b.cx1) & (gy >= b.cy0) & (gy < b.cy1)
+            ok &= _valid_at(valid, b, gx, gy)
             ok &= (side >= rule.min_size) & (side < rule.max_size)
             shifted = boxes[ok] + np.array([b.x0, b.y0, b.x0, b.y0], np.float64)
             moved = None if corners is None else (corners[ok] + np.array([b.x0, b.y0])) * d
@@ -381,19 +396,17 @@ class UnitRunner:
     def _refine(self, items: list[Item], detector: str, threshold: float) -> list[Parts]:
         """A cascade's refiner on windows around candidates (level 0): boxes cut by a window
         edge inside the scene are dropped, the window around their own candidate sees them."""
-        parts = []
-        w, h = self.reader.scene.width, self.reader.scene.height
+        parts: list[Parts] = []
+        size = (self.reader.scene.width, self.reader.scene.height)
         for (b, _, _), (boxes, scores, classes, corners) in self._predict(
             items, detector, self.card.cascade.window if self.card.cascade else 256, threshold
         ):
-            g = boxes + np.array([b.x0, b.y0, b.x0, b.y0], np.float64)
-            cut = np.zeros(len(g), bool)
-            cut |= (g[:, 0] <= b.x0 + 2) & (b.x0 > 0)
-            cut |= (g[:, 1] <= b.y0 + 2) & (b.y0 > 0)
-            cut |= (g[:, 2] >= b.x1 - 2) & (b.x1 < w)
-            cut |= (g[:, 3] >= b.y1 - 2) & (b.y1 < h)
-            moved = None if corners is None else corners[~cut] + np.array([b.x0, b.y0])
-            parts.append((g[~cut], scores[~cut], classes[~cut], moved))
+            found = PixelDetections.build(boxes, scores, classes, class_names=self.card.classes)
+            found = dataclasses.replace(found, corners=corners).shifted(b.x0, b.y0)
+            window = Window(b.x0, b.y0, b.x1 - b.x0, b.y1 - b.y0)
+            tile = Tile(level=0, index=b.index, window=window, core=window, downsample=1)
+            kept = drop_truncated(found, tile, scene_size=size, margin=2.0)
+            parts.append((kept.boxes, kept.scores, kept.classes, kept.corners))
         return parts
 
     def _evidence(self, o: BlockOutput, d: int) -> npt.NDArray[np.float64]:
@@ -407,9 +420,7 @@ class UnitRunner:
             max_peaks=self.cfg.max_per_block,
         )  # fmt: skip
         cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-        vx = np.clip(cx.astype(int) - o.block.x0, 0, o.valid.shape[1] - 1)
-        vy = np.clip(cy.astype(int) - o.block.y0, 0, o.valid.shape[0] - 1)
-        ok = o.valid[vy, vx]
+        ok = _valid_at(o.valid, o.block, cx, cy)
         w, h = (boxes[:, 2] - boxes[:, 0]) * d, (boxes[:, 3] - boxes[:, 1]) * d
         cols = (cx[ok] * d, cy[ok] * d, scores[ok], w[ok], h[ok])
         return np.stack(cols, axis=1).reshape(-1, EVIDENCE_COLUMNS)
@@ -426,11 +437,6 @@ class UnitRunner:
             max_peaks=self.cfg.max_per_block,
         )
         side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        cx = np.clip(
-            ((boxes[:, 0] + boxes[:, 2]) / 2).astype(int) - o.block.x0, 0, o.valid.shape[1] - 1
-        )
-        cy = np.clip(
-            ((boxes[:, 1] + boxes[:, 3]) / 2).astype(int) - o.block.y0, 0, o.valid.shape[0] - 1
-        )
-        ok = (side >= rule.min_size) & (side < rule.max_size) & o.valid[cy, cx]
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+        ok = (side >= rule.min_size) & (side < rule.max_size) & _valid_at(o.valid, o.block, cx, cy)
         return boxes[ok] * d, scores[ok], classes[ok], None

@@ -2,7 +2,7 @@
 
 from geo_hires.evaluate.coco import ClassScore, EvalResult, evaluate, evaluate_images
 from geo_hires.evaluate.frames import common_frame, local_utm
-from geo_hires.evaluate.scenes import evaluate_scenes
+from geo_hires.evaluate.scenes import evaluate_scenes, labelled_scene
 
 __all__ = [
     "ClassScore",
@@ -11,5 +11,6 @@ __all__ = [
     "evaluate",
     "evaluate_images",
     "evaluate_scenes",
+    "labelled_scene",
     "local_utm",
 ]

@@ -9,14 +9,35 @@ from collections.abc import Sequence
 from typing import Any
 
 from geo_hires.config import ReadConfig
+from geo_hires.detections import PixelDetections
 from geo_hires.errors import NoCRSWarning
 from geo_hires.evaluate.coco import evaluate_images
 from geo_hires.labels import labels_for
 from geo_hires.models.bundle import load_bundle
+from geo_hires.models.registry import ModelCard
 from geo_hires.pipeline import DetectConfig, detect_scene
-from geo_hires.scene import open_scene
+from geo_hires.scene import Scene, open_scene
 
-__all__ = ["evaluate_scenes"]
+__all__ = ["evaluate_scenes", "labelled_scene"]
+
+
+def labelled_scene(
+    path: str,
+    labels: str,
+    card: ModelCard,
+    *,
+    read_config: ReadConfig | None = None,
+    class_names: Sequence[str] | None = None,
+) -> tuple[Scene, PixelDetections]:
+    """A labelled scene and its truth in level-0 pixels, classes renamed by the card's
+    training ``class_map`` (a scene without a CRS is fine: labels are in its pixels)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoCRSWarning)
+        scene = open_scene(path, config=read_config)
+    class_map = card.extra.get("training", {}).get("class_map", {})
+    lab = labels_for(path, labels)
+    lab = dataclasses.replace(lab, names=tuple(class_map.get(n, n) for n in lab.names))
+    return scene, lab.to_pixels(scene, class_names)
 
 
 def evaluate_scenes(
@@ -33,20 +54,15 @@ def evaluate_scenes(
     threshold is used so AP sees the whole precision-recall curve.
     """
     model, card = load_bundle(bundle)
-    class_map = card.extra.get("training", {}).get("class_map", {})
     cfg = DetectConfig(score_threshold=score_threshold)
     pairs, seconds, mp = [], 0.0, 0.0
     for path in scenes:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NoCRSWarning)
-            scene = open_scene(path, config=read_config)
-        lab = labels_for(path, labels)
-        lab = dataclasses.replace(lab, names=tuple(class_map.get(n, n) for n in lab.names))
+        scene, truth = labelled_scene(path, labels, card, read_config=read_config)
         start = time.perf_counter()
         result = detect_scene(scene, model, card, config=cfg, read_config=read_config)
         seconds += time.perf_counter() - start
         mp += scene.pixels / 1e6
-        pairs.append((result.detections, lab.to_pixels(scene)))
+        pairs.append((result.detections, truth))
     res = evaluate_images(pairs)
     out = res.as_json()
     out.update(

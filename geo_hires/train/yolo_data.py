@@ -48,6 +48,19 @@ class YoloDataConfig:
             raise ConfigError("YoloDataConfig: chip a multiple of 32 (>= 32), chips_per_image >= 1")
 
 
+def _write_data_yaml(root: Path, class_names: Sequence[str]) -> Path:
+    """The ``data.yaml`` ultralytics trains from: split folders and class names."""
+    data = {
+        "path": str(root.resolve()),
+        "train": "train/images",
+        "val": "val/images",
+        "names": dict(enumerate(class_names)),
+    }
+    target = root / "data.yaml"
+    target.write_text(yaml.safe_dump(data, sort_keys=False))
+    return target
+
+
 def _write_split(
     items: Sequence[LabelledImage], folder: Path, n: int, sampler: ChipSampler, seed: int
 ) -> int:
@@ -88,15 +101,7 @@ def export_yolo_dataset(
     sampler = ChipSampler(chip=cfg.chip, scale_range=cfg.scale_range)
     _write_split(train, root / "train", cfg.chips_per_image, sampler, cfg.seed)
     _write_split(val, root / "val", max(1, cfg.chips_per_image // 2), sampler, cfg.seed + 1)
-    data = {
-        "path": str(root.resolve()),
-        "train": "train/images",
-        "val": "val/images",
-        "names": dict(enumerate(class_names)),
-    }
-    target = root / "data.yaml"
-    target.write_text(yaml.safe_dump(data, sort_keys=False))
-    return target
+    return _write_data_yaml(root, class_names)
 
 
 def _write_obb_split(items: Sequence[LabelledImage], folder: Path, chip: int) -> int:
@@ -148,12 +153,4 @@ def export_obb_dataset(
     root = Path(out_dir)
     _write_obb_split(train, root / "train", chip)
     _write_obb_split(val, root / "val", chip)
-    data = {
-        "path": str(root.resolve()),
-        "train": "train/images",
-        "val": "val/images",
-        "names": dict(enumerate(class_names)),
-    }
-    target = root / "data.yaml"
-    target.write_text(yaml.safe_dump(data, sort_keys=False))
-    return target
+    return _write_data_yaml(root, class_names)

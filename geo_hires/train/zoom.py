@@ -236,21 +236,11 @@ def table(
 def _record_all(
     paths: Sequence[str], labels: str, model: Detectors, card: ModelCard, window: int
 ) -> list[tuple[ImageReplay, Scene]]:
-    import warnings
+    from geo_hires.evaluate.scenes import labelled_scene
 
-    from geo_hires.errors import NoCRSWarning
-    from geo_hires.labels import labels_for
-    from geo_hires.scene import open_scene
-
-    class_map = card.extra.get("training", {}).get("class_map", {})
     out = []
     for path in paths:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NoCRSWarning)
-            scene = open_scene(path)
-        lab = labels_for(path, labels)
-        lab = dataclasses.replace(lab, names=tuple(class_map.get(n, n) for n in lab.names))
-        truth = lab.to_pixels(scene, card.classes)
+        scene, truth = labelled_scene(path, labels, card, class_names=card.classes)
         out.append((record_image(scene, model, card, truth, window), scene))
     return out
 
