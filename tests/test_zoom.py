@@ -54,6 +54,51 @@ def test_choices_are_deterministic_and_respect_the_budget():
     assert window_evidence(ev, cores).tolist() == [0.8, 0.2, 0.0]
 
 
+def test_rl_zooms_exactly_the_windows_given_half_or_more():
+    probs = np.array([0.49, 0.5, 0.51, 0.1, 0.9, 0.0, 0.499999])
+    rl = ZoomConfig(mode="rl")
+    assert choose(rl, probs).tolist() == [False, True, True, False, True, False, False]
+    assert choose(rl, np.full(5, 0.2)).sum() == 0  # weak outputs everywhere: nothing zoomed
+    assert choose(rl, np.zeros(0)).tolist() == []
+
+
+def test_rl_under_a_budget_keeps_the_most_probable_of_its_choices():
+    probs = np.array([0.6, 0.95, 0.2, 0.7, 0.55, 0.9])
+    # 4 chosen (>= 0.5); a budget of 0.34 of 6 windows allows ceil(2.04) = 3: 0.95, 0.9, 0.7
+    assert choose(ZoomConfig(mode="rl", budget=0.34), probs).tolist() == [
+        False, True, False, True, False, True]  # fmt: skip
+    # a budget above what the policy wants changes nothing; it never adds windows
+    assert choose(ZoomConfig(mode="rl", budget=1.0), probs).tolist() == (probs >= 0.5).tolist()
+    # ties are broken by window order
+    tied = np.array([0.8, 0.8, 0.8, 0.8])
+    assert choose(ZoomConfig(mode="rl", budget=0.5), tied).tolist() == [True, True, False, False]
+
+
+def test_gate_threshold_is_inclusive_and_the_budget_keeps_the_strongest():
+    scores = np.array([0.3, 0.29, 0.31, 0.05, 1.0])
+    gate = ZoomConfig(mode="gate", gate_threshold=0.3)
+    assert choose(gate, scores).tolist() == [True, False, True, False, True]
+    capped = choose(dataclasses.replace(gate, budget=0.4), scores)  # ceil(2.0) = 2 windows
+    assert capped.tolist() == [False, False, True, False, True]
+
+
+def test_random_zooms_everything_without_a_budget_and_a_seeded_share_with_one():
+    n = 40
+    scores = np.zeros(n)
+    assert choose(ZoomConfig(mode="random"), scores).all()
+    a = choose(ZoomConfig(mode="random", budget=0.25, seed=1), scores)
+    b = choose(ZoomConfig(mode="random", budget=0.25, seed=2), scores)
+    assert a.sum() == b.sum() == 10 and (a != b).any()
+    ranks = np.random.default_rng(1).permutation(n)  # the seed's ranking of the windows
+    assert a.tolist() == (ranks < 10).tolist()
+
+
+def test_the_budget_rounds_up_and_never_exceeds_the_share():
+    scores = np.linspace(0.1, 1.0, 10)
+    for budget, count in [(0.1, 1), (0.15, 2), (0.2, 2), (0.21, 3), (0.3, 3), (1.0, 10)]:
+        assert choose(ZoomConfig(mode="all", budget=budget), scores).sum() == count
+
+
 @pytest.mark.parametrize(
     ("kw", "message"),
     [({"budget": 0.0}, "in \\(0, 1\\]"), ({"budget": 1.5}, "in \\(0, 1\\]"),
