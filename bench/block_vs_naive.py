@@ -18,14 +18,14 @@ import time
 
 import numpy as np
 import torch
+from geo_hires.models.registry import load_model
+from geo_hires.scan import halo_for, plan_blocks, scan
+from geo_hires.tiling import plan_tiles
 from rasterio.windows import Window
 
 from geo_hires.config import ScaleLevel, SmallScenePolicy, TilingConfig
 from geo_hires.models.codec import decode_peaks
-from geo_hires.models.registry import load_model
-from geo_hires.scan import halo_for, plan_blocks, scan
 from geo_hires.scene import SceneReader, open_scene
-from geo_hires.tiling import plan_tiles
 
 
 def _naive(model, reader, window: int, overlap: float, thr: float) -> tuple[np.ndarray, float]:

@@ -15,10 +15,10 @@ import math
 import time
 
 import torch
-
 from geo_hires.models.registry import load_model
-from geo_hires.pipeline import DetectConfig, LocalExecutor, detect_scene, level_downsample
 from geo_hires.scan import halo_for, plan_blocks
+
+from geo_hires.pipeline import DetectConfig, LocalExecutor, detect_scene, level_downsample
 from geo_hires.scene import open_scene
 
 

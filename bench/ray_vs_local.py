@@ -19,11 +19,11 @@ import time
 
 import psutil
 import torch
-
 from geo_hires.models.registry import load_model
-from geo_hires.pipeline import DetectConfig, LocalExecutor, detect_scene
 from geo_hires.runtime.ray_executor import RayConfig, RayExecutor
 from geo_hires.runtime.ray_local import ensure_ray
+
+from geo_hires.pipeline import DetectConfig, LocalExecutor, detect_scene
 from geo_hires.scene import open_scene
 
 

@@ -74,9 +74,10 @@ def through_service(scene: Path, small: Path, jobs: int, polls: int) -> dict:
 
 
 def direct(scene: Path, small: Path) -> dict:
-    from geo_hires.pipeline import run_detect
     from geo_hires.runtime.ray_executor import RayConfig, RayExecutor
     from geo_hires.runtime.ray_local import ensure_ray
+
+    from geo_hires.pipeline import run_detect
 
     ensure_ray(num_cpus=2)
     executor = RayExecutor(config=RayConfig(actors=1, num_cpus=1.0))

@@ -29,11 +29,11 @@ os.environ.update(OFFLINE_ENV)
 
 import psutil
 import ray
+from geo_hires.models.registry import load_model
+from geo_hires.runtime.ray_executor import RayConfig, RayExecutor
 from ray.cluster_utils import Cluster
 
-from geo_hires.models.registry import load_model
 from geo_hires.pipeline import DetectConfig, run_detect
-from geo_hires.runtime.ray_executor import RayConfig, RayExecutor
 from geo_hires.scene import open_scene
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
+from geo_hires.models.registry import LevelRule, load_model
 from sahi.models.base import DetectionModel
 from sahi.predict import get_sliced_prediction
 from sahi.prediction import ObjectPrediction
@@ -33,7 +34,6 @@ from geo_hires.errors import NoCRSWarning
 from geo_hires.evaluate import evaluate_images
 from geo_hires.labels import read_labels
 from geo_hires.models.codec import decode_peaks
-from geo_hires.models.registry import LevelRule, load_model
 from geo_hires.pipeline import DetectConfig, LocalExecutor, detect_scene
 from geo_hires.scene import open_scene
 

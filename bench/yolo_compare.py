@@ -31,17 +31,17 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
+from geo_hires.models.registry import LevelRule
+from geo_hires.units import plan_units
 
 from geo_hires.detections import PixelDetections
 from geo_hires.errors import NoCRSWarning
 from geo_hires.evaluate import evaluate_images
 from geo_hires.evaluate.scenes import labelled_scene
 from geo_hires.models import load_bundle
-from geo_hires.models.registry import LevelRule
 from geo_hires.models.yolo import ultralytics_env
 from geo_hires.pipeline import DetectConfig, detect_scene
 from geo_hires.scene import open_scene
-from geo_hires.units import plan_units
 
 THREADS = 2
 SLICE, OVERLAP = 640, 0.2  # SAHI's standard settings

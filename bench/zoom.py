@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
+from geo_hires.zoom import ZoomConfig, choose, window_evidence
 from rasterio.windows import Window
 
 from geo_hires.errors import NoCRSWarning
@@ -38,7 +39,6 @@ from geo_hires.models.zoom_policy import policy_features
 from geo_hires.pipeline import DetectConfig, detect_scene
 from geo_hires.scene import open_scene
 from geo_hires.train.zoom import evaluate_choices, record_image
-from geo_hires.zoom import ZoomConfig, choose, window_evidence
 
 CUTS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 

@@ -1,33 +1,68 @@
 """geo_hires: find objects in huge georeferenced rasters fast; GeoJSON/GeoPackage out.
 
-The package is laid out by pipeline stage (``scene → tiling → merge → export``, with ``labels``
-and ``evaluate`` for ground truth); each stage imports only from the ones before it.
+The entry points: :func:`run_detect` (a scene in, files out) with :class:`DetectOptions`;
+:func:`detect_scene` on an opened :class:`Scene` with a loaded :class:`Bundle`
+(:func:`load_bundle`); :func:`run_batch` over a list of scenes. Results are
+:class:`PixelDetections` (level-0 pixels) until georeferenced as :class:`GeoDetections`;
+every deliberate error derives from :class:`GeoHiresError`.
+
+The package is laid out by stage — ``scene → detect → merge → export``, with ``pipeline``
+wiring them and ``labels``/``evaluate``/``train`` around them — and each stage imports only
+from the ones before it. Names here are loaded on first use, so ``import geo_hires`` (and
+``geo-hires --help``) does not import torch.
 """
 
-from geo_hires.config import (
-    ExportConfig,
-    MergeConfig,
-    ReadConfig,
-    ScaleLevel,
-    SmallScenePolicy,
-    TilingConfig,
-    config_id,
-)
-from geo_hires.detections import GeoDetections, PixelDetections
-from geo_hires.errors import GeoHiresError
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ExportConfig",
-    "GeoDetections",
-    "GeoHiresError",
-    "MergeConfig",
-    "PixelDetections",
-    "ReadConfig",
-    "ScaleLevel",
-    "SmallScenePolicy",
-    "TilingConfig",
-    "__version__",
-    "config_id",
-]
+_WHERE = {
+    "Bundle": "geo_hires.models.bundle",
+    "DetectConfig": "geo_hires.detect.options",
+    "DetectOptions": "geo_hires.detect.options",
+    "DetectResult": "geo_hires.pipeline",
+    "GeoDetections": "geo_hires.detections",
+    "GeoHiresError": "geo_hires.errors",
+    "Outputs": "geo_hires.pipeline",
+    "PixelDetections": "geo_hires.detections",
+    "ReadConfig": "geo_hires.config",
+    "Scene": "geo_hires.scene",
+    "ZoomConfig": "geo_hires.detect.options",
+    "detect_scene": "geo_hires.pipeline",
+    "load_bundle": "geo_hires.models.bundle",
+    "open_scene": "geo_hires.scene",
+    "run_batch": "geo_hires.pipeline",
+    "run_detect": "geo_hires.pipeline",
+}
+
+__all__ = ["__version__", *sorted(_WHERE)]
+
+if TYPE_CHECKING:
+    from geo_hires.config import ReadConfig
+    from geo_hires.detect.options import DetectConfig, DetectOptions, ZoomConfig
+    from geo_hires.detections import GeoDetections, PixelDetections
+    from geo_hires.errors import GeoHiresError
+    from geo_hires.models.bundle import Bundle, load_bundle
+    from geo_hires.pipeline import (
+        DetectResult,
+        Outputs,
+        detect_scene,
+        run_batch,
+        run_detect,
+    )
+    from geo_hires.scene import Scene, open_scene
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'geo_hires' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -20,9 +20,6 @@ __all__ = [
     "ExportConfig",
     "MergeConfig",
     "ReadConfig",
-    "ScaleLevel",
-    "SmallScenePolicy",
-    "TilingConfig",
     "config_id",
 ]
 
@@ -76,84 +73,6 @@ class ReadConfig:
                 "ReadConfig.stretch_percentiles must satisfy 0 <= low < high <= 100, "
                 f"got {lo}, {hi}"
             )
-
-
-class SmallScenePolicy(enum.Enum):
-    """What to do when a level's window is larger than the scene at that level."""
-
-    ERROR = "error"
-    """Refuse with a :class:`~geo_hires.errors.TilingError` naming the level."""
-    PAD = "pad"
-    """Plan a single window at the origin; reads pad beyond the scene edge."""
-    SKIP = "skip"
-    """Plan no window for that level (useful for a coarse level on small scenes)."""
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ScaleLevel:
-    """One YOLT scale level: a window size at a given downsampling of the scene.
-
-    Attributes:
-        name: Label of the level; goes into every detection's ``level`` property.
-        window: Window side in *level* pixels (what the model sees).
-        overlap: Fraction of the window shared with its neighbour, in ``[0, 1)``.
-        downsample: Integer factor from level-0 pixels to level pixels. Ignored when
-            ``target_gsd_m`` is set and the scene's GSD is known.
-        target_gsd_m: Wanted ground sample distance in metres; the factor becomes
-            ``max(1, round(target_gsd_m / scene_gsd_m))`` so level plans follow ground size,
-            not pixel count.
-    """
-
-    name: str
-    window: int
-    overlap: float = 0.25
-    downsample: int = 1
-    target_gsd_m: float | None = None
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            raise ConfigError("ScaleLevel.name must be a non-empty string")
-        if self.window < 8:
-            raise ConfigError(
-                f"ScaleLevel {self.name!r}: window must be >= 8 px, got {self.window}"
-            )
-        if not 0.0 <= self.overlap < 1.0:
-            raise ConfigError(
-                f"ScaleLevel {self.name!r}: overlap must be in [0, 1), got {self.overlap}"
-            )
-        if self.downsample < 1:
-            raise ConfigError(
-                f"ScaleLevel {self.name!r}: downsample must be >= 1, got {self.downsample}"
-            )
-        if self.target_gsd_m is not None and self.target_gsd_m <= 0:
-            raise ConfigError(f"ScaleLevel {self.name!r}: target_gsd_m must be > 0")
-
-    @property
-    def stride(self) -> int:
-        """Step between window origins in level pixels (at least 1)."""
-        return max(1, self.window - round(self.window * self.overlap))
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class TilingConfig:
-    """The multi-scale window plan.
-
-    Attributes:
-        levels: One or more scale levels, each planned independently.
-        small_scene: What to do when a window does not fit in the scene.
-        skip_nodata: Skip windows whose footprint is wholly nodata.
-    """
-
-    levels: tuple[ScaleLevel, ...] = (ScaleLevel(name="full", window=512, overlap=0.25),)
-    small_scene: SmallScenePolicy = SmallScenePolicy.ERROR
-    skip_nodata: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.levels:
-            raise ConfigError("TilingConfig.levels must hold at least one ScaleLevel")
-        names = [lv.name for lv in self.levels]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"TilingConfig level names must be unique, got {names}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -19,7 +19,6 @@ __all__ = [
     "SceneNotFoundError",
     "SceneReadError",
     "SceneTooLargeError",
-    "TilingError",
     "UnsupportedBandsError",
 ]
 
@@ -42,10 +41,6 @@ class SceneTooLargeError(GeoHiresError, ValueError):
 
 class UnsupportedBandsError(GeoHiresError, ValueError):
     """The scene's band layout or dtype cannot be turned into model input."""
-
-
-class TilingError(GeoHiresError, ValueError):
-    """A window plan cannot be made (window larger than the scene, bad overlap...)."""
 
 
 class ConfigError(GeoHiresError, ValueError):

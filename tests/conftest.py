@@ -1,9 +1,14 @@
-"""Shared fixtures: bundled fixtures, the shared data folder, and synthetic GeoTIFF factories."""
+"""What every test folder shares: bundled fixtures, the shared data folder, synthetic scenes
+(made once per session), a crop of the demo scene, configs, and Ray (started once, offline).
+
+Markers (``pyproject.toml``): ``ray``, ``postgres``, ``browser``, ``qgis``, ``k8s``, ``slow``;
+``pytest -m "not ray and not slow"`` is the quick loop.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +16,14 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from rasterio.windows import Window
+
+from geo_hires.detect.options import DetectConfig
 
 FIXTURES = Path(__file__).parent / "data"
+DEMO = Path(__file__).resolve().parents[1] / "demo" / "airports.tif"
+SMALL_CFG = DetectConfig(core=256, batch_size=2, score_threshold=0.05)
+"""Small blocks (several per level on the test scenes), a low threshold (real peaks)."""
 
 
 def shared_data() -> Path | None:
@@ -36,6 +47,11 @@ def shared() -> Path:
             "shared data folder not found (set GEO_HIRES_SHARED_DATA or use ../shared/data)"
         )
     return path
+
+
+@pytest.fixture(scope="session")
+def small_cfg() -> DetectConfig:
+    return SMALL_CFG
 
 
 WriteTif = Callable[..., Path]
@@ -70,7 +86,111 @@ def write_tif(tmp_path: Path) -> WriteTif:
     return write
 
 
-_SLOW_MODULES = ("test_runtime.py", "test_train_detect.py")
+def _fake_scene(width: int, height: int, gsd: float | None = 0.5) -> Any:
+    from geo_hires.scene import Scene
+
+    return Scene(
+        path="mem.tif", width=width, height=height, count=3, dtype="uint8", crs_wkt=None,
+        transform=Affine.identity(), nodata=None, colorinterp=("red", "green", "blue"),
+        has_mask=False, gsd_m=gsd, overviews=(),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def fake_scene() -> Callable[..., Any]:
+    """``fake_scene(width, height, gsd=0.5)``: a scene's description with no file behind it
+    (for planning, which reads no pixel)."""
+    return _fake_scene
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``synthetic(width, height, seed, density="dense", nodata=False)``: a seeded synthetic
+    GeoTIFF (made once per session and spec; read-only for tests)."""
+    from geo_hires.scene import Density, SynthSpec, write_synthetic
+
+    made: dict[tuple[Any, ...], Path] = {}
+    root = tmp_path_factory.mktemp("synthetic")
+
+    def make(
+        width: int, height: int, seed: int, density: str = "dense", nodata: bool = False
+    ) -> Path:
+        key = (width, height, seed, density, nodata)
+        if key not in made:
+            path = root / f"s{width}x{height}_{seed}_{density}{'_nodata' if nodata else ''}.tif"
+            spec = SynthSpec(width=width, height=height, seed=seed, density=Density(density),
+                             nodata=nodata)  # fmt: skip
+            write_synthetic(path, spec)
+            made[key] = path
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def demo_crop(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``demo_crop(x, y, width, height)``: a window of the demo scene (real Pléiades pixels,
+    0.5 m, synthetic placement) as its own GeoTIFF."""
+    root = tmp_path_factory.mktemp("demo-crops")
+
+    def crop(x: int, y: int, width: int, height: int) -> Path:
+        path = root / f"crop_{x}_{y}_{width}x{height}.tif"
+        if not path.exists():
+            with rasterio.open(DEMO) as src:
+                win = Window(x, y, width, height)
+                profile = {**src.profile, "width": width, "height": height,
+                           "transform": src.window_transform(win)}  # fmt: skip
+                with rasterio.open(path, "w", **profile) as dst:
+                    dst.write(src.read(window=win))
+        return path
+
+    return crop
+
+
+@pytest.fixture(scope="session")
+def _ray_session() -> Iterator[None]:
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+@pytest.fixture
+def ray_local(_ray_session: None) -> None:
+    """A local offline Ray (2 CPUs), started on first use and kept for the session; a test
+    that shut it down (a multi-node cluster test) gets a fresh one."""
+    pytest.importorskip("ray", reason="Ray is not installed")
+    from geo_hires.detect.ray_local import ensure_ray
+
+    ensure_ray(num_cpus=2, object_store_mb=256)
+
+
+@pytest.fixture
+def local_equals_ray(ray_local: None, tmp_path: Path) -> Callable[..., Any]:
+    """``local_equals_ray(scene, bundle, cfg)``: detect with the local executor and with two
+    Ray actors, assert the GeoJSON bytes are equal, and return the local result."""
+    from geo_hires.detect.executors import LocalExecutor
+    from geo_hires.detect.ray_executor import RayConfig, RayExecutor
+    from geo_hires.export import write_geojson
+    from geo_hires.pipeline import detect_scene
+
+    def check(scene: Any, bundle: Any, cfg: DetectConfig) -> Any:
+        local = detect_scene(scene, bundle, cfg, executor=LocalExecutor())
+        ex = RayExecutor(config=RayConfig(actors=2))
+        try:
+            remote = detect_scene(scene, bundle, cfg, executor=ex)
+        finally:
+            ex.shutdown()
+        assert remote.levels == local.levels
+        write_geojson(tmp_path / "local.geojson", local.detections, scene)
+        write_geojson(tmp_path / "ray.geojson", remote.detections, scene)
+        assert (tmp_path / "local.geojson").read_bytes() == (tmp_path / "ray.geojson").read_bytes()
+        return local
+
+    return check
+
+
+_SLOW_MODULES = ("test_ray.py", "test_train_detect.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -9,13 +9,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from geo_hires.config import ReadConfig
+from geo_hires.detect.options import DetectConfig
 from geo_hires.detections import PixelDetections
 from geo_hires.errors import NoCRSWarning
 from geo_hires.evaluate.coco import evaluate_images
 from geo_hires.labels import labels_for
 from geo_hires.models.bundle import load_bundle
-from geo_hires.models.registry import ModelCard
-from geo_hires.pipeline import DetectConfig, detect_scene
+from geo_hires.models.card import ModelCard
+from geo_hires.pipeline import detect_scene
 from geo_hires.scene import Scene, open_scene
 
 __all__ = ["evaluate_scenes", "labelled_scene"]
@@ -53,13 +54,14 @@ def evaluate_scenes(
     The truth's classes are renamed with the bundle card's training ``class_map``. A low score
     threshold is used so AP sees the whole precision-recall curve.
     """
-    model, card = load_bundle(bundle)
+    model = load_bundle(bundle)
+    card = model.card
     cfg = DetectConfig(score_threshold=score_threshold)
     pairs, seconds, mp = [], 0.0, 0.0
     for path in scenes:
         scene, truth = labelled_scene(path, labels, card, read_config=read_config)
         start = time.perf_counter()
-        result = detect_scene(scene, model, card, config=cfg, read_config=read_config)
+        result = detect_scene(scene, model, cfg, read_config=read_config)
         seconds += time.perf_counter() - start
         mp += scene.pixels / 1e6
         pairs.append((result.detections, truth))

@@ -22,11 +22,11 @@ import shapely
 from affine import Affine
 from shapely.geometry.base import BaseGeometry
 
+from geo_hires.detect.levels import LevelRun
 from geo_hires.errors import ConfigError
 from geo_hires.export.vector import FORMATS, write_frame
 from geo_hires.georef import geometry_to_map
 from geo_hires.scene import Scene
-from geo_hires.units import LevelRun
 
 __all__ = ["coverage_frame", "valid_area", "write_coverage"]
 

@@ -1,5 +1,7 @@
-"""Merge stage: drop boxes cut by interior window edges, then class-aware NMS."""
+"""Merge stage: unit results of any executor into one canonical set, deduplicated across
+window seams and levels by class-aware NMS."""
 
-from geo_hires.merge.nms import drop_truncated, merge_tiles, nms
+from geo_hires.merge.nms import nms, rotated_nms
+from geo_hires.merge.results import merge_results
 
-__all__ = ["drop_truncated", "merge_tiles", "nms"]
+__all__ = ["merge_results", "nms", "rotated_nms"]

@@ -20,8 +20,6 @@ polygon IoU from shapely with an STRtree to find the overlapping pairs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 import numpy.typing as npt
 import shapely
@@ -30,39 +28,10 @@ import torchvision
 
 from geo_hires.config import MergeConfig
 from geo_hires.detections import PixelDetections
-from geo_hires.tiling.plan import Tile
 
-__all__ = ["drop_truncated", "merge_tiles", "nms", "rotated_nms"]
+__all__ = ["nms", "rotated_nms"]
 
 _SMALL = 2000  # below this many boxes one batched_nms call is cheapest and exact
-
-
-def drop_truncated(
-    dets: PixelDetections, tile: Tile, *, scene_size: tuple[int, int], margin: float
-) -> PixelDetections:
-    """Drop boxes (scene frame) that touch an interior edge of ``tile``'s window.
-
-    Args:
-        dets: Boxes of one window, already in level-0 scene pixels.
-        tile: The window they came from.
-        scene_size: ``(width, height)`` of the scene; edges on the scene border are not
-            interior, so boxes there are kept.
-        margin: Distance in level-0 pixels within which a box counts as touching an edge.
-    """
-    w = tile.window
-    x0, y0 = float(w.col_off), float(w.row_off)
-    x1, y1 = x0 + float(w.width), y0 + float(w.height)
-    b = dets.boxes
-    cut = np.zeros(len(dets), bool)
-    if x0 > 0:
-        cut |= b[:, 0] <= x0 + margin
-    if y0 > 0:
-        cut |= b[:, 1] <= y0 + margin
-    if x1 < scene_size[0]:
-        cut |= b[:, 2] >= x1 - margin
-    if y1 < scene_size[1]:
-        cut |= b[:, 3] >= y1 - margin
-    return dets.take(~cut)
 
 
 def _cell_memberships(
@@ -149,28 +118,3 @@ def nms(dets: PixelDetections, *, config: MergeConfig | None = None) -> PixelDet
         k = torchvision.ops.nms(boxes[r], scores[r], config.iou_threshold).numpy()
         kept.append(rows[s:e][k[home[s:e][k]]])
     return dets.take(np.sort(np.concatenate(kept))).canonical_order()
-
-
-def merge_tiles(
-    parts: Iterable[tuple[Tile, PixelDetections]],
-    *,
-    scene_size: tuple[int, int],
-    config: MergeConfig | None = None,
-) -> PixelDetections | None:
-    """Drop truncated boxes per window, then NMS over all windows and levels.
-
-    Args:
-        parts: ``(tile, detections in scene pixels)`` per window.
-        scene_size: ``(width, height)`` of the scene.
-        config: Merge settings.
-
-    Returns:
-        The merged detections, or ``None`` when ``parts`` is empty.
-    """
-    config = config or MergeConfig()
-    kept = [
-        drop_truncated(d, t, scene_size=scene_size, margin=config.edge_margin) for t, d in parts
-    ]
-    if not kept:
-        return None
-    return nms(PixelDetections.concat(kept), config=config)

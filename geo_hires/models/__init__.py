@@ -1,31 +1,6 @@
-"""Models: fully convolutional CenterNet-style detectors, box coding, ultralytics models and
-the weights registry."""
+"""Models: architectures and cards (plain values), the fully convolutional CenterNet-style
+scanners, box coding, ultralytics models, the zoom policy, and bundles that load them.
 
-from geo_hires.models.bundle import Detectors, load_bundle
-from geo_hires.models.codec import decode_peaks, encode_targets, gaussian_radius
-from geo_hires.models.fcn import (
-    HEAD_CHANNELS,
-    ArchSpec,
-    FCNDetector,
-    LayerSpec,
-    fold_batchnorm,
-    lsn_spec,
-    receptive_field,
-    wide_spec,
-)
-
-__all__ = [
-    "HEAD_CHANNELS",
-    "ArchSpec",
-    "Detectors",
-    "FCNDetector",
-    "LayerSpec",
-    "decode_peaks",
-    "encode_targets",
-    "fold_batchnorm",
-    "gaussian_radius",
-    "load_bundle",
-    "lsn_spec",
-    "receptive_field",
-    "wide_spec",
-]
+Import from the submodules (``geo_hires.models.bundle``, ``.card``, ``.fcn``…): this package
+imports nothing itself, so reading a card never imports torch.
+"""

@@ -1,11 +1,12 @@
-"""A bundle's detectors, loaded: the scanning network and the ultralytics models its card names.
+"""A model bundle, loaded: its card and every network the card names, as one value.
 
-Every stage after loading (units, executors, journal) takes a :class:`Detectors` value rather
-than one network, because a card may give each level its own detector (YOLT: one model for
-small objects at full resolution, another for large ones on a downsampled level) and may add a
-cascade refiner. The value also says how to ship itself to a Ray actor (:meth:`payload`: the
-FCN's state dict and the ``.pt`` files' bytes, so a worker node needs no copy of the bundle)
-and what identifies its weights (:attr:`digest`, for journals).
+Every stage after loading (planning, units, executors, journal) takes a :class:`Bundle`,
+because a card may give each level its own detector (YOLT: one model for small objects at full
+resolution, another for large ones on a downsampled level), may add a cascade refiner and a
+learned zoom policy. The value also says how to ship itself to a Ray actor (:meth:`payload`:
+the FCN's state dict and the ``.pt`` files' bytes, so a worker node needs no copy of the
+bundle) and what identifies its weights (:attr:`digest`, for journals). Card I/O alone is
+:mod:`geo_hires.models.card`.
 """
 
 from __future__ import annotations
@@ -16,17 +17,17 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from geo_hires.errors import ConfigError
-from geo_hires.models.fcn import FCNDetector, fold_batchnorm
-from geo_hires.models.registry import ModelCard, bundle_dir, load_card
-from geo_hires.models.yolo import YoloModel, load_yolo
-from geo_hires.models.zoom_policy import ZoomPolicy, load_policy
+from geo_hires.models.card import Level, ModelCard, bundle_dir, load_card, save_card
 
-__all__ = ["Detectors", "load_bundle", "load_pt"]
+if TYPE_CHECKING:
+    from geo_hires.models.fcn import FCNDetector
+    from geo_hires.models.yolo import YoloModel
+    from geo_hires.models.zoom_policy import ZoomPolicy
+
+__all__ = ["Bundle", "load_bundle", "load_pt", "save_bundle"]
 
 
 def _digest(fcn: FCNDetector | None, files: Mapping[str, bytes]) -> str:
@@ -40,10 +41,11 @@ def _digest(fcn: FCNDetector | None, files: Mapping[str, bytes]) -> str:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
-class Detectors:
-    """The loaded networks of one bundle.
+class Bundle:
+    """The card and the loaded networks of one bundle.
 
     Attributes:
+        card: What the bundle declares (levels, classes, GSD, cascade, threshold).
         fcn: The folded scanning network, or ``None`` when no level runs it.
         yolo: ultralytics models by the file name the card uses.
         files: Those files' bytes (what :meth:`payload` ships).
@@ -52,23 +54,26 @@ class Detectors:
             where zoom decisions are made (the driver), so it is not in :meth:`payload`.
     """
 
+    card: ModelCard
     fcn: FCNDetector | None
     yolo: Mapping[str, YoloModel] = dataclasses.field(default_factory=dict)
     files: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
     digest: str = ""
     policy: ZoomPolicy | None = None
 
+    @classmethod
+    def of_network(cls, fcn: FCNDetector, card: ModelCard) -> Bundle:
+        """A scanning network and its card as a bundle (a network being trained, a test's)."""
+        return cls(card=card, fcn=fcn, digest=_digest(fcn, {}))
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
     @property
     def fcn_digest(self) -> str:
         """Identity of the scanning network alone (what a zoom policy is trained for)."""
         return _digest(self.fcn, {})
-
-    @classmethod
-    def of(cls, model: FCNDetector | Detectors) -> Detectors:
-        """``model`` as a :class:`Detectors` (a bare network is the whole bundle)."""
-        if isinstance(model, Detectors):
-            return model
-        return cls(fcn=model, digest=_digest(model, {}))
 
     def network(self) -> FCNDetector:
         """The scanning network; a clear error for cards whose levels need one but lack it."""
@@ -88,17 +93,18 @@ class Detectors:
         return {"fcn": state, "files": dict(self.files), "digest": self.digest}
 
     @classmethod
-    def from_payload(cls, card: ModelCard, payload: Mapping[str, Any]) -> Detectors:
+    def from_payload(cls, card: ModelCard, payload: Mapping[str, Any]) -> Bundle:
         """Rebuild on an actor: the FCN from its state, each ``.pt`` from its bytes."""
         fcn = None
         if payload["fcn"] is not None and card.arch is not None:
-            fcn = fold_batchnorm(FCNDetector(card.arch))
+            fcn = _network(card)
             fcn.load_state_dict(payload["fcn"])
             fcn = fcn.eval()
         folder = Path(tempfile.mkdtemp(prefix="geo-hires-models-"))
         for name, data in payload["files"].items():
             (folder / name).write_bytes(data)
         return cls(
+            card=card,
             fcn=fcn,
             yolo=_load_yolos(folder, card),
             files=payload["files"],
@@ -106,17 +112,32 @@ class Detectors:
         )
 
 
+def _network(card: ModelCard) -> FCNDetector:
+    """The card's scanning architecture, BatchNorm folded (the form weights are saved in)."""
+    from geo_hires.models.fcn import FCNDetector, fold_batchnorm
+
+    if card.arch is None:
+        raise ConfigError(f"model {card.name!r} has no scanning network ('arch')")
+    return fold_batchnorm(FCNDetector(card.arch))
+
+
 def _load_yolos(folder: Path, card: ModelCard) -> dict[str, YoloModel]:
+    if not card.yolo_files:
+        return {}
+    from geo_hires.models.yolo import load_yolo
+
     return {f: load_yolo(folder / f, class_names=card.classes) for f in card.yolo_files}
 
 
-def load_bundle(name_or_path: str | os.PathLike[str]) -> tuple[Detectors, ModelCard]:
-    """Load every detector of a bundle (shipped name or folder); networks in eval mode, CPU."""
+def load_bundle(name_or_path: str | os.PathLike[str]) -> Bundle:
+    """Load every network of a bundle (shipped name or folder); eval mode, on the CPU."""
+    import torch
+
     folder = bundle_dir(name_or_path)
     card = load_card(folder)
     fcn = None
     if card.arch is not None:
-        fcn = fold_batchnorm(FCNDetector(card.arch))
+        fcn = _network(card)
         state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
         fcn.load_state_dict(state)
         fcn = fcn.eval()
@@ -125,30 +146,47 @@ def load_bundle(name_or_path: str | os.PathLike[str]) -> tuple[Detectors, ModelC
         raise ConfigError(f"{folder}: the card names {missing[0]!r}, which is not in the folder")
     files = {f: (folder / f).read_bytes() for f in card.yolo_files}
     policy_file = card.extra.get("zoom_policy")
-    policy = load_policy(folder / policy_file, detector=_digest(fcn, {})) if policy_file else None
-    detectors = Detectors(
+    policy = None
+    if policy_file:
+        from geo_hires.models.zoom_policy import load_policy
+
+        policy = load_policy(folder / policy_file, detector=_digest(fcn, {}))
+    return Bundle(
+        card=card,
         fcn=fcn,
         yolo=_load_yolos(folder, card),
         files=files,
         digest=_digest(fcn, files),
         policy=policy,
     )
-    return detectors, card
+
+
+def save_bundle(folder: str | os.PathLike[str], fcn: FCNDetector, card: ModelCard) -> Path:
+    """Fold BatchNorm and write ``weights.pt`` + ``card.json`` into ``folder``."""
+    import torch
+
+    from geo_hires.models.fcn import fold_batchnorm
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(fold_batchnorm(fcn).cpu().state_dict(), out / "weights.pt")
+    save_card(out, card)
+    return out
 
 
 def load_pt(
     path: str | os.PathLike[str], *, gsd_m: float, window: int = 640, halo: int = 96
-) -> tuple[Detectors, ModelCard]:
+) -> Bundle:
     """A bare ultralytics ``.pt`` as a one-level bundle: class names from the model, the GSD
     it was trained at from the caller (the file does not know it), windows of ``window`` px
     with ``halo`` px of overlap at the level whose GSD is ``gsd_m``."""
-    from geo_hires.models.registry import LevelRule
+    from geo_hires.models.yolo import load_yolo
 
     p = Path(path)
     if gsd_m <= 0:
         raise ConfigError("a bare .pt needs --model-gsd: the metres per pixel it was trained at")
     yolo = load_yolo(p)
-    level = LevelRule(
+    level = Level(
         name="full", target_gsd_m=gsd_m, downsample=1, detector=p.name, window=window, halo=halo
     )
     card = ModelCard(
@@ -156,4 +194,6 @@ def load_pt(
         score_threshold=0.25, extra={"source": str(p.resolve())},
     )  # fmt: skip
     files = {p.name: p.read_bytes()}
-    return Detectors(fcn=None, yolo={p.name: yolo}, files=files, digest=_digest(None, files)), card
+    return Bundle(card=card, fcn=None, yolo={p.name: yolo}, files=files,
+                  digest=_digest(None, files))  # fmt: skip
+

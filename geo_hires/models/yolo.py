@@ -5,7 +5,7 @@ an ultralytics ``detect`` or ``obb`` model whose class names agree with its card
 ultralytics kept offline (no downloads, no settings written outside a folder we name) and
 without its side effect on torch's thread count, which would otherwise make every later forward
 pass in the process single-threaded and break the byte-identity rule (equal threads, equal
-bytes). :mod:`geo_hires.units` runs such models over a level's windows or a cascade's.
+bytes). :mod:`geo_hires.detect.kinds` runs such models over a level's windows or a cascade's.
 """
 
 from __future__ import annotations

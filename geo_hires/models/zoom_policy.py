@@ -1,6 +1,6 @@
 """The learned zoom policy: a small CNN over a window's coarse evidence and its neighbours'.
 
-Input per fine window: the coarse level's peaks (any size, :mod:`geo_hires.zoom` evidence)
+Input per fine window: the coarse level's peaks (any size, :mod:`geo_hires.detect.zoom` evidence)
 rasterised on a grid of ``grid x grid`` cells per window over the window and its 8 neighbours,
 three channels per cell — the strongest score of *small* peaks (box side under ``split_px``
 level-0 pixels: objects the coarse level's size rule leaves to the fine pass), the strongest

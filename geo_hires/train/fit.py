@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from geo_hires.errors import ConfigError
+from geo_hires.models.arch import ArchSpec
 from geo_hires.models.codec import encode_targets
-from geo_hires.models.fcn import ArchSpec, FCNDetector
+from geo_hires.models.fcn import FCNDetector
 from geo_hires.train.chips import ChipSampler, LabelledImage
 
 __all__ = ["FitConfig", "FitReport", "centernet_loss", "fit"]

@@ -15,16 +15,17 @@ from typing import Any
 
 import torch
 
-from geo_hires.models.fcn import ArchSpec, lsn_spec, wide_spec
-from geo_hires.models.registry import LevelRule, ModelCard, save_model
+from geo_hires.models.arch import ArchSpec, lsn_spec, wide_spec
+from geo_hires.models.bundle import save_bundle
+from geo_hires.models.card import Level, ModelCard
 from geo_hires.train.chips import ChipSampler, load_labelled, split_by_image
 from geo_hires.train.fit import FitConfig, fit
 
 __all__ = ["AIRCRAFT_LEVELS", "TrainJob", "train_bundle"]
 
 AIRCRAFT_LEVELS = (
-    LevelRule(name="full", target_gsd_m=0.5, downsample=1, max_size=80.0),
-    LevelRule(name="coarse", target_gsd_m=1.0, downsample=2, min_size=32.0),
+    Level(name="full", target_gsd_m=0.5, downsample=1, max_size=80.0),
+    Level(name="coarse", target_gsd_m=1.0, downsample=2, min_size=32.0),
 )
 """Two YOLT levels for aircraft at 0.5 m (labelled boxes span ~37-217 px): boxes under 80 px
 come from full resolution, boxes over 64 px from half resolution, where they are 32-110 px and
@@ -62,7 +63,7 @@ class TrainJob:
     val_fraction: float = 0.15
     fit: FitConfig = dataclasses.field(default_factory=FitConfig)
     sampler: ChipSampler = dataclasses.field(default_factory=ChipSampler)
-    levels: tuple[LevelRule, ...] = AIRCRAFT_LEVELS
+    levels: tuple[Level, ...] = AIRCRAFT_LEVELS
     licence: str = "see training data"
 
 
@@ -119,7 +120,7 @@ def train_bundle(
         score_threshold=0.3,
         extra=extra,
     )
-    save_model(job.out, model, card)
+    save_bundle(job.out, model, card)
     if evaluate is not None and val:
         metrics = evaluate(job.out, [by_name[i.name] for i in val], job.labels)
         card = dataclasses.replace(card, extra={**extra, "metrics": metrics})

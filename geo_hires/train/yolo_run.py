@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from geo_hires.errors import ConfigError
-from geo_hires.models.registry import CascadeRule, LevelRule, ModelCard, load_card
+from geo_hires.models.card import CascadeRule, Level, ModelCard, load_card
 from geo_hires.models.yolo import ultralytics_env
 from geo_hires.train.chips import load_labelled, split_by_image
 from geo_hires.train.run import Evaluator, TrainJob
@@ -151,7 +151,7 @@ def train_yolo_bundle(
         shutil.copyfile(best, out / WEIGHTS)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    level = LevelRule(
+    level = Level(
         name="full", target_gsd_m=job.gsd_m, downsample=1, detector=WEIGHTS,
         window=cfg.window, halo=cfg.halo,
     )  # fmt: skip
@@ -185,7 +185,7 @@ def make_cascade_bundle(
 
     ``refiner`` is an ultralytics bundle (its first YOLO file is taken) or a ``.pt`` file.
     """
-    from geo_hires.models.registry import bundle_dir
+    from geo_hires.models.card import bundle_dir
 
     scan_dir = bundle_dir(scanner)
     scan_card = load_card(scan_dir)

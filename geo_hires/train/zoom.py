@@ -25,16 +25,18 @@ import numpy.typing as npt
 import torch
 import torchvision
 
+from geo_hires.detect.executors import LocalExecutor
+from geo_hires.detect.journal import UnitResult
+from geo_hires.detect.levels import coarsest
+from geo_hires.detect.options import DetectConfig, ZoomConfig
+from geo_hires.detect.plan import plan_units
 from geo_hires.detections import PixelDetections
 from geo_hires.errors import ConfigError
-from geo_hires.journal import UnitResult
-from geo_hires.models.bundle import Detectors, load_bundle
-from geo_hires.models.registry import ModelCard, bundle_dir
+from geo_hires.merge import merge_results
+from geo_hires.models.bundle import Bundle, load_bundle
+from geo_hires.models.card import ModelCard, bundle_dir
 from geo_hires.models.zoom_policy import PolicySpec, ZoomPolicy, policy_features, save_policy
-from geo_hires.pipeline import LocalExecutor, merge_results
 from geo_hires.scene import Scene
-from geo_hires.units import DetectConfig, coarsest, plan_units
-from geo_hires.zoom import ZoomConfig
 
 __all__ = [
     "ImageReplay",
@@ -99,7 +101,7 @@ class ImageReplay:
 
 
 def record_image(
-    scene: Scene, model: Detectors, card: ModelCard, truth: PixelDetections, window: int
+    scene: Scene, model: Bundle, card: ModelCard, truth: PixelDetections, window: int
 ) -> ImageReplay:
     """Run both passes over ``scene`` once: the coarse level with evidence, then the fine
     level's windows, each its own unit."""
@@ -109,15 +111,15 @@ def record_image(
     coarse_i = coarsest(card, scene, cfg)
     fine_i = tuple(i for i in range(len(card.levels)) if i != coarse_i)
     executor = LocalExecutor(device=torch.device("cpu"))
-    units, _ = plan_units(scene, model, card, cfg, only=(coarse_i,))
+    units, _ = plan_units(scene, card, cfg, only=(coarse_i,))
     coarse: list[UnitResult] = []
-    executor.run_units(scene, model, card, units, cfg, on_result=coarse.append, read_config=None)
+    executor.run_units(scene, model, units, cfg, on_result=coarse.append, read_config=None)
     units, _ = plan_units(
-        scene, model, card, cfg, only=fine_i, select=lambda _li, c: np.ones(len(c), bool)
+        scene, card, cfg, only=fine_i, select=lambda _li, c: np.ones(len(c), bool)
     )
     by_key: dict[str, UnitResult] = {}
     executor.run_units(
-        scene, model, card, units, cfg, on_result=lambda r: by_key.update({r.key: r}),
+        scene, model, units, cfg, on_result=lambda r: by_key.update({r.key: r}),
         read_config=None,
     )  # fmt: skip
     w, h = scene.width, scene.height
@@ -234,7 +236,7 @@ def table(
 
 
 def _record_all(
-    paths: Sequence[str], labels: str, model: Detectors, card: ModelCard, window: int
+    paths: Sequence[str], labels: str, model: Bundle, card: ModelCard, window: int
 ) -> list[tuple[ImageReplay, Scene]]:
     from geo_hires.evaluate.scenes import labelled_scene
 
@@ -309,7 +311,8 @@ def train_zoom_policy(
 
     Returns the record written to the card (``zoom_training``).
     """
-    model, card = load_bundle(bundle)
+    model = load_bundle(bundle)
+    card = model.card
     split = card.extra.get("training", {})
     train_names, val_names = split.get("train_images", []), split.get("val_images", [])
     if not train_names or not val_names:

@@ -1,0 +1,168 @@
+"""Commands on scenes and labels: ``info``, ``plan``, ``synth``, ``convert``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from geo_hires.commands.args import (
+    SCENE_HELP,
+    add_detect_args,
+    add_scene_args,
+    detect_options,
+    read_config,
+)
+
+if TYPE_CHECKING:
+    from geo_hires.detect.levels import LevelRun
+
+__all__ = ["add_commands"]
+
+
+def _cmd_info(args: argparse.Namespace, out: TextIO) -> int:
+    from geo_hires.export.geojson import crs_label
+    from geo_hires.scene.stac import open_input
+
+    s, stac = open_input(args.scene, read_config(args))
+    info: dict[str, Any] = {
+        "path": s.path,
+        "width": s.width,
+        "height": s.height,
+        "bands": s.count,
+        "dtype": s.dtype,
+        "crs": crs_label(s.crs_wkt),
+        "gsd_m": s.gsd_m,
+        "nodata": s.nodata,
+        "has_mask": s.has_mask,
+        "colorinterp": list(s.colorinterp),
+        "rgb_bands": list(s.rgb_bands),
+        "overviews": list(s.overviews),
+    }
+    if s.placement is not None:
+        info["georeferencing"] = s.placement.provenance()
+    if stac is not None:
+        info["stac"] = stac
+    out.write(json.dumps(info, indent=2) + "\n")
+    return 0
+
+
+def _level_line(run: LevelRun, units: int, gsd_m: float | None) -> str:
+    gsd = f"{gsd_m * run.downsample:.3f} m" if gsd_m else "-"
+    if run.windows is not None:
+        return (f"  level {run.name:<10} x{run.downsample:<3} GSD {gsd:>9}  zoom windows "
+                f"{run.windows:>6}  skipped(nodata) {run.skipped_nodata}  skipped(AOI) "
+                f"{run.skipped_aoi}  (chosen after the coarse pass)\n")  # fmt: skip
+    return (f"  level {run.name:<10} x{run.downsample:<3} GSD {gsd:>9}  blocks {run.blocks:>6}  "
+            f"skipped(nodata) {run.skipped_nodata}  skipped(AOI) {run.skipped_aoi}  "
+            f"units {units}\n")  # fmt: skip
+
+
+def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
+    import numpy as np
+
+    from geo_hires.aoi import load_aoi
+    from geo_hires.commands.args import run_bundle
+    from geo_hires.models.card import load_card
+    from geo_hires.pipeline.detect import ScenePlan
+    from geo_hires.scene.stac import open_input
+
+    options = detect_options(args)
+    bare = run_bundle(args)
+    card = bare.card if bare is not None else load_card(options.model)
+    scene, _ = open_input(args.scene, options.read_config(read_config(args)))
+    aoi = load_aoi(options.aoi, scene) if options.aoi is not None else None
+    plan = ScenePlan.make(scene, card, options.detect_config(), aoi=aoi)
+    units, runs = plan.first()
+    if plan.coarse is not None:
+        runs += plan.fine(lambda _li, cores: np.ones(len(cores), bool))[1]
+    gsd = f"{scene.gsd_m:.3f} m" if scene.gsd_m else "unknown"
+    out.write(f"{Path(scene.path).name}: {scene.width}x{scene.height} px, GSD {gsd}, "
+              f"model {card.name}\n")  # fmt: skip
+    names = [r.name for r in card.levels]
+    for run in sorted(runs, key=lambda r: names.index(r.name)):
+        count = sum(u.level == names.index(run.name) for u in units)
+        out.write(_level_line(run, count, scene.gsd_m))
+    if card.cascade is not None:
+        rule = card.cascade
+        out.write(f"  refine: {rule.window} px windows around candidates scoring >= "
+                  f"{rule.gate_threshold} (after the scan)\n")  # fmt: skip
+    scanned = sum(r.blocks - r.skipped_nodata - r.skipped_aoi for r in runs if r.windows is None)
+    out.write(f"  total: {scanned} blocks to scan, {len(units)} units\n")
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace, out: TextIO) -> int:
+    from geo_hires.config import ExportConfig, ReadConfig
+    from geo_hires.export import write_geojson
+    from geo_hires.scene import Density, SynthSpec, open_scene, write_synthetic
+
+    spec = SynthSpec(
+        width=args.width,
+        height=args.height,
+        seed=args.seed,
+        density=Density(args.density),
+        nodata=args.nodata,
+        gsd_m=args.gsd,
+    )
+    truth = write_synthetic(args.out, spec, progress=sys.stderr.isatty())
+    if args.truth:
+        scene = open_scene(args.out, config=ReadConfig(max_scene_pixels=spec.width * spec.height))
+        write_geojson(args.truth, truth, scene, config=ExportConfig(model_name="synthetic-truth"))
+    out.write(f"wrote {args.out} ({spec.width}x{spec.height}, {len(truth)} objects)\n")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
+    from geo_hires.config import ExportConfig
+    from geo_hires.export import write_geojson, write_gpkg, write_quicklook
+    from geo_hires.labels import read_labels
+    from geo_hires.scene import open_scene
+
+    scene = open_scene(args.scene, config=read_config(args))
+    dets = read_labels(args.labels, image=Path(scene.path).name).to_pixels(scene)
+    cfg = ExportConfig(model_name=args.model_name)
+    write_geojson(args.output, dets, scene, config=cfg)
+    if args.gpkg:
+        write_gpkg(args.gpkg, dets, scene, config=cfg)
+    if args.quicklook:
+        write_quicklook(args.quicklook, dets, scene)
+    out.write(f"wrote {len(dets)} features to {args.output}\n")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``info``, ``plan``, ``synth`` and ``convert`` to the ``geo-hires`` sub-parsers."""
+    p = sub.add_parser("info", help="describe a scene (size, CRS, GSD, bands)")
+    p.add_argument("scene", help=SCENE_HELP)
+    add_scene_args(p)
+    p.set_defaults(_handler=_cmd_info)
+    p = sub.add_parser(
+        "plan", help="print the levels, blocks, units and zoom windows detect would run"
+    )
+    p.add_argument("scene", help=SCENE_HELP)
+    add_detect_args(p)
+    p.set_defaults(_handler=_cmd_plan)
+    p = sub.add_parser("synth", help="write a synthetic scene with ground truth")
+    p.add_argument("out", help="GeoTIFF to write")
+    p.add_argument("--width", type=int, required=True, help="width in pixels")
+    p.add_argument("--height", type=int, required=True, help="height in pixels")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same file)")
+    p.add_argument(
+        "--density", choices=["sparse", "dense"], default="sparse", help="objects per area"
+    )
+    p.add_argument("--nodata", action="store_true", help="add a nodata collar")
+    p.add_argument("--gsd", type=float, default=0.5, help="metres per pixel")
+    p.add_argument("--truth", help="write the ground truth GeoJSON here")
+    p.set_defaults(_handler=_cmd_synth)
+    p = sub.add_parser("convert", help="labels (any format) → GeoJSON / GeoPackage / quicklook")
+    p.add_argument("labels", help="label file (GeoJSON, CSV, Airbus CSV, VOC XML, DOTA txt)")
+    p.add_argument("--scene", required=True, help="the scene the labels belong to")
+    p.add_argument("-o", "--output", required=True, help="GeoJSON to write (WGS84)")
+    p.add_argument("--gpkg", help="also write a GeoPackage (scene CRS)")
+    p.add_argument("--quicklook", help="PNG of the scene with the labels drawn")
+    p.add_argument("--model-name", default="labels", help="value of the 'model' property")
+    add_scene_args(p)
+    p.set_defaults(_handler=_cmd_convert)

@@ -1,0 +1,182 @@
+"""The training commands: ``train``, ``cascade``, ``train-zoom``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from geo_hires.errors import ConfigError
+
+__all__ = ["add_commands"]
+
+
+def _log_line(text: str) -> None:
+    sys.stderr.write(f"geo-hires: {text}\n")
+
+
+def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
+    from geo_hires.train.fit import FitConfig
+    from geo_hires.train.run import TrainJob, train_bundle
+    from geo_hires.train.yolo_run import YOLO_ARCHS, YoloTrainConfig, train_yolo_bundle
+
+    scenes = sorted(
+        str(p)
+        for s in args.scenes
+        for p in (sorted(Path(s).glob("*")) if Path(s).is_dir() else [Path(s)])
+    )
+    scenes = [
+        s for s in scenes if Path(s).suffix.lower() in {".tif", ".tiff", ".jpg", ".jpeg", ".png"}
+    ]
+    if not scenes:
+        raise ConfigError("no scenes to train on; pass image files or folders of .tif/.jpg/.png")
+    job = TrainJob(
+        scenes=tuple(scenes),
+        labels=args.labels,
+        out=args.out,
+        name=args.name,
+        arch=args.arch,
+        gsd_m=args.gsd,
+        class_map=dict(kv.split("=", 1) for kv in args.class_map),
+        val_fraction=args.val_fraction,
+        licence=args.licence,
+        fit=FitConfig(
+            steps=args.steps, minutes=args.minutes, batch_size=args.batch, seed=args.seed
+        ),
+    )
+    if args.arch in YOLO_ARCHS:
+        cfg = YoloTrainConfig(
+            arch=args.arch, minutes=args.minutes, batch=args.batch, device=args.train_device
+        )
+        card = train_yolo_bundle(job, cfg, evaluate=_validation_metrics)
+    else:
+        card = train_bundle(job, evaluate=_validation_metrics)
+    out.write(f"wrote {args.out} ({card.extra['training']['report']})\n")
+    return 0
+
+
+def _cmd_cascade(args: argparse.Namespace, out: TextIO) -> int:
+    from geo_hires.models.card import CascadeRule
+    from geo_hires.train.yolo_run import make_cascade_bundle
+
+    rule = CascadeRule(
+        detector="yolo.pt",
+        window=args.window,
+        gate_threshold=args.gate_threshold,
+        unmatched_scale=args.unmatched_scale,
+    )
+    card = make_cascade_bundle(args.scanner, args.refiner, args.out, name=args.name, rule=rule)
+    if args.images and args.labels:
+        scenes = [str(Path(args.images) / n) for n in card.extra["training"]["scanner"].get(
+            "val_images", [])]  # fmt: skip
+        if not scenes:
+            raise ConfigError(f"{args.scanner}: its card names no validation images to score on")
+        metrics = _validation_metrics(args.out, scenes, args.labels)
+        doc = json.loads((Path(args.out) / "card.json").read_text())
+        doc["metrics"] = metrics
+        (Path(args.out) / "card.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        out.write(
+            f"validation: AP50 {metrics['ap50']:.3f}, AP50:95 {metrics['ap50_95']:.3f} "
+            f"({metrics['images']} images)\n"
+        )
+    out.write(f"wrote {args.out}\n")
+    return 0
+
+
+def _cmd_train_zoom(args: argparse.Namespace, out: TextIO) -> int:
+    from geo_hires.train.zoom import ZoomTrainConfig, train_zoom_policy
+
+    cfg = ZoomTrainConfig(window=args.window, cost=args.cost, epochs=args.epochs, seed=args.seed)
+    record = train_zoom_policy(args.model, args.images, args.labels, args.out, cfg, log=_log_line)
+    val = record["validation"]
+    if isinstance(val, dict):
+        for mode, row in val.items():
+            out.write(
+                f"{mode:<18} AP50 {row['ap50']:.3f}  AP50:95 {row['ap50_95']:.3f}  "
+                f"fine pixels {100 * row['fine_pixels_fraction']:.0f} %\n"
+            )
+    out.write(f"wrote {args.out}/zoom.pt\n")
+    return 0
+
+
+def _validation_metrics(bundle: str, scenes: Sequence[str], labels: str) -> dict[str, Any]:
+    """Detect on each validation scene with the bundle and score all of them together."""
+    from geo_hires.evaluate import evaluate_scenes
+
+    return evaluate_scenes(bundle, scenes, labels)
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``train``, ``cascade`` and ``train-zoom`` to the ``geo-hires`` sub-parsers."""
+    p = sub.add_parser(
+        "train", help="train a scanning detector or an ultralytics YOLO on labelled scenes"
+    )
+    p.add_argument("scenes", nargs="+", help="scene files or folders")
+    p.add_argument("--labels", required=True, help="one label file for all, or a folder")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--name", default="model", help="model name (in its card and outputs)")
+    p.add_argument(
+        "--arch",
+        choices=["lsn", "wide", "yolov8n", "yolo11n", "yolov8n-obb", "yolo11n-obb"],
+        default="lsn",
+        help="network: light LSN, wide, or an ultralytics YOLO (built from its yaml)",
+    )
+    p.add_argument(
+        "--train-device", default="cpu", help="YOLO training device (cpu, 0 for the first GPU)"
+    )
+    p.add_argument("--gsd", type=float, default=0.5, help="metres per pixel of the training data")
+    p.add_argument(
+        "--class-map",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="rename a label class (repeatable)",
+    )
+    p.add_argument(
+        "--val-fraction", type=float, default=0.15, help="share of images held out (by image)"
+    )
+    p.add_argument("--steps", type=int, default=3600, help="training steps (at most)")
+    p.add_argument("--minutes", type=float, default=22.0, help="time budget (at most)")
+    p.add_argument("--batch", type=int, default=16, help="chips per step")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument(
+        "--licence", default="see training data", help="licence of the weights (in the card)"
+    )
+    p.set_defaults(_handler=_cmd_train)
+    p = sub.add_parser(
+        "cascade", help="assemble a cascade bundle: a scanning bundle plus a YOLO refiner"
+    )
+    p.add_argument("--scanner", required=True, help="scanning bundle (name or folder)")
+    p.add_argument("--refiner", required=True, help="ultralytics bundle folder or .pt")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--name", default="cascade", help="model name (in its card and outputs)")
+    p.add_argument("--window", type=int, default=256, help="refiner window side (pixels)")
+    p.add_argument(
+        "--gate-threshold", type=float, default=0.1, help="scanner score that earns a look"
+    )
+    p.add_argument(
+        "--unmatched-scale",
+        type=float,
+        default=0.5,
+        help="score factor for candidates the refiner found nothing on (0 drops them)",
+    )
+    p.add_argument("--images", help="folder of the scanner's validation images (to score)")
+    p.add_argument("--labels", help="their labels (to score)")
+    p.set_defaults(_handler=_cmd_cascade)
+    p = sub.add_parser(
+        "train-zoom", help="learn which fine windows to zoom (REINFORCE) for a scanning bundle"
+    )
+    p.add_argument("images", help="folder of the bundle's training and validation images")
+    p.add_argument("--labels", required=True, help="their labels")
+    p.add_argument("--model", default="aircraft_lsn", help="scanning bundle (name or folder)")
+    p.add_argument("--out", required=True, help="bundle folder to write (may be the bundle)")
+    p.add_argument("--window", type=int, default=512, help="fine window side (pixels)")
+    p.add_argument(
+        "--cost", type=float, default=0.2, help="objects a zoomed window must recover to pay"
+    )
+    p.add_argument("--epochs", type=int, default=150, help="REINFORCE epochs over all windows")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.set_defaults(_handler=_cmd_train_zoom)

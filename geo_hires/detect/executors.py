@@ -1,0 +1,135 @@
+"""Where units run: the executor protocol, the in-process executor, and the journalled loop.
+
+An executor runs a scene's units and hands back each result once, in any order — in this
+process (:class:`LocalExecutor`) or on Ray actors (:mod:`geo_hires.detect.ray_executor`).
+:class:`UnitLoop` sits between the pipeline and an executor: it reuses journalled results,
+records new ones, reports progress, and refuses to go on when an executor lost a unit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import torch
+
+from geo_hires.config import ReadConfig
+from geo_hires.detect.forward import read_ahead
+from geo_hires.detect.journal import Journal, UnitResult
+from geo_hires.detect.options import DetectConfig
+from geo_hires.detect.plan import Unit
+from geo_hires.detect.runner import UnitRunner
+from geo_hires.errors import ConfigError
+from geo_hires.models.bundle import Bundle
+from geo_hires.scene import Scene, SceneReader
+
+__all__ = ["Executor", "LocalExecutor", "UnitLoop", "torch_threads"]
+
+
+class Executor(Protocol):
+    """Runs the units of a scene and returns their results (any order, each unit once)."""
+
+    def run_units(
+        self,
+        scene: Scene,
+        bundle: Bundle,
+        units: tuple[Unit, ...],
+        cfg: DetectConfig,
+        *,
+        on_result: Callable[[UnitResult], None],
+        read_config: ReadConfig | None,
+    ) -> None: ...
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a block with ``n`` torch threads, restoring the caller's setting afterwards."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LocalExecutor:
+    """In-process execution, reads running ``cfg.prefetch`` units ahead on a thread."""
+
+    device: torch.device | None = None
+
+    def run_units(
+        self,
+        scene: Scene,
+        bundle: Bundle,
+        units: tuple[Unit, ...],
+        cfg: DetectConfig,
+        *,
+        on_result: Callable[[UnitResult], None],
+        read_config: ReadConfig | None,
+    ) -> None:
+        with torch_threads(cfg.threads), SceneReader(scene, config=read_config) as reader:
+            runner = UnitRunner(reader, bundle, cfg, self.device)
+            for unit, items in read_ahead(runner.read, units, cfg.prefetch):
+                on_result(runner.compute(unit, items))
+
+
+@dataclasses.dataclass(kw_only=True, eq=False)
+class UnitLoop:
+    """Runs planned units of one scene through an executor, with journal, resume and progress.
+
+    ``done``: results a journal already holds (reused, not run again). ``on_progress`` is
+    called with ``(units done, units planned so far)`` before the first unit and after each;
+    an exception it raises stops the run, which is how a service cancels a job.
+    """
+
+    executor: Executor
+    scene: Scene
+    bundle: Bundle
+    cfg: DetectConfig
+    read_config: ReadConfig | None
+    done: dict[str, UnitResult]
+    journal: Journal | None = None
+    on_progress: Callable[[int, int], None] | None = None
+    bar: Any = None
+    finished: int = 0
+    total: int = 0
+
+    def run(self, units: tuple[Unit, ...]) -> list[UnitResult]:
+        """Results of ``units`` (those journalled reused): every unit once, or an error."""
+        keys = {u.key for u in units}
+        results = {k: r for k, r in self.done.items() if k in keys}
+        self._advance(len(results), planned=len(units))
+        todo = tuple(u for u in units if u.key not in results)
+
+        def on_result(r: UnitResult) -> None:
+            if r.key in results:  # a retried unit is counted once
+                return
+            results[r.key] = r
+            if self.journal is not None:
+                self.journal.record(r)
+            self._advance(1)
+            if self.on_progress is not None:
+                self.on_progress(self.finished, self.total)
+
+        if self.on_progress is not None:
+            self.on_progress(self.finished, self.total)
+        if todo:
+            self.executor.run_units(self.scene, self.bundle, todo, self.cfg,
+                                    on_result=on_result, read_config=self.read_config)  # fmt: skip
+        missing = keys - results.keys()
+        if missing:
+            raise ConfigError(
+                f"executor lost {len(missing)} work units (e.g. {sorted(missing)[0]}); "
+                "rerun with --resume"
+            )
+        return list(results.values())
+
+    def _advance(self, n: int, *, planned: int = 0) -> None:
+        self.total += planned
+        self.finished += n
+        if self.bar is not None:
+            self.bar.total = self.total
+            self.bar.update(n)

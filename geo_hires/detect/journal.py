@@ -1,0 +1,177 @@
+"""A per-scene journal of finished work units, so a killed run resumes where it stopped.
+
+The journal is a JSON-lines file beside the output: a header naming what the results belong to
+(scene fingerprint, model, config identity), then one line per finished unit with its
+detections. Each line is written whole with a single ``write`` and flushed with ``fsync``; a
+line cut by a crash fails to parse and is ignored, so the unit simply runs again. Floats are
+written with ``repr`` and read back bit-exactly, so a resumed run gives byte-identical output.
+Keys make it idempotent: a unit recorded twice (a retried task) counts once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from geo_hires.config import config_id
+from geo_hires.detect.options import DetectConfig
+from geo_hires.errors import ForeignJournalWarning
+from geo_hires.scene import Scene
+
+if TYPE_CHECKING:
+    from geo_hires.aoi import AreaOfInterest
+    from geo_hires.models.bundle import Bundle
+
+__all__ = ["Journal", "UnitResult", "journal_for"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class UnitResult:
+    """Detections of one work unit (a batch of blocks of one level), level-0 pixels.
+
+    Attributes:
+        key: Unit key, unique within a run (``L{level}-U{index}``).
+        level: Level index.
+        boxes: ``(N, 4)`` float64 xyxy.
+        scores: ``(N,)`` float64.
+        classes: ``(N,)`` int64.
+        corners: ``(N, 4, 2)`` float64 corners of oriented boxes (``boxes``: their
+            envelopes), or ``None``.
+        evidence: ``(M, 5)`` float64 coarse peaks ``x, y, score, width, height`` (any size)
+            of a zoomed run's coarse level, or ``None``.
+    """
+
+    key: str
+    level: int
+    boxes: npt.NDArray[np.float64]
+    scores: npt.NDArray[np.float64]
+    classes: npt.NDArray[np.int64]
+    corners: npt.NDArray[np.float64] | None = None
+    evidence: npt.NDArray[np.float64] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "key": self.key,
+            "level": self.level,
+            "boxes": self.boxes.tolist(),
+            "scores": self.scores.tolist(),
+            "classes": self.classes.tolist(),
+        }
+        if self.corners is not None:
+            out["corners"] = self.corners.tolist()
+        if self.evidence is not None:
+            out["evidence"] = self.evidence.tolist()
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> UnitResult:
+        return cls(
+            key=str(d["key"]),
+            level=int(d["level"]),
+            boxes=np.asarray(d["boxes"], np.float64).reshape(-1, 4),
+            scores=np.asarray(d["scores"], np.float64),
+            classes=np.asarray(d["classes"], np.int64),
+            corners=np.asarray(d["corners"], np.float64).reshape(-1, 4, 2)
+            if "corners" in d
+            else None,
+            evidence=np.asarray(d["evidence"], np.float64).reshape(-1, 5)
+            if "evidence" in d
+            else None,
+        )
+
+
+class Journal:
+    """Append-only record of finished units for one (scene, model, config)."""
+
+    def __init__(self, path: str | os.PathLike[str], identity: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.identity = identity
+
+    def load(self) -> dict[str, UnitResult]:
+        """Finished units of a previous run with the same identity (else nothing).
+
+        A journal of another scene, model or config is never reused: its units would merge
+        into the wrong output. It is reported with a :class:`ForeignJournalWarning` naming what
+        differs, and the run starts afresh.
+        """
+        if not self.path.is_file():
+            return {}
+        done: dict[str, UnitResult] = {}
+        with self.path.open(encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+        header = _parse(lines[0]) if lines else None
+        if header != {"identity": self.identity}:
+            theirs = header.get("identity") if isinstance(header, dict) else None
+            theirs = theirs if isinstance(theirs, dict) else {}
+            differ = sorted(k for k in self.identity if theirs.get(k) != self.identity[k])
+            warnings.warn(
+                f"{self.path} belongs to another run (differs in: {', '.join(differ)}); "
+                "not resuming from it, starting afresh",
+                ForeignJournalWarning,
+                stacklevel=3,
+            )
+            return {}
+        for line in lines[1:]:
+            rec = _parse(line)
+            if isinstance(rec, dict) and "key" in rec:
+                done[rec["key"]] = UnitResult.from_json(rec)
+        return done
+
+    def start(self, *, resume: bool) -> dict[str, UnitResult]:
+        """Begin a run: keep and return finished units when resuming, else start afresh."""
+        done = self.load() if resume else {}
+        # rewrite whole: drops a line a crash may have cut, so appends start on a fresh line
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [json.dumps({"identity": self.identity})]
+        lines += [json.dumps(r.to_json(), separators=(",", ":")) for r in done.values()]
+        self._write("\n".join(lines) + "\n", mode="w")
+        return done
+
+    def record(self, result: UnitResult) -> None:
+        """Append one finished unit (one write, flushed to disk)."""
+        self._write(json.dumps(result.to_json(), separators=(",", ":")) + "\n", mode="a")
+
+    def remove(self) -> None:
+        """Delete the journal once the output is safely written."""
+        self.path.unlink(missing_ok=True)
+
+    def _write(self, text: str, *, mode: str) -> None:
+        with self.path.open(mode, encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _parse(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
+
+
+def journal_for(
+    output: str | os.PathLike[str],
+    scene: Scene,
+    bundle: Bundle,
+    cfg: DetectConfig,
+    aoi: AreaOfInterest | None = None,
+) -> Journal:
+    """The journal beside ``output``, tied to the scene file, weights, config, bands and AOI."""
+    st = os.stat(scene.path)
+    identity = {
+        "scene": os.path.abspath(scene.path),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "weights": bundle.digest,
+        "config_id": config_id(cfg),
+        "bands": list(scene.rgb_bands),
+        "aoi": aoi.digest if aoi is not None else None,
+    }
+    return Journal(f"{os.fspath(output)}.journal", identity)

@@ -1,0 +1,218 @@
+"""Detection settings, defined once: the configs the stages read, and the options users set.
+
+:class:`DetectConfig` and :class:`ZoomConfig` are what the planner, the units and the executors
+read; their identity (:func:`~geo_hires.config.config_id`) goes into every output and journal.
+:class:`DetectOptions` is what a person or a client sets — the ``geo-hires detect`` flags and
+the service's job options are both generated from its fields (name, type, default, help text,
+and the limits a shared service enforces), and :meth:`DetectOptions.detect_config` /
+:meth:`DetectOptions.read_config` are the one conversion both use. So a new option is one field
+here, and the command line, the OpenAPI schema and the runner cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any, Literal, get_args
+
+from geo_hires.config import ReadConfig
+from geo_hires.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "ZOOM_MODES",
+    "DetectConfig",
+    "DetectOptions",
+    "ZoomConfig",
+    "ZoomMode",
+    "option_fields",
+]
+
+DEFAULT_MODEL = "aircraft_lsn"
+"""The shipped bundle ``detect``, ``batch`` and the service use when none is named."""
+
+ZoomMode = Literal["all", "gate", "rl", "random", "none"]
+ZOOM_MODES: tuple[ZoomMode, ...] = get_args(ZoomMode)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ZoomConfig:
+    """How fine windows are chosen (see :mod:`geo_hires.detect.zoom`).
+
+    Attributes:
+        mode: One of :data:`ZOOM_MODES`.
+        budget: At most this share of the fine windows (``(0, 1]``), the highest-ranked;
+            ``None``: no cap.
+        window: Fine window side in fine-level pixels (a zoom decision covers one window).
+        gate_threshold: Evidence score a window needs under ``gate``.
+        evidence_threshold: Coarse peaks kept as evidence (any size).
+        seed: Seed of ``random``.
+    """
+
+    mode: ZoomMode = "all"
+    budget: float | None = None
+    window: int = 512
+    gate_threshold: float = 0.2
+    evidence_threshold: float = 0.05
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ZOOM_MODES:
+            raise ConfigError(f"--zoom {self.mode!r}: choose one of {', '.join(ZOOM_MODES)}")
+        if self.budget is not None and not 0.0 < self.budget <= 1.0:
+            raise ConfigError(f"--budget {self.budget}: give a share of windows in (0, 1]")
+        if self.window < 64 or self.window % 32:
+            raise ConfigError(f"zoom window {self.window}: a multiple of 32, at least 64")
+        if not 0.0 < self.evidence_threshold <= self.gate_threshold < 1.0:
+            raise ConfigError("zoom: 0 < evidence_threshold <= gate_threshold < 1")
+
+    @property
+    def selective(self) -> bool:
+        """Whether windows are chosen at all (``all`` scans the fine level as it always did)."""
+        return self.mode != "all" or self.budget is not None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DetectConfig:
+    """Detection settings.
+
+    Attributes:
+        core: Block core side in level pixels (a multiple of the network stride). Larger blocks
+            waste less on halos but hold more memory: a block is ``(core + 2 * halo)^2`` pixels.
+        batch_size: Blocks per forward pass (one work unit).
+        score_threshold: Minimum heatmap score; ``None`` uses the model card's.
+        iou_threshold: Class-aware NMS across levels.
+        prefetch: Units read ahead on a background thread (local executor).
+        max_per_block: Cap on peaks decoded per block.
+        whole_read_pixels: A level of at most this many pixels is read once and sliced into
+            blocks (files without internal tiling, like plain JPEG or PNG, would otherwise be
+            decoded again for every block); larger levels stream block by block. The budget
+            bounds what is held: 13 bytes per pixel (image and mask).
+        threads: Torch intra-op threads for the forward pass, in every executor. Part of the
+            numerics: CPU convolutions split their sums by thread, so the same thread count is
+            what makes local and Ray runs byte-identical.
+        levels: Names of the model card's levels to run (``None``: all). Unit keys keep the
+            card's level indices, and the config identity covers this, so a journal of a run
+            with other levels is never reused.
+        zoom: Which fine windows get the full-resolution pass.
+    """
+
+    core: int = 1024
+    batch_size: int = 2
+    score_threshold: float | None = None
+    iou_threshold: float = 0.5
+    prefetch: int = 2
+    max_per_block: int = 5000
+    whole_read_pixels: int = 16_000_000
+    threads: int = 2
+    levels: tuple[str, ...] | None = None
+    zoom: ZoomConfig = dataclasses.field(default_factory=ZoomConfig)
+
+    def __post_init__(self) -> None:
+        if self.core < 16 or self.batch_size < 1 or self.prefetch < 1:
+            raise ConfigError(
+                "DetectConfig: core >= 16, batch_size >= 1 and prefetch >= 1 required"
+            )
+        if self.score_threshold is not None and not 0.0 < self.score_threshold < 1.0:
+            raise ConfigError(f"score threshold must be in (0, 1), got {self.score_threshold}")
+        if self.levels is not None and not self.levels:
+            raise ConfigError("levels: name at least one level of the model card")
+
+
+def _option(default: Any, help: str, *, service: bool = True, **limits: Any) -> Any:
+    """A :class:`DetectOptions` field: its help text, whether a service client may set it, and
+    the limits a shared service enforces on top of the library's own checks (pydantic's
+    ``gt``, ``le``, ``min_length``…)."""
+    meta = {"help": help, "service": service, "limits": limits}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+Bands = tuple[int | str, ...]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DetectOptions:
+    """Everything a user sets for one detection run (the flags of ``geo-hires detect``, the
+    options of a service job). Field order is the order of the service's job options."""
+
+    model: str = _option(
+        DEFAULT_MODEL,
+        "shipped model name; on the command line also a bundle folder, or an ultralytics .pt "
+        "with --model-gsd",
+    )
+    score_threshold: float | None = _option(
+        None, "minimum score (default: the model card's)", gt=0, lt=1
+    )
+    block: int = _option(1024, "block core size (level px)", ge=64, le=4096, multiple_of=4)
+    levels: tuple[str, ...] | None = _option(
+        None, "level names of the model to run, comma-separated (default: all)",
+        min_length=1, max_length=16,
+    )  # fmt: skip
+    bands: Bands | None = _option(
+        None,
+        "scene bands used as red, green, blue: 1-based indexes (3,2,1) or names (colour "
+        "interpretation or band description); default: by colour interpretation",
+        min_length=3, max_length=3,
+    )  # fmt: skip
+    asset: str | None = _option(None, "for a STAC item: the asset to scan (default: the visual one)")
+    aoi: str | os.PathLike[str] | dict[str, Any] | None = _option(
+        None,
+        "area of interest (a vector file in any format and CRS; for a service job, GeoJSON in "
+        "WGS84): scan only there, keep detections centred in it",
+    )
+    zoom: ZoomMode = _option(
+        "all",
+        "which fine windows get the full-resolution pass: all, gate (coarse evidence), rl (the "
+        "model's learned policy), random, none (coarse detections only)",
+    )
+    budget: float | None = _option(
+        None, "at most this share of fine windows, in (0, 1] (the highest-ranked)", gt=0, le=1
+    )
+    batch: int = _option(2, "blocks per forward pass", service=False)
+    threads: int = _option(
+        2,
+        "torch threads per forward pass (part of the config: equal threads, equal bytes)",
+        service=False,
+    )
+    rpc_height: float = _option(
+        0.0, "height above the ellipsoid (m) for scenes placed by RPCs", service=False
+    )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> DetectOptions:
+        """Options from a mapping (a job's stored options, parsed flags); lists become tuples,
+        names that are not options are refused."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"unknown detect option {unknown[0]!r}; options: {sorted(names)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+    def detect_config(self) -> DetectConfig:
+        """The stages' settings for these options."""
+        return DetectConfig(
+            core=self.block,
+            batch_size=self.batch,
+            threads=self.threads,
+            score_threshold=self.score_threshold,
+            levels=self.levels or None,
+            zoom=ZoomConfig(mode=self.zoom, budget=self.budget),
+        )
+
+    def read_config(self, base: ReadConfig | None = None) -> ReadConfig:
+        """``base`` (the caller's read budget and driver rules) with these options' bands,
+        STAC asset and RPC height."""
+        return dataclasses.replace(
+            base or ReadConfig(),
+            bands=self.bands or None,
+            stac_asset=self.asset,
+            rpc_height_m=self.rpc_height,
+        )
+
+
+def option_fields(*, service: bool = False) -> tuple[dataclasses.Field[Any], ...]:
+    """The fields of :class:`DetectOptions` (only those a service client may set when
+    ``service``), in order; each field's ``metadata`` holds ``help``, ``service``, ``limits``."""
+    fields = dataclasses.fields(DetectOptions)
+    return tuple(f for f in fields if f.metadata["service"] or not service)

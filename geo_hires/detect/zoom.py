@@ -1,0 +1,115 @@
+"""Selective zoom: which fine windows get the full-resolution pass.
+
+Most of a large scene holds nothing, yet the fine level reads and scans all of it. With a zoom
+mode other than ``all``, the coarse level is scanned first and also leaves *evidence*: every
+heatmap peak above a low threshold, whatever its size (the level's size rule would drop the
+small objects it can only hint at). The fine level is then cut into windows of
+``ZoomConfig.window`` level pixels and only the chosen ones are read and scanned:
+
+* ``all``: every window (today's behaviour, the same blocks and bytes);
+* ``gate``: windows whose strongest evidence reaches ``gate_threshold``;
+* ``rl``: windows the bundle's learned policy (:mod:`geo_hires.models.zoom_policy`) zooms,
+  ranked by its probability;
+* ``random``: a seeded random choice (the baseline a learned policy must beat);
+* ``none``: no window (coarse detections only).
+
+``budget`` caps the share of fine windows, keeping the highest-ranked. Windows left out read no
+full-resolution pixels at all and keep their coarse detections. Everything here is a pure
+function of the evidence and the windows, so local, Ray and resumed runs choose the same ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from geo_hires.detect.journal import UnitResult
+from geo_hires.detect.options import ZoomConfig
+from geo_hires.detect.plan import Select
+from geo_hires.errors import ConfigError
+
+if TYPE_CHECKING:
+    from geo_hires.models.bundle import Bundle
+
+__all__ = ["EVIDENCE_COLUMNS", "choose", "window_evidence", "zoom_select"]
+
+EVIDENCE_COLUMNS = 5
+"""Evidence rows: level-0 centre ``x, y``, score, width, height of a coarse peak."""
+
+
+def window_evidence(
+    evidence: npt.NDArray[np.float64], cores: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Strongest evidence score per window: ``evidence`` rows (:data:`EVIDENCE_COLUMNS`) and
+    window cores ``(x0, y0, x1, y1)``, both in level-0 pixels; 0 for a window without any."""
+    out = np.zeros(len(cores))
+    if not len(evidence) or not len(cores):
+        return out
+    x, y, s = evidence[:, 0], evidence[:, 1], evidence[:, 2]
+    for i, (x0, y0, x1, y1) in enumerate(cores):
+        inside = (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
+        if inside.any():
+            out[i] = s[inside].max()
+    return out
+
+
+def choose(cfg: ZoomConfig, scores: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+    """Which windows to zoom, given each window's score (``gate``: its evidence; ``rl``: the
+    policy's zoom probability, zoomed from 0.5)."""
+    n = len(scores)
+    if cfg.mode == "none" or n == 0:
+        return np.zeros(n, bool)
+    if cfg.mode == "random":
+        rank = np.random.default_rng(cfg.seed).permutation(n).astype(float)
+        chosen, priority = np.ones(n, bool), -rank
+    elif cfg.mode == "gate":
+        chosen, priority = scores >= cfg.gate_threshold, scores
+    elif cfg.mode == "rl":
+        chosen, priority = scores >= 0.5, scores
+    else:
+        chosen, priority = np.ones(n, bool), scores
+    if cfg.budget is not None:
+        cap = math.ceil(cfg.budget * n - 1e-9)
+        order = np.lexsort((np.arange(n), -priority))  # best first, ties by window order
+        keep = np.zeros(n, bool)
+        keep[order[:cap]] = True
+        chosen &= keep
+    return chosen
+
+
+def _check_policy(zoom: ZoomConfig, bundle: Bundle) -> None:
+    policy = bundle.policy
+    if policy is None:
+        raise ConfigError(
+            f"--zoom rl: model {bundle.name!r} has no zoom policy; train one with "
+            "geo-hires train-zoom, or use --zoom gate"
+        )
+    if policy.spec.window != zoom.window:
+        raise ConfigError(
+            f"--zoom rl: the policy decides on {policy.spec.window}-px windows, the run "
+            f"asks for {zoom.window}"
+        )
+
+
+def zoom_select(zoom: ZoomConfig, coarse: Sequence[UnitResult], bundle: Bundle) -> Select:
+    """The zoom decision over a fine level's windows, from the coarse level's evidence (and,
+    for ``rl``, the bundle's policy reading it)."""
+    from geo_hires.models.zoom_policy import policy_features
+
+    found = [r.evidence for r in coarse if r.evidence is not None]
+    evidence = np.concatenate(found) if found else np.zeros((0, EVIDENCE_COLUMNS))
+    if zoom.mode == "rl":
+        _check_policy(zoom, bundle)
+    policy = bundle.policy
+
+    def select(_level: int, cores: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+        if zoom.mode == "rl" and policy is not None:
+            feats = policy_features(evidence, cores, policy.spec.grid, policy.spec.split_px)
+            return choose(zoom, policy.probabilities(feats))
+        return choose(zoom, window_evidence(evidence, cores))
+
+    return select

@@ -1,0 +1,215 @@
+"""Model cards: what a bundle declares about its models, read and written as ``card.json``.
+
+A bundle is a folder with ``card.json`` — architecture, classes, the GSD the model was trained
+for, its YOLT level plan (which objects each level keeps and *which detector* runs it), the
+default score threshold, licence, training data and metrics — and the detectors' weights:
+``weights.pt`` (a BatchNorm-folded state dict of the scanning network, when a level uses it)
+and any ultralytics ``.pt`` files the levels or the cascade name. Shipped bundles live in
+``geo_hires/models/weights/NAME``; any other folder can be given by path. This module is card
+I/O only (no weights are loaded): a service validates options against cards without loading a
+network; :mod:`geo_hires.models.bundle` loads the networks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from geo_hires.errors import ConfigError
+from geo_hires.models.arch import ArchSpec, LayerSpec
+
+__all__ = [
+    "FCN",
+    "SHIPPED",
+    "CascadeRule",
+    "Level",
+    "ModelCard",
+    "bundle_dir",
+    "load_card",
+    "save_card",
+    "shipped_models",
+]
+
+SHIPPED = Path(__file__).parent / "weights"
+FCN = "fcn"
+"""The detector name of a level run by the bundle's scanning network (``weights.pt``)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Level:
+    """One level of a model's plan: its ground resolution and the object sizes it keeps.
+
+    Attributes:
+        name: Level name (goes into each detection's ``level``).
+        target_gsd_m: Ground sample distance the level runs at; the downsample factor is
+            ``round(target_gsd_m / scene_gsd_m)``.
+        downsample: Factor used when the scene's GSD is unknown (relative to the model's GSD).
+        min_size, max_size: Longest box side, in *level* pixels, that this level reports.
+        detector: ``"fcn"`` (the bundle's scanning network, run in blocks that share their
+            overlap) or the file name of an ultralytics model in the bundle, run on windows.
+        window: Window side in level pixels for an ultralytics level (its ``imgsz``).
+        halo: Overlap on each side of an ultralytics window, level pixels; a window reports the
+            boxes centred in its core (the window less the halo), so objects up to
+            ``2 * halo`` pixels are always seen whole by the window that reports them.
+    """
+
+    name: str
+    target_gsd_m: float
+    downsample: int
+    min_size: float = 0.0
+    max_size: float = 1e9
+    detector: str = FCN
+    window: int = 0
+    halo: int = 0
+
+    def __post_init__(self) -> None:
+        if self.detector != FCN and (
+            self.window < 64
+            or self.window % 32
+            or self.halo % 16
+            or not 0 <= 2 * self.halo < self.window - 32
+        ):
+            raise ConfigError(
+                f"level {self.name!r} runs {self.detector!r}: give 'window' (a multiple of 32, "
+                f">= 64) and 'halo' (a multiple of 16, 0 <= 2 * halo < window - 32), got "
+                f"{self.window}/{self.halo}"
+            )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CascadeRule:
+    """The survey's cascade: the scanning levels find candidates, a heavier detector looks
+    again only at windows around them, and its boxes replace the candidates'.
+
+    Attributes:
+        detector: File name of the ultralytics model in the bundle.
+        window: Side of the window around each candidate (full resolution pixels); a larger
+            candidate gets a window that holds it with ``margin`` to spare.
+        gate_threshold: Candidate score that earns a look (the scanning levels run at this
+            threshold: low, so that the refiner, not the scanner, decides).
+        margin: Pixels between a candidate's box and its window's edge.
+        unmatched_scale: A candidate the refiner found nothing on (IoU < 0.3 with each of its
+            boxes) is kept with its score times this (0 drops it): the refiner's misses then
+            cost ranking, not recall.
+    """
+
+    detector: str
+    window: int = 256
+    gate_threshold: float = 0.1
+    margin: int = 16
+    unmatched_scale: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.window < 64 or self.window % 32 or not 0.0 < self.gate_threshold < 1.0:
+            raise ConfigError(
+                "cascade: 'window' a multiple of 32 (>= 64), 'gate_threshold' in (0, 1); got "
+                f"{self.window}/{self.gate_threshold}"
+            )
+        if not 0.0 <= self.unmatched_scale <= 1.0 or self.margin < 0:
+            raise ConfigError("cascade: 'unmatched_scale' in [0, 1] and 'margin' >= 0")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelCard:
+    """What a bundle declares about its model (see module docstring)."""
+
+    name: str
+    arch: ArchSpec | None
+    classes: tuple[str, ...]
+    gsd_m: float
+    levels: tuple[Level, ...]
+    score_threshold: float
+    input_bands: tuple[str, ...] = ("red", "green", "blue")
+    cascade: CascadeRule | None = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.arch is None and any(lv.detector == FCN for lv in self.levels):
+            raise ConfigError(
+                f"model {self.name!r}: a level runs the scanning network ('detector': 'fcn') "
+                "but the card has no 'arch'"
+            )
+
+    @property
+    def yolo_files(self) -> tuple[str, ...]:
+        """The ultralytics model files the levels and the cascade name (sorted, unique)."""
+        names = {lv.detector for lv in self.levels if lv.detector != FCN}
+        return tuple(sorted(names | ({self.cascade.detector} if self.cascade else set())))
+
+    def as_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("extra")
+        if d["cascade"] is None:
+            d.pop("cascade")
+        return {**d, **self.extra}
+
+
+def _card_from_json(doc: dict[str, Any]) -> ModelCard:
+    arch = doc.get("arch")
+    spec = (
+        ArchSpec(
+            name=arch["name"],
+            num_classes=arch["num_classes"],
+            in_channels=arch["in_channels"],
+            layers=tuple(LayerSpec(**layer) for layer in arch["layers"]),
+        )
+        if arch
+        else None
+    )
+    known = {
+        "name", "arch", "classes", "gsd_m", "levels", "score_threshold", "input_bands", "cascade"
+    }  # fmt: skip
+    cascade = doc.get("cascade")
+    return ModelCard(
+        name=doc["name"],
+        arch=spec,
+        cascade=CascadeRule(**cascade) if cascade else None,
+        classes=tuple(doc["classes"]),
+        gsd_m=float(doc["gsd_m"]),
+        levels=tuple(Level(**lv) for lv in doc["levels"]),
+        score_threshold=float(doc["score_threshold"]),
+        input_bands=tuple(doc.get("input_bands", ("red", "green", "blue"))),
+        extra={k: v for k, v in doc.items() if k not in known},
+    )
+
+
+def bundle_dir(name_or_path: str | os.PathLike[str]) -> Path:
+    """The folder of a bundle given by path or shipped name."""
+    p = Path(name_or_path)
+    if (p / "card.json").is_file():
+        return p
+    if (SHIPPED / str(name_or_path) / "card.json").is_file():
+        return SHIPPED / str(name_or_path)
+    shipped = shipped_models()
+    raise ConfigError(
+        f"model {str(name_or_path)!r} not found: give a bundle folder (card.json + weights.pt) "
+        f"or a shipped name ({', '.join(shipped) or 'none shipped'})"
+    )
+
+
+def shipped_models() -> list[str]:
+    """Names of the bundles shipped in the package, sorted."""
+    if not SHIPPED.is_dir():
+        return []
+    return sorted(d.name for d in SHIPPED.iterdir() if (d / "card.json").is_file())
+
+
+def load_card(name_or_path: str | os.PathLike[str]) -> ModelCard:
+    """A bundle's card alone (no weights): what a service needs to validate options."""
+    folder = bundle_dir(name_or_path)
+    try:
+        return _card_from_json(json.loads((folder / "card.json").read_text()))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{folder}/card.json is malformed: {exc}") from exc
+
+
+def save_card(folder: str | os.PathLike[str], card: ModelCard) -> Path:
+    """Write ``card.json`` into ``folder`` (sorted keys, so a card's file is stable)."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "card.json"
+    target.write_text(json.dumps(card.as_json(), indent=2, sort_keys=True) + "\n")
+    return target

@@ -1,0 +1,145 @@
+"""Detect in one scene and write its outputs: what ``geo-hires detect`` and a service job run.
+
+Outputs are checked before any work (formats by extension, no duplicates); finished units are
+journalled beside the first output until every output is written, so a killed run continues
+with ``resume=True``; each file is written under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from geo_hires.aoi import AreaOfInterest, load_aoi
+from geo_hires.config import ExportConfig, ReadConfig, config_id
+from geo_hires.detect.executors import Executor
+from geo_hires.detect.journal import journal_for
+from geo_hires.detect.options import DetectConfig, DetectOptions
+from geo_hires.export import (
+    check_outputs,
+    coverage_frame,
+    valid_area,
+    write_coverage,
+    write_output,
+    write_quicklook,
+)
+from geo_hires.models.bundle import Bundle, load_bundle
+from geo_hires.pipeline.detect import DetectResult, detect_scene
+from geo_hires.scene import Scene
+from geo_hires.scene.stac import open_input
+
+__all__ = ["Outputs", "run_detect"]
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Outputs:
+    """What a run writes.
+
+    Attributes:
+        files: Detection files, format by extension (GeoJSON, GeoPackage, GeoParquet,
+            FlatGeobuf: :data:`geo_hires.export.FORMATS`); a GeoPackage also gets the coverage.
+        quicklook: A PNG of the scene with the detections drawn.
+        coverage: A file for the area each level scanned (:mod:`geo_hires.export.coverage`).
+    """
+
+    files: tuple[PathLike, ...]
+    quicklook: PathLike | None = None
+    coverage: PathLike | None = None
+
+    @classmethod
+    def of(cls, value: Outputs | PathLike | Sequence[PathLike]) -> Outputs:
+        if isinstance(value, Outputs):
+            return value
+        files = (value,) if isinstance(value, str | os.PathLike) else tuple(value)
+        return cls(files=files)
+
+    def names(self) -> list[str]:
+        return [os.fspath(p) for p in self.files]
+
+
+def _provenance(
+    result: DetectResult, scene: Scene, cfg: DetectConfig, export: ExportConfig,
+    area: AreaOfInterest | None, stac: dict[str, Any] | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The collection metadata every output carries beside the detections."""
+    extra: dict[str, Any] = {
+        "config_id": config_id(cfg, export),
+        "bands": list(scene.rgb_bands),
+        "levels": [
+            {"name": r.name, "downsample": r.downsample, "blocks": r.blocks} for r in result.levels
+        ],
+        "zoom": result.zoom(),
+    }
+    if area is not None:
+        extra["aoi"] = {**area.provenance(), "pixels_scanned": result.pixels_scanned}
+    if scene.placement is not None:
+        extra["georeferencing"] = scene.placement.provenance()
+    if stac is not None:
+        extra["stac"] = stac
+    return extra
+
+
+def _write(
+    out: Outputs, result: DetectResult, scene: Scene, area: AreaOfInterest | None,
+    export: ExportConfig, extra: dict[str, Any], read_config: ReadConfig | None,
+) -> None:  # fmt: skip
+    cover = None
+    if out.coverage or any(Path(p).suffix.lower() == ".gpkg" for p in out.files):
+        cover = coverage_frame(
+            result.levels,
+            scene,
+            aoi=area.pixels if area is not None else None,
+            valid=valid_area(scene, result.valid_mask),
+        )
+    for path in out.files:
+        write_output(path, result.detections, scene, config=export, extra=extra, coverage=cover)
+    if out.coverage and cover is not None:
+        write_coverage(out.coverage, cover)
+    if out.quicklook:
+        write_quicklook(out.quicklook, result.detections, scene, read_config=read_config)
+
+
+def run_detect(
+    scene_path: PathLike,
+    outputs: Outputs | PathLike | Sequence[PathLike],
+    options: DetectOptions | None = None,
+    *,
+    bundle: Bundle | None = None,
+    config: DetectConfig | None = None,
+    read_config: ReadConfig | None = None,
+    executor: Executor | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> DetectResult:
+    """Detect in one scene with ``options`` and write ``outputs``.
+
+    ``bundle``: an already loaded bundle (a service or a batch loads each model once; default:
+    ``options.model`` loaded here). ``config``: stage settings beyond the options (default:
+    ``options.detect_config()``). ``read_config``: the read budget and driver rules, to which
+    the options add their bands, STAC asset and RPC height. ``on_progress``: see
+    :func:`~geo_hires.pipeline.detect.detect_scene`.
+    """
+    opts = options or DetectOptions()
+    out = Outputs.of(outputs)
+    check_outputs([*out.files, *([out.coverage] if out.coverage else [])])
+    cfg = config or opts.detect_config()
+    reading = opts.read_config(read_config)
+    bundle = bundle or load_bundle(opts.model)
+    scene, stac = open_input(scene_path, reading)
+    area = load_aoi(opts.aoi, scene) if opts.aoi is not None else None
+    journal = journal_for(out.files[0], scene, bundle, cfg, area)
+    result = detect_scene(
+        scene, bundle, cfg, read_config=reading, aoi=area, executor=executor, journal=journal,
+        resume=resume, on_progress=on_progress, progress=progress,
+    )  # fmt: skip
+    export = ExportConfig(model_name=bundle.name)
+    extra = _provenance(result, scene, cfg, export, area, stac)
+    _write(out, result, scene, area, export, extra, reading)
+    journal.remove()
+    return result

@@ -1,0 +1,196 @@
+"""``geo-hires serve`` and ``geo-hires submit``: the service's commands, added as a CLI plugin.
+
+Heavy imports (Ray Serve, FastAPI) happen inside the handlers, so other commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from geo_hires.errors import ConfigError, GeoHiresError
+
+__all__ = ["add_commands", "cmd_serve", "cmd_submit"]
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``serve`` and ``submit`` to the ``geo-hires`` sub-parsers."""
+    p = sub.add_parser(
+        "serve",
+        help="run the HTTP service (Ray Serve) on this machine",
+        description="Start a local Ray with the offline settings and the geo_hires Serve "
+        "application; Ctrl-C or SIGTERM stops both. Tokens: --token-file or $GEO_HIRES_TOKENS.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="listen port (default 8000)")
+    p.add_argument(
+        "--data-dir", default="geo-hires-data", help="uploads, outputs and the default job store"
+    )
+    p.add_argument(
+        "--db", help="job store URL: sqlite:///PATH (default in --data-dir) or postgresql://…"
+    )
+    p.add_argument("--token-file", help="bearer tokens, one per line; each token is a tenant")
+    p.add_argument(
+        "--allow-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder whose GeoTIFFs may be submitted by path (repeatable)",
+    )
+    p.add_argument("--runner-slots", type=int, default=1, help="jobs run at once (default 1)")
+    p.add_argument("--actors", type=int, default=1, help="scanner actors per job (default 1)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    p.add_argument(
+        "--max-upload-mb", type=int, default=4096, help="largest upload in MiB (default 4096)"
+    )
+    p.set_defaults(_handler=cmd_serve)
+
+    q = sub.add_parser(
+        "submit",
+        help="send a scene to a geo_hires service and download the result",
+        description="Upload SCENE, show progress while the job runs, write its GeoJSON.",
+    )
+    q.add_argument("scene", help="GeoTIFF to upload")
+    q.add_argument("--server", required=True, help="service URL, e.g. http://127.0.0.1:8000")
+    q.add_argument("--token-file", help="file with your token (else $GEO_HIRES_TOKEN)")
+    q.add_argument("-o", "--output", help="GeoJSON to write (default: SCENE with .geojson)")
+    q.add_argument("--score-threshold", type=float, help="minimum detection score")
+    q.add_argument("--model", help="a shipped model name (GET /v1/models)")
+    q.add_argument(
+        "--timeout", type=float, default=24 * 3600, help="seconds to wait (default 1 day)"
+    )
+    q.set_defaults(_handler=cmd_submit)
+
+
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    """Run the service until Ctrl-C/SIGTERM; stop Serve and Ray on the way out."""
+    import ray
+    from ray import serve
+
+    from geo_hires.detect.ray_local import ensure_ray
+    from geo_hires_service.app import ServeArgs, build
+    from geo_hires_service.security import load_tokens
+
+    load_tokens(args.token_file)  # no token, no service: refuse before starting anything
+    data = Path(args.data_dir).resolve()
+    sargs = ServeArgs(
+        data_dir=str(data),
+        db=args.db,
+        token_file=str(Path(args.token_file).resolve()) if args.token_file else None,
+        allow_roots=[str(Path(r).resolve()) for r in args.allow_root],
+        max_upload_bytes=args.max_upload_mb * 1024 * 1024,
+        runner_slots=args.runner_slots,
+        actors=args.actors,
+    ).model_dump()
+    stop = threading.Event()
+    ensure_ray(num_cpus=args.num_cpus)
+    # after ray.init, which installs a SIGTERM handler of its own that would skip our shutdown
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(build(sargs), name="geo_hires", route_prefix="/", blocking=False)
+        out.write(f"geo_hires service on http://{args.host}:{args.port}/v1 (data in {data})\n")
+        out.flush()
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        serve.shutdown()
+        ray.shutdown()
+    out.write("geo_hires service stopped\n")
+    return 0
+
+
+def _token(path: str | None) -> str:
+    import os
+
+    from geo_hires_service.security import read_token_file
+
+    tokens = read_token_file(path) if path else []
+    token = tokens[0] if tokens else os.environ.get("GEO_HIRES_TOKEN")
+    if not token:
+        raise ConfigError("no token: give --token-file FILE or set GEO_HIRES_TOKEN")
+    return token
+
+
+class ServiceError(GeoHiresError, RuntimeError):
+    """The service answered with an error (its problem detail is the message)."""
+
+
+def _check(resp: Any, what: str) -> Any:
+    if resp.status_code >= 400:
+        try:
+            detail = resp.json().get("detail", resp.text)
+        except ValueError:
+            detail = resp.text[:200]
+        raise ServiceError(f"{what}: HTTP {resp.status_code}: {detail}")
+    return resp
+
+
+def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
+    """Upload, poll with a progress bar, download the GeoJSON."""
+    import requests
+    from tqdm import tqdm
+
+    scene = Path(args.scene)
+    if not scene.is_file():
+        raise ConfigError(f"scene not found: {scene}")
+    base = args.server.rstrip("/")
+    headers = {"Authorization": f"Bearer {_token(args.token_file)}"}
+    options = {
+        k: v
+        for k, v in (("score_threshold", args.score_threshold), ("model", args.model))
+        if v is not None
+    }
+    try:
+        with scene.open("rb") as fh:
+            job = _check(
+                requests.post(
+                    f"{base}/v1/jobs",
+                    files={"scene": (scene.name, fh, "image/tiff")},
+                    data={"options": json.dumps(options)},
+                    headers=headers,
+                    timeout=600,
+                ),
+                "submit",
+            ).json()
+        job = _poll(requests, base, job["id"], headers, args.timeout, tqdm)
+        if job["state"] != "succeeded":
+            raise ServiceError(f"job {job['id']} {job['state']}: {job.get('error') or 'no result'}")
+        output = Path(args.output or scene.with_suffix(".geojson"))
+        res = _check(
+            requests.get(f"{base}/v1/jobs/{job['id']}/result", headers=headers, timeout=600),
+            "result",
+        )
+        output.write_bytes(res.content)
+    except requests.ConnectionError as exc:
+        raise ServiceError(f"cannot reach {base}: is the service running?") from exc
+    out.write(f"{scene.name}: job {job['id']}, {job['detections']} detections -> {output}\n")
+    return 0
+
+
+def _poll(
+    requests: Any, base: str, job_id: str, headers: dict[str, str], timeout: float, tqdm: Any
+) -> Any:
+    deadline = time.monotonic() + timeout
+    with tqdm(total=None, unit="unit", desc=job_id[:8], disable=not sys.stderr.isatty()) as bar:
+        while True:
+            job = _check(
+                requests.get(f"{base}/v1/jobs/{job_id}", headers=headers, timeout=60), "status"
+            ).json()
+            bar.total = job["progress"]["units_total"] or None
+            bar.n = job["progress"]["units_done"]
+            bar.refresh()
+            if job["state"] in ("succeeded", "failed", "cancelled"):
+                return job
+            if time.monotonic() > deadline:
+                raise ServiceError(f"job {job_id} still {job['state']} after {timeout:.0f} s")
+            time.sleep(0.5)

@@ -1,0 +1,99 @@
+"""``/v1/jobs``: submit a scene, list, read, download the result, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException
+
+from geo_hires_service.access import finished_job, own_job, state, tenant
+from geo_hires_service.runner import JobFiles
+from geo_hires_service.schemas import job_json
+from geo_hires_service.security import Rejected
+from geo_hires_service.store import Job
+from geo_hires_service.uploads import check_header, drop_upload, from_upload, from_uri, submit_body
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/jobs")
+
+
+def _accepted(job: Job) -> JSONResponse:
+    return JSONResponse(job_json(job), 202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+
+@router.post("", status_code=202, openapi_extra={"requestBody": submit_body()})
+async def submit(
+    request: Request,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JSONResponse:
+    who = tenant(request)
+    config, store = state(request)
+    if idempotency_key is not None:
+        found = store.submit_lookup(who, idempotency_key)
+        if found is not None:
+            return _accepted(found)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        path, name, options = await from_upload(request, config)
+    elif kind == "application/json":
+        path, name, options = await from_uri(request, config)
+    else:
+        raise Rejected("send multipart/form-data (field 'scene') or JSON {uri}", status=415)
+    try:
+        check_header(path, config, options)
+        job, created = store.submit(
+            tenant=who,
+            scene_path=str(path),
+            scene_name=name,
+            options=options.model_dump(),
+            idempotency_key=idempotency_key,
+            max_active=config.max_active,
+            max_active_per_tenant=config.max_active_per_tenant,
+        )
+    except BaseException:
+        drop_upload(path, config)
+        raise
+    if not created:  # the same key raced in: the first request's job stands
+        drop_upload(path, config)
+    return _accepted(job)
+
+
+@router.get("")
+def list_jobs(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+) -> dict[str, Any]:
+    jobs = state(request)[1].list_jobs(tenant(request), limit=limit, offset=offset)
+    return {"jobs": [job_json(j) for j in jobs], "limit": limit, "offset": offset}
+
+
+@router.get("/{job_id}")
+def get_job(request: Request, job_id: str) -> dict[str, Any]:
+    return job_json(own_job(request, job_id))
+
+
+@router.get("/{job_id}/result", response_model=None)
+def result(
+    request: Request,
+    job_id: str,
+    format: Annotated[str, Query(pattern="^(geojson|gpkg)$")] = "geojson",
+) -> Response:
+    job = finished_job(request, job_id)
+    files = JobFiles.of(state(request)[0].data_dir, job)
+    if format == "gpkg":
+        return FileResponse(
+            files.gpkg, media_type="application/geopackage+sqlite3", filename=files.gpkg.name
+        )
+    return FileResponse(files.geojson, media_type="application/geo+json")
+
+
+@router.delete("/{job_id}", status_code=202)
+def cancel(request: Request, job_id: str) -> JSONResponse:
+    job = state(request)[1].cancel(job_id, tenant=tenant(request))
+    if job is None:
+        raise HTTPException(404, f"no job {job_id}")
+    return JSONResponse(job_json(job), 202)

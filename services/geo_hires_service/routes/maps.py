@@ -1,0 +1,62 @@
+"""``/v1/jobs/{id}/map``: the map viewer, where its quicklook goes, and the quicklook itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from fastapi import Path as Path_
+from fastapi.responses import FileResponse, HTMLResponse, Response
+
+from geo_hires.scene.stac import open_input
+from geo_hires_service.access import finished_job, state
+from geo_hires_service.runner import JobFiles
+from geo_hires_service.schemas import job_detect_options
+from geo_hires_service.viewer import map_page, web_mercator_overlay
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/jobs")
+
+
+def _overlay(request: Request, job_id: str) -> tuple[Path, list[list[float]] | None]:
+    """The job's quicklook warped for the map, made once and kept beside its outputs."""
+    job = finished_job(request, job_id)
+    config = state(request)[0]
+    files = JobFiles.of(config.data_dir, job)
+    png, meta = files.quicklook.with_suffix(".map.png"), files.quicklook.with_suffix(".map.json")
+    if not meta.is_file():  # two first requests may both make it: each replace is atomic
+        reading = job_detect_options(job.options).read_config(config.read_config)
+        scene, _ = open_input(job.scene_path, reading)
+        tmp = png.with_name(f".{uuid.uuid4().hex}.png")
+        bounds = web_mercator_overlay(files.quicklook, scene, tmp)
+        if bounds is None:
+            shutil.copy(files.quicklook, tmp)
+        os.replace(tmp, png)
+        tmp_meta = meta.with_name(f".{uuid.uuid4().hex}.json")
+        tmp_meta.write_text(json.dumps({"bounds": bounds}))
+        os.replace(tmp_meta, meta)
+    return png, json.loads(meta.read_text())["bounds"]
+
+
+@router.get("/{job_id}/map", response_class=HTMLResponse)
+def map_view(job_id: Annotated[str, Path_(pattern="^[0-9a-f]{32}$")]) -> HTMLResponse:
+    """The map viewer (holds no data; it fetches with the token from its URL fragment)."""
+    return HTMLResponse(map_page(job_id))
+
+
+@router.get("/{job_id}/view")
+def view(request: Request, job_id: str) -> dict[str, Any]:
+    """Where the quicklook goes on the map: WGS84 bounds (``None`` for pixel space)."""
+    return {"bounds": _overlay(request, job_id)[1]}
+
+
+@router.get("/{job_id}/quicklook", response_model=None)
+def quicklook(request: Request, job_id: str) -> Response:
+    """The quicklook warped to Web Mercator (the viewer's background)."""
+    return FileResponse(_overlay(request, job_id)[0], media_type="image/png")

@@ -1,0 +1,25 @@
+"""``/v1/healthz`` and ``/v1/models``: liveness, and the shipped models with their cards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from geo_hires.models.card import load_card, shipped_models
+from geo_hires_service.access import tenant
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1")
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/models")
+def models(request: Request) -> dict[str, Any]:
+    tenant(request)
+    return {"models": [{"name": n, "card": load_card(n).as_json()} for n in shipped_models()]}

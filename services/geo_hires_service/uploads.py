@@ -1,0 +1,163 @@
+"""Scenes arriving at the service: uploads copied to disk within limits, URIs under allowed
+roots, and the scene's header opened before a job is accepted (a bad scene is a 4xx now
+rather than a failed job later)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+
+from geo_hires.aoi import AoiWarning, load_aoi
+from geo_hires.errors import ConfigError, SceneReadError, SceneTooLargeError, UnsupportedBandsError
+from geo_hires.scene.stac import open_input
+from geo_hires_service.problems import first_error
+from geo_hires_service.schemas import JobOptions, ServiceConfig, UriSubmission, job_detect_options
+from geo_hires_service.security import Rejected, is_tiff, resolve_scene_uri
+
+__all__ = [
+    "check_header",
+    "drop_upload",
+    "from_upload",
+    "from_uri",
+    "safe_name",
+    "save_upload",
+    "submit_body",
+]
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+Submission = tuple[Path, str, BaseModel]
+
+
+def safe_name(filename: str | None) -> str:
+    """An upload's file name reduced to a safe base name (it becomes the output's provenance)."""
+    name = _SAFE.sub("_", Path(filename or "").name).lstrip(".")[:200]
+    return name or "scene.tif"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def save_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
+    """Copy an upload into ``folder`` with a byte limit; fsynced (file and folder) on return."""
+    folder.mkdir(parents=True)
+    try:
+        return await _copy(upload, folder / safe_name(upload.filename), limit)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # a refused upload leaves nothing behind
+        raise
+
+
+async def _copy(upload: UploadFile, path: Path, limit: int) -> Path:
+    size = 0
+    with path.open("wb") as fh:
+        while chunk := await upload.read(1 << 20):
+            if size == 0 and not is_tiff(chunk[:4]):
+                raise Rejected("only GeoTIFF scenes are accepted", status=415)
+            size += len(chunk)
+            if size > limit:
+                raise Rejected(f"the upload exceeds the limit of {limit:,} bytes", status=413)
+            fh.write(chunk)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if size == 0:
+        raise Rejected("the scene upload is empty")
+    _fsync_dir(path.parent)
+    return path
+
+
+def check_header(path: Path, config: ServiceConfig, options: BaseModel) -> None:
+    """Open the scene's header now (with the job's bands), so a bad scene or band choice is
+    refused before ``202``."""
+    opts = job_detect_options(options.model_dump())
+    try:
+        scene, _ = open_input(path, opts.read_config(config.read_config))
+        if opts.aoi is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", AoiWarning)  # a miss is an empty result
+                load_aoi(opts.aoi, scene)
+    except (SceneTooLargeError, SceneReadError, UnsupportedBandsError, ConfigError) as exc:
+        detail = str(exc).replace(str(path), path.name)  # no server paths in answers
+        if isinstance(exc, SceneTooLargeError):
+            raise Rejected(detail, status=413) from exc
+        raise Rejected(f"the scene cannot be used: {detail}") from exc
+
+
+def _parse_options(text: str | None) -> BaseModel:
+    try:
+        return JobOptions.model_validate_json(text or "{}")
+    except ValidationError as exc:
+        raise Rejected(f"options: {first_error(exc.errors(), 'options')}", status=422) from exc
+
+
+async def from_upload(request: Request, config: ServiceConfig) -> Submission:
+    """A multipart upload (``scene`` and ``options`` fields) saved under the data dir."""
+    length = request.headers.get("content-length")
+    if length is None:
+        raise Rejected("uploads need a Content-Length header", status=411)
+    if not length.isdigit() or int(length) > config.max_upload_bytes + 1024 * 1024:
+        raise Rejected(
+            f"the upload exceeds the limit of {config.max_upload_bytes:,} bytes", status=413
+        )
+    async with request.form(max_files=1, max_fields=4) as form:
+        scene = form.get("scene")
+        if not isinstance(scene, UploadFile):
+            raise Rejected("multipart field 'scene' (the GeoTIFF file) is missing")
+        opts = form.get("options")
+        options = _parse_options(opts if isinstance(opts, str) else None)
+        folder = config.data_dir / "uploads" / uuid.uuid4().hex
+        path = await save_upload(scene, folder, config.max_upload_bytes)
+    return path, path.name, options
+
+
+async def from_uri(request: Request, config: ServiceConfig) -> Submission:
+    """A JSON submission of a scene already under an allow-listed root."""
+    try:
+        body = UriSubmission.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise Rejected(first_error(exc.errors(), "body"), status=422) from exc
+    path = resolve_scene_uri(body.uri, config.allow_roots)
+    return path, path.name, body.options
+
+
+def drop_upload(path: Path, config: ServiceConfig) -> None:
+    """Remove an upload that did not become a job (URIs are never touched)."""
+    uploads = (config.data_dir / "uploads").resolve()
+    if path.resolve().parent.parent == uploads:
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def submit_body() -> dict[str, Any]:
+    """``POST /v1/jobs`` in the OpenAPI document (the handler parses both kinds itself)."""
+    options = JobOptions.model_json_schema()
+    uri = {
+        "type": "object",
+        "properties": {"uri": {"type": "string", "maxLength": 4096}, "options": options},
+        "required": ["uri"],
+        "additionalProperties": False,
+    }
+    upload = {
+        "type": "object",
+        "properties": {
+            "scene": {"type": "string", "format": "binary", "description": "the GeoTIFF"},
+            "options": {"type": "string", "description": "DetectOptions as JSON"},
+        },
+        "required": ["scene"],
+    }
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": uri}, "multipart/form-data": {"schema": upload}},
+    }

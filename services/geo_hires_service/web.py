@@ -1,0 +1,35 @@
+"""The FastAPI application: records jobs and answers; never runs a scene in the request path.
+
+Versioned under ``/v1``; every error is a problem (:mod:`.problems`). Routes read the config
+and the store from ``app.state``, so the Serve ingress can build the app where the application
+is defined and attach them in its replica (an engine does not travel between processes).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from geo_hires_service.problems import add_problem_handlers
+from geo_hires_service.routes import jobs, maps, models
+from geo_hires_service.schemas import ServiceConfig
+from geo_hires_service.store import JobStore
+from geo_hires_service.viewer import STATIC
+
+__all__ = ["create_app"]
+
+
+def create_app(config: ServiceConfig | None = None, store: JobStore | None = None) -> FastAPI:
+    """The FastAPI application (the Serve ingress wraps it; tests run it under uvicorn too)."""
+    app = FastAPI(
+        title="geo_hires",
+        version="1",
+        description="Find objects in large georeferenced rasters; submit scenes as jobs.",
+    )
+    app.state.config, app.state.store = config, store
+    add_problem_handlers(app)
+    app.mount("/v1/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(models.router)
+    app.include_router(jobs.router)
+    app.include_router(maps.router)
+    return app

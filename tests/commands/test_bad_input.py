@@ -1,0 +1,245 @@
+"""Bad input: one clear line on stderr, exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from geo_hires.cli import main
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def _one_error_line(err: str, needle: str) -> None:
+    lines = [ln for ln in err.splitlines() if not ln.startswith("geo-hires: warning")]
+    assert len(lines) == 1 and lines[0].startswith("geo-hires: error: "), err
+    assert needle in lines[0], err
+    assert "Traceback" not in err
+
+
+def _tiled(path: Path, size: int = 512) -> Path:
+    data = np.random.default_rng(0).integers(0, 255, (3, size, size), np.uint8)
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=3,
+        dtype="uint8",
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress="deflate",
+        crs="EPSG:32633",
+        transform=rasterio.Affine(1, 0, 1000, 0, -1, 1000),
+    ) as dst:
+        dst.write(data)
+    return path
+
+
+def test_missing_file(capsys):
+    rc, _, err = _run(capsys, "plan", "/no/such/scene.tif")
+    assert rc == 2
+    _one_error_line(err, "scene not found")
+
+
+def test_not_a_raster(capsys, tmp_path):
+    (tmp_path / "notes.tif").write_text("hello, I am text\n")
+    rc, _, err = _run(capsys, "info", str(tmp_path / "notes.tif"))
+    assert rc == 2
+    _one_error_line(err, "cannot open")
+
+
+def test_truncated_header(capsys, tmp_path):
+    path = _tiled(tmp_path / "t.tif")
+    path.write_bytes(path.read_bytes()[:40])
+    rc, _, err = _run(capsys, "info", str(path))
+    assert rc == 2
+    _one_error_line(err, "cannot open")
+
+
+def test_truncated_data(capsys, tmp_path):
+    path = _tiled(tmp_path / "t.tif")
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    rc, _, err = _run(
+        capsys, "convert", "/dev/null.csv", "--scene", str(path), "-o", str(tmp_path / "o.json")
+    )
+    assert rc == 2  # the label file is missing too; scene checks come first
+    out = tmp_path / "l.csv"
+    out.write_text("xmin,ymin,xmax,ymax,label\n1,1,5,5,a\n")
+    rc, _, err = _convert_with_quicklook(capsys, out, path, tmp_path)
+    assert rc == 2
+    _one_error_line(err, "truncated or corrupt")
+
+
+def _convert_with_quicklook(capsys, labels: Path, scene: Path, tmp_path: Path):
+    """``convert`` with a quicklook, which reads every pixel of the scene."""
+    return _run(
+        capsys,
+        "convert",
+        str(labels),
+        "--scene",
+        str(scene),
+        "-o",
+        str(tmp_path / "o.json"),
+        "--quicklook",
+        str(tmp_path / "q.png"),
+    )
+
+
+def test_corrupt_tiles(capsys, tmp_path):
+    path = _tiled(tmp_path / "c.tif")
+    raw = bytearray(path.read_bytes())
+    raw[2000:60000] = bytes(np.random.default_rng(1).integers(0, 255, 58000, np.uint8))
+    path.write_bytes(bytes(raw))
+    out = tmp_path / "l.csv"
+    out.write_text("xmin,ymin,xmax,ymax,label\n")
+    rc, _, err = _convert_with_quicklook(capsys, out, path, tmp_path)
+    assert rc == 2
+    _one_error_line(err, str(path))
+
+
+def _set_tiff_tag(path: Path, tag: int, value: int) -> None:
+    raw = bytearray(path.read_bytes())
+    assert raw[:2] == b"II"
+    (ifd,) = struct.unpack_from("<I", raw, 4)
+    (n,) = struct.unpack_from("<H", raw, ifd)
+    for i in range(n):
+        off = ifd + 2 + 12 * i
+        t, typ = struct.unpack_from("<HH", raw, off)
+        if t == tag:
+            fmt = "<H" if typ == 3 else "<I"
+            struct.pack_into(fmt, raw, off + 8, value)
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_zero_size(capsys, tmp_path):
+    path = tmp_path / "z.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8") as dst:
+        dst.write(np.ones((1, 8, 8), np.uint8))
+    _set_tiff_tag(path, 256, 0)  # ImageWidth = 0
+    rc, _, err = _run(capsys, "info", str(path))
+    assert rc == 2
+    _one_error_line(err, str(path))
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_declared_size_beyond_budget(capsys, tmp_path):
+    path = tmp_path / "huge.tif"
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=300_000,
+        height=300_000,
+        count=3,
+        dtype="uint8",
+        tiled=True,
+        blockxsize=2048,
+        blockysize=2048,
+        sparse_ok=True,
+        BIGTIFF="YES",
+    ):
+        pass
+    assert path.stat().st_size < 10_000_000
+    rc, _, err = _run(capsys, "plan", str(path))
+    assert rc == 2
+    _one_error_line(err, "over the budget")
+    rc, _, err = _run(capsys, "info", str(_tiled(tmp_path / "s.tif")), "--max-pixels", "1000")
+    assert rc == 2
+    _one_error_line(err, "--max-pixels")
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_unsupported_band_layout(capsys, tmp_path):
+    path = tmp_path / "two.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=2, dtype="uint8") as dst:
+        dst.write(np.ones((2, 8, 8), np.uint8))
+    rc, _, err = _run(capsys, "info", str(path))
+    assert rc == 2
+    _one_error_line(err, "2 data bands")
+
+
+def test_block_off_the_network_stride(capsys, fixtures):
+    rc, _, err = _run(capsys, "plan", str(fixtures / "OSBS_029.tif"), "--block", "250")
+    assert rc == 2
+    _one_error_line(err, "multiples of the network stride 4")
+
+
+def test_unknown_level_name(capsys, fixtures):
+    rc, _, err = _run(capsys, "plan", str(fixtures / "OSBS_029.tif"), "--levels", "full,huge")
+    assert rc == 2
+    _one_error_line(err, "has no level 'huge'; its levels: ['full', 'coarse']")
+
+
+def test_all_nodata_scene_plans_nothing_and_exports_empty(capsys, tmp_path, write_tif):
+    path = write_tif("nd.tif", np.zeros((3, 600, 600), np.uint8), nodata=0)
+    rc, out, _ = _run(capsys, "plan", str(path), "--levels", "full", "--block", "256")
+    assert rc == 0 and "total: 0 blocks to scan, 0 units" in out and "skipped(nodata) 9" in out
+    labels = tmp_path / "none.csv"
+    labels.write_text("xmin,ymin,xmax,ymax,label\n")
+    rc, _, _ = _run(
+        capsys, "convert", str(labels), "--scene", str(path), "-o", str(tmp_path / "e.geojson")
+    )
+    doc = json.loads((tmp_path / "e.geojson").read_text())
+    assert rc == 0 and doc["type"] == "FeatureCollection" and doc["features"] == []
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+    res = subprocess.run(
+        [sys.executable, "-m", "geo_hires.cli", "info", str(tmp_path / "missing.tif")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().startswith("geo-hires: error: scene not found")
+
+
+@pytest.mark.parametrize("bad", ["../x.tif", ""])
+def test_label_file_missing(capsys, fixtures, bad):
+    rc, _, err = _run(
+        capsys,
+        "convert",
+        bad or "nolabels.csv",
+        "--scene",
+        str(fixtures / "OSBS_029.tif"),
+        "-o",
+        "/tmp/x.geojson",
+    )
+    assert rc == 2
+    _one_error_line(err, "label file not found")
+
+
+def test_a_driver_restriction_refuses_other_formats(tmp_path, fixtures):
+    from geo_hires.config import ReadConfig
+    from geo_hires.errors import SceneReadError
+    from geo_hires.scene import SceneReader, open_scene
+
+    vrt = tmp_path / "scene.tif"  # a VRT wearing a .tif name, pointing at a real GeoTIFF
+    vrt.write_text(
+        f'<VRTDataset rasterXSize="10" rasterYSize="10"><VRTRasterBand dataType="Byte" band="1">'
+        f"<SimpleSource><SourceFilename>{fixtures / 'RGB.byte.tif'}</SourceFilename>"
+        "<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>"
+    )
+    assert open_scene(vrt).width == 10  # GDAL alone follows it
+    gtiff = ReadConfig(driver="GTiff")
+    with pytest.raises(SceneReadError, match="cannot open"):
+        open_scene(vrt, config=gtiff)
+    scene = open_scene(fixtures / "RGB.byte.tif", config=gtiff)
+    with SceneReader(scene, config=gtiff) as reader:
+        assert reader.src.driver == "GTiff"

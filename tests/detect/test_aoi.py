@@ -1,0 +1,140 @@
+"""Areas of interest: only blocks whose core touches the AOI are read, only detections centred
+in it are kept, the AOI is in the provenance, and it is part of the resume identity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+from pyproj import Transformer
+
+from geo_hires.cli import main
+from geo_hires.scene import Density, SynthSpec, write_synthetic
+
+SPEC = SynthSpec(width=2400, height=1800, seed=12, density=Density.DENSE)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("aoi") / "scene.tif"
+    write_synthetic(path, SPEC)
+    return path
+
+
+def _aoi_file(folder: Path, pixel_boxes, crs: str = "EPSG:4326", name: str = "aoi.gpkg") -> Path:
+    """Polygons given as pixel boxes of the scene, written in another CRS (WGS84 by default)."""
+    to = Transformer.from_crs("EPSG:32633", crs, always_xy=True)
+    polys = []
+    for x0, y0, x1, y1 in pixel_boxes:
+        ring = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+        pts = [to.transform(*(SPEC.transform @ p)) for p in ring]
+        polys.append(shapely.Polygon(pts))
+    path = folder / name
+    gpd.GeoDataFrame(
+        {"name": [f"a{i}" for i in range(len(polys))]}, geometry=polys, crs=crs
+    ).to_file(path)
+    return path
+
+
+def _centres_px(geojson: Path) -> np.ndarray:
+    to = Transformer.from_crs("EPSG:4326", "EPSG:32633", always_xy=True)
+    inv = ~SPEC.transform
+    out = []
+    for f in json.loads(geojson.read_text())["features"]:
+        ring = np.array(f["geometry"]["coordinates"][0][:4])
+        x, y = to.transform(ring[:, 0], ring[:, 1])
+        out.append(inv @ (float(np.mean(x)), float(np.mean(y))))
+    return np.array(out).reshape(-1, 2)
+
+
+def test_aoi_scans_less_and_keeps_what_lies_inside(scene, tmp_path, capsys):
+    boxes = [(100, 150, 700, 650), (1500, 900, 2100, 1500)]  # two airports' worth
+    aoi = _aoi_file(tmp_path, boxes)
+    full, part = tmp_path / "full.geojson", tmp_path / "part.geojson"
+    common = ["--block", "256", "--score-threshold", "0.2"]
+    assert main(["detect", str(scene), "-o", str(full), *common]) == 0
+    capsys.readouterr()
+    assert main(["detect", str(scene), "-o", str(part), "--aoi", str(aoi), *common]) == 0
+    line = capsys.readouterr().out
+    assert "AOI:" in line and "% saved" in line
+    inside = shapely.union_all([shapely.box(*b) for b in boxes])
+    centres = _centres_px(part)
+    assert len(centres) >= 5
+    assert shapely.intersects_xy(inside.buffer(0.5), centres[:, 0], centres[:, 1]).all()
+    full_centres = _centres_px(full)
+    full_in = shapely.intersects_xy(inside.buffer(-0.5), full_centres[:, 0], full_centres[:, 1])
+    # every detection of the full run centred (clearly) inside the AOI is found by the AOI run
+    full_feats = json.loads(full.read_text())["features"]
+    want = {json.dumps(f["geometry"]) for f, ok in zip(full_feats, full_in, strict=True) if ok}
+    got = {json.dumps(f["geometry"]) for f in json.loads(part.read_text())["features"]}
+    assert want and want <= got
+    prov = json.loads(part.read_text())["geo_hires"]["aoi"]
+    assert prov["source"] == "aoi.gpkg" and prov["geometry"]["type"] == "MultiPolygon"
+    assert 0 < prov["pixels_scanned"] < 0.5 * 2 * SPEC.width * SPEC.height  # both levels
+
+
+def test_aoi_is_part_of_the_resume_identity(scene, tmp_path):
+    from geo_hires.aoi import load_aoi
+    from geo_hires.detect.journal import journal_for
+    from geo_hires.detect.options import DetectConfig
+    from geo_hires.models.bundle import load_bundle
+    from geo_hires.scene import open_scene
+
+    s = open_scene(scene)
+    model = load_bundle("aircraft_lsn")
+    a = load_aoi(_aoi_file(tmp_path, [(0, 0, 500, 500)], name="a.gpkg"), s)
+    b = load_aoi(_aoi_file(tmp_path, [(0, 0, 600, 500)], name="b.gpkg"), s)
+    ids = [
+        journal_for(tmp_path / "o.geojson", s, model, DetectConfig(), x).identity
+        for x in (a, b, None)
+    ]
+    assert len({json.dumps(i, sort_keys=True) for i in ids}) == 3
+
+
+def test_aoi_in_a_projected_crs_and_as_geojson_object(scene, tmp_path):
+    from geo_hires.aoi import load_aoi
+    from geo_hires.scene import open_scene
+
+    s = open_scene(scene)
+    utm = load_aoi(_aoi_file(tmp_path, [(10, 20, 110, 220)], crs="EPSG:32633"), s)
+    assert utm.pixels.equals_exact(shapely.box(10, 20, 110, 220), tolerance=1e-6) or (
+        shapely.normalize(utm.pixels).equals_exact(
+            shapely.normalize(shapely.box(10, 20, 110, 220)), 1e-6
+        )
+    )
+    obj = {"type": "Feature", "properties": {}, "geometry": utm.wgs84}
+    again = load_aoi(obj, s)
+    assert again.pixels.symmetric_difference(utm.pixels).area < 1.0  # 1e-8 deg on the way
+
+
+def test_aoi_outside_the_scene_warns_and_gives_an_empty_result(scene, tmp_path, capsys):
+    aoi = _aoi_file(tmp_path, [(5000, 5000, 5200, 5200)])
+    out = tmp_path / "o.geojson"
+    assert main(["detect", str(scene), "-o", str(out), "--aoi", str(aoi)]) == 0
+    assert "does not intersect" in capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    assert doc["features"] == [] and doc["geo_hires"]["aoi"]["pixels_scanned"] == 0
+
+
+def test_bad_aois_are_one_line_errors(scene, tmp_path, capsys, write_tif):
+    points = tmp_path / "points.geojson"
+    gpd.GeoDataFrame(geometry=[shapely.Point(15, 45)], crs="EPSG:4326").to_file(points)
+    garbage = tmp_path / "garbage.gpkg"
+    garbage.write_text("not a vector file")
+    no_crs_scene = write_tif("plain.tif", np.zeros((3, 64, 64), np.uint8), crs=None)
+    aoi = _aoi_file(tmp_path, [(0, 0, 10, 10)])
+    for scene_path, aoi_path, message in (
+        (scene, tmp_path / "missing.gpkg", "AOI file not found"),
+        (scene, points, "holds no polygon"),
+        (scene, garbage, "cannot read the AOI"),
+        (no_crs_scene, aoi, "has no CRS, so an AOI cannot be placed"),
+    ):
+        out = tmp_path / "x.geojson"
+        assert main(["detect", str(scene_path), "-o", str(out), "--aoi", str(aoi_path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("geo-hires: error:") and message in err[-1], err
+        assert not out.exists()

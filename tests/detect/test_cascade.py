@@ -1,0 +1,207 @@
+"""The cascade's pure steps, pinned on hand-made boxes: which candidates the refiner's boxes
+replace (IoU, class), with what scores, what the threshold drops, and the windows it plans."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from geo_hires.detect.cascade import MATCH_IOU, combine, drop_truncated, plan_refine, refine_units
+from geo_hires.detections import PixelDetections
+from geo_hires.models.card import CascadeRule
+
+CLASSES = ("aircraft", "vehicle")
+LEVELS = ("full", "coarse", "refine")
+
+
+def _dets(rows: list[tuple[float, float, float, float, float, int, int]]) -> PixelDetections:
+    """Rows of ``x0, y0, x1, y1, score, class, level``."""
+    a = np.array(rows, float).reshape(-1, 7)
+    return PixelDetections.build(
+        a[:, :4], a[:, 4], a[:, 5].astype(np.int64), class_names=CLASSES,
+        levels=a[:, 6].astype(np.int64), level_names=LEVELS,
+    )  # fmt: skip
+
+
+# candidates (scanner levels 0 and 1) and refiner boxes (level 2), with the IoUs that decide:
+CANDIDATES = _dets(
+    [
+        (0, 0, 10, 10, 0.80, 0, 0),  # A: R1 overlaps it at IoU 81/119 = 0.68 -> replaced
+        (100, 100, 110, 110, 0.60, 0, 1),  # B: R2 at 60/140 = 0.43 -> replaced
+        (200, 200, 210, 210, 0.40, 1, 0),  # C: R3 overlaps it well, but is of another class
+        (300, 300, 310, 310, 0.15, 0, 0),  # D: unmatched, 0.15 * 0.5 < 0.1 -> dropped
+        (400, 400, 410, 410, 0.70, 0, 1),  # E: R4 at 30/170 = 0.18 < 0.3 -> kept, halved
+        (500, 500, 510, 510, 0.90, 0, 0),  # F: R5 at 0.31 (just over) -> replaced
+    ]
+)
+REFINED = _dets(
+    [
+        (1, 1, 11, 11, 0.95, 0, 2),  # R1
+        (104, 100, 114, 110, 0.85, 0, 2),  # R2
+        (201, 201, 211, 211, 0.75, 0, 2),  # R3
+        (407, 400, 417, 410, 0.65, 0, 2),  # R4
+        (505.27, 500, 515.27, 510, 0.55, 0, 2),  # R5: IoU 47.3 / 152.7 = 0.31
+        (900, 900, 910, 910, 0.05, 0, 2),  # R6: under the threshold -> dropped
+    ]
+)
+RULE = CascadeRule(detector="yolo.pt", unmatched_scale=0.5)
+
+
+def _rows(d: PixelDetections) -> list[tuple[float, ...]]:
+    return sorted(
+        (*(round(v, 2) for v in b), round(float(s), 4), int(c), int(lv))
+        for b, s, c, lv in zip(d.boxes, d.scores, d.classes, d.levels, strict=True)
+    )
+
+
+def test_the_ious_of_the_fixture_are_what_its_comments_say():
+    import torch
+    import torchvision
+
+    iou = torchvision.ops.box_iou(torch.from_numpy(CANDIDATES.boxes),
+                                  torch.from_numpy(REFINED.boxes)).numpy()  # fmt: skip
+    assert iou[0, 0] == pytest.approx(81 / 119)
+    assert iou[1, 1] == pytest.approx(60 / 140)
+    assert iou[4, 3] == pytest.approx(30 / 170) and iou[4, 3] < MATCH_IOU
+    assert MATCH_IOU < iou[5, 4] < 0.32
+
+
+def test_refiner_boxes_replace_the_candidates_they_match_and_keep_the_others_halved():
+    out = combine(CANDIDATES, REFINED, RULE, threshold=0.1)
+    assert _rows(out) == sorted(
+        [
+            (1, 1, 11, 11, 0.95, 0, 2),
+            (104, 100, 114, 110, 0.85, 0, 2),
+            (201, 201, 211, 211, 0.75, 0, 2),
+            (407, 400, 417, 410, 0.65, 0, 2),
+            (505.27, 500, 515.27, 510, 0.55, 0, 2),
+            (200, 200, 210, 210, 0.20, 1, 0),  # C: the refiner's box is of another class
+            (400, 400, 410, 410, 0.35, 0, 1),  # E: too little overlap, score halved
+        ]
+    )
+    # the count is the refiner's boxes over the threshold plus the unmatched candidates kept
+    assert len(out) == 5 + 2
+    assert out.level_names == LEVELS and out.class_names == CLASSES
+
+
+def test_an_unmatched_scale_of_zero_keeps_only_the_refiners_boxes():
+    out = combine(CANDIDATES, REFINED, CascadeRule(detector="y.pt", unmatched_scale=0.0), 0.1)
+    assert set(out.levels.tolist()) == {2} and len(out) == 5
+
+
+def test_threshold_is_inclusive_and_applies_to_both_sources():
+    out = combine(CANDIDATES, REFINED, RULE, threshold=0.35)  # E lands exactly on it
+    assert (400, 400, 410, 410, 0.35, 0, 1) in _rows(out)
+    assert not any(r[:4] == (200, 200, 210, 210) for r in _rows(out))  # C at 0.2 is gone
+    out = combine(CANDIDATES, REFINED, RULE, threshold=0.7)
+    assert _rows(out) == sorted([(1, 1, 11, 11, 0.95, 0, 2), (104, 100, 114, 110, 0.85, 0, 2),
+                                 (201, 201, 211, 211, 0.75, 0, 2)])  # fmt: skip
+
+
+def test_without_refiner_boxes_every_candidate_is_kept_scaled_and_vice_versa():
+    none = PixelDetections.empty(CLASSES, LEVELS)
+    out = combine(CANDIDATES, none, RULE, threshold=0.1)
+    assert sorted(out.scores.tolist()) == pytest.approx(sorted([0.4, 0.3, 0.2, 0.35, 0.45]))
+    only = combine(none, REFINED, RULE, threshold=0.1)
+    assert len(only) == 5 and set(only.levels.tolist()) == {2}
+
+
+def test_output_is_in_canonical_order():
+    out = combine(CANDIDATES, REFINED, RULE, threshold=0.1)
+    again = combine(CANDIDATES.take(np.arange(len(CANDIDATES))[::-1]), REFINED, RULE, 0.1)
+    assert np.array_equal(out.boxes, again.boxes) and np.array_equal(out.scores, again.scores)
+
+
+def test_refine_windows_hold_their_candidates_and_are_shared_when_they_can_be():
+    rule = CascadeRule(detector="y.pt", window=64, margin=8)
+    cands = _dets(
+        [
+            (100, 100, 110, 110, 0.9, 0, 0),  # gets a 64 px window centred on it
+            (112, 100, 120, 108, 0.5, 0, 0),  # held by that window with 8 px to spare
+            (600, 600, 700, 690, 0.8, 0, 0),  # 100 px + 2 * 8 -> a 128 px window
+            (1, 2, 9, 10, 0.3, 0, 0),  # at the scene corner: shifted inside
+        ]
+    )
+    blocks = plan_refine(cands, rule, (1000, 800))
+    got = sorted((b.x0, b.y0, b.x1, b.y1) for b in blocks)
+    assert got == [(0, 0, 64, 64), (73, 73, 137, 137), (586, 581, 714, 709)]
+    units = refine_units(blocks, level=2, batch_size=2)
+    assert [u.key for u in units] == ["R-U0", "R-U1"]
+    assert [len(u.blocks) for u in units] == [2, 1]  # the two 64 px windows batch together
+    assert all(u.level == 2 and u.downsample == 1 for u in units)
+
+
+def test_shipped_cascade_keeps_the_refiners_boxes_plus_only_the_unmatched_candidates(demo_crop):
+    """End to end on real pixels: a candidate the refiner confirmed (IoU >= MATCH_IOU, same
+    class) is replaced, one it did not is kept at ``unmatched_scale`` times its score."""
+    pytest.importorskip("ultralytics", reason="ultralytics is not installed")
+    import torch
+    import torchvision
+
+    from geo_hires.detect.options import DetectConfig
+    from geo_hires.models.bundle import load_bundle
+    from geo_hires.pipeline import detect_scene
+    from geo_hires.scene import open_scene
+
+    model = load_bundle("aircraft_cascade")
+    card = model.card
+    rule = card.cascade
+    assert rule is not None
+    scene = open_scene(demo_crop(1024, 512, 1536, 1024))  # an apron with parked aircraft
+    cfg = DetectConfig(score_threshold=0.05)  # every refiner box is in the output
+    out = detect_scene(scene, model, config=cfg).detections
+    gate = DetectConfig(score_threshold=rule.gate_threshold)
+    scanner = dataclasses.replace(model, card=dataclasses.replace(card, cascade=None))
+    cands = detect_scene(scene, scanner, config=gate)
+    c = cands.detections
+    refined = out.take(out.levels == len(card.levels))
+    iou = torchvision.ops.box_iou(torch.from_numpy(c.boxes), torch.from_numpy(refined.boxes))
+    matched = ((iou.numpy() >= MATCH_IOU) & (c.classes[:, None] == refined.classes)).any(axis=1)
+    scaled = c.scores * rule.unmatched_scale
+    unmatched = ~matched & (scaled >= cfg.score_threshold)
+    assert matched.sum() >= 5 and unmatched.sum() >= 1  # both cases occur on this crop
+    assert len(out) == len(refined) + unmatched.sum()
+    kept = out.take(out.levels != len(card.levels))
+    np.testing.assert_allclose(np.sort(kept.scores), np.sort(scaled[unmatched]))
+
+
+def test_drop_truncated_only_at_interior_edges():
+    dets = PixelDetections.build(
+        [[101, 100, 120, 120], [110, 150, 130, 170], [190, 100, 200, 110], [150, 290, 160, 300]],
+        [0.9] * 4,
+        [0] * 4,
+        class_names=["a"],
+    )
+    # window x in [100, 200) of a 200x300 scene: only its left edge is interior
+    kept = drop_truncated(dets, (100, 0, 200, 300), scene_size=(200, 300), margin=2)
+    np.testing.assert_array_equal(kept.boxes[:, 0], [110, 190, 150])
+
+
+def test_drop_truncated_edges_are_inclusive_within_the_margin():
+    # window [100, 200) x [50, 150) inside a 300 x 300 scene: all four edges are interior
+    window = (100, 50, 200, 150)
+    xs = [
+        [102.0, 80, 120, 100],
+        [102.5, 80, 120, 100],
+        [150, 80, 198.0, 100],
+        [150, 80, 197.5, 100],
+    ]
+    ys = [
+        [120, 52.0, 140, 70],
+        [120, 52.5, 140, 70],
+        [120, 100, 140, 148.0],
+        [120, 100, 140, 147.5],
+    ]
+    dets = PixelDetections.build(xs + ys, [0.9] * 8, [0] * 8, class_names=["a"])
+    kept = drop_truncated(dets, window, scene_size=(300, 300), margin=2)
+    # exactly at the margin counts as touching; half a pixel inside does not
+    assert sorted(map(tuple, kept.boxes.tolist())) == sorted(
+        tuple(map(float, b)) for b in (xs[1], xs[3], ys[1], ys[3])
+    )
+    # a window one pixel from the scene's left/top edge still has interior left/top edges
+    near = PixelDetections.build(
+        [[1.5, 30, 20, 50], [30, 1.5, 50, 20]], [0.9] * 2, [0] * 2, class_names=["a"]
+    )
+    assert len(drop_truncated(near, (1, 1, 101, 101), scene_size=(300, 300), margin=2)) == 0

@@ -1,0 +1,166 @@
+"""The Ray executor: local bytes, a killed actor costs a retry, placement and loss budgets,
+batches and AOIs on Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from geo_hires.cli import main
+from geo_hires.detect.executors import LocalExecutor
+from geo_hires.models.bundle import load_bundle
+from geo_hires.pipeline import detect_scene
+from geo_hires.scene import open_scene
+
+ray = pytest.importorskip("ray", reason="Ray is not installed")
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def scene_path(synthetic) -> Path:
+    return synthetic(1400, 1100, seed=21, nodata=True)
+
+
+def _geojson_bytes(result, scene, tmp_path: Path, name: str) -> bytes:
+    from geo_hires.export import write_geojson
+
+    write_geojson(tmp_path / name, result.detections, scene)
+    return (tmp_path / name).read_bytes()
+
+
+def test_ray_output_is_byte_identical_to_local(small_cfg, local_equals_ray, scene_path):
+    local = local_equals_ray(open_scene(scene_path), load_bundle("aircraft_lsn"), small_cfg)
+    assert len(local.detections) > 0
+
+
+def test_killed_actor_costs_a_retry_not_the_job(small_cfg, ray_local, scene_path, tmp_path):
+    from geo_hires.detect.ray_executor import RayConfig, RayExecutor
+
+    model = load_bundle("aircraft_lsn")
+    scene = open_scene(scene_path)
+    expected = detect_scene(scene, model, config=small_cfg, executor=LocalExecutor())
+    pids: list[int] = []
+    killed: list[int] = []
+    results: list[str] = []
+
+    class KillingExecutor(RayExecutor):
+        def run_units(self, scene, bundle, units, cfg, *, on_result, read_config):
+            def wrapped(r):
+                results.append(r.key)
+                on_result(r)
+                if not killed:  # after the first finished unit, SIGKILL a busy actor's process
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed.append(pids[0])
+
+            super().run_units(scene, bundle, units, cfg, on_result=wrapped, read_config=read_config)
+
+    ex = KillingExecutor(
+        config=RayConfig(actors=2),
+        on_started=lambda actors: pids.extend(ray.get([a.pid.remote() for a in actors])),
+    )
+    try:
+        got = detect_scene(scene, model, config=small_cfg, executor=ex)
+        live = ray.get([a.pid.remote() for a in ex.actors])
+    finally:
+        ex.shutdown()
+    assert killed and killed[0] not in live and len(live) == 2  # died, and was replaced
+    assert ex.stats is not None and ex.stats.actors_lost == 1 and ex.stats.retried == 1
+    assert sum(ex.stats.per_node.values()) == len(results)  # every unit counted once
+    assert _geojson_bytes(got, scene, tmp_path, "k.json") == _geojson_bytes(
+        expected, scene, tmp_path, "e.json"
+    )
+
+
+def test_batch_on_ray(ray_local, tmp_path, scene_path, capsys):
+    listing = tmp_path / "one.txt"
+    listing.write_text(f"{scene_path}\n")
+    rc = main(
+        [
+            "batch",
+            str(listing),
+            "--out-dir",
+            str(tmp_path / "o"),
+            "--executor",
+            "ray",
+            "--block",
+            "512",
+        ]
+    )
+    assert rc == 0 and "1 done" in capsys.readouterr().out
+    local = tmp_path / "local.geojson"
+    assert main(["detect", str(scene_path), "-o", str(local), "--block", "512"]) == 0
+    assert (tmp_path / "o" / f"{scene_path.stem}.geojson").read_bytes() == local.read_bytes()
+
+
+def test_work_with_no_placeable_actor_fails_the_scene_with_what_to_change(
+    small_cfg, ray_local, scene_path
+):
+    from geo_hires.detect.ray_executor import RayConfig, RayExecutor
+    from geo_hires.errors import ExecutorError
+
+    model = load_bundle("aircraft_lsn")
+    scene = open_scene(scene_path)
+    # a GPU per actor on a cluster without GPUs: the actors wait for a node that never comes
+    ex = RayExecutor(config=RayConfig(actors=1, num_gpus=1.0, placement_timeout_s=2.0))
+    start = time.monotonic()
+    try:
+        with pytest.raises(ExecutorError, match=r"no Ray scanner actor could be placed.*--actors"):
+            detect_scene(scene, model, config=small_cfg, executor=ex)
+    finally:
+        ex.shutdown()
+    assert time.monotonic() - start < 60
+
+
+def test_actors_dying_beyond_the_replacement_budget_fail_the_scene(
+    small_cfg, ray_local, scene_path
+):
+    from geo_hires.detect.ray_executor import RayConfig, RayExecutor
+    from geo_hires.errors import ExecutorError
+
+    model = load_bundle("aircraft_lsn")
+    scene = open_scene(scene_path)
+    pids: list[int] = []
+
+    class KillingExecutor(RayExecutor):
+        def run_units(self, scene, bundle, units, cfg, *, on_result, read_config):
+            def wrapped(r):
+                on_result(r)
+                if pids:
+                    os.kill(pids.pop(), signal.SIGKILL)
+
+            super().run_units(scene, bundle, units, cfg, on_result=wrapped, read_config=read_config)
+
+    ex = KillingExecutor(
+        config=RayConfig(actors=2, replacements=0),
+        on_started=lambda actors: pids.extend(ray.get([a.pid.remote() for a in actors])),
+    )
+    try:
+        with pytest.raises(ExecutorError, match="1 Ray scanner actors died"):
+            detect_scene(scene, model, config=small_cfg, executor=ex)
+    finally:
+        ex.shutdown()
+
+
+def test_aoi_on_ray_matches_local(ray_local, tmp_path, scene_path):
+    import geopandas as gpd
+    import shapely
+
+    scene = open_scene(scene_path)
+    corners = [scene.transform @ p for p in [(100, 100), (800, 100), (800, 700), (100, 700)]]
+    aoi = tmp_path / "aoi.gpkg"
+    gpd.GeoDataFrame(geometry=[shapely.Polygon(corners)], crs=scene.crs).to_file(aoi)
+    listing = tmp_path / "one.txt"
+    listing.write_text(f"{scene_path}\n")
+    args = ["--block", "256", "--aoi", str(aoi)]
+    out = tmp_path / "ray"
+    batch = ["batch", str(listing), "--out-dir", str(out), "--executor", "ray", *args]
+    assert main(batch) == 0
+    local = tmp_path / "local.geojson"
+    assert main(["detect", str(scene_path), "-o", str(local), *args]) == 0
+    assert (out / f"{scene_path.stem}.geojson").read_bytes() == local.read_bytes()
+    assert "aoi" in json.loads(local.read_text())["geo_hires"]

@@ -1,0 +1,266 @@
+"""Selective zoom: deterministic choices, none/all equal coarse-only/full runs, windows not
+zoomed read no full-resolution pixels, budgets hold, resume and provenance."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from geo_hires.cli import main
+from geo_hires.detect.journal import journal_for
+from geo_hires.detect.options import DetectConfig, ZoomConfig
+from geo_hires.detect.zoom import choose, window_evidence
+from geo_hires.errors import ConfigError
+from geo_hires.models.bundle import load_bundle
+from geo_hires.pipeline import detect_scene
+from geo_hires.scene import SceneReader, open_scene
+
+CFG = DetectConfig(score_threshold=0.2, whole_read_pixels=0)  # every block read on its own
+
+
+@pytest.fixture(scope="module")
+def crop(demo_crop) -> Path:
+    """2048x1536 of the demo scene (real Pléiades pixels, 0.5 m): aircraft in part of it."""
+    return demo_crop(1024, 512, 2048, 1536)
+
+
+def test_choices_are_deterministic_and_respect_the_budget():
+    scores = np.array([0.9, 0.1, 0.5, 0.0, 0.3, 0.7])
+    assert choose(ZoomConfig(mode="gate", gate_threshold=0.3), scores).tolist() == [
+        True, False, True, False, True, True]  # fmt: skip
+    capped = choose(ZoomConfig(mode="gate", budget=0.5, gate_threshold=0.3), scores)
+    assert capped.tolist() == [True, False, True, False, False, True]  # the 3 strongest
+    assert choose(ZoomConfig(mode="none"), scores).sum() == 0
+    assert choose(ZoomConfig(mode="all"), scores).all()
+    a = choose(ZoomConfig(mode="random", budget=0.34, seed=3), scores)
+    assert (
+        a.sum() == 3 and (a == choose(ZoomConfig(mode="random", budget=0.34, seed=3), scores)).all()
+    )
+    ev = np.array([[10.0, 10.0, 0.4, 9, 9], [15.0, 12.0, 0.8, 9, 9], [300.0, 5.0, 0.2, 9, 9]])
+    cores = np.array([[0, 0, 100, 100], [100, 0, 400, 100], [0, 100, 100, 200]], float)
+    assert window_evidence(ev, cores).tolist() == [0.8, 0.2, 0.0]
+
+
+def test_rl_zooms_exactly_the_windows_given_half_or_more():
+    probs = np.array([0.49, 0.5, 0.51, 0.1, 0.9, 0.0, 0.499999])
+    rl = ZoomConfig(mode="rl")
+    assert choose(rl, probs).tolist() == [False, True, True, False, True, False, False]
+    assert choose(rl, np.full(5, 0.2)).sum() == 0  # weak outputs everywhere: nothing zoomed
+    assert choose(rl, np.zeros(0)).tolist() == []
+
+
+def test_rl_under_a_budget_keeps_the_most_probable_of_its_choices():
+    probs = np.array([0.6, 0.95, 0.2, 0.7, 0.55, 0.9])
+    # 4 chosen (>= 0.5); a budget of 0.34 of 6 windows allows ceil(2.04) = 3: 0.95, 0.9, 0.7
+    assert choose(ZoomConfig(mode="rl", budget=0.34), probs).tolist() == [
+        False, True, False, True, False, True]  # fmt: skip
+    # a budget above what the policy wants changes nothing; it never adds windows
+    assert choose(ZoomConfig(mode="rl", budget=1.0), probs).tolist() == (probs >= 0.5).tolist()
+    # ties are broken by window order
+    tied = np.array([0.8, 0.8, 0.8, 0.8])
+    assert choose(ZoomConfig(mode="rl", budget=0.5), tied).tolist() == [True, True, False, False]
+
+
+def test_gate_threshold_is_inclusive_and_the_budget_keeps_the_strongest():
+    scores = np.array([0.3, 0.29, 0.31, 0.05, 1.0])
+    gate = ZoomConfig(mode="gate", gate_threshold=0.3)
+    assert choose(gate, scores).tolist() == [True, False, True, False, True]
+    capped = choose(dataclasses.replace(gate, budget=0.4), scores)  # ceil(2.0) = 2 windows
+    assert capped.tolist() == [False, False, True, False, True]
+
+
+def test_random_zooms_everything_without_a_budget_and_a_seeded_share_with_one():
+    n = 40
+    scores = np.zeros(n)
+    assert choose(ZoomConfig(mode="random"), scores).all()
+    a = choose(ZoomConfig(mode="random", budget=0.25, seed=1), scores)
+    b = choose(ZoomConfig(mode="random", budget=0.25, seed=2), scores)
+    assert a.sum() == b.sum() == 10 and (a != b).any()
+    ranks = np.random.default_rng(1).permutation(n)  # the seed's ranking of the windows
+    assert a.tolist() == (ranks < 10).tolist()
+
+
+def test_the_budget_rounds_up_and_never_exceeds_the_share():
+    scores = np.linspace(0.1, 1.0, 10)
+    for budget, count in [(0.1, 1), (0.15, 2), (0.2, 2), (0.21, 3), (0.3, 3), (1.0, 10)]:
+        assert choose(ZoomConfig(mode="all", budget=budget), scores).sum() == count
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [({"budget": 0.0}, "in \\(0, 1\\]"), ({"budget": 1.5}, "in \\(0, 1\\]"),
+     ({"mode": "xyz"}, "choose one of"), ({"window": 100}, "multiple of 32")],
+)  # fmt: skip
+def test_bad_zoom_settings_are_refused(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        ZoomConfig(**kw)
+
+
+def _reads(monkeypatch) -> list[tuple[int, int, int, int]]:
+    """Full-resolution reads (output as large as the window) as level-0 x0, y0, x1, y1."""
+    full: list[tuple[int, int, int, int]] = []
+    real = SceneReader.read
+
+    def read(self, window, *, out_size=None):
+        if out_size is None or out_size == (int(window.height), int(window.width)):
+            x0, y0 = int(window.col_off), int(window.row_off)
+            full.append((x0, y0, x0 + int(window.width), y0 + int(window.height)))
+        return real(self, window, out_size=out_size)
+
+    monkeypatch.setattr(SceneReader, "read", read)
+    return full
+
+
+def _run(scene, zoom: ZoomConfig, **kw):
+    model = load_bundle("aircraft_lsn")
+    return detect_scene(scene, model, config=dataclasses.replace(CFG, zoom=zoom, **kw))
+
+
+def test_none_is_the_coarse_level_alone_and_all_is_the_full_run(crop, monkeypatch):
+    scene = open_scene(crop)
+    full = _reads(monkeypatch)
+    none = _run(scene, ZoomConfig(mode="none"))
+    assert full == []  # not one full-resolution pixel read
+    coarse = _run(scene, ZoomConfig(), levels=("coarse",))
+    assert np.array_equal(none.detections.boxes, coarse.detections.boxes)
+    assert np.array_equal(none.detections.scores, coarse.detections.scores)
+    everything = _run(scene, ZoomConfig(mode="all", budget=1.0))  # zoomed path, every window
+    today = _run(scene, ZoomConfig())
+    assert len(everything.detections) == len(today.detections) > 0
+    np.testing.assert_allclose(everything.detections.boxes, today.detections.boxes, atol=1e-3)
+    z = everything.zoom()
+    assert z["fine_windows_fraction"] == 1.0 and z["fine_pixels_fraction"] == 1.0
+
+
+def test_gate_reads_full_resolution_only_in_chosen_windows(crop, monkeypatch):
+    scene = open_scene(crop)
+    full = _reads(monkeypatch)
+    zoom = ZoomConfig(mode="gate", gate_threshold=0.3)
+    result = _run(scene, zoom)
+    fine = result.levels[0]
+    assert fine.name == "full" and fine.windows is not None
+    assert 0 < len(fine.cores) < fine.windows  # some windows zoomed, not all
+    assert fine.skipped_nodata == 0  # windows not chosen are not nodata
+    for x0, y0, x1, y1 in full:  # every full-resolution read is a chosen window's block
+        assert any(cx0 >= x0 and cy0 >= y0 and cx1 <= x1 and cy1 <= y1
+                   for cx0, cy0, cx1, cy1 in fine.cores)  # fmt: skip
+    assert len(full) == len(fine.cores)
+    capped = _run(scene, dataclasses.replace(zoom, budget=0.1))
+    assert len(capped.levels[0].cores) == int(np.ceil(0.1 * fine.windows))
+
+
+def test_zoomed_run_resumes_with_the_same_choice(crop, tmp_path):
+    scene = open_scene(crop)
+    model = load_bundle("aircraft_lsn")
+    cfg = dataclasses.replace(CFG, zoom=ZoomConfig(mode="gate"))
+    journal = journal_for(tmp_path / "o.geojson", scene, model, cfg)
+    first = detect_scene(scene, model, config=cfg, journal=journal)
+    again = detect_scene(scene, model, config=cfg, journal=journal, resume=True)
+    assert again.resumed_units == len(journal.start(resume=True)) > 0
+    assert np.array_equal(first.detections.boxes, again.detections.boxes)
+    assert again.levels == first.levels
+
+
+def test_detect_cli_records_the_zoom(crop, tmp_path, capsys):
+    out = tmp_path / "z.geojson"
+    assert main(["detect", str(crop), "-o", str(out), "--zoom", "gate", "--budget", "0.5"]) == 0
+    z = json.loads(out.read_text())["geo_hires"]["zoom"]
+    assert z["mode"] == "gate" and z["budget"] == 0.5
+    assert 0 < z["fine_windows_fraction"] <= 0.5 and 0 < z["fine_pixels_fraction"] < 1
+    assert "zoom gate:" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    """A tiny LSN trained in the suite on synthetic labelled scenes (with its split)."""
+    from geo_hires.export import write_geojson
+    from geo_hires.models.card import Level
+    from geo_hires.scene import Density, SynthSpec, write_synthetic
+    from geo_hires.train import ChipSampler, FitConfig
+    from geo_hires.train.run import TrainJob, train_bundle
+
+    root = tmp_path_factory.mktemp("tiny-zoom")
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    for seed in range(4):
+        path = root / "images" / f"s{seed}.tif"
+        spec = SynthSpec(width=640, height=640, seed=seed, density=Density.DENSE)
+        write_geojson(root / "labels" / f"s{seed}.geojson", write_synthetic(path, spec),
+                      open_scene(path))  # fmt: skip
+    job = TrainJob(
+        scenes=tuple(str(p) for p in sorted((root / "images").iterdir())),
+        labels=str(root / "labels"), out=str(root / "lsn"), name="tiny", val_fraction=0.25,
+        sampler=ChipSampler(chip=128, scale_range=(0.5, 1.0)),
+        fit=FitConfig(steps=60, minutes=1, batch_size=8, lr=5e-3),
+        levels=(Level(name="full", target_gsd_m=0.5, downsample=1, max_size=40.0),
+                Level(name="coarse", target_gsd_m=1.0, downsample=2, min_size=15.0)),
+    )  # fmt: skip
+    train_bundle(job, log=lambda _s: None)
+    return {"root": root, "lsn": root / "lsn"}
+
+
+def test_policy_trains_changes_its_decisions_and_runs_as_rl(tiny, tmp_path):
+    from geo_hires.models.zoom_policy import PolicySpec, ZoomPolicy
+    from geo_hires.train.zoom import ZoomTrainConfig, fit_policy, table, train_zoom_policy
+
+    root = tiny["root"]
+    cfg = ZoomTrainConfig(window=128, epochs=60, cost=1.5)  # dear: not every window pays
+    record = train_zoom_policy(str(tiny["lsn"]), str(root / "images"), str(root / "labels"),
+                               str(tmp_path / "zoomed"), cfg)  # fmt: skip
+    assert (tmp_path / "zoomed" / "zoom.pt").is_file() and record["windows"] > 0
+    assert set(record["validation"]) == {"rl", "all", "none", "random_same_share"}
+    # the decisions move: fitted vs the same network before training
+    model = load_bundle(tiny["lsn"])
+    card = model.card
+    from geo_hires.train.zoom import _record_all
+
+    names = card.extra["training"]["train_images"]
+    replays = _record_all([str(root / "images" / n) for n in names], str(root / "labels"),
+                          model, card, 128)  # fmt: skip
+    feats, gains = table(replays, card, cfg)
+    spec = PolicySpec(window=128, detector=model.fcn_digest)
+    torch.manual_seed(cfg.seed)  # the initialisation fit_policy starts from
+    before = ZoomPolicy(spec).probabilities(feats) >= 0.5
+    policy, curve = fit_policy(feats, gains, cfg, spec)
+    after = policy.probabilities(feats) >= 0.5
+    assert (before != after).any()
+    value = gains - cfg.cost
+    assert (value * after).sum() >= (value * before).sum() and len(curve) >= 3
+    # the trained bundle runs with --zoom rl
+    scene = open_scene(root / "images" / card.extra["training"]["val_images"][0])
+    zm = load_bundle(tmp_path / "zoomed")
+    rl = detect_scene(scene, zm, config=DetectConfig(zoom=ZoomConfig(mode="rl", window=128)))
+    assert rl.levels[0].windows is not None
+
+
+def test_rl_without_a_policy_or_with_another_detectors_is_refused(tiny, tmp_path, crop):
+    import shutil
+
+    from geo_hires.models.card import bundle_dir
+
+    scene = open_scene(crop)
+    model = load_bundle(tiny["lsn"])
+    with pytest.raises(ConfigError, match="has no zoom policy; train one with geo-hires"):
+        detect_scene(scene, model, config=DetectConfig(zoom=ZoomConfig(mode="rl")))
+    other = tmp_path / "other"
+    shutil.copytree(bundle_dir("aircraft_lsn"), other)
+    from geo_hires.models.zoom_policy import PolicySpec, ZoomPolicy, save_policy
+
+    save_policy(other, ZoomPolicy(PolicySpec(window=512, detector="0123456789abcdef")))
+    doc = json.loads((other / "card.json").read_text())
+    doc["zoom_policy"] = "zoom.pt"
+    (other / "card.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="trained on the evidence of another detector"):
+        load_bundle(other)
+
+
+@pytest.mark.ray
+def test_zoomed_run_on_ray_gives_the_local_bytes(crop, local_equals_ray):
+    cfg = dataclasses.replace(CFG, zoom=ZoomConfig(mode="gate", gate_threshold=0.3))
+    local = local_equals_ray(open_scene(crop), load_bundle("aircraft_lsn"), cfg)
+    assert local.levels[0].windows is not None and len(local.levels[0].cores) > 0

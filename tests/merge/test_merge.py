@@ -1,0 +1,104 @@
+"""Seam and scale deduplication: grid NMS equals global NMS, thresholds, cell membership."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torchvision
+
+from geo_hires.config import MergeConfig
+from geo_hires.detections import PixelDetections
+from geo_hires.merge import nms
+
+
+def _seam_duplicates(n: int, seed: int) -> PixelDetections:
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 20000, (n, 2))
+    wh = rng.uniform(8, 60, (n, 2))
+    boxes = np.concatenate([xy, xy + wh], 1)
+    jitter = boxes + rng.normal(0, 1.5, boxes.shape)  # the same object seen by a neighbour
+    both = np.concatenate([boxes, jitter])
+    return PixelDetections.build(
+        both, rng.random(2 * n), np.tile(rng.integers(0, 3, n), 2), class_names=["a", "b", "c"]
+    )
+
+
+def test_grid_nms_equals_global_batched_nms():
+    dets = _seam_duplicates(20000, seed=3)
+    ours = nms(dets, config=MergeConfig(iou_threshold=0.5, cell_size=512))
+    keep = torchvision.ops.batched_nms(
+        torch.from_numpy(dets.boxes),
+        torch.from_numpy(dets.scores),
+        torch.from_numpy(dets.classes),
+        0.5,
+    )
+    ref = dets.take(np.sort(keep.numpy())).canonical_order()
+    assert len(ours) == len(ref) > 19000
+    np.testing.assert_array_equal(ours.boxes, ref.boxes)
+
+
+def test_nms_threshold_decides_which_overlaps_survive():
+    # IoU(a, b) = 0.6, IoU(a, c) = 0.3, b and c apart; d covers a but is another class
+    boxes = [[0, 0, 100, 100], [0, 0, 100, 60], [0, 70, 100, 100], [0, 0, 100, 100]]
+    dets = PixelDetections.build(boxes, [0.9, 0.8, 0.7, 0.6], [0, 0, 0, 1], class_names=["a", "b"])
+
+    def kept(iou):
+        out = nms(dets, config=MergeConfig(iou_threshold=iou))
+        return sorted(map(tuple, np.c_[out.boxes, out.classes].tolist()))
+
+    a, b, c = (tuple(float(v) for v in x) for x in boxes[:3])
+    d = (0.0, 0.0, 100.0, 100.0, 1.0)
+    assert kept(0.25) == sorted([(*a, 0.0), d])  # a suppresses b and c
+    assert kept(0.55) == sorted([(*a, 0.0), (*c, 0.0), d])  # b (0.6) goes, c (0.3) stays
+    assert kept(0.65) == sorted([(*a, 0.0), (*b, 0.0), (*c, 0.0), d])  # nothing above 0.65
+
+
+def test_grid_nms_equals_batched_nms_at_several_thresholds():
+    dets = _seam_duplicates(3000, seed=8)
+    sizes = []
+    for iou in (0.2, 0.7):
+        ours = nms(dets, config=MergeConfig(iou_threshold=iou, cell_size=256))
+        keep = torchvision.ops.batched_nms(
+            torch.from_numpy(dets.boxes),
+            torch.from_numpy(dets.scores),
+            torch.from_numpy(dets.classes),
+            iou,
+        )
+        ref = dets.take(np.sort(keep.numpy())).canonical_order()
+        np.testing.assert_array_equal(ours.boxes, ref.boxes)
+        np.testing.assert_array_equal(ours.scores, ref.scores)
+        sizes.append(len(ours))
+    assert sizes[0] < sizes[1]  # the thresholds really keep different sets
+
+
+def test_cell_memberships_by_hand():
+    """Cell 100, halo 10: a box takes part in every cell whose halo-widened square holds its
+    centre (lower edges inclusive, upper exclusive); its home cell holds the centre itself."""
+    from geo_hires.merge.nms import _cell_memberships
+
+    boxes = np.array(
+        [
+            [100, 100, 110, 110],  # centre (105, 105): home (1, 1), near (0, *) and (*, 0)
+            [85, 245, 95, 255],  # centre (90, 250): home (0, 2); x = 90 is on cell 1's halo
+            [305, 45, 315, 55],  # centre (310, 50): home (3, 0); x = 310 is past cell 2's
+        ],
+        float,
+    )
+    rows, keys, home = _cell_memberships(boxes, 100.0, 10.0)
+
+    def key(gx, gy):
+        return gx * 1_000_003 + gy
+
+    got = sorted(zip(rows.tolist(), keys.tolist(), home.tolist(), strict=True))
+    want = sorted(
+        [
+            (0, key(1, 1), True),
+            (0, key(0, 0), False),
+            (0, key(0, 1), False),
+            (0, key(1, 0), False),
+            (1, key(0, 2), True),
+            (1, key(1, 2), False),
+            (2, key(3, 0), True),
+        ]
+    )
+    assert got == want

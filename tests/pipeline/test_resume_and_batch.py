@@ -1,0 +1,85 @@
+"""Runs that stop and go on: a killed ``detect`` resumes to the same bytes; a batch isolates a
+bad scene and skips what is done."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from geo_hires.cli import main
+
+
+@pytest.fixture(scope="module")
+def scene_path(synthetic) -> Path:
+    return synthetic(1400, 1100, seed=21, nodata=True)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "geo_hires.cli", *args]
+
+
+def test_killed_driver_resumes_to_the_same_geojson(tmp_path, scene_path):
+    ref = tmp_path / "ref.geojson"
+    assert main(["detect", str(scene_path), "-o", str(ref), "--block", "128", "--batch", "1"]) == 0
+    out = tmp_path / "out.geojson"
+    journal = Path(f"{out}.journal")
+    proc = subprocess.Popen(
+        _cli("detect", str(scene_path), "-o", str(out), "--block", "128", "--batch", "1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if journal.exists() and len(journal.read_text().splitlines()) >= 6:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists(), "the run finished before it could be killed; use a bigger scene"
+    done_before = len(journal.read_text().splitlines()) - 1
+    assert done_before >= 5
+    res = subprocess.run(
+        _cli(
+            "detect", str(scene_path), "-o", str(out), "--block", "128", "--batch", "1", "--resume"
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "units resumed" in res.stdout
+    assert out.read_bytes() == ref.read_bytes()
+    assert not journal.exists()  # removed once the output is written
+
+
+def test_batch_isolates_a_bad_scene_and_resume_skips_done(tmp_path, scene_path, synthetic, capsys):
+    import shutil
+
+    good2 = tmp_path / "second.tif"
+    shutil.copy(synthetic(600, 500, seed=3, density="sparse"), good2)
+    bad = tmp_path / "broken.tif"
+    bad.write_text("not a raster")
+    listing = tmp_path / "scenes.txt"
+    listing.write_text(f"# a comment\n{scene_path}\nbroken.tif\n\nsecond.tif\n")
+    out = tmp_path / "out"
+    rc = main(["batch", str(listing), "--out-dir", str(out), "--block", "512"])
+    assert rc == 3 and "2 done, 1 failed" in capsys.readouterr().out
+    status = {p.name: json.loads(p.read_text()) for p in out.glob("*.status.json")}
+    assert (
+        status["broken.status.json"]["state"] == "failed"
+        and "cannot open" in status["broken.status.json"]["error"]
+    )
+    assert (
+        status[f"{scene_path.stem}.status.json"]["state"]
+        == status["second.status.json"]["state"]
+        == "done"
+    )
+    assert (out / f"{scene_path.stem}.geojson").exists() and (out / "second.geojson").exists()
+    rc = main(["batch", str(listing), "--out-dir", str(out), "--block", "512", "--resume"])
+    assert rc == 3 and "0 done, 1 failed, 2 skipped" in capsys.readouterr().out

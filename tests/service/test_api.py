@@ -1,0 +1,476 @@
+"""The HTTP API on 127.0.0.1: jobs by upload and by URI, results equal the CLI's bytes, abuse."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from geo_hires.cli import main
+from geo_hires.scene import SynthSpec, write_synthetic
+from tests.service.harness import TOKENS, running_service
+
+ALICE = {"Authorization": f"Bearer {TOKENS[0]}"}
+BOB = {"Authorization": f"Bearer {TOKENS[1]}"}
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scenes")
+    for i, (w, h) in enumerate([(900, 700), (640, 520)]):
+        write_synthetic(root / f"scene{i}.tif", SynthSpec(width=w, height=h, seed=40 + i))
+    return root
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, roots):
+    data = tmp_path_factory.mktemp("data")
+    with running_service(data, (roots,), max_active_per_tenant=8) as url:
+        yield url, data
+
+
+def _wait(url, job_id, headers=ALICE, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = requests.get(f"{url}/v1/jobs/{job_id}", headers=headers, timeout=10).json()
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+def _cli_bytes(scene: Path, tmp_path: Path, *extra: str) -> bytes:
+    out = tmp_path / f"{scene.stem}.geojson"
+    assert main(["detect", str(scene), "-o", str(out), *extra]) == 0
+    return out.read_bytes()
+
+
+def test_uri_and_upload_jobs_give_the_clis_bytes(service, roots, tmp_path):
+    url, _ = service
+    scene = roots / "scene0.tif"
+    opts = {"score_threshold": 0.2, "block": 512}
+    r = requests.post(f"{url}/v1/jobs", json={"uri": str(scene), "options": opts}, headers=ALICE)
+    assert r.status_code == 202, r.text
+    assert r.headers["Location"] == f"/v1/jobs/{r.json()['id']}"
+    with scene.open("rb") as fh:
+        up = requests.post(
+            f"{url}/v1/jobs",
+            files={"scene": ("scene0.tif", fh, "image/tiff")},
+            data={"options": json.dumps(opts)},
+            headers=ALICE,
+        )
+    assert up.status_code == 202, up.text
+    expected = _cli_bytes(scene, tmp_path, "--score-threshold", "0.2", "--block", "512")
+    for job_id in (r.json()["id"], up.json()["id"]):
+        job = _wait(url, job_id)
+        assert job["state"] == "succeeded", job
+        assert job["progress"]["units_done"] == job["progress"]["units_total"] > 0
+        res = requests.get(f"{url}/v1/jobs/{job_id}/result", headers=ALICE)
+        assert res.headers["content-type"] == "application/geo+json"
+        assert res.content == expected
+        assert job["detections"] == len(json.loads(expected)["features"])
+        gpkg = requests.get(f"{url}/v1/jobs/{job_id}/result?format=gpkg", headers=ALICE)
+        assert gpkg.status_code == 200 and gpkg.content[:16] == b"SQLite format 3\x00"
+
+
+def test_idempotency_key_returns_the_same_job(service, roots):
+    url, _ = service
+    body = {"uri": str(roots / "scene1.tif")}
+    key = {"Idempotency-Key": "abc-123", **ALICE}
+    a = requests.post(f"{url}/v1/jobs", json=body, headers=key).json()
+    b = requests.post(f"{url}/v1/jobs", json=body, headers=key).json()
+    c = requests.post(f"{url}/v1/jobs", json=body, headers={**BOB, "Idempotency-Key": "abc-123"})
+    assert a["id"] == b["id"] != c.json()["id"]
+    _wait(url, a["id"])
+    _wait(url, c.json()["id"], headers=BOB)
+
+
+def _status(resp) -> tuple[int, str]:
+    if resp.status_code >= 400:
+        assert resp.headers["content-type"] == "application/problem+json", resp.text
+    return resp.status_code, resp.text
+
+
+def test_abuse_gets_exact_codes_and_the_service_keeps_serving(service, roots, tmp_path):
+    url, data = service
+    post = f"{url}/v1/jobs"
+    ok = requests.post(post, json={"uri": str(roots / "scene1.tif")}, headers=ALICE).json()
+    other = tmp_path / "outside.tif"
+    other.write_bytes((roots / "scene1.tif").read_bytes())
+    (roots / "link.tif").unlink(missing_ok=True)
+    (roots / "link.tif").symlink_to(other)
+    (roots / "fake.tif").write_text("hello")
+    (roots / "x.vrt").write_text("<VRTDataset/>")
+    truncated = roots / "truncated.tif"
+    truncated.write_bytes((roots / "scene1.tif").read_bytes()[:200])
+    cases = {
+        "no token": (requests.post(post, json={"uri": "/x"}), 401),
+        "wrong token": (
+            requests.post(
+                post, json={"uri": "/x"}, headers={"Authorization": "Bearer nope-nope-nope-nope"}
+            ),
+            401,
+        ),
+        "other tenant's job": (requests.get(f"{url}/v1/jobs/{ok['id']}", headers=BOB), 404),
+        "other tenant's result": (
+            requests.get(f"{url}/v1/jobs/{ok['id']}/result", headers=BOB),
+            404,
+        ),
+        "..": (
+            requests.post(post, json={"uri": f"{roots}/../{roots.name}/scene1.tif"}, headers=ALICE),
+            400,
+        ),
+        "symlink out": (
+            requests.post(post, json={"uri": str(roots / "link.tif")}, headers=ALICE),
+            400,
+        ),
+        "/vsicurl": (
+            requests.post(post, json={"uri": "/vsicurl/http://127.0.0.1:9/a.tif"}, headers=ALICE),
+            400,
+        ),
+        "vrt://": (
+            requests.post(post, json={"uri": f"vrt://{roots}/scene1.tif"}, headers=ALICE),
+            400,
+        ),
+        "VRT in root": (
+            requests.post(post, json={"uri": str(roots / "x.vrt")}, headers=ALICE),
+            400,
+        ),
+        "text as .tif": (
+            requests.post(post, json={"uri": str(roots / "fake.tif")}, headers=ALICE),
+            415,
+        ),
+        "truncated TIFF": (requests.post(post, json={"uri": str(truncated)}, headers=ALICE), 400),
+        "malformed options": (
+            requests.post(
+                post,
+                json={"uri": str(roots / "scene1.tif"), "options": {"block": 3}},
+                headers=ALICE,
+            ),
+            422,
+        ),
+        "unknown option": (
+            requests.post(
+                post,
+                json={"uri": str(roots / "scene1.tif"), "options": {"gdal": "x"}},
+                headers=ALICE,
+            ),
+            422,
+        ),
+        "unknown model": (
+            requests.post(
+                post,
+                json={"uri": str(roots / "scene1.tif"), "options": {"model": "../../etc"}},
+                headers=ALICE,
+            ),
+            422,
+        ),
+        "zoom rl, model without a policy": (
+            requests.post(
+                post,
+                json={
+                    "uri": str(roots / "scene1.tif"),
+                    "options": {"model": "aircraft_yolo", "zoom": "rl"},
+                },
+                headers=ALICE,
+            ),
+            422,
+        ),
+        "zoom budget over 1": (
+            requests.post(
+                post,
+                json={"uri": str(roots / "scene1.tif"), "options": {"zoom": "gate", "budget": 1.5}},
+                headers=ALICE,
+            ),
+            422,
+        ),
+        "upload not TIFF": (
+            requests.post(
+                post, files={"scene": ("a.tif", b"GIF89a....", "image/tiff")}, headers=ALICE
+            ),
+            415,
+        ),
+        "wrong content type": (
+            requests.post(post, data="uri=/x", headers={**ALICE, "Content-Type": "text/plain"}),
+            415,
+        ),
+        "result before done": (None, None),
+    }
+    for name, (resp, code) in cases.items():
+        if resp is None:
+            continue
+        assert _status(resp)[0] == code, (name, resp.text)
+    assert requests.get(f"{url}/v1/healthz").json() == {"status": "ok"}
+    assert _wait(url, ok["id"])["state"] == "succeeded"
+    written = {p.relative_to(data).parts[0] for p in data.rglob("*") if p.is_file()}
+    assert written <= {"jobs", "uploads", "jobs.db", "jobs.db-wal", "jobs.db-shm", "tokens"}
+
+
+def _declared_huge(path: Path) -> Path:
+    """A sparse BigTIFF whose header declares 300,000 x 300,000 px (90 GP) in a few MB."""
+    import rasterio
+
+    profile = {"driver": "GTiff", "width": 300_000, "height": 300_000, "count": 3}
+    with rasterio.open(
+        path, "w", **profile, dtype="uint8", tiled=True, sparse_ok=True, BIGTIFF="YES"
+    ):
+        pass
+    return path
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_limits_answer_413_and_429(tmp_path, roots):
+    data = tmp_path / "data"
+    data.mkdir()
+    huge = _declared_huge(roots.parent / "huge.tif")
+    limits = {"max_upload_bytes": 4_000_000, "max_active": 2, "max_active_per_tenant": 2}
+    with running_service(data, (roots, roots.parent), run_jobs=False, **limits) as url:
+        post = f"{url}/v1/jobs"
+        big = requests.post(
+            post, files={"scene": ("big.tif", b"II*\x00" + b"0" * 4_100_000)}, headers=ALICE
+        )
+        assert _status(big)[0] == 413 and "limit" in big.json()["detail"]  # counted on arrival
+        huge_body = requests.post(
+            post, files={"scene": ("big.tif", b"II*\x00" + b"0" * 6_000_000)}, headers=ALICE
+        )  # refused by its Content-Length, before a byte is read
+        assert _status(huge_body)[0] == 413 and "limit" in huge_body.json()["detail"]
+        bomb = requests.post(post, json={"uri": str(huge)}, headers=ALICE)
+        assert _status(bomb)[0] == 413 and "pixels" in bomb.json()["detail"]
+        for _ in range(2):
+            r = requests.post(post, json={"uri": str(roots / "scene1.tif")}, headers=ALICE)
+            assert r.status_code == 202
+        full = requests.post(post, json={"uri": str(roots / "scene1.tif")}, headers=BOB)
+        assert _status(full)[0] == 429 and int(full.headers["Retry-After"]) > 0
+        queued = requests.get(f"{url}/v1/jobs", headers=ALICE).json()["jobs"]
+        cancel = requests.delete(f"{url}/v1/jobs/{queued[0]['id']}", headers=ALICE)
+        assert cancel.status_code == 202 and cancel.json()["state"] == "cancelled"
+        assert requests.post(post, json={"uri": str(roots / "scene1.tif")}, headers=BOB).ok
+        early = requests.get(f"{url}/v1/jobs/{queued[1]['id']}/result", headers=ALICE)
+        assert _status(early)[0] == 409
+    assert not (data / "uploads").exists() or not any((data / "uploads").rglob("*.tif"))
+
+
+def test_submit_command_uploads_polls_and_downloads(service, roots, tmp_path, capsys):
+    url, _ = service
+    scene = roots / "scene1.tif"
+    token = tmp_path / "token"
+    token.write_text("# my token for the test service\n" + TOKENS[0] + "\n")
+    out = tmp_path / "got.geojson"
+    rc = main(["submit", str(scene), "--server", url, "--token-file", str(token), "-o", str(out)])
+    assert rc == 0 and "detections ->" in capsys.readouterr().out
+    assert out.read_bytes() == _cli_bytes(scene, tmp_path)
+    token.write_text("wrong-token-0123456789\n")
+    assert main(["submit", str(scene), "--server", url, "--token-file", str(token)]) == 2
+    assert "HTTP 401" in capsys.readouterr().err
+    dead = "http://127.0.0.1:9"  # nothing listens on the discard port
+    assert main(["submit", str(scene), "--server", dead, "--token-file", str(token)]) == 2
+    assert "cannot reach" in capsys.readouterr().err
+
+
+def test_levels_option_runs_only_the_named_levels(service, roots, tmp_path):
+    url, _ = service
+    scene = roots / "scene0.tif"
+    body = {"uri": str(scene), "options": {"levels": ["coarse"], "score_threshold": 0.2}}
+    job = requests.post(f"{url}/v1/jobs", json=body, headers=ALICE).json()
+    done = _wait(url, job["id"])
+    got = requests.get(f"{url}/v1/jobs/{job['id']}/result", headers=ALICE).content
+    expected = _cli_bytes(scene, tmp_path, "--levels", "coarse", "--score-threshold", "0.2")
+    assert got == expected and done["state"] == "succeeded"
+    doc = json.loads(got)
+    assert [lv["name"] for lv in doc["geo_hires"]["levels"]] == ["coarse"]
+    assert {f["properties"]["level"] for f in doc["features"]} <= {"coarse"}
+    bad = {"uri": str(scene), "options": {"levels": ["nope"]}}
+    r = requests.post(f"{url}/v1/jobs", json=bad, headers=ALICE)
+    assert r.status_code == 422 and "no level 'nope'" in r.json()["detail"]
+
+
+def test_a_scene_gone_before_its_run_fails_the_job_without_leaking_paths(service, roots, tmp_path):
+    url, data = service
+    doomed = roots / "doomed.tif"
+    doomed.write_bytes((roots / "scene1.tif").read_bytes())
+    from geo_hires_service.store import JobStore
+
+    store = JobStore(f"sqlite:///{data / 'jobs.db'}")
+    # recorded straight in the store, as an accepted job whose file then disappears
+    job, _ = store.submit(
+        tenant=_tenant_of(TOKENS[0]),
+        scene_path=str(doomed),
+        scene_name="doomed.tif",
+        options={},
+    )
+    doomed.unlink()
+    done = _wait(url, job.id)
+    store.close()
+    assert done["state"] == "failed" and "doomed.tif" in done["error"]
+    assert str(roots) not in done["error"]
+    assert requests.get(f"{url}/v1/healthz").ok  # the runner lives on
+
+
+def _tenant_of(token: str) -> str:
+    from geo_hires_service.security import load_tokens
+
+    return load_tokens(env={"GEO_HIRES_TOKENS": token}).tenant(f"Bearer {token}") or ""
+
+
+def test_upload_names_are_made_safe():
+    from geo_hires_service.uploads import safe_name
+
+    assert safe_name("../../etc/pass wd.tif") == "pass_wd.tif"
+    assert safe_name(".hidden.tif") == "hidden.tif"
+    assert safe_name("") == safe_name(None) == safe_name("...") == "scene.tif"
+    assert len(safe_name("a" * 300 + ".tif")) == 200
+
+
+def test_a_refused_upload_leaves_nothing_and_models_are_listed(service, roots):
+    url, data = service
+    head = (roots / "scene1.tif").read_bytes()[:300]  # TIFF magic, then nothing readable
+    r = requests.post(f"{url}/v1/jobs", files={"scene": ("cut.tif", head)}, headers=ALICE)
+    assert r.status_code == 400 and "cannot be used" in r.json()["detail"]
+    assert not list((data / "uploads").glob("*/cut.tif"))
+    models = requests.get(f"{url}/v1/models", headers=ALICE).json()["models"]
+    assert [m["name"] for m in models] == [
+        "aircraft_cascade",
+        "aircraft_lsn",
+        "aircraft_yolo",
+    ] and models[0]["card"]["levels"]
+    assert requests.get(f"{url}/v1/models").status_code == 401
+
+
+def test_upload_abuse_gets_exact_codes_and_messages(service, roots):
+    url, data = service
+    post = f"{url}/v1/jobs"
+    tif = (roots / "scene1.tif").read_bytes()
+
+    def detail(r, code):
+        assert _status(r)[0] == code, r.text
+        return r.json()["detail"]
+
+    bad_opts = requests.post(
+        post, files={"scene": ("a.tif", tif)}, data={"options": '{"block": 3}'}, headers=ALICE
+    )
+    assert detail(bad_opts, 422).startswith("options: block: ")
+    not_json = requests.post(
+        post, files={"scene": ("a.tif", tif)}, data={"options": "{nope"}, headers=ALICE
+    )
+    assert detail(not_json, 422).startswith("options: ")
+    no_scene = requests.post(post, files={"other": ("a.tif", tif)}, headers=ALICE)
+    assert detail(no_scene, 400) == "multipart field 'scene' (the GeoTIFF file) is missing"
+    empty = requests.post(post, files={"scene": ("a.tif", b"")}, headers=ALICE)
+    assert detail(empty, 400) == "the scene upload is empty"
+    gif = requests.post(post, files={"scene": ("a.tif", b"GIF89a" * 10)}, headers=ALICE)
+    assert detail(gif, 415) == "only GeoTIFF scenes are accepted"
+    body = (
+        b"--b\r\nContent-Disposition: form-data; name=scene; filename=a.tif\r\n\r\n"
+        b"II*\x00\r\n--b--\r\n"
+    )
+    chunked = requests.post(
+        post,
+        data=iter([body]),  # a generator: sent chunked, without Content-Length
+        headers={**ALICE, "Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert detail(chunked, 411) == "uploads need a Content-Length header"
+    assert not [p for p in (data / "uploads").rglob("*") if p.is_file() and p.name == "a.tif"]
+
+
+def test_upload_of_exactly_the_byte_limit_is_not_refused_for_size(tmp_path, roots):
+    data = tmp_path / "data"
+    data.mkdir()
+    with running_service(data, (roots,), run_jobs=False, max_upload_bytes=100_000) as url:
+        exact = b"II*\x00" + b"\x00" * (100_000 - 4)
+        r = requests.post(f"{url}/v1/jobs", files={"scene": ("e.tif", exact)}, headers=ALICE)
+        assert _status(r)[0] == 400  # read as a TIFF (and refused as unreadable), not 413
+        over = requests.post(
+            f"{url}/v1/jobs", files={"scene": ("o.tif", exact + b"\x00")}, headers=ALICE
+        )
+        assert _status(over)[0] == 413
+
+
+def test_bands_option_maps_bands_like_the_cli(service, roots, tmp_path):
+    url, _ = service
+    scene = roots / "scene0.tif"
+    body = {"uri": str(scene), "options": {"bands": [3, 2, 1]}}
+    job = requests.post(f"{url}/v1/jobs", json=body, headers=ALICE).json()
+    assert _wait(url, job["id"])["state"] == "succeeded"
+    got = requests.get(f"{url}/v1/jobs/{job['id']}/result", headers=ALICE).content
+    assert got == _cli_bytes(scene, tmp_path, "--bands", "3,2,1")
+    assert json.loads(got)["geo_hires"]["bands"] == [3, 2, 1]
+    for bands, status, text in (
+        ([3, 2, 9], 400, "has no band 9"),  # checked against the scene before 202
+        ([1, 1, 2], 400, "fewer than 3 distinct"),
+        ([1, 2], 422, "at least 3"),
+        (["red", "green", "../x"], 422, "options.bands.2"),
+    ):
+        r = requests.post(
+            f"{url}/v1/jobs", json={"uri": str(scene), "options": {"bands": bands}}, headers=ALICE
+        )
+        assert r.status_code == status and text in r.json()["detail"], (bands, r.text)
+        assert str(roots) not in r.text  # no server paths in answers
+
+
+def test_aoi_option_scans_only_there_like_the_cli(service, roots, tmp_path):
+    import geopandas as gpd
+    import shapely
+    from pyproj import Transformer
+
+    from geo_hires.scene import open_scene
+
+    url, _ = service
+    scene = roots / "scene0.tif"
+    s = open_scene(scene)
+    to = Transformer.from_crs(s.crs, "EPSG:4326", always_xy=True)
+    ring = [to.transform(*(s.transform @ p)) for p in [(0, 0), (450, 0), (450, 350), (0, 350)]]
+    aoi = {
+        "type": "Feature",
+        "properties": {},
+        "geometry": shapely.geometry.mapping(shapely.Polygon(ring)),
+    }
+    job = requests.post(
+        f"{url}/v1/jobs", json={"uri": str(scene), "options": {"aoi": aoi}}, headers=ALICE
+    ).json()
+    assert _wait(url, job["id"])["state"] == "succeeded"
+    got = json.loads(requests.get(f"{url}/v1/jobs/{job['id']}/result", headers=ALICE).content)
+    aoi_file = tmp_path / "aoi.geojson"
+    gpd.GeoDataFrame.from_features([aoi], crs="EPSG:4326").to_file(aoi_file)
+    want = json.loads(_cli_bytes(scene, tmp_path, "--aoi", str(aoi_file)))
+    assert got["features"] == want["features"]
+    assert got["geo_hires"]["aoi"]["source"] == "request"
+    assert got["geo_hires"]["aoi"]["pixels_scanned"] == want["geo_hires"]["aoi"]["pixels_scanned"]
+    point = {"type": "Point", "coordinates": ring[0]}
+    for bad, status, text in (
+        (point, 400, "holds no polygon"),
+        ({"type": "Polygon", "coordinates": "nope"}, 400, "not valid GeoJSON"),
+    ):
+        r = requests.post(
+            f"{url}/v1/jobs", json={"uri": str(scene), "options": {"aoi": bad}}, headers=ALICE
+        )
+        assert r.status_code == status and text in r.json()["detail"], r.text
+
+
+def test_a_stac_item_by_uri_runs_its_asset_and_stays_in_its_folder(service, roots, tmp_path):
+    url, _ = service
+    item = {
+        "type": "Feature", "stac_version": "1.0.0", "stac_extensions": [], "id": "item-1",
+        "collection": "c", "geometry": None, "properties": {"datetime": "2026-05-01T00:00:00Z"},
+        "links": [], "assets": {"visual": {"href": "scene1.tif", "roles": ["visual"]}},
+    }  # fmt: skip
+    path = roots / "item.json"
+    path.write_text(json.dumps(item))
+    job = requests.post(f"{url}/v1/jobs", json={"uri": str(path)}, headers=ALICE).json()
+    assert _wait(url, job["id"])["state"] == "succeeded"
+    got = json.loads(requests.get(f"{url}/v1/jobs/{job['id']}/result", headers=ALICE).content)
+    want = json.loads(_cli_bytes(roots / "scene1.tif", tmp_path))
+    assert got["features"] == want["features"]
+    assert got["geo_hires"]["stac"] == {"item": "item-1", "collection": "c", "asset": "visual"}
+    sub = roots / "items"
+    sub.mkdir(exist_ok=True)
+    escaping = sub / "escape.json"
+    escaping.write_text(json.dumps({**item, "assets": {"visual": {"href": "../scene1.tif"}}}))
+    r = requests.post(f"{url}/v1/jobs", json={"uri": str(escaping)}, headers=ALICE)
+    assert r.status_code == 400 and "outside the item's folder" in r.json()["detail"], r.text
+    plain = roots / "notes.json"
+    plain.write_text('{"hello": 1}')
+    r = requests.post(f"{url}/v1/jobs", json={"uri": str(plain)}, headers=ALICE)
+    assert r.status_code == 415, r.text  # a JSON file that is not a STAC item is no scene

@@ -1,0 +1,56 @@
+"""The shipped Serve config is one that Ray Serve accepts, and its app builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+CONFIG = (
+    Path(__file__).resolve().parents[2] / "services" / "geo_hires_service" / "serve_config.yaml"
+)
+
+
+def test_serve_config_parses_with_rays_schema_and_its_app_builds(tmp_path):
+    from ray.serve.schema import ServeDeploySchema
+
+    doc = yaml.safe_load(CONFIG.read_text())
+    schema = (
+        ServeDeploySchema.model_validate(doc)
+        if hasattr(ServeDeploySchema, "model_validate")
+        else ServeDeploySchema.parse_obj(doc)
+    )
+    (app,) = schema.applications
+    assert app.import_path == "geo_hires_service.app:build" and app.route_prefix == "/"
+    module, _, name = app.import_path.partition(":")
+    build = getattr(__import__(module, fromlist=[name]), name)
+    from ray.serve import Application
+
+    assert isinstance(build(app.args), Application)
+    from pydantic import ValidationError
+
+    from geo_hires.errors import GeoHiresError
+
+    with pytest.raises((ValidationError, GeoHiresError)):
+        build({**app.args, "surprise": 1})  # unknown keys are refused before anything starts
+
+
+def test_database_url_comes_from_args_then_a_secret_file_then_the_environment(tmp_path):
+    from geo_hires_service.app import ServeArgs
+
+    from geo_hires.errors import ConfigError
+
+    args = ServeArgs(data_dir=str(tmp_path))
+    secret = tmp_path / "url"
+    secret.write_text("postgresql://u:p@db:5432/jobs\n")
+    assert args.db_url({}) == f"sqlite:///{tmp_path / 'jobs.db'}"
+    assert args.db_url({"GEO_HIRES_DB": "postgresql://env"}) == "postgresql://env"
+    both = {"GEO_HIRES_DB_FILE": str(secret), "GEO_HIRES_DB": "postgresql://env"}
+    assert args.db_url(both) == "postgresql://u:p@db:5432/jobs"  # the file wins, stripped
+    assert ServeArgs(data_dir=str(tmp_path), db="sqlite:///x").db_url(both) == "sqlite:///x"
+    with pytest.raises(ConfigError, match="cannot read the database URL file"):
+        args.db_url({"GEO_HIRES_DB_FILE": str(tmp_path / "missing")})
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        args.db_url({"GEO_HIRES_DB_FILE": str(tmp_path / "empty")})
