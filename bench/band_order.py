@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from geo_hires.models.registry import load_card
 
 from geo_hires.config import ReadConfig
 from geo_hires.errors import BandOrderWarning
 from geo_hires.evaluate import evaluate_scenes
+from geo_hires.models.card import load_card
 
 BUNDLE = "geo_hires/models/weights/aircraft_lsn"
 

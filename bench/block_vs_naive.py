@@ -12,54 +12,53 @@ detections agree (same box within 1 px).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import time
 
 import numpy as np
 import torch
-from geo_hires.models.registry import load_model
-from geo_hires.scan import halo_for, plan_blocks, scan
-from geo_hires.tiling import plan_tiles
 from rasterio.windows import Window
 
-from geo_hires.config import ScaleLevel, SmallScenePolicy, TilingConfig
+from geo_hires.detect.blocks import batch_blocks, halo_for, plan_blocks
+from geo_hires.detect.forward import forward_batch, prepare
+from geo_hires.models.bundle import load_bundle
 from geo_hires.models.codec import decode_peaks
 from geo_hires.scene import SceneReader, open_scene
 
 
+def _axis(length: int, window: int, overlap: float) -> list[tuple[int, int, int]]:
+    """YOLT windows along one axis: ``(origin, core start, core stop)``; the last window is
+    shifted inward to end on the edge, cores meet in the middle of each overlap."""
+    stride = max(1, window - round(window * overlap))
+    starts = list(range(0, max(1, length - window + 1), stride))
+    if starts[-1] + window < length:
+        starts.append(length - window)
+    seams = [(a + b + window) // 2 for a, b in itertools.pairwise(starts)]
+    bounds = [0, *seams, length]
+    return [(o, bounds[i], bounds[i + 1]) for i, o in enumerate(starts)]
+
+
 def _naive(model, reader, window: int, overlap: float, thr: float) -> tuple[np.ndarray, float]:
-    cfg = TilingConfig(
-        levels=(ScaleLevel(name="full", window=window, overlap=overlap),),
-        small_scene=SmallScenePolicy.PAD,
-    )
-    (plan,) = plan_tiles(reader.scene, cfg)
-    s, out = model.stride, []
+    sc = reader.scene
+    _s, out = model.stride, []
     start = time.perf_counter()
-    for t in plan.tiles:
-        x = torch.from_numpy(reader.read(t.window).image)[None].contiguous(
-            memory_format=torch.channels_last
-        )
-        with torch.inference_mode():
-            y = model(x)[0]
-        ox, oy = int(t.window.col_off) // s, int(t.window.row_off) // s
-        c = t.core
-        keep = (
-            int(c.row_off) // s,
-            math.ceil((c.row_off + c.height) / s),
-            int(c.col_off) // s,
-            math.ceil((c.col_off + c.width) / s),
-        )
-        b, _, _ = decode_peaks(
-            y,
-            num_classes=model.spec.num_classes,
-            stride=s,
-            origin=(oy, ox),
-            keep=keep,
-            threshold=thr,
-        )
-        out.append(b)
+    for y0, cy0, cy1 in _axis(sc.height, window, overlap):
+        for x0, cx0, cx1 in _axis(sc.width, window, overlap):
+            out.append(_window_peaks(model, reader, (x0, y0, window), (cx0, cy0, cx1, cy1), thr))
     return np.concatenate(out), time.perf_counter() - start
+
+
+def _window_peaks(model, reader, win, core, thr: float) -> np.ndarray:
+    """The network on one window on its own; peaks decoded in the window's core."""
+    (x0, y0, size), (cx0, cy0, cx1, cy1), s = win, core, model.stride
+    x = torch.from_numpy(reader.read(Window(x0, y0, size, size)).image)[None]
+    with torch.inference_mode():
+        y = model(x.contiguous(memory_format=torch.channels_last))[0]
+    keep = (cy0 // s, math.ceil(cy1 / s), cx0 // s, math.ceil(cx1 / s))
+    return decode_peaks(y, num_classes=model.spec.num_classes, stride=s, origin=(y0 // s, x0 // s),
+                        keep=keep, threshold=thr)[0]  # fmt: skip
 
 
 def _blocks(model, reader, core: int, thr: float) -> tuple[np.ndarray, float]:
@@ -72,22 +71,18 @@ def _blocks(model, reader, core: int, thr: float) -> tuple[np.ndarray, float]:
         stride=model.stride,
     )
 
-    def read(b):
-        w = reader.read(Window(b.x0, b.y0, b.x1 - b.x0, b.y1 - b.y0))
-        return w.image, w.valid
-
+    cpu = torch.device("cpu")
     start = time.perf_counter()
-    out = [
-        decode_peaks(
-            o.out,
-            num_classes=model.spec.num_classes,
-            stride=model.stride,
-            origin=o.origin,
-            keep=o.keep,
-            threshold=thr,
-        )[0]
-        for o in scan(model, blocks, read, batch_size=1, device=torch.device("cpu"))
-    ]
+    out = []
+    for batch in batch_blocks(blocks, 1):
+        items = []
+        for b in batch:
+            w = reader.read(Window(b.x0, b.y0, b.x1 - b.x0, b.y1 - b.y0))
+            items.append((b, w.image, w.valid))
+        for o in forward_batch(model, items, cpu):
+            out.append(decode_peaks(o.out, num_classes=model.spec.num_classes,
+                                    stride=model.stride, origin=o.origin, keep=o.keep,
+                                    threshold=thr)[0])  # fmt: skip
     return np.concatenate(out), time.perf_counter() - start
 
 
@@ -108,8 +103,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model, card = load_model(args.model)
-    model = model.to(memory_format=torch.channels_last)
+    bundle = load_bundle(args.model)
+    card = bundle.card
+    model = prepare(bundle.network(), torch.device("cpu"))[0]
     results = {}
     with SceneReader(open_scene(args.scene)) as reader:
         reader.stretch()

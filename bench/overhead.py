@@ -11,32 +11,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 
 import torch
-from geo_hires.models.registry import load_model
-from geo_hires.scan import halo_for, plan_blocks
 
-from geo_hires.pipeline import DetectConfig, LocalExecutor, detect_scene, level_downsample
+from geo_hires.detect.executors import LocalExecutor
+from geo_hires.detect.options import DetectConfig
+from geo_hires.detect.plan import plan_units
+from geo_hires.models.bundle import load_bundle
+from geo_hires.pipeline import detect_scene
 from geo_hires.scene import open_scene
 
 
 def bare_seconds(model, card, scene, cfg: DetectConfig) -> float:
-    shapes = []
-    for rule in card.levels:
-        d = level_downsample(rule, scene, card)
-        halo = halo_for(model.receptive_field, model.stride)
-        shapes += [
-            b.shape
-            for b in plan_blocks(
-                math.ceil(scene.width / d),
-                math.ceil(scene.height / d),
-                core=cfg.core,
-                halo=halo,
-                stride=model.stride,
-            )
-        ]
+    """The network alone over random tensors of the planned block shapes (halos included)."""
+    units, _ = plan_units(scene, card, cfg)
+    shapes = [b.shape for u in units for b in u.blocks]
     start = time.perf_counter()
     with torch.inference_mode():
         for h, w in shapes:
@@ -52,19 +42,16 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    model, card = load_model(args.model)
-    model = model.to(memory_format=torch.channels_last)
+    bundle = load_bundle(args.model)
+    card = bundle.card
+    model = bundle.network().to(memory_format=torch.channels_last)
     scene = open_scene(args.scene)
     cfg = DetectConfig(core=args.core, batch_size=1)
-    detect_scene(
-        scene, model, card, config=cfg, executor=LocalExecutor(device=torch.device("cpu"))
-    )  # warm caches
+    detect_scene(scene, bundle, cfg, executor=LocalExecutor(device=torch.device("cpu")))  # warm
     e2e, bare = [], []
     for _ in range(args.repeat):  # interleaved, best of N: this machine is noisy
         start = time.perf_counter()
-        detect_scene(
-            scene, model, card, config=cfg, executor=LocalExecutor(device=torch.device("cpu"))
-        )
+        detect_scene(scene, bundle, cfg, executor=LocalExecutor(device=torch.device("cpu")))
         e2e.append(time.perf_counter() - start)
         bare.append(bare_seconds(model, card, scene, cfg))
     print(

@@ -19,11 +19,13 @@ import time
 
 import psutil
 import torch
-from geo_hires.models.registry import load_model
-from geo_hires.runtime.ray_executor import RayConfig, RayExecutor
-from geo_hires.runtime.ray_local import ensure_ray
 
-from geo_hires.pipeline import DetectConfig, LocalExecutor, detect_scene
+from geo_hires.detect.executors import LocalExecutor
+from geo_hires.detect.options import DetectConfig
+from geo_hires.detect.ray_executor import RayConfig, RayExecutor
+from geo_hires.detect.ray_local import ensure_ray
+from geo_hires.models.bundle import load_bundle
+from geo_hires.pipeline import detect_scene
 from geo_hires.scene import open_scene
 
 
@@ -60,7 +62,7 @@ def main() -> None:
     ap.add_argument("--model", default="aircraft_lsn")
     ap.add_argument("--memory-only", action="store_true", help="one Ray run, for peak memory")
     args = ap.parse_args()
-    model, card = load_model(args.model)
+    model = load_bundle(args.model)
     scene = open_scene(args.scene)
     cfg = DetectConfig()
     if args.memory_only:
@@ -68,7 +70,7 @@ def main() -> None:
         ex = RayExecutor(config=RayConfig(actors=1, num_cpus=2))
         with PeakRss() as mem:
             start = time.perf_counter()
-            detect_scene(scene, model, card, config=cfg, executor=ex)
+            detect_scene(scene, model, config=cfg, executor=ex)
         ex.shutdown()
         print(
             json.dumps(
@@ -85,7 +87,7 @@ def main() -> None:
     with PeakRss() as local_mem:
         start = time.perf_counter()
         local = detect_scene(
-            scene, model, card, config=cfg, executor=LocalExecutor(device=torch.device("cpu"))
+            scene, model, config=cfg, executor=LocalExecutor(device=torch.device("cpu"))
         )
         local_s = time.perf_counter() - start
     start = time.perf_counter()
@@ -93,10 +95,10 @@ def main() -> None:
     ex = RayExecutor(config=RayConfig(actors=1, num_cpus=2))
     with PeakRss() as ray_mem:
         cold = time.perf_counter()
-        detect_scene(scene, model, card, config=cfg, executor=ex)  # starts the actor
+        detect_scene(scene, model, config=cfg, executor=ex)  # starts the actor
         cold_s = time.perf_counter() - cold + (cold - start)
         warm = time.perf_counter()
-        remote = detect_scene(scene, model, card, config=cfg, executor=ex)
+        remote = detect_scene(scene, model, config=cfg, executor=ex)
         ray_s = time.perf_counter() - warm
     ex.shutdown()
     print(

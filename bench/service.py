@@ -24,7 +24,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.service_harness import TOKENS, serve_process
+from tests.service.harness import TOKENS, serve_process
 
 AUTH = {"Authorization": f"Bearer {TOKENS[0]}"}
 
@@ -74,27 +74,20 @@ def through_service(scene: Path, small: Path, jobs: int, polls: int) -> dict:
 
 
 def direct(scene: Path, small: Path) -> dict:
-    from geo_hires.runtime.ray_executor import RayConfig, RayExecutor
-    from geo_hires.runtime.ray_local import ensure_ray
-
-    from geo_hires.pipeline import run_detect
+    from geo_hires.detect.ray_executor import RayConfig, RayExecutor
+    from geo_hires.detect.ray_local import ensure_ray
+    from geo_hires.models.bundle import load_bundle
+    from geo_hires.pipeline import Outputs, run_detect
 
     ensure_ray(num_cpus=2)
     executor = RayExecutor(config=RayConfig(actors=1, num_cpus=1.0))
     with tempfile.TemporaryDirectory() as tmp:
-        model = __import__("geo_hires.models.registry", fromlist=["load_model"]).load_model(
-            "aircraft_lsn"
-        )
-        run_detect(small, Path(tmp) / "warm.geojson", model=model, executor=executor)
+        bundle = load_bundle("aircraft_lsn")
+        run_detect(small, Path(tmp) / "warm.geojson", bundle=bundle, executor=executor)
         t0 = time.perf_counter()
-        res = run_detect(
-            scene,
-            Path(tmp) / f"{scene.stem}.geojson",
-            model=model,
-            gpkg=Path(tmp) / "x.gpkg",
-            quicklook=Path(tmp) / "x.png",
-            executor=executor,
-        )
+        outputs = Outputs(files=(Path(tmp) / f"{scene.stem}.geojson", Path(tmp) / "x.gpkg"),
+                          quicklook=Path(tmp) / "x.png")  # fmt: skip
+        res = run_detect(scene, outputs, bundle=bundle, executor=executor)
         seconds = time.perf_counter() - t0
     executor.shutdown()
     return {"seconds": seconds, "detections": len(res.detections)}

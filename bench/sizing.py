@@ -22,18 +22,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from geo_hires.runtime.ray_local import OFFLINE_ENV, offline_env
+from geo_hires.detect.ray_local import OFFLINE_ENV, offline_env
 
 # Ray reads some of these at import (whether a 127.0.0.1 address stays loopback): set them first
 os.environ.update(OFFLINE_ENV)
 
 import psutil
 import ray
-from geo_hires.models.registry import load_model
-from geo_hires.runtime.ray_executor import RayConfig, RayExecutor
 from ray.cluster_utils import Cluster
 
-from geo_hires.pipeline import DetectConfig, run_detect
+from geo_hires.detect.options import DetectConfig
+from geo_hires.detect.ray_executor import RayConfig, RayExecutor
+from geo_hires.models.bundle import load_bundle
+from geo_hires.pipeline import run_detect
 from geo_hires.scene import open_scene
 
 
@@ -79,16 +80,16 @@ def measure(scene_path: str, cpus: int, threads: int) -> dict[str, Any]:
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False)
     try:
-        model = load_model("aircraft_lsn")
+        bundle = load_bundle("aircraft_lsn")
         cfg = DetectConfig(threads=threads)
         ex = RayExecutor(config=RayConfig(actors=cpus, num_cpus=1.0))
         out = Path(tempfile.mkdtemp()) / "sizing.geojson"
         # warm-up on the same scene places the actors and loads the model; only then measure
-        run_detect(scene_path, out, model=model, config=cfg, executor=ex)
+        run_detect(scene_path, out, bundle=bundle, config=cfg, executor=ex)
         pids = ray.get([a.pid.remote() for a in ex.actors])
         before = {p: _cpu_s(p) for p in pids}
         start = time.perf_counter()
-        result = run_detect(scene_path, out, model=model, config=cfg, executor=ex)
+        result = run_detect(scene_path, out, bundle=bundle, config=cfg, executor=ex)
         wall = time.perf_counter() - start
         cpu = sum(_cpu_s(p) - before[p] for p in pids)
         scene = open_scene(scene_path)

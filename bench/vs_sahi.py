@@ -24,17 +24,20 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
-from geo_hires.models.registry import LevelRule, load_model
 from sahi.models.base import DetectionModel
 from sahi.predict import get_sliced_prediction
 from sahi.prediction import ObjectPrediction
 
+from geo_hires.detect.executors import LocalExecutor
+from geo_hires.detect.options import DetectConfig
 from geo_hires.detections import PixelDetections
 from geo_hires.errors import NoCRSWarning
 from geo_hires.evaluate import evaluate_images
 from geo_hires.labels import read_labels
+from geo_hires.models.bundle import load_bundle
+from geo_hires.models.card import Level
 from geo_hires.models.codec import decode_peaks
-from geo_hires.pipeline import DetectConfig, LocalExecutor, detect_scene
+from geo_hires.pipeline import detect_scene
 from geo_hires.scene import open_scene
 
 
@@ -135,10 +138,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     warnings.simplefilter("ignore", NoCRSWarning)
-    model, card = load_model(args.model)
-    model = model.to(memory_format=torch.channels_last)
+    bundle = load_bundle(args.model)
+    card = bundle.card
+    model = bundle.network().to(memory_format=torch.channels_last)
     one_level = dataclasses.replace(
-        card, levels=(LevelRule(name="full", target_gsd_m=card.gsd_m, downsample=1),)
+        card, levels=(Level(name="full", target_gsd_m=card.gsd_m, downsample=1),)
     )
     sahi_model = GeoHiresSahiModel(
         model=model, confidence_threshold=args.threshold, device="cpu", load_at_init=False
@@ -161,9 +165,8 @@ def main() -> None:
         rows["sahi"].append((dets, truth))
         times["sahi"] += secs
         for key, c in (("ours_1level", one_level), ("ours_2level", card)):
-            r = detect_scene(
-                scene, model, c, config=cfg, executor=LocalExecutor(device=torch.device("cpu"))
-            )
+            r = detect_scene(scene, dataclasses.replace(bundle, card=c), cfg,
+                             executor=LocalExecutor(device=torch.device("cpu")))  # fmt: skip
             rows[key].append((r.detections, truth))
             times[key] += r.seconds
         mp += scene.pixels / 1e6
@@ -184,9 +187,8 @@ def main() -> None:
     if args.synthetic:
         scene = open_scene(args.synthetic)
         _, s_secs = _sahi(sahi_model, args.synthetic, args.slice, args.overlap, card.classes)
-        r = detect_scene(
-            scene, model, one_level, config=cfg, executor=LocalExecutor(device=torch.device("cpu"))
-        )
+        r = detect_scene(scene, dataclasses.replace(bundle, card=one_level), cfg,
+                         executor=LocalExecutor(device=torch.device("cpu")))  # fmt: skip
         out["synthetic"] = {
             "megapixels": round(scene.pixels / 1e6, 1),
             "sahi_s": round(s_secs, 1),

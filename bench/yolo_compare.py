@@ -31,16 +31,17 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
-from geo_hires.models.registry import LevelRule
-from geo_hires.units import plan_units
 
+from geo_hires.detect.options import DetectConfig
+from geo_hires.detect.plan import plan_units
 from geo_hires.detections import PixelDetections
 from geo_hires.errors import NoCRSWarning
 from geo_hires.evaluate import evaluate_images
 from geo_hires.evaluate.scenes import labelled_scene
-from geo_hires.models import load_bundle
+from geo_hires.models.bundle import load_bundle
+from geo_hires.models.card import Level
 from geo_hires.models.yolo import ultralytics_env
-from geo_hires.pipeline import DetectConfig, detect_scene
+from geo_hires.pipeline import detect_scene
 from geo_hires.scene import open_scene
 
 THREADS = 2
@@ -84,9 +85,9 @@ def _rgb(path: str) -> np.ndarray:
         return np.ascontiguousarray(src.read([1, 2, 3]).transpose(1, 2, 0))
 
 
-def _window_pixels(scene: Any, model: Any, card: Any, cfg: DetectConfig) -> int:
+def _window_pixels(scene: Any, card: Any, cfg: DetectConfig) -> int:
     """Level-0 pixels of every window an ultralytics level reads (overlaps counted twice)."""
-    units, _ = plan_units(scene, model, card, cfg)
+    units, _ = plan_units(scene, card, cfg)
     total = 0
     for u in units:
         if card.levels[u.level].detector != "fcn":
@@ -94,12 +95,12 @@ def _window_pixels(scene: Any, model: Any, card: Any, cfg: DetectConfig) -> int:
     return total
 
 
-def _ours(scene: Any, bundle: tuple[Any, Any], cfg: DetectConfig) -> tuple[Any, float, int]:
+def _ours(scene: Any, bundle: Any, cfg: DetectConfig) -> tuple[Any, float, int]:
     torch.set_num_threads(THREADS)
     start = time.perf_counter()
-    r = detect_scene(scene, *bundle, config=cfg)
+    r = detect_scene(scene, bundle, cfg)
     secs = time.perf_counter() - start
-    seen = _window_pixels(scene, *bundle, cfg)
+    seen = _window_pixels(scene, bundle.card, cfg)
     seen += sum(lv.pixels_scanned for lv in r.levels if lv.name == "refine")
     return r.detections, secs, seen
 
@@ -135,17 +136,17 @@ def main() -> None:
     warnings.simplefilter("ignore", NoCRSWarning)
     cfg = DetectConfig(score_threshold=args.threshold, threads=THREADS)
     bundles = {n: load_bundle(n) for n in ("aircraft_lsn", "aircraft_yolo", "aircraft_cascade")}
-    ycard = bundles["aircraft_yolo"][1]
-    yolo = bundles["aircraft_yolo"][0].yolo["yolo.pt"]
+    ycard = bundles["aircraft_yolo"].card
+    yolo = bundles["aircraft_yolo"].yolo["yolo.pt"]
     full = ycard.levels[0]
     yolt = dataclasses.replace(ycard, levels=(
         dataclasses.replace(full, max_size=80.0),
-        LevelRule(name="coarse", target_gsd_m=2 * ycard.gsd_m, downsample=2, min_size=32.0,
+        Level(name="coarse", target_gsd_m=2 * ycard.gsd_m, downsample=2, min_size=32.0,
                   detector=full.detector, window=full.window, halo=64),
     ))  # fmt: skip
-    bundles["yolo_yolt_2levels"] = (bundles["aircraft_yolo"][0], yolt)
+    bundles["yolo_yolt_2levels"] = dataclasses.replace(bundles["aircraft_yolo"], card=yolt)
     sahi_model = _sahi_model(Path(_bundle_pt("aircraft_yolo")), args.threshold)
-    card = bundles["aircraft_lsn"][1]
+    card = bundles["aircraft_lsn"].card
     val = card.extra["training"]["val_images"]
     methods = [*bundles, "sahi_yolo", "downsample_x2", "downsample_x4"]
     pairs: dict[str, list[Any]] = {m: [] for m in methods}
@@ -188,7 +189,7 @@ def main() -> None:
 
 
 def _bundle_pt(name: str) -> str:
-    from geo_hires.models.registry import bundle_dir
+    from geo_hires.models.card import bundle_dir
 
     return str(bundle_dir(name) / "yolo.pt")
 
@@ -204,7 +205,7 @@ def _synthetic(path: str, bundles: dict[str, Any], sahi_model: Any, cfg: DetectC
         print(f"synthetic {key}: {s:.1f} s", file=sys.stderr)
     start = time.perf_counter()
     image = _rgb(path)
-    _, px = _sahi(sahi_model, image, bundles["aircraft_lsn"][1].classes)
+    _, px = _sahi(sahi_model, image, bundles["aircraft_lsn"].card.classes)
     s = time.perf_counter() - start
     rows["sahi_yolo"] = {"seconds": round(s, 1), "mp_per_s": round(mp / s, 2),
                          "yolo_pixel_fraction": round(px / scene.pixels, 3)}  # fmt: skip

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import torch
-from geo_hires.models.registry import load_card
 
+from geo_hires.models.card import load_card
 from geo_hires.models.yolo import ultralytics_env
 from geo_hires.train.chips import load_labelled
 from geo_hires.train.yolo_data import YoloDataConfig, export_yolo_dataset

@@ -28,15 +28,16 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
-from geo_hires.zoom import ZoomConfig, choose, window_evidence
 from rasterio.windows import Window
 
+from geo_hires.detect.options import DetectConfig, ZoomConfig
+from geo_hires.detect.zoom import choose, window_evidence
 from geo_hires.errors import NoCRSWarning
 from geo_hires.evaluate.scenes import labelled_scene
 from geo_hires.labels import labels_for
-from geo_hires.models import load_bundle
+from geo_hires.models.bundle import load_bundle
 from geo_hires.models.zoom_policy import policy_features
-from geo_hires.pipeline import DetectConfig, detect_scene
+from geo_hires.pipeline import detect_scene
 from geo_hires.scene import open_scene
 from geo_hires.train.zoom import evaluate_choices, record_image
 
@@ -118,7 +119,7 @@ def _throughput(path: str, bundle: Any, modes: list[str]) -> dict[str, Any]:
                             "decode_mp_per_s": round(mp / decode, 1)}  # fmt: skip
     for mode in modes:
         torch.set_num_threads(2)
-        r = detect_scene(scene, *bundle, config=DetectConfig(zoom=ZoomConfig(mode=mode)))
+        r = detect_scene(scene, bundle, DetectConfig(zoom=ZoomConfig(mode=mode)))
         z = r.zoom(ZoomConfig(mode=mode))
         rows[mode] = {"seconds": round(r.seconds, 1), "mp_per_s": round(mp / r.seconds, 2),
                       "ratio_to_decode": round(decode / r.seconds, 3),
@@ -161,7 +162,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     warnings.simplefilter("ignore", NoCRSWarning)
-    model, card = load_bundle("aircraft_lsn")
+    model = load_bundle("aircraft_lsn")
+    card = model.card
     if model.policy is None:
         raise SystemExit("aircraft_lsn has no zoom policy: run geo-hires train-zoom first")
     window = model.policy.spec.window
@@ -175,7 +177,7 @@ def main() -> None:
     out["mosaic"] = _curves(mreplay, card, model.policy)
     _plot(out["validation"], args.plot, "aircraft_lsn, 14 validation images")
     if args.synthetic:
-        out["throughput"] = _throughput(args.synthetic, (model, card),
+        out["throughput"] = _throughput(args.synthetic, model,
                                         ["all", "gate", "rl", "none"])  # fmt: skip
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

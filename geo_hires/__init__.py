@@ -38,7 +38,25 @@ _WHERE = {
     "run_detect": "geo_hires.pipeline",
 }
 
-__all__ = ["__version__", *sorted(_WHERE)]
+__all__ = [
+    "Bundle",
+    "DetectConfig",
+    "DetectOptions",
+    "DetectResult",
+    "GeoDetections",
+    "GeoHiresError",
+    "Outputs",
+    "PixelDetections",
+    "ReadConfig",
+    "Scene",
+    "ZoomConfig",
+    "__version__",
+    "detect_scene",
+    "load_bundle",
+    "open_scene",
+    "run_batch",
+    "run_detect",
+]
 
 if TYPE_CHECKING:
     from geo_hires.config import ReadConfig

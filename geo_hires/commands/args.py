@@ -117,8 +117,11 @@ def add_scene_args(p: argparse.ArgumentParser) -> None:
         "--rpc-height", type=float, default=0.0, metavar="M",
         help="height above the ellipsoid (m) for scenes placed by RPCs (default 0)",
     )  # fmt: skip
-    p.add_argument("--asset", metavar="KEY",
-                   help="for a STAC item: the asset to scan (default: the visual/RGB one)")
+    p.add_argument(
+        "--asset",
+        metavar="KEY",
+        help="for a STAC item: the asset to scan (default: the visual/RGB one)",
+    )
 
 
 def detect_options(args: argparse.Namespace) -> DetectOptions:

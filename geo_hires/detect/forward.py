@@ -69,7 +69,6 @@ def _cells(
     return (r0, c0), keep, (slice(r0 - by, r1 - by), slice(c0 - bx, c1 - bx))
 
 
-
 def forward_batch(model: FCNDetector, items: list[Item], device: torch.device) -> list[BlockOutput]:
     """One forward pass over same-shape blocks; blocks without valid pixels are left out."""
     items = [it for it in items if it[2].any()]

@@ -217,4 +217,3 @@ def level_kinds(
             scene_size=scene_size,
         )  # fmt: skip
     return kinds
-

@@ -53,9 +53,10 @@ class LevelRun:
 
     def describe(self) -> str:
         """``name: N blocks (xD)``, or for a zoomed level ``name: k of n windows zoomed``."""
+        scale = f"(x{self.downsample})"
         if self.windows is not None:
-            return f"{self.name}: {len(self.cores)} of {self.windows} windows zoomed (x{self.downsample})"
-        return f"{self.name}: {self.blocks} blocks (x{self.downsample})"
+            return f"{self.name}: {len(self.cores)} of {self.windows} windows zoomed {scale}"
+        return f"{self.name}: {self.blocks} blocks {scale}"
 
 
 def level_downsample(rule: Level, scene: Scene, card: ModelCard) -> int:

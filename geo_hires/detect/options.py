@@ -155,7 +155,9 @@ class DetectOptions:
         "interpretation or band description); default: by colour interpretation",
         min_length=3, max_length=3,
     )  # fmt: skip
-    asset: str | None = _option(None, "for a STAC item: the asset to scan (default: the visual one)")
+    asset: str | None = _option(
+        None, "for a STAC item: the asset to scan (default: the visual one)"
+    )
     aoi: str | os.PathLike[str] | dict[str, Any] | None = _option(
         None,
         "area of interest (a vector file in any format and CRS; for a service job, GeoJSON in "
@@ -187,7 +189,10 @@ class DetectOptions:
         unknown = sorted(set(values) - names)
         if unknown:
             raise ConfigError(f"unknown detect option {unknown[0]!r}; options: {sorted(names)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        plain: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
+        }
+        return cls(**plain)
 
     def detect_config(self) -> DetectConfig:
         """The stages' settings for these options."""

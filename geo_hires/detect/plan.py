@@ -77,7 +77,9 @@ class Unit:
     kind: Kind = "scan"
 
 
-def level_blocks(rule: Level, card: ModelCard, size: tuple[int, int], core: int) -> tuple[Block, ...]:
+def level_blocks(
+    rule: Level, card: ModelCard, size: tuple[int, int], core: int
+) -> tuple[Block, ...]:
     """Blocks of a scanning level (halo from the network's receptive field) or an ultralytics
     level (windows of ``rule.window`` whose cores tile the level, ``rule.halo`` of overlap)."""
     if rule.detector == FCN:

@@ -196,4 +196,3 @@ def load_pt(
     files = {p.name: p.read_bytes()}
     return Bundle(card=card, fcn=None, yolo={p.name: yolo}, files=files,
                   digest=_digest(None, files))  # fmt: skip
-

@@ -121,7 +121,9 @@ def _ordered(runs: Sequence[LevelRun], bundle: Bundle) -> tuple[LevelRun, ...]:
     return tuple(sorted(runs, key=lambda r: names.index(r.name)))
 
 
-def _cascade(loop: UnitLoop, candidates: PixelDetections, threshold: float) -> tuple[PixelDetections, LevelRun]:
+def _cascade(
+    loop: UnitLoop, candidates: PixelDetections, threshold: float
+) -> tuple[PixelDetections, LevelRun]:
     """The refiner on windows around ``candidates``; its boxes replace theirs."""
     scene, card, cfg = loop.scene, loop.bundle.card, loop.cfg
     rule = card.cascade

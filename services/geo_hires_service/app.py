@@ -1,8 +1,8 @@
 """The Ray Serve application: a FastAPI ingress and a job runner, built from one set of args.
 
 ``build`` is the application builder named by the Serve config's ``import_path``
-(``geo_hires_service.app:build``), so ``serve run`` of the shipped ``serve_config.yaml``, ``serve deploy`` and
-``geo-hires serve`` start the same thing.
+(``geo_hires_service.app:build``), so ``serve run`` of the shipped ``serve_config.yaml``,
+``serve deploy`` and ``geo-hires serve`` start the same thing.
 
 Why the runner is a Serve deployment (one replica) and not a detached actor: Serve starts,
 health-checks, restarts and shuts it down with the ingress, and a KubeRay ``RayService``

@@ -3,9 +3,9 @@
 Every overlay is rendered with ``kubectl kustomize``; core kinds (and every Ray pod template,
 as a Pod) are validated with ``kubernetes-validate`` in strict mode; ``ray.io`` kinds against
 the KubeRay v1.7 CRD schemas with unknown fields refused; ``serveConfigV2`` with Ray Serve's
-own schema, its application built, and compared with ``services/geo_hires_service/serve_config.yaml``; every
-``geo-hires`` command line with the CLI's parser; checkov on the manifests and the Dockerfile;
-hadolint on the Dockerfile; requests and limits against the measured sizing.
+own schema, its application built, and compared with the service's ``serve_config.yaml``;
+every ``geo-hires`` command line with the CLI's parser; checkov on the manifests and the
+Dockerfile; hadolint on the Dockerfile; requests and limits against the measured sizing.
 """
 
 from __future__ import annotations
