@@ -29,6 +29,7 @@ demo: venv
 	PYTHONPATH=$(GUARD) bash scripts/demo.sh
 
 test: venv $(CHECKOV)
+	bash scripts/system_deps.sh
 	PYTHONPATH=$(GUARD) $(BIN)/python -m pytest -q
 
 bench: venv

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from geo_hires.detect.options import DEFAULT_MODEL
 from geo_hires.errors import ConfigError
 
 __all__ = ["add_commands"]
@@ -111,6 +112,13 @@ def _validation_metrics(bundle: str, scenes: Sequence[str], labels: str) -> dict
 
 def add_commands(sub: Any) -> None:
     """Add ``train``, ``cascade`` and ``train-zoom`` to the ``geo-hires`` sub-parsers."""
+    _add_train(sub)
+    _add_cascade(sub)
+    _add_train_zoom(sub)
+
+
+def _add_train(sub: Any) -> None:
+    """``train``: a scanning detector or an ultralytics YOLO from labelled scenes."""
     p = sub.add_parser(
         "train", help="train a scanning detector or an ultralytics YOLO on labelled scenes"
     )
@@ -146,6 +154,10 @@ def add_commands(sub: Any) -> None:
         "--licence", default="see training data", help="licence of the weights (in the card)"
     )
     p.set_defaults(_handler=_cmd_train)
+
+
+def _add_cascade(sub: Any) -> None:
+    """``cascade``: a scanning bundle and a YOLO refiner as one bundle."""
     p = sub.add_parser(
         "cascade", help="assemble a cascade bundle: a scanning bundle plus a YOLO refiner"
     )
@@ -166,12 +178,18 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--images", help="folder of the scanner's validation images (to score)")
     p.add_argument("--labels", help="their labels (to score)")
     p.set_defaults(_handler=_cmd_cascade)
+
+
+def _add_train_zoom(sub: Any) -> None:
+    """``train-zoom``: the learned zoom policy of a scanning bundle."""
     p = sub.add_parser(
         "train-zoom", help="learn which fine windows to zoom (REINFORCE) for a scanning bundle"
     )
     p.add_argument("images", help="folder of the bundle's training and validation images")
     p.add_argument("--labels", required=True, help="their labels")
-    p.add_argument("--model", default="aircraft_lsn", help="scanning bundle (name or folder)")
+    p.add_argument(
+        "--model", default=DEFAULT_MODEL, help="bundle with a scanning network (name or folder)"
+    )
     p.add_argument("--out", required=True, help="bundle folder to write (may be the bundle)")
     p.add_argument("--window", type=int, default=512, help="fine window side (pixels)")
     p.add_argument(

@@ -1,6 +1,6 @@
 """ultralytics YOLO models as geo_hires detectors: loading, checks, offline use, prediction.
 
-The first piece of the YOLO adapter (issue #11): a model file is loaded only if it really is
+A model file is loaded only if it really is
 an ultralytics ``detect`` or ``obb`` model whose class names agree with its card, with
 ultralytics kept offline (no downloads, no settings written outside a folder we name) and
 without its side effect on torch's thread count, which would otherwise make every later forward

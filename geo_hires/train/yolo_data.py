@@ -1,6 +1,6 @@
 """Labelled scenes → an ultralytics (YOLO) dataset of chips, split by image.
 
-The groundwork of ``geo-hires train --arch yolo…`` (issue #11). Chips come from the same
+What ``geo-hires train --arch yolo…`` trains on. Chips come from the same
 sampler as the scanner's training (:class:`~geo_hires.train.chips.ChipSampler`: centred near
 objects with jitter, plus background chips; the 8 symmetries of the square, brightness and
 contrast), are written once as PNG files with YOLO label files (``class cx cy w h``,
