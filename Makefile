@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	PYTHONPATH=$(GUARD) bash scripts/demo.sh
 
-test: venv $(CHECKOV)
+test: venv $(CHECKOV) lint
 	bash scripts/system_deps.sh
 	PYTHONPATH=$(GUARD) $(BIN)/python -m pytest -q
 
