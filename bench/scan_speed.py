@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from geo_hires.detect.forward import network_output, precision_for
+from geo_hires.detect.forward import network_output
+from geo_hires.detect.options import native_bf16
 from geo_hires.models.bundle import load_bundle
 
 
@@ -51,7 +52,7 @@ def main() -> None:
     x = torch.rand(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
     x = x.to(device)
     variants = [("fp32", "nchw"), ("fp32", "channels_last")]
-    if precision_for("auto", device) == "bf16":
+    if native_bf16(device.type):
         variants.append(("bf16", "channels_last"))
     ref = _forward(net, x, "fp32", "nchw")
     best = {v: float("inf") for v in variants}

@@ -74,13 +74,14 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     card = bare.card if bare is not None else load_card(options.model)
     scene, _ = open_input(args.scene, options.read_config(read_config(args)))
     aoi = load_aoi(options.aoi, scene) if options.aoi is not None else None
-    plan = ScenePlan.make(scene, card, options.detect_config(), aoi=aoi)
+    device = "cuda" if args.device == "cuda" else "cpu"
+    plan = ScenePlan.make(scene, card, options.detect_config(card, device), aoi=aoi)
     units, runs = plan.first()
     if plan.coarse is not None:
         runs += plan.fine(lambda _li, cores: np.ones(len(cores), bool))[1]
     gsd = f"{scene.gsd_m:.3f} m" if scene.gsd_m else "unknown"
     out.write(f"{Path(scene.path).name}: {scene.width}x{scene.height} px, GSD {gsd}, "
-              f"model {card.name}\n")  # fmt: skip
+              f"model {card.name}, precision {plan.config.precision}\n")  # fmt: skip
     names = [r.name for r in card.levels]
     for run in sorted(runs, key=lambda r: names.index(r.name)):
         count = sum(u.level == names.index(run.name) for u in units)

@@ -24,7 +24,7 @@ import torch
 from geo_hires.detect.blocks import Block
 from geo_hires.detect.cascade import drop_truncated
 from geo_hires.detect.forward import BlockOutput, Item, forward_batch, prepare
-from geo_hires.detect.options import DetectConfig
+from geo_hires.detect.options import DetectConfig, Precision
 from geo_hires.detect.zoom import EVIDENCE_COLUMNS
 from geo_hires.detections import PixelDetections
 from geo_hires.models.card import FCN, Level
@@ -79,10 +79,11 @@ class ScanLevel:
     threshold: float
     max_peaks: int
     device: torch.device
+    precision: Precision = "fp32"
     evidence_threshold: float | None = None
 
     def compute(self, items: list[Item], d: int) -> tuple[list[Parts], Evidence | None]:
-        outs = forward_batch(self.net, items, self.device)
+        outs = forward_batch(self.net, items, self.device, self.precision)
         parts = [self._decode(o, d) for o in outs]
         if self.evidence_threshold is None:
             return parts, None
@@ -208,7 +209,8 @@ def level_kinds(
         kinds[li] = ScanLevel(
             net=net if net is not None else bundle.network(), rule=rule,
             threshold=card.cascade.gate_threshold if card.cascade is not None else thr,
-            max_peaks=cfg.max_per_block, device=device, evidence_threshold=evidence,
+            max_peaks=cfg.max_per_block, device=device, precision=cfg.precision,
+            evidence_threshold=evidence,
         )  # fmt: skip
     if card.cascade is not None:
         kinds[len(card.levels)] = RefineLevel(

@@ -13,20 +13,28 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 from geo_hires.config import ReadConfig
 from geo_hires.errors import ConfigError
+from geo_hires.models.card import ModelCard
 
 __all__ = [
     "DEFAULT_MODEL",
+    "PRECISIONS",
     "ZOOM_MODES",
     "DetectConfig",
     "DetectOptions",
+    "Precision",
+    "PrecisionChoice",
     "ZoomConfig",
     "ZoomMode",
+    "native_bf16",
     "option_fields",
+    "resolve_precision",
 ]
 
 DEFAULT_MODEL = "aircraft_lsn"
@@ -34,6 +42,41 @@ DEFAULT_MODEL = "aircraft_lsn"
 
 ZoomMode = Literal["all", "gate", "rl", "random", "none"]
 ZOOM_MODES: tuple[ZoomMode, ...] = get_args(ZoomMode)
+Precision = Literal["fp32", "bf16"]
+"""What the scanning network's arithmetic runs in: fp32, or bf16 autocast (weights and sums
+stay fp32; convolutions take bf16 inputs), which CPUs with AVX-512 BF16 or AMX and CUDA GPUs run
+natively. The ultralytics models run fp32 (bf16 autocast made them slower on such a CPU)."""
+PrecisionChoice = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[PrecisionChoice, ...] = get_args(PrecisionChoice)
+
+
+def native_bf16(device_type: str) -> bool:
+    """Whether a device of this type here runs bf16 natively (not emulated): a CUDA GPU that
+    supports it, or a CPU whose flags list ``avx512_bf16`` or ``amx_bf16`` (Linux)."""
+    if device_type == "cuda":
+        import torch
+
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def resolve_precision(choice: str, card: ModelCard, device_type: str) -> Precision:
+    """``auto`` → bf16 where the device runs it natively *and* the card records that bf16
+    keeps the bundle's validation AP (``precision.bf16.keeps_ap``, measured by
+    ``scripts/score_precision.py``), else fp32; ``fp32`` and ``bf16`` as asked. A bundle
+    without a scanning network always runs fp32."""
+    if choice not in PRECISIONS:
+        raise ConfigError(f"--precision {choice!r}: choose one of {', '.join(PRECISIONS)}")
+    if card.arch is None or choice == "fp32":
+        return "fp32"
+    if choice == "bf16":
+        return "bf16"
+    measured = card.extra.get("precision", {}).get("bf16", {})
+    return "bf16" if measured.get("keeps_ap") and native_bf16(device_type) else "fp32"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -96,6 +139,8 @@ class DetectConfig:
             card's level indices, and the config identity covers this, so a journal of a run
             with other levels is never reused.
         zoom: Which fine windows get the full-resolution pass.
+        precision: The scanning network's arithmetic (:data:`Precision`); part of the numerics,
+            so of the config identity, the journal and the provenance.
     """
 
     core: int = 1024
@@ -108,8 +153,11 @@ class DetectConfig:
     threads: int = 2
     levels: tuple[str, ...] | None = None
     zoom: ZoomConfig = dataclasses.field(default_factory=ZoomConfig)
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision {self.precision!r}: fp32 or bf16")
         if self.core < 16 or self.batch_size < 1 or self.prefetch < 1:
             raise ConfigError(
                 "DetectConfig: core >= 16, batch_size >= 1 and prefetch >= 1 required"
@@ -171,6 +219,11 @@ class DetectOptions:
     budget: float | None = _option(
         None, "at most this share of fine windows, in (0, 1] (the highest-ranked)", gt=0, le=1
     )
+    precision: PrecisionChoice = _option(
+        "auto",
+        "arithmetic of the scanning network: fp32, bf16, or auto (bf16 where the device runs it "
+        "natively and the model card shows it keeps the model's AP, else fp32)",
+    )
     batch: int = _option(2, "blocks per forward pass", service=False)
     threads: int = _option(
         2,
@@ -194,8 +247,9 @@ class DetectOptions:
         }
         return cls(**plain)
 
-    def detect_config(self) -> DetectConfig:
-        """The stages' settings for these options."""
+    def detect_config(self, card: ModelCard, device_type: str = "cpu") -> DetectConfig:
+        """The stages' settings for these options, with the precision resolved for ``card``
+        on a device of ``device_type`` (:func:`resolve_precision`)."""
         return DetectConfig(
             core=self.block,
             batch_size=self.batch,
@@ -203,6 +257,7 @@ class DetectOptions:
             score_threshold=self.score_threshold,
             levels=self.levels or None,
             zoom=ZoomConfig(mode=self.zoom, budget=self.budget),
+            precision=resolve_precision(self.precision, card, device_type),
         )
 
     def read_config(self, base: ReadConfig | None = None) -> ReadConfig:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from geo_hires.config import ReadConfig
-from geo_hires.detect.options import DetectConfig
+from geo_hires.detect.options import DetectConfig, Precision
 from geo_hires.detections import PixelDetections
 from geo_hires.errors import NoCRSWarning
 from geo_hires.evaluate.coco import evaluate_images
@@ -48,15 +48,17 @@ def evaluate_scenes(
     *,
     score_threshold: float = 0.05,
     read_config: ReadConfig | None = None,
+    precision: Precision = "fp32",
 ) -> dict[str, Any]:
     """Detect on each scene and score all of them together (COCO, one image per scene).
 
     The truth's classes are renamed with the bundle card's training ``class_map``. A low score
-    threshold is used so AP sees the whole precision-recall curve.
+    threshold is used so AP sees the whole precision-recall curve; ``precision`` is the
+    scanning network's arithmetic.
     """
     model = load_bundle(bundle)
     card = model.card
-    cfg = DetectConfig(score_threshold=score_threshold)
+    cfg = DetectConfig(score_threshold=score_threshold, precision=precision)
     pairs, seconds, mp = [], 0.0, 0.0
     for path in scenes:
         scene, truth = labelled_scene(path, labels, card, read_config=read_config)
@@ -71,6 +73,7 @@ def evaluate_scenes(
         {
             "images": len(pairs),
             "score_threshold": score_threshold,
+            "precision": precision,
             "megapixels_per_s": round(mp / max(seconds, 1e-9), 2),
         }
     )

@@ -31,7 +31,7 @@ from geo_hires.pipeline.detect import DetectResult, detect_scene
 from geo_hires.scene import Scene
 from geo_hires.scene.stac import open_input
 
-__all__ = ["Outputs", "run_detect"]
+__all__ = ["Outputs", "device_type", "run_detect"]
 
 PathLike = str | os.PathLike[str]
 
@@ -62,6 +62,19 @@ class Outputs:
         return [os.fspath(p) for p in self.files]
 
 
+def device_type(executor: Executor | None) -> str:
+    """Where the scanning network will run: ``cuda`` for an executor on a CUDA device or Ray
+    actors with GPUs, else what the local executor picks (CUDA when present)."""
+    import torch
+
+    device = getattr(executor, "device", None)
+    if device is not None:
+        return str(torch.device(device).type)
+    if getattr(getattr(executor, "config", None), "num_gpus", 0):
+        return "cuda"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _provenance(
     result: DetectResult, scene: Scene, cfg: DetectConfig, export: ExportConfig,
     area: AreaOfInterest | None, stac: dict[str, Any] | None,
@@ -74,6 +87,7 @@ def _provenance(
             {"name": r.name, "downsample": r.downsample, "blocks": r.blocks} for r in result.levels
         ],
         "zoom": result.zoom(),
+        "precision": cfg.precision,
     }
     if area is not None:
         extra["aoi"] = {**area.provenance(), "pixels_scanned": result.pixels_scanned}
@@ -121,16 +135,16 @@ def run_detect(
 
     ``bundle``: an already loaded bundle (a service or a batch loads each model once; default:
     ``options.model`` loaded here). ``config``: stage settings beyond the options (default:
-    ``options.detect_config()``). ``read_config``: the read budget and driver rules, to which
-    the options add their bands, STAC asset and RPC height. ``on_progress``: see
-    :func:`~geo_hires.pipeline.detect.detect_scene`.
+    ``options.detect_config`` for the bundle and the executor's device). ``read_config``: the
+    read budget and driver rules, to which the options add their bands, STAC asset and RPC
+    height. ``on_progress``: see :func:`~geo_hires.pipeline.detect.detect_scene`.
     """
     opts = options or DetectOptions()
     out = Outputs.of(outputs)
     check_outputs([*out.files, *([out.coverage] if out.coverage else [])])
-    cfg = config or opts.detect_config()
-    reading = opts.read_config(read_config)
     bundle = bundle or load_bundle(opts.model)
+    cfg = config or opts.detect_config(bundle.card, device_type(executor))
+    reading = opts.read_config(read_config)
     scene, stac = open_input(scene_path, reading)
     area = load_aoi(opts.aoi, scene) if opts.aoi is not None else None
     journal = journal_for(out.files[0], scene, bundle, cfg, area)
