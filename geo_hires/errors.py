@@ -15,6 +15,7 @@ __all__ = [
     "ForeignJournalWarning",
     "GeoHiresError",
     "LabelReadError",
+    "LevelSkippedWarning",
     "NoCRSWarning",
     "SceneNotFoundError",
     "SceneReadError",
@@ -66,3 +67,8 @@ class NoCRSWarning(UserWarning):
 
 class ForeignJournalWarning(UserWarning):
     """``--resume`` found a journal left by another scene, model or config; it is not reused."""
+
+
+class LevelSkippedWarning(UserWarning):
+    """A level of the model is not scanned: the scene is too coarse for it (it would need more
+    than x2 upsampling)."""

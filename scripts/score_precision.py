@@ -35,7 +35,9 @@ def main() -> None:
     if not card.get("arch"):
         print(f"{args.bundle}: no scanning network; bf16 does not apply")
         return
-    scenes = [str(Path(args.images) / n) for n in card["training"]["val_images"]]
+    training = card["training"]  # a cascade's split is its scanner's
+    names = training.get("val_images") or training.get("scanner", {}).get("val_images", [])
+    scenes = [str(Path(args.images) / n) for n in names]
     rows = {}
     for precision in ("fp32", "bf16"):
         m = evaluate_scenes(args.bundle, scenes, args.labels, precision=precision)

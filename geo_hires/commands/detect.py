@@ -28,7 +28,8 @@ def _cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.pipeline import Outputs, run_detect
 
     files = [*args.output, *([args.gpkg] if args.gpkg else [])]
-    outputs = Outputs(files=tuple(files), quicklook=args.quicklook, coverage=args.coverage)
+    outputs = Outputs(files=tuple(files), quicklook=args.quicklook, coverage=args.coverage,
+                      timing=args.timing)  # fmt: skip
     with running_executor(args) as executor:
         result = run_detect(
             args.scene, outputs, detect_options(args), bundle=run_bundle(args),
@@ -73,6 +74,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "--coverage", metavar="FILE",
         help="also write the area each level scanned (valid data, AOI), format by extension",
+    )  # fmt: skip
+    p.add_argument(
+        "--timing", action="store_true",
+        help="record where the time went (geo_hires.timing) in the outputs; off by default, "
+        "so that equal runs write equal bytes",
     )  # fmt: skip
     add_detect_args(p)
     p.set_defaults(_handler=_cmd_detect)

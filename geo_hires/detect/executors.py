@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 import torch
@@ -96,6 +96,8 @@ class UnitLoop:
     bar: Any = None
     finished: int = 0
     total: int = 0
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Busy seconds of the units this loop ran (``read``, ``forward``, ``decode``)."""
 
     def run(self, units: tuple[Unit, ...]) -> list[UnitResult]:
         """Results of ``units`` (those journalled reused): every unit once, or an error."""
@@ -108,6 +110,7 @@ class UnitLoop:
             if r.key in results:  # a retried unit is counted once
                 return
             results[r.key] = r
+            self.add_seconds(r.seconds)
             if self.journal is not None:
                 self.journal.record(r)
             self._advance(1)
@@ -126,6 +129,11 @@ class UnitLoop:
                 "rerun with --resume"
             )
         return list(results.values())
+
+    def add_seconds(self, seconds: Mapping[str, float]) -> None:
+        """Add busy seconds per stage (a unit's, or the merge's)."""
+        for stage, value in seconds.items():
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + value
 
     def _advance(self, n: int, *, planned: int = 0) -> None:
         self.total += planned

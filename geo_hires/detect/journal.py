@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,8 @@ class UnitResult:
             envelopes), or ``None``.
         evidence: ``(M, 5)`` float64 coarse peaks ``x, y, score, width, height`` (any size)
             of a zoomed run's coarse level, or ``None``.
+        seconds: Where the unit's time went: ``read``, ``forward``, ``decode`` (busy seconds
+            of the process that ran it); not part of the detections.
     """
 
     key: str
@@ -55,6 +58,7 @@ class UnitResult:
     classes: npt.NDArray[np.int64]
     corners: npt.NDArray[np.float64] | None = None
     evidence: npt.NDArray[np.float64] | None = None
+    seconds: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -68,6 +72,8 @@ class UnitResult:
             out["corners"] = self.corners.tolist()
         if self.evidence is not None:
             out["evidence"] = self.evidence.tolist()
+        if self.seconds:
+            out["seconds"] = dict(self.seconds)
         return out
 
     @classmethod
@@ -84,6 +90,7 @@ class UnitResult:
             evidence=np.asarray(d["evidence"], np.float64).reshape(-1, 5)
             if "evidence" in d
             else None,
+            seconds={str(k): float(v) for k, v in d.get("seconds", {}).items()},
         )
 
 

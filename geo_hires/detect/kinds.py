@@ -14,6 +14,7 @@ then computed by the same object, whatever executor runs it.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
@@ -24,6 +25,7 @@ import torch
 from geo_hires.detect.blocks import Block
 from geo_hires.detect.cascade import drop_truncated
 from geo_hires.detect.forward import BlockOutput, Item, forward_batch, prepare
+from geo_hires.detect.levels import LevelScale
 from geo_hires.detect.options import DetectConfig, Precision
 from geo_hires.detect.zoom import EVIDENCE_COLUMNS
 from geo_hires.detections import PixelDetections
@@ -35,7 +37,15 @@ if TYPE_CHECKING:
     from geo_hires.models.fcn import FCNDetector
     from geo_hires.models.yolo import Prediction, YoloModel
 
-__all__ = ["LevelKind", "Parts", "RefineLevel", "ScanLevel", "WindowLevel", "level_kinds"]
+__all__ = [
+    "Computed",
+    "LevelKind",
+    "Parts",
+    "RefineLevel",
+    "ScanLevel",
+    "WindowLevel",
+    "level_kinds",
+]
 
 Parts = tuple[
     npt.NDArray[np.float64],
@@ -47,10 +57,14 @@ Parts = tuple[
 Evidence = npt.NDArray[np.float64]
 
 
-class LevelKind(Protocol):
-    """Computes one unit's blocks: their parts, and the zoom evidence (or ``None``)."""
+Computed = tuple[list["Parts"], "Evidence | None", dict[str, float]]
+"""A unit's parts, its zoom evidence (or ``None``) and the seconds of ``forward``/``decode``."""
 
-    def compute(self, items: list[Item], d: int) -> tuple[list[Parts], Evidence | None]: ...
+
+class LevelKind(Protocol):
+    """Computes one unit's blocks: their parts, the zoom evidence, where the time went."""
+
+    def compute(self, items: list[Item], d: float) -> Computed: ...
 
 
 def _valid_at(
@@ -82,13 +96,16 @@ class ScanLevel:
     precision: Precision = "fp32"
     evidence_threshold: float | None = None
 
-    def compute(self, items: list[Item], d: int) -> tuple[list[Parts], Evidence | None]:
+    def compute(self, items: list[Item], d: float) -> Computed:
+        start = time.perf_counter()
         outs = forward_batch(self.net, items, self.device, self.precision)
+        mid = time.perf_counter()
         parts = [self._decode(o, d) for o in outs]
-        if self.evidence_threshold is None:
-            return parts, None
-        found = [self._evidence(o, d, self.evidence_threshold) for o in outs]
-        return parts, np.concatenate(found or [np.zeros((0, EVIDENCE_COLUMNS))])
+        evidence = None
+        if self.evidence_threshold is not None:
+            found = [self._evidence(o, d, self.evidence_threshold) for o in outs]
+            evidence = np.concatenate(found or [np.zeros((0, EVIDENCE_COLUMNS))])
+        return parts, evidence, {"forward": mid - start, "decode": time.perf_counter() - mid}
 
     def _peaks(
         self, o: BlockOutput, threshold: float
@@ -98,7 +115,7 @@ class ScanLevel:
             origin=o.origin, keep=o.keep, threshold=threshold, max_peaks=self.max_peaks,
         )  # fmt: skip
 
-    def _decode(self, o: BlockOutput, d: int) -> Parts:
+    def _decode(self, o: BlockOutput, d: float) -> Parts:
         boxes, scores, classes = self._peaks(o, self.threshold)
         side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
@@ -106,7 +123,7 @@ class ScanLevel:
         ok = (side >= rule.min_size) & (side < rule.max_size) & _valid_at(o.valid, o.block, cx, cy)
         return boxes[ok] * d, scores[ok], classes[ok], None
 
-    def _evidence(self, o: BlockOutput, d: int, threshold: float) -> Evidence:
+    def _evidence(self, o: BlockOutput, d: float, threshold: float) -> Evidence:
         """Peaks above the evidence threshold, any size, on valid pixels: ``(M, 5)`` level-0
         centre ``x, y``, score, width, height (what a zoom decision sees)."""
         boxes, scores, _ = self._peaks(o, threshold)
@@ -144,10 +161,12 @@ class WindowLevel:
     threads: int
     device: torch.device
 
-    def compute(self, items: list[Item], d: int) -> tuple[list[Parts], Evidence | None]:
+    def compute(self, items: list[Item], d: float) -> Computed:
         parts = []
+        start = time.perf_counter()
         found = _predict(self.model, items, imgsz=self.rule.window, threshold=self.threshold,
                          threads=self.threads, device=str(self.device))  # fmt: skip
+        mid = time.perf_counter()
         for (b, _, valid), (boxes, scores, classes, corners) in found:
             side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
             gx = (boxes[:, 0] + boxes[:, 2]) / 2 + b.x0
@@ -158,7 +177,7 @@ class WindowLevel:
             shifted = boxes[ok] + np.array([b.x0, b.y0, b.x0, b.y0], np.float64)
             moved = None if corners is None else (corners[ok] + np.array([b.x0, b.y0])) * d
             parts.append((shifted * d, scores[ok], classes[ok], moved))
-        return parts, None
+        return parts, None, {"forward": mid - start, "decode": time.perf_counter() - mid}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
@@ -174,33 +193,38 @@ class RefineLevel:
     class_names: tuple[str, ...]
     scene_size: tuple[int, int]
 
-    def compute(self, items: list[Item], d: int) -> tuple[list[Parts], Evidence | None]:
+    def compute(self, items: list[Item], d: float) -> Computed:
         parts: list[Parts] = []
+        start = time.perf_counter()
         found = _predict(self.model, items, imgsz=self.window, threshold=self.threshold,
                          threads=self.threads, device=str(self.device))  # fmt: skip
+        mid = time.perf_counter()
         for (b, _, _), (boxes, scores, classes, corners) in found:
             dets = PixelDetections.build(boxes, scores, classes, class_names=self.class_names)
             dets = dataclasses.replace(dets, corners=corners).shifted(b.x0, b.y0)
             window = (b.x0, b.y0, b.x1, b.y1)
             kept = drop_truncated(dets, window, scene_size=self.scene_size, margin=2.0)
             parts.append((kept.boxes, kept.scores, kept.classes, kept.corners))
-        return parts, None
+        return parts, None, {"forward": mid - start, "decode": time.perf_counter() - mid}
 
 
 def level_kinds(
     bundle: Bundle,
     cfg: DetectConfig,
+    scales: tuple[LevelScale, ...],
     *,
     device: torch.device,
     scene_size: tuple[int, int],
     evidence_level: int | None,
 ) -> Mapping[int, LevelKind]:
-    """One computing object per level of the card (and the refiner at ``len(levels)``)."""
+    """One computing object per level a run scans (``scales``: their rules, size ranges
+    widened where levels were folded) and the refiner at ``len(card.levels)``."""
     card = bundle.card
     thr = cfg.score_threshold or card.score_threshold
     kinds: dict[int, LevelKind] = {}
     net = prepare(bundle.fcn, device)[0] if bundle.fcn is not None else None
-    for li, rule in enumerate(card.levels):
+    for scale in scales:
+        li, rule = scale.index, scale.rule
         if rule.detector != FCN:
             kinds[li] = WindowLevel(model=bundle.model(rule.detector), rule=rule, threshold=thr,
                                     threads=cfg.threads, device=device)  # fmt: skip

@@ -22,7 +22,7 @@ from geo_hires.detect.blocks import Block, batch_blocks, halo_for, plan_blocks
 from geo_hires.detect.levels import (
     LevelRun,
     core_window,
-    level_downsample,
+    level_scales,
     level_size,
     level_window,
     xyxy,
@@ -65,14 +65,14 @@ class Unit:
         key: ``L{level}-U{index}`` (``R-U{index}`` for a cascade's refiner), stable for a given
             scene, model and config.
         level: Level index in the model card (``len(card.levels)`` for the refiner).
-        downsample: Level-0 pixels per level pixel.
+        downsample: Level-0 pixels per level pixel (0.5 for a level upsampled x2).
         blocks: The blocks (level pixels).
         kind: How the blocks are computed (:data:`KINDS`).
     """
 
     key: str
     level: int
-    downsample: int
+    downsample: float
     blocks: tuple[Block, ...]
     kind: Kind = "scan"
 
@@ -139,12 +139,10 @@ def plan_units(
     units: list[Unit] = []
     runs = []
     zoomed = cfg.zoom.selective and select is not None
-    for li, rule in enumerate(card.levels):
-        if (cfg.levels is not None and rule.name not in cfg.levels) or (
-            only is not None and li not in only
-        ):
+    for scale in level_scales(card, scene, cfg):
+        li, rule, d = scale.index, scale.rule, scale.downsample
+        if only is not None and li not in only:
             continue
-        d = level_downsample(rule, scene, card)
         core = cfg.zoom.window if zoomed else cfg.core
         blocks = level_blocks(rule, card, level_size(scene, d), core)
         aimed = [b for b in blocks if in_aoi is None or in_aoi(core_window(b, d, scene))]
@@ -168,6 +166,7 @@ def plan_units(
                 pixels_scanned=sum(w.width * w.height for w in cores),
                 cores=tuple(xyxy(w) for w in cores),
                 windows=windows if zoomed else None,
+                folded=scale.folded,
             )
         )
     return tuple(units), tuple(runs)

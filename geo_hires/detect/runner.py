@@ -8,6 +8,9 @@ the level's own (:mod:`geo_hires.detect.kinds`), chosen once per level when the 
 
 from __future__ import annotations
 
+import time
+import warnings
+
 import numpy as np
 import numpy.typing as npt
 import torch
@@ -16,16 +19,22 @@ from rasterio.windows import Window
 from geo_hires.detect.forward import Item, default_device
 from geo_hires.detect.journal import UnitResult
 from geo_hires.detect.kinds import Parts, level_kinds
-from geo_hires.detect.levels import coarsest, level_size, level_window
+from geo_hires.detect.levels import coarsest, level_scales, level_size, level_window
 from geo_hires.detect.options import DetectConfig
 from geo_hires.detect.plan import Unit
+from geo_hires.errors import LevelSkippedWarning
 from geo_hires.models.bundle import Bundle
 from geo_hires.scene import SceneReader
 
 __all__ = ["UnitRunner"]
 
 
-def _result(unit: Unit, parts: list[Parts], evidence: npt.NDArray[np.float64] | None) -> UnitResult:
+def _result(
+    unit: Unit,
+    parts: list[Parts],
+    evidence: npt.NDArray[np.float64] | None,
+    seconds: dict[str, float],
+) -> UnitResult:
     corners = [p[3] for p in parts if p[3] is not None]
     return UnitResult(
         key=unit.key,
@@ -35,6 +44,7 @@ def _result(unit: Unit, parts: list[Parts], evidence: npt.NDArray[np.float64] | 
         classes=np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64),
         corners=np.concatenate(corners).reshape(-1, 4, 2) if corners else None,
         evidence=evidence,
+        seconds=seconds,
     )
 
 
@@ -51,14 +61,25 @@ class UnitRunner:
         self.reader, self.cfg = reader, cfg
         scene = reader.scene
         coarse = coarsest(bundle.card, scene, cfg) if cfg.zoom.selective else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LevelSkippedWarning)  # said once, when planned
+            scales = level_scales(bundle.card, scene, cfg)
         self.kinds = level_kinds(
-            bundle, cfg, device=device or default_device(),
+            bundle, cfg, scales, device=device or default_device(),
             scene_size=(scene.width, scene.height), evidence_level=coarse,
         )  # fmt: skip
-        self._whole: dict[int, tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]] = {}
+        self._whole: dict[float, tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]] = {}
+        self._read_s: dict[str, float] = {}  # written by the read-ahead thread, popped here
 
     def read(self, unit: Unit) -> list[Item]:
         """Inputs of each block of ``unit``: (block, image, valid)."""
+        start = time.perf_counter()
+        try:
+            return self._read(unit)
+        finally:
+            self._read_s[unit.key] = time.perf_counter() - start
+
+    def _read(self, unit: Unit) -> list[Item]:
         d = unit.downsample
         lw, lh = level_size(self.reader.scene, d)
         if lw * lh <= self.cfg.whole_read_pixels:
@@ -78,8 +99,9 @@ class UnitRunner:
 
     def compute(self, unit: Unit, items: list[Item]) -> UnitResult:
         """Run the unit's level on its batch; its blocks' boxes in level-0 pixels."""
-        parts, evidence = self.kinds[unit.level].compute(items, unit.downsample)
-        return _result(unit, parts, evidence)
+        parts, evidence, seconds = self.kinds[unit.level].compute(items, unit.downsample)
+        seconds = {"read": self._read_s.pop(unit.key, 0.0), **seconds}
+        return _result(unit, parts, evidence, seconds)
 
     def run(self, unit: Unit) -> UnitResult:
         return self.compute(unit, self.read(unit))

@@ -143,6 +143,7 @@ def run_batch(
             output=output.name,
             detections=len(result.detections),
             seconds=round(time.perf_counter() - start, 2),
+            timing=result.timing(),
             **_where(executor),
         )
         log(f"{scene}: {len(result.detections)} detections")

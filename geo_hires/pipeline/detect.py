@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from geo_hires.aoi import AreaOfInterest
 from geo_hires.config import ReadConfig
 from geo_hires.detect.cascade import combine, plan_refine, refine_units
 from geo_hires.detect.executors import Executor, LocalExecutor, UnitLoop
-from geo_hires.detect.journal import Journal
+from geo_hires.detect.journal import Journal, UnitResult
 from geo_hires.detect.levels import REFINE, LevelRun, coarsest, level_names
 from geo_hires.detect.options import DetectConfig, ZoomConfig
 from geo_hires.detect.plan import MaskFn, Select, Unit, mask_lookup, plan_units
@@ -49,6 +49,18 @@ class DetectResult:
     valid_mask: npt.NDArray[np.bool_] | None = None
     zoom_config: ZoomConfig = dataclasses.field(default_factory=ZoomConfig)
     aoi: bool = False
+    stage_seconds: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    """Busy seconds of ``read``, ``forward``, ``decode`` (summed over the units this run
+    computed, wherever they ran) and ``merge``."""
+
+    def timing(self) -> dict[str, Any]:
+        """Where the time went: the wall seconds of the run and each stage's busy seconds and
+        share of them. Reads run ahead on their own thread (or on Ray actors), so the shares
+        may add up to more than 1: what overlaps is hidden."""
+        wall = max(self.seconds, 1e-9)
+        stages = {k: round(v, 3) for k, v in sorted(self.stage_seconds.items())}
+        shares = {k: round(v / wall, 3) for k, v in sorted(self.stage_seconds.items())}
+        return {"wall_s": round(self.seconds, 3), "busy_s": stages, "share_of_wall": shares}
 
     @property
     def blocks(self) -> int:
@@ -121,6 +133,13 @@ def _ordered(runs: Sequence[LevelRun], bundle: Bundle) -> tuple[LevelRun, ...]:
     return tuple(sorted(runs, key=lambda r: names.index(r.name)))
 
 
+def _merge(loop: UnitLoop, results: Sequence[UnitResult]) -> PixelDetections:
+    start = time.perf_counter()
+    merged = merge_results(results, loop.bundle.card, loop.scene, loop.cfg)
+    loop.add_seconds({"merge": time.perf_counter() - start})
+    return merged
+
+
 def _cascade(
     loop: UnitLoop, candidates: PixelDetections, threshold: float
 ) -> tuple[PixelDetections, LevelRun]:
@@ -130,7 +149,7 @@ def _cascade(
     assert rule is not None
     blocks = plan_refine(candidates, rule, (scene.width, scene.height))
     units = refine_units(blocks, level=len(card.levels), batch_size=cfg.batch_size)
-    refined = merge_results(loop.run(units), card, scene, cfg)
+    refined = _merge(loop, loop.run(units))
     cores = tuple((b.x0, b.y0, b.x1, b.y1) for b in blocks)
     level = LevelRun(
         name=REFINE, downsample=1, blocks=len(blocks), skipped_nodata=0, pixels=scene.pixels,
@@ -226,7 +245,7 @@ def detect_scene(
             units, fine_runs = plan.fine(zoom_select(cfg.zoom, results, bundle))
             results += loop.run(units)
             runs = _ordered((*runs, *fine_runs), bundle)
-        merged = merge_results(results, card, scene, cfg)
+        merged = _merge(loop, results)
         if card.cascade is not None:
             merged, refine_run = _cascade(loop, merged, cfg.score_threshold or card.score_threshold)
             runs = (*runs, refine_run)
@@ -239,4 +258,5 @@ def detect_scene(
         valid_mask=plan.valid,
         zoom_config=cfg.zoom,
         aoi=aoi is not None,
+        stage_seconds=dict(loop.seconds),
     )

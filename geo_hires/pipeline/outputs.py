@@ -45,11 +45,14 @@ class Outputs:
             FlatGeobuf: :data:`geo_hires.export.FORMATS`); a GeoPackage also gets the coverage.
         quicklook: A PNG of the scene with the detections drawn.
         coverage: A file for the area each level scanned (:mod:`geo_hires.export.coverage`).
+        timing: Add ``geo_hires.timing`` (the wall seconds and each stage's busy seconds) to
+            the provenance. Off by default: equal runs then write equal bytes.
     """
 
     files: tuple[PathLike, ...]
     quicklook: PathLike | None = None
     coverage: PathLike | None = None
+    timing: bool = False
 
     @classmethod
     def of(cls, value: Outputs | PathLike | Sequence[PathLike]) -> Outputs:
@@ -154,6 +157,8 @@ def run_detect(
     )  # fmt: skip
     export = ExportConfig(model_name=bundle.name)
     extra = _provenance(result, scene, cfg, export, area, stac)
+    if out.timing:
+        extra["timing"] = result.timing()
     _write(out, result, scene, area, export, extra, reading)
     journal.remove()
     return result

@@ -196,12 +196,16 @@ class SceneReader:
         """Raw ``(3, h, w)`` values and ``(h, w)`` validity of the in-scene part."""
         c0, r0, c1, r1 = inner
         win = Window(c0, r0, c1 - c0, r1 - r0)
+        upsampled = out_hw[0] > r1 - r0 or out_hw[1] > c1 - c0
         try:
             data = self.src.read(
                 self._bands,
                 window=win,
                 out_shape=(len(self._bands), *out_hw),
-                resampling=Resampling.average,  # decimation like training's area resize
+                # decimation averages, like training's area resize; a level finer than the
+                # scene interpolates (GDAL samples across the window's edge, so a block read
+                # and the whole level agree)
+                resampling=Resampling.bilinear if upsampled else Resampling.average,
             )
             if self.scene.has_mask:
                 valid = self.src.dataset_mask(window=win, out_shape=out_hw) > 0

@@ -109,6 +109,11 @@ def record_image(
         batch_size=1, score_threshold=0.05, zoom=ZoomConfig(mode="all", budget=1.0, window=window)
     )
     coarse_i = coarsest(card, scene, cfg)
+    if coarse_i is None:
+        raise ConfigError(
+            f"{scene.path}: the bundle scans one level on this scene (its GSD folds or skips "
+            "the others); a zoom policy learns from a coarse and a fine level"
+        )
     fine_i = tuple(i for i in range(len(card.levels)) if i != coarse_i)
     executor = LocalExecutor(device=torch.device("cpu"))
     units, _ = plan_units(scene, card, cfg, only=(coarse_i,))

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -15,10 +17,10 @@ from hypothesis import strategies as st
 
 from geo_hires.cli import main
 from geo_hires.detect.blocks import batch_blocks, halo_for, plan_blocks
-from geo_hires.detect.levels import level_downsample
+from geo_hires.detect.levels import level_downsample, level_scales
 from geo_hires.detect.options import DetectConfig, ZoomConfig
 from geo_hires.detect.plan import mask_lookup, plan_units
-from geo_hires.errors import ConfigError
+from geo_hires.errors import ConfigError, LevelSkippedWarning
 from geo_hires.models.bundle import load_bundle
 from geo_hires.models.card import load_card
 from geo_hires.pipeline import detect_scene
@@ -58,8 +60,10 @@ def test_bad_blocks_and_the_halo_rule():
 
 
 @pytest.mark.parametrize(
-    ("gsd", "expected"), [(0.5, (1, 2)), (0.25, (2, 4)), (1.0, (1, 1)), (None, (1, 2))]
-)
+    ("gsd", "expected"),
+    [(0.5, (1, 2)), (0.25, (2, 4)), (0.7, (1, 1)), (1.0, (0.5, 1)), (1.5, (math.inf, 0.5)),
+     (None, (1, 2))],
+)  # fmt: skip
 def test_shipped_levels_follow_gsd(fake_scene, gsd, expected):
     card = load_card("aircraft_lsn")
     scene = fake_scene(4000, 3000, gsd=gsd)
@@ -160,3 +164,88 @@ def test_plan_prints_what_detect_runs(synthetic, tmp_path, capsys, zoom):
     assert names == ["full", "coarse"]
     assert any(lv.skipped_nodata for lv in result.levels)
     assert any(lv.skipped_aoi for lv in result.levels)
+
+
+def test_no_two_levels_read_the_same_pixels_at_one_scale(fake_scene):
+    """0.7 m: both levels would read x1, so coarse is folded into full (its sizes with it);
+    1.0 m: full is upsampled x2 and coarse reads x1; 1.5 m: full would need x3 and is left out
+    with a warning, coarse is upsampled x2."""
+    card = load_card("aircraft_lsn")
+    full, coarse = card.levels
+    at = {}
+    for gsd in (0.7, 1.0, 1.5):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            at[gsd] = (level_scales(card, fake_scene(3000, 2000, gsd=gsd), DetectConfig()), caught)
+    (one,), _ = at[0.7]
+    assert (one.index, one.downsample, one.folded) == (0, 1, ("coarse",))
+    assert (one.rule.min_size, one.rule.max_size) == (full.min_size, coarse.max_size)
+    scales, caught = at[1.0]
+    assert [(s.index, s.downsample, s.folded) for s in scales] == [(0, 0.5, ()), (1, 1, ())]
+    assert not caught
+    (only,), caught = at[1.5]
+    assert (only.index, only.downsample) == (1, 0.5)
+    (w,) = [w for w in caught if issubclass(w.category, LevelSkippedWarning)]
+    assert "level 'full' (0.5 m) is not scanned: the scene's 1.50 m pixels" in str(w.message)
+
+
+def test_a_coarse_scene_runs_each_scale_once_and_zooms_into_the_finest(demo_crop, tmp_path):
+    """The demo crop written at 1.0 m: the run reads the fine level upsampled x2 and the coarse
+    at x1, and a zoomed run chooses windows of the fine (upsampled) level."""
+    import rasterio
+    from affine import Affine
+
+    from rasterio.enums import Resampling
+
+    src_path = demo_crop(1024, 512, 2048, 1536)
+    path = tmp_path / "one_metre.tif"
+    with rasterio.open(src_path) as src:  # the real 0.5 m pixels averaged to 1.0 m
+        t = src.transform
+        data = src.read(out_shape=(3, 768, 1024), resampling=Resampling.average)
+        profile = {**src.profile, "width": 1024, "height": 768,
+                   "transform": Affine(1.0, 0, t.c, 0, -1.0, t.f)}  # fmt: skip
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data)
+    scene = open_scene(path)
+    assert scene.gsd_m == pytest.approx(1.0)
+    bundle = load_bundle("aircraft_lsn")
+    result = detect_scene(scene, bundle, DetectConfig(core=512, score_threshold=0.3))
+    assert [(lv.name, lv.downsample) for lv in result.levels] == [("full", 0.5), ("coarse", 1)]
+    assert "full: 12 blocks (up x2), coarse: 4 blocks (x1)" in result.summary("s.tif", ["o"])
+    assert len(result.detections) >= 10 and 0 in result.detections.levels  # found upsampled
+    zoomed = detect_scene(scene, bundle, DetectConfig(zoom=ZoomConfig(mode="gate")))
+    fine = zoomed.levels[0]
+    assert fine.name == "full" and fine.windows is not None and fine.downsample == 0.5
+    assert zoomed.levels[1].windows is None  # the coarse level is scanned whole
+
+
+def test_streamed_reads_of_an_upsampled_level_equal_the_whole_level(synthetic, tmp_path):
+    """The exactness rule holds at x2 upsampling too: blocks read on their own (halo and
+    bilinear interpolation across their edges) equal slices of the level read at once."""
+    import rasterio
+    from affine import Affine
+
+    from geo_hires.detect.runner import UnitRunner
+    from geo_hires.scene import SceneReader
+
+    path = tmp_path / "coarse.tif"
+    with rasterio.open(synthetic(700, 530, seed=4)) as src:
+        t = src.transform
+        profile = {**src.profile, "transform": Affine(1.0, 0, t.c, 0, -1.0, t.f)}
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(src.read())
+    scene = open_scene(path)
+    bundle = load_bundle("aircraft_lsn")
+    cfg = DetectConfig(core=256, levels=("full",))
+    units, (run,) = plan_units(scene, bundle.card, cfg)
+    assert run.downsample == 0.5 and len(units) > 2
+    with SceneReader(scene) as reader:
+        whole = UnitRunner(reader, bundle, cfg)
+        stream = UnitRunner(reader, bundle, dataclasses.replace(cfg, whole_read_pixels=1))
+        for unit in units:
+            for (b, img_w, ok_w), (_, img_s, ok_s) in zip(
+                whole.read(unit), stream.read(unit), strict=True
+            ):
+                assert img_s.shape == (3, *b.shape)
+                np.testing.assert_array_equal(ok_s, ok_w)
+                np.testing.assert_allclose(img_s, img_w, atol=1e-6)
