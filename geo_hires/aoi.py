@@ -17,9 +17,8 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import geopandas as gpd
 import numpy as np
 import shapely
 from pyproj import CRS
@@ -30,6 +29,9 @@ from geo_hires.detections import PixelDetections
 from geo_hires.errors import ConfigError
 from geo_hires.georef import geometry_to_pixels
 from geo_hires.scene.open import Scene
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 __all__ = ["AoiWarning", "AreaOfInterest", "load_aoi"]
 
@@ -91,6 +93,8 @@ def _polygons(frame: gpd.GeoDataFrame, source: str) -> gpd.GeoDataFrame:
 
 
 def _read(path: str | os.PathLike[str]) -> gpd.GeoDataFrame:
+    import geopandas as gpd  # here, not at import: runs without an AOI never need pandas
+
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"AOI file not found: {p}; check the path")
@@ -106,6 +110,8 @@ def _read(path: str | os.PathLike[str]) -> gpd.GeoDataFrame:
 
 
 def _from_geojson(obj: dict[str, Any]) -> gpd.GeoDataFrame:
+    import geopandas as gpd
+
     kind = obj.get("type") if isinstance(obj, dict) else None
     try:
         if kind == "FeatureCollection":

@@ -15,7 +15,6 @@ import math
 import numpy as np
 import numpy.typing as npt
 import torch
-import torchvision
 
 from geo_hires.detect.blocks import Block, batch_blocks
 from geo_hires.detect.plan import Unit
@@ -84,6 +83,8 @@ def combine(
     from."""
     keep = np.ones(len(candidates), bool)
     if len(refined) and len(candidates):
+        import torchvision  # here: only a cascade, which runs ultralytics (and so torchvision)
+
         iou = torchvision.ops.box_iou(
             torch.from_numpy(candidates.boxes), torch.from_numpy(refined.boxes)
         ).numpy()

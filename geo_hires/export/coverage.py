@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import geopandas as gpd
 import numpy as np
 import numpy.typing as npt
 import rasterio.features
@@ -27,6 +27,9 @@ from geo_hires.errors import ConfigError
 from geo_hires.export.vector import FORMATS, write_frame
 from geo_hires.georef import geometry_to_map
 from geo_hires.scene import Scene
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 __all__ = ["coverage_frame", "valid_area", "write_coverage"]
 
@@ -57,6 +60,8 @@ def coverage_frame(
     valid: BaseGeometry | None = None,
 ) -> gpd.GeoDataFrame:
     """One row per level: its footprint in the scene CRS (pixels without a CRS)."""
+    import geopandas as gpd  # here, not at import: plain GeoJSON runs never need pandas
+
     limit = shapely.box(0, 0, scene.width, scene.height)
     for part in (aoi, valid):
         if part is not None:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import geopandas as gpd
 import shapely
 
 from geo_hires.config import ExportConfig
@@ -23,6 +22,9 @@ from geo_hires.errors import ConfigError
 from geo_hires.export.geojson import write_geojson
 from geo_hires.georef import to_map
 from geo_hires.scene.open import Scene
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 __all__ = [
     "FORMATS",
@@ -76,6 +78,8 @@ def detections_frame(
     if geo.dimensions is not None:
         for k, name in enumerate(("heading_deg", "length_m", "width_m")):
             columns[name] = geo.dimensions[:, k].astype(float)
+    import geopandas as gpd  # here, not at import: a GeoJSON-only run never needs pandas
+
     return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(polygons, crs=scene.crs_wkt))
 
 

@@ -9,8 +9,10 @@ neighbouring cells whose border lies within a halo of twice the largest box side
 when the run of its own cell keeps it. Every pair of overlapping boxes therefore meets in both
 their cells' runs, so the result equals global greedy NMS except for suppression chains longer
 than the halo (three or more boxes in a row each suppressing the next), which do not arise from
-seam duplicates. ``torchvision.ops.nms`` does the per-cell work; it is called per cell rather
-than through ``batched_nms`` because the latter scans all boxes once per group.
+seam duplicates. torchvision's NMS kernel does the per-cell work; it is called per cell rather
+than through ``batched_nms`` because the latter scans all boxes once per group. The kernel is
+loaded from torchvision's compiled library without importing its Python package, whose
+models, datasets and transforms would add about a second to every start.
 
 Oriented boxes (an OBB model's) are merged on their polygons instead: axis-aligned NMS on
 their envelopes would drop a vehicle parked diagonally across its neighbour's envelope. Neither
@@ -20,16 +22,20 @@ polygon IoU from shapely with an STRtree to find the overlapping pairs.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import numpy.typing as npt
 import shapely
 import torch
-import torchvision
 
 from geo_hires.config import MergeConfig
 from geo_hires.detections import PixelDetections
 
-__all__ = ["nms", "rotated_nms"]
+__all__ = ["batched_nms", "nms", "nms_kernel", "rotated_nms"]
 
 _SMALL = 2000  # below this many boxes one batched_nms call is cheapest and exact
 
@@ -83,6 +89,43 @@ def rotated_nms(dets: PixelDetections, iou_threshold: float) -> npt.NDArray[np.i
     return np.flatnonzero(~suppressed)
 
 
+NmsOp = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+@functools.cache
+def nms_kernel() -> NmsOp:
+    """torchvision's NMS kernel (what ``torchvision.ops.nms`` calls), loaded once."""
+    spec = importlib.util.find_spec("torchvision")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    libs = [p for f in folders for p in sorted(Path(f).glob("_C*")) if p.suffix in {".so", ".pyd"}]
+    if libs:
+        torch.ops.load_library(str(libs[0]))
+        return torch.ops.torchvision.nms
+    import torchvision  # another layout: the package finds its own library
+
+    return torchvision.ops.nms
+
+
+def batched_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou: float
+) -> torch.Tensor:
+    """Class-aware NMS as ``torchvision.ops.batched_nms`` computes it on the CPU — per class
+    above 4,000 coordinates, by offsetting each class's boxes apart below — so the kept boxes
+    are the same, bit for bit."""
+    kernel = nms_kernel()
+    if boxes.numel() == 0:
+        return torch.empty((0,), dtype=torch.int64)
+    if boxes.numel() > 4000:
+        keep = torch.zeros_like(scores, dtype=torch.bool)
+        for c in torch.unique(classes):
+            idx = torch.where(classes == c)[0]
+            keep[idx[kernel(boxes[idx], scores[idx], iou)]] = True
+        kept = torch.where(keep)[0]
+        return kept[scores[kept].sort(descending=True)[1]]
+    offsets = classes.to(boxes) * (boxes.max() + torch.tensor(1).to(boxes))
+    return kernel(boxes + offsets[:, None], scores, iou)
+
+
 def nms(dets: PixelDetections, *, config: MergeConfig | None = None) -> PixelDetections:
     """Class-aware NMS in level-0 pixels, bucketed on a grid (see module docstring); on the
     polygons for oriented boxes.
@@ -97,9 +140,7 @@ def nms(dets: PixelDetections, *, config: MergeConfig | None = None) -> PixelDet
     boxes = torch.from_numpy(dets.boxes)
     scores = torch.from_numpy(dets.scores)
     if len(dets) <= _SMALL:
-        keep = torchvision.ops.batched_nms(
-            boxes, scores, torch.from_numpy(dets.classes), config.iou_threshold
-        )
+        keep = batched_nms(boxes, scores, torch.from_numpy(dets.classes), config.iou_threshold)
         return dets.take(np.sort(keep.numpy())).canonical_order()
     sides = np.maximum(dets.boxes[:, 2] - dets.boxes[:, 0], dets.boxes[:, 3] - dets.boxes[:, 1])
     halo = 2.0 * float(sides.max())
@@ -115,6 +156,6 @@ def nms(dets: PixelDetections, *, config: MergeConfig | None = None) -> PixelDet
         if not home[s:e].any():
             continue
         r = torch.from_numpy(rows[s:e])
-        k = torchvision.ops.nms(boxes[r], scores[r], config.iou_threshold).numpy()
+        k = nms_kernel()(boxes[r], scores[r], config.iou_threshold).numpy()
         kept.append(rows[s:e][k[home[s:e][k]]])
     return dets.take(np.sort(np.concatenate(kept))).canonical_order()

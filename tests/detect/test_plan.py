@@ -194,7 +194,6 @@ def test_a_coarse_scene_runs_each_scale_once_and_zooms_into_the_finest(demo_crop
     at x1, and a zoomed run chooses windows of the fine (upsampled) level."""
     import rasterio
     from affine import Affine
-
     from rasterio.enums import Resampling
 
     src_path = demo_crop(1024, 512, 2048, 1536)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -79,7 +80,9 @@ def test_landsat_collar_blocks_are_skipped(fixtures):
     with SceneReader(scene) as r:
         ov = r.read_overview(200_000)
     assert 0.2 < 1 - ov.valid.mean() < 0.5  # the black collar is nodata
-    card = load_card("aircraft_lsn")
+    lsn = load_card("aircraft_lsn")  # its levels moved to Landsat's 300 m, so they are scanned
+    levels = tuple(dataclasses.replace(lv, target_gsd_m=lv.target_gsd_m * 600) for lv in lsn.levels)
+    card = dataclasses.replace(lsn, gsd_m=300.0, levels=levels)
     cfg = DetectConfig(core=64, levels=("full",))
     units, (run,) = plan_units(scene, card, cfg, has_data=mask_lookup(ov.valid, scene))
     assert run.skipped_nodata >= 3 and run.blocks - run.skipped_nodata > 100

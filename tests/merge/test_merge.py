@@ -102,3 +102,13 @@ def test_cell_memberships_by_hand():
         ]
     )
     assert got == want
+
+
+def test_batched_nms_equals_torchvision_on_both_of_its_paths():
+    from geo_hires.merge.nms import batched_nms
+
+    for n in (300, 1500):  # 4n coordinates: offsets below 4,000, per class above
+        dets = _seam_duplicates(n, seed=n)
+        args = (torch.from_numpy(dets.boxes), torch.from_numpy(dets.scores),
+                torch.from_numpy(dets.classes), 0.5)  # fmt: skip
+        assert torch.equal(batched_nms(*args), torchvision.ops.batched_nms(*args))

@@ -1,0 +1,28 @@
+"""A fast start: each path imports only what it needs (measured in a fresh interpreter)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ("torch", "torchvision", "ultralytics", "geopandas", "pandas", "ray", "fastapi")
+
+
+def _loaded(code: str) -> set[str]:
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=300)  # fmt: skip
+    return set(json.loads(out.stdout.splitlines()[-1])) & set(HEAVY)
+
+
+def test_the_command_line_parser_imports_nothing_heavy():
+    assert _loaded("import geo_hires.cli as c; c._parser()") == set()
+
+
+def test_the_api_names_load_on_first_use():
+    assert _loaded("import geo_hires") == set()
+
+
+def test_a_detection_imports_torch_but_no_pandas_torchvision_ultralytics_ray_or_fastapi():
+    assert _loaded("import geo_hires.pipeline") == {"torch"}
