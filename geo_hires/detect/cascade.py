@@ -27,13 +27,16 @@ MATCH_IOU = 0.3
 """A candidate with a refiner box at this IoU or more was confirmed (and is replaced)."""
 
 
-def _window(box: npt.NDArray[np.float64], rule: CascadeRule, size: tuple[int, int]) -> Block:
+def _window(
+    box: npt.NDArray[np.float64], rule: CascadeRule, size: tuple[int, int], align: int
+) -> Block:
     w, h = size
     need = max(box[2] - box[0], box[3] - box[1]) + 2 * rule.margin
     side = max(rule.window, 32 * math.ceil(need / 32))
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     x0 = int(min(max(0, round(cx - side / 2)), max(0, w - side)))
     y0 = int(min(max(0, round(cy - side / 2)), max(0, h - side)))
+    x0, y0 = x0 - x0 % align, y0 - y0 % align  # whole scene pixels at an upsampled level
     x1, y1 = min(w, x0 + side), min(h, y0 + side)
     return Block(index=(y0, x0), x0=x0, y0=y0, x1=x1, y1=y1, cx0=x0, cy0=y0, cx1=x1, cy1=y1)
 
@@ -49,27 +52,34 @@ def _holds(block: Block, box: npt.NDArray[np.float64], margin: int, size: tuple[
 
 
 def plan_refine(
-    candidates: PixelDetections, rule: CascadeRule, size: tuple[int, int]
+    candidates: PixelDetections, rule: CascadeRule, size: tuple[int, int], downsample: float = 1
 ) -> tuple[Block, ...]:
-    """Windows (level-0 pixels) that hold every candidate, strongest candidates first.
+    """Windows that hold every candidate, strongest candidates first, in the pixels of the
+    refiner's level: the scene (``size``, level-0) at ``downsample``, so that the refiner sees
+    objects at the ground resolution it was trained at.
 
     A candidate already held by a window (with ``rule.margin``) adds none; windows at the
     scene's edge are shifted inside it. Ordered by position so that batches are stable.
     """
+    boxes = candidates.boxes / downsample
+    level = (math.ceil(size[0] / downsample), math.ceil(size[1] / downsample))
+    align = round(1 / downsample) if downsample < 1 else 1
     order = np.lexsort((candidates.boxes[:, 0], candidates.boxes[:, 1], -candidates.scores))
     blocks: list[Block] = []
     for i in order:
-        box = candidates.boxes[i]
-        if not any(_holds(b, box, rule.margin, size) for b in blocks):
-            blocks.append(_window(box, rule, size))
+        box = boxes[i]
+        if not any(_holds(b, box, rule.margin, level) for b in blocks):
+            blocks.append(_window(box, rule, level, align))
     return tuple(sorted(blocks, key=lambda b: (b.y0, b.x0, b.y1, b.x1)))
 
 
-def refine_units(blocks: tuple[Block, ...], *, level: int, batch_size: int) -> tuple[Unit, ...]:
-    """The refiner's windows as keyed work units (``R-U{k}``, level ``level``, level 0)."""
+def refine_units(
+    blocks: tuple[Block, ...], *, level: int, batch_size: int, downsample: float = 1
+) -> tuple[Unit, ...]:
+    """The refiner's windows as keyed work units (``R-U{k}``, level ``level``)."""
     ordered = sorted(blocks, key=lambda b: (b.shape, b.y0, b.x0))
     return tuple(
-        Unit(key=f"R-U{k}", level=level, downsample=1, blocks=batch, kind="refine")
+        Unit(key=f"R-U{k}", level=level, downsample=downsample, blocks=batch, kind="refine")
         for k, batch in enumerate(batch_blocks(ordered, batch_size))
     )
 

@@ -14,6 +14,7 @@ then computed by the same object, whatever executor runs it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
@@ -182,8 +183,9 @@ class WindowLevel:
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
 class RefineLevel:
-    """A cascade's refiner on windows around candidates (level 0): boxes cut by a window edge
-    inside the scene are dropped; the window around their own candidate sees them whole."""
+    """A cascade's refiner on windows around candidates, read at the refiner's GSD: boxes cut
+    by a window edge inside the scene are dropped; the window around their own candidate sees
+    them whole."""
 
     model: YoloModel
     window: int
@@ -199,12 +201,14 @@ class RefineLevel:
         found = _predict(self.model, items, imgsz=self.window, threshold=self.threshold,
                          threads=self.threads, device=str(self.device))  # fmt: skip
         mid = time.perf_counter()
+        level = (math.ceil(self.scene_size[0] / d), math.ceil(self.scene_size[1] / d))
         for (b, _, _), (boxes, scores, classes, corners) in found:
             dets = PixelDetections.build(boxes, scores, classes, class_names=self.class_names)
             dets = dataclasses.replace(dets, corners=corners).shifted(b.x0, b.y0)
             window = (b.x0, b.y0, b.x1, b.y1)
-            kept = drop_truncated(dets, window, scene_size=self.scene_size, margin=2.0)
-            parts.append((kept.boxes, kept.scores, kept.classes, kept.corners))
+            kept = drop_truncated(dets, window, scene_size=level, margin=2.0)
+            moved = None if kept.corners is None else kept.corners * d
+            parts.append((kept.boxes * d, kept.scores, kept.classes, moved))
         return parts, None, {"forward": mid - start, "decode": time.perf_counter() - mid}
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "level_scales",
     "level_size",
     "level_window",
+    "refine_downsample",
     "xyxy",
 ]
 
@@ -146,6 +147,17 @@ def _warn_skipped(rule: Level, scene: Scene, card: ModelCard) -> None:
         LevelSkippedWarning,
         stacklevel=3,
     )
+
+
+def refine_downsample(card: ModelCard, scene: Scene) -> float:
+    """Level-0 pixels per pixel of a cascade's refiner windows: the scene read at the card's
+    GSD (the refiner's), as a level at that GSD would be; ``inf`` when the scene is too coarse
+    (warned)."""
+    refine = Level(name=REFINE, target_gsd_m=card.gsd_m, downsample=1)
+    d = level_downsample(refine, scene, card)
+    if math.isinf(d):
+        _warn_skipped(refine, scene, card)
+    return d
 
 
 def level_names(card: ModelCard) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ bundle then runs its refiner on windows around the merged candidates.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -24,7 +25,15 @@ from geo_hires.config import ReadConfig
 from geo_hires.detect.cascade import combine, plan_refine, refine_units
 from geo_hires.detect.executors import Executor, LocalExecutor, UnitLoop
 from geo_hires.detect.journal import Journal, UnitResult
-from geo_hires.detect.levels import REFINE, LevelRun, coarsest, level_names
+from geo_hires.detect.levels import (
+    REFINE,
+    LevelRun,
+    coarsest,
+    core_window,
+    level_names,
+    refine_downsample,
+    xyxy,
+)
 from geo_hires.detect.options import DetectConfig, ZoomConfig
 from geo_hires.detect.plan import MaskFn, Select, Unit, mask_lookup, plan_units
 from geo_hires.detect.zoom import zoom_select
@@ -142,17 +151,21 @@ def _merge(loop: UnitLoop, results: Sequence[UnitResult]) -> PixelDetections:
 
 def _cascade(
     loop: UnitLoop, candidates: PixelDetections, threshold: float
-) -> tuple[PixelDetections, LevelRun]:
-    """The refiner on windows around ``candidates``; its boxes replace theirs."""
+) -> tuple[PixelDetections, LevelRun | None]:
+    """The refiner on windows around ``candidates``, read at its GSD; its boxes replace
+    theirs. A scene too coarse for the refiner keeps the candidates (with a warning)."""
     scene, card, cfg = loop.scene, loop.bundle.card, loop.cfg
     rule = card.cascade
     assert rule is not None
-    blocks = plan_refine(candidates, rule, (scene.width, scene.height))
-    units = refine_units(blocks, level=len(card.levels), batch_size=cfg.batch_size)
+    d = refine_downsample(card, scene)
+    if math.isinf(d):
+        return candidates, None
+    blocks = plan_refine(candidates, rule, (scene.width, scene.height), d)
+    units = refine_units(blocks, level=len(card.levels), batch_size=cfg.batch_size, downsample=d)
     refined = _merge(loop, loop.run(units))
-    cores = tuple((b.x0, b.y0, b.x1, b.y1) for b in blocks)
+    cores = tuple(xyxy(core_window(b, d, scene)) for b in blocks)
     level = LevelRun(
-        name=REFINE, downsample=1, blocks=len(blocks), skipped_nodata=0, pixels=scene.pixels,
+        name=REFINE, downsample=d, blocks=len(blocks), skipped_nodata=0, pixels=scene.pixels,
         pixels_scanned=sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in cores), cores=cores,
     )  # fmt: skip
     return combine(candidates, refined, rule, threshold), level
@@ -248,7 +261,7 @@ def detect_scene(
         merged = _merge(loop, results)
         if card.cascade is not None:
             merged, refine_run = _cascade(loop, merged, cfg.score_threshold or card.score_threshold)
-            runs = (*runs, refine_run)
+            runs = (*runs, refine_run) if refine_run is not None else runs
     return DetectResult(
         detections=aoi.keep(merged) if aoi is not None else merged,
         levels=runs,

@@ -205,3 +205,55 @@ def test_drop_truncated_edges_are_inclusive_within_the_margin():
         [[1.5, 30, 20, 50], [30, 1.5, 50, 20]], [0.9] * 2, [0] * 2, class_names=["a"]
     )
     assert len(drop_truncated(near, (1, 1, 101, 101), scene_size=(300, 300), margin=2)) == 0
+
+
+class _Recording:
+    """The real ultralytics model, with the shape of every image it was given."""
+
+    def __init__(self, model):
+        self.model, self.shapes = model, []
+
+    def predict(self, images, **kw):
+        self.shapes += [im.shape[:2] for im in images]
+        return self.model.predict(images, **kw)
+
+
+def _at_gsd(src, gsd: float, out):
+    """``src`` (0.5 m) resampled to ``gsd`` (averaged down, bilinear up), its CRS saying so."""
+    import rasterio
+    from affine import Affine
+    from rasterio.enums import Resampling
+
+    with rasterio.open(src) as s:
+        h, w = round(s.height * 0.5 / gsd), round(s.width * 0.5 / gsd)
+        how = Resampling.average if gsd > 0.5 else Resampling.bilinear
+        data = s.read(out_shape=(s.count, h, w), resampling=how)
+        t = s.transform
+        profile = {**s.profile, "width": w, "height": h,
+                   "transform": Affine(gsd, 0, t.c, 0, -gsd, t.f)}  # fmt: skip
+    with rasterio.open(out, "w", **profile) as d:
+        d.write(data)
+    return out
+
+
+@pytest.mark.parametrize(("gsd", "downsample"), [(1.0, 0.5), (0.25, 2)])
+def test_the_refiner_reads_its_windows_at_its_own_gsd(demo_crop, tmp_path, gsd, downsample):
+    """A 1.0 m scene reaches the refiner upsampled x2, a 0.25 m one averaged x2: its 256 px
+    windows always cover 128 m, what it was trained on."""
+    pytest.importorskip("ultralytics", reason="ultralytics is not installed")
+    from geo_hires.detect.options import DetectConfig
+    from geo_hires.models.bundle import load_bundle
+    from geo_hires.pipeline import detect_scene
+    from geo_hires.scene import open_scene
+
+    scene = open_scene(_at_gsd(demo_crop(1024, 512, 1536, 1024), gsd, tmp_path / "s.tif"))
+    bundle = load_bundle("aircraft_cascade")
+    rec = _Recording(bundle.yolo["yolo.pt"])
+    watched = dataclasses.replace(bundle, yolo={"yolo.pt": rec})
+    result = detect_scene(scene, watched, DetectConfig(score_threshold=0.3))
+    refine = result.levels[-1]
+    assert refine.name == "refine" and refine.downsample == downsample and refine.blocks > 3
+    assert set(rec.shapes) == {(256, 256)}  # the refiner's own window, in its pixels
+    sides = {(x1 - x0, y1 - y0) for x0, y0, x1, y1 in refine.cores}
+    assert sides == {(round(256 * downsample), round(256 * downsample))}  # 128 m each
+    assert (result.detections.levels == len(bundle.card.levels)).sum() >= 5  # it confirms
