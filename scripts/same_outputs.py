@@ -14,9 +14,10 @@ every file whose bytes differ (or that only one side has) and exits 1 if any doe
 
 ``--skip-key K`` (repeatable) drops a top-level key of the GeoJSON provenance (``geo_hires``)
 before hashing, for a change that adds provenance on purpose (e.g. timings). Status files of
-``batch`` are compared without their ``seconds`` and ``timing``, GeoPackages as SQL dumps without the write
-time GDAL stamps into ``gpkg_contents``. Everything runs through the ``geo-hires``
-command of the environment this script runs in, with ``../shared/data`` for the real images.
+``batch`` are compared without their ``seconds`` and ``timing``, GeoPackages as SQL dumps
+without the write time GDAL stamps into ``gpkg_contents``. Everything runs through the
+``geo-hires`` command of the environment this script runs in, with ``../shared/data`` for the
+real images.
 """
 
 from __future__ import annotations
