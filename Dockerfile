@@ -14,14 +14,18 @@ RUN python -m venv /opt/geo-hires \
 COPY pyproject.toml README.md ./
 COPY geo_hires ./geo_hires
 COPY services ./services
-# yolo: the shipped aircraft_yolo / aircraft_cascade bundles run ultralytics; its GUI build of
-# OpenCV needs libGL, which a slim image lacks, so the headless build of the same version replaces it
-RUN /opt/geo-hires/bin/pip install ".[service,yolo]" \
+# ultralytics (a base dependency: the YOLO bundles and the cascade run it) pulls the GUI build of
+# OpenCV, which needs libGL, which a slim image lacks: the headless build of the same version
+# replaces it
+RUN /opt/geo-hires/bin/pip install ".[service]" \
  && /opt/geo-hires/bin/pip uninstall -y opencv-python \
  && /opt/geo-hires/bin/pip install "opencv-python-headless==5.0.0.93" \
  && /opt/geo-hires/bin/python -m compileall -q /opt/geo-hires
 
 FROM python:3.11.14-slim-bookworm
+LABEL org.opencontainers.image.title="geo_hires" \
+      org.opencontainers.image.licenses="Apache-2.0 AND AGPL-3.0-only" \
+      org.opencontainers.image.description="geo_hires (Apache-2.0) with ultralytics (AGPL-3.0-only); the shipped aircraft weights are CC-BY-NC-SA-4.0"
 # wget: KubeRay's exec health probes call it (older operators, and Serve proxy checks)
 RUN apt-get update \
  && apt-get install -y --no-install-recommends wget=1.21.3-1+deb12u1 \

@@ -29,7 +29,7 @@ def _cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
     pred, truth = common_frame(
         read_labels(args.pred, image=image), read_labels(args.truth, image=image), scene
     )
-    result = evaluate(pred, truth, iou=args.iou)
+    result = evaluate(pred, truth, iou=args.iou, threshold=args.threshold)
     if args.json:
         out.write(json.dumps(result.as_json(), sort_keys=True) + "\n")
         return 0
@@ -40,6 +40,12 @@ def _cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
     for name, s in result.per_class.items():
         out.write(_fmt_row(name, s))
     out.write(_fmt_row("all", result.overall))
+    if result.operating is not None:
+        op = result.operating
+        out.write(
+            f"at score >= {op.threshold:g}: precision {op.precision:.3f}, recall {op.recall:.3f} "
+            f"(IoU {args.iou:g})\n"
+        )
     return 0
 
 
@@ -50,6 +56,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("truth", help="ground truth (any supported label format)")
     p.add_argument("--scene", help="places pixel-space labels on the map")
     p.add_argument("--iou", type=float, default=0.5, help="IoU for precision/recall")
+    p.add_argument(
+        "--threshold", type=float, default=None, metavar="T",
+        help="also give precision and recall of the predictions scoring T or more",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_scene_args(p)
     p.set_defaults(_handler=_cmd_eval)

@@ -25,16 +25,19 @@ from geo_hires.models.card import ModelCard
 __all__ = [
     "DEFAULT_MODEL",
     "PRECISIONS",
+    "ZOOM_CHOICES",
     "ZOOM_MODES",
     "DetectConfig",
     "DetectOptions",
     "Precision",
     "PrecisionChoice",
+    "ZoomChoice",
     "ZoomConfig",
     "ZoomMode",
     "native_bf16",
     "option_fields",
     "resolve_precision",
+    "resolve_zoom",
 ]
 
 DEFAULT_MODEL = "aircraft_lsn"
@@ -42,6 +45,8 @@ DEFAULT_MODEL = "aircraft_lsn"
 
 ZoomMode = Literal["all", "gate", "rl", "random", "none"]
 ZOOM_MODES: tuple[ZoomMode, ...] = get_args(ZoomMode)
+ZoomChoice = Literal["auto", "all", "gate", "rl", "random", "none"]
+ZOOM_CHOICES: tuple[ZoomChoice, ...] = get_args(ZoomChoice)
 Precision = Literal["fp32", "bf16"]
 """What the scanning network's arithmetic runs in: fp32, or bf16 autocast (weights and sums
 stay fp32; convolutions take bf16 inputs), which CPUs with AVX-512 BF16 or AMX and CUDA GPUs run
@@ -62,6 +67,18 @@ def native_bf16(device_type: str) -> bool:
     except OSError:
         return False
     return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def resolve_zoom(choice: str, card: ModelCard) -> ZoomMode:
+    """``auto`` → the zoom mode the bundle's card names as measured safe (``zoom_default``:
+    ``rl`` only for a policy that kept its AP on every GSD and on small objects, see
+    ``docs/zoom.md``), else ``all``; any other choice as asked."""
+    if choice not in ZOOM_CHOICES:
+        raise ConfigError(f"--zoom {choice!r}: choose one of {', '.join(ZOOM_CHOICES)}")
+    if choice != "auto":
+        return choice
+    default = card.extra.get("zoom_default", "all")
+    return default if default in ZOOM_MODES else "all"
 
 
 def resolve_precision(choice: str, card: ModelCard, device_type: str) -> Precision:
@@ -211,10 +228,11 @@ class DetectOptions:
         "area of interest (a vector file in any format and CRS; for a service job, GeoJSON in "
         "WGS84): scan only there, keep detections centred in it",
     )
-    zoom: ZoomMode = _option(
-        "all",
+    zoom: ZoomChoice = _option(
+        "auto",
         "which fine windows get the full-resolution pass: all, gate (coarse evidence), rl (the "
-        "model's learned policy), random, none (coarse detections only)",
+        "model's learned policy), random, none (coarse detections only); auto: what the "
+        "model card measured safe (rl or all)",
     )
     budget: float | None = _option(
         None, "at most this share of fine windows, in (0, 1] (the highest-ranked)", gt=0, le=1
@@ -256,7 +274,7 @@ class DetectOptions:
             threads=self.threads,
             score_threshold=self.score_threshold,
             levels=self.levels or None,
-            zoom=ZoomConfig(mode=self.zoom, budget=self.budget),
+            zoom=ZoomConfig(mode=resolve_zoom(self.zoom, card), budget=self.budget),
             precision=resolve_precision(self.precision, card, device_type),
         )
 

@@ -22,7 +22,7 @@ from pycocotools.cocoeval import COCOeval
 from geo_hires.detections import PixelDetections
 from geo_hires.errors import ConfigError
 
-__all__ = ["ClassScore", "EvalResult", "evaluate", "evaluate_images"]
+__all__ = ["ClassScore", "EvalResult", "OperatingPoint", "evaluate", "evaluate_images"]
 
 _STANDARD_IOUS = np.round(np.linspace(0.5, 0.95, 10), 2)
 
@@ -41,21 +41,35 @@ class ClassScore:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class OperatingPoint:
+    """Precision and recall of the predictions scoring ``threshold`` or more (all classes)."""
+
+    threshold: float
+    precision: float
+    recall: float
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class EvalResult:
-    """Overall and per-class scores; ``iou`` is the threshold of precision/recall."""
+    """Overall and per-class scores; ``iou`` is the threshold of precision/recall;
+    ``operating``: precision and recall at a chosen score threshold, when asked."""
 
     iou: float
     overall: ClassScore
     per_class: dict[str, ClassScore]
+    operating: OperatingPoint | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The ``--json`` object: ``ap50, ap50_95, precision, recall, per_class`` (and more)."""
         o = dataclasses.asdict(self.overall)
-        return {
+        out = {
             **o,
             "iou": self.iou,
             "per_class": {k: dataclasses.asdict(v) for k, v in self.per_class.items()},
         }
+        if self.operating is not None:
+            out["operating"] = dataclasses.asdict(self.operating)
+        return out
 
 
 def _coco(
@@ -125,7 +139,8 @@ def _ap(ev: COCOeval, k: int | None, ious: np.ndarray) -> float:
     return float(valid.mean()) if valid.size else 0.0
 
 
-def _best_f1(ev: COCOeval, k: int | None, iou: float) -> tuple[float, float, float, int, int]:
+def _matches(ev: COCOeval, k: int | None, iou: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """Scores and true-positive flags of the detections, best first, and the truth count."""
     t = int(np.argmin(np.abs(ev.params.iouThrs - iou)))
     scores, tps, n_truth = [], [], 0
     for e in ev.evalImgs:
@@ -137,14 +152,28 @@ def _best_f1(ev: COCOeval, k: int | None, iou: float) -> tuple[float, float, flo
         n_truth += int((~np.asarray(e["gtIgnore"], bool)).sum())
     s = np.concatenate(scores) if scores else np.zeros(0)
     tp = np.concatenate(tps) if tps else np.zeros(0, bool)
+    order = np.argsort(-s, kind="stable")
+    return s[order], tp[order], n_truth
+
+
+def _best_f1(ev: COCOeval, k: int | None, iou: float) -> tuple[float, float, float, int, int]:
+    s, tp, n_truth = _matches(ev, k, iou)
     if not s.size or not n_truth:
         return 0.0, 0.0, 0.0, n_truth, int(s.size)
-    ctp = np.cumsum(tp[np.argsort(-s, kind="stable")])
+    ctp = np.cumsum(tp)
     prec = ctp / np.arange(1, ctp.size + 1)
     rec = ctp / n_truth
     f1 = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-12), 0.0)
     i = int(np.argmax(f1))
     return float(prec[i]), float(rec[i]), float(f1[i]), n_truth, int(s.size)
+
+
+def _operating(ev: COCOeval, iou: float, threshold: float) -> OperatingPoint:
+    s, tp, n_truth = _matches(ev, None, iou)
+    kept = tp[s >= threshold]
+    precision = float(kept.mean()) if kept.size else 0.0
+    recall = float(kept.sum() / n_truth) if n_truth else 0.0
+    return OperatingPoint(threshold=threshold, precision=precision, recall=recall)
 
 
 def _score(ev: COCOeval, k: int | None, iou: float) -> ClassScore:
@@ -160,17 +189,27 @@ def _score(ev: COCOeval, k: int | None, iou: float) -> ClassScore:
     )
 
 
-def evaluate(pred: PixelDetections, truth: PixelDetections, *, iou: float = 0.5) -> EvalResult:
-    """COCO AP50, AP50:95 and precision/recall at best F1, overall and per class.
+def evaluate(
+    pred: PixelDetections,
+    truth: PixelDetections,
+    *,
+    iou: float = 0.5,
+    threshold: float | None = None,
+) -> EvalResult:
+    """COCO AP50, AP50:95 and precision/recall at best F1, overall and per class, and the
+    precision and recall of the predictions scoring ``threshold`` or more when it is given.
 
     Classes are matched by name. Both sets must be in the same frame (see
     :func:`geo_hires.evaluate.frames.common_frame`).
     """
-    return evaluate_images([(pred, truth)], iou=iou)
+    return evaluate_images([(pred, truth)], iou=iou, threshold=threshold)
 
 
 def evaluate_images(
-    pairs: Sequence[tuple[PixelDetections, PixelDetections]], *, iou: float = 0.5
+    pairs: Sequence[tuple[PixelDetections, PixelDetections]],
+    *,
+    iou: float = 0.5,
+    threshold: float | None = None,
 ) -> EvalResult:
     """Like :func:`evaluate` over several images at once: ``(pred, truth)`` per image."""
     if not 0.05 <= iou <= 0.95:
@@ -181,4 +220,5 @@ def evaluate_images(
     names = sorted(truth_names | {n for p, _ in pairs for n in p.class_names})
     ev = _run_cocoeval(pairs, names, iou)
     per = {n: _score(ev, i, iou) for i, n in enumerate(names) if n in truth_names}
-    return EvalResult(iou=iou, overall=_score(ev, None, iou), per_class=per)
+    point = _operating(ev, iou, threshold) if threshold is not None else None
+    return EvalResult(iou=iou, overall=_score(ev, None, iou), per_class=per, operating=point)

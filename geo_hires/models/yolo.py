@@ -143,7 +143,7 @@ def load_yolo(
             model = YOLO(str(p))
     except ImportError as exc:
         raise ConfigError(
-            f"YOLO models need ultralytics: pip install 'geo_hires[yolo]' ({exc})"
+            f"YOLO models need ultralytics, a dependency of geo_hires: reinstall it ({exc})"
         ) from exc
     except Exception as exc:  # ultralytics raises many types for files it cannot use
         raise ConfigError(f"{p} is not an ultralytics model ({type(exc).__name__}: {exc})") from exc

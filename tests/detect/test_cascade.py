@@ -136,7 +136,6 @@ def test_refine_windows_hold_their_candidates_and_are_shared_when_they_can_be():
 def test_shipped_cascade_keeps_the_refiners_boxes_plus_only_the_unmatched_candidates(demo_crop):
     """End to end on real pixels: a candidate the refiner confirmed (IoU >= MATCH_IOU, same
     class) is replaced, one it did not is kept at ``unmatched_scale`` times its score."""
-    pytest.importorskip("ultralytics", reason="ultralytics is not installed")
     import torch
     import torchvision
 
@@ -240,7 +239,6 @@ def _at_gsd(src, gsd: float, out):
 def test_the_refiner_reads_its_windows_at_its_own_gsd(demo_crop, tmp_path, gsd, downsample):
     """A 1.0 m scene reaches the refiner upsampled x2, a 0.25 m one averaged x2: its 256 px
     windows always cover 128 m, what it was trained on."""
-    pytest.importorskip("ultralytics", reason="ultralytics is not installed")
     from geo_hires.detect.options import DetectConfig
     from geo_hires.models.bundle import load_bundle
     from geo_hires.pipeline import detect_scene

@@ -7,9 +7,6 @@ import pytest
 import torch
 
 from geo_hires.errors import ConfigError
-
-pytest.importorskip("ultralytics", reason="ultralytics is not installed (extra 'yolo')")
-
 from geo_hires.models.yolo import load_yolo, ultralytics_env
 
 

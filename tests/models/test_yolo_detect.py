@@ -12,8 +12,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytest.importorskip("ultralytics", reason="ultralytics is not installed (extra 'yolo')")
-
 from geo_hires.cli import main
 from geo_hires.detect.journal import journal_for
 from geo_hires.detect.options import DetectConfig

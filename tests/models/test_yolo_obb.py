@@ -12,8 +12,6 @@ import rasterio
 from affine import Affine
 from pyproj import CRS, Transformer
 
-pytest.importorskip("ultralytics", reason="ultralytics is not installed (extra 'yolo')")
-
 from geo_hires.detect.options import DetectConfig
 from geo_hires.detections import PixelDetections
 from geo_hires.georef import oriented_dimensions
