@@ -2,7 +2,7 @@
 
 1. The 14 validation images of ``aircraft_lsn`` (never trained on, by the LSN or the policy)
    and a mosaic of them (4 x 4, ~105 MP): both passes are recorded once per image
-   (:func:`geo_hires.train.zoom.record_image`), then every decision is replayed: ``rl`` (the
+   (:func:`geo_hires.train.zoom_replay.record_image`), then every decision is replayed: ``rl`` (the
    shipped policy, its probability cut at 0.05...0.95), ``gate`` (evidence thresholds), random
    choices at the same shares (mean of 5 seeds), ``none`` and ``all``. AP50 and AP50:95 against
    the fine-pixel share; a PNG plot for ``docs/``.
@@ -39,7 +39,8 @@ from geo_hires.models.bundle import load_bundle
 from geo_hires.models.zoom_policy import policy_features
 from geo_hires.pipeline import detect_scene
 from geo_hires.scene import open_scene
-from geo_hires.train.zoom import evaluate_choices, record_image
+from geo_hires.train.zoom import evaluate_choices
+from geo_hires.train.zoom_replay import record_image
 
 CUTS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 

@@ -90,13 +90,16 @@ def _cmd_cascade(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_train_zoom(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.train.zoom import ZoomTrainConfig, train_zoom_policy
 
-    cfg = ZoomTrainConfig(window=args.window, cost=args.cost, epochs=args.epochs, seed=args.seed)
+    cfg = ZoomTrainConfig(
+        window=args.window, cost=args.cost, epochs=args.epochs, seed=args.seed,
+        gsds=tuple(args.gsds), safety_recall=args.safety_recall or None,
+    )  # fmt: skip
     record = train_zoom_policy(args.model, args.images, args.labels, args.out, cfg, log=_log_line)
     val = record["validation"]
     if isinstance(val, dict):
-        for mode, row in val.items():
+        for mode, row in sorted(val.items()):
             out.write(
-                f"{mode:<18} AP50 {row['ap50']:.3f}  AP50:95 {row['ap50_95']:.3f}  "
+                f"{mode:<26} AP50 {row['ap50']:.3f}  AP50:95 {row['ap50_95']:.3f}  "
                 f"fine pixels {100 * row['fine_pixels_fraction']:.0f} %\n"
             )
     out.write(f"wrote {args.out}/zoom.pt\n")
@@ -196,5 +199,13 @@ def _add_train_zoom(sub: Any) -> None:
         "--cost", type=float, default=0.2, help="objects a zoomed window must recover to pay"
     )
     p.add_argument("--epochs", type=int, default=150, help="REINFORCE epochs over all windows")
+    p.add_argument(
+        "--gsds", type=float, nargs="*", default=[], metavar="M",
+        help="also record the images resampled to these ground sample distances (metres)",
+    )  # fmt: skip
+    p.add_argument(
+        "--safety-recall", type=float, default=0.99,
+        help="share of the recall gain the safety rule alone covers (0: no safety rule)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(_handler=_cmd_train_zoom)

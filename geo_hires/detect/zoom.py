@@ -57,12 +57,19 @@ def window_evidence(
     return out
 
 
-def choose(cfg: ZoomConfig, scores: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+def choose(
+    cfg: ZoomConfig,
+    scores: npt.NDArray[np.float64],
+    forced: npt.NDArray[np.bool_] | None = None,
+) -> npt.NDArray[np.bool_]:
     """Which windows to zoom, given each window's score (``gate``: its evidence; ``rl``: the
-    policy's zoom probability, zoomed from 0.5)."""
+    policy's zoom probability, zoomed from 0.5). ``forced`` windows (the policy's safety
+    rule) are zoomed whatever the mode; the budget caps the others, so that with them the
+    zoomed share stays within it where it can."""
     n = len(scores)
+    force = np.zeros(n, bool) if forced is None else np.asarray(forced, bool)
     if cfg.mode == "none" or n == 0:
-        return np.zeros(n, bool)
+        return force.copy()
     if cfg.mode == "random":
         rank = np.random.default_rng(cfg.seed).permutation(n).astype(float)
         chosen, priority = np.ones(n, bool), -rank
@@ -72,13 +79,14 @@ def choose(cfg: ZoomConfig, scores: npt.NDArray[np.float64]) -> npt.NDArray[np.b
         chosen, priority = scores >= 0.5, scores
     else:
         chosen, priority = np.ones(n, bool), scores
+    chosen = chosen & ~force
     if cfg.budget is not None:
-        cap = math.ceil(cfg.budget * n - 1e-9)
+        cap = max(0, math.ceil(cfg.budget * n - 1e-9) - int(force.sum()))
         order = np.lexsort((np.arange(n), -priority))  # best first, ties by window order
         keep = np.zeros(n, bool)
-        keep[order[:cap]] = True
+        keep[order[chosen[order]][:cap]] = True
         chosen &= keep
-    return chosen
+    return chosen | force
 
 
 def _check_policy(zoom: ZoomConfig, bundle: Bundle) -> None:
@@ -95,9 +103,11 @@ def _check_policy(zoom: ZoomConfig, bundle: Bundle) -> None:
         )
 
 
-def zoom_select(zoom: ZoomConfig, coarse: Sequence[UnitResult], bundle: Bundle) -> Select:
+def zoom_select(
+    zoom: ZoomConfig, coarse: Sequence[UnitResult], bundle: Bundle, scene_gsd: float | None
+) -> Select:
     """The zoom decision over a fine level's windows, from the coarse level's evidence (and,
-    for ``rl``, the bundle's policy reading it)."""
+    for ``rl``, the bundle's policy reading it, with its safety rule)."""
     from geo_hires.models.zoom_policy import policy_features
 
     found = [r.evidence for r in coarse if r.evidence is not None]
@@ -108,8 +118,9 @@ def zoom_select(zoom: ZoomConfig, coarse: Sequence[UnitResult], bundle: Bundle) 
 
     def select(_level: int, cores: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
         if zoom.mode == "rl" and policy is not None:
-            feats = policy_features(evidence, cores, policy.spec.grid, policy.spec.split_px)
-            return choose(zoom, policy.probabilities(feats))
+            split = policy.spec.split_for(bundle.card.gsd_m, scene_gsd)
+            feats = policy_features(evidence, cores, policy.spec.grid, split)
+            return choose(zoom, policy.probabilities(feats), policy.forced(feats))
         return choose(zoom, window_evidence(evidence, cores))
 
     return select

@@ -26,7 +26,15 @@ from torch import nn
 
 from geo_hires.errors import ConfigError
 
-__all__ = ["CHANNELS", "PolicySpec", "ZoomPolicy", "load_policy", "policy_features", "save_policy"]
+__all__ = [
+    "CHANNELS",
+    "PolicySpec",
+    "ZoomPolicy",
+    "load_policy",
+    "policy_features",
+    "save_policy",
+    "small_evidence",
+]
 
 CHANNELS = 3
 
@@ -39,7 +47,10 @@ class PolicySpec:
         window: Fine window side (fine-level pixels) the policy decides on.
         grid: Evidence cells per window side.
         detector: Digest of the scanning network whose evidence it learned to read.
-        split_px: Box side (level-0 pixels) below which a peak counts as small.
+        split_px: Box side (level-0 pixels of a scene at the bundle's GSD) below which a peak
+            counts as small; on a scene of another GSD it scales with the pixel size.
+        safe_score: The safety rule: a window whose strongest small peak reaches this score is
+            zoomed whatever the policy says (``None``: no rule).
         extra: Training record (data, reward weights, curve).
     """
 
@@ -47,7 +58,12 @@ class PolicySpec:
     grid: int = 8
     detector: str = ""
     split_px: float = 64.0
+    safe_score: float | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def split_for(self, card_gsd: float, scene_gsd: float | None) -> float:
+        """:attr:`split_px` in the level-0 pixels of a scene of ``scene_gsd`` metres."""
+        return self.split_px * card_gsd / scene_gsd if scene_gsd and card_gsd else self.split_px
 
 
 class ZoomPolicy(nn.Module):
@@ -74,6 +90,22 @@ class ZoomPolicy(nn.Module):
         centre = x[:, :, g : 2 * g, g : 2 * g].amax(dim=(2, 3))  # the window's own evidence
         pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3)), centre], dim=1)
         return self.head(pooled)[:, 0]
+
+    def with_spec(self, spec: PolicySpec) -> ZoomPolicy:
+        """The same weights under another spec (a calibrated safety rule)."""
+        other = ZoomPolicy(spec)
+        other.load_state_dict(self.state_dict())
+        return other.eval()
+
+    def forced(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+        """Windows the safety rule zooms (their small evidence reaches ``safe_score``)."""
+        if self.spec.safe_score is None:
+            return np.zeros(len(features), bool)
+        return small_evidence(features, self.spec.grid) >= self.spec.safe_score
+
+    def decide(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+        """The policy's greedy choice (probability >= 0.5) or the safety rule's."""
+        return (self.probabilities(features) >= 0.5) | self.forced(features)
 
     @torch.inference_mode()
     def probabilities(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
@@ -111,6 +143,13 @@ def policy_features(
         np.add.at(out[i, 2], (gy, gx), 1.0)
     out[:, 2] = np.log1p(out[:, 2])
     return out
+
+
+def small_evidence(features: npt.NDArray[np.float32], grid: int) -> npt.NDArray[np.float32]:
+    """The strongest small peak inside each window itself (not its neighbours)."""
+    if not len(features):
+        return np.zeros(0, np.float32)
+    return features[:, 0, grid : 2 * grid, grid : 2 * grid].max(axis=(1, 2))
 
 
 def save_policy(folder: str | os.PathLike[str], policy: ZoomPolicy, name: str = "zoom.pt") -> Path:

@@ -255,7 +255,7 @@ def detect_scene(
         loop.bar = bar
         results = loop.run(units)
         if plan.coarse is not None:  # zoom: the fine levels only where chosen
-            units, fine_runs = plan.fine(zoom_select(cfg.zoom, results, bundle))
+            units, fine_runs = plan.fine(zoom_select(cfg.zoom, results, bundle, scene.gsd_m))
             results += loop.run(units)
             runs = _ordered((*runs, *fine_runs), bundle)
         merged = _merge(loop, results)

@@ -1,14 +1,20 @@
-"""``geo-hires train-zoom``: a zoom policy learned with REINFORCE from replayed detections.
+"""``geo-hires train-zoom``: a zoom policy learned with REINFORCE from replayed detections,
+and the safety rule that backs it.
 
-Why replay: a policy's decision on a window only changes which detections the run keeps, so
-both passes run once per training image (the coarse level everywhere, the fine level on every
-window, one window per unit) and every later decision is a lookup. The reward of zooming a
-window is the *recall gain* of its fine pass over the coarse pass there — truth objects centred
-in the window found (IoU >= 0.5, score >= the threshold) with the fine detections merged in,
-minus those found without — less a ``cost`` per zoomed window (in objects: zooming pays when it
-finds more than ``cost`` objects). Windows are independent under this reward, so each is a
-one-step Bernoulli bandit; REINFORCE uses the self-critical baseline (the reward of the policy's
-own greedy decision), which needs no value network, plus a small entropy bonus.
+Both passes of each training image are recorded once (:mod:`geo_hires.train.zoom_replay`), at
+the native GSD and, with ``gsds``, at others (resampled copies: what the policy meets in the
+field). The reward of zooming a window is the *recall gain* of its fine pass over the coarse
+pass there — truth objects centred in the window found (IoU >= 0.5, score >= the threshold)
+with the fine detections merged in, minus those found without — less a ``cost`` per zoomed
+window (in objects: zooming pays when it finds more than ``cost`` objects). Windows are
+independent under this reward, so each is a one-step Bernoulli bandit; REINFORCE uses the
+self-critical baseline (the reward of the policy's own greedy decision), which needs no value
+network, plus a small entropy bonus.
+
+The safety rule: a learned policy generalises as far as its training imagery, so windows whose
+*small-object* evidence (peaks the coarse level cannot report itself) reaches a calibrated
+score are always zoomed, whatever the policy says. The score is the highest that still covers
+``safety_recall`` of the recall gain on the training windows.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,35 +30,40 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import torch
-import torchvision
 
-from geo_hires.detect.executors import LocalExecutor
-from geo_hires.detect.journal import UnitResult
-from geo_hires.detect.levels import coarsest
-from geo_hires.detect.options import DetectConfig, ZoomConfig
-from geo_hires.detect.plan import plan_units
+from geo_hires.detect.options import DetectConfig
 from geo_hires.detections import PixelDetections
 from geo_hires.errors import ConfigError
-from geo_hires.merge import merge_results
-from geo_hires.models.bundle import Bundle, load_bundle
+from geo_hires.evaluate.scenes import labelled_scene
+from geo_hires.models.bundle import load_bundle
 from geo_hires.models.card import ModelCard, bundle_dir
-from geo_hires.models.zoom_policy import PolicySpec, ZoomPolicy, policy_features, save_policy
+from geo_hires.models.zoom_policy import (
+    PolicySpec,
+    ZoomPolicy,
+    policy_features,
+    save_policy,
+    small_evidence,
+)
 from geo_hires.scene import Scene
+from geo_hires.train.gsd import at_gsd, scaled_truth
+from geo_hires.train.zoom_replay import ImageReplay, record_images, window_gains
 
 __all__ = [
-    "ImageReplay",
     "ZoomTrainConfig",
+    "calibrate_safety",
     "evaluate_choices",
     "fit_policy",
-    "record_image",
     "split_px",
+    "table",
     "train_zoom_policy",
 ]
+
+Replays = Sequence[tuple[ImageReplay, Scene]]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ZoomTrainConfig:
-    """Reward weights and optimiser settings.
+    """Reward weights, optimiser settings, and what the policy is trained and checked on.
 
     Attributes:
         window: Fine window side (fine-level pixels).
@@ -61,6 +73,10 @@ class ZoomTrainConfig:
         epochs, lr, seed: REINFORCE over all training windows per epoch (SGD, momentum 0.9).
         samples: Actions sampled per window per epoch (less variance per step).
         entropy: Weight of the policy's entropy in the objective (keeps it exploring).
+        gsds: Ground sample distances (m) the training and validation images are recorded at
+            (resampled from the card's GSD); ``()``: the images as they are.
+        safety_recall: Share of the training windows' recall gain the safety rule alone must
+            cover (``None``: no safety rule).
     """
 
     window: int = 512
@@ -72,108 +88,8 @@ class ZoomTrainConfig:
     seed: int = 0
     samples: int = 4
     entropy: float = 0.01
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
-class ImageReplay:
-    """One image's two passes, kept so that any zoom decision can be replayed.
-
-    Attributes:
-        coarse: The coarse level's unit results (with evidence).
-        fine: One unit result per fine window (the fine level's detections there).
-        cores: ``(N, 4)`` level-0 cores of those windows.
-        evidence: ``(M, 5)`` the coarse level's evidence.
-        truth: Ground truth in level-0 pixels.
-    """
-
-    coarse: tuple[UnitResult, ...]
-    fine: tuple[UnitResult, ...]
-    cores: npt.NDArray[np.float64]
-    evidence: npt.NDArray[np.float64]
-    truth: PixelDetections
-
-    def detections(
-        self, chosen: npt.NDArray[np.bool_], card: ModelCard, scene: Scene, cfg: DetectConfig
-    ) -> PixelDetections:
-        """What a run that zooms ``chosen`` windows outputs (merged as the pipeline does)."""
-        picked = [r for r, ok in zip(self.fine, chosen, strict=True) if ok]
-        return merge_results([*self.coarse, *picked], card, scene, cfg)
-
-
-def record_image(
-    scene: Scene, model: Bundle, card: ModelCard, truth: PixelDetections, window: int
-) -> ImageReplay:
-    """Run both passes over ``scene`` once: the coarse level with evidence, then the fine
-    level's windows, each its own unit."""
-    cfg = DetectConfig(
-        batch_size=1, score_threshold=0.05, zoom=ZoomConfig(mode="all", budget=1.0, window=window)
-    )
-    coarse_i = coarsest(card, scene, cfg)
-    if coarse_i is None:
-        raise ConfigError(
-            f"{scene.path}: the bundle scans one level on this scene (its GSD folds or skips "
-            "the others); a zoom policy learns from a coarse and a fine level"
-        )
-    fine_i = tuple(i for i in range(len(card.levels)) if i != coarse_i)
-    executor = LocalExecutor(device=torch.device("cpu"))
-    units, _ = plan_units(scene, card, cfg, only=(coarse_i,))
-    coarse: list[UnitResult] = []
-    executor.run_units(scene, model, units, cfg, on_result=coarse.append, read_config=None)
-    units, _ = plan_units(
-        scene, card, cfg, only=fine_i, select=lambda _li, c: np.ones(len(c), bool)
-    )
-    by_key: dict[str, UnitResult] = {}
-    executor.run_units(
-        scene, model, units, cfg, on_result=lambda r: by_key.update({r.key: r}),
-        read_config=None,
-    )  # fmt: skip
-    w, h = scene.width, scene.height
-    cores = np.array(  # per unit (batching reorders blocks by shape: not the runs' order)
-        [
-            (b.cx0 * u.downsample, b.cy0 * u.downsample,
-             min(b.cx1 * u.downsample, w), min(b.cy1 * u.downsample, h))
-            for u in units
-            for b in u.blocks
-        ],
-        float,
-    ).reshape(-1, 4)  # fmt: skip
-    found = [r.evidence for r in coarse if r.evidence is not None]
-    return ImageReplay(
-        coarse=tuple(sorted(coarse, key=lambda r: r.key)),
-        fine=tuple(by_key[u.key] for u in units),
-        cores=cores,
-        evidence=np.concatenate(found) if found else np.zeros((0, 5)),
-        truth=truth,
-    )
-
-
-def _found(dets: PixelDetections, truth: npt.NDArray[np.float64], thr: float) -> int:
-    keep = dets.scores >= thr
-    if not len(truth) or not keep.any():
-        return 0
-    iou = torchvision.ops.box_iou(torch.from_numpy(truth), torch.from_numpy(dets.boxes[keep]))
-    return int((iou.amax(dim=1) >= 0.5).sum())
-
-
-def window_gains(
-    replay: ImageReplay, card: ModelCard, scene: Scene, threshold: float
-) -> npt.NDArray[np.float64]:
-    """Recall gain (objects) of each window's fine pass over the coarse pass there."""
-    cfg = DetectConfig(score_threshold=0.05)
-    none = np.zeros(len(replay.fine), bool)
-    base = replay.detections(none, card, scene, cfg)
-    t = replay.truth.boxes
-    cx, cy = (t[:, 0] + t[:, 2]) / 2, (t[:, 1] + t[:, 3]) / 2
-    gains = np.zeros(len(replay.fine))
-    for i, (x0, y0, x1, y1) in enumerate(replay.cores):
-        inside = t[(cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)]
-        if not len(inside):
-            continue
-        one = none.copy()
-        one[i] = True
-        with_fine = replay.detections(one, card, scene, cfg)
-        gains[i] = _found(with_fine, inside, threshold) - _found(base, inside, threshold)
-    return gains
+    gsds: tuple[float, ...] = ()
+    safety_recall: float | None = 0.99
 
 
 def fit_policy(
@@ -230,30 +146,8 @@ def split_px(card: ModelCard) -> float:
     return float(coarse.min_size * max(1, round(coarse.target_gsd_m / card.gsd_m)))
 
 
-def table(
-    replays: Sequence[tuple[ImageReplay, Scene]], card: ModelCard, cfg: ZoomTrainConfig
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]]:
-    """Features and gains of every window of the recorded images."""
-    split = split_px(card)
-    feats = [policy_features(r.evidence, r.cores, cfg.grid, split) for r, _ in replays]
-    gains = [window_gains(r, card, s, cfg.score_threshold) for r, s in replays]
-    return np.concatenate(feats), np.concatenate(gains)
-
-
-def _record_all(
-    paths: Sequence[str], labels: str, model: Bundle, card: ModelCard, window: int
-) -> list[tuple[ImageReplay, Scene]]:
-    from geo_hires.evaluate.scenes import labelled_scene
-
-    out = []
-    for path in paths:
-        scene, truth = labelled_scene(path, labels, card, class_names=card.classes)
-        out.append((record_image(scene, model, card, truth, window), scene))
-    return out
-
-
 def evaluate_choices(
-    replays: Sequence[tuple[ImageReplay, Scene]],
+    replays: Replays,
     card: ModelCard,
     choices: Sequence[npt.NDArray[np.bool_]],
 ) -> dict[str, float]:
@@ -277,29 +171,90 @@ def evaluate_choices(
     }
 
 
-def _validation(
-    val: Sequence[tuple[ImageReplay, Scene]],
-    card: ModelCard,
-    policy: ZoomPolicy,
-    cfg: ZoomTrainConfig,
-) -> dict[str, dict[str, float]]:
-    """The policy's greedy decisions on held-out images against all, none and random choices
-    of the same share."""
-    probs = [
-        policy.probabilities(policy_features(r.evidence, r.cores, cfg.grid, policy.spec.split_px))
-        for r, _ in val
+def _features(replays: Replays, card: ModelCard, spec: PolicySpec) -> list[npt.NDArray[np.float32]]:
+    return [
+        policy_features(r.evidence, r.cores, spec.grid, spec.split_for(card.gsd_m, s.gsd_m))
+        for r, s in replays
     ]
-    rl = [p >= 0.5 for p in probs]
-    rng = np.random.default_rng(cfg.seed)
-    share = sum(int(c.sum()) for c in rl) / max(1, sum(len(c) for c in rl))
-    return {
-        "rl": evaluate_choices(val, card, rl),
-        "all": evaluate_choices(val, card, [np.ones(len(p), bool) for p in probs]),
-        "none": evaluate_choices(val, card, [np.zeros(len(p), bool) for p in probs]),
-        "random_same_share": evaluate_choices(
-            val, card, [rng.random(len(p)) < share for p in probs]
-        ),
-    }  # fmt: skip
+
+
+def table(
+    replays: Replays, card: ModelCard, cfg: ZoomTrainConfig, spec: PolicySpec
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]]:
+    """Features and gains of every window of the recorded images."""
+    feats = _features(replays, card, spec)
+    gains = [window_gains(r, card, s, cfg.score_threshold) for r, s in replays]
+    return np.concatenate(feats), np.concatenate(gains)
+
+
+def calibrate_safety(features: npt.NDArray[np.float32], gains: npt.NDArray[np.float64],
+                     grid: int, recall: float) -> float:  # fmt: skip
+    """The highest small-evidence score whose windows (those at or above it) hold ``recall``
+    of the positive recall gain; 1.0 (never forced) when no window gains anything."""
+    strongest = small_evidence(features, grid)
+    positive = np.clip(gains, 0, None)
+    total = float(positive.sum())
+    if total <= 0:
+        return 1.0
+    order = np.argsort(-strongest, kind="stable")
+    covered = np.cumsum(positive[order]) / total
+    i = int(np.searchsorted(covered, recall - 1e-12))
+    return float(strongest[order][min(i, len(order) - 1)])
+
+
+def _items(
+    names: Sequence[str], images: str, labels: str, card: ModelCard, gsds: Sequence[float],
+    work: Path,
+) -> list[tuple[str, PixelDetections]]:  # fmt: skip
+    """``(scene path, truth)`` of each named image, at each GSD (resampled copies in ``work``)."""
+    out = []
+    for name in names:
+        path = str(Path(images) / name)
+        _, truth = labelled_scene(path, labels, card, class_names=card.classes)
+        if not gsds:
+            out.append((path, truth))
+        for g in gsds:
+            copy = work / f"{g:g}m" / f"{Path(name).stem}.tif"
+            factor = at_gsd(path, g, copy, native=card.gsd_m)
+            out.append((str(copy), scaled_truth(truth, factor)))
+    return out
+
+
+def _validation(val: Replays, card: ModelCard, policy: ZoomPolicy, cfg: ZoomTrainConfig,
+                ) -> dict[str, dict[str, float]]:  # fmt: skip
+    """The policy's greedy decisions (with its safety rule) on held-out images against all,
+    none and random choices of the same share, per GSD."""
+    out: dict[str, dict[str, float]] = {}
+    by_gsd: dict[str, list[tuple[ImageReplay, Scene]]] = {}
+    for r, s in val:
+        by_gsd.setdefault(f"{s.gsd_m or card.gsd_m:.2f}", []).append((r, s))
+    for gsd, group in sorted(by_gsd.items()):
+        feats = _features(group, card, policy.spec)
+        rl = [policy.decide(f) for f in feats]
+        share = sum(int(c.sum()) for c in rl) / max(1, sum(len(c) for c in rl))
+        rng = np.random.default_rng(cfg.seed)
+        rows = {
+            "rl": evaluate_choices(group, card, rl),
+            "all": evaluate_choices(group, card, [np.ones(len(c), bool) for c in rl]),
+            "none": evaluate_choices(group, card, [np.zeros(len(c), bool) for c in rl]),
+            "random_same_share": evaluate_choices(group, card,
+                                                  [rng.random(len(c)) < share for c in rl]),
+        }  # fmt: skip
+        out.update({f"{gsd}m/{k}": v for k, v in rows.items()})
+    return out
+
+
+def _split(bundle: str, card: ModelCard) -> tuple[list[str], list[str]]:
+    split = card.extra.get("training", {})
+    if "scanner" in split:  # a cascade: its scanner's split
+        split = split["scanner"]
+    train, val = split.get("train_images", []), split.get("val_images", [])
+    if not train or not val:
+        raise ConfigError(
+            f"{bundle}: its card names no train/validation split ('training.train_images', "
+            "'training.val_images'); train-zoom learns on the former and scores on the latter"
+        )
+    return list(train), list(val)
 
 
 def train_zoom_policy(
@@ -311,37 +266,43 @@ def train_zoom_policy(
     *,
     log: Callable[[str], None] = lambda _s: None,
 ) -> dict[str, object]:
-    """Record the bundle's training images, fit the policy, score it on the validation images
-    (never trained on), and write it into ``out`` (a copy of the bundle, or the bundle itself).
+    """Record the bundle's training images (at ``cfg.gsds``), fit the policy, calibrate its
+    safety rule, score it on the validation images (never trained on, at the same GSDs), and
+    write it into ``out`` (a copy of the bundle, or the bundle itself).
 
     Returns the record written to the card (``zoom_training``).
     """
     model = load_bundle(bundle)
     card = model.card
-    split = card.extra.get("training", {})
-    train_names, val_names = split.get("train_images", []), split.get("val_images", [])
-    if not train_names or not val_names:
-        raise ConfigError(
-            f"{bundle}: its card names no train/validation split ('training.train_images', "
-            "'training.val_images'); train-zoom learns on the former and scores on the latter"
-        )
+    train_names, val_names = _split(bundle, card)
     start = time.perf_counter()
-    train = _record_all([str(Path(images) / n) for n in train_names], labels, model, card,
-                        cfg.window)  # fmt: skip
-    log(f"recorded {len(train)} training images in {time.perf_counter() - start:.0f} s")
-    feats, gains = table(train, card, cfg)
-    spec = PolicySpec(
-        window=cfg.window, grid=cfg.grid, detector=model.fcn_digest, split_px=split_px(card)
-    )
-    policy, curve = fit_policy(feats, gains, cfg, spec)
-    val = _record_all([str(Path(images) / n) for n in val_names], labels, model, card, cfg.window)
+    with tempfile.TemporaryDirectory(prefix="geo-hires-zoom-") as tmp:
+        work = Path(tmp)
+        items = _items(train_names, images, labels, card, cfg.gsds, work)
+        train = record_images(items, model, cfg.window)
+        log(f"recorded {len(train)} training scenes in {time.perf_counter() - start:.0f} s")
+        spec = PolicySpec(window=cfg.window, grid=cfg.grid, detector=model.fcn_digest,
+                          split_px=split_px(card))  # fmt: skip
+        feats, gains = table(train, card, cfg, spec)
+        policy, curve = fit_policy(feats, gains, cfg, spec)
+        if cfg.safety_recall is not None:
+            safe = calibrate_safety(feats, gains, cfg.grid, cfg.safety_recall)
+            policy = policy.with_spec(dataclasses.replace(spec, safe_score=safe))
+        val = record_images(_items(val_names, images, labels, card, cfg.gsds, work), model,
+                            cfg.window)  # fmt: skip
+        validation = _validation(val, card, policy, cfg)
     record = {
-        "data": labels, "train_images": len(train), "val_images": len(val),
-        "windows": len(gains), "config": dataclasses.asdict(cfg), "curve": curve,
-        "validation": _validation(val, card, policy, cfg),
-        "seconds": round(time.perf_counter() - start, 1),
-        "date": time.strftime("%Y-%m-%d"),
+        "data": labels, "train_scenes": len(train), "val_scenes": len(val),
+        "gsds": list(cfg.gsds), "windows": len(gains), "config": dataclasses.asdict(cfg),
+        "safe_score": policy.spec.safe_score, "curve": curve, "validation": validation,
+        "seconds": round(time.perf_counter() - start, 1), "date": time.strftime("%Y-%m-%d"),
     }  # fmt: skip
+    _write(bundle, out, policy, record, cfg, curve)
+    return record
+
+
+def _write(bundle: str, out: str, policy: ZoomPolicy, record: dict[str, object],
+           cfg: ZoomTrainConfig, curve: list[dict[str, float]]) -> None:  # fmt: skip
     target = Path(out)
     src = bundle_dir(bundle)
     if target.resolve() != src.resolve():
@@ -354,4 +315,3 @@ def train_zoom_policy(
     spec_doc = json.loads((target / "zoom.pt.json").read_text())
     spec_doc["extra"] = {"cost": cfg.cost, "curve": curve}
     (target / "zoom.pt.json").write_text(json.dumps(spec_doc, indent=2, sort_keys=True) + "\n")
-    return record

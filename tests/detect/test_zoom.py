@@ -213,17 +213,19 @@ def test_policy_trains_changes_its_decisions_and_runs_as_rl(tiny, tmp_path):
     record = train_zoom_policy(str(tiny["lsn"]), str(root / "images"), str(root / "labels"),
                                str(tmp_path / "zoomed"), cfg)  # fmt: skip
     assert (tmp_path / "zoomed" / "zoom.pt").is_file() and record["windows"] > 0
-    assert set(record["validation"]) == {"rl", "all", "none", "random_same_share"}
+    assert {k.split("/")[1] for k in record["validation"]} == {
+        "rl", "all", "none", "random_same_share"}  # fmt: skip
     # the decisions move: fitted vs the same network before training
     model = load_bundle(tiny["lsn"])
     card = model.card
-    from geo_hires.train.zoom import _record_all
+    from geo_hires.train.zoom import _items
+    from geo_hires.train.zoom_replay import record_images
 
     names = card.extra["training"]["train_images"]
-    replays = _record_all([str(root / "images" / n) for n in names], str(root / "labels"),
-                          model, card, 128)  # fmt: skip
-    feats, gains = table(replays, card, cfg)
+    items = _items(names, str(root / "images"), str(root / "labels"), card, (), tmp_path)
+    replays = record_images(items, model, 128)
     spec = PolicySpec(window=128, detector=model.fcn_digest)
+    feats, gains = table(replays, card, cfg, spec)
     torch.manual_seed(cfg.seed)  # the initialisation fit_policy starts from
     before = ZoomPolicy(spec).probabilities(feats) >= 0.5
     policy, curve = fit_policy(feats, gains, cfg, spec)
@@ -264,3 +266,51 @@ def test_zoomed_run_on_ray_gives_the_local_bytes(crop, local_equals_ray):
     cfg = dataclasses.replace(CFG, zoom=ZoomConfig(mode="gate", gate_threshold=0.3))
     local = local_equals_ray(open_scene(crop), load_bundle("aircraft_lsn"), cfg)
     assert local.levels[0].windows is not None and len(local.levels[0].cores) > 0
+
+
+def test_the_safety_rule_zooms_forced_windows_whatever_the_policy_and_budget_say():
+    probs = np.array([0.1, 0.2, 0.9, 0.8, 0.7, 0.0])
+    forced = np.array([False, True, False, False, False, True])
+    rl = ZoomConfig(mode="rl")
+    assert choose(rl, probs, forced).tolist() == [False, True, True, True, True, True]
+    # a budget of 0.5 of 6 windows: 3, of which the 2 forced ones: one more, the most probable
+    capped = choose(dataclasses.replace(rl, budget=0.5), probs, forced)
+    assert capped.tolist() == [False, True, True, False, False, True]
+    # forced windows go beyond the budget; 'none' zooms them too
+    assert choose(dataclasses.replace(rl, budget=0.1), probs, forced).sum() == 2
+    assert choose(ZoomConfig(mode="none"), probs, forced).tolist() == forced.tolist()
+    assert choose(rl, probs).tolist() == (probs >= 0.5).tolist()  # no rule: as before
+
+
+def test_the_safety_score_is_the_highest_that_covers_the_asked_share_of_the_gain():
+    from geo_hires.models.zoom_policy import small_evidence
+    from geo_hires.train.zoom import calibrate_safety
+
+    grid = 2
+    feats = np.zeros((4, 3, 3 * grid, 3 * grid), np.float32)
+    for i, score in enumerate([0.9, 0.6, 0.3, 0.1]):  # small peaks inside each window
+        feats[i, 0, grid, grid + 1] = score
+    feats[2, 0, 0, 0] = 0.95  # a neighbour's peak: not the window's own evidence
+    assert small_evidence(feats, grid).tolist() == pytest.approx([0.9, 0.6, 0.3, 0.1])
+    gains = np.array([2.0, 1.0, 0.0, 1.0])  # 4 objects gained in all
+    assert calibrate_safety(feats, gains, grid, recall=0.99) == pytest.approx(0.1)
+    assert calibrate_safety(feats, gains, grid, recall=0.7) == pytest.approx(0.6)
+    assert calibrate_safety(feats, gains, grid, recall=0.5) == pytest.approx(0.9)
+    assert calibrate_safety(feats, np.zeros(4), grid, recall=0.99) == 1.0  # nothing to gain
+
+
+def test_a_safety_rule_on_the_shipped_policy_only_ever_adds_windows(crop):
+    scene = open_scene(crop)
+    bundle = load_bundle("aircraft_lsn")
+    policy = bundle.policy
+    assert policy is not None
+    cfg = dataclasses.replace(CFG, zoom=ZoomConfig(mode="rl"))
+    bare = dataclasses.replace(
+        bundle, policy=policy.with_spec(dataclasses.replace(policy.spec, safe_score=None))
+    )
+    safe = dataclasses.replace(
+        bundle, policy=policy.with_spec(dataclasses.replace(policy.spec, safe_score=0.05))
+    )
+    plain, guarded = detect_scene(scene, bare, cfg), detect_scene(scene, safe, cfg)
+    chosen_plain, chosen_safe = set(plain.levels[0].cores), set(guarded.levels[0].cores)
+    assert chosen_plain < chosen_safe  # more windows, and every one the policy chose
