@@ -20,41 +20,17 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import rasterio
-from affine import Affine
-from rasterio.enums import Resampling
-
 from geo_hires.detect.options import DetectOptions
-from geo_hires.detections import PixelDetections
 from geo_hires.errors import NoCRSWarning
 from geo_hires.evaluate import evaluate_images
 from geo_hires.evaluate.scenes import labelled_scene
 from geo_hires.models.bundle import load_bundle
 from geo_hires.pipeline import detect_scene
 from geo_hires.scene import open_scene
+from geo_hires.train.gsd import at_gsd, scaled_truth
 
 NATIVE_GSD = 0.5
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def resample(src_path: str, gsd: float, out: Path) -> None:
-    """Write ``src_path`` (at :data:`NATIVE_GSD`) resampled to ``gsd``."""
-    with rasterio.open(src_path) as src:
-        h, w = round(src.height * NATIVE_GSD / gsd), round(src.width * NATIVE_GSD / gsd)
-        method = Resampling.average if gsd >= NATIVE_GSD else Resampling.bilinear
-        data = src.read([1, 2, 3], out_shape=(3, h, w), resampling=method)
-    profile = {
-        "driver": "GTiff", "width": w, "height": h, "count": 3, "dtype": "uint8",
-        "crs": "EPSG:32631", "transform": Affine(gsd, 0, 500000, 0, -gsd, 5400000),
-        "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
-        "photometric": "RGB",
-    }  # fmt: skip
-    with rasterio.open(out, "w", **profile) as dst:
-        dst.write(data)
-
-
-def scaled(truth: PixelDetections, factor: float) -> PixelDetections:
-    return dataclasses.replace(truth, boxes=truth.boxes * factor)
 
 
 def main() -> None:
@@ -79,11 +55,9 @@ def main() -> None:
         for name in names:
             src = str(Path(args.images) / name)
             out = folder / f"{Path(name).stem}.tif"
-            if not out.is_file():
-                resample(src, gsd, out)
+            factor = at_gsd(src, gsd, out, native=NATIVE_GSD)
             _, truth = labelled_scene(src, args.labels, bundles[args.bundles[0]].card)
-            scene = open_scene(out)
-            scenes.append((scene, scaled(truth, scene.width / 2560)))
+            scenes.append((open_scene(out), scaled_truth(truth, factor)))
         for bname, bundle in bundles.items():
             cfg = dataclasses.replace(
                 DetectOptions(model=bname).detect_config(bundle.card), score_threshold=0.05
