@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--bundles", nargs="+",
                     default=["aircraft_lsn", "aircraft_yolo", "aircraft_cascade"])  # fmt: skip
     ap.add_argument("--work", type=Path, default=Path("/tmp/geo-hires-gsd"))
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     warnings.simplefilter("ignore", NoCRSWarning)
@@ -60,7 +61,8 @@ def main() -> None:
             scenes.append((open_scene(out), scaled_truth(truth, factor)))
         for bname, bundle in bundles.items():
             cfg = dataclasses.replace(
-                DetectOptions(model=bname).detect_config(bundle.card), score_threshold=0.05
+                DetectOptions(model=bname, precision=args.precision).detect_config(bundle.card),
+                score_threshold=0.05,
             )
             pairs, seconds = [], 0.0
             for scene, truth in scenes:
