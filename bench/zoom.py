@@ -1,11 +1,13 @@
-"""Selective zoom (issue #12), one run: AP against the share of fine pixels, and throughput.
+"""Selective zoom, one run: AP against the share of fine pixels on every GSD, and throughput.
 
-1. The 14 validation images of ``aircraft_lsn`` (never trained on, by the LSN or the policy)
-   and a mosaic of them (4 x 4, ~105 MP): both passes are recorded once per image
-   (:func:`geo_hires.train.zoom_replay.record_image`), then every decision is replayed: ``rl`` (the
-   shipped policy, its probability cut at 0.05...0.95), ``gate`` (evidence thresholds), random
-   choices at the same shares (mean of 5 seeds), ``none`` and ``all``. AP50 and AP50:95 against
-   the fine-pixel share; a PNG plot for ``docs/``.
+1. The 14 validation images of ``aircraft_lsn`` (never trained on, by the LSN or the policy),
+   resampled to each ``--gsds`` value (:mod:`geo_hires.train.gsd`), and a labelled synthetic
+   scene whose small aircraft only the fine level finds: both passes are recorded once per
+   image (:func:`geo_hires.train.zoom_replay.record_image`), then every decision is replayed:
+   ``rl`` (the shipped policy with its safety rule; its probability cut at 0.05...0.95),
+   ``rl_unguarded`` (the policy alone), ``gate`` (evidence thresholds), random choices at the
+   same shares (mean of 5 seeds), ``none`` and ``all``. AP50 and AP50:95 against the
+   fine-pixel share; a PNG plot for ``docs/``.
 2. End-to-end throughput of ``detect`` per mode on a large synthetic scene, divided by the raw
    windowed decode of the same file (every 1024 px block read, nothing else).
 
@@ -18,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -34,63 +37,70 @@ from geo_hires.detect.options import DetectConfig, ZoomConfig
 from geo_hires.detect.zoom import choose, window_evidence
 from geo_hires.errors import NoCRSWarning
 from geo_hires.evaluate.scenes import labelled_scene
-from geo_hires.labels import labels_for
 from geo_hires.models.bundle import load_bundle
 from geo_hires.models.zoom_policy import policy_features
 from geo_hires.pipeline import detect_scene
-from geo_hires.scene import open_scene
+from geo_hires.scene import Density, SynthSpec, open_scene, write_synthetic
+from geo_hires.train.gsd import at_gsd, scaled_truth
 from geo_hires.train.zoom import evaluate_choices
 from geo_hires.train.zoom_replay import record_image
 
 CUTS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
-def _mosaic(paths: list[str], labels: str, out: Path, class_map: dict[str, str]) -> Path:
-    """4 x 4 of the validation images (the first 16, repeating), labels moved with them."""
-    side, grid = 2560, 4
-    tiles = [paths[i % len(paths)] for i in range(grid * grid)]
-    rings, names = [], []
-    profile = {"driver": "GTiff", "width": side * grid, "height": side * grid, "count": 3,
-               "dtype": "uint8", "tiled": True, "blockxsize": 512, "blockysize": 512,
-               "compress": "deflate"}  # fmt: skip
-    with rasterio.open(out, "w", **profile) as dst:
-        for k, path in enumerate(tiles):
-            r, c = divmod(k, grid)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with rasterio.open(path) as src:
-                    dst.write(src.read([1, 2, 3]), window=Window(c * side, r * side, side, side))
-            lab = labels_for(path, labels)
-            for ring, n in zip(lab.rings, lab.names, strict=True):
-                rings.append(ring + np.array([c * side, r * side]))
-                names.append(class_map.get(n, n))
-    with open(out.with_suffix(".txt"), "w") as fh:  # DOTA lines: any ring, pixel space
-        for ring, n in zip(rings, names, strict=True):
-            box = [ring[:, 0].min(), ring[:, 1].min(), ring[:, 0].max(), ring[:, 1].max()]
-            quad = [box[0], box[1], box[2], box[1], box[2], box[3], box[0], box[3]]
-            fh.write(" ".join(f"{v:.1f}" for v in quad) + f" {n} 0\n")
-    return out
-
-
-def _record(paths: list[str], labels: str, model: Any, card: Any, window: int) -> list[Any]:
+def _record(items: list[tuple[str, Any]], model: Any, window: int) -> list[Any]:
+    """Both passes of each ``(scene path, truth)``, once."""
     out = []
-    for path in paths:
-        scene, truth = labelled_scene(path, labels, card, class_names=card.classes)
-        out.append((record_image(scene, model, card, truth, window), scene))
+    for path, truth in items:
+        scene = open_scene(path)
+        out.append((record_image(scene, model, model.card, truth, window), scene))
     return out
+
+
+def _at_gsds(val: list[str], labels: str, card: Any, gsds: list[float], work: Path,
+             ) -> dict[str, list[tuple[str, Any]]]:  # fmt: skip
+    """The validation images and their truth at each GSD (resampled copies in ``work``)."""
+    out: dict[str, list[tuple[str, Any]]] = {}
+    for g in gsds:
+        for path in val:
+            _, truth = labelled_scene(path, labels, card, class_names=card.classes)
+            copy = work / f"gsd_{g:g}m" / f"{Path(path).stem}.tif"
+            factor = at_gsd(path, g, copy, native=card.gsd_m)
+            out.setdefault(f"{g:g}m", []).append((str(copy), scaled_truth(truth, factor)))
+    return out
+
+
+def _synthetic_small(work: Path, card: Any) -> list[tuple[str, Any]]:
+    """A 4000 x 4000 synthetic scene whose aircraft are its truth (the vehicles are not the
+    model's): many of them small enough that only the fine level reports them."""
+    path = work / "synth_small_16mp.tif"
+    truth = write_synthetic(path, SynthSpec(width=4000, height=4000, seed=11,
+                                            density=Density.DENSE))  # fmt: skip
+    keep = truth.classes == list(truth.class_names).index("aircraft")
+    planes = truth.take(keep)
+    planes = dataclasses.replace(planes, classes=np.zeros(len(planes), np.int64),
+                                 class_names=card.classes)  # fmt: skip
+    return [(str(path), planes)]
 
 
 def _curves(replays: list[Any], card: Any, policy: Any) -> dict[str, list[dict[str, Any]]]:
-    scores = {
-        "rl": [policy.probabilities(policy_features(r.evidence, r.cores, policy.spec.grid,
-                                                    policy.spec.split_px)) for r, _ in replays],
-        "gate": [window_evidence(r.evidence, r.cores) for r, _ in replays],
-    }  # fmt: skip
-    out: dict[str, list[dict[str, Any]]] = {"rl": [], "gate": [], "random": []}
-    for mode in ("rl", "gate"):
-        for cut in CUTS:
-            chosen = [s >= cut for s in scores[mode]]
-            out[mode].append({"cut": cut, **evaluate_choices(replays, card, chosen)})
+    feats = [
+        policy_features(
+            r.evidence, r.cores, policy.spec.grid, policy.spec.split_for(card.gsd_m, s.gsd_m)
+        )
+        for r, s in replays
+    ]
+    scores = {"rl": [policy.probabilities(f) for f in feats],
+              "gate": [window_evidence(r.evidence, r.cores) for r, _ in replays]}  # fmt: skip
+    forced = [policy.forced(f) for f in feats]
+    out: dict[str, list[dict[str, Any]]] = {"rl": [], "rl_unguarded": [], "gate": [], "random": []}
+    for cut in CUTS:
+        chosen = [(s >= cut) | f for s, f in zip(scores["rl"], forced, strict=True)]
+        out["rl"].append({"cut": cut, **evaluate_choices(replays, card, chosen)})
+        alone = [s >= cut for s in scores["rl"]]
+        out["rl_unguarded"].append({"cut": cut, **evaluate_choices(replays, card, alone)})
+        gate = [s >= cut for s in scores["gate"]]
+        out["gate"].append({"cut": cut, **evaluate_choices(replays, card, gate)})
     for share in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8):
         rows = []
         for seed in range(5):
@@ -101,7 +111,7 @@ def _curves(replays: list[Any], card: Any, policy: Any) -> dict[str, list[dict[s
     n = [len(r.fine) for r, _ in replays]
     out["all"] = [evaluate_choices(replays, card, [np.ones(k, bool) for k in n])]
     out["none"] = [evaluate_choices(replays, card, [np.zeros(k, bool) for k in n])]
-    out["rl_default"] = [evaluate_choices(replays, card, [s >= 0.5 for s in scores["rl"]])]
+    out["rl_default"] = [evaluate_choices(replays, card, [policy.decide(f) for f in feats])]
     gate = ZoomConfig().gate_threshold
     out["gate_default"] = [evaluate_choices(replays, card, [s >= gate for s in scores["gate"]])]
     return out
@@ -121,7 +131,7 @@ def _throughput(path: str, bundle: Any, modes: list[str]) -> dict[str, Any]:
     for mode in modes:
         torch.set_num_threads(2)
         r = detect_scene(scene, bundle, DetectConfig(zoom=ZoomConfig(mode=mode)))
-        z = r.zoom(ZoomConfig(mode=mode))
+        z = r.zoom()
         rows[mode] = {"seconds": round(r.seconds, 1), "mp_per_s": round(mp / r.seconds, 2),
                       "ratio_to_decode": round(decode / r.seconds, 3),
                       "fine_pixels_fraction": z["fine_pixels_fraction"],
@@ -130,24 +140,27 @@ def _throughput(path: str, bundle: Any, modes: list[str]) -> dict[str, Any]:
     return rows
 
 
-def _plot(curves: dict[str, Any], path: str, title: str) -> None:
+def _plot(variants: dict[str, Any], path: str, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for mode, style in (("rl", "o-"), ("gate", "s-"), ("random", "^--")):
-        pts = sorted((r["fine_pixels_fraction"], r["ap50"]) for r in curves[mode])
-        ax.plot(*zip(*pts, strict=True), style, label=mode, markersize=4)
-    for mode, marker in (("all", "*"), ("none", "x")):
-        r = curves[mode][0]
-        ax.plot([r["fine_pixels_fraction"]], [r["ap50"]], marker, markersize=10, label=mode)
-    ax.set_xlabel("fraction of fine (full-resolution) pixels processed")
-    ax.set_ylabel("AP50")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(1, len(variants), figsize=(3.2 * len(variants), 3.4), dpi=120,
+                             sharey=True, squeeze=False)  # fmt: skip
+    for ax, (name, curves) in zip(axes[0], variants.items(), strict=True):
+        for mode, style in (("rl", "o-"), ("gate", "s-"), ("random", "^--")):
+            pts = sorted((r["fine_pixels_fraction"], r["ap50"]) for r in curves[mode])
+            ax.plot(*zip(*pts, strict=True), style, label=mode, markersize=3)
+        for mode, marker in (("all", "*"), ("none", "x"), ("rl_default", "D")):
+            r = curves[mode][0]
+            ax.plot([r["fine_pixels_fraction"]], [r["ap50"]], marker, markersize=8, label=mode)
+        ax.set_title(name)
+        ax.set_xlabel("fine pixels")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("AP50")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path)
 
@@ -156,6 +169,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", required=True)
     ap.add_argument("--labels", required=True)
+    ap.add_argument("--model", default="aircraft_lsn", help="a scanning bundle with a policy")
+    ap.add_argument("--gsds", type=float, nargs="+", default=[0.3, 0.5, 0.7, 1.0])
     ap.add_argument("--synthetic", help="a large synthetic scene for throughput")
     ap.add_argument("--work", default="/tmp/geo-hires-bench")
     ap.add_argument("--out", required=True)
@@ -163,20 +178,29 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     warnings.simplefilter("ignore", NoCRSWarning)
-    model = load_bundle("aircraft_lsn")
-    card = model.card
-    if model.policy is None:
-        raise SystemExit("aircraft_lsn has no zoom policy: run geo-hires train-zoom first")
-    window = model.policy.spec.window
-    val = [str(Path(args.images) / n) for n in card.extra["training"]["val_images"]]
-    out: dict[str, Any] = {"window": window, "measured": time.strftime("%Y-%m-%d")}
-    replays = _record(val, args.labels, model, card, window)
-    out["validation"] = _curves(replays, card, model.policy)
-    mosaic = _mosaic(val, args.labels, Path(args.work) / "val_mosaic.tif",
-                     card.extra["training"]["class_map"])  # fmt: skip
-    mreplay = _record([str(mosaic)], str(mosaic.with_suffix(".txt")), model, card, window)
-    out["mosaic"] = _curves(mreplay, card, model.policy)
-    _plot(out["validation"], args.plot, "aircraft_lsn, 14 validation images")
+    model = load_bundle(args.model)
+    card, policy = model.card, model.policy
+    if policy is None:
+        raise SystemExit(f"{args.model} has no zoom policy: run geo-hires train-zoom first")
+    window = policy.spec.window
+    work = Path(args.work)
+    split = card.extra["training"].get("scanner", card.extra["training"])
+    val = [str(Path(args.images) / n) for n in split["val_images"]]
+    out: dict[str, Any] = {"model": args.model, "window": window,
+                           "safe_score": policy.spec.safe_score,
+                           "measured": time.strftime("%Y-%m-%d"), "variants": {}}  # fmt: skip
+    variants = _at_gsds(val, args.labels, card, args.gsds, work)
+    variants["synthetic_small"] = _synthetic_small(work, card)
+    for name, items in variants.items():
+        out["variants"][name] = _curves(_record(items, model, window), card, policy)
+        v = out["variants"][name]
+        print(f"{name}: all {v['all'][0]['ap50']:.3f}, rl {v['rl_default'][0]['ap50']:.3f} at "
+              f"{v['rl_default'][0]['fine_pixels_fraction']:.3f}", file=sys.stderr)  # fmt: skip
+    out["rl_keeps_of_all"] = {
+        k: round(v["rl_default"][0]["ap50"] / max(v["all"][0]["ap50"], 1e-9), 4)
+        for k, v in out["variants"].items()
+    }
+    _plot(out["variants"], args.plot, f"{args.model}: AP50 against fine pixels")
     if args.synthetic:
         out["throughput"] = _throughput(args.synthetic, model,
                                         ["all", "gate", "rl", "none"])  # fmt: skip
