@@ -267,6 +267,7 @@ def train_yolo_bundle(
         train, val = split_by_image(items, val_fraction=job.val_fraction, seed=job.fit.seed)
         by_name = {Path(p).name: p for p in job.scenes}
         val_paths = [by_name[i.name] for i in val]
+        del val
     if not val_paths:
         raise ConfigError("YOLO training needs validation images: --val-fraction > 0")
     fit, select = split_fit_select(train, select_fraction=cfg.select_fraction, seed=job.fit.seed)
@@ -296,6 +297,8 @@ def train_yolo_bundle(
                 )
             (folder / "data" / "complete").write_text("")
             log(f"chips written in {time.perf_counter() - start:.0f} s")
+        train_names = [i.name for i in train]
+        del items, train, fit, select  # the pixels live on as chips: free GBs for the hours ahead
         with (folder / "sessions.txt").open("a") as fh:
             fh.write(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
         sessions = len((folder / "sessions.txt").read_text().split())
@@ -311,7 +314,7 @@ def train_yolo_bundle(
         window=cfg.window, halo=cfg.halo,
     )  # fmt: skip
     record = _training_record(
-        job, cfg, train_images=[i.name for i in train], fit_images=plan["fit_images"],
+        job, cfg, train_images=train_names, fit_images=plan["fit_images"],
         select_images=plan["select_images"], val_images=[Path(p).name for p in val_paths],
         report=report,
     )  # fmt: skip
