@@ -22,6 +22,7 @@ def _log_line(text: str) -> None:
 def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.train.fit import FitConfig
     from geo_hires.train.run import TrainJob, train_bundle
+    from geo_hires.train.yolo_data import YoloDataConfig
     from geo_hires.train.yolo_run import YOLO_ARCHS, YoloTrainConfig, train_yolo_bundle
 
     scenes = sorted(
@@ -43,17 +44,28 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         gsd_m=args.gsd,
         class_map=dict(kv.split("=", 1) for kv in args.class_map),
         val_fraction=args.val_fraction,
+        val_scenes=tuple(args.val_scenes),
         licence=args.licence,
         fit=FitConfig(
             steps=args.steps, minutes=args.minutes, batch_size=args.batch, seed=args.seed
         ),
     )
     if args.arch in YOLO_ARCHS:
-        cfg = YoloTrainConfig(
-            arch=args.arch, minutes=args.minutes, batch=args.batch, device=args.train_device
+        data = YoloDataConfig(
+            chips_per_image=args.chips_per_image,
+            gsd_range=None
+            if args.gsd_range == [0.0, 0.0]
+            else (args.gsd_range[0], args.gsd_range[1]),
+            seed=args.seed,
         )
-        card = train_yolo_bundle(job, cfg, evaluate=_validation_metrics)
+        cfg = YoloTrainConfig(
+            arch=args.arch, minutes=args.minutes, batch=args.batch, device=args.train_device,
+            data=data, select_fraction=args.select_fraction,
+        )  # fmt: skip
+        card = train_yolo_bundle(job, cfg, evaluate=_validation_metrics, work=args.work)
     else:
+        if args.work:
+            raise ConfigError("--work is for YOLO training (--arch yolo…)")
         card = train_bundle(job, evaluate=_validation_metrics)
     out.write(f"wrote {args.out} ({card.extra['training']['report']})\n")
     return 0
@@ -148,6 +160,35 @@ def _add_train(sub: Any) -> None:
     )
     p.add_argument(
         "--val-fraction", type=float, default=0.15, help="share of images held out (by image)"
+    )
+    p.add_argument(
+        "--val-scenes",
+        nargs="+",
+        default=[],
+        metavar="SCENE",
+        help="YOLO: validation scene files (the scenes above are then all training scenes)",
+    )
+    p.add_argument(
+        "--select-fraction",
+        type=float,
+        default=0.15,
+        help="YOLO: share of the training images (by image) that picks the best epoch",
+    )
+    p.add_argument(
+        "--chips-per-image", type=int, default=40, help="YOLO: chips drawn per training image"
+    )
+    p.add_argument(
+        "--gsd-range",
+        type=float,
+        nargs=2,
+        default=[0.3, 1.2],
+        metavar=("LOW", "HIGH"),
+        help="YOLO: scene GSDs (m) the chips are drawn as if from (0 0: the data's own only)",
+    )
+    p.add_argument(
+        "--work",
+        help="YOLO: folder kept for chips and the run; the same command resumes in it after a "
+        "kill (default: a temporary folder, removed)",
     )
     p.add_argument("--steps", type=int, default=3600, help="training steps (at most)")
     p.add_argument("--minutes", type=float, default=22.0, help="time budget (at most)")

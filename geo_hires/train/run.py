@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from geo_hires.errors import ConfigError
 from geo_hires.models.arch import ArchSpec, lsn_spec, wide_spec
 from geo_hires.models.bundle import save_bundle
 from geo_hires.models.card import Level, ModelCard
@@ -47,6 +48,8 @@ class TrainJob:
         gsd_m: Ground sample distance of the training imagery.
         class_map: Class renames applied to the labels.
         val_fraction: Share of images held out for validation (never trained on).
+        val_scenes: Validation scene files named outright (YOLO training): then every scene
+            of ``scenes`` is a training image and ``val_fraction`` is not used.
         fit: Optimiser settings.
         sampler: Chip settings.
         levels: The level plan written to the card.
@@ -61,6 +64,7 @@ class TrainJob:
     gsd_m: float = 0.5
     class_map: Mapping[str, str] = dataclasses.field(default_factory=dict)
     val_fraction: float = 0.15
+    val_scenes: tuple[str, ...] = ()
     fit: FitConfig = dataclasses.field(default_factory=FitConfig)
     sampler: ChipSampler = dataclasses.field(default_factory=ChipSampler)
     levels: tuple[Level, ...] = AIRCRAFT_LEVELS
@@ -81,6 +85,8 @@ def train_bundle(
     ``evaluate(bundle_dir, val_scene_paths, labels)`` runs the real detection pipeline (the CLI
     passes one), so the card's metrics are those a user gets from ``geo-hires detect``.
     """
+    if job.val_scenes:
+        raise ConfigError("validation scenes by name are for YOLO training; use --val-fraction")
     items, classes = load_labelled(job.scenes, job.labels, class_map=job.class_map)
     train, val = split_by_image(items, val_fraction=job.val_fraction, seed=job.fit.seed)
     log(

@@ -11,10 +11,21 @@ Training is ultralytics' own (from the architecture yaml: no pretrained weights 
 downloaded offline), time-boxed with its ``time`` argument, seeded, on the CPU unless a device
 is given; the card's metrics are ours, through the real detect pipeline, on images never
 trained on.
+
+Three sets of images, all split by whole image: ultralytics trains on chips of the *fit* images
+and picks its best epoch on chips of the *select* images (both from the job's training images,
+:func:`split_fit_select`); the job's *validation* images are used once, at the end, for the
+card's metrics, and for nothing that chose the weights.
+
+Resumable: given a ``work`` folder (``geo-hires train --work DIR``), the chips, ultralytics'
+run and a record of what the folder trains stay there. Running the same command again after a
+kill resumes from the run's ``last.pt`` (ultralytics' ``resume``: same optimiser state, same
+epoch plan), reuses the chips, and after a finished run only writes and scores the bundle.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
@@ -24,7 +35,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +44,17 @@ import torch
 from geo_hires.errors import ConfigError
 from geo_hires.models.card import CascadeRule, Level, ModelCard, load_card
 from geo_hires.models.yolo import ultralytics_env
-from geo_hires.train.chips import load_labelled, split_by_image
+from geo_hires.train.chips import LabelledImage, load_labelled, split_by_image
 from geo_hires.train.run import Evaluator, TrainJob
 from geo_hires.train.yolo_data import YoloDataConfig, export_obb_dataset, export_yolo_dataset
 
-__all__ = ["YOLO_ARCHS", "YoloTrainConfig", "make_cascade_bundle", "train_yolo_bundle"]
+__all__ = [
+    "YOLO_ARCHS",
+    "YoloTrainConfig",
+    "make_cascade_bundle",
+    "split_fit_select",
+    "train_yolo_bundle",
+]
 
 YOLO_ARCHS = ("yolov8n", "yolo11n", "yolov8n-obb", "yolo11n-obb")
 WEIGHTS = "yolo.pt"
@@ -56,6 +73,8 @@ class YoloTrainConfig:
         halo: Overlap on each side of those windows (objects up to ``2 * halo`` px are whole).
         score_threshold: The card's default confidence threshold.
         device: torch device string for training (``cpu``, ``0``...).
+        select_fraction: Share of the training images (by image) whose chips ultralytics
+            validates on to pick its best epoch; the rest are fitted.
     """
 
     arch: str = "yolov8n"
@@ -66,35 +85,136 @@ class YoloTrainConfig:
     halo: int = 112
     score_threshold: float = 0.25
     device: str = "cpu"
+    select_fraction: float = 0.15
 
     def __post_init__(self) -> None:
         if self.arch not in YOLO_ARCHS:
             raise ConfigError(f"--arch {self.arch!r}: choose one of {', '.join(YOLO_ARCHS)}")
         if self.minutes <= 0 or self.batch < 1:
             raise ConfigError("YOLO training: minutes > 0 and batch >= 1")
+        if not 0 < self.select_fraction < 1:
+            raise ConfigError("YOLO training: 0 < select_fraction < 1")
 
 
-def _fit(data_yaml: Path, work: Path, cfg: YoloTrainConfig, seed: int) -> tuple[Path, int]:
-    """Train and return the best checkpoint (ultralytics' fitness on the validation chips)."""
+def split_fit_select(
+    train: Sequence[LabelledImage], *, select_fraction: float, seed: int
+) -> tuple[list[LabelledImage], list[LabelledImage]]:
+    """The training images split again, seeded and by image, into (fit, select): ultralytics
+    fits the first and picks its best epoch on the second, so no validation image chooses."""
+    fit, select = split_by_image(train, val_fraction=select_fraction, seed=seed)
+    if not fit or not select:
+        raise ConfigError(
+            f"YOLO training needs at least 2 training images to fit on some and pick the best "
+            f"epoch on others; got {len(train)}"
+        )
+    return fit, select
+
+
+def _checkpoint_state(last: Path) -> str:
+    """``none``, ``resumable`` (an interrupted run's ``last.pt``) or ``finished`` (ultralytics
+    strips the optimiser from ``last.pt`` when a run ends). Call inside :func:`ultralytics_env`."""
+    if not last.is_file():
+        return "none"
+    from ultralytics.utils.patches import torch_load
+
+    ckpt = torch_load(last, map_location="cpu")
+    resumable = ckpt.get("epoch", -1) >= 0 and ckpt.get("optimizer") is not None
+    return "resumable" if resumable else "finished"
+
+
+def _fit(
+    data_yaml: Path, work: Path, cfg: YoloTrainConfig, seed: int, log: Callable[[str], None]
+) -> tuple[Path, int, str]:
+    """Train (or resume an interrupted run in ``work``) and return the best checkpoint by
+    ultralytics' fitness on the select chips, the epochs trained and how the call started."""
     threads = torch.get_num_threads()
+    weights = work / "runs" / "train" / "weights"
     try:
         with ultralytics_env(work / "ultralytics"):
             from ultralytics import YOLO
 
-            model = YOLO(f"{cfg.arch}.yaml")
-            model.train(
-                data=str(data_yaml), imgsz=cfg.data.chip, epochs=1000, time=cfg.minutes / 60,
-                batch=cfg.batch, device=cfg.device, workers=0, amp=False, plots=False, seed=seed,
-                deterministic=True, project=str(work / "runs"), name="train", exist_ok=True,
-                verbose=False, val=True,
-            )  # fmt: skip
+            state = _checkpoint_state(weights / "last.pt")
+            if state == "finished":  # killed after training, before the bundle was written
+                best = (
+                    weights / "best.pt" if (weights / "best.pt").is_file() else weights / "last.pt"
+                )
+                return best, len(_results(work)), state
+            if state == "resumable":
+                log(f"resuming {weights / 'last.pt'}")
+                model = YOLO(str(weights / "last.pt"))
+                model.train(
+                    resume=True, data=str(data_yaml), time=cfg.minutes / 60, device=cfg.device,
+                    workers=0, plots=False,
+                )  # fmt: skip
+            else:
+                model = YOLO(f"{cfg.arch}.yaml")
+                model.train(
+                    data=str(data_yaml), imgsz=cfg.data.chip, epochs=1000, time=cfg.minutes / 60,
+                    batch=cfg.batch, device=cfg.device, workers=0, amp=False, plots=False,
+                    seed=seed, deterministic=True, project=str(work / "runs"), name="train",
+                    exist_ok=True, verbose=False, val=True,
+                )  # fmt: skip
             epochs = int(getattr(model.trainer, "epoch", -1)) + 1
             best = Path(getattr(model.trainer, "best", ""))
     finally:
         torch.set_num_threads(threads)
     if not best.is_file():
         raise ConfigError(f"ultralytics wrote no checkpoint under {work / 'runs'}")
-    return best, epochs
+    return best, epochs, state
+
+
+def _results(work: Path) -> list[dict[str, float]]:
+    """ultralytics' per-epoch rows (``results.csv``; a resumed run appends to it), the last
+    row of each epoch kept (a kill between its metrics and its checkpoint repeats an epoch)."""
+    path = work / "runs" / "train" / "results.csv"
+    if not path.is_file():
+        return []
+    rows: dict[int, dict[str, float]] = {}
+    for row in csv.DictReader(path.read_text().splitlines()):
+        values = {k.strip(): float(v) for k, v in row.items() if k and v and v.strip()}
+        if "epoch" in values:
+            rows[int(values["epoch"])] = values
+    return [rows[e] for e in sorted(rows)]
+
+
+def _train_report(work: Path, epochs: int, sessions: int) -> dict[str, Any]:
+    """Epochs, training seconds over all sessions (ultralytics' clock restarts on resume) and
+    the select chips' mAP50 / mAP50-95 per epoch."""
+    rows = _results(work)
+    seconds, last = 0.0, 0.0
+    for row in rows:  # the clock of each session runs up; a drop starts the next session
+        t = row.get("time", 0.0)
+        if t < last:
+            seconds += last
+        last = t
+    curve = [
+        [int(r["epoch"]), round(r.get("metrics/mAP50(B)", 0.0), 4),
+         round(r.get("metrics/mAP50-95(B)", 0.0), 4)]
+        for r in rows
+    ]  # fmt: skip
+    return {
+        "epochs": epochs,
+        "seconds": round(seconds + last, 1),
+        "sessions": sessions,
+        "select_map50_map50_95": curve,
+    }
+
+
+def _work_plan(work: Path, plan: dict[str, Any]) -> None:
+    """Record what ``work`` trains, or refuse a folder that trains something else."""
+    path = work / "plan.json"
+    doc = json.loads(json.dumps(plan))
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != doc:
+            changed = sorted(k for k in doc.keys() | old.keys() if doc.get(k) != old.get(k))
+            raise ConfigError(
+                f"{work} holds a training with other settings ({', '.join(changed)}); give "
+                "another --work folder or delete this one"
+            )
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def _training_record(job: TrainJob, cfg: YoloTrainConfig, **more: Any) -> dict[str, Any]:
@@ -120,54 +240,92 @@ def train_yolo_bundle(
     cfg: YoloTrainConfig,
     *,
     evaluate: Evaluator | None = None,
+    work: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
 ) -> ModelCard:
     """Export chips, train, write ``yolo.pt`` + card into ``job.out``, then score it.
 
-    The split is :func:`~geo_hires.train.chips.split_by_image` with the job's seed and
-    validation fraction: the same images the scanning network of the same job held out.
+    Validation images: ``job.val_scenes`` when given (then every scene of ``job.scenes`` is a
+    training image), else :func:`~geo_hires.train.chips.split_by_image` with the job's seed and
+    validation fraction (the images the scanning network of the same job held out). The
+    training images are split again into fit and select images (:func:`split_fit_select`).
+
+    ``work``: a folder kept after the call (chips, ultralytics' run) in which the same call
+    resumes an interrupted training; without it, a temporary folder removed at the end.
     """
     oriented = cfg.arch.endswith("-obb")
     items, classes = load_labelled(
         job.scenes, job.labels, class_map=job.class_map, oriented=oriented, gsd_m=job.gsd_m
     )
-    train, val = split_by_image(items, val_fraction=job.val_fraction, seed=job.fit.seed)
-    if not val:
+    if job.val_scenes:
+        train = sorted(items, key=lambda x: x.name)
+        val_paths = list(job.val_scenes)
+        both = {i.name for i in train} & {Path(p).name for p in val_paths}
+        if both:
+            raise ConfigError(f"validation scenes are also training scenes: {sorted(both)[:5]}")
+    else:
+        train, val = split_by_image(items, val_fraction=job.val_fraction, seed=job.fit.seed)
+        by_name = {Path(p).name: p for p in job.scenes}
+        val_paths = [by_name[i.name] for i in val]
+        del val
+    if not val_paths:
         raise ConfigError("YOLO training needs validation images: --val-fraction > 0")
+    fit, select = split_fit_select(train, select_fraction=cfg.select_fraction, seed=job.fit.seed)
+    log(
+        f"{len(fit)} fit images, {len(select)} select images (best epoch), "
+        f"{len(val_paths)} validation images (metrics)"
+    )
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="geo-hires-yolo-"))
+    folder = Path(work) if work is not None else Path(tempfile.mkdtemp(prefix="geo-hires-yolo-"))
+    plan = {
+        "arch": cfg.arch, "data": dataclasses.asdict(cfg.data), "batch": cfg.batch,
+        "seed": job.fit.seed, "gsd_m": job.gsd_m, "classes": list(classes),
+        "fit_images": [i.name for i in fit], "select_images": [i.name for i in select],
+    }  # fmt: skip
     try:
-        start = time.perf_counter()
-        data = (
-            export_obb_dataset(train, val, classes, work / "data", chip=cfg.data.chip)
-            if oriented
-            else export_yolo_dataset(train, val, classes, work / "data", config=cfg.data)
-        )
-        log(f"chips written in {time.perf_counter() - start:.0f} s; training {cfg.arch}")
-        start = time.perf_counter()
-        best, epochs = _fit(data, work, cfg, job.fit.seed)
-        seconds = time.perf_counter() - start
+        _work_plan(folder, plan)
+        data = folder / "data" / "data.yaml"
+        if not (folder / "data" / "complete").is_file():
+            shutil.rmtree(folder / "data", ignore_errors=True)
+            start = time.perf_counter()
+            if oriented:
+                export_obb_dataset(fit, select, classes, folder / "data", chip=cfg.data.chip)
+            else:
+                export_yolo_dataset(
+                    fit, select, classes, folder / "data", config=cfg.data, gsd_m=job.gsd_m
+                )
+            (folder / "data" / "complete").write_text("")
+            log(f"chips written in {time.perf_counter() - start:.0f} s")
+        train_names = [i.name for i in train]
+        del items, train, fit, select  # the pixels live on as chips: free GBs for the hours ahead
+        with (folder / "sessions.txt").open("a") as fh:
+            fh.write(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+        sessions = len((folder / "sessions.txt").read_text().split())
+        log(f"training {cfg.arch} in {folder} (session {sessions})")
+        best, epochs, _ = _fit(data, folder, cfg, job.fit.seed, log)
+        report = _train_report(folder, epochs, sessions)
         shutil.copyfile(best, out / WEIGHTS)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if work is None:
+            shutil.rmtree(folder, ignore_errors=True)
     level = Level(
         name="full", target_gsd_m=job.gsd_m, downsample=1, detector=WEIGHTS,
         window=cfg.window, halo=cfg.halo,
     )  # fmt: skip
     record = _training_record(
-        job, cfg, train_images=[i.name for i in train], val_images=[i.name for i in val],
-        report={"epochs": epochs, "seconds": round(seconds, 1)},
+        job, cfg, train_images=train_names, fit_images=plan["fit_images"],
+        select_images=plan["select_images"], val_images=[Path(p).name for p in val_paths],
+        report=report,
     )  # fmt: skip
     card = ModelCard(
         name=job.name, arch=None, classes=classes, gsd_m=job.gsd_m, levels=(level,),
         score_threshold=cfg.score_threshold, extra={"licence": job.licence, "training": record},
     )  # fmt: skip
     _write_card(out, card)
-    log(f"trained {epochs} epochs in {seconds:.0f} s -> {out}")
+    log(f"trained {report['epochs']} epochs in {report['seconds']:.0f} s -> {out}")
     if evaluate is not None:
-        by_name = {Path(p).name: p for p in job.scenes}
-        metrics = evaluate(str(out), [by_name[i.name] for i in val], job.labels)
+        metrics = evaluate(str(out), val_paths, job.labels)
         card = dataclasses.replace(card, extra={**card.extra, "metrics": metrics})
         _write_card(out, card)
     return card

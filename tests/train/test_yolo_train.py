@@ -1,0 +1,111 @@
+"""YOLO training's honest split (fit / select / validation, by image) and its resume after a
+kill, on a tiny model trained for seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from geo_hires.errors import ConfigError
+from geo_hires.train.chips import LabelledImage
+from geo_hires.train.yolo_run import split_fit_select
+
+
+def _items(n: int) -> list[LabelledImage]:
+    return [
+        LabelledImage(
+            name=f"{k:02d}.jpg",
+            image=torch.zeros((3, 8, 8), dtype=torch.uint8),
+            boxes=np.zeros((0, 4)),
+            classes=np.zeros(0, np.int64),
+        )
+        for k in range(n)
+    ]
+
+
+def test_fit_and_select_images_are_disjoint_seeded_and_cover_the_training_images():
+    items = _items(81)
+    fit, select = split_fit_select(items, select_fraction=0.15, seed=0)
+    names = [i.name for i in fit], [i.name for i in select]
+    assert len(select) == 12 and len(fit) == 69
+    assert not set(names[0]) & set(names[1])
+    assert sorted(names[0] + names[1]) == [i.name for i in items]
+    same = split_fit_select(items, select_fraction=0.15, seed=0)
+    assert ([i.name for i in same[0]], [i.name for i in same[1]]) == names
+    other = split_fit_select(items, select_fraction=0.15, seed=1)
+    assert [i.name for i in other[1]] != names[1]
+    with pytest.raises(ConfigError, match="at least 2 training images"):
+        split_fit_select(_items(1), select_fraction=0.15, seed=0)
+
+
+class _Killed(Exception):
+    """Stands for a kill -9 right after ultralytics saved its first ``last.pt``."""
+
+
+def test_a_killed_training_resumes_in_its_work_folder(tmp_path, monkeypatch):
+    from ultralytics.engine.trainer import BaseTrainer
+
+    from geo_hires.export import write_geojson
+    from geo_hires.scene import Density, SynthSpec, open_scene, write_synthetic
+    from geo_hires.train import FitConfig
+    from geo_hires.train.run import TrainJob
+    from geo_hires.train.yolo_data import YoloDataConfig
+    from geo_hires.train.yolo_run import YoloTrainConfig, train_yolo_bundle
+
+    (tmp_path / "labels").mkdir()
+    scenes = []
+    for seed in range(4):
+        path = tmp_path / f"s{seed}.tif"
+        spec = SynthSpec(width=384, height=384, seed=seed, density=Density.DENSE)
+        write_geojson(tmp_path / "labels" / f"s{seed}.geojson", write_synthetic(path, spec),
+                      open_scene(path))  # fmt: skip
+        scenes.append(str(path))
+    job = TrainJob(
+        scenes=tuple(scenes[:3]), val_scenes=(scenes[3],), labels=str(tmp_path / "labels"),
+        out=str(tmp_path / "yolo"), name="tiny", fit=FitConfig(seed=0),
+    )  # fmt: skip
+    cfg = YoloTrainConfig(
+        arch="yolov8n", minutes=0.08, batch=4, window=256, halo=48, select_fraction=0.34,
+        data=YoloDataConfig(chip=96, chips_per_image=4),
+    )  # fmt: skip
+    work, lines = tmp_path / "work", []
+    save = BaseTrainer.save_model
+
+    def save_then_die(self: BaseTrainer) -> bool:
+        save(self)
+        raise _Killed
+
+    monkeypatch.setattr(BaseTrainer, "save_model", save_then_die)
+    with pytest.raises(_Killed):
+        train_yolo_bundle(job, cfg, work=work, log=lines.append)
+    monkeypatch.undo()
+    assert (work / "runs" / "train" / "weights" / "last.pt").is_file()  # kept after the kill
+    assert not (tmp_path / "yolo" / "card.json").exists()
+    card = train_yolo_bundle(job, cfg, work=work, log=lines.append)
+    assert any(line.startswith("resuming") for line in lines)
+    assert sum(line.startswith("chips written") for line in lines) == 1  # chips reused
+    record = card.extra["training"]
+    assert record["report"]["sessions"] == 2 and record["report"]["epochs"] >= 2
+    assert [r[0] for r in record["report"]["select_map50_map50_95"]] == list(
+        range(1, record["report"]["epochs"] + 1)
+    )
+    fit, select = record["fit_images"], record["select_images"]
+    assert len(fit) == 2 and len(select) == 1 and not set(fit) & set(select)
+    assert sorted(fit + select) == ["s0.tif", "s1.tif", "s2.tif"]
+    assert record["val_images"] == ["s3.tif"] and tuple(record["yolo"]["data"]["gsd_range"]) == (
+        0.3,
+        1.2,
+    )
+    weights = (tmp_path / "yolo" / "yolo.pt").read_bytes()
+    again = train_yolo_bundle(job, cfg, work=work, log=lines.append)  # finished: no training
+    assert (tmp_path / "yolo" / "yolo.pt").read_bytes() == weights
+    assert again.extra["training"]["report"]["epochs"] == record["report"]["epochs"]
+    other = YoloTrainConfig(arch="yolo11n", minutes=0.08, data=cfg.data, select_fraction=0.34)
+    with pytest.raises(ConfigError, match=r"other settings \(arch"):
+        train_yolo_bundle(job, other, work=work, log=lines.append)
+    plan = json.loads((work / "plan.json").read_text())
+    assert plan["fit_images"] == fit and Path(work / "data" / "complete").is_file()
