@@ -50,14 +50,15 @@ def _cmd_info(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _level_line(run: LevelRun, units: int, gsd_m: float | None) -> str:
-    gsd = f"{gsd_m * run.downsample:.3f} m" if gsd_m else "-"
+    d = run.downsample
+    gsd = f"{gsd_m * d:.3f} m" if gsd_m else "-"
+    scale = f"x{d:g}" if d >= 1 else f"up x{round(1 / d)}"
+    head = f"  level {run.name:<10} {scale:<6} GSD {gsd:>9}"
+    skips = f"skipped(nodata) {run.skipped_nodata}  skipped(AOI) {run.skipped_aoi}"
+    folded = f"  ({'+'.join(run.folded)} folded in: same pixels)" if run.folded else ""
     if run.windows is not None:
-        return (f"  level {run.name:<10} x{run.downsample:<3} GSD {gsd:>9}  zoom windows "
-                f"{run.windows:>6}  skipped(nodata) {run.skipped_nodata}  skipped(AOI) "
-                f"{run.skipped_aoi}  (chosen after the coarse pass)\n")  # fmt: skip
-    return (f"  level {run.name:<10} x{run.downsample:<3} GSD {gsd:>9}  blocks {run.blocks:>6}  "
-            f"skipped(nodata) {run.skipped_nodata}  skipped(AOI) {run.skipped_aoi}  "
-            f"units {units}\n")  # fmt: skip
+        return f"{head}  zoom windows {run.windows:>6}  {skips}  (chosen after the coarse pass)\n"
+    return f"{head}  blocks {run.blocks:>6}  {skips}  units {units}{folded}\n"
 
 
 def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:

@@ -106,7 +106,7 @@ def _plan_levels(text: str) -> dict[str, dict[str, int]]:
     """``{level: {blocks|zoom windows, skipped(nodata), skipped(AOI), units}}`` of the output."""
     found = {}
     for line in text.splitlines():
-        m = re.match(r"\s+level (\S+)\s+x(\d+)", line)
+        m = re.match(r"\s+level (\S+)\s+x(\d+)", line)  # levels read at x1, x2...
         if m:
             nums = dict(re.findall(r"(blocks|zoom windows|skipped\(nodata\)|skipped\(AOI\)|units)"
                                    r"\s+(\d+)", line))  # fmt: skip
