@@ -24,7 +24,8 @@ def _boxes(centres, size, crs, cls):
 
 def _pair():
     """OLD in UTM 31N; NEW in Web Mercator (another CRS, other units): aircraft 0-3 moved by
-    1.5 m (persist), 4 gone, one new; cars 0 moved 1 m (persist by distance), 1 moved 10 m
+    1.5 m (persist), 4 gone, one new; cars 0 moved 2.5 m (IoU 0.23: persists by distance),
+    1 moved 10 m
     (gone + new), 2 unmoved."""
     x0, y0 = 600_000.0, 5_400_000.0
     planes = [(x0 + 100 * k, y0) for k in range(5)]
@@ -34,7 +35,7 @@ def _pair():
         crs=32631,
     )
     new_planes = [(x + 1.5, y) for x, y in planes[:4]] + [(x0 + 1000, y0)]
-    new_cars = [(cars[0][0] + 1.0, cars[0][1]), (cars[1][0], cars[1][1] + 10), cars[2]]
+    new_cars = [(cars[0][0] + 2.5, cars[0][1]), (cars[1][0], cars[1][1] + 10), cars[2]]
     new = gpd.GeoDataFrame(
         gpd.pd.concat(
             [_boxes(new_planes, 40, 32631, "Airplane"), _boxes(new_cars, 4, 32631, "Car")]
@@ -54,9 +55,9 @@ def test_known_moves_across_crs_are_classified():
     moved = changes[(changes["class"] == "Airplane") & (changes["change"] == "persisted")]
     assert moved["shift_m"].to_list() == pytest.approx([1.5] * 4, abs=0.01)
     assert moved["iou"].min() > 0.9
-    # the small car that moved 1 m overlaps little but matches by its centre
+    # the small car that moved 2.5 m overlaps little but matches by its centre
     car = changes[(changes["class"] == "Car") & (changes["change"] == "persisted")]
-    assert sorted(car["shift_m"]) == pytest.approx([0.0, 1.0], abs=0.01)
+    assert sorted(car["shift_m"]) == pytest.approx([0.0, 2.5], abs=0.01)
 
 
 def test_thresholds_decide():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 import geopandas as gpd
 import pyogrio
@@ -27,8 +28,8 @@ def run(demo_crop, tmp_path_factory):
         x0, y0, x1, y1 = src.bounds
         crs = src.crs
     xm = (x0 + x1) / 2
-    aoi = gpd.GeoDataFrame({"name": ["west", "east"]}, crs=crs,
-                           geometry=[shapely.box(x0, y0, xm, y1), shapely.box(xm, y0, x1, y1)])  # fmt: skip
+    halves = [shapely.box(x0, y0, xm, y1), shapely.box(xm, y0, x1, y1)]
+    aoi = gpd.GeoDataFrame({"name": ["west", "east"]}, crs=crs, geometry=halves)
     aoi.to_file(out / "aprons.gpkg")
     args = ["detect", str(scene), "--aoi", str(out / "aprons.gpkg"), "--score-threshold", "0.3",
             "-o", str(out / "r.geojson"), "-o", str(out / "r.gpkg"), "-o", str(out / "r.stac.json"),
@@ -54,7 +55,7 @@ def test_result_item_validates_and_describes_the_run(run):
     assert item["assets"]["coverage"]["href"] == "cov.geojson"
     links = {ln["rel"]: ln["href"] for ln in item["links"]}
     assert links["source"].endswith(scene.name)
-    assert json.loads(open(links["derived_from"]).read())["id"] == "aircraft_lsn"
+    assert json.loads(Path(links["derived_from"]).read_text())["id"] == "aircraft_lsn"
     assert props["geo_hires:provenance"]["config_id"]
 
 

@@ -49,8 +49,8 @@ def _aoi(scene) -> dict:
         x0, y0, x1, y1 = src.bounds
         crs = src.crs
     xm = (x0 + x1) / 2
-    halves = gpd.GeoDataFrame({"name": ["west", "east"]}, crs=crs,
-                              geometry=[shapely.box(x0, y0, xm, y1), shapely.box(xm, y0, x1, y1)])  # fmt: skip
+    boxes = [shapely.box(x0, y0, xm, y1), shapely.box(xm, y0, x1, y1)]
+    halves = gpd.GeoDataFrame({"name": ["west", "east"]}, crs=crs, geometry=boxes)
     return json.loads(halves.to_crs(4326).to_json())
 
 
@@ -89,7 +89,7 @@ def test_owslib_discovers_the_detect_process(service):
 
 
 def test_owslib_runs_a_job_and_reads_its_results(service, job):
-    url, data = service
+    url, _ = service
     job_id, status = job
     assert status["status"] == "successful", status
     assert (
@@ -122,8 +122,9 @@ def test_job_list_and_results_are_the_tenants_own(service, job):
 
 def test_dismiss_cancels_and_removes_results(service, scenes):
     url, _ = service
-    r = requests.post(f"{url}/processes/detect/execution", headers={**ALICE, "Prefer": "respond-async"},
-                      json={"inputs": {"scene": str(scenes[1]), "block": 512}}, timeout=30)  # fmt: skip
+    headers = {**ALICE, "Prefer": "respond-async"}
+    body = {"inputs": {"scene": str(scenes[1]), "block": 512}}
+    r = requests.post(f"{url}/processes/detect/execution", headers=headers, json=body, timeout=30)
     assert r.status_code == 201 and r.headers["Preference-Applied"] == "respond-async"
     job_id = r.json()["jobID"]
     d = requests.delete(f"{url}/jobs/{job_id}", headers=ALICE, timeout=10)
