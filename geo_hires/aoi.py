@@ -33,11 +33,21 @@ from geo_hires.scene.open import Scene
 if TYPE_CHECKING:
     import geopandas as gpd
 
-__all__ = ["AoiWarning", "AreaOfInterest", "load_aoi"]
+__all__ = ["AoiWarning", "AreaOfInterest", "PartCount", "load_aoi"]
 
 
 class AoiWarning(UserWarning):
     """The AOI does not intersect the scene: nothing is scanned, the result is empty."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PartCount:
+    """Detections of one class centred in one polygon of the AOI."""
+
+    part: int
+    name: str
+    class_name: str
+    count: int
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
@@ -48,11 +58,16 @@ class AreaOfInterest:
         pixels: (Multi)polygon in level-0 pixel coordinates (x = column, y = row).
         wgs84: The AOI as a GeoJSON geometry in WGS84 (for the output's provenance).
         source: Where it came from (a file name, or ``"request"``).
+        parts: Each polygon feature of the AOI as ``(name, geometry in level-0 pixels)``, in
+            the order given; its name is the feature's ``name`` (or ``id``) property, else
+            its 1-based position. Analysts count per apron, per parking area: these are the
+            areas :meth:`counts` counts in.
     """
 
     pixels: BaseGeometry
     wgs84: dict[str, Any]
     source: str
+    parts: tuple[tuple[str, BaseGeometry], ...] = ()
 
     @property
     def digest(self) -> str:
@@ -81,6 +96,20 @@ class AreaOfInterest:
 
     def provenance(self) -> dict[str, Any]:
         return {"source": self.source, "geometry": self.wgs84}
+
+    def counts(self, dets: PixelDetections) -> tuple[PartCount, ...]:
+        """Per polygon and class (the detections' classes, in their order), how many
+        detections have their box centre in the polygon (boundary included; polygons that
+        overlap both count a detection between them). Zero counts are kept."""
+        cx = (dets.boxes[:, 0] + dets.boxes[:, 2]) / 2
+        cy = (dets.boxes[:, 1] + dets.boxes[:, 3]) / 2
+        rows = []
+        for i, (name, geom) in enumerate(self.parts):
+            inside = shapely.intersects_xy(geom, cx, cy) if len(dets) else np.zeros(0, bool)
+            for c, class_name in enumerate(dets.class_names):
+                n = int(np.count_nonzero(inside & (dets.classes == c)))
+                rows.append(PartCount(i, name, class_name, n))
+        return tuple(rows)
 
 
 def _polygons(frame: gpd.GeoDataFrame, source: str) -> gpd.GeoDataFrame:
@@ -123,6 +152,14 @@ def _from_geojson(obj: dict[str, Any]) -> gpd.GeoDataFrame:
         raise ConfigError(f"the AOI is not valid GeoJSON ({exc})") from exc
 
 
+def _part_names(polys: gpd.GeoDataFrame) -> list[str]:
+    names = []
+    for i, (_, row) in enumerate(polys.iterrows()):
+        given = next((row[k] for k in ("name", "id") if k in row and row[k] is not None), None)
+        names.append(str(given) if given is not None and given == given else str(i + 1))
+    return names
+
+
 def load_aoi(aoi: str | os.PathLike[str] | dict[str, Any], scene: Scene) -> AreaOfInterest:
     """An AOI file (any format and CRS) or GeoJSON object (WGS84) in ``scene``'s pixels.
 
@@ -137,8 +174,13 @@ def load_aoi(aoi: str | os.PathLike[str] | dict[str, Any], scene: Scene) -> Area
     polys = _polygons(frame, source)
     if scene.crs_wkt is None:
         raise ConfigError(f"{scene.path} has no CRS, so an AOI cannot be placed on it")
-    in_scene = shapely.make_valid(polys.to_crs(CRS.from_wkt(scene.crs_wkt)).union_all())
+    projected = polys.to_crs(CRS.from_wkt(scene.crs_wkt))
+    in_scene = shapely.make_valid(projected.union_all())
     pixels = shapely.make_valid(geometry_to_pixels(in_scene, scene))
+    parts = tuple(
+        (name, shapely.make_valid(geometry_to_pixels(shapely.make_valid(g), scene)))
+        for name, g in zip(_part_names(polys), projected.geometry, strict=True)
+    )
     footprint = shapely.box(0, 0, scene.width, scene.height)
     if not pixels.intersects(footprint):
         warnings.warn(
@@ -149,4 +191,4 @@ def load_aoi(aoi: str | os.PathLike[str] | dict[str, Any], scene: Scene) -> Area
     wgs84 = shapely.geometry.mapping(
         shapely.set_precision(polys.to_crs("EPSG:4326").union_all(), 1e-8)
     )
-    return AreaOfInterest(pixels=pixels, wgs84=dict(wgs84), source=source)
+    return AreaOfInterest(pixels=pixels, wgs84=dict(wgs84), source=source, parts=parts)

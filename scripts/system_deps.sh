@@ -9,6 +9,9 @@ if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev
   missing+=(postgresql)
 fi
 command -v chromium >/dev/null || missing+=(chromium)
+if ! /usr/bin/python3 -c "import qgis.core" >/dev/null 2>&1; then
+  missing+=(python3-qgis qgis-providers)
+fi
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "installing ${missing[*]} with apt-get" >&2
@@ -17,5 +20,5 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   exit 0
 fi
 echo "make test needs: ${missing[*]} (Debian packages of those names); install them, or run" >&2
-echo "the quick loop instead: .venv/bin/python -m pytest -m 'not postgres and not browser'" >&2
+echo "the quick loop instead: .venv/bin/python -m pytest -m 'not postgres and not browser and not qgis'" >&2
 exit 1

@@ -1,4 +1,5 @@
-"""``geo-hires eval``: score predictions against ground truth (COCO AP)."""
+"""``geo-hires eval`` (score predictions against ground truth, COCO AP) and ``geo-hires diff``
+(change between two results: persisted, appeared, disappeared)."""
 
 from __future__ import annotations
 
@@ -49,8 +50,37 @@ def _cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _read_layer(path: str) -> Any:
+    import geopandas as gpd
+
+    from geo_hires.errors import ConfigError
+
+    if not Path(path).is_file():
+        raise ConfigError(f"{path} not found; give a detection result (GeoJSON, GeoPackage …)")
+    try:
+        return gpd.read_file(path, engine="pyogrio")
+    except Exception as exc:  # pyogrio raises several types for unreadable files
+        raise ConfigError(f"cannot read {path} ({exc}); give a vector file GDAL reads") from exc
+
+
+def _cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
+    from geo_hires.evaluate.diff import CHANGES, DiffConfig, change_collection, diff_layers
+    from geo_hires.export.geojson import write_text_atomic
+
+    cfg = DiffConfig(iou=args.iou, small_m=args.small, max_shift_m=args.max_shift)
+    changes = diff_layers(_read_layer(args.old), _read_layer(args.new), cfg)
+    meta = {"old": Path(args.old).name, "new": Path(args.new).name,
+            "iou": cfg.iou, "small_m": cfg.small_m, "max_shift_m": cfg.max_shift_m}  # fmt: skip
+    fc = change_collection(changes, meta)
+    write_text_atomic(args.output, json.dumps(fc, separators=(",", ":")) + "\n")
+    out.write(f"{'class':<20} " + " ".join(f"{c:>11}" for c in CHANGES) + "\n")
+    for cls, counts in fc["geo_hires"]["summary"].items():
+        out.write(f"{cls:<20} " + " ".join(f"{counts[c]:>11}" for c in CHANGES) + "\n")
+    return 0
+
+
 def add_commands(sub: Any) -> None:
-    """Add ``eval`` to the ``geo-hires`` sub-parsers."""
+    """Add ``eval`` and ``diff`` to the ``geo-hires`` sub-parsers."""
     p = sub.add_parser("eval", help="score predictions against ground truth (COCO AP)")
     p.add_argument("pred", help="predictions (any supported label format)")
     p.add_argument("truth", help="ground truth (any supported label format)")
@@ -63,3 +93,17 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_scene_args(p)
     p.set_defaults(_handler=_cmd_eval)
+    p = sub.add_parser("diff", help="change between two results: persisted, appeared, disappeared")
+    p.add_argument("old", help="the earlier result (any vector format and CRS)")
+    p.add_argument("new", help="the later result (any vector format and CRS)")
+    p.add_argument("-o", "--output", required=True, help="GeoJSON of every object and its change")
+    p.add_argument("--iou", type=float, default=0.3, help="IoU that matches objects (default 0.3)")
+    p.add_argument(
+        "--small", type=float, default=12.0, metavar="M",
+        help="objects smaller than this (square root of area, metres) match by centre distance",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-shift", type=float, default=4.0, metavar="M",
+        help="largest centre shift (metres) for small objects to match (default 4)",
+    )  # fmt: skip
+    p.set_defaults(_handler=_cmd_diff)

@@ -20,6 +20,13 @@ from geo_hires.config import ExportConfig
 from geo_hires.detections import PixelDetections
 from geo_hires.errors import ConfigError
 from geo_hires.export.geojson import write_geojson
+from geo_hires.export.styles import (
+    LayerStyle,
+    counts_style,
+    coverage_style,
+    detections_style,
+    write_layer_styles,
+)
 from geo_hires.georef import to_map
 from geo_hires.scene.open import Scene
 
@@ -31,12 +38,19 @@ __all__ = [
     "atomic_write",
     "check_outputs",
     "detections_frame",
+    "output_kind",
     "write_frame",
     "write_gpkg",
+    "write_gpkg_layers",
     "write_output",
 ]
 
+GPKG_TIME = "1970-01-01T00:00:00.000Z"
+"""What GDAL records as a GeoPackage's ``last_change`` (``OGR_CURRENT_DATE``): a fixed time,
+so equal runs write equal bytes."""
+
 FORMATS = {
+    ".stac.json": "STAC Item describing the other outputs",
     ".geojson": "GeoJSON (WGS84)",
     ".json": "GeoJSON (WGS84)",
     ".gpkg": "GeoPackage (scene CRS)",
@@ -45,11 +59,17 @@ FORMATS = {
 }
 
 
+def output_kind(path: str | os.PathLike[str]) -> str:
+    """The key of :data:`FORMATS` a path's name ends with (``""`` for none)."""
+    name = Path(path).name.lower()
+    return next((ext for ext in FORMATS if name.endswith(ext)), "")
+
+
 def check_outputs(paths: Sequence[str | os.PathLike[str]]) -> None:
     """Refuse unknown extensions and duplicates before any work is done."""
     seen: set[str] = set()
     for p in paths:
-        suffix = Path(p).suffix.lower()
+        suffix = output_kind(p) or Path(p).suffix.lower()
         if suffix not in FORMATS:
             raise ConfigError(
                 f"output {os.fspath(p)!r}: unknown format {suffix or '(no extension)'}; use "
@@ -102,17 +122,34 @@ def write_gpkg(
     config: ExportConfig | None = None,
     layer: str = "detections",
     coverage: gpd.GeoDataFrame | None = None,
+    counts: gpd.GeoDataFrame | None = None,
 ) -> None:
-    """Write ``dets`` as polygons in the scene's own CRS to a GeoPackage layer (and the
-    coverage, when given, as a second layer ``coverage``)."""
+    """Write ``dets`` as polygons in the scene's own CRS to a GeoPackage layer, the coverage
+    and the counts per AOI polygon when given as layers ``coverage`` and ``counts``, and a
+    default style for each (:mod:`geo_hires.export.styles`)."""
     frame = detections_frame(dets, scene, config=config)
+    layers: list[tuple[str, gpd.GeoDataFrame, LayerStyle]] = [
+        (layer, frame, detections_style(dets.class_names, layer))
+    ]
+    if coverage is not None:
+        layers.append(("coverage", coverage, coverage_style()))
+    if counts is not None:
+        layers.append(("counts", counts, counts_style()))
+    atomic_write(Path(path), lambda t: write_gpkg_layers(t, layers))
 
-    def write(t: Path) -> None:
-        frame.to_file(t, driver="GPKG", layer=layer, engine="pyogrio")
-        if coverage is not None:
-            coverage.to_file(t, driver="GPKG", layer="coverage", engine="pyogrio", mode="a")
 
-    atomic_write(Path(path), write)
+def write_gpkg_layers(
+    path: Path, layers: Sequence[tuple[str, gpd.GeoDataFrame, LayerStyle]]
+) -> None:
+    """Write each ``(name, frame, style)`` as a layer of a new GeoPackage with its style as
+    the layer's default; GDAL's ``OGR_CURRENT_DATE`` is set to :data:`GPKG_TIME` (for the
+    process: a GeoPackage holds no other time), so equal frames give equal bytes."""
+    import pyogrio
+
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": GPKG_TIME})
+    for i, (name, frame, _) in enumerate(layers):
+        frame.to_file(path, driver="GPKG", layer=name, engine="pyogrio", mode="a" if i else "w")
+    write_layer_styles(path, [style for _, _, style in layers], last_change=GPKG_TIME)
 
 
 def write_output(
@@ -123,20 +160,23 @@ def write_output(
     config: ExportConfig | None = None,
     extra: dict[str, Any] | None = None,
     coverage: gpd.GeoDataFrame | None = None,
+    counts: gpd.GeoDataFrame | None = None,
 ) -> None:
     """Write ``dets`` in the format the extension names (see :data:`FORMATS`); a GeoPackage
-    also gets the ``coverage`` layer when one is given.
+    also gets the ``coverage`` and ``counts`` layers when they are given.
 
     ``extra`` is the provenance GeoJSON carries in its ``geo_hires`` member (the binary
     formats hold the features and their CRS only).
     """
     target = Path(path)
-    suffix = target.suffix.lower()
     check_outputs([target])
+    suffix = output_kind(target)
     if suffix in (".geojson", ".json"):
         write_geojson(target, dets, scene, config=config, extra=extra)
     elif suffix == ".gpkg":
-        write_gpkg(target, dets, scene, config=config, coverage=coverage)
+        write_gpkg(target, dets, scene, config=config, coverage=coverage, counts=counts)
+    elif suffix == ".stac.json":
+        raise ConfigError(f"{target}: a STAC item describes a run's outputs; run_detect writes it")
     else:
         write_frame(target, detections_frame(dets, scene, config=config), layer="detections")
 
@@ -144,7 +184,7 @@ def write_output(
 def write_frame(path: Path, frame: gpd.GeoDataFrame, *, layer: str) -> None:
     """Write one GeoDataFrame atomically in the format ``path``'s extension names: GeoJSON
     in WGS84 (RFC 7946), else GeoParquet, GeoPackage (as ``layer``) or FlatGeobuf as is."""
-    suffix = path.suffix.lower()
+    suffix = output_kind(path)
     if suffix in (".geojson", ".json"):
         out = frame.to_crs("EPSG:4326") if frame.crs is not None else frame
         atomic_write(
@@ -153,6 +193,11 @@ def write_frame(path: Path, frame: gpd.GeoDataFrame, *, layer: str) -> None:
     elif suffix == ".parquet":
         atomic_write(path, lambda t: frame.to_parquet(t, index=False))
     elif suffix == ".gpkg":
-        atomic_write(path, lambda t: frame.to_file(t, driver="GPKG", layer=layer, engine="pyogrio"))
+        style = (
+            coverage_style(layer)
+            if layer == "coverage"
+            else detections_style(sorted(set(frame.get("class", []))), layer)
+        )
+        atomic_write(path, lambda t: write_gpkg_layers(t, [(layer, frame, style)]))
     else:
         atomic_write(path, lambda t: frame.to_file(t, driver="FlatGeobuf", engine="pyogrio"))

@@ -18,6 +18,7 @@ from geo_hires.config import ExportConfig, ReadConfig, config_id
 from geo_hires.detect.executors import Executor
 from geo_hires.detect.journal import journal_for
 from geo_hires.detect.options import DetectConfig, DetectOptions
+from geo_hires.errors import ConfigError
 from geo_hires.export import (
     check_outputs,
     coverage_frame,
@@ -26,7 +27,11 @@ from geo_hires.export import (
     write_output,
     write_quicklook,
 )
+from geo_hires.export.counts import counts_frame, part_counts
+from geo_hires.export.stac import ResultItem, item_outputs, write_result_item
 from geo_hires.models.bundle import Bundle, load_bundle
+from geo_hires.models.card import bundle_dir
+from geo_hires.models.mlm import MLM_FILE
 from geo_hires.pipeline.detect import DetectResult, detect_scene
 from geo_hires.scene import Scene
 from geo_hires.scene.stac import open_input
@@ -42,17 +47,23 @@ class Outputs:
 
     Attributes:
         files: Detection files, format by extension (GeoJSON, GeoPackage, GeoParquet,
-            FlatGeobuf: :data:`geo_hires.export.FORMATS`); a GeoPackage also gets the coverage.
+            FlatGeobuf: :data:`geo_hires.export.FORMATS`); a GeoPackage also gets the coverage
+            (and, for a multi-polygon AOI, the counts). A ``.stac.json`` file is a STAC item
+            describing the others (:mod:`geo_hires.export.stac`).
         quicklook: A PNG of the scene with the detections drawn.
         coverage: A file for the area each level scanned (:mod:`geo_hires.export.coverage`).
         timing: Add ``geo_hires.timing`` (the wall seconds and each stage's busy seconds) to
             the provenance. Off by default: equal runs then write equal bytes.
+        source, model: What a STAC item links to as the scene and the model (``run_detect``
+            fills them in: the input as given, the model as named).
     """
 
     files: tuple[PathLike, ...]
     quicklook: PathLike | None = None
     coverage: PathLike | None = None
     timing: bool = False
+    source: PathLike | None = None
+    model: str | None = None
 
     @classmethod
     def of(cls, value: Outputs | PathLike | Sequence[PathLike]) -> Outputs:
@@ -63,6 +74,17 @@ class Outputs:
 
     def names(self) -> list[str]:
         return [os.fspath(p) for p in self.files]
+
+    def check(self) -> None:
+        """Refuse bad outputs before any work: unknown formats, duplicates, and a STAC item
+        with nothing to describe."""
+        check_outputs([*self.files, *([self.coverage] if self.coverage else [])])
+        items, others = item_outputs(self.files)
+        if items and not others:
+            raise ConfigError(
+                f"{os.fspath(items[0])} describes the detection files of the run; add one, "
+                "e.g. -o result.geojson"
+            )
 
 
 def device_type(executor: Executor | None) -> str:
@@ -101,24 +123,46 @@ def _provenance(
     return extra
 
 
+def _model_item(model: str) -> Path | None:
+    """The bundle's MLM item, when its folder has one (a bare ``.pt`` has no folder)."""
+    try:
+        path = bundle_dir(model) / MLM_FILE
+    except ConfigError:
+        return None
+    return path if path.is_file() else None
+
+
 def _write(
     out: Outputs, result: DetectResult, scene: Scene, area: AreaOfInterest | None,
     export: ExportConfig, extra: dict[str, Any], read_config: ReadConfig | None,
 ) -> None:  # fmt: skip
+    items, files = item_outputs(out.files)
     cover = None
-    if out.coverage or any(Path(p).suffix.lower() == ".gpkg" for p in out.files):
+    if out.coverage or any(Path(p).suffix.lower() == ".gpkg" for p in files):
         cover = coverage_frame(
             result.levels,
             scene,
             aoi=area.pixels if area is not None else None,
             valid=valid_area(scene, result.valid_mask),
         )
-    for path in out.files:
-        write_output(path, result.detections, scene, config=export, extra=extra, coverage=cover)
+    per_part = part_counts(area, result.detections)
+    counts = counts_frame(per_part, area, scene) if per_part and area is not None else None
+    for path in files:
+        write_output(path, result.detections, scene, config=export, extra=extra,
+                     coverage=cover, counts=counts)  # fmt: skip
     if out.coverage and cover is not None:
         write_coverage(out.coverage, cover)
     if out.quicklook:
         write_quicklook(out.quicklook, result.detections, scene, read_config=read_config)
+    for item in items:
+        ref = ResultItem(
+            scene=scene, source=Path(out.source or scene.path), dets=result.detections,
+            model=export.model_name, model_item=_model_item(out.model or export.model_name),
+            files=tuple(files), coverage=Path(out.coverage) if out.coverage else None,
+            quicklook=Path(out.quicklook) if out.quicklook else None, provenance=extra,
+            part_counts=per_part,
+        )  # fmt: skip
+        write_result_item(item, ref)
 
 
 def run_detect(
@@ -144,7 +188,7 @@ def run_detect(
     """
     opts = options or DetectOptions()
     out = Outputs.of(outputs)
-    check_outputs([*out.files, *([out.coverage] if out.coverage else [])])
+    out.check()
     bundle = bundle or load_bundle(opts.model)
     cfg = config or opts.detect_config(bundle.card, device_type(executor))
     reading = opts.read_config(read_config)
@@ -159,6 +203,7 @@ def run_detect(
     extra = _provenance(result, scene, cfg, export, area, stac)
     if out.timing:
         extra["timing"] = result.timing()
+    out = dataclasses.replace(out, source=out.source or scene_path, model=opts.model)
     _write(out, result, scene, area, export, extra, reading)
     journal.remove()
     return result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from fastapi import Request
 from starlette.exceptions import HTTPException
 
@@ -16,9 +18,24 @@ def state(request: Request) -> tuple[ServiceConfig, JobStore]:
     return request.app.state.config, request.app.state.store
 
 
+def _as_bearer(authorization: str | None) -> str | None:
+    """``Basic base64(user:TOKEN)`` → ``Bearer TOKEN``: the token as an HTTP Basic password,
+    for clients (QGIS's authentication manager) that send Basic but no custom header."""
+    if not authorization or not authorization.startswith("Basic "):
+        return authorization
+    try:
+        decoded = base64.b64decode(authorization.removeprefix("Basic ").strip(), validate=True)
+    except ValueError:
+        return None
+    _, sep, token = decoded.decode("utf-8", "replace").partition(":")
+    return f"Bearer {token}" if sep and token else None
+
+
 def tenant(request: Request) -> str:
-    """The tenant whose bearer token the request carries (401 without a known one)."""
-    found = request.app.state.config.tokens.tenant(request.headers.get("authorization"))
+    """The tenant whose token the request carries, as a bearer token or as the password of
+    HTTP Basic (401 without a known one)."""
+    header = _as_bearer(request.headers.get("authorization"))
+    found = request.app.state.config.tokens.tenant(header)
     if found is None:
         raise HTTPException(401, "missing or unknown bearer token", {"WWW-Authenticate": "Bearer"})
     return str(found)

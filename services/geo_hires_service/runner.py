@@ -61,6 +61,16 @@ class JobFiles:
     def quicklook(self) -> Path:
         return self.root / "out" / f"{self.stem}.png"
 
+    @property
+    def stac(self) -> Path:
+        """The result's STAC item (its counts are in the job's status)."""
+        return self.root / "out" / f"{self.stem}.stac.json"
+
+    @property
+    def coverage(self) -> Path:
+        """Where the job looked, in WGS84 (the second OGC API Features collection)."""
+        return self.root / "out" / f"{self.stem}.coverage.geojson"
+
 
 @dataclasses.dataclass(kw_only=True)
 class JobRunner:
@@ -98,7 +108,8 @@ class JobRunner:
                 raise JobCancelled(job.id)
 
         options = DetectOptions.from_mapping(job.options)
-        outputs = Outputs(files=(files.geojson, files.gpkg), quicklook=files.quicklook)
+        outputs = Outputs(files=(files.geojson, files.gpkg, files.stac), quicklook=files.quicklook,
+                          coverage=files.coverage)  # fmt: skip
         try:
             result = run_detect(
                 job.scene_path, outputs, options, bundle=self._model(options.model),

@@ -311,6 +311,14 @@ class JobStore:
             self._move(job_id, (JobState.RUNNING,), cancel_requested=True)
         return self.get(job_id)
 
+    def dismiss(self, job_id: str, *, tenant: str) -> Job | None:
+        """OGC API dismiss: :meth:`cancel` a queued or running job, and mark a finished one
+        cancelled too (the caller removes its results). ``None``: the tenant has no such job."""
+        if self.cancel(job_id, tenant=tenant) is None:
+            return None
+        self._move(job_id, (JobState.SUCCEEDED, JobState.FAILED), state=JobState.CANCELLED.value)
+        return self.get(job_id)
+
     def cancelled(self, job_id: str) -> bool:
         """The runner confirms a requested cancel: running → cancelled."""
         return self._move(

@@ -43,7 +43,8 @@ def test_coverage_holds_every_detection_and_leaves_out_nodata_and_outside_aoi(sc
     gpkg, cov = tmp_path / "d.gpkg", tmp_path / "cov.fgb"
     args = ["detect", str(scene), "-o", str(gpkg), "--coverage", str(cov), "--block", "256"]
     assert main([*args, "--aoi", str(aoi), "--score-threshold", "0.2"]) == 0
-    assert [name for name, _ in pyogrio.list_layers(gpkg)] == ["detections", "coverage"]
+    layers = [name for name, _ in pyogrio.list_layers(gpkg)]  # + the styles QGIS applies
+    assert layers == ["detections", "coverage", "layer_styles"]
     layer = gpd.read_file(gpkg, layer="coverage")
     assert list(layer["level"]) == ["full", "coarse"]
     fgb = gpd.read_file(cov)

@@ -37,3 +37,6 @@ def test_generated_requests_never_get_a_server_error(tmp_path):
             check()
     assert len(calls) > 100 and set(calls) & {400, 401, 404, 415, 422}
     assert {"POST /v1/jobs", "GET /v1/jobs/{job_id}", "DELETE /v1/jobs/{job_id}"} <= set(tried)
+    ogc = {"POST /processes/{process_id}/execution", "GET /jobs/{job_id}/results",
+           "DELETE /jobs/{job_id}", "GET /collections/{collection_id}/items"}  # fmt: skip
+    assert ogc <= set(tried)

@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from geo_hires_service.access import finished_job, own_job, state, tenant
+from geo_hires_service.ogc import job_counts
 from geo_hires_service.runner import JobFiles
 from geo_hires_service.schemas import job_json
 from geo_hires_service.security import Rejected
@@ -73,7 +74,9 @@ def list_jobs(
 
 @router.get("/{job_id}")
 def get_job(request: Request, job_id: str) -> dict[str, Any]:
-    return job_json(own_job(request, job_id))
+    """The job's state; once it succeeded, its counts per class (and per AOI polygon)."""
+    job = own_job(request, job_id)
+    return {**job_json(job), "counts": job_counts(state(request)[0].data_dir, job)}
 
 
 @router.get("/{job_id}/result", response_model=None)

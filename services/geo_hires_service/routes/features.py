@@ -1,0 +1,194 @@
+"""OGC API – Features (Part 1: Core) over job results: what QGIS, ArcGIS and GDAL open by URL.
+
+Each succeeded job of the caller is two collections: ``{job}`` (its detections) and
+``{job}-coverage`` (where each level looked). Features are served in CRS84 from the job's
+GeoJSON (byte-identical to ``geo-hires detect``'s), with ``bbox``, ``limit`` and ``offset``
+paging through ``next`` links; a feature's id is its 1-based position in that file (its
+canonical order). The tenant's token is required, and another tenant's job is a 404.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from geo_hires_service.access import state, tenant
+from geo_hires_service.ogc import base_url, link
+from geo_hires_service.runner import JobFiles
+from geo_hires_service.store import Job, JobState
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/collections", tags=["OGC API - Features"])
+CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+GEOJSON = "application/geo+json"
+COVERAGE = "-coverage"
+MAX_COLLECTIONS = 200
+
+
+@functools.lru_cache(maxsize=8)
+def _load(
+    path: str, _stamp: tuple[int, int]
+) -> tuple[list[dict[str, Any]], npt.NDArray[np.float64]]:
+    """A result's features with 1-based ids, and each one's bounds (cached per file version)."""
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    features = [{"type": "Feature", "id": i + 1, "geometry": f["geometry"],
+                 "properties": f["properties"]} for i, f in enumerate(doc["features"])]  # fmt: skip
+    geoms = [shapely.geometry.shape(f["geometry"]) if f["geometry"] else None for f in features]
+    bounds = np.array([g.bounds if g is not None else (np.nan,) * 4 for g in geoms])
+    return features, bounds.reshape(-1, 4)
+
+
+def _features(path: Path) -> tuple[list[dict[str, Any]], npt.NDArray[np.float64]]:
+    if not path.is_file():
+        raise HTTPException(404, "this job has no such layer (it ran before layers were kept)")
+    st = path.stat()
+    return _load(str(path), (st.st_mtime_ns, st.st_size))
+
+
+def _job_layer(request: Request, collection_id: str) -> tuple[Job, Path, bool]:
+    """The caller's succeeded job a collection id names, its GeoJSON, and whether it is the
+    coverage (404 for anything else, another tenant's job included)."""
+    coverage = collection_id.endswith(COVERAGE)
+    job_id = collection_id.removesuffix(COVERAGE)
+    config, store = state(request)
+    job = store.get(job_id, tenant=tenant(request))
+    if job is None or job.state is not JobState.SUCCEEDED:
+        raise HTTPException(404, f"no collection {collection_id}")
+    files = JobFiles.of(config.data_dir, job)
+    return job, files.coverage if coverage else files.geojson, coverage
+
+
+def _extent(request: Request, job: Job, bounds: npt.NDArray[np.float64]) -> list[float]:
+    stac = JobFiles.of(state(request)[0].data_dir, job).stac
+    if stac.is_file():
+        bbox = json.loads(stac.read_text(encoding="utf-8")).get("bbox")
+        if bbox:
+            return [float(v) for v in bbox]
+    if len(bounds):
+        return [*bounds[:, :2].min(axis=0).tolist(), *bounds[:, 2:].max(axis=0).tolist()]
+    return [-180.0, -90.0, 180.0, 90.0]
+
+
+def _collection(request: Request, job: Job, coverage: bool) -> dict[str, Any]:
+    root = base_url(request)
+    cid = job.id + (COVERAGE if coverage else "")
+    files = JobFiles.of(state(request)[0].data_dir, job)
+    _, bounds = _features(files.coverage if coverage else files.geojson)
+    what = "area scanned per level" if coverage else "detections"
+    return {
+        "id": cid,
+        "title": f"{job.scene_name}: {what}",
+        "description": f"{what} of job {job.id} ({job.options.get('model')})",
+        "itemType": "feature",
+        "crs": [CRS84],
+        "extent": {
+            "spatial": {"bbox": [_extent(request, job, bounds)], "crs": CRS84},
+            "temporal": {"interval": [[None, None]]},
+        },
+        "links": [
+            link(f"{root}/collections/{cid}", "self"),
+            link(f"{root}/collections/{cid}/items", "items", GEOJSON, f"{what} (GeoJSON)"),
+            link(f"{root}/v1/jobs/{job.id}/stac", "describedby", GEOJSON, "STAC item"),
+        ],
+    }
+
+
+@router.get("")
+def collections(request: Request) -> dict[str, Any]:
+    """The caller's succeeded jobs (newest first), two collections each."""
+    store = state(request)[1]
+    jobs = [j for j in store.list_jobs(tenant(request), limit=MAX_COLLECTIONS)
+            if j.state is JobState.SUCCEEDED]  # fmt: skip
+    found = []
+    for j in jobs:
+        for coverage in (False, True):
+            try:
+                found.append(_collection(request, j, coverage))
+            except HTTPException:  # a job from before coverage layers were kept
+                continue
+    root = base_url(request)
+    return {"collections": found, "links": [link(f"{root}/collections", "self")]}
+
+
+@router.get("/{collection_id}")
+def collection(request: Request, collection_id: str) -> dict[str, Any]:
+    job, _, coverage = _job_layer(request, collection_id)
+    return _collection(request, job, coverage)
+
+
+def _bbox(text: str | None) -> tuple[float, float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (4, 6) or not all(np.isfinite(values)):
+        raise HTTPException(400, "bbox: give minlon,minlat,maxlon,maxlat (CRS84)")
+    if len(values) == 6:
+        values = [values[0], values[1], values[3], values[4]]
+    return values[0], values[1], values[2], values[3]
+
+
+def _matching(
+    bounds: npt.NDArray[np.float64], bbox: tuple[float, ...] | None
+) -> npt.NDArray[np.intp]:
+    """Indexes of the features whose bounds meet ``bbox`` (one crossing the antimeridian too)."""
+    if bbox is None:
+        return np.arange(len(bounds))
+    x0, y0, x1, y1 = bbox
+    in_y = (bounds[:, 3] >= y0) & (bounds[:, 1] <= y1)
+    if x0 <= x1:
+        in_x = (bounds[:, 2] >= x0) & (bounds[:, 0] <= x1)
+    else:
+        in_x = (bounds[:, 2] >= x0) | (bounds[:, 0] <= x1)
+    return np.flatnonzero(in_x & in_y)
+
+
+@router.get("/{collection_id}/items", response_class=JSONResponse)
+def items(
+    request: Request,
+    collection_id: str,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    bbox: Annotated[str | None, Query(max_length=200)] = None,
+) -> JSONResponse:
+    """Features of a collection, a page at a time (``next`` links to the following one)."""
+    _, path, _ = _job_layer(request, collection_id)
+    features, bounds = _features(path)
+    matched = _matching(bounds, _bbox(bbox))
+    page = matched[offset : offset + limit]
+    url = f"{base_url(request)}/collections/{collection_id}/items"
+    query = f"&bbox={bbox}" if bbox else ""
+    links = [link(f"{url}?limit={limit}&offset={offset}{query}", "self", GEOJSON),
+             link(f"{base_url(request)}/collections/{collection_id}", "collection")]  # fmt: skip
+    if offset + limit < len(matched):
+        links.append(link(f"{url}?limit={limit}&offset={offset + limit}{query}", "next", GEOJSON))
+    if offset > 0:
+        links.append(link(f"{url}?limit={limit}&offset={max(0, offset - limit)}{query}", "prev",
+                          GEOJSON))  # fmt: skip
+    body = {"type": "FeatureCollection", "features": [features[i] for i in page],
+            "numberMatched": len(matched), "numberReturned": len(page), "links": links}  # fmt: skip
+    return JSONResponse(body, media_type=GEOJSON)
+
+
+@router.get("/{collection_id}/items/{feature_id}", response_class=JSONResponse)
+def item(request: Request, collection_id: str, feature_id: str) -> JSONResponse:
+    _, path, _ = _job_layer(request, collection_id)
+    features, _ = _features(path)
+    if not feature_id.isdigit() or not 1 <= int(feature_id) <= len(features):
+        raise HTTPException(404, f"no feature {feature_id} in {collection_id}")
+    url = f"{base_url(request)}/collections/{collection_id}"
+    body = {**features[int(feature_id) - 1], "links": [
+        link(f"{url}/items/{feature_id}", "self", GEOJSON), link(url, "collection")]}  # fmt: skip
+    return JSONResponse(body, media_type=GEOJSON)

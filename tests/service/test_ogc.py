@@ -1,0 +1,253 @@
+"""OGC API – Processes and Features on 127.0.0.1, driven by their own clients: OWSLib runs a
+job and reads its results; GDAL's OAPIF driver (and QGIS, in test_qgis_oapif) opens the job's
+detections by URL; STAC items of results and models validate against the vendored schemas."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import geopandas as gpd
+import pytest
+import requests
+import shapely
+from owslib.ogcapi import API
+from owslib.ogcapi.processes import Processes
+
+from geo_hires.detect.options import option_fields
+from geo_hires.export.stac_schemas import validate_item
+from tests.qgis import run_qgis
+from tests.service.harness import TOKENS, running_service
+
+ALICE = {"Authorization": f"Bearer {TOKENS[0]}"}
+BOB = {"Authorization": f"Bearer {TOKENS[1]}"}
+PROC = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/"
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory, demo_crop):
+    root = tmp_path_factory.mktemp("ogc-scenes")
+    scene = root / "apron.tif"
+    scene.write_bytes(demo_crop(0, 0, 1536, 1024).read_bytes())
+    return root, scene
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, scenes):
+    data = tmp_path_factory.mktemp("ogc-data")
+    with running_service(data, (scenes[0],)) as url:
+        yield url, data
+
+
+def _aoi(scene) -> dict:
+    import rasterio
+
+    with rasterio.open(scene) as src:
+        x0, y0, x1, y1 = src.bounds
+        crs = src.crs
+    xm = (x0 + x1) / 2
+    boxes = [shapely.box(x0, y0, xm, y1), shapely.box(xm, y0, x1, y1)]
+    halves = gpd.GeoDataFrame({"name": ["west", "east"]}, crs=crs, geometry=boxes)
+    return json.loads(halves.to_crs(4326).to_json())
+
+
+def _wait(url: str, job_id: str, headers=ALICE, timeout=300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = API(f"{url}/jobs/{job_id}", headers=dict(headers)).response
+        if status["status"] not in ("accepted", "running"):
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+@pytest.fixture(scope="module")
+def job(service, scenes):
+    """A detect job run through OWSLib, with a two-polygon AOI."""
+    url, _ = service
+    client = Processes(url, headers=dict(ALICE))
+    inputs = {"scene": {"href": str(scenes[1])}, "score_threshold": 0.3, "aoi": _aoi(scenes[1])}
+    accepted = client.execute("detect", inputs, async_=True)
+    location = client.response_headers["Location"]
+    assert accepted["status"] == "accepted" and location.endswith(f"/jobs/{accepted['jobID']}")
+    return accepted["jobID"], _wait(url, accepted["jobID"])
+
+
+def test_owslib_discovers_the_detect_process(service):
+    url, _ = service
+    client = Processes(url, headers=dict(ALICE))
+    assert {PROC + c for c in ("core", "ogc-process-description", "json", "oas30", "job-list",
+                               "dismiss")} <= set(client.conformance()["conformsTo"])  # fmt: skip
+    assert [p["id"] for p in client.processes()] == ["detect"]
+    inputs = client.process("detect")["inputs"]
+    assert set(inputs) == {"scene", *(f.name for f in option_fields(service=True))}
+    assert inputs["block"]["schema"]["maximum"] == 4096  # the limits /v1 enforces
+    assert "aircraft_lsn" in inputs["model"]["schema"]["enum"]
+
+
+def test_owslib_runs_a_job_and_reads_its_results(service, job):
+    url, _ = service
+    job_id, status = job
+    assert status["status"] == "successful", status
+    assert (
+        status["progress"] == 100 and status["created"] <= status["started"] <= status["finished"]
+    )
+    rels = {ln["rel"]: ln["href"] for ln in status["links"]}
+    results = API(rels["http://www.opengis.net/def/rel/ogc/1.0/results"],
+                  headers=dict(ALICE)).response  # fmt: skip
+    geojson = requests.get(results["detections"]["href"], headers=ALICE, timeout=30).json()
+    assert len(geojson["features"]) == sum(results["counts"]["by_class"].values()) > 5
+    by_polygon = {p["name"]: p["counts"]["Airplane"] for p in status["counts"]["by_polygon"]}
+    assert set(by_polygon) == {"west", "east"}
+    assert sum(by_polygon.values()) == len(geojson["features"])  # halves: each counted once
+    v1 = requests.get(f"{url}/v1/jobs/{job_id}", headers=ALICE, timeout=10).json()
+    assert v1["counts"] == status["counts"]
+    listed = API(f"{url}/jobs", headers=dict(ALICE)).response["jobs"]
+    assert job_id in [j["jobID"] for j in listed]
+
+
+def test_job_list_and_results_are_the_tenants_own(service, job):
+    url, _ = service
+    job_id, _ = job
+    assert requests.get(f"{url}/jobs/{job_id}", headers=BOB, timeout=10).status_code == 404
+    bob_jobs = requests.get(f"{url}/jobs", headers=BOB, timeout=10).json()["jobs"]
+    assert job_id not in [j["jobID"] for j in bob_jobs]
+    assert requests.get(f"{url}/jobs", timeout=10).status_code == 401
+    missing = requests.get(f"{url}/jobs/{'0' * 32}/results", headers=ALICE, timeout=10)
+    assert missing.status_code == 404 and missing.json()["type"].endswith("/no-such-job")
+
+
+def test_dismiss_cancels_and_removes_results(service, scenes):
+    url, _ = service
+    headers = {**ALICE, "Prefer": "respond-async"}
+    body = {"inputs": {"scene": str(scenes[1]), "block": 512}}
+    r = requests.post(f"{url}/processes/detect/execution", headers=headers, json=body, timeout=30)
+    assert r.status_code == 201 and r.headers["Preference-Applied"] == "respond-async"
+    job_id = r.json()["jobID"]
+    d = requests.delete(f"{url}/jobs/{job_id}", headers=ALICE, timeout=10)
+    assert d.status_code == 200 and d.json()["status"] == "dismissed"
+    final = _wait(url, job_id)
+    assert final["status"] == "dismissed"
+    gone = requests.get(f"{url}/jobs/{job_id}/results", headers=ALICE, timeout=10)
+    assert gone.status_code == 410
+
+
+def test_execute_refuses_bad_inputs(service, scenes):
+    url, _ = service
+    post = lambda inputs: requests.post(  # noqa: E731
+        f"{url}/processes/detect/execution", json={"inputs": inputs}, headers=ALICE, timeout=30
+    )
+    assert post({"score_threshold": 0.3}).status_code == 400  # no scene
+    assert post({"scene": str(scenes[1]), "block": 5}).status_code == 400  # below the limit
+    assert post({"scene": "/etc/passwd"}).status_code in (400, 403)
+    nope = requests.post(f"{url}/processes/nope/execution", json={"inputs": {}}, headers=ALICE)
+    assert nope.status_code == 404 and nope.json()["type"].endswith("/no-such-process")
+
+
+def _gdal_read(url: str, token: str | None, out) -> subprocess.CompletedProcess[str]:
+    """``pyogrio.read_dataframe("OAPIF:URL")`` in a client process of its own (GDAL holds the
+    GIL while it reads, and this process serves the answers), the token in GDAL's own config
+    options as environment variables: ``GDAL_HTTP_AUTH=BEARER``, ``GDAL_HTTP_BEARER`` (the
+    OAPIF driver sets its own Accept header, which replaces ``GDAL_HTTP_HEADERS``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GDAL_HTTP")}
+    if token is not None:
+        env |= {"GDAL_HTTP_AUTH": "BEARER", "GDAL_HTTP_BEARER": token}
+    code = (
+        "import sys, pyogrio; "
+        "pyogrio.read_dataframe('OAPIF:' + sys.argv[1]).to_parquet(sys.argv[2])"
+    )
+    return subprocess.run([sys.executable, "-c", code, url, str(out)], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def _job_geojson(data, job_id) -> gpd.GeoDataFrame:
+    return gpd.read_file(next((data / "jobs" / job_id / "out").glob("apron.geojson")))
+
+
+def test_gdal_opens_the_detections_by_url(service, job, tmp_path):
+    url, data = service
+    job_id, _ = job
+    for name in (job_id, f"{job_id}-coverage"):
+        done = _gdal_read(f"{url}/collections/{name}", TOKENS[0], tmp_path / f"{name}.parquet")
+        assert done.returncode == 0, done.stderr
+    got = gpd.read_parquet(tmp_path / f"{job_id}.parquet")
+    cover = gpd.read_parquet(tmp_path / f"{job_id}-coverage.parquet")
+    want = _job_geojson(data, job_id)
+    assert len(got) == len(want) > 5
+    assert list(got["class"]) == list(want["class"])
+    assert list(got["score"]) == pytest.approx(list(want["score"]))
+    assert all(a.equals_exact(b, 1e-9) for a, b in zip(got.geometry, want.geometry, strict=True))
+    assert sorted(cover["level"]) == ["coarse", "full"]
+
+
+def test_gdal_without_the_tenants_token_gets_nothing(service, job, tmp_path):
+    url, _ = service
+    job_id, _ = job
+    for token, status in ((TOKENS[1], "404"), (None, "401")):
+        done = _gdal_read(f"{url}/collections/{job_id}", token, tmp_path / "x.parquet")
+        assert done.returncode != 0 and f"HTTP error code : {status}" in done.stderr
+
+
+def test_items_page_with_next_links_and_filter_by_bbox(service, job):
+    url, data = service
+    job_id, _ = job
+    want = _job_geojson(data, job_id)
+    seen, page = [], f"{url}/collections/{job_id}/items?limit=4"
+    while page:
+        body = requests.get(page, headers=ALICE, timeout=10).json()
+        assert body["numberMatched"] == len(want) and body["numberReturned"] <= 4
+        seen += [f["id"] for f in body["features"]]
+        page = next((ln["href"] for ln in body["links"] if ln["rel"] == "next"), None)
+    assert seen == list(range(1, len(want) + 1))
+    x0, y0, x1, y1 = want.total_bounds
+    west = f"{x0 - 1e-6},{y0 - 1e-6},{(x0 + x1) / 2},{y1 + 1e-6}"
+    body = requests.get(f"{url}/collections/{job_id}/items", params={"bbox": west, "limit": 1000},
+                        headers=ALICE, timeout=10).json()  # fmt: skip
+    expect = want.cx[x0 - 1e-6 : (x0 + x1) / 2, y0 - 1e-6 : y1 + 1e-6]
+    assert body["numberMatched"] == len(expect) < len(want)
+    got = requests.get(f"{url}/collections/{job_id}/items/2", headers=ALICE, timeout=10)
+    assert got.headers["Cache-Control"] == "no-store"  # a tenant's answer is never replayed
+    one = got.json()
+    assert one["id"] == 2 and one["properties"]["score"] == want["score"][1]
+    assert requests.get(f"{url}/collections/{job_id}", headers=BOB, timeout=10).status_code == 404
+    assert (
+        requests.get(f"{url}/collections/{job_id}/items?bbox=1,2", headers=ALICE).status_code == 400
+    )
+    listed = requests.get(f"{url}/collections", headers=ALICE, timeout=10).json()["collections"]
+    assert {job_id, f"{job_id}-coverage"} <= {c["id"] for c in listed}
+
+
+def test_stac_items_of_the_job_and_the_models_validate(service, job):
+    url, _ = service
+    job_id, _ = job
+    item = requests.get(f"{url}/v1/jobs/{job_id}/stac", headers=ALICE, timeout=10).json()
+    assert len(validate_item(item)) == 3  # core, label, processing
+    links = {ln["rel"]: ln["href"] for ln in item["links"]}
+    assert links["source"] == "apron.tif" and "/jobs/" not in links["source"]  # no server path
+    model = requests.get(links["derived_from"], headers=ALICE, timeout=10).json()
+    assert model["properties"]["mlm:name"] == "aircraft_lsn" and validate_item(model)
+    assert requests.get(item["assets"]["labels"]["href"], headers=ALICE, timeout=30).ok
+    names = [m["name"] for m in requests.get(f"{url}/v1/models", headers=ALICE).json()["models"]]
+    for m in requests.get(f"{url}/v1/models", headers=ALICE, timeout=30).json()["models"]:
+        validate_item(m["mlm"])
+    assert "aircraft_yolo" in names
+
+
+@pytest.mark.qgis
+def test_qgis_loads_the_detections_by_url(service, job, tmp_path):
+    """QGIS's OAPIF provider, the token as a Basic password (QGIS's authentication manager
+    sends Basic; 3.22 has no custom-header method), as the README tells an analyst."""
+    url, data = service
+    job_id, _ = job
+    seen = run_qgis("oapif_layer.py", url, job_id, TOKENS[0], str(tmp_path))
+    want = _job_geojson(data, job_id)
+    assert seen["valid"], seen
+    assert seen["count"] == seen["fetched"] == len(want)
+    assert {"class", "score", "level", "model"} <= set(seen["fields"])
+    assert seen["classes"] == list(want["class"])
+    assert seen["scores"] == pytest.approx(list(want["score"]))
+    refused = run_qgis("oapif_layer.py", url, job_id, TOKENS[1], str(tmp_path / "bob"))
+    assert not refused["valid"]
