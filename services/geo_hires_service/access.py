@@ -21,6 +21,7 @@ def tenant(request: Request) -> str:
     found = request.app.state.config.tokens.tenant(request.headers.get("authorization"))
     if found is None:
         raise HTTPException(401, "missing or unknown bearer token", {"WWW-Authenticate": "Bearer"})
+    request.state.tenant = str(found)  # for the error metrics of this request
     return str(found)
 
 

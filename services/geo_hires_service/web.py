@@ -3,12 +3,22 @@
 Versioned under ``/v1``; every error is a problem (:mod:`.problems`). Routes read the config
 and the store from ``app.state``, so the Serve ingress can build the app where the application
 is defined and attach them in its replica (an engine does not travel between processes).
+
+Every request has an id: the client's ``X-Request-ID`` if it sends a usable one, else a new
+one; it is answered in ``X-Request-ID`` and logged with what the request did. Under Ray Serve
+the proxy does exactly this (and its log lines carry the id); elsewhere (uvicorn)
+:class:`RequestIds` does.
 """
 
 from __future__ import annotations
 
+import re
+import uuid
+
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from geo_hires_service.problems import add_problem_handlers
 from geo_hires_service.routes import jobs, maps, models
@@ -16,11 +26,42 @@ from geo_hires_service.schemas import ServiceConfig
 from geo_hires_service.store import JobStore
 from geo_hires_service.viewer import STATIC
 
-__all__ = ["create_app"]
+__all__ = ["RequestIds", "create_app"]
+
+_USABLE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def create_app(config: ServiceConfig | None = None, store: JobStore | None = None) -> FastAPI:
-    """The FastAPI application (the Serve ingress wraps it; tests run it under uvicorn too)."""
+class RequestIds:
+    """ASGI middleware: honour a usable ``X-Request-ID``, else make one; answer it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = MutableHeaders(scope=scope)
+        rid = headers.get("x-request-id", "")
+        if not _USABLE_ID.match(rid):
+            rid = uuid.uuid4().hex
+            headers["x-request-id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["X-Request-ID"] = rid
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def create_app(
+    config: ServiceConfig | None = None, store: JobStore | None = None, *, request_ids: bool = True
+) -> FastAPI:
+    """The FastAPI application (the Serve ingress wraps it; tests run it under uvicorn too).
+
+    ``request_ids``: answer ``X-Request-ID`` here (off under Serve, whose proxy does it).
+    """
     app = FastAPI(
         title="geo_hires",
         version="1",
@@ -32,4 +73,6 @@ def create_app(config: ServiceConfig | None = None, store: JobStore | None = Non
     app.include_router(models.router)
     app.include_router(jobs.router)
     app.include_router(maps.router)
+    if request_ids:
+        app.add_middleware(RequestIds)
     return app
