@@ -186,8 +186,10 @@ class JobRunner:
         if self.draining.is_set():
             return None
         job = self.store.claim(self.owner, lease_s=self.lease_s)
-        if job is None:
-            return None
+        return None if job is None else self.run(job)
+
+    def run(self, job: Job) -> Job | None:
+        """Run a job this runner has claimed, and record how it ended; the job as it now is."""
         log.info("job started", extra=job_fields(job, runner=self.owner, attempt=job.attempts))
         with Heartbeat(self.store, job.id, self.owner, self.lease_s) as beat:
             outcome = self._attempt(job, beat)
@@ -289,7 +291,8 @@ class JobRunner:
         if done is not None and done.finished_at is not None:
             m.duration.observe(done.finished_at - done.created_at, tags={"state": state})
         if state == "succeeded":
-            m.megapixels.inc(out.megapixels, tags=tenant)
+            if out.megapixels > 0:  # a Ray counter refuses 0
+                m.megapixels.inc(out.megapixels, tags=tenant)
             rate = out.megapixels / max(out.seconds, 1e-6)
             m.megapixels_per_s.set(rate, tags={"slot": self.slot})
             log.info("job succeeded", extra={**fields, "detections": out.detections})

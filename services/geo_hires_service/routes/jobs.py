@@ -83,7 +83,8 @@ async def submit(
         drop_upload(path, config)
     else:
         metrics().submitted.inc(tags={"tenant": who, "source": source})
-        metrics().upload_bytes.inc(size, tags={"tenant": who})
+        if size:
+            metrics().upload_bytes.inc(size, tags={"tenant": who})
         log.info("job accepted", extra=job_fields(job, source=source, bytes=size))
     return _accepted(job)
 
