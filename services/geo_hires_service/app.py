@@ -17,6 +17,7 @@ queue. Jobs run on :class:`geo_hires.detect.ray_executor.RayExecutor` actors of 
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -65,6 +66,9 @@ class ServeArgs(BaseModel):
     actor_gpus: float = Field(default=0.0, ge=0)
     runner_replicas: int = Field(default=1, ge=1, description="runner replicas (PostgreSQL only)")
     runner_replicas_per_node: int | None = Field(default=None, ge=1)
+    runner_cpus: float = Field(
+        default=0.0, ge=0, description="CPUs each runner replica reserves (0: anywhere)"
+    )
     lease_seconds: float = Field(default=60.0, ge=2, description="a runner's lease on its job")
     drain_seconds: float = Field(
         default=60.0, ge=0, description="how long a stopping runner waits for its jobs' units"
@@ -137,8 +141,8 @@ class Ingress:
         return create_app(self.config, self.store, request_ids=False)  # Serve's proxy does them
 
 
-HOUSEKEEPING_S = 15.0
-"""How often a runner publishes the store's job counts (retention sweeps every 40th time)."""
+COUNTS_EVERY_S, SWEEP_EVERY_S = 15, 600
+"""How often a runner publishes the store's job counts, and sweeps expired jobs."""
 
 
 @serve.deployment(name="runner", num_replicas=1, ray_actor_options={"num_cpus": 0})
@@ -187,16 +191,20 @@ class Runner:
         log.info("runner started", extra={"runners": [r.owner for r in self.runners]})
 
     def _housekeeping(self) -> None:
-        tick = 0
-        while not self.stop.wait(0 if tick == 0 else HOUSEKEEPING_S):
+        """Every second: the gauges again; every 15 s: the store's counts; every 10 min: a
+        retention sweep. Never ends before the runner does (the store may be away a while)."""
+        for tick in itertools.count():
             try:
-                metrics().set_counts(self.store.counts())
-                if tick % 40 == 0:
+                if tick % COUNTS_EVERY_S == 0:
+                    metrics().set_counts(self.store.counts())
+                if tick % SWEEP_EVERY_S == 0:
                     data = Path(self.args.data_dir)
                     sweep(self.store, data, retain_s=self.args.retain_days * DAY_S)
-            except Exception:  # the store may be away for a while: never end the thread
+                metrics().republish()
+            except Exception:
                 log.exception("housekeeping failed")
-            tick += 1
+            if self.stop.wait(1.0):
+                return
 
     def __del__(self) -> None:
         """Serve's graceful shutdown: stop claiming, let each running job stop at its next
@@ -227,6 +235,7 @@ def build(args: dict[str, Any]) -> Application:
     a.check_store(a.db_url())
     runner_opts: dict[str, Any] = {
         "num_replicas": a.runner_replicas,
+        "ray_actor_options": {"num_cpus": a.runner_cpus},
         "graceful_shutdown_timeout_s": a.drain_seconds + 15,
         "logging_config": a.logging_config(),
     }

@@ -58,6 +58,12 @@ def add_commands(sub: Any) -> None:
         "--runner-replicas-per-node", type=int, help="at most this many runners on one Ray node"
     )
     p.add_argument(
+        "--runner-cpus",
+        type=float,
+        default=0.0,
+        help="CPUs each runner reserves; above 0 keeps runners off a head node without CPUs",
+    )
+    p.add_argument(
         "--lease-seconds",
         type=float,
         default=60.0,
@@ -120,6 +126,7 @@ def _serve_args(args: argparse.Namespace) -> dict[str, Any]:
         runner_slots=args.runner_slots,
         runner_replicas=args.runner_replicas,
         runner_replicas_per_node=args.runner_replicas_per_node,
+        runner_cpus=args.runner_cpus,
         lease_seconds=args.lease_seconds,
         actors=args.actors,
         retain_days=args.retain_days,

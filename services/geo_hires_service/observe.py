@@ -4,7 +4,10 @@ carry the job, the tenant and the request.
 Metrics are ``ray.serve.metrics`` objects, so they are exported with Serve's own ``ray_serve_*``
 metrics on every node's metrics port (Ray prefixes ``ray_`` to each name) and tagged with the
 deployment, replica and application. Outside a Ray worker (tests under uvicorn) they record
-nothing. Each process creates them once, on first use.
+nothing. Each process creates them once, on first use. Ray's agent drops a gauge's series when
+it was not set within two report intervals, so gauges are set through :meth:`Metrics.set`,
+which keeps their values, and :meth:`Metrics.republish` sets them again (the runner does, every
+second).
 
 The logger lives under ``ray.serve``: in a replica, Serve's logging config (JSON encoding, the
 replica's log file, the request id of the request being served) formats its lines; ``extra``
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -91,17 +95,35 @@ class Metrics:
             "for failed jobs",
             tag_keys=_keys("type", "tenant"),
         )
-        self._seen: set[tuple[str, str]] = set()
+        self._values: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[Gauge, float]] = {}
+        self._lock = threading.Lock()
+
+    def set(self, gauge: Gauge, value: float, tags: Mapping[str, str] | None = None) -> None:
+        """Set a gauge and keep its value for :meth:`republish`."""
+        key = (str(gauge.info["name"]), tuple(sorted((tags or {}).items())))
+        with self._lock:
+            self._values[key] = (gauge, float(value))
+        gauge.set(float(value), tags=dict(tags or {}))
+
+    def republish(self) -> None:
+        """Set every gauge to its last value again (keeps its series alive in Ray's agent)."""
+        with self._lock:
+            values = list(self._values.items())
+        for (_name, tags), (gauge, value) in values:
+            gauge.set(value, tags=dict(tags))
 
     def set_counts(self, counts: Mapping[tuple[str, str], int]) -> None:
         """Publish the store's jobs by (state, tenant); pairs gone from it drop to 0."""
-        for state, tenant in self._seen - counts.keys():
-            self.jobs.set(0, tags={"state": state, "tenant": tenant})
+        name = str(self.jobs.info["name"])
+        with self._lock:
+            known = [dict(tags) for (n, tags) in self._values if n == name]
+        for tags in known:
+            if (tags["state"], tags["tenant"]) not in counts:
+                self.set(self.jobs, 0, tags)
         for (state, tenant), n in counts.items():
-            self.jobs.set(n, tags={"state": state, "tenant": tenant})
-        self._seen = set(counts)
+            self.set(self.jobs, n, {"state": state, "tenant": tenant})
         queued = sum(n for (state, _), n in counts.items() if state == "queued")
-        self.queue_depth.set(queued)
+        self.set(self.queue_depth, queued)
 
 
 @functools.cache

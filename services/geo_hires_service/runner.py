@@ -129,13 +129,16 @@ class Outcome:
     seconds: float = 0.0
 
 
+def unwrapped(exc: BaseException) -> BaseException:
+    """The error itself: one raised on a Ray actor arrives wrapped in a ``RayTaskError``."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
 def one_line(exc: BaseException, job: Job) -> str:
     """A failed job's error for its client: the library's message on one line, with the
-    scene's name for its server path (an error raised on a Ray actor is unwrapped)."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, BaseException):
-        exc = cause
-    text = " ".join(str(exc).split()).replace(job.scene_path, job.scene_name)
+    scene's name for its server path."""
+    text = " ".join(str(unwrapped(exc)).split()).replace(job.scene_path, job.scene_name)
     return text[:1000]
 
 
@@ -207,7 +210,7 @@ class JobRunner:
             elif done > seen[1]:
                 metrics().units.inc(done - seen[1], tags={"tenant": job.tenant})
                 rate = (done - seen[0]) / max(time.monotonic() - start, 1e-6)
-                metrics().units_per_s.set(rate, tags={"slot": self.slot})
+                metrics().set(metrics().units_per_s, rate, {"slot": self.slot})
                 unit = keyed[-1] if keyed else "?"
                 log.debug("unit done", extra=job_fields(job, unit=unit, runner=self.owner))
                 seen[1] = done
@@ -239,7 +242,8 @@ class JobRunner:
         except Stop as stop:
             return Outcome(state="cancelled" if stop.reason == "cancelled" else stop.reason)
         except GeoHiresError as exc:  # the client sees the scene's name, not server paths
-            return Outcome(state="failed", error=one_line(exc, job), error_type=type(exc).__name__)
+            kind = type(unwrapped(exc)).__name__
+            return Outcome(state="failed", error=one_line(exc, job), error_type=kind)
         except OSError as exc:
             if not disk_full(exc):
                 return self._crashed(job, exc)
@@ -294,7 +298,7 @@ class JobRunner:
             if out.megapixels > 0:  # a Ray counter refuses 0
                 m.megapixels.inc(out.megapixels, tags=tenant)
             rate = out.megapixels / max(out.seconds, 1e-6)
-            m.megapixels_per_s.set(rate, tags={"slot": self.slot})
+            m.set(m.megapixels_per_s, rate, {"slot": self.slot})
             log.info("job succeeded", extra={**fields, "detections": out.detections})
         elif state == "failed":
             m.errors.inc(tags={"type": out.error_type or "internal", **tenant})
