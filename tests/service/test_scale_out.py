@@ -152,7 +152,7 @@ def test_a_lost_runner_node_hands_its_job_to_the_other_runner(tmp_path, pg_url, 
         got = _get(url, f"/v1/jobs/{job['id']}/result").content
     assert got == expected.read_bytes()
 
-    lines = [x for x in json_lines(logs) if x.get("job") == job["id"]]
+    lines = sorted((x for x in json_lines(logs) if x.get("job") == job["id"]), key=_at)
     starts = [x for x in lines if x["message"] == "job started"]
     assert len(starts) == 2 and starts[0]["runner"] == first
     second = starts[1]["runner"]
