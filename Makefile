@@ -28,9 +28,10 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	PYTHONPATH=$(GUARD) bash scripts/demo.sh
 
+# the browser and PostgreSQL tests fail rather than skip here (tests/required.py)
 test: venv $(CHECKOV) lint
 	bash scripts/system_deps.sh
-	PYTHONPATH=$(GUARD) $(BIN)/python -m pytest -q
+	GEO_HIRES_REQUIRE=browser,postgres PYTHONPATH=$(GUARD) $(BIN)/python -m pytest -q
 
 bench: venv
 	$(BIN)/pip install -q -e '.[bench]'

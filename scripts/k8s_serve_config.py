@@ -5,7 +5,8 @@ application. Kubernetes
 needs it as a string inside the RayService, so this script writes it there as kustomize patches
 (``k8s/base/serve-config.generated.yaml``, and the GPU overlay's variant) with only what must
 differ on a cluster: the HTTP proxy listens on the pod's address (``0.0.0.0``; the
-NetworkPolicy decides who may reach it) instead of 127.0.0.1, and the GPU overlay reserves a
+NetworkPolicy decides who may reach it) instead of 127.0.0.1, two runner replicas share the
+PostgreSQL store, at most one per node (``CLUSTER_ARGS``), and the GPU overlay reserves a
 quarter GPU per scanner actor. Tests run ``--check``, which fails when a file is stale.
 
     python scripts/k8s_serve_config.py          # rewrite the patches
@@ -25,6 +26,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "services" / "geo_hires_service" / "serve_config.yaml"
 HTTP_ON_A_CLUSTER = {"host": "0.0.0.0", "port": 8000}
+# on a cluster the store is PostgreSQL (Secret geo-hires-db), which several runners share
+CLUSTER_ARGS: dict[str, Any] = {"runner_replicas": 2, "runner_replicas_per_node": 1}
 # file -> application args that differ from services/geo_hires_service/serve_config.yaml
 VARIANTS: dict[str, dict[str, Any]] = {
     "k8s/base/serve-config.generated.yaml": {},
@@ -53,7 +56,7 @@ def serve_config(arg_overrides: dict[str, Any]) -> dict[str, Any]:
     config = copy.deepcopy(yaml.safe_load(SOURCE.read_text()))
     config["http_options"] = dict(HTTP_ON_A_CLUSTER)
     for app in config["applications"]:
-        app["args"].update(arg_overrides)
+        app["args"].update({**CLUSTER_ARGS, **arg_overrides})
     return config
 
 

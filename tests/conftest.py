@@ -20,6 +20,8 @@ from rasterio.windows import Window
 
 from geo_hires.detect.options import DetectConfig
 
+pytest_plugins = ["tests.required"]  # make test: browser and postgres tests may not skip
+
 FIXTURES = Path(__file__).parent / "data"
 DEMO = Path(__file__).resolve().parents[1] / "demo" / "airports.tif"
 SMALL_CFG = DetectConfig(core=256, batch_size=2, score_threshold=0.05)

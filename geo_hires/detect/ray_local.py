@@ -60,10 +60,16 @@ def offline_env() -> contextlib.AbstractContextManager[None]:
 
 
 def ensure_ray(
-    address: str | None = None, *, num_cpus: int | None = None, object_store_mb: int = 512
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    object_store_mb: int = 512,
+    metrics_port: int | None = None,
 ) -> None:
     """Join ``address`` (``"auto"`` or ``HOST:PORT``), or start a local offline cluster.
 
+    ``metrics_port``: where the local node serves its Prometheus metrics (on 127.0.0.1, like
+    every port of a local start; default: a free port Ray picks).
     Does nothing when Ray is already initialised in this process (tests share one cluster).
     """
     import ray
@@ -81,4 +87,5 @@ def ensure_ray(
             object_store_memory=object_store_mb * 1024 * 1024,
             _temp_dir=os.environ.get("GEO_HIRES_RAY_TMP", "/tmp/ghray"),
             _node_ip_address="127.0.0.1",
+            _metrics_export_port=metrics_port,
         )

@@ -22,6 +22,7 @@ from types import TracebackType
 import numpy as np
 import numpy.typing as npt
 import rasterio
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
@@ -73,6 +74,14 @@ class WindowData:
     def empty(self) -> bool:
         """True when no pixel of the window is valid."""
         return not bool(self.valid.any())
+
+
+def _gdal_says(exc: BaseException) -> str:
+    """GDAL's own words for a failed read, on one line (rasterio wraps them in its cause)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
 
 
 def overview_shape(scene: Scene, max_pixels: int) -> tuple[int, int]:
@@ -211,10 +220,10 @@ class SceneReader:
                 valid = self.src.dataset_mask(window=win, out_shape=out_hw) > 0
             else:
                 valid = np.ones(out_hw, dtype=bool)
-        except rasterio.errors.RasterioIOError as exc:
+        except (rasterio.errors.RasterioIOError, CPLE_BaseError) as exc:
             raise SceneReadError(
-                f"{self.scene.path}: failed reading window {win} ({exc}); the file may be "
-                "truncated or corrupt"
+                f"{self.scene.path}: truncated or corrupt tile at columns {c0}-{c1}, rows "
+                f"{r0}-{r1} ({_gdal_says(exc)}); re-export or re-send the scene"
             ) from exc
         return data[self._channel_of], valid
 

@@ -8,9 +8,9 @@ from fastapi import Request
 from starlette.exceptions import HTTPException
 
 from geo_hires_service.schemas import ServiceConfig
-from geo_hires_service.store import Job, JobState, JobStore
+from geo_hires_service.store import Job, JobState, JobStore, QueueFullError
 
-__all__ = ["finished_job", "own_job", "state", "tenant"]
+__all__ = ["finished_job", "own_job", "state", "storage_room", "tenant"]
 
 
 def state(request: Request) -> tuple[ServiceConfig, JobStore]:
@@ -38,6 +38,7 @@ def tenant(request: Request) -> str:
     found = request.app.state.config.tokens.tenant(header)
     if found is None:
         raise HTTPException(401, "missing or unknown bearer token", {"WWW-Authenticate": "Bearer"})
+    request.state.tenant = str(found)  # for the error metrics of this request
     return str(found)
 
 
@@ -55,3 +56,20 @@ def finished_job(request: Request, job_id: str) -> Job:
     if job.state is not JobState.SUCCEEDED:
         raise HTTPException(409, f"job {job_id} is {job.state.value}; no result yet")
     return job
+
+
+def storage_room(config: ServiceConfig, store: JobStore, who: str) -> int | None:
+    """Bytes the tenant may still store (``None``: no quota); ``429`` when none are left,
+    however the job would be submitted (``/v1`` or OGC API execution)."""
+    quota = config.tenant_quota_bytes
+    if quota is None:
+        return None
+    used = store.usage(who)
+    if used >= quota:
+        raise QueueFullError(
+            f"your jobs keep {used:,} bytes and your storage quota is {quota:,}; delete finished "
+            f"jobs (DELETE /v1/jobs/ID) or wait until they expire, {config.retain_days:g} days "
+            "after they finish",
+            retry_after_s=3600,
+        )
+    return quota - used

@@ -6,6 +6,7 @@ Heavy imports (Ray Serve, FastAPI) happen inside the handlers, so other commands
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -43,12 +44,54 @@ def add_commands(sub: Any) -> None:
         metavar="DIR",
         help="a folder whose GeoTIFFs may be submitted by path (repeatable)",
     )
-    p.add_argument("--runner-slots", type=int, default=1, help="jobs run at once (default 1)")
+    p.add_argument(
+        "--runner-slots", type=int, default=1, help="jobs each runner runs at once (default 1)"
+    )
+    p.add_argument(
+        "--runner-replicas",
+        type=int,
+        default=1,
+        help="runner replicas sharing the queue through leases (more than 1 needs a PostgreSQL "
+        "--db; default 1)",
+    )
+    p.add_argument(
+        "--runner-replicas-per-node", type=int, help="at most this many runners on one Ray node"
+    )
+    p.add_argument(
+        "--runner-cpus",
+        type=float,
+        default=0.0,
+        help="CPUs each runner reserves; above 0 keeps runners off a head node without CPUs",
+    )
+    p.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=60.0,
+        help="a runner's lease on its job: a lost runner's job moves on after it (default 60)",
+    )
     p.add_argument("--actors", type=int, default=1, help="scanner actors per job (default 1)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
     p.add_argument(
+        "--address", help="join this running Ray cluster (HOST:PORT) instead of starting one"
+    )
+    p.add_argument(
         "--max-upload-mb", type=int, default=4096, help="largest upload in MiB (default 4096)"
     )
+    p.add_argument(
+        "--retain-days",
+        type=float,
+        default=7.0,
+        help="days a finished job's files and record are kept (default 7)",
+    )
+    p.add_argument(
+        "--tenant-quota-mb",
+        type=int,
+        default=100 * 1024,
+        help="MiB of uploads and outputs each tenant may keep; 0 for no quota (default 102400)",
+    )
+    p.add_argument("--metrics-port", type=int, help="Prometheus metrics port of the local Ray node")
+    p.add_argument("--log-dir", help="folder of the JSON logs (default: Ray's session logs)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(_handler=cmd_serve)
 
     q = sub.add_parser(
@@ -68,34 +111,53 @@ def add_commands(sub: Any) -> None:
     q.set_defaults(_handler=cmd_submit)
 
 
+def _serve_args(args: argparse.Namespace) -> dict[str, Any]:
+    from geo_hires_service.app import ServeArgs
+
+    def resolved(path: str | None) -> str | None:
+        return str(Path(path).resolve()) if path else None
+
+    return ServeArgs(
+        data_dir=str(Path(args.data_dir).resolve()),
+        db=args.db,
+        token_file=resolved(args.token_file),
+        allow_roots=[str(Path(r).resolve()) for r in args.allow_root],
+        max_upload_bytes=args.max_upload_mb * 1024 * 1024,
+        runner_slots=args.runner_slots,
+        runner_replicas=args.runner_replicas,
+        runner_replicas_per_node=args.runner_replicas_per_node,
+        runner_cpus=args.runner_cpus,
+        lease_seconds=args.lease_seconds,
+        actors=args.actors,
+        retain_days=args.retain_days,
+        tenant_quota_bytes=args.tenant_quota_mb * 1024 * 1024 or None,
+        log_dir=resolved(args.log_dir),
+        log_level=args.log_level,
+    ).model_dump()
+
+
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
-    """Run the service until Ctrl-C/SIGTERM; stop Serve and Ray on the way out."""
+    """Run the service until Ctrl-C/SIGTERM; drain the runners, stop Serve and Ray on the way
+    out (a runner's running job goes back to the queue and resumes at the next start)."""
     import ray
     from ray import serve
 
     from geo_hires.detect.ray_local import ensure_ray
-    from geo_hires_service.app import ServeArgs, build
+    from geo_hires_service.app import build
     from geo_hires_service.security import load_tokens
 
     load_tokens(args.token_file)  # no token, no service: refuse before starting anything
-    data = Path(args.data_dir).resolve()
-    sargs = ServeArgs(
-        data_dir=str(data),
-        db=args.db,
-        token_file=str(Path(args.token_file).resolve()) if args.token_file else None,
-        allow_roots=[str(Path(r).resolve()) for r in args.allow_root],
-        max_upload_bytes=args.max_upload_mb * 1024 * 1024,
-        runner_slots=args.runner_slots,
-        actors=args.actors,
-    ).model_dump()
+    sargs = _serve_args(args)
+    build(sargs)  # a bad combination is refused before Ray starts
     stop = threading.Event()
-    ensure_ray(num_cpus=args.num_cpus)
+    ensure_ray(args.address, num_cpus=args.num_cpus, metrics_port=args.metrics_port)
     # after ray.init, which installs a SIGTERM handler of its own that would skip our shutdown
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.start(http_options={"host": args.host, "port": args.port}, proxy_location="HeadOnly")
         serve.run(build(sargs), name="geo_hires", route_prefix="/", blocking=False)
-        out.write(f"geo_hires service on http://{args.host}:{args.port}/v1 (data in {data})\n")
+        where = f"http://{args.host}:{args.port}/v1"
+        out.write(f"geo_hires service on {where} (data in {sargs['data_dir']})\n")
         out.flush()
         while not stop.wait(0.5):
             pass
@@ -103,6 +165,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        with contextlib.suppress(Exception):  # waits for the runners to drain
+            serve.delete("geo_hires")
         serve.shutdown()
         ray.shutdown()
     out.write("geo_hires service stopped\n")

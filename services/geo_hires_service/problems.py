@@ -1,8 +1,11 @@
 """Every error the API answers is RFC 9457 ``application/problem+json`` with a ``detail`` that
-says what to change; no traceback ever reaches a client."""
+says what to change; no traceback ever reaches a client. Each one is counted by its status and
+the caller's tenant (``geo_hires_errors_total``); an unexpected one is logged with the request's
+id, which the client got in ``X-Request-ID``."""
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
@@ -12,12 +15,27 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from geo_hires_service.observe import log, metrics
 from geo_hires_service.security import Rejected
 from geo_hires_service.store import QueueFullError
 
-__all__ = ["PROBLEM", "add_problem_handlers", "first_error", "problem"]
+__all__ = ["PROBLEM", "DiskFull", "add_problem_handlers", "disk_full", "first_error", "problem"]
 
 PROBLEM = "application/problem+json"
+
+
+class DiskFull(Rejected):
+    """The service's disk (or its filesystem quota) is full: ``507``."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the service's disk is full; retry later or ask its operator for room", status=507
+        )
+
+
+def disk_full(exc: OSError) -> bool:
+    """Whether an ``OSError`` says the disk or a filesystem quota is full."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -32,29 +50,47 @@ def first_error(errors: Sequence[Any], where_default: str) -> str:
     return f"{where}: {first['msg']}"
 
 
-async def _http(_r: Request, exc: Exception) -> JSONResponse:
+def _counted(request: Request, response: JSONResponse) -> JSONResponse:
+    tenant = getattr(request.state, "tenant", "-")
+    metrics().errors.inc(tags={"type": f"http_{response.status_code}", "tenant": tenant})
+    return response
+
+
+async def _http(r: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return problem(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+    return _counted(r, problem(exc.status_code, str(exc.detail), dict(exc.headers or {})))
 
 
-async def _invalid(_r: Request, exc: Exception) -> JSONResponse:
+async def _invalid(r: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return problem(422, first_error(exc.errors(), ""))
+    return _counted(r, problem(422, first_error(exc.errors(), "")))
 
 
-async def _rejected(_r: Request, exc: Exception) -> JSONResponse:
+async def _rejected(r: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Rejected)
-    return problem(exc.status, str(exc))
+    return _counted(r, problem(exc.status, str(exc)))
 
 
-async def _full(_r: Request, exc: Exception) -> JSONResponse:
+async def _full(r: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, QueueFullError)
-    return problem(429, str(exc), {"Retry-After": str(exc.retry_after_s)})
+    return _counted(r, problem(429, str(exc), {"Retry-After": str(exc.retry_after_s)}))
+
+
+async def _unexpected(r: Request, exc: Exception) -> JSONResponse:
+    """A bug, or the disk filling up somewhere unforeseen: a problem, never a traceback."""
+    if isinstance(exc, OSError) and disk_full(exc):
+        full = DiskFull()
+        return _counted(r, problem(full.status, str(full)))
+    rid = r.headers.get("x-request-id", "")
+    log.error("request failed", exc_info=exc, extra={"request_id": rid})
+    return _counted(r, problem(500, f"internal error; quote request id {rid} to the operator"))
 
 
 def add_problem_handlers(app: FastAPI) -> None:
-    """Answer HTTP errors, invalid requests, refusals and a full queue as problems."""
+    """Answer HTTP errors, invalid requests, refusals, a full queue and anything unexpected
+    as problems."""
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(Rejected, _rejected)
     app.add_exception_handler(QueueFullError, _full)
+    app.add_exception_handler(Exception, _unexpected)

@@ -118,6 +118,10 @@ class ServiceConfig:
     max_scene_pixels: int = 50_000_000_000
     max_active: int = 200
     max_active_per_tenant: int = 50
+    tenant_quota_bytes: int | None = None
+    """Bytes of uploads and outputs each tenant may keep (``None``: no quota)."""
+    retain_days: float = 7.0
+    """Days a finished job's files and record are kept."""
 
     @property
     def read_config(self) -> ReadConfig:

@@ -2,146 +2,60 @@
 
 Why a database and not replica memory: a scene takes seconds to hours, replicas restart, and
 several replicas may serve one deployment. Every state change is one short transaction, so a
-SIGKILLed service restarted on the same store finds every job as it was: queued ones are still
-queued, and :meth:`JobStore.recover` puts running ones back in the queue (their journal makes
-the rerun a resume). SQLite in the data dir (WAL, synchronous FULL) is the embedded default;
-PostgreSQL is for replicas that share one store.
+SIGKILLed service restarted on the same store finds every job as it was. SQLite in the data
+dir (WAL, synchronous FULL) is the embedded default and serves **one** runner; PostgreSQL is
+for any number of runner replicas, which coordinate through leases (:mod:`.leases`).
 
-Claiming a job is a conditional ``UPDATE … WHERE state = 'queued'`` checked by its row count,
-which is atomic on both databases without ``SELECT … FOR UPDATE``: two runners never run one job.
-Tenants are opaque ids derived from tokens by the caller; a token never reaches the store.
+Every change is a conditional ``UPDATE … WHERE`` checked by its row count, which is atomic on
+both databases without ``SELECT … FOR UPDATE``. Times come from an injected clock (seconds since
+the epoch), so leases and retention are tested without sleeping. Tenants are opaque ids derived
+from tokens by the caller; a token never reaches the store.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from geo_hires.errors import ConfigError, GeoHiresError
+from geo_hires_service.leases import Leases
+from geo_hires_service.records import (
+    ACTIVE,
+    FINISHED,
+    Base,
+    Job,
+    JobRow,
+    JobState,
+    QueueFullError,
+    add_missing_columns,
+    make_engine,
+)
 
-__all__ = ["Job", "JobState", "JobStore", "QueueFullError", "make_engine"]
-
-
-class QueueFullError(GeoHiresError, RuntimeError):
-    """The queue, or the tenant's share of it, is full; the client should retry later."""
-
-    def __init__(self, message: str, *, retry_after_s: int = 30) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class JobState(enum.StrEnum):
-    """Life of a job: queued → running → succeeded | failed | cancelled."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
+__all__ = ["FINISHED", "Job", "JobState", "JobStore", "QueueFullError", "make_engine"]
 
 
-ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
+class JobStore(Leases):
+    """Job records in one database (see the module docstring); the runner's side of a job's
+    life (claim, lease, progress, outcome) is :class:`~.leases.Leases`."""
 
-
-class _Base(DeclarativeBase):
-    pass
-
-
-class _JobRow(_Base):
-    __tablename__ = "jobs"
-    __table_args__ = (sa.UniqueConstraint("tenant", "idempotency_key", name="uq_tenant_key"),)
-
-    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
-    tenant: Mapped[str] = mapped_column(sa.String(64), index=True)
-    idempotency_key: Mapped[str | None] = mapped_column(sa.String(200))
-    state: Mapped[str] = mapped_column(sa.String(16), index=True)
-    scene_path: Mapped[str] = mapped_column(sa.Text)
-    scene_name: Mapped[str] = mapped_column(sa.String(255))
-    options: Mapped[str] = mapped_column(sa.Text)
-    units_done: Mapped[int] = mapped_column(default=0)
-    units_total: Mapped[int] = mapped_column(default=0)
-    detections: Mapped[int | None] = mapped_column(default=None)
-    error: Mapped[str | None] = mapped_column(sa.Text, default=None)
-    cancel_requested: Mapped[bool] = mapped_column(default=False)
-    attempts: Mapped[int] = mapped_column(default=0)
-    created_at: Mapped[float] = mapped_column(sa.Float, index=True)
-    started_at: Mapped[float | None] = mapped_column(sa.Float, default=None)
-    finished_at: Mapped[float | None] = mapped_column(sa.Float, default=None)
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Job:
-    """A job as stored (timestamps in seconds since the epoch, UTC)."""
-
-    id: str
-    tenant: str
-    state: JobState
-    scene_path: str
-    scene_name: str
-    options: dict[str, Any]
-    units_done: int
-    units_total: int
-    detections: int | None
-    error: str | None
-    cancel_requested: bool
-    attempts: int
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    idempotency_key: str | None = None
-
-    @classmethod
-    def _of(cls, row: _JobRow) -> Job:
-        fields = {f.name for f in dataclasses.fields(cls)} - {"state", "options"}
-        return cls(
-            state=JobState(row.state),
-            options=json.loads(row.options),
-            **{k: getattr(row, k) for k in fields},
-        )
-
-
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``: ``sqlite:///PATH`` (WAL, synchronous FULL) or ``postgresql://…``.
-
-    ``postgresql://`` URLs use the psycopg 3 driver.
-    """
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(conn: Any, _record: Any) -> None:
-            cur = conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")  # a 202 means the record is on disk
-            cur.close()
-
-        return engine
-    if url.startswith("postgresql+psycopg://"):
-        return sa.create_engine(url, pool_pre_ping=True)
-    raise ConfigError(f"--db must be sqlite:///PATH or postgresql://…, got {url.split(':')[0]}:")
-
-
-class JobStore:
-    """Job records in one database (see the module docstring)."""
-
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
         self.engine = make_engine(url)
-        _Base.metadata.create_all(self.engine)
+        self.clock = clock
+        Base.metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def shared(self) -> bool:
+        """Whether several runners may share this store (PostgreSQL; SQLite serves one)."""
+        return self.engine.dialect.name == "postgresql"
 
     def close(self) -> None:
         self.engine.dispose()
@@ -150,6 +64,12 @@ class JobStore:
     def _tx(self) -> Iterator[Session]:
         with self._session() as s, s.begin():
             yield s
+
+    def _update(self, job_id: str, *where: Any, **values: Any) -> bool:
+        """Update ``job_id`` only where ``where`` holds; True when it did."""
+        with self._tx() as s:
+            res = s.execute(sa.update(JobRow).where(JobRow.id == job_id, *where).values(**values))
+            return bool(getattr(res, "rowcount", 0) == 1)
 
     def submit(
         self,
@@ -161,11 +81,14 @@ class JobStore:
         idempotency_key: str | None = None,
         max_active: int | None = None,
         max_active_per_tenant: int | None = None,
+        scene_bytes: int = 0,
+        request_id: str | None = None,
     ) -> tuple[Job, bool]:
         """Record a queued job; returns ``(job, created)``.
 
         The same ``idempotency_key`` from the same tenant returns the first job
-        (``created=False``) whatever else the request says.
+        (``created=False``) whatever else the request says. ``scene_bytes``: what an upload
+        adds to the tenant's storage (0 for a scene by path).
 
         Raises:
             QueueFullError: ``max_active`` queued/running jobs in all, or
@@ -176,7 +99,7 @@ class JobStore:
             if found is not None:
                 return found, False
         self._check_room(tenant, max_active, max_active_per_tenant)
-        row = _JobRow(
+        row = JobRow(
             id=uuid.uuid4().hex,
             tenant=tenant,
             idempotency_key=idempotency_key,
@@ -184,7 +107,10 @@ class JobStore:
             scene_path=scene_path,
             scene_name=scene_name,
             options=json.dumps(options, sort_keys=True),
-            created_at=time.time(),
+            created_at=self.clock(),
+            scene_bytes=scene_bytes,
+            output_bytes=0,
+            request_id=request_id,
         )
         try:
             with self._tx() as s:
@@ -194,7 +120,7 @@ class JobStore:
             if found is None:
                 raise
             return found, False
-        return Job._of(row), True
+        return Job.of(row), True
 
     def submit_lookup(self, tenant: str, key: str) -> Job | None:
         """The tenant's job submitted with idempotency ``key``, if any."""
@@ -203,19 +129,19 @@ class JobStore:
     def _by_key(self, tenant: str, key: str) -> Job | None:
         with self._session() as s:
             row = s.scalars(
-                sa.select(_JobRow).where(_JobRow.tenant == tenant, _JobRow.idempotency_key == key)
+                sa.select(JobRow).where(JobRow.tenant == tenant, JobRow.idempotency_key == key)
             ).first()
-            return Job._of(row) if row else None
+            return Job.of(row) if row else None
 
     def _check_room(self, tenant: str, total: int | None, per_tenant: int | None) -> None:
         with self._session() as s:
-            active = _JobRow.state.in_(ACTIVE)
+            active = JobRow.state.in_(ACTIVE)
             if total is not None:
                 n = s.scalar(sa.select(sa.func.count()).where(active)) or 0
                 if n >= total:
                     raise QueueFullError(f"the service has {n} jobs queued or running; retry later")
             if per_tenant is not None:
-                mine = sa.select(sa.func.count()).where(active, _JobRow.tenant == tenant)
+                mine = sa.select(sa.func.count()).where(active, JobRow.tenant == tenant)
                 n = s.scalar(mine) or 0
                 if n >= per_tenant:
                     raise QueueFullError(
@@ -226,76 +152,22 @@ class JobStore:
     def get(self, job_id: str, *, tenant: str | None = None) -> Job | None:
         """The job, or ``None`` when it does not exist or belongs to another tenant."""
         with self._session() as s:
-            row = s.get(_JobRow, job_id)
+            row = s.get(JobRow, job_id)
             if row is None or (tenant is not None and row.tenant != tenant):
                 return None
-            return Job._of(row)
+            return Job.of(row)
 
     def list_jobs(self, tenant: str, *, limit: int = 50, offset: int = 0) -> list[Job]:
         """The tenant's jobs, newest first."""
         with self._session() as s:
             rows = s.scalars(
-                sa.select(_JobRow)
-                .where(_JobRow.tenant == tenant)
-                .order_by(_JobRow.created_at.desc(), _JobRow.id)
+                sa.select(JobRow)
+                .where(JobRow.tenant == tenant)
+                .order_by(JobRow.created_at.desc(), JobRow.id)
                 .limit(limit)
                 .offset(offset)
             ).all()
-            return [Job._of(r) for r in rows]
-
-    def claim(self) -> Job | None:
-        """Move the oldest queued job to running and return it (``None`` when none is queued)."""
-        while True:
-            with self._session() as s:
-                job_id = s.scalars(
-                    sa.select(_JobRow.id)
-                    .where(_JobRow.state == JobState.QUEUED.value)
-                    .order_by(_JobRow.created_at, _JobRow.id)
-                    .limit(1)
-                ).first()
-            if job_id is None:
-                return None
-            now = time.time()
-            if self._move(
-                job_id,
-                (JobState.QUEUED,),
-                state=JobState.RUNNING.value,
-                started_at=now,
-                attempts=_JobRow.attempts + 1,
-            ):
-                return self.get(job_id)
-
-    def _move(self, job_id: str, allowed: tuple[JobState, ...], **values: Any) -> bool:
-        """Update ``job_id`` only while its state is one of ``allowed``; True when it was."""
-        with self._tx() as s:
-            res = s.execute(
-                sa.update(_JobRow)
-                .where(_JobRow.id == job_id, _JobRow.state.in_([a.value for a in allowed]))
-                .values(**values)
-            )
-            return bool(getattr(res, "rowcount", 0) == 1)
-
-    def progress(self, job_id: str, *, done: int, total: int) -> bool:
-        """Record units done of total for a running job."""
-        return self._move(job_id, (JobState.RUNNING,), units_done=done, units_total=total)
-
-    def succeed(self, job_id: str, *, detections: int) -> bool:
-        return self._move(
-            job_id,
-            (JobState.RUNNING,),
-            state=JobState.SUCCEEDED.value,
-            detections=detections,
-            finished_at=time.time(),
-        )
-
-    def fail(self, job_id: str, *, error: str) -> bool:
-        return self._move(
-            job_id,
-            (JobState.RUNNING, JobState.QUEUED),
-            state=JobState.FAILED.value,
-            error=error,
-            finished_at=time.time(),
-        )
+            return [Job.of(r) for r in rows]
 
     def cancel(self, job_id: str, *, tenant: str) -> Job | None:
         """Cancel a queued job at once; ask a running one to stop (its runner confirms).
@@ -304,38 +176,71 @@ class JobStore:
         """
         if self.get(job_id, tenant=tenant) is None:
             return None
-        now = time.time()
-        if not self._move(
-            job_id, (JobState.QUEUED,), state=JobState.CANCELLED.value, finished_at=now
-        ):
-            self._move(job_id, (JobState.RUNNING,), cancel_requested=True)
+        queued = JobRow.state == JobState.QUEUED.value
+        done = {"state": JobState.CANCELLED.value, "finished_at": self.clock()}
+        if not self._update(job_id, queued, **done):
+            self._update(job_id, JobRow.state == JobState.RUNNING.value, cancel_requested=True)
         return self.get(job_id)
 
     def dismiss(self, job_id: str, *, tenant: str) -> Job | None:
         """OGC API dismiss: :meth:`cancel` a queued or running job, and mark a finished one
-        cancelled too (the caller removes its results). ``None``: the tenant has no such job."""
+        cancelled, its bytes no longer counted (the caller removes its files; retention removes
+        the record). ``None``: the tenant has no such job."""
         if self.cancel(job_id, tenant=tenant) is None:
             return None
-        self._move(job_id, (JobState.SUCCEEDED, JobState.FAILED), state=JobState.CANCELLED.value)
+        finished = JobRow.state.in_(FINISHED)
+        self._update(
+            job_id, finished, state=JobState.CANCELLED.value, scene_bytes=0, output_bytes=0
+        )
         return self.get(job_id)
 
-    def cancelled(self, job_id: str) -> bool:
-        """The runner confirms a requested cancel: running → cancelled."""
-        return self._move(
-            job_id, (JobState.RUNNING,), state=JobState.CANCELLED.value, finished_at=time.time()
-        )
+    def usage(self, tenant: str) -> int:
+        """Bytes the tenant's jobs keep in the data dir: uploads and finished outputs."""
+        with self._session() as s:
+            total = sa.func.coalesce(sa.func.sum(JobRow.scene_bytes + JobRow.output_bytes), 0)
+            return int(s.scalar(sa.select(total).where(JobRow.tenant == tenant)) or 0)
 
-    def recover(self) -> int:
-        """After a restart: running jobs go back to the queue (their journal resumes them)."""
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Jobs by ``(state, tenant)``."""
+        with self._session() as s:
+            rows = s.execute(
+                sa.select(JobRow.state, JobRow.tenant, sa.func.count()).group_by(
+                    JobRow.state, JobRow.tenant
+                )
+            ).all()
+            return {(state, tenant): int(n) for state, tenant, n in rows}
+
+    def finished_before(self, cutoff: float, *, limit: int = 500) -> list[Job]:
+        """Jobs that finished before ``cutoff``, oldest first (what retention removes)."""
+        with self._session() as s:
+            rows = s.scalars(
+                sa.select(JobRow)
+                .where(JobRow.state.in_(FINISHED), JobRow.finished_at < cutoff)
+                .order_by(JobRow.finished_at, JobRow.id)
+                .limit(limit)
+            ).all()
+            return [Job.of(r) for r in rows]
+
+    def delete(
+        self, job_id: str, *, tenant: str | None = None, before: float | None = None
+    ) -> bool:
+        """Remove a finished job's record (of ``tenant``, finished before ``before``, when
+        given); True when this call removed it. Its files are the caller's."""
+        where = [JobRow.id == job_id, JobRow.state.in_(FINISHED)]
+        if tenant is not None:
+            where.append(JobRow.tenant == tenant)
+        if before is not None:
+            where.append(JobRow.finished_at < before)
         with self._tx() as s:
-            res = s.execute(
-                sa.update(_JobRow)
-                .where(_JobRow.state == JobState.RUNNING.value, ~_JobRow.cancel_requested)
-                .values(state=JobState.QUEUED.value)
-            )
-            s.execute(
-                sa.update(_JobRow)
-                .where(_JobRow.state == JobState.RUNNING.value, _JobRow.cancel_requested)
-                .values(state=JobState.CANCELLED.value, finished_at=time.time())
-            )
-            return int(getattr(res, "rowcount", 0))
+            res = s.execute(sa.delete(JobRow).where(*where))
+            return bool(getattr(res, "rowcount", 0) == 1)
+
+    def refers_to(self, path_prefix: str) -> bool:
+        """Whether a job's scene lies under ``path_prefix`` (an upload still in use)."""
+        with self._session() as s:
+            hit = s.scalars(
+                sa.select(JobRow.id)
+                .where(JobRow.scene_path.startswith(path_prefix, autoescape=True))
+                .limit(1)
+            ).first()
+            return hit is not None

@@ -1,6 +1,10 @@
 """Scenes arriving at the service: uploads copied to disk within limits, URIs under allowed
-roots, and the scene's header opened before a job is accepted (a bad scene is a 4xx now
-rather than a failed job later)."""
+roots, and the scene's header opened and its block table checked before a job is accepted (a
+bad scene is a 4xx now rather than a failed job later).
+
+Disk full while an upload arrives (``ENOSPC``, or a filesystem quota's ``EDQUOT``) is ``507``,
+and the partial file is removed: nothing half-written stays behind.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +22,9 @@ from starlette.datastructures import UploadFile
 
 from geo_hires.aoi import AoiWarning, load_aoi
 from geo_hires.errors import ConfigError, SceneReadError, SceneTooLargeError, UnsupportedBandsError
+from geo_hires.scene.integrity import check_blocks
 from geo_hires.scene.stac import open_input
-from geo_hires_service.problems import first_error
+from geo_hires_service.problems import DiskFull, disk_full, first_error
 from geo_hires_service.schemas import JobOptions, ServiceConfig, UriSubmission, job_detect_options
 from geo_hires_service.security import Rejected, is_tiff, resolve_scene_uri
 
@@ -51,17 +56,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-async def save_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
-    """Copy an upload into ``folder`` with a byte limit; fsynced (file and folder) on return."""
-    folder.mkdir(parents=True)
+async def save_upload(upload: UploadFile, folder: Path, limit: int, *, quota: str = "") -> Path:
+    """Copy an upload into ``folder`` with a byte limit; fsynced (file and folder) on return.
+
+    ``quota``: what the limit is when it is the tenant's remaining storage, not the upload
+    limit (named in the ``413``).
+    """
     try:
-        return await _copy(upload, folder / safe_name(upload.filename), limit)
+        folder.mkdir(parents=True)
+        return await _copy(upload, folder / safe_name(upload.filename), limit, quota)
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        if disk_full(exc):
+            raise DiskFull() from exc
+        raise
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)  # a refused upload leaves nothing behind
         raise
 
 
-async def _copy(upload: UploadFile, path: Path, limit: int) -> Path:
+async def _copy(upload: UploadFile, path: Path, limit: int, quota: str) -> Path:
     size = 0
     with path.open("wb") as fh:
         while chunk := await upload.read(1 << 20):
@@ -69,7 +83,9 @@ async def _copy(upload: UploadFile, path: Path, limit: int) -> Path:
                 raise Rejected("only GeoTIFF scenes are accepted", status=415)
             size += len(chunk)
             if size > limit:
-                raise Rejected(f"the upload exceeds the limit of {limit:,} bytes", status=413)
+                raise Rejected(
+                    quota or f"the upload exceeds the limit of {limit:,} bytes", status=413
+                )
             fh.write(chunk)
         fh.flush()
         os.fsync(fh.fileno())
@@ -80,11 +96,13 @@ async def _copy(upload: UploadFile, path: Path, limit: int) -> Path:
 
 
 def check_header(path: Path, config: ServiceConfig, options: BaseModel) -> None:
-    """Open the scene's header now (with the job's bands), so a bad scene or band choice is
-    refused before ``202``."""
+    """Open the scene's header now (with the job's bands) and check that every tile or strip
+    lies inside the file, so a bad, truncated or corrupt scene or band choice is refused
+    before ``202``."""
     opts = job_detect_options(options.model_dump())
     try:
         scene, _ = open_input(path, opts.read_config(config.read_config))
+        check_blocks(scene.path, driver="GTiff")
         if opts.aoi is not None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", AoiWarning)  # a miss is an empty result
@@ -103,23 +121,37 @@ def _parse_options(text: str | None) -> BaseModel:
         raise Rejected(f"options: {first_error(exc.errors(), 'options')}", status=422) from exc
 
 
-async def from_upload(request: Request, config: ServiceConfig) -> Submission:
-    """A multipart upload (``scene`` and ``options`` fields) saved under the data dir."""
+async def from_upload(request: Request, config: ServiceConfig, *, room: int | None) -> Submission:
+    """A multipart upload (``scene`` and ``options`` fields) saved under the data dir.
+
+    ``room``: bytes the tenant may still store (``None``: no quota); an upload beyond it is
+    ``413`` like one beyond the upload limit, saying which.
+    """
     length = request.headers.get("content-length")
     if length is None:
         raise Rejected("uploads need a Content-Length header", status=411)
-    if not length.isdigit() or int(length) > config.max_upload_bytes + 1024 * 1024:
-        raise Rejected(
-            f"the upload exceeds the limit of {config.max_upload_bytes:,} bytes", status=413
+    limit, quota = config.max_upload_bytes, ""
+    if room is not None and room < limit:
+        limit = room
+        quota = (
+            f"the upload would exceed your storage quota of {config.tenant_quota_bytes:,} "
+            f"bytes ({room:,} left); delete finished jobs (DELETE /v1/jobs/ID) and send it again"
         )
-    async with request.form(max_files=1, max_fields=4) as form:
-        scene = form.get("scene")
-        if not isinstance(scene, UploadFile):
-            raise Rejected("multipart field 'scene' (the GeoTIFF file) is missing")
-        opts = form.get("options")
-        options = _parse_options(opts if isinstance(opts, str) else None)
-        folder = config.data_dir / "uploads" / uuid.uuid4().hex
-        path = await save_upload(scene, folder, config.max_upload_bytes)
+    if not length.isdigit() or int(length) > limit + 1024 * 1024:
+        raise Rejected(quota or f"the upload exceeds the limit of {limit:,} bytes", status=413)
+    try:
+        async with request.form(max_files=1, max_fields=4) as form:
+            scene = form.get("scene")
+            if not isinstance(scene, UploadFile):
+                raise Rejected("multipart field 'scene' (the GeoTIFF file) is missing")
+            opts = form.get("options")
+            options = _parse_options(opts if isinstance(opts, str) else None)
+            folder = config.data_dir.resolve() / "uploads" / uuid.uuid4().hex
+            path = await save_upload(scene, folder, limit, quota=quota)
+    except OSError as exc:  # the parser's spool file (TMPDIR) is full
+        if disk_full(exc):
+            raise DiskFull() from exc
+        raise
     return path, path.name, options
 
 

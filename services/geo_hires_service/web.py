@@ -3,15 +3,24 @@
 Versioned under ``/v1``, with OGC API – Processes and Features at the root (the same jobs,
 tenants and limits: :mod:`.ogc`); every error is a problem (:mod:`.problems`). Routes read the
 config and the store from ``app.state``, so the Serve ingress can build the app where the
-application is defined and attach them in its replica (an engine does not travel between processes).
+application is defined and attach them in its replica (an engine does not travel between
+processes).
+
+Every request has an id: the client's ``X-Request-ID`` if it sends a usable one, else a new
+one; it is answered in ``X-Request-ID`` and logged with what the request did. Under Ray Serve
+the proxy does exactly this (and its log lines carry the id); elsewhere (uvicorn)
+:class:`RequestIds` does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import re
+import uuid
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from geo_hires_service.ogc import add_ogc_handlers
 from geo_hires_service.problems import add_problem_handlers
@@ -20,11 +29,65 @@ from geo_hires_service.schemas import ServiceConfig
 from geo_hires_service.store import JobStore
 from geo_hires_service.viewer import STATIC
 
-__all__ = ["create_app"]
+__all__ = ["Private", "RequestIds", "create_app"]
+
+_USABLE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def create_app(config: ServiceConfig | None = None, store: JobStore | None = None) -> FastAPI:
-    """The FastAPI application (the Serve ingress wraps it; tests run it under uvicorn too)."""
+class RequestIds:
+    """ASGI middleware: honour a usable ``X-Request-ID``, else make one; answer it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = MutableHeaders(scope=scope)
+        rid = headers.get("x-request-id", "")
+        if not _USABLE_ID.match(rid):
+            rid = uuid.uuid4().hex
+            headers["x-request-id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["X-Request-ID"] = rid
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class Private:
+    """ASGI middleware: answers depend on the caller's token, so no client or proxy may store
+    and replay them to another caller (QGIS's network cache served one tenant's features to
+    the next connection with another token until ``no-store`` said not to)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/v1/static"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_private(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["Cache-Control"] = "no-store"
+                headers["Vary"] = "Authorization"
+            await send(message)
+
+        await self.app(scope, receive, send_private)
+
+
+def create_app(
+    config: ServiceConfig | None = None, store: JobStore | None = None, *, request_ids: bool = True
+) -> FastAPI:
+    """The FastAPI application (the Serve ingress wraps it; tests run it under uvicorn too).
+
+    ``request_ids``: answer ``X-Request-ID`` here (off under Serve, whose proxy does it).
+    """
     app = FastAPI(
         title="geo_hires",
         version="1",
@@ -34,25 +97,13 @@ def create_app(config: ServiceConfig | None = None, store: JobStore | None = Non
     add_problem_handlers(app)
     add_ogc_handlers(app)
     app.mount("/v1/static", StaticFiles(directory=STATIC), name="static")
-    app.middleware("http")(_private)
     app.include_router(models.router)
     app.include_router(jobs.router)
     app.include_router(maps.router)
     app.include_router(stac.router)
     app.include_router(processes.router)  # OGC API - Processes, beside /v1
     app.include_router(features.router)  # OGC API - Features over the results
+    app.add_middleware(Private)
+    if request_ids:
+        app.add_middleware(RequestIds)
     return app
-
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-async def _private(request: Request, call_next: Handler) -> Response:
-    """Answers depend on the caller's token, so no client or proxy may store and replay them
-    to another caller: QGIS's network cache served one tenant's features to the next
-    connection with another token until this header said not to."""
-    response = await call_next(request)
-    if not request.url.path.startswith("/v1/static"):
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["Vary"] = "Authorization"
-    return response

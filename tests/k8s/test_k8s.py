@@ -204,7 +204,7 @@ def test_generated_serve_configs_are_current():
     assert res.returncode == 0, res.stderr
 
 
-def test_serve_config_v2_is_the_services_config_and_builds(rendered):
+def test_serve_config_v2_is_the_services_config_and_builds(rendered, monkeypatch):
     from ray.serve import Application
     from ray.serve.schema import ServeDeploySchema
 
@@ -215,14 +215,17 @@ def test_serve_config_v2_is_the_services_config_and_builds(rendered):
     source = yaml.safe_load(
         (ROOT / "services" / "geo_hires_service" / "serve_config.yaml").read_text()
     )
-    overrides = {"cpu": {}, "gpu": {"actor_gpus": 0.25}}[overlay]
+    gen = _generator()
+    overrides = {**gen.CLUSTER_ARGS, **{"cpu": {}, "gpu": {"actor_gpus": 0.25}}[overlay]}
+    assert overrides["runner_replicas"] >= 2  # the RayService scales its runners
     expected = copy.deepcopy(source["applications"])
     for app in expected:
         app["args"].update(overrides)
     assert doc["applications"] == expected  # the same application, args and all
     assert doc["http_options"] == {"host": "0.0.0.0", "port": 8000}
-    gen = _generator()
     assert gen.serve_config(overrides) == doc
+    # the pods' store is PostgreSQL (the mounted Secret); several runners need one
+    monkeypatch.setenv("GEO_HIRES_DB", "postgresql://geo@db.example/jobs")
     for app in schema.applications:
         module, _, name = app.import_path.partition(":")
         build = getattr(__import__(module, fromlist=[name]), name)

@@ -68,19 +68,29 @@ def running_service(
 
 @contextlib.contextmanager
 def serve_process(
-    data_dir: Path, roots: tuple[Path, ...], *extra: str, port: int | None = None
+    data_dir: Path,
+    roots: tuple[Path, ...],
+    *extra: str,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    local: bool = True,
+    tokens: tuple[str, ...] = TOKENS,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``geo-hires serve`` as a real process (its own session: a crash test kills the group)."""
+    """``geo-hires serve`` as a real process (its own session: a crash test kills the group).
+
+    ``local=False``: it joins the cluster its ``extra`` args name (``--address``).
+    """
     import requests
 
-    (data_dir / "tokens").write_text("\n".join(TOKENS) + "\n")
+    (data_dir / "tokens").write_text("\n".join(tokens) + "\n")
     port = port or free_port()
     cmd = [sys.executable, "-m", "geo_hires.cli", "serve", "--data-dir", str(data_dir)]
-    cmd += ["--token-file", str(data_dir / "tokens"), "--port", str(port), "--num-cpus", "2"]
+    cmd += ["--token-file", str(data_dir / "tokens"), "--port", str(port)]
+    cmd += ["--num-cpus", "2"] if local else []
     for r in roots:
         cmd += ["--allow-root", str(r)]
     log = (data_dir / "serve.log").open("ab")
-    proc = subprocess.Popen([*cmd, *extra], stdout=log, stderr=log, start_new_session=True)
+    proc = subprocess.Popen([*cmd, *extra], stdout=log, stderr=log, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     try:

@@ -170,3 +170,34 @@ def test_sigterm_stops_serve_and_its_ray_cleanly(tmp_path, root):
     ) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not alive, f"left running: {alive}"
+
+
+def test_sigterm_drains_the_runner_and_the_job_resumes_on_restart(tmp_path, root):
+    """Serve's graceful shutdown: the runner stops claiming, its running job stops at the next
+    unit and goes back to the queue; the next start resumes it from the journal."""
+    from geo_hires_service.store import JobState, JobStore
+
+    data = tmp_path / "data"
+    data.mkdir()
+    body = {"uri": str(root / "big.tif"), "options": {"block": 128, "score_threshold": 0.05}}
+    with serve_process(data, (root,)) as (proc, url):
+        job = requests.post(f"{url}/v1/jobs", json=body, headers=ALICE).json()
+        mid = _wait(url, job["id"], until=lambda j: j["progress"]["units_done"] >= 3)
+        queued = requests.post(f"{url}/v1/jobs", json=body, headers=ALICE).json()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(150) == 0
+    store = JobStore(f"sqlite:///{data / 'jobs.db'}")
+    drained = store.get(job["id"])
+    assert drained.state is JobState.QUEUED and drained.attempts == 1, drained
+    assert drained.lease_owner is None
+    assert mid["progress"]["units_done"] <= drained.units_done < drained.units_total
+    assert store.get(queued["id"]).state is JobState.QUEUED  # never claimed while draining
+    assert store.get(queued["id"]).attempts == 0
+    store.close()
+    expected = _cli(root / "big.tif", tmp_path, "--block", "128", "--score-threshold", "0.05")
+    with serve_process(data, (root,)) as (_proc, url):
+        done = _wait(url, job["id"])
+        assert done["state"] == "succeeded" and done["attempts"] == 2
+        assert done["progress"]["units_done"] == done["progress"]["units_total"]
+        res = requests.get(f"{url}/v1/jobs/{job['id']}/result", headers=ALICE, timeout=60)
+        assert res.content == expected

@@ -75,22 +75,25 @@ def test_lifecycle_and_cancel(url):
     assert store.cancel(c.id, tenant="bob") is None  # not bob's
     gone = store.cancel(c.id, tenant="alice")
     assert gone.state is JobState.CANCELLED and gone.finished_at is not None  # queued: at once
-    first = store.claim()
+    first = store.claim("r1", lease_s=60)
     assert first.id == a.id and first.state is JobState.RUNNING and first.attempts == 1
-    assert store.progress(a.id, done=3, total=7) and store.get(a.id).units_done == 3
-    assert store.succeed(a.id, detections=12)
-    assert not store.succeed(a.id, detections=99)  # finished jobs do not change
+    assert first.lease_owner == "r1" and first.lease_expires > first.started_at
+    assert store.progress(a.id, "r1", done=3, total=7) and store.get(a.id).units_done == 3
+    assert store.succeed(a.id, "r1", detections=12, output_bytes=500)
+    assert not store.succeed(a.id, "r1", detections=99)  # finished jobs do not change
     done = store.get(a.id)
     assert (done.state, done.detections, done.units_total) == (JobState.SUCCEEDED, 12, 7)
-    second = store.claim()
-    assert second.id == b.id and store.claim() is None  # c was cancelled
+    assert done.lease_owner is None and store.usage("alice") == 500
+    second = store.claim("r1", lease_s=60)
+    assert second.id == b.id and store.claim("r1", lease_s=60) is None  # c was cancelled
     asked = store.cancel(b.id, tenant="alice")
     assert asked.state is JobState.RUNNING and asked.cancel_requested  # the runner stops it
-    assert store.cancelled(b.id) and store.get(b.id).state is JobState.CANCELLED
+    assert store.cancelled(b.id, "r1") and store.get(b.id).state is JobState.CANCELLED
     assert store.get(b.id).finished_at is not None
     d, _ = _submit(store)
-    store.claim()
-    assert store.fail(d.id, error="boom") and store.get(d.id).error == "boom"
+    store.claim("r1", lease_s=60)
+    assert not store.fail(d.id, "r2", error="not mine")  # only the lease's owner records
+    assert store.fail(d.id, "r1", error="boom") and store.get(d.id).error == "boom"
     assert store.get(d.id).finished_at is not None and done.finished_at is not None
     store.close()
 
@@ -102,10 +105,10 @@ def test_restart_finds_every_job_and_requeues_running_ones(url):
     c, _ = _submit(store)
     d, _ = _submit(store)
     for _ in range(3):
-        store.claim()  # a, b and c run; d waits
+        store.claim("r1", lease_s=3600)  # a, b and c run; d waits
     store.cancel(b.id, tenant="alice")  # running, cancel asked: cancelled after the restart
     store.cancel(c.id, tenant="alice")  # asked too late: it finished, and stays finished
-    store.succeed(c.id, detections=1)
+    store.succeed(c.id, "r1", detections=1)
     store.close()
     reborn = JobStore(url)
     assert reborn.recover() == 1
@@ -117,7 +120,7 @@ def test_restart_finds_every_job_and_requeues_running_ones(url):
         d.id: JobState.QUEUED,
     }
     assert reborn.get(b.id).finished_at is not None
-    again = reborn.claim()
+    again = reborn.claim("r2", lease_s=60)  # no lease to wait for: requeued by recover()
     assert again.id == a.id and again.attempts == 2
     reborn.close()
 
@@ -142,7 +145,7 @@ def test_concurrent_runners_never_claim_one_job_twice(url):
     lock = threading.Lock()
 
     def runner(store):
-        while (job := store.claim()) is not None:
+        while (job := store.claim(f"r{id(store)}", lease_s=60)) is not None:
             with lock:
                 claimed.append(job.id)
 
@@ -154,3 +157,117 @@ def test_concurrent_runners_never_claim_one_job_twice(url):
     assert sorted(claimed) == sorted(ids)  # each exactly once
     for s in stores:
         s.close()
+
+
+class Clock:
+    """A clock the test moves (seconds since the epoch)."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_expired_lease_moves_the_job_to_another_runner(url):
+    clock = Clock()
+    store = JobStore(url, clock=clock)
+    a, _ = _submit(store)
+    assert store.claim("A", lease_s=30).id == a.id
+    assert store.claim("B", lease_s=30) is None  # A holds it
+    clock.now += 20
+    assert store.renew(a.id, "A", lease_s=30)  # until +50
+    assert not store.renew(a.id, "B", lease_s=30)
+    clock.now += 29
+    assert store.claim("B", lease_s=30) is None  # renewed: still A's
+    clock.now += 2  # A's node died: no renewal since
+    taken = store.claim("B", lease_s=30)
+    assert taken.id == a.id and taken.lease_owner == "B" and taken.attempts == 2
+    assert taken.started_at == clock.now
+    # A, back from a stall, can no longer write anything about the job
+    assert not store.progress(a.id, "A", done=9, total=9)
+    assert not store.succeed(a.id, "A", detections=1)
+    assert not store.renew(a.id, "A", lease_s=30) and not store.release(a.id, "A")
+    assert store.progress(a.id, "B", done=2, total=9) and store.get(a.id).units_done == 2
+    assert store.succeed(a.id, "B", detections=5)
+    assert store.get(a.id).detections == 5
+    store.close()
+
+
+def test_expired_leases_of_cancelled_and_doomed_jobs_are_not_retried(url):
+    clock = Clock()
+    store = JobStore(url, clock=clock)
+    doomed, _ = _submit(store)
+    clock.now += 1
+    stopped, _ = _submit(store)
+    for attempt in range(1, store.max_attempts + 1):
+        assert store.claim(f"r{attempt}", lease_s=10).id == doomed.id
+        clock.now += 11  # its runner dies every time
+    assert store.claim("r9", lease_s=10).id == stopped.id
+    store.cancel(stopped.id, tenant="alice")
+    clock.now += 11  # died with a cancel asked
+    assert store.claim("r10", lease_s=10) is None
+    failed, cancelled = store.get(doomed.id), store.get(stopped.id)
+    assert failed.state is JobState.FAILED and "lost 3 times" in failed.error
+    assert failed.attempts == 3 and failed.lease_owner is None
+    assert cancelled.state is JobState.CANCELLED and cancelled.finished_at == clock.now
+    store.close()
+
+
+def test_a_released_job_is_queued_again_for_any_runner(url):
+    store = JobStore(url)
+    a, _ = _submit(store)
+    store.claim("A", lease_s=60)
+    assert store.progress(a.id, "A", done=4, total=10)
+    assert store.release(a.id, "A")
+    back = store.get(a.id)
+    assert back.state is JobState.QUEUED and back.lease_owner is None and back.units_done == 4
+    again = store.claim("B", lease_s=60)
+    assert again.id == a.id and again.attempts == 2
+    store.close()
+
+
+def test_retention_queries_and_usage(url):
+    clock = Clock()
+    store = JobStore(url, clock=clock)
+    old, _ = _submit(store, scene_bytes=1000)
+    store.claim("r", lease_s=60)
+    store.succeed(old.id, "r", detections=0, output_bytes=234)
+    clock.now += 100
+    new, _ = _submit(store, scene_bytes=10)
+    assert store.usage("alice") == 1244 and store.usage("bob") == 0
+    assert store.counts() == {("succeeded", "alice"): 1, ("queued", "alice"): 1}
+    assert [j.id for j in store.finished_before(clock.now - 50)] == [old.id]
+    assert store.finished_before(clock.now - 150) == []
+    assert not store.delete(new.id)  # not finished
+    assert not store.delete(old.id, tenant="bob")
+    assert not store.delete(old.id, before=clock.now - 150)  # not old enough
+    assert store.delete(old.id, before=clock.now - 50) and not store.delete(old.id)
+    assert store.get(old.id) is None and store.usage("alice") == 10
+    assert store.refers_to("/data/") and not store.refers_to("/data/alice.tif/")
+    store.close()
+
+
+def test_a_store_of_the_previous_release_gains_the_new_columns(tmp_path):
+    import sqlalchemy as sa
+
+    path = tmp_path / "old.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as c:  # the jobs table as the first release made it
+        c.execute(sa.text(
+            "CREATE TABLE jobs (id VARCHAR(32) PRIMARY KEY, tenant VARCHAR(64), "
+            "idempotency_key VARCHAR(200), state VARCHAR(16), scene_path TEXT, "
+            "scene_name VARCHAR(255), options TEXT, units_done INTEGER, units_total INTEGER, "
+            "detections INTEGER, error TEXT, cancel_requested BOOLEAN, attempts INTEGER, "
+            "created_at FLOAT, started_at FLOAT, finished_at FLOAT)"
+        ))  # fmt: skip
+        c.execute(sa.text(
+            "INSERT INTO jobs VALUES ('j1', 'alice', NULL, 'running', '/s.tif', 's.tif', '{}', "
+            "1, 4, NULL, NULL, 0, 1, 1.0, 2.0, NULL)"
+        ))  # fmt: skip
+    engine.dispose()
+    store = JobStore(f"sqlite:///{path}")
+    job = store.get("j1")
+    assert job.lease_owner is None and job.scene_bytes == 0 and store.usage("alice") == 0
+    assert store.recover() == 1 and store.claim("r", lease_s=5).id == "j1"
+    store.close()

@@ -1,4 +1,4 @@
-"""``/v1/jobs``: submit a scene, list, read, download the result, cancel."""
+"""``/v1/jobs``: submit a scene, list, read, download the result, cancel, remove."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from geo_hires_service.access import finished_job, own_job, state, tenant
+from geo_hires_service.access import finished_job, own_job, state, storage_room, tenant
+from geo_hires_service.observe import job_fields, log, metrics
 from geo_hires_service.ogc import job_counts
+from geo_hires_service.retention import remove_files
 from geo_hires_service.runner import JobFiles
 from geo_hires_service.schemas import job_json
 from geo_hires_service.security import Rejected
-from geo_hires_service.store import Job
+from geo_hires_service.store import FINISHED, Job
 from geo_hires_service.uploads import check_header, drop_upload, from_upload, from_uri, submit_body
 
 __all__ = ["router"]
@@ -36,11 +38,14 @@ async def submit(
         found = store.submit_lookup(who, idempotency_key)
         if found is not None:
             return _accepted(found)
+    room = storage_room(config, store, who)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
-        path, name, options = await from_upload(request, config)
+        path, name, options = await from_upload(request, config, room=room)
+        source, size = "upload", path.stat().st_size
     elif kind == "application/json":
         path, name, options = await from_uri(request, config)
+        source, size = "uri", 0
     else:
         raise Rejected("send multipart/form-data (field 'scene') or JSON {uri}", status=415)
     try:
@@ -53,12 +58,19 @@ async def submit(
             idempotency_key=idempotency_key,
             max_active=config.max_active,
             max_active_per_tenant=config.max_active_per_tenant,
+            scene_bytes=size,
+            request_id=request.headers.get("x-request-id"),
         )
     except BaseException:
         drop_upload(path, config)
         raise
     if not created:  # the same key raced in: the first request's job stands
         drop_upload(path, config)
+    else:
+        metrics().submitted.inc(tags={"tenant": who, "source": source})
+        if size:
+            metrics().upload_bytes.inc(size, tags={"tenant": who})
+        log.info("job accepted", extra=job_fields(job, source=source, bytes=size))
     return _accepted(job)
 
 
@@ -94,9 +106,23 @@ def result(
     return FileResponse(files.geojson, media_type="application/geo+json")
 
 
-@router.delete("/{job_id}", status_code=202)
-def cancel(request: Request, job_id: str) -> JSONResponse:
-    job = state(request)[1].cancel(job_id, tenant=tenant(request))
-    if job is None:
+@router.delete(
+    "/{job_id}",
+    status_code=202,
+    responses={204: {"description": "the finished job and its files are removed"}},
+    response_model=None,
+)
+def cancel_or_remove(request: Request, job_id: str) -> Response:
+    """A queued job is cancelled at once and a running one asked to stop (``202``); a
+    finished one is removed with its files (``204``)."""
+    config, store = state(request)
+    job = own_job(request, job_id)
+    if job.state.value in FINISHED:
+        if store.delete(job.id, tenant=job.tenant):
+            remove_files(job, config.data_dir)
+            log.info("job removed", extra=job_fields(job))
+        return Response(status_code=204)
+    now = store.cancel(job_id, tenant=job.tenant)
+    if now is None:
         raise HTTPException(404, f"no job {job_id}")
-    return JSONResponse(job_json(job), 202)
+    return JSONResponse(job_json(now), 202)

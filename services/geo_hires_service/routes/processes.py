@@ -10,7 +10,6 @@ to ``/v1/jobs`` is listed here too, and the tenant's token is required as on ``/
 
 from __future__ import annotations
 
-import shutil
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -19,7 +18,8 @@ from pydantic import ValidationError
 
 from geo_hires.detect.options import option_fields
 from geo_hires.models.card import shipped_models
-from geo_hires_service.access import state, tenant
+from geo_hires_service.access import state, storage_room, tenant
+from geo_hires_service.observe import job_fields, log, metrics
 from geo_hires_service.ogc import (
     CONFORMANCE,
     PROCESS_ID,
@@ -30,7 +30,7 @@ from geo_hires_service.ogc import (
     status_info,
 )
 from geo_hires_service.problems import first_error
-from geo_hires_service.runner import JobFiles
+from geo_hires_service.retention import remove_files
 from geo_hires_service.schemas import JobOptions
 from geo_hires_service.security import Rejected, resolve_scene_uri
 from geo_hires_service.store import Job, JobState
@@ -181,13 +181,17 @@ async def execute(
     who = tenant(request)
     _process_id(process_id)
     config, store = state(request)
+    storage_room(config, store, who)
     uri, options = await _parse(request)
     path = resolve_scene_uri(uri, config.allow_roots)
     check_header(path, config, options)
     job, _ = store.submit(
         tenant=who, scene_path=str(path), scene_name=path.name, options=options.model_dump(),
         max_active=config.max_active, max_active_per_tenant=config.max_active_per_tenant,
+        request_id=request.headers.get("x-request-id"),
     )  # fmt: skip
+    metrics().submitted.inc(tags={"tenant": who, "source": "ogc"})
+    log.info("job accepted", extra=job_fields(job, source="ogc", bytes=0))
     headers = {"Location": f"{base_url(request)}/jobs/{job.id}"}
     if prefer and "respond-async" in prefer:
         headers["Preference-Applied"] = "respond-async"
@@ -230,7 +234,7 @@ def dismiss(request: Request, job_id: str) -> dict[str, Any]:
     if found is None:
         raise OgcError(404, "no-such-job", f"no job {job_id}")
     if found.state is JobState.CANCELLED and found.finished_at is not None:
-        shutil.rmtree(JobFiles.of(config.data_dir, found).geojson.parent, ignore_errors=True)
+        remove_files(found, config.data_dir)
     return {**status_info(request, found), "status": "dismissed"}
 
 

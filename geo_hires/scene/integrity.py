@@ -1,0 +1,93 @@
+"""Whether a TIFF's pixel data lies inside its file, checked without reading a pixel.
+
+GDAL opens a TIFF from its header and image directories alone, so a file cut after its
+directories (an interrupted upload or copy) opens fine and fails only when a read reaches a
+missing tile, minutes into a run. Every tile or strip the directories point at must end at or
+before the file's last byte: GDAL tells where each one is through the ``BLOCK_OFFSET_x_y`` and
+``BLOCK_SIZE_x_y`` items of a band's ``TIFF`` metadata domain, one lookup per block (about 4 µs),
+for the full resolution and every internal overview.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import rasterio
+from rasterio.enums import Interleaving
+
+from geo_hires.errors import SceneReadError
+from geo_hires.scene.open import gdal_env
+
+__all__ = ["BlockEnd", "check_blocks"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BlockEnd:
+    """Where one block of a TIFF ends (the byte after its last), and which block it is."""
+
+    end: int
+    column: int
+    row: int
+    band: int
+    overview: int | None
+    tiled: bool
+
+    def describe(self) -> str:
+        kind = "tile" if self.tiled else "strip"
+        where = f"column {self.column}, row {self.row}" if self.tiled else f"{self.row}"
+        level = f" of overview {self.overview + 1}" if self.overview is not None else ""
+        return f"{kind} {where} of band {self.band}{level}"
+
+
+def _blocks(src: rasterio.DatasetReader, overview: int | None) -> Iterator[BlockEnd]:
+    """Every block of ``src`` (one dataset level) with the byte where it ends."""
+    bands = [1] if src.interleaving is Interleaving.pixel else list(src.indexes)
+    tiled = bool(src.profile.get("tiled"))
+    bh, bw = src.block_shapes[0]
+    for band in bands:
+        for row in range(-(-src.height // bh)):
+            for col in range(-(-src.width // bw)):
+                offset = src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=band)
+                size = src.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=band)
+                if offset is None or size is None:  # a sparse (never written) block
+                    continue
+                yield BlockEnd(
+                    end=int(offset) + int(size), column=col, row=row, band=band,
+                    overview=overview, tiled=tiled,
+                )  # fmt: skip
+
+
+def _levels(path: Path, driver: str) -> Iterator[tuple[rasterio.DatasetReader, int | None]]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path, driver=driver) as src:
+            count = len(src.overviews(1)) if src.count else 0
+            yield src, None
+        for level in range(count):
+            with rasterio.open(path, driver=driver, overview_level=level) as ovr:
+                yield ovr, level
+
+
+def check_blocks(path: str | os.PathLike[str], *, driver: str = "GTiff") -> None:
+    """Refuse a TIFF whose tiles or strips do not all lie inside the file.
+
+    Raises:
+        SceneReadError: A block ends past the end of the file (the file is truncated, or its
+            directories are corrupt), or the file cannot be opened as a TIFF.
+    """
+    size = os.path.getsize(path)
+    try:
+        with gdal_env():
+            for src, level in _levels(Path(path), driver):
+                past = next((b for b in _blocks(src, level) if b.end > size), None)
+                if past is not None:
+                    raise SceneReadError(
+                        f"{Path(path).name} is truncated or corrupt: its {past.describe()} ends "
+                        f"at byte {past.end:,} but the file has {size:,} bytes; send the whole file"
+                    )
+    except rasterio.errors.RasterioIOError as exc:
+        raise SceneReadError(f"{Path(path).name} cannot be opened as a TIFF: {exc}") from exc

@@ -1,0 +1,122 @@
+"""The job runner under leases, in this process (local executor): a runner whose lease is taken
+stops and records nothing, a draining runner requeues its job, and the next runner resumes
+it from the journal, each unit computed once, to the CLI's bytes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from geo_hires_service.runner import JobFiles, JobRunner
+from geo_hires_service.store import JobState, JobStore
+
+from geo_hires.cli import main
+from geo_hires.scene import Density, SynthSpec, write_synthetic
+from tests.service.test_store import Clock
+
+OPTIONS = {"block": 128, "score_threshold": 0.05}
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("scenes") / "field.tif"
+    write_synthetic(path, SynthSpec(width=1400, height=1100, seed=17, density=Density.DENSE))
+    return path
+
+
+@pytest.fixture(scope="module")
+def expected(scene, tmp_path_factory) -> bytes:
+    out = tmp_path_factory.mktemp("cli") / "field.geojson"
+    assert (
+        main(["detect", str(scene), "-o", str(out), "--block", "128", "--score-threshold", "0.05"])
+        == 0
+    )
+    return out.read_bytes()
+
+
+def _store_and_job(tmp_path: Path, scene: Path, clock=time.time) -> tuple[JobStore, str]:
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}", clock=clock)
+    job, _ = store.submit(
+        tenant="alice", scene_path=str(scene), scene_name=scene.name, options=OPTIONS
+    )
+    return store, job.id
+
+
+def _in_thread(fn) -> threading.Thread:
+    t = threading.Thread(target=fn, daemon=True)
+    t.start()
+    return t
+
+
+def _until(pred, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def _units(caplog, job_id: str) -> list[tuple[str, str]]:
+    """(runner, unit) of every "unit done" line logged for the job."""
+    return [
+        (r.runner, r.unit)
+        for r in caplog.records
+        if r.getMessage() == "unit done" and getattr(r, "job", None) == job_id
+    ]
+
+
+def test_a_runner_whose_lease_is_taken_stops_and_records_nothing(tmp_path, scene, expected, caplog):
+    caplog.set_level(logging.DEBUG, logger="ray.serve.geo_hires")
+    clock = Clock(time.time())
+    store, job_id = _store_and_job(tmp_path, scene, clock)
+    a = JobRunner(store=store, data_dir=tmp_path, owner="A", lease_s=3600)  # no renewal due
+    stalled = _in_thread(a.run_one)
+    _until(lambda: store.get(job_id).units_done >= 2)
+    clock.now += 3601  # to the store, A has been silent longer than its lease
+    taken = store.claim("B", lease_s=30)  # B takes the job over
+    assert taken.id == job_id and taken.attempts == 2
+    stalled.join(60)  # A finds out at its next unit and stops
+    assert not stalled.is_alive()
+    now = store.get(job_id)
+    assert now.state is JobState.RUNNING and now.lease_owner == "B"  # A wrote no outcome
+    assert not JobFiles.of(tmp_path, now).geojson.exists()
+    b = JobRunner(store=store, data_dir=tmp_path, owner="B", lease_s=30)
+    done = b.run(taken)
+    assert done.state is JobState.SUCCEEDED and done.attempts == 2
+    assert JobFiles.of(tmp_path, done).geojson.read_bytes() == expected
+    units = _units(caplog, job_id)
+    keys = [u for _, u in units]
+    assert len(keys) == done.units_total and len(set(keys)) == len(keys)  # each unit once
+    assert {r for r, _ in units} == {"A", "B"}
+    store.close()
+
+
+def test_a_draining_runner_requeues_its_job_and_the_next_one_resumes(
+    tmp_path, scene, expected, caplog
+):
+    caplog.set_level(logging.DEBUG, logger="ray.serve.geo_hires")
+    store, job_id = _store_and_job(tmp_path, scene)
+    a = JobRunner(store=store, data_dir=tmp_path, owner="A", lease_s=30)
+    stop = threading.Event()
+    serving = _in_thread(lambda: a.serve(stop, idle_s=0.05))
+    _until(lambda: store.get(job_id).units_done >= 2)
+    a.draining.set()  # what Serve's graceful shutdown does
+    _until(lambda: store.get(job_id).state is JobState.QUEUED, timeout=60)
+    assert a.run_one() is None  # a draining runner claims nothing
+    stop.set()
+    serving.join(30)
+    back = store.get(job_id)
+    assert back.lease_owner is None and back.attempts == 1
+    assert 2 <= back.units_done < back.units_total
+    b = JobRunner(store=store, data_dir=tmp_path, owner="B", lease_s=30)
+    done = b.run_one()
+    assert done.id == job_id and done.state is JobState.SUCCEEDED and done.attempts == 2
+    assert JobFiles.of(tmp_path, done).geojson.read_bytes() == expected
+    units = _units(caplog, job_id)
+    by_a = [u for r, u in units if r == "A"]
+    assert len(by_a) >= back.units_done  # what A journalled, B did not compute again
+    keys = [u for _, u in units]
+    assert sorted(keys) == sorted(set(keys)) and len(keys) == done.units_total
+    store.close()
