@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from geo_hires.detect.levels import coarsest
 from geo_hires.detect.options import DetectConfig
 from geo_hires.detections import PixelDetections
 from geo_hires.errors import ConfigError
@@ -44,7 +45,7 @@ from geo_hires.models.zoom_policy import (
     save_policy,
     small_evidence,
 )
-from geo_hires.scene import Scene
+from geo_hires.scene import Scene, open_scene
 from geo_hires.train.gsd import at_gsd, scaled_truth
 from geo_hires.train.zoom_replay import ImageReplay, record_images, window_gains
 
@@ -56,6 +57,7 @@ __all__ = [
     "split_px",
     "table",
     "train_zoom_policy",
+    "zoomable_gsds",
 ]
 
 Replays = Sequence[tuple[ImageReplay, Scene]]
@@ -220,6 +222,22 @@ def _items(
     return out
 
 
+def zoomable_gsds(
+    gsds: Sequence[float], card: ModelCard, sample: str, work: Path
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(kept, skipped)``: the GSDs at which the bundle scans a coarse and a fine level (at
+    the others its levels fold into one or the fine one is skipped, so no window can be
+    zoomed: nothing to learn or to score there). ``sample`` is one image, resampled to each."""
+    kept: list[float] = []
+    skipped: list[float] = []
+    for g in gsds:
+        copy = work / "probe" / f"{g:g}m.tif"
+        at_gsd(sample, g, copy, native=card.gsd_m)
+        zooms = coarsest(card, open_scene(str(copy)), DetectConfig()) is not None
+        (kept if zooms else skipped).append(g)
+    return tuple(kept), tuple(skipped)
+
+
 def _validation(val: Replays, card: ModelCard, policy: ZoomPolicy, cfg: ZoomTrainConfig,
                 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """The policy's greedy decisions (with its safety rule) on held-out images against all,
@@ -257,6 +275,24 @@ def _split(bundle: str, card: ModelCard) -> tuple[list[str], list[str]]:
     return list(train), list(val)
 
 
+def _zoomable(
+    bundle: str, cfg: ZoomTrainConfig, card: ModelCard, sample: str, work: Path,
+    log: Callable[[str], None],
+) -> tuple[ZoomTrainConfig, tuple[float, ...]]:  # fmt: skip
+    """``cfg`` with only the GSDs at which the bundle zooms, and those it leaves out (said)."""
+    gsds, skipped = zoomable_gsds(cfg.gsds, card, sample, work)
+    if skipped:
+        names = ", ".join(f"{g:g} m" for g in skipped)
+        log(f"skipping GSD {names}: the bundle scans one level there (its levels fold or the "
+            "fine one is skipped), so no window can be zoomed")  # fmt: skip
+    if cfg.gsds and not gsds:
+        raise ConfigError(
+            f"{bundle} scans one level at every GSD of --gsds; give GSDs at which it scans two "
+            f"(finer than the coarse level's, {card.gsd_m:g} m × its downsample)"
+        )
+    return dataclasses.replace(cfg, gsds=gsds), skipped
+
+
 def train_zoom_policy(
     bundle: str,
     images: str,
@@ -278,6 +314,7 @@ def train_zoom_policy(
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="geo-hires-zoom-") as tmp:
         work = Path(tmp)
+        cfg, skipped = _zoomable(bundle, cfg, card, str(Path(images) / train_names[0]), work, log)
         items = _items(train_names, images, labels, card, cfg.gsds, work)
         train = record_images(items, model, cfg.window)
         log(f"recorded {len(train)} training scenes in {time.perf_counter() - start:.0f} s")
@@ -293,7 +330,8 @@ def train_zoom_policy(
         validation = _validation(val, card, policy, cfg)
     record = {
         "data": labels, "train_scenes": len(train), "val_scenes": len(val),
-        "gsds": list(cfg.gsds), "windows": len(gains), "config": dataclasses.asdict(cfg),
+        "gsds": list(cfg.gsds), "skipped_gsds": list(skipped), "windows": len(gains),
+        "config": dataclasses.asdict(cfg),
         "safe_score": policy.spec.safe_score, "curve": curve, "validation": validation,
         "seconds": round(time.perf_counter() - start, 1), "date": time.strftime("%Y-%m-%d"),
     }  # fmt: skip

@@ -314,3 +314,16 @@ def test_a_safety_rule_on_the_shipped_policy_only_ever_adds_windows(crop):
     plain, guarded = detect_scene(scene, bare, cfg), detect_scene(scene, safe, cfg)
     chosen_plain, chosen_safe = set(plain.levels[0].cores), set(guarded.levels[0].cores)
     assert chosen_plain < chosen_safe  # more windows, and every one the policy chose
+
+
+def test_train_zoom_keeps_only_gsds_where_the_bundle_zooms(tiny, tmp_path):
+    """At 3 m the tiny bundle's 0.5 m level would need x6 upsampling (skipped), so one level
+    is scanned and nothing can be zoomed: that GSD is left out, and one alone is refused."""
+    from geo_hires.train.zoom import ZoomTrainConfig, train_zoom_policy, zoomable_gsds
+
+    root, card = tiny["root"], load_bundle(tiny["lsn"]).card
+    sample = str(root / "images" / card.extra["training"]["train_images"][0])
+    assert zoomable_gsds((0.5, 3.0, 0.6), card, sample, tmp_path) == ((0.5, 0.6), (3.0,))
+    with pytest.raises(ConfigError, match="scans one level at every GSD of --gsds"):
+        train_zoom_policy(str(tiny["lsn"]), str(root / "images"), str(root / "labels"),
+                          str(tmp_path / "z"), ZoomTrainConfig(window=128, gsds=(3.0,)))  # fmt: skip
