@@ -21,6 +21,7 @@ from geo_hires.detections import PixelDetections
 from geo_hires.errors import ConfigError
 from geo_hires.export.geojson import write_geojson
 from geo_hires.georef import to_map
+from geo_hires.scene import remote
 from geo_hires.scene.open import Scene
 
 if TYPE_CHECKING:
@@ -46,16 +47,19 @@ FORMATS = {
 
 
 def check_outputs(paths: Sequence[str | os.PathLike[str]]) -> None:
-    """Refuse unknown extensions and duplicates before any work is done."""
+    """Refuse unknown extensions, duplicates and URLs other than ``s3://`` before any work."""
     seen: set[str] = set()
     for p in paths:
-        suffix = Path(p).suffix.lower()
+        url = remote.Url.parse(p)
+        if url is not None and url.scheme != "s3":
+            raise ConfigError(f"output {url.public}: write to a local path or s3://BUCKET/KEY")
+        suffix = Path(url.key if url is not None else p).suffix.lower()
         if suffix not in FORMATS:
             raise ConfigError(
                 f"output {os.fspath(p)!r}: unknown format {suffix or '(no extension)'}; use "
                 + ", ".join(f"{ext} ({name})" for ext, name in FORMATS.items() if ext != ".json")
             )
-        key = os.path.abspath(p)
+        key = url.public if url is not None else os.path.abspath(p)
         if key in seen:
             raise ConfigError(f"output {os.fspath(p)!r} is given twice")
         seen.add(key)

@@ -1,8 +1,10 @@
 """Detect in one scene and write its outputs: what ``geo-hires detect`` and a service job run.
 
-Outputs are checked before any work (formats by extension, no duplicates); finished units are
-journalled beside the first output until every output is written, so a killed run continues
-with ``resume=True``; each file is written under a temporary name and renamed into place.
+Outputs are checked before any work (formats by extension, no duplicates, a bucket that exists);
+finished units are journalled beside the first output until every output is written, so a killed
+run continues with ``resume=True``; each file is written under a temporary name and renamed into
+place, and an ``s3://`` output is uploaded whole once every output is finished
+(:mod:`geo_hires.export.remote`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from geo_hires.export import (
     write_output,
     write_quicklook,
 )
+from geo_hires.export.remote import check_destination, staged
 from geo_hires.models.bundle import Bundle, load_bundle
 from geo_hires.pipeline.detect import DetectResult, detect_scene
 from geo_hires.scene import Scene
@@ -43,6 +46,7 @@ class Outputs:
     Attributes:
         files: Detection files, format by extension (GeoJSON, GeoPackage, GeoParquet,
             FlatGeobuf: :data:`geo_hires.export.FORMATS`); a GeoPackage also gets the coverage.
+            Any of these (and the quicklook, the coverage) may be an ``s3://`` object.
         quicklook: A PNG of the scene with the detections drawn.
         coverage: A file for the area each level scanned (:mod:`geo_hires.export.coverage`).
         timing: Add ``geo_hires.timing`` (the wall seconds and each stage's busy seconds) to
@@ -121,6 +125,13 @@ def _write(
         write_quicklook(out.quicklook, result.detections, scene, read_config=read_config)
 
 
+def _stand_ins(out: Outputs, local: list[PathLike | None]) -> Outputs:
+    """``out`` with the local files :func:`~geo_hires.export.remote.staged` gave for it."""
+    n = len(out.files)
+    files = tuple(p for p in local[:n] if p is not None)
+    return dataclasses.replace(out, files=files, coverage=local[n], quicklook=local[n + 1])
+
+
 def run_detect(
     scene_path: PathLike,
     outputs: Outputs | PathLike | Sequence[PathLike],
@@ -145,6 +156,7 @@ def run_detect(
     opts = options or DetectOptions()
     out = Outputs.of(outputs)
     check_outputs([*out.files, *([out.coverage] if out.coverage else [])])
+    check_destination([*out.files, out.coverage, out.quicklook])
     bundle = bundle or load_bundle(opts.model)
     cfg = config or opts.detect_config(bundle.card, device_type(executor))
     reading = opts.read_config(read_config)
@@ -159,6 +171,7 @@ def run_detect(
     extra = _provenance(result, scene, cfg, export, area, stac)
     if out.timing:
         extra["timing"] = result.timing()
-    _write(out, result, scene, area, export, extra, reading)
+    with staged([*out.files, out.coverage, out.quicklook]) as local:
+        _write(_stand_ins(out, local), result, scene, area, export, extra, reading)
     journal.remove()
     return result

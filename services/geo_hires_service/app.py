@@ -28,7 +28,7 @@ from ray.serve import Application
 from geo_hires.errors import ConfigError
 from geo_hires_service.runner import JobRunner
 from geo_hires_service.schemas import ServiceConfig, scene_read_config
-from geo_hires_service.security import load_tokens
+from geo_hires_service.security import load_tokens, parse_root
 from geo_hires_service.store import JobStore
 from geo_hires_service.web import create_app
 
@@ -80,7 +80,7 @@ class ServeArgs(BaseModel):
         return ServiceConfig(
             data_dir=Path(self.data_dir),
             tokens=load_tokens(self.token_file),
-            allow_roots=tuple(Path(r) for r in self.allow_roots),
+            allow_roots=tuple(parse_root(r) for r in self.allow_roots),
             max_upload_bytes=self.max_upload_bytes,
             max_scene_pixels=self.max_scene_pixels,
             max_active=self.max_active,

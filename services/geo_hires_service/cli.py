@@ -40,8 +40,9 @@ def add_commands(sub: Any) -> None:
         "--allow-root",
         action="append",
         default=[],
-        metavar="DIR",
-        help="a folder whose GeoTIFFs may be submitted by path (repeatable)",
+        metavar="DIR|s3://BUCKET/PREFIX/",
+        help="a folder whose GeoTIFFs may be submitted by path, or a bucket prefix whose "
+        "objects may be submitted by s3:// URI (repeatable)",
     )
     p.add_argument("--runner-slots", type=int, default=1, help="jobs run at once (default 1)")
     p.add_argument("--actors", type=int, default=1, help="scanner actors per job (default 1)")
@@ -75,7 +76,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 
     from geo_hires.detect.ray_local import ensure_ray
     from geo_hires_service.app import ServeArgs, build
-    from geo_hires_service.security import load_tokens
+    from geo_hires_service.security import load_tokens, parse_root
 
     load_tokens(args.token_file)  # no token, no service: refuse before starting anything
     data = Path(args.data_dir).resolve()
@@ -83,7 +84,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         data_dir=str(data),
         db=args.db,
         token_file=str(Path(args.token_file).resolve()) if args.token_file else None,
-        allow_roots=[str(Path(r).resolve()) for r in args.allow_root],
+        allow_roots=[str(parse_root(r)) for r in args.allow_root],
         max_upload_bytes=args.max_upload_mb * 1024 * 1024,
         runner_slots=args.runner_slots,
         actors=args.actors,
