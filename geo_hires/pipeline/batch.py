@@ -162,6 +162,7 @@ def run_batch(
             scene=remote.public(scene),
             output=f"{name}.geojson",
             detections=len(result.detections),
+            units_resumed=result.resumed_units,
             seconds=round(time.perf_counter() - start, 2),
             timing=result.timing(),
             **_where(executor),
