@@ -50,8 +50,9 @@ def test_detect_reads_a_cog_from_a_bucket_and_writes_the_local_bytes_there(s3, c
     assert main(["detect", str(cog), "-o", str(ref / "apron.geojson"), "-o",
                  str(ref / "apron.fgb"), "--coverage", str(ref / "cov.geojson")]) == 0  # fmt: skip
     out = f"s3://{s3.bucket}/out"
-    assert main(["detect", url, "-o", f"{out}/apron.geojson", "-o", f"{out}/apron.fgb",
-                 "--coverage", f"{out}/cov.geojson", "--quicklook", f"{out}/apron.png"]) == 0  # fmt: skip
+    outputs = ["-o", f"{out}/apron.geojson", "-o", f"{out}/apron.fgb"]
+    extra = ["--coverage", f"{out}/cov.geojson", "--quicklook", f"{out}/apron.png"]
+    assert main(["detect", url, *outputs, *extra]) == 0
     for name in ("apron.geojson", "apron.fgb", "cov.geojson"):
         assert _get(s3, f"out/{name}") == (ref / name).read_bytes(), name
     assert len(json.loads((ref / "apron.geojson").read_text())["features"]) > 0
