@@ -22,7 +22,7 @@ $(CHECKOV):
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,service,yolo]'
+	$(BIN)/pip install -q -e '.[dev,service,yolo,s3]'
 	touch $@
 
 demo: venv

@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from geo_hires.config import config_id
 from geo_hires.detect.options import DetectConfig
-from geo_hires.errors import ForeignJournalWarning
+from geo_hires.errors import ConfigError, ForeignJournalWarning
 from geo_hires.scene import Scene, remote
 
 if TYPE_CHECKING:
@@ -224,6 +224,16 @@ def _scene_identity(scene: Scene) -> dict[str, Any]:
     return {"scene": os.path.abspath(scene.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def _mirror_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ConfigError(f"GEO_HIRES_JOURNAL_MIRROR_S={text!r}: give seconds (0 or more)")
+    return value
+
+
 def journal_for(
     output: str | os.PathLike[str],
     scene: Scene,
@@ -245,7 +255,7 @@ def journal_for(
         return Journal(f"{target}.journal", identity)
     name = remote.public(target)
     local = remote.work_dir() / "journals" / hashlib.sha256(name.encode()).hexdigest()[:24]
-    every = float(os.environ.get("GEO_HIRES_JOURNAL_MIRROR_S", "30"))
+    every = _mirror_interval(os.environ.get("GEO_HIRES_JOURNAL_MIRROR_S", "30"))
     return MirroredJournal(
         local / f"{Path(name).name}.journal", identity, remote_url=f"{name}.journal", every_s=every
     )
