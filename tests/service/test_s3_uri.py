@@ -9,10 +9,10 @@ import time
 
 import pytest
 import requests
+from geo_hires_service.security import Rejected, parse_root, resolve_scene_uri
 
 from geo_hires.cli import main
 from geo_hires.errors import ConfigError
-from geo_hires_service.security import Rejected, parse_root, resolve_scene_uri
 from tests.service.harness import TOKENS, running_service
 
 ALICE = {"Authorization": f"Bearer {TOKENS[0]}"}
