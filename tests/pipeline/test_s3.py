@@ -233,3 +233,21 @@ def test_no_credentials_for_a_bucket_batch_is_one_line(s3, six, monkeypatch, cap
     assert main(["batch", listing, "--out-dir", f"s3://{s3.bucket}/out/"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no AWS credentials" in err[0]
+
+
+@pytest.mark.ray
+def test_ray_actors_read_the_bucket_scene_to_the_same_bytes(s3, cog, tmp_path):
+    """The batch job's shape: the driver and the scanner actors each read the object themselves
+    (the actors with the AWS settings of their own environment, as pods have them)."""
+    url = _put(s3, cog, "scenes/apron.tif")
+    ref = tmp_path / "ref.geojson"
+    assert main(["detect", str(cog), "-o", str(ref), "--block", "512"]) == 0
+    guard = tmp_path / "netguard.log"
+    cmd = [sys.executable, "-m", "geo_hires.cli", "detect", url, "-o",
+           f"s3://{s3.bucket}/out/apron.geojson", "--block", "512", "--executor", "ray",
+           "--actors", "1", "--cpus-per-actor", "1"]  # fmt: skip
+    res = subprocess.run(cmd, env=_env(s3, tmp_path / "work", guard), capture_output=True,
+                         text=True, timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert _get(s3, "out/apron.geojson") == ref.read_bytes()
+    assert not guard.exists(), guard.read_text() if guard.exists() else ""
