@@ -105,6 +105,16 @@ def test_info_on_a_bucket_scene_and_its_errors_are_one_line(s3, cog, capsys):
     assert len(err) == 1 and "no such object" in err[0] and "missing.tif" in err[0]
 
 
+def test_plan_on_a_bucket_scene_is_the_local_files_plan(s3, cog, tmp_path, capsys):
+    local = tmp_path / "apron.tif"
+    shutil.copy(cog, local)
+    url = _put(s3, local, "scenes/apron.tif")
+    assert main(["plan", str(local), "--block", "256"]) == 0
+    expected = capsys.readouterr().out
+    assert main(["plan", url, "--block", "256"]) == 0
+    assert capsys.readouterr().out == expected and "blocks" in expected
+
+
 def test_no_credentials_is_one_line(s3, cog, monkeypatch, capsys):
     url = _put(s3, cog, "scenes/apron.tif")
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
