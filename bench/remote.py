@@ -126,9 +126,8 @@ def main() -> None:
     if args.variant:
         _variant(args.variant, args.url, Path(args.out))
         return
-    from tests.s3server import s3_server
-
     from geo_hires.scene import open_scene
+    from tests.s3server import s3_server
 
     scene = open_scene(args.scene)
     mp, size = scene.pixels / 1e6, os.path.getsize(args.scene)
