@@ -249,7 +249,7 @@ def _denied(where: str, code: str, verb: str) -> StorageError:
 
 @contextlib.contextmanager
 def _errors(url: Url, verb: str = "read") -> Iterator[None]:
-    """boto3's and urllib's failures as one clear error each (see :mod:`geo_hires.errors`)."""
+    """boto3's failures as one clear error each (see :mod:`geo_hires.errors`)."""
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
