@@ -16,8 +16,8 @@ COPY geo_hires ./geo_hires
 COPY services ./services
 # ultralytics (a base dependency: the YOLO bundles and the cascade run it) pulls the GUI build of
 # OpenCV, which needs libGL, which a slim image lacks: the headless build of the same version
-# replaces it
-RUN /opt/geo-hires/bin/pip install ".[service]" \
+# replaces it. s3: scenes and results in object storage (k8s/overlays/s3)
+RUN /opt/geo-hires/bin/pip install ".[service,s3]" \
  && /opt/geo-hires/bin/pip uninstall -y opencv-python \
  && /opt/geo-hires/bin/pip install "opencv-python-headless==5.0.0.93" \
  && /opt/geo-hires/bin/python -m compileall -q /opt/geo-hires

@@ -22,7 +22,7 @@ $(CHECKOV):
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,service]'
+	$(BIN)/pip install -q -e '.[dev,service,s3]'
 	touch $@
 
 demo: venv

@@ -9,6 +9,7 @@ mkdir -p bench/results "$WORK"
 PY=.venv/bin/python
 $PY bench/block_vs_naive.py demo/airports.tif --core 1024 > bench/results/block_vs_naive.json
 $PY bench/overhead.py demo/airports.tif > bench/results/overhead.json
+$PY bench/remote.py demo/airports.tif --out bench/results/remote.json
 [ -f "$WORK/synth100.tif" ] || .venv/bin/geo-hires synth "$WORK/synth100.tif" --width 10000 --height 10000 --seed 7
 $PY bench/vs_sahi.py --val-from geo_hires/models/weights/aircraft_lsn/card.json \
   --images "$DATA/aircraft/train" --labels "$DATA/aircraft/annotations.csv" \

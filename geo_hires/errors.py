@@ -20,6 +20,8 @@ __all__ = [
     "SceneNotFoundError",
     "SceneReadError",
     "SceneTooLargeError",
+    "StorageError",
+    "StripLayoutWarning",
     "UnsupportedBandsError",
 ]
 
@@ -34,6 +36,11 @@ class SceneReadError(GeoHiresError, OSError):
 
 class SceneNotFoundError(SceneReadError, FileNotFoundError):
     """The scene path does not exist."""
+
+
+class StorageError(GeoHiresError, OSError):
+    """Object storage refused or could not be reached: no credentials, access denied, no such
+    bucket, an unreachable endpoint."""
 
 
 class SceneTooLargeError(GeoHiresError, ValueError):
@@ -67,6 +74,11 @@ class NoCRSWarning(UserWarning):
 
 class ForeignJournalWarning(UserWarning):
     """``--resume`` found a journal left by another scene, model or config; it is not reused."""
+
+
+class StripLayoutWarning(UserWarning):
+    """A remote scene is stored in strips, not tiles: every window read fetches whole strips, so
+    the whole file will be read (convert it to a COG for range reads)."""
 
 
 class LevelSkippedWarning(UserWarning):

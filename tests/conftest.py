@@ -150,6 +150,54 @@ def demo_crop(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
 
 
 @pytest.fixture(scope="session")
+def demo_cog(
+    demo_crop: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., Path]:
+    """``demo_cog(x, y, width, height)``: that crop of the demo scene as a Cloud-Optimized
+    GeoTIFF (GDAL's COG driver: 256 px tiles, internal overviews, DEFLATE)."""
+    from rasterio.shutil import copy
+
+    root = tmp_path_factory.mktemp("demo-cogs")
+
+    def cog(x: int, y: int, width: int, height: int) -> Path:
+        path = root / f"cog_{x}_{y}_{width}x{height}.tif"
+        if not path.exists():
+            copy(demo_crop(x, y, width, height), path, driver="COG", BLOCKSIZE=256,
+                 COMPRESS="DEFLATE")  # fmt: skip
+        return path
+
+    return cog
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real S3 server on 127.0.0.1 (moto's server mode in its own process, counting what it
+    serves: ``tests/s3server.py``), for the session."""
+    pytest.importorskip("moto", reason="moto[server] is not installed (the dev extra)")
+    from tests.s3server import s3_server as serve
+
+    with serve(tmp_path_factory.mktemp("s3") / "server.log") as server:
+        yield server
+
+
+@pytest.fixture
+def s3(s3_server: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """The S3 server with this test's own empty bucket (``s3.bucket``) and the standard AWS_*
+    settings of a client of it in the environment (credentials ``testing``); the work folder
+    (staged outputs, mirrored journals) in ``tmp_path``."""
+    import uuid
+
+    monkeypatch.setenv("GEO_HIRES_WORK_DIR", str(tmp_path / "work"))
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    s3_server.bucket = f"t-{uuid.uuid4().hex[:12]}"
+    s3_server.client().create_bucket(Bucket=s3_server.bucket)
+    return s3_server
+
+
+@pytest.fixture(scope="session")
 def _ray_session() -> Iterator[None]:
     yield
     import ray

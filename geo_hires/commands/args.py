@@ -33,7 +33,10 @@ __all__ = [
     "running_executor",
 ]
 
-SCENE_HELP = "raster file (GeoTIFF/COG, anything GDAL reads) or STAC item"
+SCENE_HELP = (
+    "raster file (GeoTIFF/COG, anything GDAL reads) or STAC item; or its s3:// or https:// URL "
+    "(credentials and endpoint from the standard AWS_* settings)"
+)
 
 
 def _items(text: str) -> tuple[int | str, ...]:

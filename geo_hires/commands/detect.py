@@ -26,6 +26,7 @@ def _base_read(args: argparse.Namespace) -> Any:
 
 def _cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.pipeline import Outputs, run_detect
+    from geo_hires.scene.remote import public
 
     files = [*args.output, *([args.gpkg] if args.gpkg else [])]
     outputs = Outputs(files=tuple(files), quicklook=args.quicklook, coverage=args.coverage,
@@ -36,7 +37,7 @@ def _cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
             read_config=_base_read(args), executor=executor, resume=args.resume,
             progress=sys.stderr.isatty(),
         )  # fmt: skip
-    out.write(result.summary(args.scene, files) + "\n")
+    out.write(result.summary(public(args.scene), files) + "\n")
     return 0
 
 
@@ -67,7 +68,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "-o", "--output", required=True, action="append",
         help="file to write, format by extension: .geojson (WGS84), .gpkg, .parquet "
-        "(GeoParquet), .fgb (FlatGeobuf) (scene CRS); repeat for several",
+        "(GeoParquet), .fgb (FlatGeobuf) (scene CRS); a path or s3://BUCKET/KEY; repeat for "
+        "several",
     )  # fmt: skip
     p.add_argument("--gpkg", help="also write a GeoPackage (same as another -o FILE.gpkg)")
     p.add_argument("--quicklook", help="PNG of the scene with the detections drawn")
@@ -83,7 +85,13 @@ def add_commands(sub: Any) -> None:
     add_detect_args(p)
     p.set_defaults(_handler=_cmd_detect)
     p = sub.add_parser("batch", help="detect in every scene of a list (one path per line)")
-    p.add_argument("list", help="text file, one scene (or STAC item) path per line")
-    p.add_argument("--out-dir", required=True, help="folder for <name>.geojson and .status.json")
+    p.add_argument(
+        "list", help="text file (or s3:// object), one scene or STAC item per line: a path, "
+        "relative to the list, or an s3:// / https:// URL",
+    )  # fmt: skip
+    p.add_argument(
+        "--out-dir", required=True,
+        help="folder or s3://BUCKET/PREFIX for <name>.geojson, .status.json and the journals",
+    )  # fmt: skip
     add_detect_args(p)
     p.set_defaults(_handler=_cmd_batch)

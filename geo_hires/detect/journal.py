@@ -6,13 +6,20 @@ detections. Each line is written whole with a single ``write`` and flushed with 
 line cut by a crash fails to parse and is ignored, so the unit simply runs again. Floats are
 written with ``repr`` and read back bit-exactly, so a resumed run gives byte-identical output.
 Keys make it idempotent: a unit recorded twice (a retried task) counts once.
+
+For an output in a bucket the journal is kept in a local work folder and copied whole to
+``<output>.journal`` in the bucket (:class:`MirroredJournal`), at most every
+``$GEO_HIRES_JOURNAL_MIRROR_S`` seconds (default 30): a resumed run on another machine starts
+from that copy, and a crash never leaves part of an object (each copy is one whole upload).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,14 +30,14 @@ import numpy.typing as npt
 
 from geo_hires.config import config_id
 from geo_hires.detect.options import DetectConfig
-from geo_hires.errors import ForeignJournalWarning
-from geo_hires.scene import Scene
+from geo_hires.errors import ConfigError, ForeignJournalWarning
+from geo_hires.scene import Scene, remote
 
 if TYPE_CHECKING:
     from geo_hires.aoi import AreaOfInterest
     from geo_hires.models.bundle import Bundle
 
-__all__ = ["Journal", "UnitResult", "journal_for"]
+__all__ = ["Journal", "MirroredJournal", "UnitResult", "journal_for"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
@@ -156,11 +163,75 @@ class Journal:
             os.fsync(fh.fileno())
 
 
+class MirroredJournal(Journal):
+    """A journal kept in a local work folder and copied whole to ``remote`` (an object in a
+    bucket) after at most ``every_s`` seconds of new units; resuming merges both copies."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], identity: dict[str, Any], *, remote_url: str,
+        every_s: float,
+    ) -> None:  # fmt: skip
+        super().__init__(path, identity)
+        self.remote_url, self.every_s = remote_url, every_s
+        self._mirrored = 0.0
+
+    def load(self) -> dict[str, UnitResult]:
+        """Finished units of this machine's copy and of the bucket's (another machine's)."""
+        done = super().load()
+        if not remote.exists(self.remote_url):
+            return done
+        copy = self.path.with_name(self.path.name + ".bucket")
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(remote.read_bytes(self.remote_url, limit=1 << 34))
+        try:
+            theirs = Journal(copy, self.identity).load()
+        finally:
+            copy.unlink(missing_ok=True)
+        return {**theirs, **done}
+
+    def start(self, *, resume: bool) -> dict[str, UnitResult]:
+        done = super().start(resume=resume)
+        self._mirror()
+        return done
+
+    def record(self, result: UnitResult) -> None:
+        super().record(result)
+        if time.monotonic() - self._mirrored >= self.every_s:
+            self._mirror()
+
+    def remove(self) -> None:
+        remote.delete(self.remote_url)
+        super().remove()
+
+    def _mirror(self) -> None:
+        remote.put_file(self.path, self.remote_url)
+        self._mirrored = time.monotonic()
+
+
 def _parse(line: str) -> Any:
     try:
         return json.loads(line)
     except json.JSONDecodeError:
         return None
+
+
+def _scene_identity(scene: Scene) -> dict[str, Any]:
+    """The scene file's identity: path, size and mtime; for a remote scene URL, size, ETag."""
+    if scene.remote:
+        info = remote.stat(remote.Url.of_gdal(scene.gdal_path))
+        return {"scene": scene.path, "size": info.size, "etag": info.etag}
+    st = os.stat(scene.path)
+    return {"scene": os.path.abspath(scene.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _mirror_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ConfigError(f"GEO_HIRES_JOURNAL_MIRROR_S={text!r}: give seconds (0 or more)")
+    return value
 
 
 def journal_for(
@@ -170,15 +241,21 @@ def journal_for(
     cfg: DetectConfig,
     aoi: AreaOfInterest | None = None,
 ) -> Journal:
-    """The journal beside ``output``, tied to the scene file, weights, config, bands and AOI."""
-    st = os.stat(scene.path)
+    """The journal beside ``output``, tied to the scene file, weights, config, bands and AOI
+    (for an output in a bucket: in the work folder, mirrored beside it in the bucket)."""
     identity = {
-        "scene": os.path.abspath(scene.path),
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
+        **_scene_identity(scene),
         "weights": bundle.digest,
         "config_id": config_id(cfg),
         "bands": list(scene.rgb_bands),
         "aoi": aoi.digest if aoi is not None else None,
     }
-    return Journal(f"{os.fspath(output)}.journal", identity)
+    target = os.fspath(output)
+    if not remote.is_remote(target):
+        return Journal(f"{target}.journal", identity)
+    name = remote.public(target)
+    local = remote.work_dir() / "journals" / hashlib.sha256(name.encode()).hexdigest()[:24]
+    every = _mirror_interval(os.environ.get("GEO_HIRES_JOURNAL_MIRROR_S", "30"))
+    return MirroredJournal(
+        local / f"{Path(name).name}.journal", identity, remote_url=f"{name}.journal", every_s=every
+    )

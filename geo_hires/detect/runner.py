@@ -1,8 +1,11 @@
 """Reads and computes the units of one scene with one bundle (used by every executor).
 
 Reading is the same for every kind of level: a block's input window at its level's scale, with
-its validity mask. Small levels (see ``DetectConfig.whole_read_pixels``) are read once and
-sliced, so files without internal tiling are not decoded again for every block. Computing is
+its validity mask. Small levels (see ``DetectConfig.whole_read_pixels``) of local files are read
+once and sliced, so files without internal tiling are not decoded again for every block; a
+remote scene is always read block by block, so that only the tiles of the planned units (an
+AOI's) are fetched, each once through GDAL's block cache. Both give the same pixels
+(:func:`geo_hires.scene.read._pieces`). Computing is
 the level's own (:mod:`geo_hires.detect.kinds`), chosen once per level when the runner starts.
 """
 
@@ -82,7 +85,7 @@ class UnitRunner:
     def _read(self, unit: Unit) -> list[Item]:
         d = unit.downsample
         lw, lh = level_size(self.reader.scene, d)
-        if lw * lh <= self.cfg.whole_read_pixels:
+        if lw * lh <= self.cfg.whole_read_pixels and not self.reader.scene.remote:
             if d not in self._whole:
                 w = self.reader.read(Window(0, 0, lw * d, lh * d), out_size=(lh, lw))
                 self._whole[d] = (w.image, w.valid)

@@ -31,9 +31,10 @@ from geo_hires.aoi import PartCount
 from geo_hires.detections import PixelDetections
 from geo_hires.export.counts import class_counts
 from geo_hires.export.geojson import write_text_atomic
+from geo_hires.export.remote import read_text
 from geo_hires.export.vector import output_kind
 from geo_hires.georef import geometry_to_map
-from geo_hires.scene import Scene
+from geo_hires.scene import Scene, remote
 
 __all__ = [
     "EXTENSIONS",
@@ -79,7 +80,7 @@ class ResultItem:
     """
 
     scene: Scene
-    source: Path
+    source: str | os.PathLike[str]
     dets: PixelDetections
     model: str
     model_item: Path | None = None
@@ -115,7 +116,7 @@ def _datetime(ref: ResultItem) -> dict[str, Any]:
     from geo_hires.scene.stac import is_stac_item
 
     if is_stac_item(ref.source):
-        props = json.loads(ref.source.read_text(encoding="utf-8")).get("properties", {})
+        props = json.loads(read_text(ref.source)).get("properties", {})
         keys = ("datetime", "start_datetime", "end_datetime")
         found = {k: props[k] for k in keys if props.get(k) is not None}
         if found.get("datetime") or {"start_datetime", "end_datetime"} <= set(found):
@@ -135,10 +136,13 @@ def _datetime(ref: ResultItem) -> dict[str, Any]:
     return {"datetime": when.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
-def _href(path: Path, folder: Path) -> str:
+def _href(path: str | os.PathLike[str], folder: Path) -> str:
     """Relative to the item where the file lies beside or below it (the files travel
-    together), else the absolute path (a shipped model's item, a scene elsewhere)."""
-    target, base = path.resolve(), folder.resolve()
+    together), else the absolute path (a shipped model's item, a scene elsewhere) or the URL
+    without its query string (a scene in a bucket)."""
+    if remote.is_remote(path):
+        return remote.public(path)
+    target, base = Path(path).resolve(), folder.resolve()
     return target.relative_to(base).as_posix() if target.is_relative_to(base) else target.as_posix()
 
 

@@ -28,6 +28,7 @@ from geo_hires.export.styles import (
     write_layer_styles,
 )
 from geo_hires.georef import to_map
+from geo_hires.scene import remote
 from geo_hires.scene.open import Scene
 
 if TYPE_CHECKING:
@@ -66,16 +67,20 @@ def output_kind(path: str | os.PathLike[str]) -> str:
 
 
 def check_outputs(paths: Sequence[str | os.PathLike[str]]) -> None:
-    """Refuse unknown extensions and duplicates before any work is done."""
+    """Refuse unknown extensions, duplicates and URLs other than ``s3://`` before any work."""
     seen: set[str] = set()
     for p in paths:
-        suffix = output_kind(p) or Path(p).suffix.lower()
+        url = remote.Url.parse(p)
+        if url is not None and url.scheme != "s3":
+            raise ConfigError(f"output {url.public}: write to a local path or s3://BUCKET/KEY")
+        name = url.key if url is not None else p
+        suffix = output_kind(name) or Path(name).suffix.lower()
         if suffix not in FORMATS:
             raise ConfigError(
                 f"output {os.fspath(p)!r}: unknown format {suffix or '(no extension)'}; use "
                 + ", ".join(f"{ext} ({name})" for ext, name in FORMATS.items() if ext != ".json")
             )
-        key = os.path.abspath(p)
+        key = url.public if url is not None else os.path.abspath(p)
         if key in seen:
             raise ConfigError(f"output {os.fspath(p)!r} is given twice")
         seen.add(key)

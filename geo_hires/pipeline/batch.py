@@ -3,6 +3,10 @@
 Each scene's outcome is written to ``<name>.status.json`` (``done`` with counts, or ``failed``
 with the error) next to its GeoJSON, atomically. With ``resume`` finished scenes are skipped and
 an interrupted scene continues from its journal. This is what the Kubernetes batch job runs.
+
+The list, its scenes and the output folder may be in object storage (``s3://``; scenes also
+``http(s)://``): status files and journals then live in the bucket, so a resumed run on another
+machine (a retried RayJob on a new cluster) finds them.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from geo_hires.config import ReadConfig
 from geo_hires.detect.executors import Executor
 from geo_hires.detect.options import DetectOptions
 from geo_hires.errors import ConfigError, GeoHiresError
-from geo_hires.export.geojson import write_text_atomic
+from geo_hires.export.remote import check_destination, exists, join, read_text, write_text
 from geo_hires.models.bundle import Bundle, load_bundle
 from geo_hires.pipeline.outputs import run_detect
+from geo_hires.scene import remote
 
 __all__ = ["BatchReport", "read_scene_list", "run_batch"]
 
@@ -41,34 +46,46 @@ class BatchReport:
         return self.done + self.failed + self.skipped
 
 
-def read_scene_list(path: str | os.PathLike[str]) -> list[Path]:
-    """Scene paths, one per line (blank lines and ``#`` comments ignored; relative to the list)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"scene list not found: {p}")
-    base = p.parent
-    scenes = []
-    for line in p.read_text(encoding="utf-8").splitlines():
+def _scene_ref(line: str, listing: str | os.PathLike[str]) -> str | Path:
+    """A line of a list: a URL or absolute path as is, else relative to the list."""
+    if remote.is_remote(line) or Path(line).is_absolute():
+        return line if remote.is_remote(line) else Path(line)
+    url = remote.Url.parse(listing)
+    return url.join(line).public if url is not None else Path(listing).parent / line
+
+
+def read_scene_list(path: str | os.PathLike[str]) -> list[str | Path]:
+    """Scenes, one per line (blank lines and ``#`` comments ignored; relative to the list):
+    paths, or URLs; the list itself may be an object in a bucket."""
+    if not remote.is_remote(path) and not Path(path).is_file():
+        raise ConfigError(f"scene list not found: {path}")
+    scenes: list[str | Path] = []
+    for line in read_text(path).splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
-            scenes.append(Path(line) if Path(line).is_absolute() else base / line)
+            scenes.append(_scene_ref(line, path))
     if not scenes:
-        raise ConfigError(f"{p} lists no scenes")
+        raise ConfigError(f"{remote.public(path)} lists no scenes")
     return scenes
 
 
-def _names(scenes: list[Path]) -> list[str]:
+def _stem(scene: str | Path) -> str:
+    return Path(remote.public(scene)).stem
+
+
+def _names(scenes: list[str | Path]) -> list[str]:
     seen: dict[str, int] = {}
     names = []
     for s in scenes:
-        n = seen.get(s.stem, 0)
-        seen[s.stem] = n + 1
-        names.append(s.stem if n == 0 else f"{s.stem}_{n}")
+        stem = _stem(s)
+        n = seen.get(stem, 0)
+        seen[stem] = n + 1
+        names.append(stem if n == 0 else f"{stem}_{n}")
     return names
 
 
-def _status(path: Path, **fields: Any) -> None:
-    write_text_atomic(path, json.dumps(fields, indent=2, sort_keys=True) + "\n")
+def _status(path: str | os.PathLike[str], **fields: Any) -> None:
+    write_text(path, json.dumps(fields, indent=2, sort_keys=True) + "\n")
 
 
 def _where(executor: Executor | None) -> dict[str, Any]:
@@ -83,10 +100,10 @@ def _where(executor: Executor | None) -> dict[str, Any]:
     }
 
 
-def _finished(status: Path, output: Path) -> bool:
+def _finished(status: str | os.PathLike[str], output: str | os.PathLike[str]) -> bool:
     try:
-        return json.loads(status.read_text())["state"] == "done" and output.is_file()
-    except (OSError, ValueError, KeyError):
+        return json.loads(read_text(status))["state"] == "done" and exists(output)
+    except (FileNotFoundError, ValueError, KeyError):  # no status yet; a cut or foreign file
         return False
 
 
@@ -110,8 +127,10 @@ def run_batch(
     """
     opts = options or DetectOptions()
     scenes = read_scene_list(list_path)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if remote.is_remote(out_dir):
+        check_destination([join(out_dir, "x.geojson")])
+    else:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
     loaded = bundle or load_bundle(opts.model)
     done = failed = skipped = 0
     for scene, name in tqdm(
@@ -120,7 +139,7 @@ def run_batch(
         unit="scene",
         disable=not progress,
     ):
-        output, status = out / f"{name}.geojson", out / f"{name}.status.json"
+        output, status = join(out_dir, f"{name}.geojson"), join(out_dir, f"{name}.status.json")
         if resume and _finished(status, output):
             skipped += 1
             continue
@@ -132,19 +151,21 @@ def run_batch(
             )  # fmt: skip
         except (GeoHiresError, OSError, ValueError) as exc:
             failed += 1
-            _status(status, state="failed", scene=str(scene), error=f"{type(exc).__name__}: {exc}")
-            log(f"{scene}: failed: {exc}")
+            _status(status, state="failed", scene=remote.public(scene),
+                    error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+            log(f"{remote.public(scene)}: failed: {exc}")
             continue
         done += 1
         _status(
             status,
             state="done",
-            scene=str(scene),
-            output=output.name,
+            scene=remote.public(scene),
+            output=f"{name}.geojson",
             detections=len(result.detections),
+            units_resumed=result.resumed_units,
             seconds=round(time.perf_counter() - start, 2),
             timing=result.timing(),
             **_where(executor),
         )
-        log(f"{scene}: {len(result.detections)} detections")
+        log(f"{remote.public(scene)}: {len(result.detections)} detections")
     return BatchReport(done=done, failed=failed, skipped=skipped)

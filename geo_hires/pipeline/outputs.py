@@ -1,8 +1,10 @@
 """Detect in one scene and write its outputs: what ``geo-hires detect`` and a service job run.
 
-Outputs are checked before any work (formats by extension, no duplicates); finished units are
-journalled beside the first output until every output is written, so a killed run continues
-with ``resume=True``; each file is written under a temporary name and renamed into place.
+Outputs are checked before any work (formats by extension, no duplicates, a bucket that exists);
+finished units are journalled beside the first output until every output is written, so a killed
+run continues with ``resume=True``; each file is written under a temporary name and renamed into
+place, and an ``s3://`` output is uploaded whole once every output is finished
+(:mod:`geo_hires.export.remote`).
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ from geo_hires.export import (
     write_quicklook,
 )
 from geo_hires.export.counts import counts_frame, part_counts
+from geo_hires.export.remote import check_destination, staged
 from geo_hires.export.stac import ResultItem, item_outputs, write_result_item
 from geo_hires.models.bundle import Bundle, load_bundle
 from geo_hires.models.card import bundle_dir
 from geo_hires.models.mlm import MLM_FILE
 from geo_hires.pipeline.detect import DetectResult, detect_scene
-from geo_hires.scene import Scene
+from geo_hires.scene import Scene, remote
 from geo_hires.scene.stac import open_input
 
 __all__ = ["Outputs", "device_type", "run_detect"]
@@ -50,6 +53,8 @@ class Outputs:
             FlatGeobuf: :data:`geo_hires.export.FORMATS`); a GeoPackage also gets the coverage
             (and, for a multi-polygon AOI, the counts). A ``.stac.json`` file is a STAC item
             describing the others (:mod:`geo_hires.export.stac`).
+            Any of them (and the quicklook, the coverage) may be an ``s3://`` object, but
+            not a STAC item (its hrefs are relative to the files beside it).
         quicklook: A PNG of the scene with the detections drawn.
         coverage: A file for the area each level scanned (:mod:`geo_hires.export.coverage`).
         timing: Add ``geo_hires.timing`` (the wall seconds and each stage's busy seconds) to
@@ -80,6 +85,12 @@ class Outputs:
         with nothing to describe."""
         check_outputs([*self.files, *([self.coverage] if self.coverage else [])])
         items, others = item_outputs(self.files)
+        if items and any(remote.is_remote(p) for p in [*self.files, self.coverage, self.quicklook]):
+            raise ConfigError(
+                f"{os.fspath(items[0])}: a STAC item's hrefs are relative to the files it "
+                "describes; write the run's outputs to a local folder (and copy it to the bucket "
+                "whole), or leave the STAC item out"
+            )
         if items and not others:
             raise ConfigError(
                 f"{os.fspath(items[0])} describes the detection files of the run; add one, "
@@ -156,13 +167,20 @@ def _write(
         write_quicklook(out.quicklook, result.detections, scene, read_config=read_config)
     for item in items:
         ref = ResultItem(
-            scene=scene, source=Path(out.source or scene.path), dets=result.detections,
+            scene=scene, source=out.source or scene.path, dets=result.detections,
             model=export.model_name, model_item=_model_item(out.model or export.model_name),
             files=tuple(files), coverage=Path(out.coverage) if out.coverage else None,
             quicklook=Path(out.quicklook) if out.quicklook else None, provenance=extra,
             part_counts=per_part,
         )  # fmt: skip
         write_result_item(item, ref)
+
+
+def _stand_ins(out: Outputs, local: list[PathLike | None]) -> Outputs:
+    """``out`` with the local files :func:`~geo_hires.export.remote.staged` gave for it."""
+    n = len(out.files)
+    files = tuple(p for p in local[:n] if p is not None)
+    return dataclasses.replace(out, files=files, coverage=local[n], quicklook=local[n + 1])
 
 
 def run_detect(
@@ -189,6 +207,7 @@ def run_detect(
     opts = options or DetectOptions()
     out = Outputs.of(outputs)
     out.check()
+    check_destination([*out.files, out.coverage, out.quicklook])
     bundle = bundle or load_bundle(opts.model)
     cfg = config or opts.detect_config(bundle.card, device_type(executor))
     reading = opts.read_config(read_config)
@@ -204,6 +223,7 @@ def run_detect(
     if out.timing:
         extra["timing"] = result.timing()
     out = dataclasses.replace(out, source=out.source or scene_path, model=opts.model)
-    _write(out, result, scene, area, export, extra, reading)
+    with staged([*out.files, out.coverage, out.quicklook]) as local:
+        _write(_stand_ins(out, local), result, scene, area, export, extra, reading)
     journal.remove()
     return result

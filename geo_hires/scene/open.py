@@ -28,8 +28,10 @@ from geo_hires.errors import (
     SceneNotFoundError,
     SceneReadError,
     SceneTooLargeError,
+    StripLayoutWarning,
     UnsupportedBandsError,
 )
+from geo_hires.scene import remote
 from geo_hires.scene.placement import Placement, apply_affine, from_gcps, from_rpcs, metres
 
 __all__ = ["SUPPORTED_DTYPES", "Scene", "gdal_env", "open_scene", "resolve_bands"]
@@ -37,16 +39,21 @@ __all__ = ["SUPPORTED_DTYPES", "Scene", "gdal_env", "open_scene", "resolve_bands
 SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
 
-def gdal_env() -> rasterio.Env:
-    """The scoped GDAL options every read in geo_hires runs under.
+def gdal_env(path: str | None = None) -> rasterio.Env:
+    """The scoped GDAL options every read in geo_hires runs under (and, for a remote ``path``,
+    the range-request settings of :func:`geo_hires.scene.remote.gdal_options`).
 
     Why scoped: GDAL options are process-global otherwise; a library must not change its
-    host's settings. The cache is bounded so streaming reads keep memory flat. rasterio
-    takes an integer ``GDAL_CACHEMAX`` as *bytes*: a bare 256 means 256 bytes, which makes every
-    decimated read decode each tile once per output row (100x slower).
+    host's settings. The cache is bounded so streaming reads keep memory flat; it also holds
+    the tiles a block's halo shares with the next row of blocks, so a remote COG's tiles are
+    fetched once. rasterio takes an integer ``GDAL_CACHEMAX`` as *bytes*: a bare 256 means 256
+    bytes, which makes every decimated read decode each tile once per output row (100x slower).
     """
     return rasterio.Env(
-        GDAL_CACHEMAX=256 * 1024 * 1024, GDAL_PAM_ENABLED="NO", CPL_LOG_ERRORS="OFF"
+        GDAL_CACHEMAX=256 * 1024 * 1024,
+        GDAL_PAM_ENABLED="NO",
+        CPL_LOG_ERRORS="OFF",
+        **remote.gdal_options(path),
     )
 
 
@@ -73,6 +80,9 @@ class Scene:
         placement: How a scene without a geotransform is placed (GCPs or RPCs; see
             :mod:`geo_hires.scene.placement`); ``transform`` is then the best affine
             approximation. ``None``: the geotransform is exact.
+        open_path: What GDAL opens when it is not ``path``: the ``/vsis3/`` or ``/vsicurl/``
+            path of a remote scene (``path`` is then its URL without the query string; a signed
+            URL's query is kept here only, never shown or written).
     """
 
     path: str
@@ -90,6 +100,17 @@ class Scene:
     descriptions: tuple[str, ...] = ()
     bands: tuple[int, int, int] | None = None
     placement: Placement | None = None
+    open_path: str | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def gdal_path(self) -> str:
+        """The path GDAL opens."""
+        return self.open_path or self.path
+
+    @property
+    def remote(self) -> bool:
+        """Whether the scene is read from object storage or a web server."""
+        return self.open_path is not None
 
     @property
     def exact_affine(self) -> bool:
@@ -309,35 +330,59 @@ def _describe(path: str, src: rasterio.DatasetReader, config: ReadConfig) -> Sce
     return scene
 
 
+def _warn_strips(path: str, src: rasterio.DatasetReader) -> None:
+    block_h, block_w = src.block_shapes[0]
+    if block_w >= src.width and block_h < src.height:
+        warnings.warn(
+            f"{path} is stored in strips of {block_h} rows, not tiles: every window read fetches "
+            "whole strips, so the whole file will be read; convert it to a COG "
+            "(gdal_translate -of COG) for range reads",
+            StripLayoutWarning,
+            stacklevel=4,
+        )
+
+
 def open_scene(path: str | os.PathLike[str], *, config: ReadConfig | None = None) -> Scene:
     """Read a raster's header and return its :class:`Scene`.
 
     Args:
-        path: A GeoTIFF/COG or any other GDAL-readable raster file.
+        path: A GeoTIFF/COG or any other GDAL-readable raster file, or its ``s3://`` or
+            ``http(s)://`` URL (read with range requests; :mod:`geo_hires.scene.remote`).
         config: Pixel budget and reading options; defaults to ``ReadConfig()``.
 
     Raises:
-        SceneNotFoundError: The path does not exist.
+        SceneNotFoundError: The path (or object) does not exist.
         SceneReadError: Not a raster, unreadable header, or zero size.
         SceneTooLargeError: Declared size beyond ``config.max_scene_pixels``.
         UnsupportedBandsError: Band layout or dtype cannot become model input.
         ConfigError: ``config.bands`` names a missing band, or fewer than 3 distinct ones.
+        StorageError: A remote scene without credentials, access or a reachable endpoint.
 
     Warns:
         BandOrderWarning: 4+ bands, no colour interpretation and no ``config.bands``.
+        StripLayoutWarning: A remote scene stored in strips (it will be read whole).
     """
     config = config or ReadConfig()
-    p = str(path)
-    if not Path(p).exists():
+    url = remote.Url.parse(path)
+    p = url.public if url is not None else str(path)
+    if url is not None:
+        remote.stat(url)  # a missing key, no credentials or no access: one clear error now
+    elif not Path(p).exists():
         raise SceneNotFoundError(f"scene not found: {p}; check the path")
-    if Path(p).is_dir():
+    elif Path(p).is_dir():
         raise SceneReadError(f"{p} is a directory; pass a raster file")
+    gdal = url.gdal if url is not None else p
     try:
-        with gdal_env(), warnings.catch_warnings():
+        with gdal_env(gdal), warnings.catch_warnings():
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            with rasterio.open(p, driver=config.driver) as src:
-                return _describe(p, src, config)
+            with rasterio.open(gdal, driver=config.driver) as src:
+                if url is None:
+                    return _describe(p, src, config)
+                _warn_strips(p, src)
+                return dataclasses.replace(_describe(p, src, config), open_path=gdal)
     except (rasterio.errors.RasterioIOError, rasterio.errors.RasterioError) as exc:
+        if url is not None:
+            raise remote.gdal_error(p, gdal, exc) from None
         raise SceneReadError(
             f"cannot open {p} as a raster ({exc}); pass a GeoTIFF/COG or another raster GDAL reads"
         ) from exc

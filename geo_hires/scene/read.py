@@ -29,6 +29,7 @@ from rasterio.windows import Window
 from geo_hires.config import ReadConfig
 from geo_hires.errors import SceneReadError, SceneTooLargeError
 from geo_hires.scene.open import Scene, gdal_env
+from geo_hires.scene.remote import gdal_error
 
 __all__ = ["SceneReader", "Stretch", "WindowData", "overview_shape"]
 
@@ -173,14 +174,16 @@ class SceneReader:
         self._channel_of = [self._bands.index(b) for b in scene.rgb_bands]
 
     def __enter__(self) -> SceneReader:
-        self._env = gdal_env()
+        self._env = gdal_env(self.scene.gdal_path)
         self._env.__enter__()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-                self._src = rasterio.open(self.scene.path, driver=self.config.driver)
+                self._src = rasterio.open(self.scene.gdal_path, driver=self.config.driver)
         except rasterio.errors.RasterioIOError as exc:
             self._env.__exit__(None, None, None)
+            if self.scene.remote:
+                raise gdal_error(self.scene.path, self.scene.gdal_path, exc) from None
             raise SceneReadError(f"cannot reopen {self.scene.path}: {exc}") from exc
         return self
 
@@ -221,6 +224,8 @@ class SceneReader:
             else:
                 valid = np.ones(out_hw, dtype=bool)
         except (rasterio.errors.RasterioIOError, CPLE_BaseError) as exc:
+            if self.scene.remote:  # the storage failed mid-scene (credentials expired, gone)
+                raise gdal_error(self.scene.path, self.scene.gdal_path, exc) from None
             raise SceneReadError(
                 f"{self.scene.path}: truncated or corrupt tile at columns {c0}-{c1}, rows "
                 f"{r0}-{r1} ({_gdal_says(exc)}); re-export or re-send the scene"

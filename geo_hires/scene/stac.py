@@ -4,8 +4,10 @@ Analysts find scenes through STAC catalogues; an item names several assets (visu
 single bands, thumbnails, metadata). The asset to scan is ``--asset KEY`` when given, else the
 one with the ``visual`` role or key, else the first raster asset whose ``eo:bands`` (or STAC
 1.1 ``bands``) include red, green and blue; those common names also choose ``--bands`` when
-none is given. Only local files are read (hrefs relative to the item's folder): geo_hires never
-downloads. With ``confine`` (the service), an asset outside the item's folder is refused.
+none is given. Items and assets may be local files or ``s3://`` / ``http(s)://`` URLs (a
+relative href is relative to the item, wherever it is); a remote asset is read with range
+requests, never downloaded (:mod:`geo_hires.scene.remote`). With ``confine`` (the service), an
+asset outside the item's folder (or its bucket prefix) is refused.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from geo_hires.config import ReadConfig
-from geo_hires.errors import ConfigError, SceneReadError
+from geo_hires.errors import ConfigError, GeoHiresError, SceneReadError
+from geo_hires.scene import remote
 from geo_hires.scene.open import Scene, open_scene
 
 __all__ = ["StacAsset", "is_stac_item", "open_input", "resolve_item"]
@@ -30,7 +33,7 @@ class StacAsset:
     """The asset chosen from an item, and the provenance to record.
 
     Attributes:
-        path: The asset's local file.
+        path: The asset's local file or URL.
         item_id, collection, asset_key: Provenance.
         bands: 1-based red, green, blue bands from the asset's band metadata, if it names them.
     """
@@ -46,7 +49,11 @@ class StacAsset:
 
 
 def is_stac_item(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a JSON file holding a STAC item (cheap: extension and two keys)."""
+    """Whether ``path`` is a JSON file holding a STAC item (cheap: extension and two keys); a
+    URL by its extension alone (:func:`resolve_item` reads and checks it)."""
+    url = remote.Url.parse(path)
+    if url is not None:
+        return url.name.lower().endswith(".json")
     p = Path(path)
     if p.suffix.lower() != ".json" or not p.is_file() or p.stat().st_size > 50_000_000:
         return False
@@ -92,29 +99,51 @@ def _choose(item: Any, key: str | None) -> tuple[str, Any]:
     )
 
 
+def _load(path: str | os.PathLike[str]) -> tuple[Any, remote.Url | Path]:
+    """The item and where it lies (its URL, or its local path resolved)."""
+    import pystac
+
+    url = remote.Url.parse(path)
+    try:
+        if url is None:
+            item_path = Path(path).resolve()
+            return pystac.Item.from_file(str(item_path)), item_path
+        item = pystac.Item.from_dict(json.loads(remote.read_bytes(url)))
+        item.set_self_href(url.public)  # relative asset hrefs resolve against the item's URL
+        return item, url
+    except GeoHiresError:
+        raise
+    except Exception as exc:  # pystac raises several types for bad items
+        where = url.public if url is not None else path
+        raise SceneReadError(f"{where} is not a readable STAC item ({exc})") from exc
+
+
+def _asset_path(href: str, where: remote.Url | Path, confine: bool, label: str) -> str:
+    """The asset's local path or URL; with ``confine``, only below the item's own folder."""
+    url = remote.Url.parse(href)
+    if url is not None:
+        if confine and not (isinstance(where, remote.Url) and url.under(where.folder)):
+            raise ConfigError(f"STAC asset {label} lies outside the item's folder")
+        return href
+    local = Path(href.removeprefix("file://")).resolve()
+    if "://" in href and not href.startswith("file://"):
+        raise ConfigError(
+            f"STAC asset {label} is at {href}: read only from files, s3:// or https://"
+        )
+    if confine and not (isinstance(where, Path) and local.is_relative_to(where.parent)):
+        raise ConfigError(f"STAC asset {label} lies outside the item's folder")
+    return str(local)
+
+
 def resolve_item(
     path: str | os.PathLike[str], *, asset: str | None = None, confine: bool = False
 ) -> StacAsset:
-    """The local raster a STAC item points at (see module docstring)."""
-    import pystac
-
-    item_path = Path(path).resolve()
-    try:
-        item = pystac.Item.from_file(str(item_path))
-    except Exception as exc:  # pystac raises several types for bad items
-        raise SceneReadError(f"{path} is not a readable STAC item ({exc})") from exc
+    """The raster (local file or URL) a STAC item points at (see module docstring)."""
+    item, where = _load(path)
     key, chosen = _choose(item, asset)
     href = chosen.get_absolute_href() or chosen.href
-    if "://" in href and not href.startswith("file://"):
-        raise ConfigError(
-            f"STAC asset {key!r} of {item.id} is remote ({href}); geo_hires reads local files "
-            "only: download it next to the item first"
-        )
-    local = Path(href.removeprefix("file://")).resolve()
-    if confine and not local.is_relative_to(item_path.parent):
-        raise ConfigError(f"STAC asset {key!r} of {item.id} lies outside the item's folder")
     return StacAsset(
-        path=str(local),
+        path=_asset_path(href, where, confine, f"{key!r} of {item.id}"),
         item_id=item.id,
         collection=item.collection_id,
         asset_key=key,
@@ -131,7 +160,7 @@ def open_input(
     config = config or ReadConfig()
     if not is_stac_item(path):
         if config.stac_asset is not None:
-            raise ConfigError(f"--asset applies to STAC items; {path} is not one")
+            raise ConfigError(f"--asset applies to STAC items; {remote.public(path)} is not one")
         return open_scene(path, config=config), None
     ref = resolve_item(path, asset=config.stac_asset, confine=config.stac_confine)
     if config.bands is None and ref.bands is not None:

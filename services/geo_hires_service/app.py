@@ -34,7 +34,7 @@ from geo_hires_service.observe import log, metrics
 from geo_hires_service.retention import DAY_S, sweep
 from geo_hires_service.runner import JobRunner, runner_id
 from geo_hires_service.schemas import ServiceConfig, scene_read_config
-from geo_hires_service.security import load_tokens
+from geo_hires_service.security import load_tokens, parse_root
 from geo_hires_service.store import JobStore
 from geo_hires_service.web import create_app
 
@@ -99,7 +99,7 @@ class ServeArgs(BaseModel):
         return ServiceConfig(
             data_dir=Path(self.data_dir),
             tokens=load_tokens(self.token_file),
-            allow_roots=tuple(Path(r) for r in self.allow_roots),
+            allow_roots=tuple(parse_root(r) for r in self.allow_roots),
             max_upload_bytes=self.max_upload_bytes,
             max_scene_pixels=self.max_scene_pixels,
             max_active=self.max_active,

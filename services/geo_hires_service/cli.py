@@ -41,8 +41,9 @@ def add_commands(sub: Any) -> None:
         "--allow-root",
         action="append",
         default=[],
-        metavar="DIR",
-        help="a folder whose GeoTIFFs may be submitted by path (repeatable)",
+        metavar="DIR|s3://BUCKET/PREFIX/",
+        help="a folder whose GeoTIFFs may be submitted by path, or a bucket prefix whose "
+        "objects may be submitted by s3:// URI (repeatable)",
     )
     p.add_argument(
         "--runner-slots", type=int, default=1, help="jobs each runner runs at once (default 1)"
@@ -91,7 +92,12 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument("--metrics-port", type=int, help="Prometheus metrics port of the local Ray node")
     p.add_argument("--log-dir", help="folder of the JSON logs (default: Ray's session logs)")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="the least severe JSON log lines written (default INFO; DEBUG names every unit)",
+    )
     p.set_defaults(_handler=cmd_serve)
 
     q = sub.add_parser(
@@ -113,6 +119,7 @@ def add_commands(sub: Any) -> None:
 
 def _serve_args(args: argparse.Namespace) -> dict[str, Any]:
     from geo_hires_service.app import ServeArgs
+    from geo_hires_service.security import parse_root
 
     def resolved(path: str | None) -> str | None:
         return str(Path(path).resolve()) if path else None
@@ -121,7 +128,7 @@ def _serve_args(args: argparse.Namespace) -> dict[str, Any]:
         data_dir=str(Path(args.data_dir).resolve()),
         db=args.db,
         token_file=resolved(args.token_file),
-        allow_roots=[str(Path(r).resolve()) for r in args.allow_root],
+        allow_roots=[str(parse_root(r)) for r in args.allow_root],
         max_upload_bytes=args.max_upload_mb * 1024 * 1024,
         runner_slots=args.runner_slots,
         runner_replicas=args.runner_replicas,

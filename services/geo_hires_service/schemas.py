@@ -92,7 +92,12 @@ class UriSubmission(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    uri: str = Field(..., max_length=4096, description="absolute path under an allowed root")
+    uri: str = Field(
+        ...,
+        max_length=4096,
+        description="absolute path under an allowed root, or s3://BUCKET/KEY under an allowed "
+        "prefix",
+    )
     options: JobOptions = Field(default_factory=JobOptions)  # type: ignore[valid-type]
 
 
@@ -113,7 +118,8 @@ class ServiceConfig:
 
     data_dir: Path
     tokens: Tokens
-    allow_roots: tuple[Path, ...] = ()
+    allow_roots: tuple[Path | str, ...] = ()
+    """Folders, and ``s3://bucket/prefix/`` (text) for objects (``security.parse_root``)."""
     max_upload_bytes: int = 4 * 1024**3
     max_scene_pixels: int = 50_000_000_000
     max_active: int = 200

@@ -1,4 +1,5 @@
-"""What the service lets in: bearer tokens as tenants, scene URIs confined to allow-listed roots.
+"""What the service lets in: bearer tokens as tenants, scene URIs confined to allow-listed roots
+(folders, and ``s3://bucket/prefix/`` in object storage).
 
 Every check here is a pure function over the request's text, the token list or the file system,
 so the ingress can answer a bad request with a 4xx before anything reaches GDAL. Scene paths are
@@ -14,9 +15,10 @@ import hmac
 import os
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from geo_hires.errors import ConfigError, GeoHiresError
+from geo_hires.scene import remote
 from geo_hires.scene.stac import is_stac_item
 
 __all__ = [
@@ -25,8 +27,10 @@ __all__ = [
     "Tokens",
     "is_tiff",
     "load_tokens",
+    "parse_root",
     "read_token_file",
     "resolve_scene_uri",
+    "scene_name",
 ]
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -119,19 +123,55 @@ def is_tiff(head: bytes) -> bool:
     return head[:4] in TIFF_MAGIC
 
 
-def resolve_scene_uri(uri: str, roots: Iterable[str | os.PathLike[str]]) -> Path:
-    """The real path of a scene URI, if it is a plain TIFF file (or a STAC item, whose asset
-    must then lie in the item's folder) under an allow-listed root.
+def parse_root(text: str | os.PathLike[str]) -> Path | str:
+    """An ``--allow-root``: a folder (resolved), or ``s3://bucket/`` / ``s3://bucket/prefix/``
+    (kept as text, ending in ``/``: a prefix is a folder, never the start of a name)."""
+    if not remote.is_remote(text):
+        return Path(text).resolve()
+    url = remote.Url.parse(text)
+    if url is None or url.scheme != "s3" or ".." in url.key.split("/"):
+        raise ConfigError(f"--allow-root {text}: give a folder or s3://BUCKET/PREFIX/")
+    return f"s3://{url.host}/{url.key.rstrip('/')}/" if url.key else f"s3://{url.host}/"
 
-    Refused (``Rejected``, 400): schemes and GDAL prefixes (``http:``, ``vrt:``,
+
+def _resolve_object(uri: str, roots: Iterable[str | os.PathLike[str]]) -> str:
+    """An ``s3://`` URI under an allowed bucket prefix (the text alone is checked here; the
+    header is opened, with the GTiff driver only, before the job is accepted)."""
+    try:
+        url = remote.Url.parse(uri)
+    except ConfigError as exc:
+        raise Rejected(str(exc)) from None
+    if url is None:
+        raise Rejected("uri must be s3://BUCKET/KEY")
+    parts = url.key.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise Rejected("uri must not contain empty, '.' or '..' segments")
+    if url.key.lower().endswith(_REFUSED_SUFFIXES):
+        raise Rejected("VRT and XML files are not accepted; give the GeoTIFF itself")
+    allowed = [remote.Url.parse(r) for r in roots if remote.is_remote(r)]
+    if not any(root is not None and url.under(root) for root in allowed):
+        raise Rejected("uri is outside the allowed roots")
+    return url.public
+
+
+def resolve_scene_uri(uri: str, roots: Iterable[str | os.PathLike[str]]) -> Path | str:
+    """The real path of a scene URI, if it is a plain TIFF file (or a STAC item, whose asset
+    must then lie in the item's folder) under an allow-listed root; or an ``s3://`` URI under an
+    allow-listed bucket prefix (:func:`parse_root`), as text.
+
+    Refused (``Rejected``, 400): other schemes and GDAL prefixes (``http:``, ``vrt:``,
     ``GTIFF_RAW:``, ``NETCDF:`` …), ``/vsi…`` paths, relative paths, ``..`` components, NUL
     bytes, VRT/XML files, anything that resolves — symlinks followed — outside every root.
     Missing files are 404; a file that is not a TIFF is 415.
     """
     if not uri or "\x00" in uri:
         raise Rejected("uri must be a non-empty path")
+    if uri.lower().startswith("s3://"):
+        return _resolve_object(uri, roots)
     if _SCHEME.match(uri):
-        raise Rejected("uri must be a plain local path, not a URL or a GDAL driver prefix")
+        raise Rejected(
+            "uri must be a plain local path (or s3://BUCKET/KEY), not a URL or a GDAL driver prefix"
+        )
     if uri.startswith("/vsi"):
         raise Rejected("GDAL virtual file systems (/vsi…) are not accepted")
     path = Path(uri)
@@ -141,7 +181,7 @@ def resolve_scene_uri(uri: str, roots: Iterable[str | os.PathLike[str]]) -> Path
         raise Rejected("uri must not contain '..'")
     if path.name.lower().endswith(_REFUSED_SUFFIXES):
         raise Rejected("VRT and XML files are not accepted; give the GeoTIFF itself")
-    allowed = [Path(r).resolve() for r in roots]
+    allowed = [Path(r).resolve() for r in roots if not remote.is_remote(r)]
     try:
         real = path.resolve(strict=True)
     except (FileNotFoundError, NotADirectoryError):
@@ -158,3 +198,8 @@ def resolve_scene_uri(uri: str, roots: Iterable[str | os.PathLike[str]]) -> Path
         if not is_tiff(fh.read(4)):
             raise Rejected("only GeoTIFF scenes are accepted", status=415)
     return real
+
+
+def scene_name(path: Path | str) -> str:
+    """The base name a resolved scene is shown (and its outputs named) by."""
+    return path.name if isinstance(path, Path) else PurePosixPath(path).name

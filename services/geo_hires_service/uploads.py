@@ -1,6 +1,6 @@
 """Scenes arriving at the service: uploads copied to disk within limits, URIs under allowed
-roots, and the scene's header opened and its block table checked before a job is accepted (a
-bad scene is a 4xx now rather than a failed job later).
+roots (folders or bucket prefixes), and the scene's header opened and (for a file) its block
+table checked before a job is accepted (a bad scene is a 4xx now rather than a failed job later).
 
 Disk full while an upload arrives (``ENOSPC``, or a filesystem quota's ``EDQUOT``) is ``507``,
 and the partial file is removed: nothing half-written stays behind.
@@ -21,12 +21,19 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from geo_hires.aoi import AoiWarning, load_aoi
-from geo_hires.errors import ConfigError, SceneReadError, SceneTooLargeError, UnsupportedBandsError
+from geo_hires.errors import (
+    ConfigError,
+    SceneNotFoundError,
+    SceneReadError,
+    SceneTooLargeError,
+    StorageError,
+    UnsupportedBandsError,
+)
 from geo_hires.scene.integrity import check_blocks
 from geo_hires.scene.stac import open_input
 from geo_hires_service.problems import DiskFull, disk_full, first_error
 from geo_hires_service.schemas import JobOptions, ServiceConfig, UriSubmission, job_detect_options
-from geo_hires_service.security import Rejected, is_tiff, resolve_scene_uri
+from geo_hires_service.security import Rejected, is_tiff, resolve_scene_uri, scene_name
 
 __all__ = [
     "check_header",
@@ -39,7 +46,8 @@ __all__ = [
 ]
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-Submission = tuple[Path, str, BaseModel]
+Submission = tuple[Path | str, str, BaseModel]
+"""The scene (a local path, or an ``s3://`` URI), its name, its options."""
 
 
 def safe_name(filename: str | None) -> str:
@@ -95,22 +103,29 @@ async def _copy(upload: UploadFile, path: Path, limit: int, quota: str) -> Path:
     return path
 
 
-def check_header(path: Path, config: ServiceConfig, options: BaseModel) -> None:
+def check_header(path: Path | str, config: ServiceConfig, options: BaseModel) -> None:
     """Open the scene's header now (with the job's bands) and check that every tile or strip
-    lies inside the file, so a bad, truncated or corrupt scene or band choice is refused
-    before ``202``."""
+    of a file lies inside it, so a bad, truncated or corrupt scene or band choice is refused
+    before ``202`` (an object the service's own credentials cannot read: ``502``)."""
     opts = job_detect_options(options.model_dump())
     try:
         scene, _ = open_input(path, opts.read_config(config.read_config))
-        check_blocks(scene.path, driver="GTiff")
+        if not scene.remote:  # a bucket's object was not sent by the client: read errors say
+            check_blocks(scene.path, driver="GTiff")
         if opts.aoi is not None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", AoiWarning)  # a miss is an empty result
                 load_aoi(opts.aoi, scene)
-    except (SceneTooLargeError, SceneReadError, UnsupportedBandsError, ConfigError) as exc:
-        detail = str(exc).replace(str(path), path.name)  # no server paths in answers
+    except (
+        SceneTooLargeError, SceneReadError, UnsupportedBandsError, ConfigError, StorageError
+    ) as exc:  # fmt: skip
+        detail = str(exc).replace(str(path), scene_name(path))  # no server paths in answers
         if isinstance(exc, SceneTooLargeError):
             raise Rejected(detail, status=413) from exc
+        if isinstance(exc, SceneNotFoundError):
+            raise Rejected(detail, status=404) from exc
+        if isinstance(exc, StorageError):
+            raise Rejected(f"the storage refused the service: {detail}", status=502) from exc
         raise Rejected(f"the scene cannot be used: {detail}") from exc
 
 
@@ -162,11 +177,13 @@ async def from_uri(request: Request, config: ServiceConfig) -> Submission:
     except ValidationError as exc:
         raise Rejected(first_error(exc.errors(), "body"), status=422) from exc
     path = resolve_scene_uri(body.uri, config.allow_roots)
-    return path, path.name, body.options
+    return path, scene_name(path), body.options
 
 
-def drop_upload(path: Path, config: ServiceConfig) -> None:
+def drop_upload(path: Path | str, config: ServiceConfig) -> None:
     """Remove an upload that did not become a job (URIs are never touched)."""
+    if not isinstance(path, Path):
+        return
     uploads = (config.data_dir / "uploads").resolve()
     if path.resolve().parent.parent == uploads:
         shutil.rmtree(path.parent, ignore_errors=True)

@@ -325,5 +325,6 @@ def test_train_zoom_keeps_only_gsds_where_the_bundle_zooms(tiny, tmp_path):
     sample = str(root / "images" / card.extra["training"]["train_images"][0])
     assert zoomable_gsds((0.5, 3.0, 0.6), card, sample, tmp_path) == ((0.5, 0.6), (3.0,))
     with pytest.raises(ConfigError, match="scans one level at every GSD of --gsds"):
+        cfg = ZoomTrainConfig(window=128, gsds=(3.0,))
         train_zoom_policy(str(tiny["lsn"]), str(root / "images"), str(root / "labels"),
-                          str(tmp_path / "z"), ZoomTrainConfig(window=128, gsds=(3.0,)))  # fmt: skip
+                          str(tmp_path / "z"), cfg)  # fmt: skip

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.k8s
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 SCHEMAS = ROOT.parent / "shared" / "k8s-schemas"
-OVERLAYS = ("cpu", "gpu")
+OVERLAYS = ("cpu", "gpu", "s3")
 K8S_VERSION = "1.32.0"
 KUBECTL = shutil.which("kubectl")
 
@@ -97,9 +97,12 @@ def _pods(docs: list[Doc]) -> list[Doc]:
 def test_core_kinds_and_pod_templates_are_valid_in_strict_mode(rendered):
     import kubernetes_validate
 
-    _, docs = rendered
+    overlay, docs = rendered
     core = [d for d in docs if not _is_ray(d)]
-    assert {d["kind"] for d in core} == {"ServiceAccount", "PersistentVolumeClaim", "NetworkPolicy"}
+    kinds = {"ServiceAccount", "NetworkPolicy"} | (
+        {"ConfigMap"} if overlay == "s3" else {"PersistentVolumeClaim"}
+    )
+    assert {d["kind"] for d in core} == kinds
     assert not [d for d in docs if d["kind"] == "Secret"]  # no secret is ever rendered
     for doc in docs:  # k8s/README.md applies the batch or the service part with -l selectors
         component = doc["metadata"].get("labels", {}).get("app.kubernetes.io/component")
@@ -112,7 +115,11 @@ def test_the_secret_template_is_valid_and_holds_no_secret():
     import kubernetes_validate
 
     docs = list(yaml.safe_load_all((K8S / "base" / "secrets.example.yaml").read_text()))
-    assert {d["metadata"]["name"] for d in docs} == {"geo-hires-tokens", "geo-hires-db"}
+    assert {d["metadata"]["name"] for d in docs} == {
+        "geo-hires-tokens",
+        "geo-hires-db",
+        "geo-hires-s3",
+    }
     for doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
         assert all("REPLACE" in v for v in doc["stringData"].values())
@@ -158,9 +165,10 @@ def _crd_validator(kind: str) -> Any:
 
 
 def test_ray_kinds_match_the_kuberay_crds_with_unknown_fields_refused(rendered):
-    _, docs = rendered
+    overlay, docs = rendered
     ray_docs = [d for d in docs if _is_ray(d)]
-    assert sorted(d["kind"] for d in ray_docs) == ["RayJob", "RayService"]
+    expected = ["RayJob"] if overlay == "s3" else ["RayJob", "RayService"]
+    assert sorted(d["kind"] for d in ray_docs) == expected
     for doc in ray_docs:
         errors = [e.message for e in _crd_validator(doc["kind"]).iter_errors(doc)]
         assert not errors, (doc["kind"], errors[:5])
@@ -209,7 +217,11 @@ def test_serve_config_v2_is_the_services_config_and_builds(rendered, monkeypatch
     from ray.serve.schema import ServeDeploySchema
 
     overlay, docs = rendered
-    (svc,) = [d for d in docs if d["kind"] == "RayService"]
+    services = [d for d in docs if d["kind"] == "RayService"]
+    if overlay == "s3":  # batch only: the service needs the shared volume
+        assert not services
+        return
+    (svc,) = services
     doc = yaml.safe_load(svc["spec"]["serveConfigV2"])
     schema = ServeDeploySchema.model_validate(doc)
     source = yaml.safe_load(
@@ -248,7 +260,7 @@ def _worker(doc: Doc) -> tuple[Doc, Doc]:
 def test_every_command_line_parses_with_the_cli_and_fits_the_cluster(rendered):
     from geo_hires.cli import _parser
 
-    _, docs = rendered
+    overlay, docs = rendered
     (job,) = [d for d in docs if d["kind"] == "RayJob"]
     argv = shlex.split(job["spec"]["entrypoint"])
     assert argv[0] == "geo-hires"
@@ -257,7 +269,10 @@ def test_every_command_line_parses_with_the_cli_and_fits_the_cluster(rendered):
     assert args.resume, "a retried RayJob must continue, not start over"
     mounts = _volumes_mounted(job)
     for path in (args.list, args.out_dir):
-        assert any(Path(path).is_relative_to(m) for m in mounts), path
+        if overlay == "s3":  # journals and status files in the bucket: a new cluster finds them
+            assert path.startswith("s3://"), path
+        else:
+            assert any(Path(path).is_relative_to(m) for m in mounts), path
     group, worker = _worker(job)
     limits = worker["resources"]["limits"]
     cpus, gpus = float(limits["cpu"]), float(limits.get("nvidia.com/gpu", 0))
@@ -279,6 +294,46 @@ def test_a_bad_command_line_would_be_caught():
 
     with pytest.raises(SystemExit):
         _parser().parse_args(shlex.split("batch /data/scenes.txt --out-dir /o --executor spark"))
+
+
+# ---------------------------------------------------------------- object storage (overlays/s3)
+
+
+def test_the_s3_overlay_has_no_volume_and_credentials_only_as_a_mounted_file():
+    assert '".[service,s3]"' in (ROOT / "Dockerfile").read_text()  # boto3 in the image
+    docs = _render("s3")
+    pods = _pods(docs)
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    creds_file = config["data"]["AWS_SHARED_CREDENTIALS_FILE"]
+    assert not [k for k in config["data"] if "SECRET" in k or k == "AWS_ACCESS_KEY_ID"]
+    for pod in pods:
+        spec = pod["spec"]
+        assert not [v for v in spec["volumes"] if "persistentVolumeClaim" in v]
+        (aws,) = [v for v in spec["volumes"] if "secret" in v]
+        assert aws["secret"]["secretName"] == "geo-hires-s3"
+        for c in spec["containers"]:
+            (mount,) = [m for m in c["volumeMounts"] if m["name"] == aws["name"]]
+            assert mount["readOnly"] and creds_file.startswith(mount["mountPath"] + "/")
+            assert c["envFrom"] == [{"configMapRef": {"name": config["metadata"]["name"]}}]
+            assert not [e for e in c.get("env", []) if e["name"].startswith("AWS_")]
+
+
+def test_the_s3_overlays_egress_reaches_only_the_cluster_dns_and_storage():
+    docs = _render("s3")
+    egress = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"
+              and "Egress" in d["spec"]["policyTypes"]}  # fmt: skip
+    batch = egress["geo-hires-batch-egress"]
+    assert batch["podSelector"] == {"matchLabels": {"app.kubernetes.io/component": "batch"}}
+    peers = [(rule["to"], rule.get("ports")) for rule in batch["egress"]]
+    assert peers[0] == ([{"podSelector": batch["podSelector"]}], None)  # Ray, any port
+    assert {p["port"] for p in peers[1][1]} == {53}  # DNS
+    (storage,) = peers[2][0]
+    assert set(storage) == {"ipBlock"} and storage["ipBlock"]["cidr"].endswith("/32")
+    assert peers[2][1] == [{"port": 443, "protocol": "TCP"}]
+    assert len(peers) == 3, "nothing else"
+    head = egress["geo-hires-batch-head-egress"]
+    assert head["podSelector"]["matchLabels"]["ray.io/node-type"] == "head"
+    assert [r["ports"] for r in head["egress"]] == [[{"port": 443, "protocol": "TCP"}]]
 
 
 # ---------------------------------------------------------------- pod security

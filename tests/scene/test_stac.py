@@ -91,7 +91,7 @@ def test_visual_role_wins_and_asset_overrides(folder, tmp_path):
     ("assets", "extra", "message"),
     [
         ({"meta": {"href": "m.xml", "type": "application/xml"}}, [], "no visual or RGB asset"),
-        ({"visual": {"href": "https://example.com/x.tif"}}, [], "is remote"),
+        ({"visual": {"href": "ftp://example.com/x.tif"}}, [], "read only from files, s3://"),
         ({"visual": {"href": "scene_rgb.tif"}}, ["--asset", "nope"], "has no asset 'nope'"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -42,7 +43,7 @@ async def submit(
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
         path, name, options = await from_upload(request, config, room=room)
-        source, size = "upload", path.stat().st_size
+        source, size = "upload", Path(path).stat().st_size
     elif kind == "application/json":
         path, name, options = await from_uri(request, config)
         source, size = "uri", 0

@@ -32,7 +32,7 @@ from geo_hires_service.ogc import (
 from geo_hires_service.problems import first_error
 from geo_hires_service.retention import remove_files
 from geo_hires_service.schemas import JobOptions
-from geo_hires_service.security import Rejected, resolve_scene_uri
+from geo_hires_service.security import Rejected, resolve_scene_uri, scene_name
 from geo_hires_service.store import Job, JobState
 from geo_hires_service.uploads import check_header
 
@@ -186,7 +186,7 @@ async def execute(
     path = resolve_scene_uri(uri, config.allow_roots)
     check_header(path, config, options)
     job, _ = store.submit(
-        tenant=who, scene_path=str(path), scene_name=path.name, options=options.model_dump(),
+        tenant=who, scene_path=str(path), scene_name=scene_name(path), options=options.model_dump(),
         max_active=config.max_active, max_active_per_tenant=config.max_active_per_tenant,
         request_id=request.headers.get("x-request-id"),
     )  # fmt: skip

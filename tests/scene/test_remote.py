@@ -1,0 +1,230 @@
+"""Scenes in object storage: URLs, GDAL settings, and opening against a real S3 server on
+127.0.0.1 (moto's server mode, ``tests/s3server.py``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+
+from geo_hires.cli import main
+from geo_hires.config import ReadConfig
+from geo_hires.errors import ConfigError, SceneNotFoundError, StorageError, StripLayoutWarning
+from geo_hires.scene import open_scene, remote
+from geo_hires.scene.stac import open_input
+from tests.s3server import s3_server as start_s3_server
+
+# ---------------------------------------------------------------- URLs, no server
+
+
+def test_urls_map_to_gdal_paths_and_never_show_their_query():
+    url = remote.Url.parse("s3://bkt/scenes/a/x.tif")
+    assert url is not None and url.gdal == "/vsis3/bkt/scenes/a/x.tif"
+    assert url.public == "s3://bkt/scenes/a/x.tif" and url.name == "x.tif"
+    signed = remote.Url.parse("https://h.example:8443/p/x.tif?X-Amz-Signature=abc&X-Amz-Date=1")
+    assert signed is not None and signed.public == "https://h.example:8443/p/x.tif"
+    assert signed.gdal == "/vsicurl/https://h.example:8443/p/x.tif?X-Amz-Signature=abc&X-Amz-Date=1"
+    assert "abc" not in repr(signed) and remote.public(str(signed.gdal)[9:]) == signed.public
+    assert remote.Url.of_gdal(signed.gdal) == signed
+    assert remote.Url.of_gdal(url.gdal) == url
+    assert remote.Url.parse("/data/x.tif") is None and not remote.is_remote("/data/x.tif")
+    assert not remote.is_remote("vrt:///data/x.tif") and remote.is_remote("S3://bkt/x.tif")
+
+
+@pytest.mark.parametrize("bad", ["s3://b/x.tif", "s3://Bkt/x.tif", "s3://bkt/x.tif?v=1", "s3:///x"])
+def test_malformed_s3_urls_are_config_errors(bad):
+    with pytest.raises(ConfigError, match=r"s3://BUCKET/KEY|names no host"):
+        remote.Url.parse(bad)
+
+
+def test_relative_references_stay_in_their_bucket():
+    item = remote.Url.parse("s3://bkt/items/2026/item.json")
+    assert item is not None
+    assert item.join("scene.tif").public == "s3://bkt/items/2026/scene.tif"
+    assert item.join("../scenes/x.tif").public == "s3://bkt/items/scenes/x.tif"
+    assert item.join("s3://oth/x.tif").public == "s3://oth/x.tif"
+    with pytest.raises(ConfigError, match="leaves the bucket"):
+        item.join("../../../x.tif")
+    folder = item.folder
+    assert folder.key == "items/2026/"
+    assert item.join("a/b.tif").under(folder) and not item.join("../x.tif").under(folder)
+    assert not remote.Url("s3", "bkt", "items/2026x/a.tif").under(folder)  # a prefix is a folder
+    assert not remote.Url("s3", "oth", "items/2026/a.tif").under(folder)
+
+
+def test_gdal_options_bridge_the_aws_names_gdal_spells_differently():
+    env = {
+        "AWS_SHARED_CREDENTIALS_FILE": "/run/aws/credentials",
+        "AWS_ENDPOINT_URL": "http://m:9000",
+    }
+    opts = remote.gdal_options("s3://bkt/x.tif", env)
+    assert opts["CPL_AWS_CREDENTIALS_FILE"] == "/run/aws/credentials"
+    assert (opts["AWS_S3_ENDPOINT"], opts["AWS_HTTPS"]) == ("m:9000", "NO")
+    assert opts["CPL_VSIL_CURL_NON_CACHED"] == "/vsis3/bkt/x.tif"
+    assert opts["GDAL_DISABLE_READDIR_ON_OPEN"] == "EMPTY_DIR"
+    own = {"AWS_S3_ENDPOINT": "s3.example", "CPL_AWS_CREDENTIALS_FILE": "/c", **env}
+    opts = remote.gdal_options("s3://bkt/x.tif", own)
+    assert "AWS_S3_ENDPOINT" not in opts and "CPL_AWS_CREDENTIALS_FILE" not in opts
+    assert remote.gdal_options("/data/x.tif", env) == {} and remote.gdal_options(None) == {}
+
+
+# ---------------------------------------------------------------- against the S3 server
+
+
+@pytest.fixture
+def cog(demo_cog):
+    return demo_cog(1024, 512, 1536, 1024)
+
+
+def _put(s3, path: Path, key: str) -> str:
+    s3.client().upload_file(str(path), s3.bucket, key)
+    return f"s3://{s3.bucket}/{key}"
+
+
+def test_a_cog_in_a_bucket_opens_as_the_same_scene(s3, cog):
+    url = _put(s3, cog, "scenes/apron.tif")
+    s3.counts(reset=True)
+    scene, local = open_scene(url), open_scene(cog)
+    assert scene.path == url and scene.open_path == f"/vsis3/{s3.bucket}/scenes/apron.tif"
+    same = {k: v for k, v in vars(scene).items() if k not in ("path", "open_path")}
+    assert same == {k: v for k, v in vars(local).items() if k not in ("path", "open_path")}
+    log = s3.counts()
+    assert log[0]["method"] == "HEAD"  # the clear-error check, then GDAL's reads
+    assert not [e for e in log if "list-type" in e["query"] or e["query"].startswith("delim")]
+
+
+def test_info_on_a_bucket_scene_and_its_errors_are_one_line(s3, cog, capsys):
+    url = _put(s3, cog, "scenes/apron.tif")
+    assert main(["info", url]) == 0
+    assert json.loads(capsys.readouterr().out)["path"] == url
+    assert main(["info", f"s3://{s3.bucket}/scenes/missing.tif"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such object" in err[0] and "missing.tif" in err[0]
+
+
+def test_plan_on_a_bucket_scene_is_the_local_files_plan(s3, cog, tmp_path, capsys):
+    local = tmp_path / "apron.tif"
+    shutil.copy(cog, local)
+    url = _put(s3, local, "scenes/apron.tif")
+    assert main(["plan", str(local), "--block", "256"]) == 0
+    expected = capsys.readouterr().out
+    assert main(["plan", url, "--block", "256"]) == 0
+    assert capsys.readouterr().out == expected and "blocks" in expected
+
+
+def test_no_credentials_is_one_line(s3, cog, monkeypatch, capsys):
+    url = _put(s3, cog, "scenes/apron.tif")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    assert main(["info", url]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no AWS credentials" in err[0] and "AWS_PROFILE" in err[0]
+
+
+def test_a_profile_in_the_shared_credentials_file_is_used(s3, cog, monkeypatch, tmp_path):
+    url = _put(s3, cog, "scenes/apron.tif")
+    creds = tmp_path / "credentials"
+    creds.write_text("[reader]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.setenv("AWS_PROFILE", "reader")
+    from geo_hires.scene import SceneReader
+
+    with SceneReader(open_scene(url)) as reader:  # boto3 (the check) and GDAL (the pixels)
+        assert reader.read_overview(10_000).valid.all()
+
+
+@pytest.fixture(scope="module")
+def locked_s3(tmp_path_factory, demo_cog):
+    """A second S3 server that checks credentials after its first 4 requests (moto's IAM): a
+    bucket with the COG, and a user without any permission."""
+    import boto3
+
+    log = tmp_path_factory.mktemp("s3-locked") / "server.log"
+    with start_s3_server(log, extra_env={"INITIAL_NO_AUTH_ACTION_COUNT": "4"}) as server:
+        server.client().create_bucket(Bucket="locked")
+        server.client().upload_file(str(demo_cog(1024, 512, 1536, 1024)), "locked", "apron.tif")
+        iam = boto3.client(
+            "iam", endpoint_url=server.url, region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )  # fmt: skip
+        iam.create_user(UserName="nobody")
+        server.key = iam.create_access_key(UserName="nobody")["AccessKey"]
+        yield server
+
+
+def test_access_denied_is_one_line(locked_s3, monkeypatch, capsys):
+    import rasterio
+
+    for k, v in locked_s3.env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", locked_s3.key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", locked_s3.key["SecretAccessKey"])
+    url = "s3://locked/apron.tif"
+    assert main(["info", url]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"access denied to {url}" in err[0], err
+    # GDAL's own refusal (a read after the check, credentials revoked mid-scene) maps the same
+    u = remote.Url.parse(url)
+    assert u is not None
+    env = rasterio.Env(**remote.gdal_options(url))
+    with pytest.raises(rasterio.errors.RasterioIOError) as raw, env, rasterio.open(u.gdal):
+        pass
+    mapped = remote.gdal_error(url, u.gdal, raw.value)
+    assert isinstance(mapped, StorageError) and f"access denied to {url}" in str(mapped)
+
+
+def test_a_strip_tiff_in_a_bucket_warns_it_will_be_read_whole(s3, fixtures, tmp_path):
+    strips = tmp_path / "strips.tif"
+    shutil.copy(fixtures / "RGB.byte.tif", strips)  # rasterio's test file: 3 bands in strips
+    url = _put(s3, strips, "scenes/strips.tif")
+    with pytest.warns(StripLayoutWarning, match="strips of 3 rows.*the whole file will be read"):
+        open_scene(url)
+    tiled = _put(s3, fixtures / "test_tiled.tif", "scenes/tiled.tif")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StripLayoutWarning)
+        open_scene(tiled)
+        open_scene(strips)  # a local file is read by its strips, as always: no warning
+
+
+def test_a_signed_url_is_read_and_never_shown(s3, cog):
+    _put(s3, cog, "scenes/apron.tif")
+    signed = s3.client().generate_presigned_url(
+        "get_object", Params={"Bucket": s3.bucket, "Key": "scenes/apron.tif"}, ExpiresIn=600
+    )
+    assert signed.startswith("http://127.0.0.1:") and "Signature=" in signed
+    scene = open_scene(signed)
+    assert scene.path == signed.split("?")[0] and "Signature" not in repr(scene)
+    assert scene.open_path is not None and "Signature=" in scene.open_path
+    assert scene.width == 1536
+    with pytest.raises(SceneNotFoundError) as err:
+        open_scene(signed.replace("apron.tif", "gone.tif"))
+    assert "Signature" not in str(err.value) and "gone.tif" in str(err.value)
+
+
+def test_stac_items_in_a_bucket_resolve_relative_assets_and_stay_confined(s3, cog, tmp_path):
+    _put(s3, cog, "items/apron.tif")
+    item = {
+        "type": "Feature", "stac_version": "1.0.0", "id": "apron", "collection": "demo",
+        "geometry": None, "properties": {"datetime": "2026-05-01T00:00:00Z"}, "links": [],
+        "assets": {"visual": {"href": "./apron.tif", "type": "image/tiff; application=geotiff"}},
+    }  # fmt: skip
+    s3.client().put_object(Bucket=s3.bucket, Key="items/apron.json", Body=json.dumps(item))
+    scene, prov = open_input(f"s3://{s3.bucket}/items/apron.json")
+    assert scene.path == f"s3://{s3.bucket}/items/apron.tif"
+    assert prov == {"item": "apron", "collection": "demo", "asset": "visual"}
+    scene, _ = open_input(f"s3://{s3.bucket}/items/apron.json", ReadConfig(stac_confine=True))
+    item["assets"]["visual"]["href"] = "../apron.tif"
+    s3.client().put_object(Bucket=s3.bucket, Key="items/sub/out.json", Body=json.dumps(item))
+    with pytest.raises(ConfigError, match="outside the item's folder"):
+        open_input(f"s3://{s3.bucket}/items/sub/out.json", ReadConfig(stac_confine=True))
+    local = tmp_path / "item.json"  # a local item pointing into the bucket
+    item["assets"]["visual"]["href"] = f"s3://{s3.bucket}/items/apron.tif"
+    local.write_text(json.dumps(item))
+    assert open_input(local)[0].path == f"s3://{s3.bucket}/items/apron.tif"
+    with pytest.raises(ConfigError, match="outside the item's folder"):
+        open_input(local, ReadConfig(stac_confine=True))
