@@ -17,14 +17,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from geo_hires.cli import main
 from geo_hires.scene import Density, SynthSpec, write_synthetic
+from tests.raycluster import local_cluster
 
 ray = pytest.importorskip("ray", reason="Ray is not installed")
-cluster_utils = pytest.importorskip("ray.cluster_utils")
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -52,27 +53,9 @@ def reference(scene_list, tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def cluster() -> Iterator[cluster_utils.Cluster]:
-    from geo_hires.detect.ray_local import offline_env
-
-    with offline_env():
-        c = cluster_utils.Cluster(
-            initialize_head=True,
-            head_node_args={
-                "num_cpus": 0,
-                "include_dashboard": False,
-                "node_ip_address": "127.0.0.1",
-            },
-        )
-        workers = [c.add_node(num_cpus=1, node_ip_address="127.0.0.1") for _ in range(2)]
-        c.wait_for_nodes()
-    try:
+def cluster() -> Iterator[Any]:
+    with local_cluster(workers=2, cpus_per_worker=1) as c:
         yield c
-    finally:
-        for node in list(c.worker_nodes):
-            c.remove_node(node, allow_graceful=False)
-        c.shutdown()
-    del workers
 
 
 def _batch(scene_list: Path, out: Path, address: str) -> subprocess.Popen[str]:

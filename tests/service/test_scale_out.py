@@ -15,17 +15,17 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from geo_hires.cli import main
 from geo_hires.scene import Density, SynthSpec, write_synthetic
+from tests.raycluster import local_cluster
 from tests.service.harness import TOKENS, serve_process
 from tests.service.postgres import missing_reason, postgres_server
 from tests.service.test_observe import json_lines
-
-cluster_utils = pytest.importorskip("ray.cluster_utils")
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.postgres]
 
@@ -43,27 +43,9 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def cluster() -> Iterator[cluster_utils.Cluster]:
-    from geo_hires.detect.ray_local import offline_env
-
-    with offline_env():
-        c = cluster_utils.Cluster(
-            initialize_head=True,
-            head_node_args={
-                "num_cpus": 0,
-                "include_dashboard": False,
-                "node_ip_address": "127.0.0.1",
-            },
-        )
-        for _ in range(2):
-            c.add_node(num_cpus=2, node_ip_address="127.0.0.1")
-        c.wait_for_nodes()
-    try:
+def cluster() -> Iterator[Any]:
+    with local_cluster(workers=2, cpus_per_worker=2) as c:
         yield c
-    finally:
-        for node in list(c.worker_nodes):
-            c.remove_node(node, allow_graceful=False)
-        c.shutdown()
 
 
 def _get(url: str, path: str, timeout: float = 60) -> requests.Response:

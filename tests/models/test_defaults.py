@@ -1,0 +1,38 @@
+"""The defaults are decisions made on measurements, and the cards record them: a default that
+changes without its card saying why (or against what the cards measured) fails here."""
+
+from __future__ import annotations
+
+from geo_hires.detect.options import DEFAULT_MODEL, DetectOptions, resolve_zoom
+from geo_hires.models.card import load_card, shipped_models
+
+
+def test_the_default_model_is_the_one_whose_card_records_the_choice():
+    claims = [name for name in shipped_models() if "default" in load_card(name).extra]
+    assert claims == [DEFAULT_MODEL]
+    assert DetectOptions().model == DEFAULT_MODEL
+
+
+def test_the_default_is_the_best_shipped_bundle_on_the_same_validation_images():
+    card = load_card(DEFAULT_MODEL)
+    chosen, metrics = card.extra["default"], card.extra["metrics"]
+    assert chosen["ap50"] == round(metrics["ap50"], 4)
+    assert chosen["ap50_95"] == round(metrics["ap50_95"], 4)
+    assert chosen["meets_target"] == (chosen["ap50_95"] >= chosen["target_ap50_95"])
+    for name in shipped_models():
+        other = load_card(name).extra.get("metrics", {})
+        if other.get("images") == metrics["images"]:  # scored on the same 14 images
+            assert other["ap50_95"] <= metrics["ap50_95"], name
+            assert other["ap50"] <= metrics["ap50"] + 0.005, name
+
+
+def test_auto_zoom_is_rl_only_where_a_card_records_it_kept_the_ap():
+    """``rl`` by default needs >= 99 % of ``all``'s AP50 on every GSD variant, as measured by
+    ``bench/zoom.py`` into the card's ``zoom_default_evidence``."""
+    for name in shipped_models():
+        card = load_card(name)
+        mode = resolve_zoom("auto", card)
+        assert mode == card.extra.get("zoom_default", "all")
+        if mode == "rl":
+            kept = card.extra["zoom_default_evidence"]["rl_over_all_ap50"]
+            assert kept and min(kept.values()) >= 0.99, name
