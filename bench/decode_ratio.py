@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--variant", action="append", default=[],
                     help="NAME=OPT,OPT…: detect options of one variant (repeatable)")  # fmt: skip
+    ap.add_argument("--scene", help="an existing scene instead of a synthetic one")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--workdir", default="/tmp/geo-hires-bench")
     ap.add_argument("--out", help="results JSON")
@@ -91,7 +92,7 @@ def main() -> None:
     variants = {v.partition("=")[0]: [o for o in v.partition("=")[2].split(",") if o]
                 for v in a.variant or ["default="]}  # fmt: skip
     work = Path(a.workdir)
-    path = scene(work, a.size, a.seed)
+    path = Path(a.scene) if a.scene else scene(work, a.size, a.seed)
     outs = work / "decode_ratio_out"
     shutil.rmtree(outs, ignore_errors=True)
     outs.mkdir(parents=True)

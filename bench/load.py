@@ -101,7 +101,8 @@ def rss(pid: int) -> dict[str, float]:
 def _locust(url: str, plan: Path, ledger: Path, work: Path, users: int, minutes: float) -> None:
     env = {**os.environ, "LOAD_PLAN": str(plan), "LOAD_LEDGER": str(ledger)}
     cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "locustfile.py")]
-    cmd += ["--headless", "-u", str(users), "-r", str(max(1, users // 10)), "-t", f"{round(minutes * 60)}s"]
+    span = f"{round(minutes * 60)}s"
+    cmd += ["--headless", "-u", str(users), "-r", str(max(1, users // 10)), "-t", span]
     cmd += ["--host", url, "--csv", str(work / "locust"), "--only-summary", "--stop-timeout", "30"]
     done = subprocess.run(cmd, env=env, check=False, cwd=work, timeout=minutes * 60 + 300,
                           capture_output=True, text=True)  # fmt: skip

@@ -3,7 +3,7 @@
 Each size is written once with ``geo-hires synth`` (streamed), then detected in a fresh process;
 the peak resident set size of that process comes from ``getrusage(RUSAGE_CHILDREN)``.
 
-    python bench/rss.py --sizes 0.1 0.4 1.0 --workdir /tmp/georss
+    python bench/rss.py --sizes 0.1 0.4 1.0 --workdir /tmp/georss --out bench/results/rss.json
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from geo_hires.detect.options import DEFAULT_MODEL
+
+CLI = [sys.executable, "-m", "geo_hires.cli"]  # the environment this script runs in
 
 
 def _peak_rss_mb(cmd: list[str]) -> tuple[float, float]:
@@ -34,7 +38,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=float, nargs="+", default=[0.1, 0.4, 1.0], help="gigapixels")
     ap.add_argument("--workdir", default="/tmp/geo-hires-rss")
-    ap.add_argument("--model", default="aircraft_lsn")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--out", help="results JSON")
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -45,7 +50,7 @@ def main() -> None:
         if not scene.exists():
             subprocess.run(
                 [
-                    "geo-hires",
+                    *CLI,
                     "synth",
                     str(scene),
                     "--width",
@@ -59,7 +64,7 @@ def main() -> None:
             )
         mb, secs = _peak_rss_mb(
             [
-                "geo-hires",
+                *CLI,
                 "detect",
                 str(scene),
                 "-o",
@@ -81,6 +86,9 @@ def main() -> None:
         )
         print(json.dumps(rows[-1]), flush=True)
     print(json.dumps(rows, indent=2))
+    if args.out:
+        doc = {"model": args.model, "date": time.strftime("%Y-%m-%d"), "rows": rows}
+        Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def test_aoi_scans_less_and_keeps_what_lies_inside(scene, tmp_path, capsys):
     boxes = [(100, 150, 700, 650), (1500, 900, 2100, 1500)]  # two airports' worth
     aoi = _aoi_file(tmp_path, boxes)
     full, part = tmp_path / "full.geojson", tmp_path / "part.geojson"
-    common = ["--block", "256", "--score-threshold", "0.2"]
+    common = ["--block", "256", "--score-threshold", "0.2", "--model", "aircraft_lsn"]  # the levels
     assert main(["detect", str(scene), "-o", str(full), *common]) == 0
     capsys.readouterr()
     assert main(["detect", str(scene), "-o", str(part), "--aoi", str(aoi), *common]) == 0
