@@ -148,7 +148,7 @@ def _from_geojson(obj: dict[str, Any]) -> gpd.GeoDataFrame:
         if kind == "Feature":
             return gpd.GeoDataFrame.from_features([obj], crs="EPSG:4326")
         return gpd.GeoDataFrame(geometry=[shapely.geometry.shape(obj)], crs="EPSG:4326")
-    except (AttributeError, KeyError, TypeError, ValueError, shapely.errors.GEOSException) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError, shapely.errors.ShapelyError) as exc:
         raise ConfigError(f"the AOI is not valid GeoJSON ({exc})") from exc
 
 
