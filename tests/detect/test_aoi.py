@@ -175,7 +175,7 @@ def test_aoi_digest_is_16_hex_digits_of_the_geometry_at_a_thousandth_of_a_pixel(
     d = digest(100, 200, 300, 400)
     assert len(d) == 16 and int(d, 16) >= 0
     assert digest(100.0001, 200, 300, 400) == d  # below the precision: the same AOI
-    assert digest(100.01, 200, 300, 400) != d
+    assert digest(100.002, 200, 300, 400) != d  # a thousandth is not below it
 
 
 def test_aoi_geojson_objects_of_every_kind_and_invalid_ones_refused(scene):
