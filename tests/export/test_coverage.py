@@ -85,12 +85,12 @@ def test_valid_area_and_coverage_frame_by_hand(write_tif, tmp_path):
     from geo_hires.export import coverage_frame, valid_area, write_coverage
     from geo_hires.scene import open_scene
 
-    scene = open_scene(write_tif("s.tif", np.zeros((3, 200, 400), np.uint8)))
+    scene = open_scene(write_tif("s.tif", np.zeros((3, 300, 400), np.uint8)))
     assert valid_area(scene, None) is None
-    valid = np.zeros((2, 4), bool)  # the decision mask, 100 level-0 pixels a cell
+    valid = np.zeros((2, 4), bool)  # the decision mask: a cell is 100 x 150 level-0 pixels
     valid[0, :2] = valid[1, 3] = True
     area = valid_area(scene, valid)
-    want = shapely.box(0, 0, 200, 100).union(shapely.box(300, 100, 400, 200))
+    want = shapely.box(0, 0, 200, 150).union(shapely.box(300, 150, 400, 300))
     assert area.symmetric_difference(want).area < 1e-9
     full = LevelRun(name="full", downsample=1, blocks=2, skipped_nodata=0,
                     cores=((0, 0, 100, 100), (100, 0, 200, 100)))  # fmt: skip
