@@ -463,4 +463,5 @@ def test_train_zoom_keeps_only_gsds_where_the_bundle_zooms(tiny, tmp_path):
     assert zoomable_gsds((0.5, 3.0, 0.6), card, sample, tmp_path) == ((0.5, 0.6), (3.0,))
     with pytest.raises(ConfigError, match="scans one level at every GSD of --gsds"):
         train_zoom_policy(str(tiny["lsn"]), str(root / "images"), str(root / "labels"),
-                          str(tmp_path / "z"), ZoomTrainConfig(window=128, gsds=(3.0,)))  # fmt: skip
+                          str(tmp_path / "z"),
+                          ZoomTrainConfig(window=128, gsds=(3.0,)))  # fmt: skip
