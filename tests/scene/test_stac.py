@@ -182,3 +182,21 @@ def test_bands_given_by_the_caller_win_over_the_items(folder, tmp_path):
     assert scene.bands == (1, 2, 3)
     scene, prov = open_input(folder / "scene_rgb.tif")
     assert prov is None and scene.path == str(folder / "scene_rgb.tif")
+
+
+def test_remote_unreadable_and_outside_assets_and_a_plain_rasters_read_config(folder, tmp_path):
+    from geo_hires.config import ReadConfig
+    from geo_hires.errors import ConfigError, SceneReadError
+    from geo_hires.scene.stac import open_input, resolve_item
+
+    remote = _item(tmp_path, {"visual": {"href": "https://example.com/v.tif"}}, name="r.json")
+    with pytest.raises(ConfigError, match=r"is remote .*download it next to the item first"):
+        resolve_item(remote)
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"type": "Feature", "stac_version": "1.0.0"}))  # no id, assets
+    with pytest.raises(SceneReadError, match=r"broken\.json is not a readable STAC item \("):
+        resolve_item(broken)
+    outside = _item(tmp_path, {"visual": {"href": str(folder / "scene_rgb.tif")}}, name="o.json")
+    assert resolve_item(outside).path == str(folder / "scene_rgb.tif")  # not confined by default
+    scene, prov = open_input(folder / "scene_bgrn.tif", ReadConfig(bands=(3, 2, 1)))
+    assert prov is None and scene.bands == (3, 2, 1)  # a raster gets the caller's config
