@@ -7,6 +7,7 @@ in its level's coverage; the nodata collar and everything outside the AOI must n
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import geopandas as gpd
@@ -106,7 +107,13 @@ def test_valid_area_and_coverage_frame_by_hand(write_tif, tmp_path):
     assert frame.geometry.iloc[1].is_empty and frame.crs.to_epsg() == 32633
     limited = coverage_frame([full], scene, aoi=aoi)  # no validity mask: the AOI alone limits
     assert limited["pixels"].tolist() == [15000]
-    for name, message in (("c.txt", "unknown format .txt"), ("c", "(no extension)")):
-        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    formats = "use one of .stac.json, .geojson, .json, .gpkg, .parquet, .fgb"
+    for name, message in (("c.txt", ".txt; "), ("c", "(no extension); ")):
+        with pytest.raises(
+            ConfigError, match=re.escape(f"'{tmp_path / name}': unknown format {message}{formats}")
+        ):
             write_coverage(tmp_path / name, frame)
         assert not (tmp_path / name).exists()
+    write_coverage(tmp_path / "c.gpkg", frame)
+    layers = pyogrio.list_layers(tmp_path / "c.gpkg")[:, 0].tolist()
+    assert layers == ["coverage", "layer_styles"]  # the coverage, and its default style
