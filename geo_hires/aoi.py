@@ -155,8 +155,10 @@ def _from_geojson(obj: dict[str, Any]) -> gpd.GeoDataFrame:
 def _part_names(polys: gpd.GeoDataFrame) -> list[str]:
     names = []
     for i, (_, row) in enumerate(polys.iterrows()):
-        given = next((row[k] for k in ("name", "id") if k in row and row[k] is not None), None)
-        names.append(str(given) if given is not None and given == given else str(i + 1))
+        # a property some features lack is NaN in theirs (NaN != NaN): not a name
+        given = [row[k] for k in ("name", "id") if k in row and row[k] is not None]
+        given = [v for v in given if v == v]
+        names.append(str(given[0]) if given else str(i + 1))
     return names
 
 

@@ -208,3 +208,39 @@ def test_aoi_geojson_objects_of_every_kind_and_invalid_ones_refused(scene):
                 {"type": "Polygon", "coordinates": [[[0, 0], [1, 1]]]}):  # fmt: skip
         with pytest.raises(ConfigError, match="the AOI is not valid GeoJSON"):
             load_aoi(bad, s)
+
+
+def test_aoi_parts_are_named_from_their_properties_and_counted_per_class(scene):
+    from geo_hires.aoi import PartCount, load_aoi
+    from geo_hires.detections import PixelDetections
+    from geo_hires.scene import open_scene
+
+    s = open_scene(scene)
+    to = Transformer.from_crs("EPSG:32633", "EPSG:4326", always_xy=True)
+
+    def poly(x0, y0, x1, y1):
+        pts = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
+        return {"type": "Polygon", "coordinates": [[list(to.transform(*(SPEC.transform @ p)))
+                                                     for p in pts]]}  # fmt: skip
+
+    def feature(props, *box):
+        return {"type": "Feature", "properties": props, "geometry": poly(*box)}
+
+    collection = {"type": "FeatureCollection", "features": [
+        feature({"name": "north", "id": "n1"}, 10, 20, 110, 220),  # the name wins over the id
+        feature({"id": "p2"}, 500, 500, 600, 550),  # no name: the id
+        feature({"name": None}, 700, 700, 800, 800),  # neither (a missing id is NaN): position
+    ]}  # fmt: skip
+    aoi = load_aoi(collection, s)
+    assert [name for name, _ in aoi.parts] == ["north", "p2", "3"]
+    assert aoi.parts[1][1].symmetric_difference(shapely.box(500, 500, 600, 550)).area < 1.0
+    one = load_aoi(feature({"name": "apron"}, 10, 20, 110, 220), s)  # a Feature keeps its name
+    assert [name for name, _ in one.parts] == ["apron"]
+    boxes = [(40, 90, 60, 110), (50, 100, 70, 120), (540, 510, 560, 530), (890, 890, 910, 910)]
+    dets = PixelDetections.build(boxes, [0.9] * 4, [0, 1, 0, 0], class_names=("a", "b"))
+    assert aoi.counts(dets) == (
+        PartCount(0, "north", "a", 1), PartCount(0, "north", "b", 1),
+        PartCount(1, "p2", "a", 1), PartCount(1, "p2", "b", 0),
+        PartCount(2, "3", "a", 0), PartCount(2, "3", "b", 0),
+    )  # fmt: skip
+    assert [c.count for c in aoi.counts(dets.take(np.zeros(4, bool)))] == [0] * 6
