@@ -238,6 +238,31 @@ def test_a_saved_policy_loads_with_its_spec_and_weights(tmp_path):
             load_policy(missing, detector="abc")
 
 
+def test_the_safety_rule_reads_the_windows_own_small_evidence_and_split_follows_the_gsd():
+    from geo_hires.models.zoom_policy import PolicySpec, ZoomPolicy, small_evidence
+
+    spec = PolicySpec(window=128, grid=2, split_px=64.0)
+    assert spec.split_for(0.5, 0.25) == 128.0  # finer pixels: the same object spans more
+    assert spec.split_for(0.5, None) == spec.split_for(0.0, 0.25) == 64.0  # unknown: as is
+    x = np.zeros((3, 3, 6, 6), np.float32)
+    x[0, 0, 2, 3] = 0.6  # small evidence in the window itself (cells 2..3)
+    x[1, 0, 4, 2] = x[1, 0, 2, 4] = 0.9  # small, in the neighbours below and to the right
+    x[2, 1, 2, 2] = 0.95  # large evidence in the window: not small
+    small = small_evidence(x, 2)
+    assert small.dtype == np.float32 and small.tolist() == pytest.approx([0.6, 0.0, 0.0])
+    assert small_evidence(x[:0], 2).shape == (0,) and small_evidence(x[:0], 2).dtype == np.float32
+    policy = ZoomPolicy(spec)  # undecided: exactly 0.5 everywhere, which zooms
+    forced = policy.forced(x)
+    assert forced.dtype == bool and not forced.any()  # no safety rule
+    assert policy.decide(x).tolist() == [True, True, True]
+    safe = policy.with_spec(dataclasses.replace(spec, safe_score=0.6))
+    assert safe.spec.safe_score == 0.6 and not safe.training
+    assert safe.forced(x).tolist() == [True, False, False]  # 0.6 reaches the rule's score
+    with torch.no_grad():
+        safe.head.bias.fill_(-10.0)  # a policy that zooms nothing itself
+    assert safe.decide(x).tolist() == [True, False, False]
+
+
 def _reads(monkeypatch) -> list[tuple[int, int, int, int]]:
     """Full-resolution reads (output as large as the window) as level-0 x0, y0, x1, y1."""
     full: list[tuple[int, int, int, int]] = []
