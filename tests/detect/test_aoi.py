@@ -244,3 +244,26 @@ def test_aoi_parts_are_named_from_their_properties_and_counted_per_class(scene):
         PartCount(2, "3", "a", 0), PartCount(2, "3", "b", 0),
     )  # fmt: skip
     assert [c.count for c in aoi.counts(dets.take(np.zeros(4, bool)))] == [0] * 6
+
+
+def test_aoi_files_name_their_source_and_only_an_aoi_off_the_scene_warns(scene, tmp_path):
+    import warnings
+
+    from geo_hires.aoi import AoiWarning, load_aoi
+    from geo_hires.errors import ConfigError
+    from geo_hires.scene import open_scene
+
+    s = open_scene(scene)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # inside the scene: no warning at all
+        aoi = load_aoi(_aoi_file(tmp_path, [(10, 20, 110, 220)]), s)
+    assert aoi.source == "aoi.gpkg" and [name for name, _ in aoi.parts] == ["a0"]
+    far = _aoi_file(tmp_path, [(5000, 5000, 5100, 5100)], name="far.gpkg")
+    with pytest.warns(AoiWarning, match=r"^the AOI far\.gpkg does not intersect scene\.tif"):
+        load_aoi(far, s)
+    gpd.GeoDataFrame(geometry=[shapely.Point(0, 0)], crs="EPSG:4326").to_file(tmp_path / "p.gpkg")
+    with pytest.raises(ConfigError, match=r"^AOI p\.gpkg holds no polygon; give polygons"):
+        load_aoi(tmp_path / "p.gpkg", s)
+    gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 1, 1)]).to_file(tmp_path / "nocrs.gpkg")
+    with pytest.raises(ConfigError, match=r"nocrs\.gpkg has no CRS; save it with one \(e\.g\."):
+        load_aoi(tmp_path / "nocrs.gpkg", s)
