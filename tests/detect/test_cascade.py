@@ -130,7 +130,7 @@ def test_refine_windows_hold_their_candidates_and_are_shared_when_they_can_be():
     units = refine_units(blocks, level=2, batch_size=2)
     assert [u.key for u in units] == ["R-U0", "R-U1"]
     assert [len(u.blocks) for u in units] == [2, 1]  # the two 64 px windows batch together
-    assert all(u.level == 2 and u.downsample == 1 for u in units)
+    assert all(u.level == 2 and u.downsample == 1 and u.kind == "refine" for u in units)
 
 
 def test_shipped_cascade_keeps_the_refiners_boxes_plus_only_the_unmatched_candidates(demo_crop):
@@ -176,6 +176,13 @@ def test_drop_truncated_only_at_interior_edges():
     # window x in [100, 200) of a 200x300 scene: only its left edge is interior
     kept = drop_truncated(dets, (100, 0, 200, 300), scene_size=(200, 300), margin=2)
     np.testing.assert_array_equal(kept.boxes[:, 0], [110, 190, 150])
+
+
+def test_drop_truncated_keeps_boxes_on_the_scenes_own_left_and_top_edges():
+    dets = PixelDetections.build([[1, 40, 20, 60], [40, 1, 60, 20]], [0.9] * 2, [0] * 2,
+                                 class_names=["a"])  # fmt: skip
+    kept = drop_truncated(dets, (0, 0, 100, 100), scene_size=(100, 100), margin=2)
+    assert len(kept) == 2  # within the margin of x = 0 and y = 0, which are no interior edges
 
 
 def test_drop_truncated_edges_are_inclusive_within_the_margin():
