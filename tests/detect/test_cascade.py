@@ -178,6 +178,20 @@ def test_drop_truncated_only_at_interior_edges():
     np.testing.assert_array_equal(kept.boxes[:, 0], [110, 190, 150])
 
 
+def test_refine_windows_are_planned_in_the_refiners_own_level_pixels():
+    rule = CascadeRule(detector="y.pt", window=64, margin=8)
+
+    def window(box, size, downsample):
+        (b,) = plan_refine(_dets([(*box, 0.9, 0, 0)]), rule, size, downsample)
+        return (b.x0, b.y0, b.x1, b.y1)
+
+    # a refiner at half the resolution: the 1000 x 800 scene is a 500 x 400 level
+    assert window((600, 400, 620, 420), (1000, 800), 2) == (273, 173, 337, 237)
+    assert window((980, 780, 996, 796), (1000, 800), 2) == (436, 336, 500, 400)  # kept inside
+    # at twice the resolution a window starts on a whole scene pixel (an even level pixel)
+    assert window((50.5, 40.5, 60.5, 50.5), (100, 80), 0.5) == (78, 58, 142, 122)
+
+
 def test_drop_truncated_keeps_boxes_on_the_scenes_own_left_and_top_edges():
     dets = PixelDetections.build([[1, 40, 20, 60], [40, 1, 60, 20]], [0.9] * 2, [0] * 2,
                                  class_names=["a"])  # fmt: skip
