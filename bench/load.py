@@ -21,6 +21,7 @@ import argparse
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -257,6 +258,9 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--out", type=Path, help="write the result here (default: stdout)")
     args = ap.parse_args()
+    # a SIGTERM (timeout, Ctrl-C in CI) unwinds through the service's context manager, so the
+    # service and its Ray are stopped rather than left running and loading the machine
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = run(args.users, args.minutes, args.tenants)
     text = json.dumps(result, indent=1)
     if args.out:

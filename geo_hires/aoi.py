@@ -148,15 +148,17 @@ def _from_geojson(obj: dict[str, Any]) -> gpd.GeoDataFrame:
         if kind == "Feature":
             return gpd.GeoDataFrame.from_features([obj], crs="EPSG:4326")
         return gpd.GeoDataFrame(geometry=[shapely.geometry.shape(obj)], crs="EPSG:4326")
-    except (AttributeError, KeyError, TypeError, ValueError, shapely.errors.GEOSException) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError, shapely.errors.ShapelyError) as exc:
         raise ConfigError(f"the AOI is not valid GeoJSON ({exc})") from exc
 
 
 def _part_names(polys: gpd.GeoDataFrame) -> list[str]:
     names = []
     for i, (_, row) in enumerate(polys.iterrows()):
-        given = next((row[k] for k in ("name", "id") if k in row and row[k] is not None), None)
-        names.append(str(given) if given is not None and given == given else str(i + 1))
+        # a property some features lack is NaN in theirs (NaN != NaN): not a name
+        given = [row[k] for k in ("name", "id") if k in row and row[k] is not None]
+        given = [v for v in given if v == v]
+        names.append(str(given[0]) if given else str(i + 1))
     return names
 
 

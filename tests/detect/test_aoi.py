@@ -138,3 +138,132 @@ def test_bad_aois_are_one_line_errors(scene, tmp_path, capsys, write_tif):
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("geo-hires: error:") and message in err[-1], err
         assert not out.exists()
+
+
+def test_windows_touching_the_aoi_and_detections_centred_in_it_boundaries_included():
+    from rasterio.windows import Window
+
+    from geo_hires.aoi import AreaOfInterest
+    from geo_hires.detections import PixelDetections
+
+    aoi = AreaOfInterest(pixels=shapely.box(100, 200, 300, 400), wgs84={}, source="t")
+    touches = aoi.touches_window()
+    assert touches(Window(0, 0, 100, 200))  # meets the AOI's corner
+    assert not touches(Window(0, 0, 99, 200)) and not touches(Window(0, 0, 100, 199))
+    assert touches(Window(300, 400, 10, 10))  # starts on its far corner
+    assert not touches(Window(301, 0, 10, 1000)) and not touches(Window(0, 401, 1000, 10))
+    boxes = [
+        (90, 290, 110, 310),  # centre (100, 300): on the edge, kept
+        (80, 290, 118, 310),  # centre (99, 300): overlaps the AOI, centred outside
+        (290, 390, 310, 410),  # centre (300, 400): the far corner, kept
+        (190, 392, 210, 410),  # centre (200, 401): outside
+        (0, 0, 400, 600),  # centre (200, 300): kept, though the box reaches far out
+    ]
+    dets = PixelDetections.build(boxes, [0.1, 0.2, 0.3, 0.4, 0.5], [0] * 5, class_names=("a",))
+    assert aoi.keep(dets).scores.tolist() == [0.1, 0.3, 0.5]
+    none = dets.take(np.zeros(5, bool))
+    assert aoi.keep(none) is none
+    assert aoi.provenance() == {"source": "t", "geometry": {}}
+
+
+def test_aoi_digest_is_16_hex_digits_of_the_geometry_at_a_thousandth_of_a_pixel():
+    from geo_hires.aoi import AreaOfInterest
+
+    def digest(*box: float) -> str:
+        return AreaOfInterest(pixels=shapely.box(*box), wgs84={}, source="x").digest
+
+    d = digest(100, 200, 300, 400)
+    assert len(d) == 16 and int(d, 16) >= 0
+    assert digest(100.0001, 200, 300, 400) == d  # below the precision: the same AOI
+    assert digest(100.002, 200, 300, 400) != d  # a thousandth is not below it
+
+
+def test_aoi_geojson_objects_of_every_kind_and_invalid_ones_refused(scene):
+    from geo_hires.aoi import load_aoi
+    from geo_hires.errors import ConfigError
+    from geo_hires.scene import open_scene
+
+    s = open_scene(scene)
+    to = Transformer.from_crs("EPSG:32633", "EPSG:4326", always_xy=True)
+
+    def ring(x0, y0, x1, y1):
+        pts = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
+        return [list(to.transform(*(SPEC.transform @ p))) for p in pts]
+
+    geom = {"type": "Polygon", "coordinates": [ring(10, 20, 110, 220)]}
+    multi = {"type": "MultiPolygon",
+             "coordinates": [[ring(10, 20, 110, 220)], [ring(500, 500, 600, 550)]]}  # fmt: skip
+    feature = {"type": "Feature", "properties": {}, "geometry": geom}
+    point = {"type": "Feature", "properties": {},
+             "geometry": {"type": "Point", "coordinates": [15, 45]}}  # fmt: skip
+    collection = {"type": "FeatureCollection", "features": [feature, point]}  # the point is left
+    box = shapely.box(10, 20, 110, 220)
+    for obj, want in ((geom, box), (feature, box), (collection, box),
+                      (multi, box.union(shapely.box(500, 500, 600, 550)))):  # fmt: skip
+        aoi = load_aoi(obj, s)
+        assert aoi.source == "request"
+        assert aoi.pixels.symmetric_difference(want).area < 1.0
+    assert load_aoi(multi, s).wgs84["type"] == "MultiPolygon"
+    for bad in ({"type": "Polygon"}, {"type": "Nonsense", "coordinates": []},
+                {"type": "Polygon", "coordinates": [[[0, 0], [1, 1]]]}):  # fmt: skip
+        with pytest.raises(ConfigError, match="the AOI is not valid GeoJSON"):
+            load_aoi(bad, s)
+
+
+def test_aoi_parts_are_named_from_their_properties_and_counted_per_class(scene):
+    from geo_hires.aoi import PartCount, load_aoi
+    from geo_hires.detections import PixelDetections
+    from geo_hires.scene import open_scene
+
+    s = open_scene(scene)
+    to = Transformer.from_crs("EPSG:32633", "EPSG:4326", always_xy=True)
+
+    def poly(x0, y0, x1, y1):
+        pts = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
+        return {"type": "Polygon", "coordinates": [[list(to.transform(*(SPEC.transform @ p)))
+                                                     for p in pts]]}  # fmt: skip
+
+    def feature(props, *box):
+        return {"type": "Feature", "properties": props, "geometry": poly(*box)}
+
+    collection = {"type": "FeatureCollection", "features": [
+        feature({"name": "north", "id": "n1"}, 10, 20, 110, 220),  # the name wins over the id
+        feature({"id": "p2"}, 500, 500, 600, 550),  # no name: the id
+        feature({"name": None}, 700, 700, 800, 800),  # neither (a missing id is NaN): position
+    ]}  # fmt: skip
+    aoi = load_aoi(collection, s)
+    assert [name for name, _ in aoi.parts] == ["north", "p2", "3"]
+    assert aoi.parts[1][1].symmetric_difference(shapely.box(500, 500, 600, 550)).area < 1.0
+    one = load_aoi(feature({"name": "apron"}, 10, 20, 110, 220), s)  # a Feature keeps its name
+    assert [name for name, _ in one.parts] == ["apron"]
+    boxes = [(40, 90, 60, 110), (50, 100, 70, 120), (540, 510, 560, 530), (890, 890, 910, 910)]
+    dets = PixelDetections.build(boxes, [0.9] * 4, [0, 1, 0, 0], class_names=("a", "b"))
+    assert aoi.counts(dets) == (
+        PartCount(0, "north", "a", 1), PartCount(0, "north", "b", 1),
+        PartCount(1, "p2", "a", 1), PartCount(1, "p2", "b", 0),
+        PartCount(2, "3", "a", 0), PartCount(2, "3", "b", 0),
+    )  # fmt: skip
+    assert [c.count for c in aoi.counts(dets.take(np.zeros(4, bool)))] == [0] * 6
+
+
+def test_aoi_files_name_their_source_and_only_an_aoi_off_the_scene_warns(scene, tmp_path):
+    import warnings
+
+    from geo_hires.aoi import AoiWarning, load_aoi
+    from geo_hires.errors import ConfigError
+    from geo_hires.scene import open_scene
+
+    s = open_scene(scene)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # inside the scene: no warning at all
+        aoi = load_aoi(_aoi_file(tmp_path, [(10, 20, 110, 220)]), s)
+    assert aoi.source == "aoi.gpkg" and [name for name, _ in aoi.parts] == ["a0"]
+    far = _aoi_file(tmp_path, [(5000, 5000, 5100, 5100)], name="far.gpkg")
+    with pytest.warns(AoiWarning, match=r"^the AOI far\.gpkg does not intersect scene\.tif"):
+        load_aoi(far, s)
+    gpd.GeoDataFrame(geometry=[shapely.Point(0, 0)], crs="EPSG:4326").to_file(tmp_path / "p.gpkg")
+    with pytest.raises(ConfigError, match=r"^AOI p\.gpkg holds no polygon; give polygons"):
+        load_aoi(tmp_path / "p.gpkg", s)
+    gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 1, 1)]).to_file(tmp_path / "nocrs.gpkg")
+    with pytest.raises(ConfigError, match=r"nocrs\.gpkg has no CRS; save it with one \(e\.g\."):
+        load_aoi(tmp_path / "nocrs.gpkg", s)

@@ -164,3 +164,61 @@ def test_aoi_on_ray_matches_local(ray_local, tmp_path, scene_path):
     assert main(["detect", str(scene_path), "-o", str(local), *args]) == 0
     assert (out / f"{scene_path.stem}.geojson").read_bytes() == local.read_bytes()
     assert "aoi" in json.loads(local.read_text())["geo_hires"]
+
+
+def test_ray_settings_are_checked_at_their_bounds():
+    from geo_hires.detect.ray_executor import RayConfig
+    from geo_hires.errors import ConfigError
+
+    RayConfig(actors=1, num_cpus=0.1, num_gpus=0.0, replacements=0, unit_attempts=1,
+              placement_timeout_s=0.1)  # fmt: skip
+    for kw in ({"actors": 0}, {"num_cpus": 0.0}, {"num_gpus": -0.5}):
+        with pytest.raises(ConfigError, match="actors >= 1, num_cpus > 0 and num_gpus >= 0"):
+            RayConfig(**kw)
+    for kw in ({"replacements": -1}, {"unit_attempts": 0}, {"placement_timeout_s": 0.0}):
+        with pytest.raises(ConfigError, match="replacements >= 0, unit_attempts >= 1"):
+            RayConfig(**kw)
+
+
+def test_run_stats_count_each_retry_and_the_work_per_node():
+    import collections
+
+    from geo_hires.detect.ray_executor import _Scene
+
+    run = _Scene(queue=collections.deque())
+    run.attempts.update({"A": 1, "B": 3, "C": 2})  # B ran 3 times, C twice
+    run.per_node.update({"n1": 4, "n2": 2})
+    run.lost = 3
+    stats = run.stats()
+    assert stats.retried == 3 and stats.actors_lost == 3
+    assert stats.per_node == {"n1": 4, "n2": 2} and isinstance(stats.per_node, dict)
+
+
+def test_work_waiting_with_no_placed_actor_fails_after_the_placement_timeout():
+    import collections
+
+    from geo_hires.detect.ray_executor import RayConfig, RayExecutor, _Scene, _Slot
+    from geo_hires.errors import ExecutorError
+
+    ex = RayExecutor(config=RayConfig(actors=1, num_cpus=1.5, num_gpus=0.5,
+                                      placement_timeout_s=30.0))  # fmt: skip
+    ex._slots = [_Slot(handle=None, ready_ref=None)]  # an actor not placed yet
+    run = _Scene(queue=collections.deque())
+    ex._check_stalled(run)
+    start = run.idle_since
+    assert start is not None and abs(start - time.monotonic()) < 5
+    ex._check_stalled(run)
+    assert run.idle_since == start  # the wait is counted from the first stall
+    run.idle_since = time.monotonic() - 29.0
+    ex._check_stalled(run)  # within the timeout
+    run.idle_since = time.monotonic() - 31.0
+    with pytest.raises(ExecutorError, match=r"placed for 30 s \(each needs 1.5 CPU and 0.5 GPU"):
+        ex._check_stalled(run)
+    ex._slots[0].node = "n1"  # a placed actor: nothing is stalled, the clock stops
+    ex._check_stalled(run)
+    assert run.idle_since is None
+    ex._slots[0].node = None
+    run.idle_since = time.monotonic() - 100
+    run.inflight["ref"] = (ex._slots[0], None)  # work in flight: not stalled either
+    ex._check_stalled(run)
+    assert run.idle_since is None

@@ -7,6 +7,7 @@ in its level's coverage; the nodata collar and everything outside the AOI must n
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import geopandas as gpd
@@ -75,3 +76,44 @@ def test_without_aoi_or_nodata_each_level_covers_the_scene(tmp_path):
     assert all(f["properties"]["pixels"] == 1200 * 900 for f in doc["features"])
     lon, lat = doc["features"][0]["geometry"]["coordinates"][0][0]
     assert 14 < lon < 16 and 44 < lat < 46  # WGS84, lon/lat order (UTM 33N, near 15E 45N)
+
+
+def test_valid_area_and_coverage_frame_by_hand(write_tif, tmp_path):
+    from affine import Affine
+
+    from geo_hires.detect.levels import LevelRun
+    from geo_hires.errors import ConfigError
+    from geo_hires.export import coverage_frame, valid_area, write_coverage
+    from geo_hires.scene import open_scene
+
+    scene = open_scene(write_tif("s.tif", np.zeros((3, 300, 400), np.uint8)))
+    assert valid_area(scene, None) is None
+    valid = np.zeros((2, 4), bool)  # the decision mask: a cell is 100 x 150 level-0 pixels
+    valid[0, :2] = valid[1, 3] = True
+    area = valid_area(scene, valid)
+    want = shapely.box(0, 0, 200, 150).union(shapely.box(300, 150, 400, 300))
+    assert area.symmetric_difference(want).area < 1e-9
+    full = LevelRun(name="full", downsample=1, blocks=2, skipped_nodata=0,
+                    cores=((0, 0, 100, 100), (100, 0, 200, 100)))  # fmt: skip
+    coarse = LevelRun(name="coarse", downsample=2, blocks=1, skipped_nodata=1)  # nothing scanned
+    aoi = shapely.box(50, 0, 400, 400)
+    frame = coverage_frame([full, coarse], scene, aoi=aoi, valid=shapely.box(0, 0, 150, 50))
+    assert frame["level"].tolist() == ["full", "coarse"]
+    assert frame["downsample"].tolist() == [1, 2] and frame["pixels"].tolist() == [5000, 0]
+    t = Affine(0.5, 0, 500000, 0, -0.5, 5000000)  # write_tif's transform: scene CRS, metres
+    x0, y1 = t @ (50, 0)
+    x1, y0 = t @ (150, 50)
+    assert frame.geometry.iloc[0].symmetric_difference(shapely.box(x0, y0, x1, y1)).area < 1e-6
+    assert frame.geometry.iloc[1].is_empty and frame.crs.to_epsg() == 32633
+    limited = coverage_frame([full], scene, aoi=aoi)  # no validity mask: the AOI alone limits
+    assert limited["pixels"].tolist() == [15000]
+    formats = "use one of .stac.json, .geojson, .json, .gpkg, .parquet, .fgb"
+    for name, message in (("c.txt", ".txt; "), ("c", "(no extension); ")):
+        with pytest.raises(
+            ConfigError, match=re.escape(f"'{tmp_path / name}': unknown format {message}{formats}")
+        ):
+            write_coverage(tmp_path / name, frame)
+        assert not (tmp_path / name).exists()
+    write_coverage(tmp_path / "c.gpkg", frame)
+    layers = pyogrio.list_layers(tmp_path / "c.gpkg")[:, 0].tolist()
+    assert layers == ["coverage", "layer_styles"]  # the coverage, and its default style

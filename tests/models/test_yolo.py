@@ -50,3 +50,114 @@ def test_what_cannot_run_is_refused_with_what_to_change(tiny, tmp_path):
     ):
         with pytest.raises(ConfigError, match=message):
             load_yolo(path, **kw)
+
+
+def test_ultralytics_env_is_offline_inside_and_restores_the_environment(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("YOLO_OFFLINE", "before")
+    monkeypatch.delenv("YOLO_AUTOINSTALL", raising=False)
+    monkeypatch.delenv("YOLO_CONFIG_DIR", raising=False)
+    torch.set_num_threads(2)
+    with ultralytics_env(tmp_path / "cfg") as folder:
+        assert folder == tmp_path / "cfg"
+        assert (folder / "Ultralytics" / "Arial.ttf").stat().st_size > 1000  # a real font
+        assert os.environ["YOLO_OFFLINE"] == "1" and os.environ["YOLO_AUTOINSTALL"] == "0"
+        assert os.environ["YOLO_CONFIG_DIR"] == str(folder)
+        torch.set_num_threads(1)  # what ultralytics does
+    assert torch.get_num_threads() == 2
+    assert os.environ["YOLO_OFFLINE"] == "before"
+    assert "YOLO_AUTOINSTALL" not in os.environ and "YOLO_CONFIG_DIR" not in os.environ
+    import tempfile
+    from pathlib import Path
+
+    with ultralytics_env() as default:
+        assert default == Path(tempfile.gettempdir()) / "geo-hires-ultralytics"
+
+
+def test_predictions_are_ultralytics_own_on_the_bgr_image(tiny):
+    model = load_yolo(tiny)
+    rgb = np.random.default_rng(3).integers(0, 255, (128, 160, 3), np.uint8)
+    # an untrained model scores around 1e-4: a tiny threshold still gives boxes
+    (pred,) = model.predict([rgb], imgsz=160, threshold=1e-6, threads=2)
+    boxes, scores, classes, corners = pred
+    assert corners is None and len(boxes) > 10
+    assert boxes.dtype == scores.dtype == np.float64 and classes.dtype == np.int64
+    with ultralytics_env():
+        (bgr,) = model.model.predict([rgb[..., ::-1].copy()], imgsz=160, conf=1e-6, verbose=False)
+        (same,) = model.model.predict([rgb], imgsz=160, conf=1e-6, verbose=False)
+    np.testing.assert_allclose(boxes, bgr.boxes.xyxy.numpy(), atol=0.01)
+    np.testing.assert_allclose(scores, bgr.boxes.conf.numpy(), rtol=1e-4)
+    assert classes.tolist() == bgr.boxes.cls.numpy().astype(int).tolist()
+    unflipped = same.boxes.xyxy.numpy()
+    assert unflipped.shape != boxes.shape or np.abs(unflipped - boxes).max() > 1  # order matters
+    ((fewer, *_),) = model.predict([rgb], imgsz=160, threshold=1e-4, threads=2)
+    assert 0 < len(fewer) < len(boxes)  # the threshold is ultralytics' conf
+
+
+def test_an_obb_model_gives_corners_and_their_envelopes(tmp_path):
+    obb = load_yolo(_save(tmp_path, "yolov8n-obb.yaml"))
+    assert obb.task == "obb" and len(obb.class_names) == 80
+    rgb = np.random.default_rng(4).integers(0, 255, (128, 128, 3), np.uint8)
+    ((boxes, scores, classes, corners),) = obb.predict([rgb], imgsz=128, threshold=1e-6, threads=2)
+    assert corners is not None and corners.shape == (len(boxes), 4, 2) and len(boxes) > 0
+    np.testing.assert_allclose(boxes[:, :2], corners.min(axis=1))
+    np.testing.assert_allclose(boxes[:, 2:], corners.max(axis=1))
+    assert len(scores) == len(classes) == len(boxes)
+
+
+def test_a_legacy_torch_file_is_recognised_as_one(tmp_path):
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"weight": torch.zeros(3)}, legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(ConfigError, match="is not an ultralytics model"):
+        load_yolo(legacy)  # a PyTorch file (the pickle magic), but not a model
+    names = [f"c{i}" for i in range(9)]
+    with pytest.raises(ConfigError, match=r"predicts classes \['0', .*'7'\]… but its card says"):
+        load_yolo(_save(tmp_path, "yolov8n.yaml"), class_names=names)
+
+
+def test_a_bare_pt_is_a_one_level_bundle(tiny):
+    from pathlib import Path
+
+    from geo_hires.models.bundle import load_pt
+
+    bundle = load_pt(tiny, gsd_m=0.3, window=320, halo=32)
+    card, name = bundle.card, Path(tiny).name
+    assert card.name == Path(tiny).stem and card.arch is None and card.gsd_m == 0.3
+    assert card.score_threshold == 0.25 and card.extra == {"source": str(Path(tiny).resolve())}
+    (level,) = card.levels
+    assert (level.name, level.target_gsd_m, level.downsample) == ("full", 0.3, 1)
+    assert (level.detector, level.window, level.halo) == (name, 320, 32)
+    assert card.classes == bundle.model(name).class_names and len(card.classes) == 80
+    assert bundle.fcn is None and bundle.files == {name: Path(tiny).read_bytes()}
+    assert len(bundle.digest) == 16 and bundle.digest == load_pt(tiny, gsd_m=1.0).digest
+    with pytest.raises(ConfigError, match="has no scanning network"):
+        bundle.network()
+    with pytest.raises(ConfigError, match=r"no ultralytics model 'other\.pt'"):
+        bundle.model("other.pt")
+    for gsd in (0.0, -1.0):
+        with pytest.raises(ConfigError, match=r"a bare \.pt needs --model-gsd"):
+            load_pt(tiny, gsd_m=gsd)
+    default = load_pt(tiny, gsd_m=0.3).card.levels[0]
+    assert (default.window, default.halo) == (640, 96)  # the defaults
+
+
+def test_a_bundle_travels_to_an_actor_as_its_payload():
+    from geo_hires.models.bundle import Bundle, load_bundle
+
+    model = load_bundle("aircraft_cascade")
+    card = model.card
+    payload = model.payload()
+    assert payload["digest"] == model.digest and payload["files"] == dict(model.files)
+    assert set(payload["files"]) == {"yolo.pt"} and model.policy is not None
+    back = Bundle.from_payload(card, payload)
+    assert back.digest == model.digest and back.fcn is not None and not back.fcn.training
+    assert back.files == model.files and set(back.yolo) == {"yolo.pt"}
+    assert back.yolo["yolo.pt"].class_names == card.classes and back.card is card
+    for k, v in model.network().state_dict().items():
+        assert torch.equal(back.network().state_dict()[k], v)
+    assert back.fcn_digest == model.fcn_digest and back.fcn_digest != model.digest
+    bare = Bundle.of_network(model.network(), card)
+    assert bare.fcn is model.fcn and bare.digest == model.fcn_digest and not bare.yolo
+    without = Bundle.from_payload(card, {**payload, "fcn": None})
+    assert without.fcn is None and set(without.yolo) == {"yolo.pt"}

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 from pyproj import Transformer
 from rasterio.control import GroundControlPoint
 from rasterio.crs import CRS as RioCRS
@@ -207,3 +208,73 @@ def test_an_aoi_and_the_coverage_follow_the_gcp_polynomial(base, tmp_path):
     cover = coverage_frame(result.levels, scene, aoi=aoi.pixels)
     footprint = cover.geometry.iloc[0]
     assert footprint.symmetric_difference(ring).area < 0.01 * ring.area  # in map space
+
+
+def test_metres_are_geodesic_in_degrees_and_converted_from_the_crs_unit():
+    from pyproj import CRS
+
+    from geo_hires.scene.placement import apply_affine, metres
+
+    assert metres(CRS.from_epsg(4326), 0, 0, 1, 0) == pytest.approx(111_319.49, abs=0.01)
+    assert metres(CRS.from_epsg(32633), 0, 0, 3, 4) == pytest.approx(5.0)
+    feet = metres(CRS.from_epsg(2229), [0, 10], [0, 0], [3, 10], [4, 1])  # US survey feet
+    np.testing.assert_allclose(feet, [5 * 0.3048006096, 0.3048006096])
+    t = T @ Affine.rotation(30)
+    xy = apply_affine(t, np.array([[0.0, 10.0]]), np.array([[0.0, 20.0]]))
+    assert xy.shape == (1, 2, 2)
+    np.testing.assert_allclose(xy[0, 1], t @ (10.0, 20.0))
+
+
+def _square_gcps(offset_m: float, size: float = 2.0) -> list[GroundControlPoint]:
+    """Four corners of a 100 px square at ``size`` m a pixel, one of them ``offset_m`` off in x.
+
+    An affine fits four points but for one pattern (+, -, -, +): the offset splits into a
+    residual of offset/4 at every corner (RMSE = max = offset / 4)."""
+    out = []
+    for i, (c, r) in enumerate([(0, 0), (100, 0), (0, 100), (100, 100)]):
+        x, y = 500_000 + size * c + (offset_m if i == 3 else 0.0), 5_000_000 - size * r
+        out.append(GroundControlPoint(row=float(r), col=float(c), x=x, y=y))
+    return out
+
+
+def test_the_gcp_affine_is_used_up_to_the_residual_limit_in_pixels():
+    from pyproj import CRS
+
+    from geo_hires.errors import SceneReadError
+    from geo_hires.scene.placement import from_gcps
+
+    utm = CRS.from_epsg(32633)
+    affine, p = from_gcps(_square_gcps(4.0), utm, "x.tif", max_residual_px=0.5)
+    assert p.affine_rmse_m == pytest.approx(1.0) and p.affine_max_m == pytest.approx(1.0)
+    # the fit's pixel is 2.02 m a column: 1 m is within 0.5 px, not within 0.49 px
+    assert p.method == "gcp-affine" and p.is_affine
+    assert affine.a == pytest.approx(2.02) and len(p.gcps) == 4
+    assert p.gcps[1] == (0, 100, 500200, 5e6)
+    _, p = from_gcps(_square_gcps(4.0), utm, "x.tif", max_residual_px=0.49)
+    assert p.method == "gcp-polynomial" and not p.is_affine
+    _, p = from_gcps(_square_gcps(4.0, size=4.0), utm, "x.tif", max_residual_px=0.25)
+    assert p.method == "gcp-affine"  # the limit scales with the pixel size (4.02 m here)
+    assert p.provenance() == {"method": "gcp-affine", "gcps": 4, "affine_rmse_m": 1.0,
+                              "affine_max_m": 1.0}  # fmt: skip
+    with pytest.raises(SceneReadError, match=r"x\.tif: 2 ground control points; at least 3"):
+        from_gcps(_square_gcps(0.0)[:2], utm, "x.tif", 0.5)
+    three = _square_gcps(0.0)[:3]
+    assert from_gcps(three, utm, "x.tif", 0.5)[1].method == "gcp-affine"  # 3 is enough
+    line = [GroundControlPoint(row=float(i), col=2.0 * i, x=i, y=i) for i in range(4)]
+    with pytest.raises(SceneReadError, match="lie on one line"):
+        from_gcps(line, utm, "x.tif", 0.5)
+
+
+def test_placement_provenance_and_empty_transforms():
+    from geo_hires.scene.placement import Placement, from_rpcs
+
+    rpc = from_rpcs(_rpc(100, 100), 12)
+    assert rpc.provenance() == {"method": "rpc", "rpc_height_m": 12.0} and not rpc.is_affine
+    assert rpc.rpcs is not None and rpc.rpcs["line_off"] == 50
+    p = Placement(method="gcp-polynomial", gcps=((0, 0, 1, 1),) * 3, affine_rmse_m=0.123456,
+                  affine_max_m=None)  # fmt: skip
+    assert p.provenance() == {"method": "gcp-polynomial", "gcps": 3, "affine_rmse_m": 0.1235,
+                              "affine_max_m": None}  # fmt: skip
+    for f in (rpc.to_map, rpc.to_pixel):
+        a, b = f(np.zeros((0, 4)), np.zeros((0, 4)))
+        assert a.shape == b.shape == (0, 4)

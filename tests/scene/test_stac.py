@@ -118,3 +118,85 @@ def test_confined_items_refuse_assets_outside_their_folder(folder, tmp_path):
         open_input(item, ReadConfig(stac_confine=True))
     with pytest.raises(ConfigError, match="--asset applies to STAC items"):
         open_input(folder / "scene_rgb.tif", ReadConfig(stac_asset="visual"))
+
+
+def test_what_counts_as_a_stac_item(folder, tmp_path):
+    from geo_hires.scene.stac import is_stac_item
+
+    item = _item(folder, {"visual": {"href": "scene_rgb.tif"}}, name="upper.JSON")
+    assert is_stac_item(item)
+    for name, text in (
+        ("collection.json", json.dumps({"type": "FeatureCollection", "stac_version": "1.0.0"})),
+        ("plain.json", json.dumps({"type": "Feature", "geometry": None})),  # GeoJSON, not STAC
+        ("list.json", "[1, 2]"),
+        ("broken.json", "{not json"),
+        ("item.geojson", item.read_text()),  # the right content, another extension
+    ):
+        (tmp_path / name).write_text(text)
+        assert not is_stac_item(tmp_path / name), name
+    (tmp_path / "dir.json").mkdir()
+    assert not is_stac_item(tmp_path / "dir.json") and not is_stac_item(tmp_path / "none.json")
+    assert not is_stac_item(folder / "scene_rgb.tif")
+
+
+def test_the_rgb_asset_and_its_bands_in_every_spelling_of_band_metadata(tmp_path):
+    from geo_hires.scene.stac import resolve_item
+
+    stac11 = [{"name": "B8", "eo:common_name": "nir"}, {"name": "B4", "eo:common_name": "Red"},
+              {"name": "B3", "common_name": "green"}, {"name": "blue"}]  # fmt: skip
+    rgb = [{"common_name": c} for c in ("red", "green", "blue")]
+    item = _item(
+        tmp_path,
+        {
+            "meta": {"href": "m.xml", "type": "application/xml", "eo:bands": rgb},  # not a raster
+            "thumb": {"href": "t.png", "type": "image/png", "eo:bands": rgb[:2]},  # no blue
+            "stack": {"href": "s.tif", "bands": stac11},  # STAC 1.1 bands, no media type
+            "later": {"href": "l.tif", "type": "image/tiff", "eo:bands": rgb},
+        },
+    )
+    ref = resolve_item(item)
+    assert ref.asset_key == "stack" and ref.bands == (2, 3, 4)
+    assert ref.path == str((tmp_path / "s.tif").resolve()) and ref.item_id == "S2X_20260501_T33TVL"
+    assert ref.collection == "synthetic-l2a"
+    assert resolve_item(item, asset="meta").bands == (1, 2, 3)  # named: taken as it is
+    assert resolve_item(item, asset="thumb").bands is None
+    jp2 = _item(tmp_path, {"x": {"href": "x.jp2", "type": "image/jp2", "eo:bands": rgb},
+                           "visual": {"href": "v.tif"}}, name="v.json")  # fmt: skip
+    assert resolve_item(jp2).asset_key == "visual"  # the visual key wins over band metadata
+    del_visual = _item(tmp_path, {"x": {"href": "x.jp2", "type": "image/jp2", "eo:bands": rgb}},
+                       name="jp2.json")  # fmt: skip
+    assert resolve_item(del_visual).asset_key == "x"
+    absolute = _item(tmp_path, {"visual": {"href": f"file://{tmp_path / 'a.tif'}"}}, name="f.json")
+    assert resolve_item(absolute, confine=True).path == str((tmp_path / "a.tif").resolve())
+
+
+def test_bands_given_by_the_caller_win_over_the_items(folder, tmp_path):
+    from geo_hires.config import ReadConfig
+    from geo_hires.scene.stac import open_input
+
+    item = _item(folder, {"stack": {"href": "scene_bgrn.tif", "eo:bands": BANDS}}, name="b.json")
+    scene, prov = open_input(item)
+    assert scene.bands == (3, 2, 1) and prov == {
+        "item": "S2X_20260501_T33TVL", "collection": "synthetic-l2a", "asset": "stack"}  # fmt: skip
+    scene, _ = open_input(item, ReadConfig(bands=(1, 2, 3)))
+    assert scene.bands == (1, 2, 3)
+    scene, prov = open_input(folder / "scene_rgb.tif")
+    assert prov is None and scene.path == str(folder / "scene_rgb.tif")
+
+
+def test_remote_unreadable_and_outside_assets_and_a_plain_rasters_read_config(folder, tmp_path):
+    from geo_hires.config import ReadConfig
+    from geo_hires.errors import ConfigError, SceneReadError
+    from geo_hires.scene.stac import open_input, resolve_item
+
+    remote = _item(tmp_path, {"visual": {"href": "https://example.com/v.tif"}}, name="r.json")
+    with pytest.raises(ConfigError, match=r"is remote .*download it next to the item first"):
+        resolve_item(remote)
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"type": "Feature", "stac_version": "1.0.0"}))  # no id, assets
+    with pytest.raises(SceneReadError, match=r"broken\.json is not a readable STAC item \("):
+        resolve_item(broken)
+    outside = _item(tmp_path, {"visual": {"href": str(folder / "scene_rgb.tif")}}, name="o.json")
+    assert resolve_item(outside).path == str(folder / "scene_rgb.tif")  # not confined by default
+    scene, prov = open_input(folder / "scene_bgrn.tif", ReadConfig(bands=(3, 2, 1)))
+    assert prov is None and scene.bands == (3, 2, 1)  # a raster gets the caller's config

@@ -442,6 +442,7 @@ def test_aoi_option_scans_only_there_like_the_cli(service, roots, tmp_path):
     for bad, status, text in (
         (point, 400, "holds no polygon"),
         ({"type": "Polygon", "coordinates": "nope"}, 400, "not valid GeoJSON"),
+        ({"type": "Nonsense", "coordinates": []}, 400, "not valid GeoJSON"),  # not a 500
     ):
         r = requests.post(
             f"{url}/v1/jobs", json={"uri": str(scene), "options": {"aoi": bad}}, headers=ALICE

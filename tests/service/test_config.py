@@ -54,3 +54,36 @@ def test_database_url_comes_from_args_then_a_secret_file_then_the_environment(tm
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(ConfigError, match="is empty"):
         args.db_url({"GEO_HIRES_DB_FILE": str(tmp_path / "empty")})
+
+
+def test_job_options_become_the_librarys_options_and_read_config():
+    from geo_hires_service.schemas import job_detect_options, scene_read_config
+
+    from geo_hires.config import ReadConfig
+
+    base = scene_read_config(1234)
+    assert (base.driver, base.max_scene_pixels, base.stac_confine) == ("GTiff", 1234, True)
+    assert scene_read_config().max_scene_pixels == ReadConfig.max_scene_pixels
+    opts = job_detect_options({"block": 512, "score_threshold": 0.3, "levels": ["coarse"],
+                               "zoom": "gate", "budget": 0.5, "bands": [3, 2, 1]})  # fmt: skip
+    assert (opts.block, opts.score_threshold, opts.zoom, opts.budget) == (512, 0.3, "gate", 0.5)
+    assert tuple(opts.levels) == ("coarse",) and tuple(opts.bands) == (3, 2, 1)
+    assert job_detect_options({}).model == "aircraft_lsn"
+
+
+def test_serve_args_become_the_services_config(tmp_path):
+    from geo_hires_service.app import ServeArgs
+    from geo_hires_service.security import load_tokens
+
+    from tests.service.harness import TOKENS
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{TOKENS[0]}\n")
+    args = ServeArgs(data_dir=str(tmp_path), token_file=str(tokens), allow_roots=[str(tmp_path)],
+                     max_upload_bytes=5, max_scene_pixels=6, max_active=7,
+                     max_active_per_tenant=3, tenant_quota_bytes=8, retain_days=9.0)  # fmt: skip
+    cfg = args.service_config()
+    assert cfg.data_dir == tmp_path and cfg.allow_roots == (tmp_path,)
+    assert (cfg.max_upload_bytes, cfg.max_scene_pixels, cfg.max_active) == (5, 6, 7)
+    assert (cfg.max_active_per_tenant, cfg.tenant_quota_bytes, cfg.retain_days) == (3, 8, 9.0)
+    assert cfg.tokens == load_tokens(tokens) and cfg.read_config.max_scene_pixels == 6

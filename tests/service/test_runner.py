@@ -4,6 +4,7 @@ it from the journal, each unit computed once, to the CLI's bytes."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -14,6 +15,7 @@ from geo_hires_service.runner import JobFiles, JobRunner
 from geo_hires_service.store import JobState, JobStore
 
 from geo_hires.cli import main
+from geo_hires.detect.executors import LocalExecutor
 from geo_hires.scene import Density, SynthSpec, write_synthetic
 from tests.service.test_store import Clock
 
@@ -119,4 +121,59 @@ def test_a_draining_runner_requeues_its_job_and_the_next_one_resumes(
     assert len(by_a) >= back.units_done  # what A journalled, B did not compute again
     keys = [u for _, u in units]
     assert sorted(keys) == sorted(set(keys)) and len(keys) == done.units_total
+    store.close()
+
+
+class _Broken:
+    """An executor with a bug: the runner must fail the job, not die."""
+
+    def __getattr__(self, name):
+        return getattr(LocalExecutor(), name)
+
+    def run_units(self, *args, **kw):
+        raise ValueError("a bug")
+
+
+def test_the_runner_succeeds_fails_and_cancels_jobs_in_the_store(tmp_path, scene):
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    data = tmp_path / "data"
+    runner = JobRunner(store=store, data_dir=data, owner="R")
+    assert runner.run_one() is None  # nothing queued
+
+    def submit(path, **options):
+        job, _ = store.submit(tenant="t", scene_path=str(path), scene_name="mine.tif",
+                              options={**OPTIONS, "block": 256, **options})  # fmt: skip
+        return job
+
+    ok = submit(scene, score_threshold=0.2)
+    done = runner.run_one()
+    assert done is not None and done.id == ok.id and done.state is JobState.SUCCEEDED
+    files = JobFiles.of(data, done)
+    assert files.geojson == data / "jobs" / ok.id / "out" / "mine.geojson"
+    assert [p.name for p in (files.gpkg, files.quicklook, files.stac, files.coverage)] == [
+        "mine.gpkg", "mine.png", "mine.stac.json", "mine.coverage.geojson"]  # fmt: skip
+    assert all(p.is_file() for p in (files.gpkg, files.quicklook, files.stac, files.coverage))
+    assert done.detections == len(json.loads(files.geojson.read_text())["features"]) > 0
+    assert done.units_done == done.units_total > 0 and done.output_bytes == files.size() > 0
+    assert runner._model("aircraft_lsn") is runner._model("aircraft_lsn")  # loaded once
+    # a library error fails the job with the scene's name, never the server's path
+    submit(tmp_path / "gone.tif")
+    failed = runner.run_one()
+    assert failed is not None and failed.state is JobState.FAILED and failed.error
+    assert "mine.tif" in failed.error and str(tmp_path) not in failed.error
+    # a bug fails the job, not the runner
+    submit(scene)
+    broken = JobRunner(store=store, data_dir=data, owner="R", executor=_Broken())
+    crashed = broken.run_one()
+    assert crashed is not None and crashed.state is JobState.FAILED
+    assert crashed.error == "internal error (ValueError); see the service log"
+    # a cancel asked for while the job runs stops it at its first progress report
+    asked = submit(scene)
+    running = store.claim("R", lease_s=60)
+    assert running is not None and running.id == asked.id
+    store.cancel(asked.id, tenant="t")
+    stopped = runner.run(running)
+    assert stopped is not None and stopped.state is JobState.CANCELLED
+    assert stopped.units_done == 0 < stopped.units_total  # the report was recorded
+    assert not JobFiles.of(data, stopped).geojson.exists()
     store.close()
