@@ -42,7 +42,8 @@ def test_coverage_holds_every_detection_and_leaves_out_nodata_and_outside_aoi(sc
         crs="EPSG:32633",
     ).to_file(aoi)
     gpkg, cov = tmp_path / "d.gpkg", tmp_path / "cov.fgb"
-    args = ["detect", str(scene), "-o", str(gpkg), "--coverage", str(cov), "--block", "256"]
+    args = ["detect", str(scene), "-o", str(gpkg), "--coverage", str(cov), "--block", "256",
+            "--model", "aircraft_lsn"]  # fmt: skip
     assert main([*args, "--aoi", str(aoi), "--score-threshold", "0.2"]) == 0
     layers = [name for name, _ in pyogrio.list_layers(gpkg)]  # + the styles QGIS applies
     assert layers == ["detections", "coverage", "layer_styles"]
@@ -69,7 +70,19 @@ def test_without_aoi_or_nodata_each_level_covers_the_scene(tmp_path):
     write_synthetic(path, SynthSpec(width=1200, height=900, seed=2))
     cov = tmp_path / "cov.geojson"
     assert (
-        main(["detect", str(path), "-o", str(tmp_path / "d.geojson"), "--coverage", str(cov)]) == 0
+        main(
+            [
+                "detect",
+                str(path),
+                "-o",
+                str(tmp_path / "d.geojson"),
+                "--coverage",
+                str(cov),
+                "--model",
+                "aircraft_lsn",
+            ]
+        )
+        == 0
     )
     doc = json.loads(cov.read_text())
     assert [f["properties"]["level"] for f in doc["features"]] == ["full", "coarse"]

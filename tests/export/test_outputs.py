@@ -34,7 +34,7 @@ def _by_place(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 def test_every_format_holds_the_geojsons_features(scene, tmp_path):
     outs = [tmp_path / f"d.{ext}" for ext in ("geojson", "gpkg", "parquet", "fgb")]
-    args = ["detect", str(scene), "--block", "512"]
+    args = ["detect", str(scene), "--block", "512", "--model", "aircraft_lsn"]  # the fast scanner
     assert main([*args, *(a for o in outs for a in ("-o", str(o)))]) == 0
     alone = tmp_path / "alone.geojson"
     assert main([*args, "-o", str(alone)]) == 0

@@ -13,6 +13,7 @@ import rasterio
 import shapely
 
 from geo_hires.cli import main
+from geo_hires.detect.options import DEFAULT_MODEL
 from geo_hires.export.stac_schemas import validate_item
 from geo_hires.models.card import shipped_models
 from geo_hires.models.mlm import mlm_item
@@ -55,7 +56,7 @@ def test_result_item_validates_and_describes_the_run(run):
     assert item["assets"]["coverage"]["href"] == "cov.geojson"
     links = {ln["rel"]: ln["href"] for ln in item["links"]}
     assert links["source"].endswith(scene.name)
-    assert json.loads(Path(links["derived_from"]).read_text())["id"] == "aircraft_lsn"
+    assert json.loads(Path(links["derived_from"]).read_text())["id"] == DEFAULT_MODEL
     assert props["geo_hires:provenance"]["config_id"]
 
 
