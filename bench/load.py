@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -151,6 +152,12 @@ def _settle(url: str, token: str, ids: list[str], timeout: float = 900) -> dict[
     return jobs
 
 
+def tenant_key(token: str) -> str:
+    """The ledger's tenant of a job: ``bench/locustfile.py``'s ``tenant_key`` (not imported:
+    importing locust monkey-patches this process's sockets with gevent)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
 def _check(ledger: dict, data: Path, warm_id: str, tokens: list[str], url: str) -> dict[str, Any]:
     from geo_hires_service.security import load_tokens
     from geo_hires_service.store import JobStore
@@ -162,7 +169,7 @@ def _check(ledger: dict, data: Path, warm_id: str, tokens: list[str], url: str) 
         by_tenant.setdefault(info["tenant"], []).append(job_id)
     ends: dict[str, dict] = {}
     for token in tokens:
-        ids = [j for j in by_tenant.get(token[:5], []) if j not in removed]
+        ids = [j for j in by_tenant.get(tenant_key(token), []) if j not in removed]
         ends.update(_settle(url, token, ids))
     store = JobStore(f"sqlite:///{data / 'jobs.db'}")
     rows = {}

@@ -14,6 +14,7 @@ expected GeoJSON file).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -40,6 +41,11 @@ LOCK = threading.Lock()
 FINAL = ("succeeded", "failed", "cancelled")
 
 
+def tenant_key(token: str) -> str:
+    """Which tenant a job belongs to in the ledger (a digest: tokens share their prefix)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
 class Client(HttpUser):
     wait_time = between(0.5, 2.0)
 
@@ -61,7 +67,8 @@ class Client(HttpUser):
             first = LEDGER["keys"].setdefault(key, job["id"]) if key else job["id"]
             if first != job["id"]:
                 LEDGER["bad"].append(f"key {key} gave {job['id']} after {first}")
-            LEDGER["submitted"].setdefault(job["id"], {"scene": scene, "tenant": self.token[:5]})
+            entry = {"scene": scene, "tenant": tenant_key(self.token)}
+            LEDGER["submitted"].setdefault(job["id"], entry)
         self.jobs[job["id"]] = scene
 
     @task(3)
