@@ -190,8 +190,12 @@ def test_remote_unreadable_and_outside_assets_and_a_plain_rasters_read_config(fo
     from geo_hires.scene.stac import open_input, resolve_item
 
     remote = _item(tmp_path, {"visual": {"href": "https://example.com/v.tif"}}, name="r.json")
-    with pytest.raises(ConfigError, match=r"is remote .*download it next to the item first"):
-        resolve_item(remote)
+    assert resolve_item(remote).path == "https://example.com/v.tif"  # read with range requests
+    with pytest.raises(ConfigError, match=r"lies outside the item's folder"):
+        resolve_item(remote, confine=True)  # a service's item may not point elsewhere
+    ftp = _item(tmp_path, {"visual": {"href": "ftp://example.com/v.tif"}}, name="f.json")
+    with pytest.raises(ConfigError, match=r"read only from files, s3:// or https://"):
+        resolve_item(ftp)
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({"type": "Feature", "stac_version": "1.0.0"}))  # no id, assets
     with pytest.raises(SceneReadError, match=r"broken\.json is not a readable STAC item \("):

@@ -26,6 +26,7 @@ from geo_hires_service.ogc import (
     REL,
     OgcError,
     base_url,
+    job_status,
     link,
     status_info,
 )
@@ -244,7 +245,7 @@ def results(request: Request, job_id: str) -> dict[str, Any]:
     found = _job(request, job_id)
     if found.state is JobState.FAILED:
         raise OgcError(422, "job-failed", f"job {job_id} failed: {found.error}")
-    if found.state is JobState.CANCELLED:
+    if job_status(found) == "dismissed":  # as its status says, even while it winds down
         raise OgcError(410, "job-dismissed", f"job {job_id} was dismissed; it has no results")
     if found.state is not JobState.SUCCEEDED:
         raise OgcError(404, "result-not-ready", f"job {job_id} is {found.state.value}")
