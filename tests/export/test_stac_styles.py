@@ -124,3 +124,12 @@ def test_qgis_shows_the_stored_styles(run):
         "singleSymbol", "b_diagonal", "dash")  # fmt: skip
     assert counts["labels"] and "count" in counts["label_expression"]
     assert cov["sld_renderer"] == "singleSymbol"
+
+
+def test_a_remote_scene_is_linked_by_its_url_without_the_query(tmp_path):
+    from geo_hires.export.stac import _href
+
+    signed = "https://example.com/apron/scene.tif?X-Amz-Signature=secret"
+    assert _href(signed, tmp_path) == "https://example.com/apron/scene.tif"
+    assert _href("s3://scenes/apron/scene.tif", tmp_path) == "s3://scenes/apron/scene.tif"
+    assert _href(tmp_path / "out" / "r.geojson", tmp_path) == "out/r.geojson"
