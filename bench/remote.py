@@ -90,20 +90,6 @@ def _fetched(server: Any, key: str) -> dict[str, int]:
     }
 
 
-def _aoi(path: Path, scene_path: str, box: tuple[int, int, int, int]) -> Path:
-    import rasterio
-    from pyproj import Transformer
-
-    with rasterio.open(scene_path) as src:
-        to_wgs84 = Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True)
-        c0, r0, c1, r1 = box
-        ring = [src.transform @ (c, r) for c, r in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))]
-    coords = [list(to_wgs84.transform(x, y)) for x, y in ring]
-    geom = {"type": "Polygon", "coordinates": [[*coords, coords[0]]]}
-    path.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": geom}))
-    return path
-
-
 def _per_mp(f: dict[str, int], mp: float, size: int) -> dict[str, float]:
     return {
         **f,
@@ -127,6 +113,7 @@ def main() -> None:
         _variant(args.variant, args.url, Path(args.out))
         return
     from geo_hires.scene import open_scene
+    from tests.aoi_files import box_aoi
     from tests.s3server import s3_server
 
     scene = open_scene(args.scene)
@@ -150,7 +137,7 @@ def main() -> None:
                 work / f"remote{i}.geojson"
             ).read_bytes()
             assert same, "the bucket's scene must give the local file's bytes"
-        aoi = _aoi(work / "aoi.geojson", args.scene, tuple(args.aoi_box))
+        aoi = box_aoi(work / "aoi.geojson", args.scene, tuple(args.aoi_box))
         server.counts(reset=True)
         _, part = _detect(url, work / "aoi_out.geojson", aoi)
         with_aoi = _fetched(server, name)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from geo_hires.cli import main
+from tests.aoi_files import box_aoi
 
 ROOT = Path(__file__).resolve().parents[2]
 NETGUARD = ROOT.parent / "shared" / "tools" / "netguard"
@@ -108,24 +109,9 @@ def test_a_missing_output_bucket_is_refused_before_any_work(s3, cog, capsys):
     assert "write the run's outputs to a local folder" in capsys.readouterr().err
 
 
-def _aoi(path: Path, scene_path: Path, box: tuple[int, int, int, int]) -> Path:
-    """A GeoJSON polygon (WGS84) over a box of scene pixels."""
-    import rasterio
-    from pyproj import Transformer
-
-    with rasterio.open(scene_path) as src:
-        to_wgs84 = Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True)
-        c0, r0, c1, r1 = box
-        ring = [src.transform @ (c, r) for c, r in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))]
-    coords = [list(to_wgs84.transform(x, y)) for x, y in ring]
-    geom = {"type": "Polygon", "coordinates": [[*coords, coords[0]]]}
-    path.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": geom}))
-    return path
-
-
 def test_an_aoi_fetches_only_the_tiles_it_needs(s3, cog, tmp_path):
     url = _put(s3, cog, "scenes/apron.tif")
-    aoi = _aoi(tmp_path / "aoi.geojson", cog, (0, 0, 300, 300))
+    aoi = box_aoi(tmp_path / "aoi.geojson", cog, (0, 0, 300, 300))
     fetched = {}
     for label, extra in (("all", []), ("aoi", ["--aoi", str(aoi)])):
         s3.counts(reset=True)
