@@ -72,6 +72,14 @@ class Counting:
                 self.log.append(entry)
 
 
+APRON_ITEM = {
+    "type": "Feature", "stac_version": "1.0.0", "id": "apron", "collection": "demo",
+    "geometry": None, "properties": {"datetime": "2026-05-01T00:00:00Z"}, "links": [],
+    "assets": {"visual": {"href": "./apron.tif", "type": "image/tiff; application=geotiff"}},
+}  # fmt: skip
+"""A STAC item whose asset is ``apron.tif`` beside it (put both under one prefix)."""
+
+
 def _serve() -> None:
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,

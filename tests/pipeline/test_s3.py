@@ -18,6 +18,7 @@ import pytest
 
 from geo_hires.cli import main
 from tests.aoi_files import box_aoi
+from tests.s3server import APRON_ITEM
 
 ROOT = Path(__file__).resolve().parents[2]
 NETGUARD = ROOT.parent / "shared" / "tools" / "netguard"
@@ -67,11 +68,7 @@ def test_detect_reads_a_cog_from_a_bucket_and_writes_the_local_bytes_there(s3, c
 
 def test_a_stac_item_in_the_bucket_gives_the_local_items_bytes(s3, cog, tmp_path):
     _put(s3, cog, "items/apron.tif")
-    item = {
-        "type": "Feature", "stac_version": "1.0.0", "id": "apron", "collection": "demo",
-        "geometry": None, "properties": {"datetime": "2026-05-01T00:00:00Z"}, "links": [],
-        "assets": {"visual": {"href": "./apron.tif", "type": "image/tiff; application=geotiff"}},
-    }  # fmt: skip
+    item = APRON_ITEM
     s3.client().put_object(Bucket=s3.bucket, Key="items/apron.json", Body=json.dumps(item))
     (tmp_path / "apron.json").write_text(json.dumps(item))
     ref = tmp_path / "ref.geojson"

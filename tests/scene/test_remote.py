@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import warnings
@@ -15,6 +16,7 @@ from geo_hires.config import ReadConfig
 from geo_hires.errors import ConfigError, SceneNotFoundError, StorageError, StripLayoutWarning
 from geo_hires.scene import open_scene, remote
 from geo_hires.scene.stac import open_input
+from tests.s3server import APRON_ITEM
 from tests.s3server import s3_server as start_s3_server
 
 # ---------------------------------------------------------------- URLs, no server
@@ -208,11 +210,7 @@ def test_a_signed_url_is_read_and_never_shown(s3, cog):
 
 def test_stac_items_in_a_bucket_resolve_relative_assets_and_stay_confined(s3, cog, tmp_path):
     _put(s3, cog, "items/apron.tif")
-    item = {
-        "type": "Feature", "stac_version": "1.0.0", "id": "apron", "collection": "demo",
-        "geometry": None, "properties": {"datetime": "2026-05-01T00:00:00Z"}, "links": [],
-        "assets": {"visual": {"href": "./apron.tif", "type": "image/tiff; application=geotiff"}},
-    }  # fmt: skip
+    item = copy.deepcopy(APRON_ITEM)  # this test edits its assets
     s3.client().put_object(Bucket=s3.bucket, Key="items/apron.json", Body=json.dumps(item))
     scene, prov = open_input(f"s3://{s3.bucket}/items/apron.json")
     assert scene.path == f"s3://{s3.bucket}/items/apron.tif"
