@@ -87,12 +87,13 @@ class YoloModel:
         RGB image.
 
         ultralytics expects BGR arrays (OpenCV's order), so channels are flipped here; torch's
-        thread count is set for the call and restored after (ultralytics resets it to 1).
+        thread count is set for the call and restored after (ultralytics sets its own).
         """
         old = torch.get_num_threads()
-        torch.set_num_threads(threads)
         try:
             with ultralytics_env():
+                self._set_up(device)
+                torch.set_num_threads(threads)
                 results = self.model.predict(
                     [np.ascontiguousarray(im[..., ::-1]) for im in images],
                     imgsz=imgsz,
@@ -103,6 +104,22 @@ class YoloModel:
         finally:
             torch.set_num_threads(old)
         return [_prediction(r, oriented=self.task == "obb") for r in results]
+
+    def _set_up(self, device: str) -> None:
+        """Build ultralytics' predictor for ``device`` before the real call, if it has none.
+
+        ultralytics sets torch's thread count to its own choice while it builds a predictor
+        (on the first call, or for a new device) and runs that call's forward pass with it. A
+        process's first prediction would then sum differently from its later ones, and a
+        service actor reused by a second job would not give a fresh ``geo-hires detect``'s
+        bytes. A call on a blank 32-pixel image takes that first place instead, so every real
+        call runs at the caller's thread count.
+        """
+        p = self.model.predictor
+        if p is None or str(p.args.device) != device:
+            self.model.predict(
+                np.zeros((32, 32, 3), np.uint8), imgsz=32, device=device, verbose=False
+            )
 
 
 def _prediction(result: Any, *, oriented: bool) -> Prediction:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+import geo_hires.models
 from geo_hires.errors import ConfigError
 from geo_hires.models.yolo import load_yolo, ultralytics_env
+
+WEIGHTS = Path(geo_hires.models.__file__).parent / "weights"
 
 
 def _save(tmp_path, yaml_name: str) -> str:
@@ -161,3 +166,18 @@ def test_a_bundle_travels_to_an_actor_as_its_payload():
     assert bare.fcn is model.fcn and bare.digest == model.fcn_digest and not bare.yolo
     without = Bundle.from_payload(card, {**payload, "fcn": None})
     assert without.fcn is None and set(without.yolo) == {"yolo.pt"}
+
+
+def test_the_first_prediction_in_a_process_equals_the_later_ones():
+    """ultralytics runs its first call at its own thread count; ours must not (a reused service
+    actor gave other bytes than a fresh CLI run)."""
+    from ultralytics.utils import NUM_THREADS
+
+    threads = 3 if NUM_THREADS == 2 else 2
+    images = [np.random.default_rng(i).integers(0, 255, (320, 320, 3), np.uint8) for i in range(2)]
+    model = load_yolo(WEIGHTS / "aircraft_cascade" / "yolo.pt")
+    first = model.predict(images, imgsz=320, threshold=0.001, threads=threads)
+    again = model.predict(images, imgsz=320, threshold=0.001, threads=threads)
+    assert sum(len(s) for _, s, _, _ in first) >= 5
+    for (b1, s1, c1, _), (b2, s2, c2, _) in zip(first, again, strict=True):
+        assert np.array_equal(b1, b2) and np.array_equal(s1, s2) and np.array_equal(c1, c2)
