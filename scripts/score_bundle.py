@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 
 from geo_hires.evaluate import evaluate_scenes
+from geo_hires.models.card import load_card
 
 
 def main(bundle: str, images: str, labels: str) -> None:
     card_path = Path(bundle) / "card.json"
     card = json.loads(card_path.read_text())
-    scenes = [str(Path(images) / n) for n in card["training"]["val_images"]]
+    scenes = [str(Path(images) / n) for n in load_card(bundle).val_images]
     metrics = evaluate_scenes(bundle, scenes, labels)
     metrics["measured"] = time.strftime("%Y-%m-%d") + " by scripts/score_bundle.py"
     card["metrics"] = metrics

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from geo_hires.evaluate import evaluate_scenes
+from geo_hires.models.card import load_card
 
 TOLERANCE = 0.005
 
@@ -35,9 +36,7 @@ def main() -> None:
     if not card.get("arch"):
         print(f"{args.bundle}: no scanning network; bf16 does not apply")
         return
-    training = card["training"]  # a cascade's split is its scanner's
-    names = training.get("val_images") or training.get("scanner", {}).get("val_images", [])
-    scenes = [str(Path(args.images) / n) for n in names]
+    scenes = [str(Path(args.images) / n) for n in load_card(args.bundle).val_images]
     rows = {}
     for precision in ("fp32", "bf16"):
         m = evaluate_scenes(args.bundle, scenes, args.labels, precision=precision)

@@ -54,7 +54,7 @@ def evaluate_scenes(
 
     The truth's classes are renamed with the bundle card's training ``class_map``. A low score
     threshold is used so AP sees the whole precision-recall curve; ``precision`` is the
-    scanning network's arithmetic.
+    scanning network's arithmetic, recorded as ``arithmetic`` (``precision`` is the score's).
     """
     model = load_bundle(bundle)
     card = model.card
@@ -73,7 +73,7 @@ def evaluate_scenes(
         {
             "images": len(pairs),
             "score_threshold": score_threshold,
-            "precision": precision,
+            "arithmetic": precision,
             "megapixels_per_s": round(mp / max(seconds, 1e-9), 2),
         }
     )

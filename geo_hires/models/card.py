@@ -139,6 +139,14 @@ class ModelCard:
         names = {lv.detector for lv in self.levels if lv.detector != FCN}
         return tuple(sorted(names | ({self.cascade.detector} if self.cascade else set())))
 
+    @property
+    def val_images(self) -> tuple[str, ...]:
+        """The held-out images the card's metrics were measured on (file names in the training
+        data folder); a cascade, trained on its scanner's split, names its scanner's."""
+        training = self.extra.get("training", {})
+        names = training.get("val_images") or training.get("scanner", {}).get("val_images", ())
+        return tuple(names)
+
     def as_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("extra")

@@ -85,6 +85,8 @@ def test_training_writes_bundle_with_card(tiny_bundle):
     card = json.loads((tiny_bundle / "card.json").read_text())
     assert card["name"] == "tiny" and card["classes"] == ["aircraft", "vehicle"]
     assert [lv["name"] for lv in card["levels"]] == ["full", "coarse"]
+    m = card["metrics"]
+    assert 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1 and m["arithmetic"] == "fp32"
     assert card["training"]["val_images"] and not set(card["training"]["val_images"]) & set(
         card["training"]["train_images"]
     )
