@@ -1,7 +1,7 @@
 """What one scanner actor costs: CPU seconds per scene megapixel and peak memory (k8s sizing).
 
 A real two-node Ray cluster (``ray.cluster_utils.Cluster``: a head without CPUs, one worker node
-with ``--cpus`` CPUs) runs ``run_detect`` with the shipped model's two-level plan on one scene,
+with ``--cpus`` CPUs) runs ``run_detect`` with ``--model`` (detect's default) on one scene,
 ``--cpus`` actors of 1 CPU and ``--threads`` torch threads each — the shape of a Kubernetes
 worker pod. Measured from ``/proc``: each actor's CPU time over the scan and its peak RSS
 (``VmHWM``), the worker node's raylet (with its object store) and idle workers, the head's
@@ -31,7 +31,7 @@ import psutil
 import ray
 from ray.cluster_utils import Cluster
 
-from geo_hires.detect.options import DetectConfig
+from geo_hires.detect.options import DEFAULT_MODEL, DetectConfig
 from geo_hires.detect.ray_executor import RayConfig, RayExecutor
 from geo_hires.models.bundle import load_bundle
 from geo_hires.pipeline import run_detect
@@ -66,7 +66,7 @@ def _node_processes(node: Any, actor_pids: set[int]) -> dict[str, float]:
     }
 
 
-def measure(scene_path: str, cpus: int, threads: int) -> dict[str, Any]:
+def measure(scene_path: str, cpus: int, threads: int, model: str) -> dict[str, Any]:
     with offline_env():
         cluster = Cluster(
             initialize_head=True,
@@ -80,7 +80,7 @@ def measure(scene_path: str, cpus: int, threads: int) -> dict[str, Any]:
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False)
     try:
-        bundle = load_bundle("aircraft_lsn")
+        bundle = load_bundle(model)
         cfg = DetectConfig(threads=threads)
         ex = RayExecutor(config=RayConfig(actors=cpus, num_cpus=1.0))
         out = Path(tempfile.mkdtemp()) / "sizing.geojson"
@@ -95,6 +95,7 @@ def measure(scene_path: str, cpus: int, threads: int) -> dict[str, Any]:
         scene = open_scene(scene_path)
         mp = scene.width * scene.height / 1e6
         row = {
+            "model": model,
             "scene": Path(scene_path).name,
             "scene_mp": round(mp, 1),
             "actors": cpus,
@@ -121,9 +122,10 @@ def main() -> None:
     ap.add_argument("scene")
     ap.add_argument("--cpus", type=int, default=2, help="CPUs of the worker node = actors")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per actor")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="bundle (default: detect's)")
     ap.add_argument("--out", default="bench/results/sizing.json")
     args = ap.parse_args()
-    row = measure(args.scene, args.cpus, args.threads)
+    row = measure(args.scene, args.cpus, args.threads, args.model)
     row["measured"] = time.strftime("%Y-%m-%d")
     Path(args.out).write_text(json.dumps(row, indent=2) + "\n")
     print(json.dumps(row, indent=2))

@@ -40,7 +40,7 @@ __all__ = [
     "resolve_zoom",
 ]
 
-DEFAULT_MODEL = "aircraft_lsn"
+DEFAULT_MODEL = "aircraft_cascade"
 """The shipped bundle ``detect``, ``batch`` and the service use when none is named."""
 
 ZoomMode = Literal["all", "gate", "rl", "random", "none"]

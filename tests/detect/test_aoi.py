@@ -244,6 +244,11 @@ def test_aoi_parts_are_named_from_their_properties_and_counted_per_class(scene):
         PartCount(2, "3", "a", 0), PartCount(2, "3", "b", 0),
     )  # fmt: skip
     assert [c.count for c in aoi.counts(dets.take(np.zeros(4, bool)))] == [0] * 6
+    # boxes across north's edge: a box counts where its centre is, whichever corners are inside
+    across = [(100, 30, 140, 50), (80, 200, 100, 250),  # centre outside, top-left corner inside
+              (80, 30, 120, 50), (40, 190, 60, 230)]  # centre inside, a corner outside  # fmt: skip
+    edge = PixelDetections.build(across, [0.9] * 4, [0] * 4, class_names=("a",))
+    assert aoi.counts(edge)[0] == PartCount(0, "north", "a", 2)
 
 
 def test_aoi_files_name_their_source_and_only_an_aoi_off_the_scene_warns(scene, tmp_path):

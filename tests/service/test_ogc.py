@@ -17,7 +17,7 @@ import shapely
 from owslib.ogcapi import API
 from owslib.ogcapi.processes import Processes
 
-from geo_hires.detect.options import option_fields
+from geo_hires.detect.options import DEFAULT_MODEL, option_fields
 from geo_hires.export.stac_schemas import validate_item
 from tests.qgis import run_qgis
 from tests.service.harness import TOKENS, running_service
@@ -180,7 +180,7 @@ def test_gdal_opens_the_detections_by_url(service, job, tmp_path):
     assert list(got["class"]) == list(want["class"])
     assert list(got["score"]) == pytest.approx(list(want["score"]))
     assert all(a.equals_exact(b, 1e-9) for a, b in zip(got.geometry, want.geometry, strict=True))
-    assert sorted(cover["level"]) == ["coarse", "full"]
+    assert sorted(cover["level"]) == ["coarse", "full", "refine"]
 
 
 def test_gdal_without_the_tenants_token_gets_nothing(service, job, tmp_path):
@@ -228,7 +228,7 @@ def test_stac_items_of_the_job_and_the_models_validate(service, job):
     links = {ln["rel"]: ln["href"] for ln in item["links"]}
     assert links["source"] == "apron.tif" and "/jobs/" not in links["source"]  # no server path
     model = requests.get(links["derived_from"], headers=ALICE, timeout=10).json()
-    assert model["properties"]["mlm:name"] == "aircraft_lsn" and validate_item(model)
+    assert model["properties"]["mlm:name"] == DEFAULT_MODEL and validate_item(model)
     assert requests.get(item["assets"]["labels"]["href"], headers=ALICE, timeout=30).ok
     names = [m["name"] for m in requests.get(f"{url}/v1/models", headers=ALICE).json()["models"]]
     for m in requests.get(f"{url}/v1/models", headers=ALICE, timeout=30).json()["models"]:
