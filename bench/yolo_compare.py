@@ -32,7 +32,7 @@ import numpy as np
 import rasterio
 import torch
 
-from geo_hires.detect.options import DetectConfig
+from geo_hires.detect.options import PRECISIONS, DetectConfig, resolve_precision
 from geo_hires.detect.plan import plan_units
 from geo_hires.detections import PixelDetections
 from geo_hires.errors import NoCRSWarning
@@ -88,15 +88,18 @@ def _rgb(path: str) -> np.ndarray:
 def _window_pixels(scene: Any, card: Any, cfg: DetectConfig) -> int:
     """Level-0 pixels of every window an ultralytics level reads (overlaps counted twice)."""
     units, _ = plan_units(scene, card, cfg)
-    total = 0
+    total = 0.0
     for u in units:
         if card.levels[u.level].detector != "fcn":
             total += sum((b.x1 - b.x0) * (b.y1 - b.y0) for b in u.blocks) * u.downsample**2
-    return total
+    return int(total)
 
 
-def _ours(scene: Any, bundle: Any, cfg: DetectConfig) -> tuple[Any, float, int]:
+def _ours(scene: Any, bundle: Any, cfg: DetectConfig, choice: str) -> tuple[Any, float, int]:
+    """Detections, seconds and pixels YOLO saw; ``choice`` is resolved for the bundle as
+    ``detect --precision`` resolves it."""
     torch.set_num_threads(THREADS)
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(choice, bundle.card, "cpu"))
     start = time.perf_counter()
     r = detect_scene(scene, bundle, cfg)
     secs = time.perf_counter() - start
@@ -131,6 +134,8 @@ def main() -> None:
     ap.add_argument("--synthetic", help="a large synthetic scene for the speed comparison")
     ap.add_argument("--threshold", type=float, default=0.05)
     ap.add_argument("--out", required=True, help="JSON file for the results")
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS,
+                    help="the scanners' arithmetic, resolved as detect does")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(THREADS)
     warnings.simplefilter("ignore", NoCRSWarning)
@@ -157,7 +162,7 @@ def main() -> None:
         path = str(Path(args.images) / name)
         scene, truth = labelled_scene(path, args.labels, card)
         for key, bundle in bundles.items():
-            dets, s, px = _ours(scene, bundle, cfg)
+            dets, s, px = _ours(scene, bundle, cfg, args.precision)
             pairs[key].append((dets, truth))
             secs[key] += s
             seen[key] += px
@@ -178,12 +183,13 @@ def main() -> None:
     out: dict[str, Any] = {
         "val_images": len(val), "megapixels": round(mp, 1), "threads": THREADS,
         "score_threshold": args.threshold, "sahi": {"slice": SLICE, "overlap": OVERLAP},
+        "precision": args.precision,
         "measured": time.strftime("%Y-%m-%d"),
     }  # fmt: skip
     out["validation"] = {m: _score(pairs[m], secs[m], seen[m], mp) for m in methods}
     out["cascade_speedup_vs_sahi"] = round(secs["sahi_yolo"] / secs["aircraft_cascade"], 2)
     if args.synthetic:
-        out["synthetic"] = _synthetic(args.synthetic, bundles, sahi_model, cfg)
+        out["synthetic"] = _synthetic(args.synthetic, bundles, sahi_model, cfg, args.precision)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2), file=sys.stderr)
 
@@ -194,12 +200,14 @@ def _bundle_pt(name: str) -> str:
     return str(bundle_dir(name) / "yolo.pt")
 
 
-def _synthetic(path: str, bundles: dict[str, Any], sahi_model: Any, cfg: DetectConfig) -> Any:
+def _synthetic(
+    path: str, bundles: dict[str, Any], sahi_model: Any, cfg: DetectConfig, choice: str
+) -> Any:
     scene = open_scene(path)
     mp = scene.pixels / 1e6
     rows: dict[str, Any] = {"megapixels": round(mp, 1)}
     for key in ("aircraft_lsn", "aircraft_cascade", "aircraft_yolo"):
-        _, s, px = _ours(scene, bundles[key], cfg)
+        _, s, px = _ours(scene, bundles[key], cfg, choice)
         rows[key] = {"seconds": round(s, 1), "mp_per_s": round(mp / s, 2),
                      "yolo_pixel_fraction": round(px / scene.pixels, 3)}  # fmt: skip
         print(f"synthetic {key}: {s:.1f} s", file=sys.stderr)

@@ -9,8 +9,9 @@
 # The copy's [tool.mutmut] mutates MODULE_PATH only and selects PYTEST_ARGS (plus -m "not slow");
 # everything else is pyproject.toml's. Score and survivors: scripts/mutation_score.py
 # OUT_DIR/mutants --survivors; `mutmut show NAME` / `mutmut run NAME…` inside OUT_DIR.
-# Service modules cannot be run this way: the tests import `geo_hires_service`, which mutmut
-# names `services.geo_hires_service` (see docs/mutation.md).
+# A service module (services/geo_hires_service/…) is mutated in a copy where the package sits
+# at the top level: mutmut names a module by its path, and the tests import `geo_hires_service`,
+# not `services.geo_hires_service`, so in place no service mutant would ever be switched on.
 set -euo pipefail
 out=$1 mod=$2
 shift 2
@@ -21,6 +22,12 @@ mkdir -p "$out"
 cp -a "$root"/{geo_hires,services,tests,demo,k8s,scripts,bench,pyproject.toml} "$out"/
 find "$out" -name __pycache__ -prune -exec rm -rf {} +
 cd "$out"
+case $mod in
+services/*)
+  mv services/geo_hires_service geo_hires_service
+  mod=${mod#services/}
+  ;;
+esac
 "$py" - "$mod" "$@" <<'PY'
 import json
 import re
@@ -28,6 +35,8 @@ import sys
 
 mod, tests = sys.argv[1], sys.argv[2:]
 text = open("pyproject.toml").read()
+if mod.startswith("geo_hires_service/"):
+    text = re.sub(r"source_paths = \[.*?\]", 'source_paths = ["geo_hires", "geo_hires_service"]', text)
 text = re.sub(r"only_mutate = \[.*?\n\]", "only_mutate = " + json.dumps([mod]), text, flags=re.S)
 text = re.sub(
     r"pytest_add_cli_args_test_selection = \[.*?\]",
