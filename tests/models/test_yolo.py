@@ -32,7 +32,7 @@ def tiny(tmp_path_factory) -> str:
 def test_a_detect_model_loads_predicts_and_leaves_torch_threads_alone(tiny):
     torch.set_num_threads(2)
     model = load_yolo(tiny)
-    assert model.task == "detect" and len(model.class_names) == 80
+    assert model.task == "detect" and len(model.class_names) == 80 and model.path == tiny
     assert torch.get_num_threads() == 2  # loading did not change it
     images = [np.random.default_rng(i).integers(0, 255, (256, 256, 3), np.uint8) for i in range(2)]
     out = model.predict(images, imgsz=256, threshold=0.001, threads=2)
@@ -46,15 +46,36 @@ def test_what_cannot_run_is_refused_with_what_to_change(tiny, tmp_path):
     text.write_text("not a model")
     plain = tmp_path / "plain.pt"
     torch.save({"weight": torch.zeros(3)}, plain)
+    shipped = WEIGHTS / "aircraft_cascade" / "yolo.pt"
+    first8 = r"\['0', '1', '2', '3', '4', '5', '6', '7'\]"  # of 80 (a yaml-built model's names)
     for path, kw, message in (
-        (seg, {}, "is a 'segment' model; geo_hires runs ultralytics 'detect' and 'obb'"),
+        (
+            seg,
+            {},
+            r"is a 'segment' model; geo_hires runs ultralytics 'detect' and 'obb' models "
+            r"\(export or train one of those\)",
+        ),
         (text, {}, "is not a PyTorch model file"),
-        (plain, {}, "is not an ultralytics model"),
+        (plain, {}, r"is not an ultralytics model \(TypeError: "),
         (tmp_path / "missing.pt", {}, "YOLO model not found"),
-        (tiny, {"class_names": ["Airplane"]}, "fix the card's 'classes'"),
+        (
+            tiny,
+            {"class_names": ["Airplane"]},
+            f"predicts classes {first8}… but its card says "
+            r"\['Airplane'\]; fix the card's 'classes'",
+        ),
+        (shipped, {"class_names": ["aircraft"]}, r"predicts classes \['Airplane'\] but its card"),
     ):
         with pytest.raises(ConfigError, match=message):
             load_yolo(path, **kw)
+
+
+def test_without_ultralytics_the_message_says_to_reinstall(tiny, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ultralytics", None)  # what a missing package raises
+    with pytest.raises(ConfigError, match="YOLO models need ultralytics, a dependency of geo_h"):
+        load_yolo(tiny)
 
 
 def test_ultralytics_env_is_offline_inside_and_restores_the_environment(tmp_path, monkeypatch):
@@ -181,3 +202,22 @@ def test_the_first_prediction_in_a_process_equals_the_later_ones():
     assert sum(len(s) for _, s, _, _ in first) >= 5
     for (b1, s1, c1, _), (b2, s2, c2, _) in zip(first, again, strict=True):
         assert np.array_equal(b1, b2) and np.array_equal(s1, s2) and np.array_equal(c1, c2)
+
+
+def test_every_real_call_runs_at_the_callers_threads_after_one_set_up(monkeypatch):
+    """The blank set-up call happens once per process and device; the real calls' forward
+    passes run at the thread count asked for, not at the one ultralytics picks."""
+    model = load_yolo(WEIGHTS / "aircraft_cascade" / "yolo.pt")
+    seen: list[tuple[int, int]] = []
+    model.model.add_callback(
+        "on_predict_batch_start", lambda p: seen.append((p.args.imgsz, torch.get_num_threads()))
+    )
+    calls = []
+    real = model.model.predict
+    monkeypatch.setattr(model.model, "predict", lambda *a, **k: calls.append(k) or real(*a, **k))
+    images = [np.zeros((320, 320, 3), np.uint8)]
+    for threads in (3, 2, 3):
+        model.predict(images, imgsz=320, threshold=0.25, threads=threads)
+    assert [k["imgsz"] for k in calls] == [32, 320, 320, 320]  # one set-up, then the real calls
+    assert [k["device"] for k in calls] == ["cpu"] * 4
+    assert [t for size, t in seen if size == 320] == [3, 2, 3]
