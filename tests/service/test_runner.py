@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from geo_hires_service.observe import log
 from geo_hires_service.runner import JobFiles, JobRunner
 from geo_hires_service.store import JobState, JobStore
 
@@ -134,7 +135,7 @@ class _Broken:
         raise ValueError("a bug")
 
 
-def test_the_runner_succeeds_fails_and_cancels_jobs_in_the_store(tmp_path, scene):
+def test_the_runner_succeeds_fails_and_cancels_jobs_in_the_store(tmp_path, scene, caplog):
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
     data = tmp_path / "data"
     runner = JobRunner(store=store, data_dir=data, owner="R")
@@ -164,9 +165,12 @@ def test_the_runner_succeeds_fails_and_cancels_jobs_in_the_store(tmp_path, scene
     # a bug fails the job, not the runner
     submit(scene)
     broken = JobRunner(store=store, data_dir=data, owner="R", executor=_Broken())
-    crashed = broken.run_one()
+    with caplog.at_level(logging.ERROR, logger=log.name):
+        crashed = broken.run_one()
     assert crashed is not None and crashed.state is JobState.FAILED
     assert crashed.error == "internal error (ValueError); see the service log"
+    logged = [r for r in caplog.records if getattr(r, "job", None) == crashed.id]
+    assert [r.getMessage() for r in logged] == ["job crashed"] and logged[0].exc_info  # traceback
     # a cancel asked for while the job runs stops it at its first progress report
     asked = submit(scene)
     running = store.claim("R", lease_s=60)
@@ -176,4 +180,26 @@ def test_the_runner_succeeds_fails_and_cancels_jobs_in_the_store(tmp_path, scene
     assert stopped is not None and stopped.state is JobState.CANCELLED
     assert stopped.units_done == 0 < stopped.units_total  # the report was recorded
     assert not JobFiles.of(data, stopped).geojson.exists()
+    store.close()
+
+
+def test_a_failed_jobs_error_is_one_line_with_the_scenes_name_and_the_actors_own_error(tmp_path):
+    from geo_hires_service.runner import one_line, unwrapped
+
+    from geo_hires.errors import ConfigError, SceneReadError
+
+    store, job_id = _store_and_job(tmp_path, tmp_path / "srv" / "jobs" / "abc" / "upload.tif")
+    job = store.get(job_id)
+    assert job is not None
+    inner = ConfigError("levels: no level 'nope'")
+    wrapped = RuntimeError("RayTaskError(ConfigError): traceback …")
+    wrapped.cause = inner  # what Ray raises for an error on an actor
+    assert unwrapped(wrapped) is inner
+    odd = RuntimeError("no cause")
+    odd.cause = "a string"
+    assert unwrapped(odd) is odd and unwrapped(inner) is inner
+    assert one_line(wrapped, job) == "levels: no level 'nope'"
+    gdal = SceneReadError(f"{job.scene_path}: truncated or corrupt tile\n   at columns 0-255,\trows 3")
+    assert one_line(gdal, job) == "upload.tif: truncated or corrupt tile at columns 0-255, rows 3"
+    assert one_line(ValueError("x" * 5000), job) == "x" * 1000
     store.close()
