@@ -199,7 +199,59 @@ def test_a_failed_jobs_error_is_one_line_with_the_scenes_name_and_the_actors_own
     odd.cause = "a string"
     assert unwrapped(odd) is odd and unwrapped(inner) is inner
     assert one_line(wrapped, job) == "levels: no level 'nope'"
-    gdal = SceneReadError(f"{job.scene_path}: truncated or corrupt tile\n   at columns 0-255,\trows 3")
+    gdal = SceneReadError(
+        f"{job.scene_path}: truncated or corrupt tile\n   at columns 0-255,\trows 3"
+    )
     assert one_line(gdal, job) == "upload.tif: truncated or corrupt tile at columns 0-255, rows 3"
     assert one_line(ValueError("x" * 5000), job) == "x" * 1000
     store.close()
+
+
+class _Away:
+    """A store whose database is unreachable."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def _down(self, *_a, **_k):
+        from sqlalchemy.exc import OperationalError
+
+        self.calls += 1
+        raise OperationalError("SELECT 1", {}, ConnectionError("connection refused"))
+
+    renew = claim = _down
+
+
+def test_the_heartbeat_renews_the_lease_and_gives_up_only_when_the_store_stays_away(
+    tmp_path, scene, caplog
+):
+    from geo_hires_service.runner import Heartbeat
+
+    store, job_id = _store_and_job(tmp_path, scene)
+    assert store.claim("R", lease_s=0.6) is not None
+    with Heartbeat(store, job_id, "R", 0.6) as beat:
+        time.sleep(1.5)  # 2.5 leases: the job would be claimable by now without renewals
+        assert store.claim("other", lease_s=0.6) is None and not beat.lost.is_set()
+    with Heartbeat(store, "not-this-runners", "R", 0.4) as beat:  # renew says no: lost at once
+        assert beat.lost.wait(5)
+    away = _Away()
+    with caplog.at_level(logging.WARNING, logger=log.name), Heartbeat(away, job_id, "R", 2.0) as b:
+        time.sleep(0.8)  # one renewal failed; the lease still has 1.2 s
+        assert away.calls >= 1 and not b.lost.is_set()
+        assert b.lost.wait(5)  # given up before the lease ran out
+    assert any("cannot renew the lease" in r.getMessage() for r in caplog.records)
+    store.close()
+
+
+def test_serve_waits_between_polls_while_the_store_is_away_and_stops_when_told(tmp_path, caplog):
+    away = _Away()
+    runner = JobRunner(store=away, data_dir=tmp_path, owner="R")  # type: ignore[arg-type]
+    stop = threading.Event()
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        t = _in_thread(lambda: runner.serve(stop, idle_s=0.1))
+        time.sleep(0.55)
+        stop.set()
+        t.join(5)
+    assert not t.is_alive() and 3 <= away.calls <= 8  # one poll per 0.1 s, not a busy loop
+    assert any("job store unavailable: " in r.getMessage() and "refused" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
