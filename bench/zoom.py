@@ -42,7 +42,7 @@ from geo_hires.models.zoom_policy import policy_features
 from geo_hires.pipeline import detect_scene
 from geo_hires.scene import Density, SynthSpec, open_scene, write_synthetic
 from geo_hires.train.gsd import at_gsd, scaled_truth
-from geo_hires.train.zoom import evaluate_choices
+from geo_hires.train.zoom import evaluate_choices, zoomable_gsds
 from geo_hires.train.zoom_replay import record_image
 
 CUTS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -189,7 +189,9 @@ def main() -> None:
     out: dict[str, Any] = {"model": args.model, "window": window,
                            "safe_score": policy.spec.safe_score,
                            "measured": time.strftime("%Y-%m-%d"), "variants": {}}  # fmt: skip
-    variants = _at_gsds(val, args.labels, card, args.gsds, work)
+    gsds, one_level = zoomable_gsds(args.gsds, card, val[0], work)
+    out["one_level_gsds"] = list(one_level)  # levels fold: no window to zoom, rl is all
+    variants = _at_gsds(val, args.labels, card, list(gsds), work)
     variants["synthetic_small"] = _synthetic_small(work, card)
     for name, items in variants.items():
         out["variants"][name] = _curves(_record(items, model, window), card, policy)
