@@ -1,0 +1,80 @@
+"""Bundles: what a folder must hold, the identity of its weights, saving, and the payload an
+actor rebuilds it from, for a bundle without a scanning network too."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from geo_hires.errors import ConfigError
+from geo_hires.models.bundle import Bundle, load_bundle, save_bundle
+from geo_hires.models.card import bundle_dir
+
+
+def _copy(name: str, tmp_path: Path) -> Path:
+    folder = tmp_path / name
+    shutil.copytree(bundle_dir(name), folder)
+    return folder
+
+
+def _edit_card(folder: Path, **changes) -> None:
+    card = json.loads((folder / "card.json").read_text())
+    card.update(changes)
+    (folder / "card.json").write_text(json.dumps(card))
+
+
+def test_a_bundle_folder_must_hold_what_its_card_names(tmp_path):
+    cascade = load_bundle("aircraft_cascade")
+    assert list(cascade.yolo) == ["yolo.pt"] and cascade.model("yolo.pt").task == "detect"
+    assert cascade.fcn is not None and cascade.policy is not None
+    missing = _copy("aircraft_cascade", tmp_path)
+    (missing / "yolo.pt").unlink()
+    with pytest.raises(ConfigError, match=r"the card names 'yolo.pt', which is not in the folder"):
+        load_bundle(missing)
+    renamed = _copy("aircraft_yolo", tmp_path / "b")
+    _edit_card(renamed, classes=["aircraft"])
+    with pytest.raises(ConfigError, match=r"predicts classes \['Airplane'\] but its card says"):
+        load_bundle(renamed)
+
+
+def test_a_bundle_without_a_scanning_network_says_so_and_travels(tmp_path):
+    yolo = load_bundle("aircraft_yolo")
+    assert yolo.fcn is None and yolo.policy is None
+    with pytest.raises(ConfigError, match=r"^this bundle has no scanning network \('arch'"):
+        yolo.network()
+    back = Bundle.from_payload(yolo.card, yolo.payload())
+    assert back.fcn is None and back.digest == yolo.digest and list(back.yolo) == ["yolo.pt"]
+
+
+def test_the_digest_is_the_identity_of_every_weight(tmp_path):
+    assert load_bundle("aircraft_lsn").digest == load_bundle("aircraft_lsn").digest
+    touched = _copy("aircraft_lsn", tmp_path)
+    state = torch.load(touched / "weights.pt", weights_only=True)
+    first = next(iter(state))
+    state[first] = state[first] + 1e-3
+    torch.save(state, touched / "weights.pt")
+    with pytest.raises(ConfigError, match=r"zoom\.pt was trained on the evidence of another"):
+        load_bundle(touched)  # the policy knows the network it was trained for
+    _edit_card(touched, zoom_policy=None)
+    assert load_bundle(touched).digest != load_bundle("aircraft_lsn").digest
+    cascade = load_bundle("aircraft_cascade")
+    other = _copy("aircraft_cascade", tmp_path / "c")
+    (other / "yolo.pt").write_bytes(bundle_dir("aircraft_yolo").joinpath("yolo.pt").read_bytes())
+    assert load_bundle(other).digest == cascade.digest  # the same YOLO bytes (shipped twice)
+    with (other / "yolo.pt").open("ab") as fh:
+        fh.write(b"\0")  # a zip with trailing bytes still loads; its bytes differ
+    assert load_bundle(other).digest != cascade.digest
+
+
+def test_save_bundle_makes_its_folder_and_overwrites_an_earlier_save(tmp_path):
+    lsn = load_bundle("aircraft_lsn")
+    card = dataclasses.replace(lsn.card, extra={"training": lsn.card.extra["training"]})
+    deep = tmp_path / "runs" / "today" / "bundle"
+    assert save_bundle(deep, lsn.network(), card) == deep
+    assert save_bundle(deep, lsn.network(), card) == deep  # again, into the same folder
+    assert load_bundle(deep).digest == lsn.fcn_digest  # no other files: the network alone
