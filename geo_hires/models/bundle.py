@@ -121,6 +121,35 @@ def _network(card: ModelCard) -> FCNDetector:
     return fold_batchnorm(FCNDetector(card.arch))
 
 
+def _weights(fcn: FCNDetector, path: Path) -> FCNDetector:
+    """``fcn`` with the state dict saved at ``path``, in eval mode. Only tensors are unpickled
+    (``weights_only``): a bundle folder may come from anyone, and a pickle can run code."""
+    import pickle
+
+    import torch
+
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: a card with an 'arch' needs its network's weights")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        if "Unsupported global" in str(exc):  # a pickle of more than tensors
+            raise ConfigError(
+                f"{path} holds objects other than tensors, which geo_hires does not unpickle "
+                "(a pickle can run code); save the network's state_dict with torch.save"
+            ) from exc
+        raise ConfigError(
+            f"{path} is not a weights file torch loads ({type(exc).__name__}); save the "
+            "network's state_dict with torch.save"
+        ) from exc
+    try:
+        fcn.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"{path} does not fit the card's 'arch' ({first})") from exc
+    return fcn.eval()
+
+
 def _load_yolos(folder: Path, card: ModelCard) -> dict[str, YoloModel]:
     if not card.yolo_files:
         return {}
@@ -131,16 +160,11 @@ def _load_yolos(folder: Path, card: ModelCard) -> dict[str, YoloModel]:
 
 def load_bundle(name_or_path: str | os.PathLike[str]) -> Bundle:
     """Load every network of a bundle (shipped name or folder); eval mode, on the CPU."""
-    import torch
-
     folder = bundle_dir(name_or_path)
     card = load_card(folder)
     fcn = None
     if card.arch is not None:
-        fcn = _network(card)
-        state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
-        fcn.load_state_dict(state)
-        fcn = fcn.eval()
+        fcn = _weights(_network(card), folder / "weights.pt")
     missing = [f for f in card.yolo_files if not (folder / f).is_file()]
     if missing:
         raise ConfigError(f"{folder}: the card names {missing[0]!r}, which is not in the folder")

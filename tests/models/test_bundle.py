@@ -78,3 +78,35 @@ def test_save_bundle_makes_its_folder_and_overwrites_an_earlier_save(tmp_path):
     assert save_bundle(deep, lsn.network(), card) == deep
     assert save_bundle(deep, lsn.network(), card) == deep  # again, into the same folder
     assert load_bundle(deep).digest == lsn.fcn_digest  # no other files: the network alone
+
+
+class _NotATensor:
+    """What a pickle could carry besides tensors (its unpickling could run code)."""
+
+
+def test_weights_that_are_missing_unsafe_broken_or_of_another_network_are_refused(tmp_path):
+    good = torch.load(bundle_dir("aircraft_lsn") / "weights.pt", weights_only=True)
+    first = next(iter(good))
+    cases = {
+        "missing": None,
+        "garbage": b"not a torch file",
+        "pickled object": {**good, "extra": _NotATensor()},
+        "another shape": {**good, first: torch.zeros(3)},
+    }
+    messages = {
+        "missing": r"weights\.pt not found: a card with an 'arch' needs its network's weights",
+        "garbage": r"weights\.pt is not a weights file torch loads \(.+\); save the",
+        "pickled object": r"weights\.pt holds objects other than tensors, which geo_hires does",
+        "another shape": r"weights\.pt does not fit the card's 'arch' \(Error\(s\) in loading",
+    }
+    for name, content in cases.items():
+        folder = _copy("aircraft_lsn", tmp_path / name.replace(" ", "_"))
+        _edit_card(folder, zoom_policy=None)
+        weights = folder / "weights.pt"
+        weights.unlink()
+        if isinstance(content, bytes):
+            weights.write_bytes(content)
+        elif content is not None:
+            torch.save(content, weights)
+        with pytest.raises(ConfigError, match=messages[name]):
+            load_bundle(folder)
