@@ -228,17 +228,18 @@ def test_the_heartbeat_renews_the_lease_and_gives_up_only_when_the_store_stays_a
     from geo_hires_service.runner import Heartbeat
 
     store, job_id = _store_and_job(tmp_path, scene)
-    assert store.claim("R", lease_s=0.6) is not None
-    with Heartbeat(store, job_id, "R", 0.6) as beat:
-        time.sleep(1.5)  # 2.5 leases: the job would be claimable by now without renewals
-        assert store.claim("other", lease_s=0.6) is None and not beat.lost.is_set()
+    assert store.claim("R", lease_s=1.2) is not None
+    with Heartbeat(store, job_id, "R", 1.2) as beat:
+        time.sleep(3.0)  # 2.5 leases: the job would be claimable by now without renewals
+        assert store.claim("other", lease_s=1.2) is None and not beat.lost.is_set()
     with Heartbeat(store, "not-this-runners", "R", 0.4) as beat:  # renew says no: lost at once
         assert beat.lost.wait(5)
     away = _Away()
-    with caplog.at_level(logging.WARNING, logger=log.name), Heartbeat(away, job_id, "R", 2.0) as b:
-        time.sleep(0.8)  # one renewal failed; the lease still has 1.2 s
-        assert away.calls >= 1 and not b.lost.is_set()
-        assert b.lost.wait(5)  # given up before the lease ran out
+    with caplog.at_level(logging.WARNING, logger=log.name), Heartbeat(away, job_id, "R", 3.0) as b:
+        _until(lambda: away.calls >= 1, timeout=10)  # a renewal failed at 0.75 s
+        time.sleep(0.3)
+        assert not b.lost.is_set()  # it gives up only at 2.25 s, a beat before the lease ends
+        assert b.lost.wait(10)
     assert any("cannot renew the lease" in r.getMessage() for r in caplog.records)
     store.close()
 
@@ -248,10 +249,12 @@ def test_serve_waits_between_polls_while_the_store_is_away_and_stops_when_told(t
     runner = JobRunner(store=away, data_dir=tmp_path, owner="R")  # type: ignore[arg-type]
     stop = threading.Event()
     with caplog.at_level(logging.WARNING, logger=log.name):
+        start = time.monotonic()
         t = _in_thread(lambda: runner.serve(stop, idle_s=0.1))
-        time.sleep(0.55)
+        _until(lambda: away.calls >= 4, timeout=30)  # it keeps polling
+        elapsed = time.monotonic() - start
         stop.set()
         t.join(5)
-    assert not t.is_alive() and 3 <= away.calls <= 8  # one poll per 0.1 s, not a busy loop
+    assert not t.is_alive() and elapsed >= 0.3  # 0.1 s between polls, not a busy loop
     assert any("job store unavailable: " in r.getMessage() and "refused" in r.getMessage()
                for r in caplog.records)  # fmt: skip
