@@ -278,3 +278,52 @@ def test_placement_provenance_and_empty_transforms():
     for f in (rpc.to_map, rpc.to_pixel):
         a, b = f(np.zeros((0, 4)), np.zeros((0, 4)))
         assert a.shape == b.shape == (0, 4)
+
+
+def test_placements_map_points_both_ways_in_any_shape_and_rpcs_follow_the_height():
+    """``to_map`` takes pixel corners (a GCP's own pixel lands on its map point), ``to_pixel``
+    gives fractional pixels back, for one point as for arrays; an RPC placement reads its
+    height."""
+
+    from geo_hires.scene.placement import Placement, from_rpcs
+
+    exact = tuple((g.row, g.col, g.x, g.y) for g in _square_gcps(0.0))  # an affine 2 m a pixel
+    poly = Placement(method="gcp-polynomial", gcps=exact)
+    xs, ys = poly.to_map([100.0], [100.0])
+    assert (xs[0], ys[0]) == pytest.approx((500_200.0, 4_999_800.0), abs=1e-6)  # the GCP itself
+    cols = np.array([[0.5, 10.25], [77.75, 3.0]])
+    rows = np.array([[0.5, 90.5], [20.125, 61.0]])
+    for p in (poly, from_rpcs(_rpc(200, 100), 0.0)):
+        mx, my = p.to_map(cols, rows)
+        assert mx.shape == my.shape == (2, 2) and not np.allclose(mx, cols)
+        back_c, back_r = p.to_pixel(mx, my)
+        np.testing.assert_allclose(back_c, cols, atol=1e-3)  # fractional, not floored
+        np.testing.assert_allclose(back_r, rows, atol=1e-3)
+        one_c, one_r = p.to_pixel(mx[1, 0], my[1, 0])  # one point, not left as map coordinates
+        assert (float(one_c), float(one_r)) == pytest.approx((77.75, 20.125), abs=1e-3)
+    low, high = from_rpcs(_rpc(200, 100), 0.0), from_rpcs(_rpc(200, 100), 500.0)
+    assert low.to_map([10.0], [10.0])[0][0] != pytest.approx(high.to_map([10.0], [10.0])[0][0])
+
+
+def test_gcps_on_a_line_are_refused_however_large_the_coordinates():
+    from pyproj import CRS
+
+    from geo_hires.errors import SceneReadError
+    from geo_hires.scene.placement import from_gcps
+
+    utm = CRS.from_epsg(32633)
+    msg = (r"x\.tif: its 3 ground control points lie on one line; they cannot place the scene "
+           r"\(add GCPs off that line\)")  # fmt: skip
+    # far from the origin and a ten-thousandth of a pixel off the line: still one line
+    off = [0.0, 1e-4, 0.0]
+    near = [GroundControlPoint(row=1000.0 + i * 4000, col=2000.0 + i * 4000 + off[i],
+                               x=500_000.0 + 2 * i, y=5e6 - 3 * i) for i in range(3)]  # fmt: skip
+    with pytest.raises(SceneReadError, match=msg):
+        from_gcps(near, utm, "x.tif", 0.5)
+    # not on one line in pixels, whatever their map coordinates do
+    bent = [GroundControlPoint(row=r, col=c, x=500_000.0 + r, y=5e6 - c)
+            for c, r in [(0.0, 0.0), (100.0, 0.0), (0.0, 100.0)]]  # fmt: skip
+    assert from_gcps(bent, utm, "x.tif", 0.5)[1].gcps[2] == (100.0, 0.0, 500_100.0, 5e6)
+    with pytest.raises(SceneReadError, match=r"2 ground control points; at least 3 \(not on one "
+                       r"line\) are needed to place the scene"):  # fmt: skip
+        from_gcps(bent[:2], utm, "x.tif", 0.5)
