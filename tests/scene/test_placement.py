@@ -252,6 +252,8 @@ def test_the_gcp_affine_is_used_up_to_the_residual_limit_in_pixels():
     assert p.gcps[1] == (0, 100, 500200, 5e6)
     _, p = from_gcps(_square_gcps(4.0), utm, "x.tif", max_residual_px=0.49)
     assert p.method == "gcp-polynomial" and not p.is_affine
+    _, p = from_gcps(_square_gcps(8.0), utm, "x.tif", max_residual_px=0.5)
+    assert (p.affine_rmse_m, p.affine_max_m) == pytest.approx((2.0, 2.0))  # 8 m / 4 each
     _, p = from_gcps(_square_gcps(4.0, size=4.0), utm, "x.tif", max_residual_px=0.25)
     assert p.method == "gcp-affine"  # the limit scales with the pixel size (4.02 m here)
     assert p.provenance() == {"method": "gcp-affine", "gcps": 4, "affine_rmse_m": 1.0,
