@@ -106,6 +106,22 @@ def fake_scene() -> Callable[..., Any]:
 
 
 @pytest.fixture(scope="session")
+def zoom_evidence() -> tuple[Any, Any]:
+    """Six 1024 px window cores (3 x 2) and 60 seeded coarse peaks over them (``x, y, score,
+    width, height``): the fixed evidence the shipped zoom policy's outputs are pinned on."""
+    import numpy as np
+
+    rng = np.random.default_rng(17)
+    w = 1024.0
+    cores = np.array([[x, y, x + w, y + w] for x in (0, w, 2 * w) for y in (0, w)])
+    ev = np.column_stack(
+        [rng.uniform(0, 3 * w, 60), rng.uniform(0, 2 * w, 60), rng.uniform(0.05, 1, 60),
+         rng.uniform(10, 120, 60), rng.uniform(10, 120, 60)]
+    )  # fmt: skip
+    return cores, ev
+
+
+@pytest.fixture(scope="session")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """``synthetic(width, height, seed, density="dense", nodata=False)``: a seeded synthetic
     GeoTIFF (made once per session and spec; read-only for tests)."""

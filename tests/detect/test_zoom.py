@@ -139,20 +139,14 @@ def test_window_evidence_takes_the_strongest_peak_whose_centre_is_in_the_core():
     assert window_evidence(ev[:0], cores).tolist() == [0.0, 0.0]
 
 
-def test_rl_selection_reads_every_coarse_units_evidence_at_the_scenes_gsd():
+def test_rl_selection_reads_every_coarse_units_evidence_at_the_scenes_gsd(zoom_evidence):
     """``zoom_select`` feeds the policy the evidence of all coarse units (some have none), sized
     for the scene's GSD against the card's (a coarser scene shows smaller objects), and zooms
     what ``choose`` makes of the policy's probabilities; with no evidence at all, nothing."""
     from types import SimpleNamespace
 
     bundle = load_bundle("aircraft_lsn")
-    rng = np.random.default_rng(17)
-    w = 1024.0
-    cores = np.array([[x, y, x + w, y + w] for x in (0, w, 2 * w) for y in (0, w)])
-    ev = np.column_stack(
-        [rng.uniform(0, 3 * w, 60), rng.uniform(0, 2 * w, 60), rng.uniform(0.05, 1, 60),
-         rng.uniform(10, 120, 60), rng.uniform(10, 120, 60)]
-    )  # fmt: skip
+    cores, ev = zoom_evidence
     units = [SimpleNamespace(evidence=ev[:30]), SimpleNamespace(evidence=None),
              SimpleNamespace(evidence=ev[30:])]  # fmt: skip
     rl = ZoomConfig(mode="rl", window=bundle.policy.spec.window)

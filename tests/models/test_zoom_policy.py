@@ -69,7 +69,7 @@ def test_policy_decides_on_its_windows_own_evidence_in_the_centre_cells():
     assert policy.probabilities(x[:0]).shape == (0,)
 
 
-def test_the_shipped_policy_computes_what_it_was_trained_to():
+def test_the_shipped_policy_computes_what_it_was_trained_to(zoom_evidence):
     """A regression pin: the shipped policy's zoom probabilities on fixed evidence (recorded with
     its weights). A change to the network's layers that keeps the weights loadable (padding,
     stride, a missing ReLU) changes what every ``--zoom rl`` run decides."""
@@ -78,13 +78,7 @@ def test_the_shipped_policy_computes_what_it_was_trained_to():
     model = load_bundle("aircraft_lsn")
     policy = model.policy
     assert policy is not None and (policy.spec.grid, policy.spec.split_px) == (8, 64.0)
-    rng = np.random.default_rng(17)
-    w = 1024.0
-    cores = np.array([[x, y, x + w, y + w] for x in (0, w, 2 * w) for y in (0, w)])
-    ev = np.column_stack(
-        [rng.uniform(0, 3 * w, 60), rng.uniform(0, 2 * w, 60), rng.uniform(0.05, 1, 60),
-         rng.uniform(10, 120, 60), rng.uniform(10, 120, 60)]
-    )  # fmt: skip
+    cores, ev = zoom_evidence
     p = policy.probabilities(policy_features(ev, cores, 8, 64.0))
     want = [0.753026, 0.735878, 0.783006, 0.473489, 0.52493, 0.622249]
     np.testing.assert_allclose(p, want, atol=2e-6)
