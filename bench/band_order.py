@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("images")
     ap.add_argument("labels")
     args = ap.parse_args()
-    names = load_card(BUNDLE).extra["training"]["val_images"]
+    names = load_card(BUNDLE).val_images
     originals = [str(Path(args.images) / n) for n in names]
     work = Path(tempfile.mkdtemp(prefix="bgrn-"))
     copies = []

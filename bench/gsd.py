@@ -26,12 +26,12 @@ from geo_hires.errors import NoCRSWarning
 from geo_hires.evaluate import evaluate_images
 from geo_hires.evaluate.scenes import labelled_scene
 from geo_hires.models.bundle import load_bundle
+from geo_hires.models.card import load_card
 from geo_hires.pipeline import detect_scene
 from geo_hires.scene import open_scene
 from geo_hires.train.gsd import at_gsd, scaled_truth
 
 NATIVE_GSD = 0.5
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -48,8 +48,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     warnings.simplefilter("ignore", NoCRSWarning)
-    card_doc = json.loads((ROOT / "geo_hires/models/weights/aircraft_lsn/card.json").read_text())
-    names = card_doc["training"]["val_images"]
+    names = load_card("aircraft_lsn").val_images
     results: dict[str, Any] = {"images": len(names), "gsds": args.gsds, "zoom": args.zoom,
                                "bundles": {}}  # fmt: skip
     bundles = {n: load_bundle(n) for n in args.bundles}

@@ -152,7 +152,7 @@ def main() -> None:
     bundles["yolo_yolt_2levels"] = dataclasses.replace(bundles["aircraft_yolo"], card=yolt)
     sahi_model = _sahi_model(Path(_bundle_pt("aircraft_yolo")), args.threshold)
     card = bundles["aircraft_lsn"].card
-    val = card.extra["training"]["val_images"]
+    val = card.val_images
     methods = [*bundles, "sahi_yolo", "downsample_x2", "downsample_x4"]
     pairs: dict[str, list[Any]] = {m: [] for m in methods}
     secs = dict.fromkeys(methods, 0.0)

@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--arch", default="yolov8n.yaml")
     args = ap.parse_args()
     card = load_card("aircraft_lsn")
-    val_names = set(card.extra["training"]["val_images"])
+    val_names = set(card.val_images)
     class_map = card.extra["training"]["class_map"]
     scenes = sorted(str(p) for p in Path(args.images).iterdir() if p.suffix == ".jpg")
     items, names = load_labelled(scenes, args.labels, class_map=class_map)

@@ -184,8 +184,7 @@ def main() -> None:
         raise SystemExit(f"{args.model} has no zoom policy: run geo-hires train-zoom first")
     window = policy.spec.window
     work = Path(args.work)
-    split = card.extra["training"].get("scanner", card.extra["training"])
-    val = [str(Path(args.images) / n) for n in split["val_images"]]
+    val = [str(Path(args.images) / n) for n in card.val_images]
     out: dict[str, Any] = {"model": args.model, "window": window,
                            "safe_score": policy.spec.safe_score,
                            "measured": time.strftime("%Y-%m-%d"), "variants": {}}  # fmt: skip

@@ -83,8 +83,7 @@ def _cmd_cascade(args: argparse.Namespace, out: TextIO) -> int:
     )
     card = make_cascade_bundle(args.scanner, args.refiner, args.out, name=args.name, rule=rule)
     if args.images and args.labels:
-        scenes = [str(Path(args.images) / n) for n in card.extra["training"]["scanner"].get(
-            "val_images", [])]  # fmt: skip
+        scenes = [str(Path(args.images) / n) for n in card.val_images]
         if not scenes:
             raise ConfigError(f"{args.scanner}: its card names no validation images to score on")
         metrics = _validation_metrics(args.out, scenes, args.labels)

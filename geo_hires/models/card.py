@@ -140,12 +140,22 @@ class ModelCard:
         return tuple(sorted(names | ({self.cascade.detector} if self.cascade else set())))
 
     @property
+    def train_images(self) -> tuple[str, ...]:
+        """The images the bundle was trained on (file names in the training data folder)."""
+        return tuple(self._split.get("train_images", ()))
+
+    @property
     def val_images(self) -> tuple[str, ...]:
         """The held-out images the card's metrics were measured on (file names in the training
-        data folder); a cascade, trained on its scanner's split, names its scanner's."""
-        training = self.extra.get("training", {})
-        names = training.get("val_images") or training.get("scanner", {}).get("val_images", ())
-        return tuple(names)
+        data folder)."""
+        return tuple(self._split.get("val_images", ()))
+
+    @property
+    def _split(self) -> dict[str, Any]:
+        """The training record that names the split: a cascade's is its scanner's, on whose
+        images both of its networks were trained and scored."""
+        training: dict[str, Any] = self.extra.get("training", {})
+        return training.get("scanner", training)
 
     def as_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

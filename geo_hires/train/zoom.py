@@ -263,10 +263,7 @@ def _validation(val: Replays, card: ModelCard, policy: ZoomPolicy, cfg: ZoomTrai
 
 
 def _split(bundle: str, card: ModelCard) -> tuple[list[str], list[str]]:
-    split = card.extra.get("training", {})
-    if "scanner" in split:  # a cascade: its scanner's split
-        split = split["scanner"]
-    train, val = split.get("train_images", []), split.get("val_images", [])
+    train, val = card.train_images, card.val_images
     if not train or not val:
         raise ConfigError(
             f"{bundle}: its card names no train/validation split ('training.train_images', "
