@@ -20,7 +20,8 @@ from geo_hires.detect.executors import LocalExecutor
 from geo_hires.scene import Density, SynthSpec, write_synthetic
 from tests.service.test_store import Clock
 
-OPTIONS = {"block": 128, "score_threshold": 0.05}
+# the lightweight scanner: what is tested is the runner, whatever model a job names
+OPTIONS = {"model": "aircraft_lsn", "block": 128, "score_threshold": 0.05}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,8 @@ def scene(tmp_path_factory) -> Path:
 def expected(scene, tmp_path_factory) -> bytes:
     out = tmp_path_factory.mktemp("cli") / "field.geojson"
     assert (
-        main(["detect", str(scene), "-o", str(out), "--block", "128", "--score-threshold", "0.05"])
+        main(["detect", str(scene), "-o", str(out), "--model", "aircraft_lsn", "--block", "128",
+              "--score-threshold", "0.05"])  # fmt: skip
         == 0
     )
     return out.read_bytes()
