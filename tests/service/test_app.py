@@ -1,0 +1,157 @@
+"""The Serve application in this process: what ``build`` asks Serve for, the one-runner rule of
+a SQLite store, and the runner deployment's housekeeping, drain and health check (its
+``__init__`` needs a Ray replica and is covered by the ``geo-hires serve`` tests)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from geo_hires_service import app as app_module
+from geo_hires_service.app import Ingress, Runner, ServeArgs, build
+from geo_hires_service.observe import log, metrics
+from geo_hires_service.retention import DAY_S
+from geo_hires_service.store import JobState, JobStore
+
+from geo_hires.errors import ConfigError
+from tests.service.harness import TOKENS
+from tests.service.test_store import Clock
+
+
+def _deployments(application):
+    """(ingress, runner) deployments of a built application."""
+    ingress = application._bound_deployment
+    return ingress, ingress.init_args[1]._bound_deployment
+
+
+def test_build_asks_serve_for_the_runners_replicas_cpus_drain_time_and_json_logs(tmp_path):
+    args = {"data_dir": str(tmp_path), "db": "postgresql://db/jobs", "runner_replicas": 3,
+            "runner_replicas_per_node": 2, "runner_cpus": 0.5, "drain_seconds": 40,
+            "log_level": "DEBUG", "log_dir": str(tmp_path / "logs")}  # fmt: skip
+    ingress, runner = _deployments(build(args))
+    assert (ingress.name, runner.name) == ("ingress", "runner")
+    assert runner.num_replicas == 3 and runner.ray_actor_options["num_cpus"] == 0.5
+    assert runner._deployment_config.graceful_shutdown_timeout_s == 55  # drain + 15 s
+    assert runner._replica_config.max_replicas_per_node == 2
+    for d in (ingress, runner):
+        logging_config = d.logging_config
+        assert (logging_config["encoding"], logging_config["log_level"]) == ("JSON", "DEBUG")
+        assert logging_config["logs_dir"] == str(tmp_path / "logs")
+    assert ingress.init_args[0] == args and runner.init_args == (args,)
+    ingress, runner = _deployments(build({"data_dir": str(tmp_path)}))
+    assert runner.num_replicas == 1 and runner.ray_actor_options["num_cpus"] == 0.0
+    assert runner._deployment_config.graceful_shutdown_timeout_s == 75  # 60 s + 15 s
+    assert runner._replica_config.max_replicas_per_node is None
+    assert ServeArgs(data_dir="d").logging_config() == {"encoding": "JSON", "log_level": "INFO"}
+
+
+def test_several_runners_need_a_postgresql_store(tmp_path):
+    many = ServeArgs(data_dir=str(tmp_path), runner_replicas=2)
+    message = (
+        "runner_replicas 2 needs a PostgreSQL store: a SQLite store serves one runner; "
+        "give --db postgresql://… or one runner replica"
+    )
+    with pytest.raises(ConfigError) as refused:
+        many.check_store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    assert str(refused.value) == message
+    with pytest.raises(ConfigError, match="needs a PostgreSQL store"):
+        build({"data_dir": str(tmp_path), "runner_replicas": 2})  # before anything starts
+    many.check_store("postgresql://db/jobs")
+    ServeArgs(data_dir=str(tmp_path)).check_store("sqlite:///one.db")
+
+
+def test_the_ingress_opens_its_data_dir_and_store_in_the_replica(tmp_path):
+    data, tokens = tmp_path / "new" / "data", tmp_path / "tokens"
+    tokens.write_text(f"{TOKENS[0]}\n")
+    cls = Ingress.func_or_class.__mro__[1]  # the class under Serve's ASGI wrapper
+    ingress = cls({"data_dir": str(data), "token_file": str(tokens)}, runner="bound")
+    assert data.is_dir() and ingress.runner == "bound"
+    assert ingress.config.data_dir == data and not ingress.store.shared
+    assert (data / "jobs.db").is_file()  # the default store, in the data dir
+    assert ingress.__serve_build_asgi_app__().title
+    ingress.store.close()
+
+
+class _Store(JobStore):
+    """A job store whose first ``counts`` fails (the database away for a moment)."""
+
+    fail_counts = 1
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        if self.fail_counts:
+            self.fail_counts -= 1
+            raise RuntimeError("database away")
+        return super().counts()
+
+
+def _runner(tmp_path: Path, store: JobStore, **args) -> object:
+    """The runner deployment's object without its Ray-only ``__init__``."""
+    r = object.__new__(Runner.func_or_class)
+    r.args, r.store = ServeArgs(data_dir=str(tmp_path), **args), store
+    r.stop, r.draining, r.runners = threading.Event(), threading.Event(), []
+    return r
+
+
+def test_housekeeping_publishes_counts_sweeps_and_outlives_a_failure(
+    tmp_path, monkeypatch, caplog
+):
+    clock = Clock(time.time())
+    store = _Store(f"sqlite:///{tmp_path / 'jobs.db'}", clock=clock)
+    old, _ = store.submit(tenant="a", scene_path="/s/old.tif", scene_name="old.tif", options={})
+    assert store.claim("r", lease_s=60) is not None and store.cancelled(old.id, "r")
+    clock.now += 3 * DAY_S  # finished three days ago
+    store.submit(tenant="a", scene_path="/s/new.tif", scene_name="new.tif", options={})
+    monkeypatch.setattr(app_module, "COUNTS_EVERY_S", 2)
+    monkeypatch.setattr(app_module, "SWEEP_EVERY_S", 2)
+    r = _runner(tmp_path, store, retain_days=2.0)
+    with caplog.at_level(logging.ERROR, logger=log.name):
+        t = threading.Thread(target=r._housekeeping)
+        t.start()
+        deadline = time.monotonic() + 30
+        while store.get(old.id) is not None or store.fail_counts:  # tick 0 failed, tick 2 ran
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        r.stop.set()
+        t.join(5)
+    assert not t.is_alive()
+    assert [rec.getMessage() for rec in caplog.records] == ["housekeeping failed"]
+    published = {k: v for (k, v) in metrics()._values.items()}
+    assert published[("geo_hires_queue_depth", ())][1] == 1.0
+    assert published[("geo_hires_jobs", (("state", "queued"), ("tenant", "a")))][1] == 1.0
+    assert [j.state for j in store.finished_before(clock.now)] == []  # the old one swept
+    assert store.counts() == {(JobState.QUEUED.value, "a"): 1}
+    store.close()
+
+
+def test_stopping_drains_the_slots_within_the_drain_time_once(tmp_path, caplog):
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    r = _runner(tmp_path, store, drain_seconds=1.0)
+    Runner.func_or_class.__del__(object.__new__(Runner.func_or_class))  # never started: nothing
+    saw_drain: list[bool] = []
+
+    def slot() -> None:
+        r.stop.wait()
+        saw_drain.append(r.draining.is_set())
+
+    stuck = threading.Event()
+    r.threads = [threading.Thread(target=slot), threading.Thread(target=stuck.wait, daemon=True)]
+    r.runners = [type("R", (), {"owner": "runner@n/1/a"})()]
+    for t in r.threads:
+        t.start()
+    r.check_health()  # both alive
+    with caplog.at_level(logging.INFO, logger=log.name):
+        start = time.monotonic()
+        r.__del__()
+        took = time.monotonic() - start
+        r.__del__()  # drained already: returns at once
+    assert saw_drain == [True] and r.stop.is_set()
+    assert 0.9 <= took < 5  # waited for the stuck slot only until the drain time ran out
+    stopped = [rec for rec in caplog.records if rec.getMessage() == "runner stopped"]
+    assert len(stopped) == 1 and stopped[0].runners == ["runner@n/1/a"]
+    with pytest.raises(RuntimeError, match="a job slot thread died"):
+        r.check_health()  # the first slot has ended
+    stuck.set()
+    store.close()
