@@ -95,9 +95,7 @@ def _runner(tmp_path: Path, store: JobStore, **args) -> object:
     return r
 
 
-def test_housekeeping_publishes_counts_sweeps_and_outlives_a_failure(
-    tmp_path, monkeypatch, caplog
-):
+def test_housekeeping_publishes_counts_sweeps_and_outlives_a_failure(tmp_path, monkeypatch, caplog):
     clock = Clock(time.time())
     store = _Store(f"sqlite:///{tmp_path / 'jobs.db'}", clock=clock)
     old, _ = store.submit(tenant="a", scene_path="/s/old.tif", scene_name="old.tif", options={})

@@ -34,11 +34,8 @@ def scene(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def expected(scene, tmp_path_factory) -> bytes:
     out = tmp_path_factory.mktemp("cli") / "field.geojson"
-    assert (
-        main(["detect", str(scene), "-o", str(out), "--model", "aircraft_lsn", "--block", "128",
-              "--score-threshold", "0.05"])  # fmt: skip
-        == 0
-    )
+    args = ["--model", "aircraft_lsn", "--block", "128", "--score-threshold", "0.05"]
+    assert main(["detect", str(scene), "-o", str(out), *args]) == 0
     return out.read_bytes()
 
 
