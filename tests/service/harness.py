@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import requests
 import uvicorn
 from geo_hires_service.runner import JobRunner
 from geo_hires_service.schemas import ServiceConfig
@@ -21,6 +22,15 @@ from geo_hires_service.store import JobStore
 from geo_hires_service.web import create_app
 
 TOKENS = ("alice-token-0123456789", "bob-token-9876543210ab")
+ALICE = {"Authorization": f"Bearer {TOKENS[0]}"}
+BOB = {"Authorization": f"Bearer {TOKENS[1]}"}
+
+
+def problem_status(resp: requests.Response) -> tuple[int, str]:
+    """Status and body of a response; an error must be an RFC 9457 problem document."""
+    if resp.status_code >= 400:
+        assert resp.headers["content-type"] == "application/problem+json", resp.text
+    return resp.status_code, resp.text
 
 
 def free_port() -> int:

@@ -1,4 +1,5 @@
-"""The HTTP API on 127.0.0.1: jobs by upload and by URI, results equal the CLI's bytes, abuse."""
+"""The HTTP API on 127.0.0.1: jobs by upload and by URI, results equal the CLI's bytes, abuse
+(uploads' own refusals are in test_uploads.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,7 @@ import requests
 
 from geo_hires.cli import main
 from geo_hires.scene import SynthSpec, write_synthetic
-from tests.service.harness import TOKENS, running_service
-
-ALICE = {"Authorization": f"Bearer {TOKENS[0]}"}
-BOB = {"Authorization": f"Bearer {TOKENS[1]}"}
+from tests.service.harness import ALICE, BOB, TOKENS, problem_status, running_service
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +84,6 @@ def test_idempotency_key_returns_the_same_job(service, roots):
     assert a["id"] == b["id"] != c.json()["id"]
     _wait(url, a["id"])
     _wait(url, c.json()["id"], headers=BOB)
-
-
-def _status(resp) -> tuple[int, str]:
-    if resp.status_code >= 400:
-        assert resp.headers["content-type"] == "application/problem+json", resp.text
-    return resp.status_code, resp.text
 
 
 def test_abuse_gets_exact_codes_and_the_service_keeps_serving(service, roots, tmp_path):
@@ -202,7 +194,7 @@ def test_abuse_gets_exact_codes_and_the_service_keeps_serving(service, roots, tm
     for name, (resp, code) in cases.items():
         if resp is None:
             continue
-        assert _status(resp)[0] == code, (name, resp.text)
+        assert problem_status(resp)[0] == code, (name, resp.text)
     assert requests.get(f"{url}/v1/healthz").json() == {"status": "ok"}
     assert _wait(url, ok["id"])["state"] == "succeeded"
     written = {p.relative_to(data).parts[0] for p in data.rglob("*") if p.is_file()}
@@ -232,24 +224,25 @@ def test_limits_answer_413_and_429(tmp_path, roots):
         big = requests.post(
             post, files={"scene": ("big.tif", b"II*\x00" + b"0" * 4_100_000)}, headers=ALICE
         )
-        assert _status(big)[0] == 413 and "limit" in big.json()["detail"]  # counted on arrival
+        # counted on arrival
+        assert problem_status(big)[0] == 413 and "limit" in big.json()["detail"]
         huge_body = requests.post(
             post, files={"scene": ("big.tif", b"II*\x00" + b"0" * 6_000_000)}, headers=ALICE
         )  # refused by its Content-Length, before a byte is read
-        assert _status(huge_body)[0] == 413 and "limit" in huge_body.json()["detail"]
+        assert problem_status(huge_body)[0] == 413 and "limit" in huge_body.json()["detail"]
         bomb = requests.post(post, json={"uri": str(huge)}, headers=ALICE)
-        assert _status(bomb)[0] == 413 and "pixels" in bomb.json()["detail"]
+        assert problem_status(bomb)[0] == 413 and "pixels" in bomb.json()["detail"]
         for _ in range(2):
             r = requests.post(post, json={"uri": str(roots / "scene1.tif")}, headers=ALICE)
             assert r.status_code == 202
         full = requests.post(post, json={"uri": str(roots / "scene1.tif")}, headers=BOB)
-        assert _status(full)[0] == 429 and int(full.headers["Retry-After"]) > 0
+        assert problem_status(full)[0] == 429 and int(full.headers["Retry-After"]) > 0
         queued = requests.get(f"{url}/v1/jobs", headers=ALICE).json()["jobs"]
         cancel = requests.delete(f"{url}/v1/jobs/{queued[0]['id']}", headers=ALICE)
         assert cancel.status_code == 202 and cancel.json()["state"] == "cancelled"
         assert requests.post(post, json={"uri": str(roots / "scene1.tif")}, headers=BOB).ok
         early = requests.get(f"{url}/v1/jobs/{queued[1]['id']}/result", headers=ALICE)
-        assert _status(early)[0] == 409
+        assert problem_status(early)[0] == 409
     assert not (data / "uploads").exists() or not any((data / "uploads").rglob("*.tif"))
 
 
@@ -314,79 +307,6 @@ def _tenant_of(token: str) -> str:
     from geo_hires_service.security import load_tokens
 
     return load_tokens(env={"GEO_HIRES_TOKENS": token}).tenant(f"Bearer {token}") or ""
-
-
-def test_upload_names_are_made_safe():
-    from geo_hires_service.uploads import safe_name
-
-    assert safe_name("../../etc/pass wd.tif") == "pass_wd.tif"
-    assert safe_name(".hidden.tif") == "hidden.tif"
-    assert safe_name("") == safe_name(None) == safe_name("...") == "scene.tif"
-    assert len(safe_name("a" * 300 + ".tif")) == 200
-
-
-def test_a_refused_upload_leaves_nothing_and_models_are_listed(service, roots):
-    url, data = service
-    head = (roots / "scene1.tif").read_bytes()[:300]  # TIFF magic, then nothing readable
-    r = requests.post(f"{url}/v1/jobs", files={"scene": ("cut.tif", head)}, headers=ALICE)
-    assert r.status_code == 400 and "cannot be used" in r.json()["detail"]
-    assert not list((data / "uploads").glob("*/cut.tif"))
-    models = requests.get(f"{url}/v1/models", headers=ALICE).json()["models"]
-    assert [m["name"] for m in models] == [
-        "aircraft_cascade",
-        "aircraft_lsn",
-        "aircraft_yolo",
-    ] and models[0]["card"]["levels"]
-    assert requests.get(f"{url}/v1/models").status_code == 401
-
-
-def test_upload_abuse_gets_exact_codes_and_messages(service, roots):
-    url, data = service
-    post = f"{url}/v1/jobs"
-    tif = (roots / "scene1.tif").read_bytes()
-
-    def detail(r, code):
-        assert _status(r)[0] == code, r.text
-        return r.json()["detail"]
-
-    bad_opts = requests.post(
-        post, files={"scene": ("a.tif", tif)}, data={"options": '{"block": 3}'}, headers=ALICE
-    )
-    assert detail(bad_opts, 422).startswith("options: block: ")
-    not_json = requests.post(
-        post, files={"scene": ("a.tif", tif)}, data={"options": "{nope"}, headers=ALICE
-    )
-    assert detail(not_json, 422).startswith("options: ")
-    no_scene = requests.post(post, files={"other": ("a.tif", tif)}, headers=ALICE)
-    assert detail(no_scene, 400) == "multipart field 'scene' (the GeoTIFF file) is missing"
-    empty = requests.post(post, files={"scene": ("a.tif", b"")}, headers=ALICE)
-    assert detail(empty, 400) == "the scene upload is empty"
-    gif = requests.post(post, files={"scene": ("a.tif", b"GIF89a" * 10)}, headers=ALICE)
-    assert detail(gif, 415) == "only GeoTIFF scenes are accepted"
-    body = (
-        b"--b\r\nContent-Disposition: form-data; name=scene; filename=a.tif\r\n\r\n"
-        b"II*\x00\r\n--b--\r\n"
-    )
-    chunked = requests.post(
-        post,
-        data=iter([body]),  # a generator: sent chunked, without Content-Length
-        headers={**ALICE, "Content-Type": "multipart/form-data; boundary=b"},
-    )
-    assert detail(chunked, 411) == "uploads need a Content-Length header"
-    assert not [p for p in (data / "uploads").rglob("*") if p.is_file() and p.name == "a.tif"]
-
-
-def test_upload_of_exactly_the_byte_limit_is_not_refused_for_size(tmp_path, roots):
-    data = tmp_path / "data"
-    data.mkdir()
-    with running_service(data, (roots,), run_jobs=False, max_upload_bytes=100_000) as url:
-        exact = b"II*\x00" + b"\x00" * (100_000 - 4)
-        r = requests.post(f"{url}/v1/jobs", files={"scene": ("e.tif", exact)}, headers=ALICE)
-        assert _status(r)[0] == 400  # read as a TIFF (and refused as unreadable), not 413
-        over = requests.post(
-            f"{url}/v1/jobs", files={"scene": ("o.tif", exact + b"\x00")}, headers=ALICE
-        )
-        assert _status(over)[0] == 413
 
 
 def test_bands_option_maps_bands_like_the_cli(service, roots, tmp_path):

@@ -15,9 +15,8 @@ import pytest
 import requests
 
 from geo_hires.scene import Density, SynthSpec, write_synthetic
-from tests.service.harness import TOKENS, running_service
+from tests.service.harness import ALICE, TOKENS, running_service
 
-ALICE = {"Authorization": f"Bearer {TOKENS[0]}"}
 REPO = Path(__file__).resolve().parents[2]
 REAL_TILED = REPO / "tests" / "data" / "test_tiled.tif"  # a real JPEG-tiled aerial scene
 DEMO = REPO / "demo" / "airports.tif"

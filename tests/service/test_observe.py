@@ -13,12 +13,10 @@ import pytest
 import requests
 
 from geo_hires.scene import Density, SynthSpec, write_synthetic
-from tests.service.harness import TOKENS, free_port, serve_process
+from tests.service.harness import ALICE, free_port, serve_process
 from tests.service.test_intake import _corrupt_one_tile
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-ALICE = {"Authorization": f"Bearer {TOKENS[0]}"}
 
 
 def scrape(port: int) -> dict[str, float]:

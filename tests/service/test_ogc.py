@@ -20,10 +20,8 @@ from owslib.ogcapi.processes import Processes
 from geo_hires.detect.options import DEFAULT_MODEL, option_fields
 from geo_hires.export.stac_schemas import validate_item
 from tests.qgis import run_qgis
-from tests.service.harness import TOKENS, running_service
+from tests.service.harness import ALICE, BOB, TOKENS, running_service
 
-ALICE = {"Authorization": f"Bearer {TOKENS[0]}"}
-BOB = {"Authorization": f"Bearer {TOKENS[1]}"}
 PROC = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/"
 
 

@@ -13,9 +13,7 @@ from geo_hires_service.security import Rejected, parse_root, resolve_scene_uri
 
 from geo_hires.cli import main
 from geo_hires.errors import ConfigError
-from tests.service.harness import TOKENS, running_service
-
-ALICE = {"Authorization": f"Bearer {TOKENS[0]}"}
+from tests.service.harness import ALICE, running_service
 
 
 def test_allow_roots_are_folders_or_bucket_prefixes(tmp_path):

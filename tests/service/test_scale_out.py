@@ -23,13 +23,12 @@ import requests
 from geo_hires.cli import main
 from geo_hires.scene import Density, SynthSpec, write_synthetic
 from tests.raycluster import local_cluster
-from tests.service.harness import TOKENS, serve_process
+from tests.service.harness import ALICE, serve_process
 from tests.service.postgres import missing_reason, postgres_server
 from tests.service.test_observe import json_lines
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.postgres]
 
-ALICE = {"Authorization": f"Bearer {TOKENS[0]}"}
 LEASE_S = 8
 
 

@@ -14,11 +14,10 @@ import requests
 
 from geo_hires.cli import main
 from geo_hires.scene import Density, SynthSpec, write_synthetic
-from tests.service.harness import TOKENS, serve_process
+from tests.service.harness import ALICE, serve_process
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-ALICE = {"Authorization": f"Bearer {TOKENS[0]}"}
 OPTIONS = {"score_threshold": 0.05, "block": 256}
 CLI_OPTIONS = ("--score-threshold", "0.05", "--block", "256")
 SIZES = [(1400, 1100, Density.DENSE), (900, 700, Density.SPARSE), (1200, 800, Density.DENSE)]
