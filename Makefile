@@ -11,7 +11,7 @@ GUARD   := $(if $(wildcard $(SHARED)/tools/netguard/sitecustomize.py),$(SHARED)/
 
 venv: $(VENV)/.installed
 
-# checkov (the manifests' and Dockerfile's security checks in tests/k8s/test_k8s.py) pins old
+# checkov (the manifests' and Dockerfile's security checks in tests/k8s/test_hardening.py) pins old
 # versions of packages the project uses, so it gets a virtual environment of its own
 CHECKOV := .venv-checkov/bin/checkov
 k8s-tools: $(CHECKOV)

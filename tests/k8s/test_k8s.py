@@ -1,22 +1,20 @@
-"""Kubernetes manifests and images, validated offline.
+"""Kubernetes manifests, validated offline.
 
 Every overlay is rendered with ``kubectl kustomize``; core kinds (and every Ray pod template,
 as a Pod) are validated with ``kubernetes-validate`` in strict mode; ``ray.io`` kinds against
 the KubeRay v1.7 CRD schemas with unknown fields refused; ``serveConfigV2`` with Ray Serve's
 own schema, its application built, and compared with the service's ``serve_config.yaml``;
-every ``geo-hires`` command line with the CLI's parser; checkov on the manifests and the
-Dockerfile; hadolint on the Dockerfile; requests and limits against the measured sizing.
+every ``geo-hires`` command line with the CLI's parser; requests and limits against the
+measured sizing. Pod security, checkov and hadolint: ``test_hardening.py``.
 """
 
 from __future__ import annotations
 
 import copy
-import fnmatch
 import importlib.util
 import json
 import math
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,70 +23,21 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.k8s.render import (
+    K8S,
+    ROOT,
+    Doc,
+    as_pods,
+    cluster_spec,
+    is_ray,
+    render_overlay,
+    worker_group,
+)
+
 pytestmark = pytest.mark.k8s
 
-ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "k8s"
 SCHEMAS = ROOT.parent / "shared" / "k8s-schemas"
-OVERLAYS = ("cpu", "gpu", "s3")
 K8S_VERSION = "1.32.0"
-KUBECTL = shutil.which("kubectl")
-
-Doc = dict[str, Any]
-
-
-def _render(overlay: str) -> list[Doc]:
-    if KUBECTL is None:
-        pytest.skip("kubectl is not on PATH: the kustomize overlays cannot be rendered")
-    res = subprocess.run(
-        [KUBECTL, "kustomize", str(K8S / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert res.returncode == 0, res.stderr
-    return [d for d in yaml.safe_load_all(res.stdout) if d]
-
-
-@pytest.fixture(scope="module", params=OVERLAYS)
-def rendered(request) -> tuple[str, list[Doc]]:
-    return request.param, _render(request.param)
-
-
-def _is_ray(doc: Doc) -> bool:
-    return str(doc["apiVersion"]).startswith("ray.io/")
-
-
-def _cluster_spec(doc: Doc) -> Doc:
-    return doc["spec"].get("rayClusterSpec") or doc["spec"]["rayClusterConfig"]
-
-
-def _groups(doc: Doc) -> list[tuple[str, Doc]]:
-    spec = _cluster_spec(doc)
-    return [("head", spec["headGroupSpec"])] + [
-        (g["groupName"], g) for g in spec["workerGroupSpecs"]
-    ]
-
-
-def _pods(docs: list[Doc]) -> list[Doc]:
-    """Every Ray pod template as the Pod it becomes (so Pod schemas and checks apply)."""
-    pods = []
-    for doc in filter(_is_ray, docs):
-        for group, spec in _groups(doc):
-            meta = spec["template"].get("metadata", {})
-            pods.append(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "metadata": {
-                        "name": f"{doc['metadata']['name']}-{group}",
-                        "namespace": doc["metadata"].get("namespace", "default"),
-                        "labels": meta.get("labels", {}),
-                    },
-                    "spec": spec["template"]["spec"],
-                }
-            )
-    return pods
 
 
 # ---------------------------------------------------------------- core kinds, strict
@@ -98,7 +47,7 @@ def test_core_kinds_and_pod_templates_are_valid_in_strict_mode(rendered):
     import kubernetes_validate
 
     overlay, docs = rendered
-    core = [d for d in docs if not _is_ray(d)]
+    core = [d for d in docs if not is_ray(d)]
     kinds = {"ServiceAccount", "NetworkPolicy"} | (
         {"ConfigMap"} if overlay == "s3" else {"PersistentVolumeClaim"}
     )
@@ -107,7 +56,7 @@ def test_core_kinds_and_pod_templates_are_valid_in_strict_mode(rendered):
     for doc in docs:  # k8s/README.md applies the batch or the service part with -l selectors
         component = doc["metadata"].get("labels", {}).get("app.kubernetes.io/component")
         assert component in ("shared", "batch", "service"), doc["metadata"]["name"]
-    for doc in core + _pods(docs):
+    for doc in core + as_pods(docs):
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
@@ -128,7 +77,7 @@ def test_the_secret_template_is_valid_and_holds_no_secret():
 def test_strict_validation_refuses_a_misspelt_field(rendered):
     import kubernetes_validate
 
-    pod = copy.deepcopy(_pods(rendered[1])[0])
+    pod = copy.deepcopy(as_pods(rendered[1])[0])
     pod["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
@@ -166,7 +115,7 @@ def _crd_validator(kind: str) -> Any:
 
 def test_ray_kinds_match_the_kuberay_crds_with_unknown_fields_refused(rendered):
     overlay, docs = rendered
-    ray_docs = [d for d in docs if _is_ray(d)]
+    ray_docs = [d for d in docs if is_ray(d)]
     expected = ["RayJob"] if overlay == "s3" else ["RayJob", "RayService"]
     assert sorted(d["kind"] for d in ray_docs) == expected
     for doc in ray_docs:
@@ -248,13 +197,8 @@ def test_serve_config_v2_is_the_services_config_and_builds(rendered, monkeypatch
 
 
 def _volumes_mounted(doc: Doc) -> set[str]:
-    head = _cluster_spec(doc)["headGroupSpec"]["template"]["spec"]["containers"][0]
+    head = cluster_spec(doc)["headGroupSpec"]["template"]["spec"]["containers"][0]
     return {m["mountPath"] for m in head.get("volumeMounts", [])}
-
-
-def _worker(doc: Doc) -> tuple[Doc, Doc]:
-    (group,) = _cluster_spec(doc)["workerGroupSpecs"]
-    return group, group["template"]["spec"]["containers"][0]
 
 
 def test_every_command_line_parses_with_the_cli_and_fits_the_cluster(rendered):
@@ -273,7 +217,7 @@ def test_every_command_line_parses_with_the_cli_and_fits_the_cluster(rendered):
             assert path.startswith("s3://"), path
         else:
             assert any(Path(path).is_relative_to(m) for m in mounts), path
-    group, worker = _worker(job)
+    group, worker = worker_group(job)
     limits = worker["resources"]["limits"]
     cpus, gpus = float(limits["cpu"]), float(limits.get("nvidia.com/gpu", 0))
     assert args.threads <= args.cpus_per_actor, "torch threads beyond the CPUs Ray reserves"
@@ -284,7 +228,7 @@ def test_every_command_line_parses_with_the_cli_and_fits_the_cluster(rendered):
         assert not args.gpus_per_actor
     assert args.actors == per_pod * group["maxReplicas"], "actors should fill the largest cluster"
     for doc in docs:  # no other command line hides in a container
-        for pod in _pods([doc]) if _is_ray(doc) else []:
+        for pod in as_pods([doc]) if is_ray(doc) else []:
             for c in pod["spec"]["containers"]:
                 assert "command" not in c and "args" not in c
 
@@ -301,8 +245,8 @@ def test_a_bad_command_line_would_be_caught():
 
 def test_the_s3_overlay_has_no_volume_and_credentials_only_as_a_mounted_file():
     assert '".[service,s3]"' in (ROOT / "Dockerfile").read_text()  # boto3 in the image
-    docs = _render("s3")
-    pods = _pods(docs)
+    docs = render_overlay("s3")
+    pods = as_pods(docs)
     (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
     creds_file = config["data"]["AWS_SHARED_CREDENTIALS_FILE"]
     assert not [k for k in config["data"] if "SECRET" in k or k == "AWS_ACCESS_KEY_ID"]
@@ -319,7 +263,7 @@ def test_the_s3_overlay_has_no_volume_and_credentials_only_as_a_mounted_file():
 
 
 def test_the_s3_overlays_egress_reaches_only_the_cluster_dns_and_storage():
-    docs = _render("s3")
+    docs = render_overlay("s3")
     egress = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"
               and "Egress" in d["spec"]["policyTypes"]}  # fmt: skip
     batch = egress["geo-hires-batch-egress"]
@@ -334,34 +278,6 @@ def test_the_s3_overlays_egress_reaches_only_the_cluster_dns_and_storage():
     head = egress["geo-hires-batch-head-egress"]
     assert head["podSelector"]["matchLabels"]["ray.io/node-type"] == "head"
     assert [r["ports"] for r in head["egress"]] == [[{"port": 443, "protocol": "TCP"}]]
-
-
-# ---------------------------------------------------------------- pod security
-
-HARDENED = {
-    "runAsNonRoot": True,
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "capabilities": {"drop": ["ALL"]},
-}
-
-
-def test_every_container_is_hardened_and_writes_only_to_volumes(rendered):
-    _, docs = rendered
-    for doc in filter(_is_ray, docs):
-        auto = _cluster_spec(doc)["autoscalerOptions"]["securityContext"]
-        assert {k: auto.get(k) for k in HARDENED} == HARDENED, (doc["kind"], "autoscaler")
-    for pod in _pods(docs):
-        spec = pod["spec"]
-        assert spec["securityContext"]["runAsNonRoot"] and spec["securityContext"]["runAsUser"]
-        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-        for c in spec["containers"]:
-            ctx = c["securityContext"]
-            assert {k: ctx.get(k) for k in HARDENED} == HARDENED, pod["metadata"]["name"]
-            mounts = {m["mountPath"] for m in c["volumeMounts"]}
-            assert {"/tmp", "/home/ray", "/dev/shm"} <= mounts  # where Ray writes
-        if "head" not in pod["metadata"]["name"]:
-            assert spec["automountServiceAccountToken"] is False
 
 
 # ---------------------------------------------------------------- sizing
@@ -390,12 +306,12 @@ def worker_memory_gib(sizing: Doc, actors: int, object_store_bytes: int) -> floa
 def test_requests_equal_limits_and_workers_fit_the_measured_sizing(rendered):
     sizing = json.loads((ROOT / "bench" / "results" / "sizing.json").read_text())
     _, docs = rendered
-    for pod in _pods(docs):
+    for pod in as_pods(docs):
         for c in pod["spec"]["containers"]:
             res = c["resources"]
             assert res["requests"] == res["limits"], (pod["metadata"]["name"], c["name"])
-    for doc in filter(_is_ray, docs):
-        group, worker = _worker(doc)
+    for doc in filter(is_ray, docs):
+        group, worker = worker_group(doc)
         limits = worker["resources"]["limits"]
         store = int(group["rayStartParams"]["object-store-memory"])
         need = worker_memory_gib(sizing, int(float(limits["cpu"])), store)
@@ -403,89 +319,3 @@ def test_requests_equal_limits_and_workers_fit_the_measured_sizing(rendered):
         assert need <= have <= need + 1, (doc["kind"], need, have)
         shm = [v for v in group["template"]["spec"]["volumes"] if v["name"] == "shm"]
         assert _gib(shm[0]["emptyDir"]["sizeLimit"]) * 2**30 >= store
-
-
-# ---------------------------------------------------------------- checkov, hadolint
-
-
-def _tool(name: str) -> str:
-    for candidate in (
-        ROOT / ".venv-checkov" / "bin" / name,
-        Path(sys.executable).parent / name,
-    ):
-        if candidate.exists():
-            return str(candidate)
-    found = shutil.which(name)
-    if found is None:
-        pytest.skip(f"{name} not found (make test installs it)")
-    return found
-
-
-def _checkov(target: list[str], tmp_path: Path) -> list[Doc]:
-    res = subprocess.run(
-        [_tool("checkov"), *target, "-o", "json", "--quiet", "--skip-download"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-        # checkov asks PyPI for a newer version at import unless told not to (netguard caught it)
-        env={**_env(), "HOME": str(tmp_path), "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true"},
-    )
-    assert res.returncode in (0, 1), res.stderr[-2000:]
-    reports = json.loads(res.stdout or "[]")
-    reports = reports if isinstance(reports, list) else [reports]
-    return [f for r in reports for f in r.get("results", {}).get("failed_checks", [])]
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
-
-
-def test_checkov_finds_nothing_but_what_is_justified(tmp_path):
-    allowed = yaml.safe_load((K8S / "checkov-allowed.yaml").read_text())
-    fired: set[str] = set()
-    for overlay in OVERLAYS:
-        docs = _render(overlay)
-        folder = tmp_path / overlay
-        folder.mkdir()
-        core = [d for d in docs if not _is_ray(d)]
-        (folder / "all.yaml").write_text(yaml.safe_dump_all(core + _pods(docs), sort_keys=False))
-        failed = _checkov(["-d", str(folder), "--framework", "kubernetes"], tmp_path)
-        for f in failed:
-            rule = allowed.get(f["check_id"])
-            ok = rule is not None and fnmatch.fnmatch(f["resource"], rule["resources"])
-            assert ok, f"{overlay}: {f['check_id']} {f['check_name']} on {f['resource']}"
-            fired.add(f["check_id"])
-    assert fired == set(allowed), f"allowed but no longer found: {set(allowed) - fired}"
-    failed = _checkov(["-f", str(ROOT / "Dockerfile"), "--framework", "dockerfile"], tmp_path)
-    assert not failed, [(f["check_id"], f["check_name"]) for f in failed]
-
-
-def test_hadolint_passes_the_dockerfile():
-    res = subprocess.run(
-        [_tool("hadolint"), "--failure-threshold", "info", str(ROOT / "Dockerfile")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
-
-
-def test_hadolint_would_catch_a_root_image(tmp_path):
-    bad = tmp_path / "Dockerfile"
-    bad.write_text("FROM python:latest\nRUN pip install torch\n")
-    res = subprocess.run(
-        [_tool("hadolint"), "--failure-threshold", "info", str(bad)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert res.returncode != 0 and "DL3007" in res.stdout
-
-
-def test_dockerignore_keeps_the_image_to_the_package():
-    lines = (ROOT / ".dockerignore").read_text().split()
-    assert lines[lines.index("*")] == "*"
-    assert {"!pyproject.toml", "!geo_hires/", "!services/"} <= set(lines)
