@@ -146,7 +146,8 @@ def test_the_runner_succeeds_fails_and_cancels_jobs_in_the_store(tmp_path, scene
         return job
 
     ok = submit(scene, score_threshold=0.2)
-    done = runner.run_one()
+    with caplog.at_level(logging.INFO, logger=log.name):
+        done = runner.run_one()
     assert done is not None and done.id == ok.id and done.state is JobState.SUCCEEDED
     files = JobFiles.of(data, done)
     assert files.geojson == data / "jobs" / ok.id / "out" / "mine.geojson"
@@ -155,7 +156,10 @@ def test_the_runner_succeeds_fails_and_cancels_jobs_in_the_store(tmp_path, scene
     assert all(p.is_file() for p in (files.gpkg, files.quicklook, files.stac, files.coverage))
     assert done.detections == len(json.loads(files.geojson.read_text())["features"]) > 0
     assert done.units_done == done.units_total > 0 and done.output_bytes == files.size() > 0
-    assert runner._model("aircraft_lsn") is runner._model("aircraft_lsn")  # loaded once
+    model = runner._model("aircraft_lsn")
+    assert model.name == "aircraft_lsn" and runner._model("aircraft_lsn") is model  # loaded once
+    started = [r for r in caplog.records if r.getMessage() == "job started"]
+    assert [(r.job, r.runner, r.attempt) for r in started] == [(ok.id, "R", 1)]
     # a library error fails the job with the scene's name, never the server's path
     submit(tmp_path / "gone.tif")
     failed = runner.run_one()
@@ -257,3 +261,23 @@ def test_serve_waits_between_polls_while_the_store_is_away_and_stops_when_told(t
     assert not t.is_alive() and elapsed >= 0.3  # 0.1 s between polls, not a busy loop
     assert any("job store unavailable: " in r.getMessage() and "refused" in r.getMessage()
                for r in caplog.records)  # fmt: skip
+
+
+def test_the_runner_renews_its_lease_while_a_job_runs(tmp_path, scene, expected):
+    from geo_hires_service.runner import Stop
+
+    store, job_id = _store_and_job(tmp_path, scene)
+    a = JobRunner(store=store, data_dir=tmp_path, owner="A", lease_s=0.8)  # a beat every 0.2 s
+    running = _in_thread(a.run_one)
+    expiries: list[float] = []
+    while running.is_alive():
+        job = store.get(job_id)
+        if job.state is JobState.RUNNING and job.lease_expires is not None:
+            expiries.append(job.lease_expires)
+        time.sleep(0.02)
+    done = store.get(job_id)
+    assert done.state is JobState.SUCCEEDED and done.lease_owner is None
+    assert len(set(expiries)) >= 2 and expiries == sorted(expiries)  # renewed, never shortened
+    assert JobFiles.of(tmp_path, done).geojson.read_bytes() == expected
+    assert str(Stop("drain")) == Stop("drain").reason == "drain"
+    store.close()
