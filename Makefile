@@ -46,7 +46,7 @@ mutate: venv
 lint: venv
 	$(BIN)/ruff check geo_hires services tests bench scripts
 	$(BIN)/ruff format --check geo_hires services tests bench scripts
-	$(BIN)/mypy geo_hires services
+	$(BIN)/mypy geo_hires services bench
 
 clean:
 	rm -rf $(VENV) .venv-checkov out mutants .pytest_cache .mypy_cache .ruff_cache

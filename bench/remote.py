@@ -65,7 +65,7 @@ def _variant(name: str, scene: str, out: Path) -> None:
     from geo_hires.scene import remote
 
     if name == "gdal_defaults":
-        remote.gdal_options = lambda path=None, env=None: {}  # type: ignore[assignment]
+        remote.gdal_options = lambda path=None, env=None: {}
     remote.READ_OPTIONS.update(VARIANTS[name])
     if name == "block_cache_16mb":
 
@@ -73,8 +73,8 @@ def _variant(name: str, scene: str, out: Path) -> None:
             return rasterio.Env(GDAL_CACHEMAX=16 * 1024 * 1024, GDAL_PAM_ENABLED="NO",
                                 **remote.gdal_options(path))  # fmt: skip
 
-        scene_open.gdal_env = small_cache  # type: ignore[assignment]
-        scene_read.gdal_env = small_cache  # type: ignore[assignment]
+        scene_open.gdal_env = small_cache
+        scene_read.gdal_env = small_cache
     seconds, _ = _detect(scene, out)
     print(json.dumps({"seconds": seconds}))
 

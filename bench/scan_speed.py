@@ -19,18 +19,18 @@ from typing import Any
 import torch
 
 from geo_hires.detect.forward import network_output
-from geo_hires.detect.options import native_bf16
+from geo_hires.detect.options import Precision, native_bf16
 from geo_hires.models.bundle import load_bundle
 
 
-def _forward(net: Any, x: torch.Tensor, precision: str, layout: str) -> torch.Tensor:
+def _forward(net: Any, x: torch.Tensor, precision: Precision, layout: str) -> torch.Tensor:
     if layout == "nchw":
         with torch.inference_mode():
             return net(x.contiguous()).float()
     return network_output(net, x.contiguous(memory_format=torch.channels_last), precision)
 
 
-def _seconds(net: Any, x: torch.Tensor, precision: str, layout: str) -> float:
+def _seconds(net: Any, x: torch.Tensor, precision: Precision, layout: str) -> float:
     start = time.perf_counter()
     _forward(net, x, precision, layout)
     return time.perf_counter() - start
@@ -51,7 +51,7 @@ def main() -> None:
     net = load_bundle(args.model).network().to(device).eval()
     x = torch.rand(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
     x = x.to(device)
-    variants = [("fp32", "nchw"), ("fp32", "channels_last")]
+    variants: list[tuple[Precision, str]] = [("fp32", "nchw"), ("fp32", "channels_last")]
     if native_bf16(device.type):
         variants.append(("bf16", "channels_last"))
     ref = _forward(net, x, "fp32", "nchw")

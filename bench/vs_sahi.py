@@ -84,7 +84,7 @@ class GeoHiresSahiModel(DetectionModel):
                 ObjectPrediction(
                     bbox=b.tolist(),
                     category_id=int(c),
-                    category_name=self.category_mapping[str(int(c))],
+                    category_name=(self.category_mapping or {})[str(int(c))],
                     shift_amount=shift,
                     score=float(s),
                     full_shape=full,

@@ -33,7 +33,7 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from geo_hires.detect.options import DetectConfig, ZoomConfig
+from geo_hires.detect.options import DetectConfig, ZoomConfig, ZoomMode
 from geo_hires.detect.zoom import choose, window_evidence
 from geo_hires.errors import NoCRSWarning
 from geo_hires.evaluate.scenes import labelled_scene
@@ -112,12 +112,12 @@ def _curves(replays: list[Any], card: Any, policy: Any) -> dict[str, list[dict[s
     out["all"] = [evaluate_choices(replays, card, [np.ones(k, bool) for k in n])]
     out["none"] = [evaluate_choices(replays, card, [np.zeros(k, bool) for k in n])]
     out["rl_default"] = [evaluate_choices(replays, card, [policy.decide(f) for f in feats])]
-    gate = ZoomConfig().gate_threshold
-    out["gate_default"] = [evaluate_choices(replays, card, [s >= gate for s in scores["gate"]])]
+    cut = ZoomConfig().gate_threshold
+    out["gate_default"] = [evaluate_choices(replays, card, [s >= cut for s in scores["gate"]])]
     return out
 
 
-def _throughput(path: str, bundle: Any, modes: list[str]) -> dict[str, Any]:
+def _throughput(path: str, bundle: Any, modes: list[ZoomMode]) -> dict[str, Any]:
     scene = open_scene(path)
     mp = scene.pixels / 1e6
     start = time.perf_counter()

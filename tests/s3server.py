@@ -72,7 +72,7 @@ class Counting:
                 self.log.append(entry)
 
 
-APRON_ITEM = {
+APRON_ITEM: dict[str, Any] = {
     "type": "Feature", "stac_version": "1.0.0", "id": "apron", "collection": "demo",
     "geometry": None, "properties": {"datetime": "2026-05-01T00:00:00Z"}, "links": [],
     "assets": {"visual": {"href": "./apron.tif", "type": "image/tiff; application=geotiff"}},
