@@ -10,8 +10,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import requests
 import uvicorn
@@ -24,6 +25,30 @@ from geo_hires_service.web import create_app
 TOKENS = ("alice-token-0123456789", "bob-token-9876543210ab")
 ALICE = {"Authorization": f"Bearer {TOKENS[0]}"}
 BOB = {"Authorization": f"Bearer {TOKENS[1]}"}
+
+
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def wait_job(
+    url: str,
+    job_id: str,
+    until: tuple[str, ...] | Callable[[dict[str, Any]], bool] = FINISHED,
+    *,
+    headers: dict[str, str] = ALICE,
+    timeout: float = 300.0,
+) -> dict[str, Any]:
+    """Poll ``GET /v1/jobs/{id}`` until the job is in one of the ``until`` states (or the
+    predicate holds on its JSON); fails the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = requests.get(
+            f"{url}/v1/jobs/{job_id}", headers=headers, timeout=30
+        ).json()
+        if until(job) if callable(until) else job["state"] in until:
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} stuck: {job}"
+        time.sleep(0.1)
 
 
 def problem_status(resp: requests.Response) -> tuple[int, str]:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import requests
 
 from geo_hires.cli import main
 from geo_hires.scene import SynthSpec, write_synthetic
-from tests.service.harness import ALICE, BOB, TOKENS, problem_status, running_service
+from tests.service.harness import ALICE, BOB, TOKENS, problem_status, running_service, wait_job
 
 
 @pytest.fixture(scope="module")
@@ -28,16 +27,6 @@ def service(tmp_path_factory, roots):
     data = tmp_path_factory.mktemp("data")
     with running_service(data, (roots,), max_active_per_tenant=8) as url:
         yield url, data
-
-
-def _wait(url, job_id, headers=ALICE, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = requests.get(f"{url}/v1/jobs/{job_id}", headers=headers, timeout=10).json()
-        if job["state"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish: {job}")
 
 
 def _cli_bytes(scene: Path, tmp_path: Path, *extra: str) -> bytes:
@@ -63,7 +52,7 @@ def test_uri_and_upload_jobs_give_the_clis_bytes(service, roots, tmp_path):
     assert up.status_code == 202, up.text
     expected = _cli_bytes(scene, tmp_path, "--score-threshold", "0.2", "--block", "512")
     for job_id in (r.json()["id"], up.json()["id"]):
-        job = _wait(url, job_id)
+        job = wait_job(url, job_id)
         assert job["state"] == "succeeded", job
         assert job["progress"]["units_done"] == job["progress"]["units_total"] > 0
         res = requests.get(f"{url}/v1/jobs/{job_id}/result", headers=ALICE)
@@ -82,8 +71,8 @@ def test_idempotency_key_returns_the_same_job(service, roots):
     b = requests.post(f"{url}/v1/jobs", json=body, headers=key).json()
     c = requests.post(f"{url}/v1/jobs", json=body, headers={**BOB, "Idempotency-Key": "abc-123"})
     assert a["id"] == b["id"] != c.json()["id"]
-    _wait(url, a["id"])
-    _wait(url, c.json()["id"], headers=BOB)
+    wait_job(url, a["id"])
+    wait_job(url, c.json()["id"], headers=BOB)
 
 
 def test_abuse_gets_exact_codes_and_the_service_keeps_serving(service, roots, tmp_path):
@@ -196,7 +185,7 @@ def test_abuse_gets_exact_codes_and_the_service_keeps_serving(service, roots, tm
             continue
         assert problem_status(resp)[0] == code, (name, resp.text)
     assert requests.get(f"{url}/v1/healthz").json() == {"status": "ok"}
-    assert _wait(url, ok["id"])["state"] == "succeeded"
+    assert wait_job(url, ok["id"])["state"] == "succeeded"
     written = {p.relative_to(data).parts[0] for p in data.rglob("*") if p.is_file()}
     assert written <= {"jobs", "uploads", "jobs.db", "jobs.db-wal", "jobs.db-shm", "tokens"}
 
@@ -268,7 +257,7 @@ def test_levels_option_runs_only_the_named_levels(service, roots, tmp_path):
     scene = roots / "scene0.tif"
     body = {"uri": str(scene), "options": {"levels": ["coarse"], "score_threshold": 0.2}}
     job = requests.post(f"{url}/v1/jobs", json=body, headers=ALICE).json()
-    done = _wait(url, job["id"])
+    done = wait_job(url, job["id"])
     got = requests.get(f"{url}/v1/jobs/{job['id']}/result", headers=ALICE).content
     expected = _cli_bytes(scene, tmp_path, "--levels", "coarse", "--score-threshold", "0.2")
     assert got == expected and done["state"] == "succeeded"
@@ -296,7 +285,7 @@ def test_a_scene_gone_before_its_run_fails_the_job_without_leaking_paths(service
         options={},
     )
     doomed.unlink()
-    done = _wait(url, job.id)
+    done = wait_job(url, job.id)
     store.close()
     assert done["state"] == "failed" and "doomed.tif" in done["error"]
     assert str(roots) not in done["error"]
@@ -314,7 +303,7 @@ def test_bands_option_maps_bands_like_the_cli(service, roots, tmp_path):
     scene = roots / "scene0.tif"
     body = {"uri": str(scene), "options": {"bands": [3, 2, 1]}}
     job = requests.post(f"{url}/v1/jobs", json=body, headers=ALICE).json()
-    assert _wait(url, job["id"])["state"] == "succeeded"
+    assert wait_job(url, job["id"])["state"] == "succeeded"
     got = requests.get(f"{url}/v1/jobs/{job['id']}/result", headers=ALICE).content
     assert got == _cli_bytes(scene, tmp_path, "--bands", "3,2,1")
     assert json.loads(got)["geo_hires"]["bands"] == [3, 2, 1]
@@ -351,7 +340,7 @@ def test_aoi_option_scans_only_there_like_the_cli(service, roots, tmp_path):
     job = requests.post(
         f"{url}/v1/jobs", json={"uri": str(scene), "options": {"aoi": aoi}}, headers=ALICE
     ).json()
-    assert _wait(url, job["id"])["state"] == "succeeded"
+    assert wait_job(url, job["id"])["state"] == "succeeded"
     got = json.loads(requests.get(f"{url}/v1/jobs/{job['id']}/result", headers=ALICE).content)
     aoi_file = tmp_path / "aoi.geojson"
     gpd.GeoDataFrame.from_features([aoi], crs="EPSG:4326").to_file(aoi_file)
@@ -381,7 +370,7 @@ def test_a_stac_item_by_uri_runs_its_asset_and_stays_in_its_folder(service, root
     path = roots / "item.json"
     path.write_text(json.dumps(item))
     job = requests.post(f"{url}/v1/jobs", json={"uri": str(path)}, headers=ALICE).json()
-    assert _wait(url, job["id"])["state"] == "succeeded"
+    assert wait_job(url, job["id"])["state"] == "succeeded"
     got = json.loads(requests.get(f"{url}/v1/jobs/{job['id']}/result", headers=ALICE).content)
     want = json.loads(_cli_bytes(roots / "scene1.tif", tmp_path))
     assert got["features"] == want["features"]

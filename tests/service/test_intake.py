@@ -8,14 +8,13 @@ import contextlib
 import json
 import logging
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
 from geo_hires.scene import Density, SynthSpec, write_synthetic
-from tests.service.harness import ALICE, TOKENS, running_service
+from tests.service.harness import ALICE, TOKENS, running_service, wait_job
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_TILED = REPO / "tests" / "data" / "test_tiled.tif"  # a real JPEG-tiled aerial scene
@@ -83,22 +82,12 @@ def test_a_corrupt_tile_fails_the_job_with_one_line(tmp_path, root):
         uri = requests.post(f"{url}/v1/jobs", json={"uri": str(root / "bad.tif")}, headers=ALICE)
         assert up.status_code == 202 and uri.status_code == 202, (up.text, uri.text)
         for job_id in (up.json()["id"], uri.json()["id"]):
-            job = _wait(url, job_id)
+            job = wait_job(url, job_id)
             assert job["state"] == "failed", job
             error = job["error"]
             assert error.startswith("bad.tif: truncated or corrupt tile at columns "), error
             assert "\n" not in error and "Traceback" not in error and "rasterio" not in error
             assert str(root) not in error and str(data) not in error
-
-
-def _wait(url: str, job_id: str, timeout: float = 180) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = requests.get(f"{url}/v1/jobs/{job_id}", headers=ALICE, timeout=30).json()
-        if job["state"] in ("succeeded", "failed", "cancelled"):
-            return job
-        assert time.monotonic() < deadline, job
-        time.sleep(0.2)
 
 
 @contextlib.contextmanager
@@ -133,7 +122,7 @@ def test_a_full_disk_while_receiving_is_507_and_leaves_nothing(tmp_path, root):
         assert len(scene) < 900_000
         ok = _upload(url, "s.tif", scene)  # what fits is still accepted
         assert ok.status_code == 202, ok.text
-        assert _wait(url, ok.json()["id"])["state"] == "succeeded"
+        assert wait_job(url, ok.json()["id"])["state"] == "succeeded"
 
 
 def test_the_storage_quota_answers_413_and_429_and_delete_frees_it(tmp_path, root):

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from geo_hires.scene import Density, SynthSpec, write_synthetic
-from tests.service.harness import ALICE, free_port, serve_process
+from tests.service.harness import ALICE, free_port, serve_process, wait_job
 from tests.service.test_intake import _corrupt_one_tile
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -49,16 +49,6 @@ def json_lines(folder: Path) -> list[dict]:
     return lines
 
 
-def _wait(url: str, job_id: str, until, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = requests.get(f"{url}/v1/jobs/{job_id}", headers=ALICE, timeout=30).json()
-        if until(job):
-            return job
-        assert time.monotonic() < deadline, job
-        time.sleep(0.2)
-
-
 def _until_scraped(port: int, pred, timeout: float = 60) -> dict[str, float]:
     deadline = time.monotonic() + timeout
     while not pred(m := scrape(port)):
@@ -91,9 +81,9 @@ def test_metrics_move_during_a_job_and_logs_carry_job_and_tenant(tmp_path):
         ).json()
         bad = requests.post(f"{url}/v1/jobs", json={"uri": str(root / "bad.tif")}, headers=ALICE)
         assert requests.get(f"{url}/v1/jobs/nope", headers=ALICE).status_code == 404
-        _wait(url, big.json()["id"], lambda j: j["progress"]["units_done"] >= 2)
+        wait_job(url, big.json()["id"], lambda j: j["progress"]["units_done"] >= 2)
         first = _until_scraped(port, lambda m: m.get("ray_geo_hires_units_total", 0) > 0)
-        running = _wait(url, big.json()["id"], lambda j: j["progress"]["units_done"] >= 6)
+        running = wait_job(url, big.json()["id"], lambda j: j["progress"]["units_done"] >= 6)
         assert running["state"] == "running"
         later = _until_scraped(
             port,
@@ -104,7 +94,7 @@ def test_metrics_move_during_a_job_and_logs_carry_job_and_tenant(tmp_path):
             or later.get("ray_geo_hires_units_per_second", 0) > 0
         )
         for job_id in (big.json()["id"], small["id"], bad.json()["id"]):
-            _wait(url, job_id, lambda j: j["state"] in ("succeeded", "failed"))
+            wait_job(url, job_id, lambda j: j["state"] in ("succeeded", "failed"))
         done = _until_scraped(
             port,
             lambda m: (

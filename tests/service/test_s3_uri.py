@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 
 import pytest
 import requests
@@ -13,7 +12,7 @@ from geo_hires_service.security import Rejected, parse_root, resolve_scene_uri
 
 from geo_hires.cli import main
 from geo_hires.errors import ConfigError
-from tests.service.harness import ALICE, running_service
+from tests.service.harness import ALICE, running_service, wait_job
 
 
 def test_allow_roots_are_folders_or_bucket_prefixes(tmp_path):
@@ -51,16 +50,6 @@ def test_object_uris_are_confined_to_their_prefixes(tmp_path, uri, status, match
     assert err.value.status == status
 
 
-def _wait(url, job_id, timeout=180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = requests.get(f"{url}/v1/jobs/{job_id}", headers=ALICE, timeout=10).json()
-        if job["state"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish: {job}")
-
-
 def test_a_job_by_s3_uri_gives_the_clis_bytes_and_others_are_refused(s3, demo_cog, tmp_path):
     cog = tmp_path / "apron.tif"
     shutil.copy(demo_cog(1024, 512, 1536, 1024), cog)
@@ -91,7 +80,7 @@ def test_a_job_by_s3_uri_gives_the_clis_bytes_and_others_are_refused(s3, demo_co
             assert r.json()["scene"] == key.rpartition("/")[2]
             ids.append(r.json()["id"])
         for job_id in ids:
-            job = _wait(url, job_id)
+            job = wait_job(url, job_id)
             assert job["state"] == "succeeded", job
         res = requests.get(f"{url}/v1/jobs/{ids[0]}/result", headers=ALICE)
         assert res.content == expected.read_bytes()

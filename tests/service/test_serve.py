@@ -14,7 +14,7 @@ import requests
 
 from geo_hires.cli import main
 from geo_hires.scene import Density, SynthSpec, write_synthetic
-from tests.service.harness import ALICE, serve_process
+from tests.service.harness import ALICE, serve_process, wait_job
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -56,16 +56,6 @@ def live(tmp_path_factory, root):
         yield url
 
 
-def _wait(url: str, job_id: str, *, until=("succeeded", "failed", "cancelled"), timeout=300):
-    deadline = time.monotonic() + timeout
-    while True:
-        job = requests.get(f"{url}/v1/jobs/{job_id}", headers=ALICE, timeout=30).json()
-        if until(job) if callable(until) else job["state"] in until:
-            return job
-        assert time.monotonic() < deadline, f"job {job_id} stuck: {job}"
-        time.sleep(0.2)
-
-
 def _submit(url: str, root: Path, i: int, **headers: str) -> dict:
     name = f"scene{i % 3}.tif"
     if i % 2:  # uploads and URIs alternate
@@ -91,7 +81,7 @@ def test_twenty_concurrent_submissions_equal_the_cli(live, root, expected):
     again = _submit(live, root, 4, **{"Idempotency-Key": "k-4"})
     assert _submit(live, root, 4, **{"Idempotency-Key": "k-4"})["id"] == again["id"]
     for job in [*jobs, again]:
-        done = _wait(live, job["id"])
+        done = wait_job(live, job["id"])
         assert done["state"] == "succeeded", done
         body = requests.get(f"{live}/v1/jobs/{job['id']}/result", headers=ALICE, timeout=60)
         assert body.content == expected[Path(job["scene"]).stem], job["scene"]
@@ -104,11 +94,11 @@ def test_cancel_stops_a_running_job_within_seconds(live, root):
         json={"uri": str(root / "big.tif"), "options": {"block": 128}},
         headers=ALICE,
     ).json()
-    running = _wait(live, job["id"], until=lambda j: j["progress"]["units_done"] >= 1)
+    running = wait_job(live, job["id"], until=lambda j: j["progress"]["units_done"] >= 1)
     assert running["state"] == "running"
     t0 = time.monotonic()
     assert requests.delete(f"{live}/v1/jobs/{job['id']}", headers=ALICE).status_code == 202
-    done = _wait(live, job["id"], timeout=60)
+    done = wait_job(live, job["id"], timeout=60)
     assert done["state"] == "cancelled" and time.monotonic() - t0 < 20
     assert done["progress"]["units_done"] < done["progress"]["units_total"]
     res = requests.get(f"{live}/v1/jobs/{job['id']}/result", headers=ALICE)
@@ -121,7 +111,7 @@ def test_sigkilled_service_finishes_its_job_after_a_restart(tmp_path, root):
     body = {"uri": str(root / "big.tif"), "options": {"block": 128, "score_threshold": 0.05}}
     with serve_process(data, (root,)) as (proc, url):
         job = requests.post(f"{url}/v1/jobs", json=body, headers=ALICE).json()
-        mid = _wait(url, job["id"], until=lambda j: j["progress"]["units_done"] >= 3)
+        mid = wait_job(url, job["id"], until=lambda j: j["progress"]["units_done"] >= 3)
         os.killpg(proc.pid, signal.SIGKILL)  # the service and its whole Ray, mid-job
         proc.wait()
     assert (
@@ -129,7 +119,7 @@ def test_sigkilled_service_finishes_its_job_after_a_restart(tmp_path, root):
     )
     expected = _cli(root / "big.tif", tmp_path, "--block", "128", "--score-threshold", "0.05")
     with serve_process(data, (root,)) as (_proc, url):
-        done = _wait(url, job["id"])
+        done = wait_job(url, job["id"])
         assert done["state"] == "succeeded" and done["attempts"] == 2
         res = requests.get(f"{url}/v1/jobs/{job['id']}/result", headers=ALICE, timeout=60)
         assert res.content == expected
@@ -181,7 +171,7 @@ def test_sigterm_drains_the_runner_and_the_job_resumes_on_restart(tmp_path, root
     body = {"uri": str(root / "big.tif"), "options": {"block": 128, "score_threshold": 0.05}}
     with serve_process(data, (root,)) as (proc, url):
         job = requests.post(f"{url}/v1/jobs", json=body, headers=ALICE).json()
-        mid = _wait(url, job["id"], until=lambda j: j["progress"]["units_done"] >= 3)
+        mid = wait_job(url, job["id"], until=lambda j: j["progress"]["units_done"] >= 3)
         queued = requests.post(f"{url}/v1/jobs", json=body, headers=ALICE).json()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(150) == 0
@@ -195,7 +185,7 @@ def test_sigterm_drains_the_runner_and_the_job_resumes_on_restart(tmp_path, root
     store.close()
     expected = _cli(root / "big.tif", tmp_path, "--block", "128", "--score-threshold", "0.05")
     with serve_process(data, (root,)) as (_proc, url):
-        done = _wait(url, job["id"])
+        done = wait_job(url, job["id"])
         assert done["state"] == "succeeded" and done["attempts"] == 2
         assert done["progress"]["units_done"] == done["progress"]["units_total"]
         res = requests.get(f"{url}/v1/jobs/{job['id']}/result", headers=ALICE, timeout=60)
