@@ -122,13 +122,12 @@ class ServeArgs(BaseModel):
             )
 
 
-@serve.deployment(name="ingress", num_replicas=1, ray_actor_options={"num_cpus": 0})
-@serve.ingress()
-class Ingress:
+class IngressReplica:
     """Records and answers; reads the store, never runs a scene.
 
     The FastAPI app is built in the replica (``__serve_build_asgi_app__``), after the store is
-    opened there: an engine does not travel between processes.
+    opened there: an engine does not travel between processes. The class stays plain (the
+    deployment wraps it below), so it can be built and tested in one process.
     """
 
     def __init__(self, args: dict[str, Any], runner: Any = None) -> None:
@@ -141,14 +140,18 @@ class Ingress:
         return create_app(self.config, self.store, request_ids=False)  # Serve's proxy does them
 
 
+Ingress = serve.deployment(name="ingress", num_replicas=1, ray_actor_options={"num_cpus": 0})(
+    serve.ingress()(IngressReplica)
+)
+
+
 COUNTS_EVERY_S, SWEEP_EVERY_S = 15, 600
 """How often a runner publishes the store's job counts, and sweeps expired jobs."""
 
 
-@serve.deployment(name="runner", num_replicas=1, ray_actor_options={"num_cpus": 0})
-class Runner:
+class RunnerReplica:
     """Runs queued jobs on Ray actors, ``runner_slots`` at a time, until Serve stops it; keeps
-    the job gauges current and sweeps expired jobs."""
+    the job gauges current and sweeps expired jobs (the ``runner`` deployment below)."""
 
     def __init__(self, args: dict[str, Any]) -> None:
         import ray
@@ -225,6 +228,11 @@ class Runner:
             raise RuntimeError("a job slot thread died")
 
 
+Runner = serve.deployment(name="runner", num_replicas=1, ray_actor_options={"num_cpus": 0})(
+    RunnerReplica
+)
+
+
 def build(args: dict[str, Any]) -> Application:
     """The application builder (``import_path: geo_hires_service.app:build``).
 
@@ -241,6 +249,6 @@ def build(args: dict[str, Any]) -> Application:
     }
     if a.runner_replicas_per_node is not None:
         runner_opts["max_replicas_per_node"] = a.runner_replicas_per_node
-    runner = Runner.options(**runner_opts).bind(args)  # type: ignore[attr-defined]
-    ingress = Ingress.options(logging_config=a.logging_config())  # type: ignore[attr-defined]
+    runner = Runner.options(**runner_opts).bind(args)
+    ingress = Ingress.options(logging_config=a.logging_config())
     return ingress.bind(args, runner)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from geo_hires_service import app as app_module
-from geo_hires_service.app import Ingress, Runner, ServeArgs, build
+from geo_hires_service.app import IngressReplica, RunnerReplica, ServeArgs, build
 from geo_hires_service.observe import log, metrics
 from geo_hires_service.retention import DAY_S
 from geo_hires_service.store import JobState, JobStore
@@ -66,8 +66,7 @@ def test_several_runners_need_a_postgresql_store(tmp_path):
 def test_the_ingress_opens_its_data_dir_and_store_in_the_replica(tmp_path):
     data, tokens = tmp_path / "new" / "data", tmp_path / "tokens"
     tokens.write_text(f"{TOKENS[0]}\n")
-    cls = Ingress.func_or_class.__mro__[1]  # the class under Serve's ASGI wrapper
-    ingress = cls({"data_dir": str(data), "token_file": str(tokens)}, runner="bound")
+    ingress = IngressReplica({"data_dir": str(data), "token_file": str(tokens)}, runner="bound")
     assert data.is_dir() and ingress.runner == "bound"
     assert ingress.config.data_dir == data and not ingress.store.shared
     assert (data / "jobs.db").is_file()  # the default store, in the data dir
@@ -89,7 +88,7 @@ class _Store(JobStore):
 
 def _runner(tmp_path: Path, store: JobStore, **args) -> object:
     """The runner deployment's object without its Ray-only ``__init__``."""
-    r = object.__new__(Runner.func_or_class)
+    r = object.__new__(RunnerReplica)
     r.args, r.store = ServeArgs(data_dir=str(tmp_path), **args), store
     r.stop, r.draining, r.runners = threading.Event(), threading.Event(), []
     return r
@@ -127,7 +126,7 @@ def test_housekeeping_publishes_counts_sweeps_and_outlives_a_failure(tmp_path, m
 def test_stopping_drains_the_slots_within_the_drain_time_once(tmp_path, caplog):
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
     r = _runner(tmp_path, store, drain_seconds=1.0)
-    Runner.func_or_class.__del__(object.__new__(Runner.func_or_class))  # never started: nothing
+    RunnerReplica.__del__(object.__new__(RunnerReplica))  # never started: nothing
     saw_drain: list[bool] = []
 
     def slot() -> None:
