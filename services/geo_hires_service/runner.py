@@ -251,7 +251,7 @@ class JobRunner:
                 resume=True, on_progress=self._progress(job, beat, keys),
             )  # fmt: skip
         except Stop as stop:
-            return Outcome(state="cancelled" if stop.reason == "cancelled" else stop.reason)
+            return Outcome(state=stop.reason)
         except GeoHiresError as exc:  # the client sees the scene's name, not server paths
             kind = type(unwrapped(exc)).__name__
             return Outcome(state="failed", error=one_line(exc, job), error_type=kind)

@@ -156,6 +156,7 @@ def test_the_runner_succeeds_fails_and_cancels_jobs_in_the_store(tmp_path, scene
     assert all(p.is_file() for p in (files.gpkg, files.quicklook, files.stac, files.coverage))
     assert done.detections == len(json.loads(files.geojson.read_text())["features"]) > 0
     assert done.units_done == done.units_total > 0 and done.output_bytes == files.size() > 0
+    assert list(runner._models) == ["aircraft_lsn"]  # the job ran on the runner's own copy
     model = runner._model("aircraft_lsn")
     assert model.name == "aircraft_lsn" and runner._model("aircraft_lsn") is model  # loaded once
     started = [r for r in caplog.records if r.getMessage() == "job started"]
@@ -280,4 +281,48 @@ def test_the_runner_renews_its_lease_while_a_job_runs(tmp_path, scene, expected)
     assert len(set(expiries)) >= 2 and expiries == sorted(expiries)  # renewed, never shortened
     assert JobFiles.of(tmp_path, done).geojson.read_bytes() == expected
     assert str(Stop("drain")) == Stop("drain").reason == "drain"
+    store.close()
+
+
+def test_progress_names_each_new_unit_and_publishes_this_attempts_rate(
+    tmp_path, monkeypatch, caplog
+):
+    from geo_hires_service import runner as runner_module
+    from geo_hires_service.observe import metrics
+    from geo_hires_service.runner import Heartbeat, Stop
+
+    caplog.set_level(logging.DEBUG, logger=log.name)
+    store, job_id = _store_and_job(tmp_path, tmp_path / "s.tif")
+    job = store.claim("R", lease_s=60)
+    now = [1000.0]
+    monkeypatch.setattr(runner_module.time, "monotonic", lambda: now[0])
+    runner = JobRunner(store=store, data_dir=tmp_path, owner="R", slot="7")
+    beat = Heartbeat(store, job_id, "R", 60)  # not started: only its `lost` flag is read
+    keyed: list[str] = []
+    on_progress = runner._progress(job, beat, keyed)
+    rate = ("geo_hires_units_per_second", (("slot", "7"),))
+
+    def step(done: int, at: float) -> None:
+        now[0] = 1000.0 + at
+        on_progress(done, 10)
+
+    step(2, 0.0)  # resumed with 2 units journalled: nothing new yet
+    step(3, 0.5)  # a unit whose key was not noted
+    assert metrics()._values[rate][1] == 2.0  # 1 unit in 0.5 s
+    keyed.append("u4")
+    step(3, 0.7)  # no new unit: nothing logged, the rate stands
+    step(6, 2.0)
+    assert metrics()._values[rate][1] == 2.0  # (6 - 2) units in 2 s, this attempt's own
+    done = [r.unit for r in caplog.records if r.getMessage() == "unit done"]
+    assert done == ["?", "u4"] and store.get(job_id).units_done == 6
+    for flag, reason in ((runner.draining, "drain"), (beat.lost, "lease")):
+        flag.set()
+        with pytest.raises(Stop) as stop:
+            step(7, 2.5)
+        assert stop.value.reason == reason
+        flag.clear()
+    store.cancel(job_id, tenant="alice")
+    with pytest.raises(Stop) as stop:
+        step(7, 2.5)
+    assert stop.value.reason == "cancelled"
     store.close()
