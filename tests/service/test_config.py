@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import geo_hires_service
 import pytest
 import yaml
 
 from geo_hires.detect.options import DEFAULT_MODEL
 
-CONFIG = (
-    Path(__file__).resolve().parents[2] / "services" / "geo_hires_service" / "serve_config.yaml"
-)
+CONFIG = Path(geo_hires_service.__file__).parent / "serve_config.yaml"  # shipped in the package
 
 
 def test_serve_config_parses_with_rays_schema_and_its_app_builds(tmp_path):
