@@ -326,3 +326,48 @@ def test_progress_names_each_new_unit_and_publishes_this_attempts_rate(
         step(7, 2.5)
     assert stop.value.reason == "cancelled"
     store.close()
+
+
+class _Raising:
+    """An executor whose units raise ``exc`` (a full disk, a permission error…)."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def __getattr__(self, name):
+        return getattr(LocalExecutor(), name)
+
+    def run_units(self, *args, **kw):
+        raise self.exc
+
+
+def test_each_way_an_attempt_ends_is_its_outcome(tmp_path, scene, caplog):
+    import errno
+
+    from geo_hires_service.runner import Heartbeat
+    from geo_hires_service.schemas import scene_read_config
+
+    def attempt(executor=None, read_config=None, path=scene):
+        folder = tmp_path / f"try{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        store, job_id = _store_and_job(folder, path)
+        job = store.claim("R", lease_s=60)
+        runner = JobRunner(store=store, data_dir=tmp_path, owner="R", executor=executor)
+        if read_config is not None:
+            runner.read_config = read_config
+        with caplog.at_level(logging.ERROR, logger=log.name):
+            out = runner._attempt(job, Heartbeat(store, job_id, "R", 60))
+        store.close()
+        return out
+
+    full = attempt(_Raising(OSError(errno.ENOSPC, "No space left on device")))
+    assert (full.state, full.error_type) == ("failed", "DiskFull")
+    assert full.error == "the service's disk is full; retry later or ask its operator for room"
+    denied = attempt(_Raising(PermissionError(errno.EACCES, "Permission denied")))
+    assert (denied.state, denied.error_type) == ("failed", "internal")
+    assert denied.error == "internal error (PermissionError); see the service log"
+    gone = attempt(path=tmp_path / "gone.tif")
+    assert (gone.state, gone.error_type) == ("failed", "SceneNotFoundError")
+    small = attempt(read_config=scene_read_config(1000))  # the runner's own read limits
+    assert (small.state, small.error_type) == ("failed", "SceneTooLargeError")
+    assert "the budget of 1,000" in small.error
