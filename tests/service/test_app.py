@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import ray
 from geo_hires_service import app as app_module
 from geo_hires_service.app import IngressReplica, RunnerReplica, ServeArgs, build
 from geo_hires_service.observe import log, metrics
@@ -151,4 +152,48 @@ def test_stopping_drains_the_slots_within_the_drain_time_once(tmp_path, caplog):
     with pytest.raises(RuntimeError, match="a job slot thread died"):
         r.check_health()  # the first slot has ended
     stuck.set()
+    store.close()
+
+
+@pytest.mark.ray
+def test_the_runner_replica_requeues_starts_its_slots_and_drains(ray_local, tmp_path, caplog):
+    from geo_hires_service.runner import JobRunner
+
+    from geo_hires.detect.ray_executor import RayExecutor
+
+    db = tmp_path / "jobs.db"
+    store = JobStore(f"sqlite:///{db}")
+    gone = str(tmp_path / "gone.tif")  # fails at once when a slot runs it: no actor starts
+    job, _ = store.submit(tenant="a", scene_path=gone, scene_name="gone.tif", options={})
+    assert store.claim("a-runner-that-died", lease_s=3600) is not None
+    args = {"data_dir": str(tmp_path), "db": f"sqlite:///{db}", "runner_slots": 2,
+            "actors": 3, "actor_cpus": 0.5, "actor_gpus": 0.25, "lease_seconds": 7,
+            "max_scene_pixels": 1234, "drain_seconds": 5}  # fmt: skip
+    with caplog.at_level(logging.INFO, logger=log.name):
+        r = RunnerReplica(args)
+        try:
+            deadline = time.monotonic() + 60
+            while store.get(job.id).state is not JobState.FAILED:  # requeued, run again
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert store.get(job.id).attempts == 2
+            assert len(r.threads) == 3 and all(t.is_alive() for t in r.threads)
+            r.check_health()
+        finally:
+            r.__del__()
+    assert not any(t.is_alive() for t in r.threads)
+    slots: list[JobRunner] = r.runners
+    assert [s.slot for s in slots] == ["0", "1"] and len({s.owner for s in slots}) == 2
+    node = ray.get_runtime_context().get_node_id()
+    assert all(s.owner.startswith(f"runner@{node}/") for s in slots)
+    for s in slots:
+        assert s.lease_s == 7 and s.draining is r.draining and s.store is r.store
+        assert s.data_dir == tmp_path and s.read_config.max_scene_pixels == 1234
+        assert isinstance(s.executor, RayExecutor)
+        c = s.executor.config
+        assert (c.address, c.actors, c.num_cpus, c.num_gpus) == ("auto", 3, 0.5, 0.25)
+    messages = [rec.getMessage() for rec in caplog.records]
+    assert "requeued 1 jobs that were running when the service stopped" in messages
+    started = [rec for rec in caplog.records if rec.getMessage() == "runner started"]
+    assert started[0].runners == [s.owner for s in slots]
     store.close()
