@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from geo_hires_service.observe import log
+from geo_hires_service.observe import log, metrics
 from geo_hires_service.runner import JobFiles, JobRunner
 from geo_hires_service.store import JobState, JobStore
 
@@ -156,6 +156,8 @@ def test_the_runner_succeeds_fails_and_cancels_jobs_in_the_store(tmp_path, scene
     assert all(p.is_file() for p in (files.gpkg, files.quicklook, files.stac, files.coverage))
     assert done.detections == len(json.loads(files.geojson.read_text())["features"]) > 0
     assert done.units_done == done.units_total > 0 and done.output_bytes == files.size() > 0
+    rate = metrics()._values[("geo_hires_megapixels_per_second", (("slot", "0"),))][1]
+    assert 0.01 < rate < 1000  # this job's megapixels over its seconds
     assert list(runner._models) == ["aircraft_lsn"]  # the job ran on the runner's own copy
     model = runner._model("aircraft_lsn")
     assert model.name == "aircraft_lsn" and runner._model("aircraft_lsn") is model  # loaded once
@@ -184,6 +186,8 @@ def test_the_runner_succeeds_fails_and_cancels_jobs_in_the_store(tmp_path, scene
     assert stopped is not None and stopped.state is JobState.CANCELLED
     assert stopped.units_done == 0 < stopped.units_total  # the report was recorded
     assert not JobFiles.of(data, stopped).geojson.exists()
+    assert stopped.output_bytes == JobFiles.of(data, stopped).size() > 0  # its journal
+    assert crashed.output_bytes == JobFiles.of(data, crashed).size() > 0
     store.close()
 
 
@@ -288,7 +292,6 @@ def test_progress_names_each_new_unit_and_publishes_this_attempts_rate(
     tmp_path, monkeypatch, caplog
 ):
     from geo_hires_service import runner as runner_module
-    from geo_hires_service.observe import metrics
     from geo_hires_service.runner import Heartbeat, Stop
 
     caplog.set_level(logging.DEBUG, logger=log.name)
