@@ -106,7 +106,7 @@ def test_housekeeping_publishes_counts_sweeps_and_outlives_a_failure(tmp_path, m
     monkeypatch.setattr(app_module, "SWEEP_EVERY_S", 2)
     r = _runner(tmp_path, store, retain_days=2.0)
     with caplog.at_level(logging.ERROR, logger=log.name):
-        t = threading.Thread(target=r._housekeeping)
+        t = threading.Thread(target=r._housekeeping, daemon=True)
         t.start()
         deadline = time.monotonic() + 30
         while store.get(old.id) is not None or store.fail_counts:  # tick 0 failed, tick 2 ran
@@ -135,7 +135,10 @@ def test_stopping_drains_the_slots_within_the_drain_time_once(tmp_path, caplog):
         saw_drain.append(r.draining.is_set())
 
     stuck = threading.Event()
-    r.threads = [threading.Thread(target=slot), threading.Thread(target=stuck.wait, daemon=True)]
+    r.threads = [
+        threading.Thread(target=slot, daemon=True),
+        threading.Thread(target=stuck.wait, daemon=True),
+    ]
     r.runners = [type("R", (), {"owner": "runner@n/1/a"})()]
     for t in r.threads:
         t.start()
