@@ -71,7 +71,13 @@ def test_the_ingress_opens_its_data_dir_and_store_in_the_replica(tmp_path):
     assert data.is_dir() and ingress.runner == "bound"
     assert ingress.config.data_dir == data and not ingress.store.shared
     assert (data / "jobs.db").is_file()  # the default store, in the data dir
-    assert ingress.__serve_build_asgi_app__().title
+    web = ingress.__serve_build_asgi_app__()
+    assert web.state.config is ingress.config and web.state.store is ingress.store
+    layers = [m.cls.__name__ for m in web.user_middleware]
+    assert layers == ["Private"]  # no request ids of its own: Serve's proxy gives them
+    again = IngressReplica({"data_dir": str(data), "token_file": str(tokens)})
+    assert again.config.data_dir == data  # a replica restarted on the same data dir
+    again.store.close()
     ingress.store.close()
 
 
@@ -100,7 +106,10 @@ def test_housekeeping_publishes_counts_sweeps_and_outlives_a_failure(tmp_path, m
     store = _Store(f"sqlite:///{tmp_path / 'jobs.db'}", clock=clock)
     old, _ = store.submit(tenant="a", scene_path="/s/old.tif", scene_name="old.tif", options={})
     assert store.claim("r", lease_s=60) is not None and store.cancelled(old.id, "r")
-    clock.now += 3 * DAY_S  # finished three days ago
+    clock.now += 2 * DAY_S
+    kept, _ = store.submit(tenant="a", scene_path="/s/kept.tif", scene_name="kept.tif", options={})
+    assert store.claim("r", lease_s=60) is not None and store.cancelled(kept.id, "r")
+    clock.now += 1 * DAY_S  # old finished three days ago, kept one
     store.submit(tenant="a", scene_path="/s/new.tif", scene_name="new.tif", options={})
     monkeypatch.setattr(app_module, "COUNTS_EVERY_S", 2)
     monkeypatch.setattr(app_module, "SWEEP_EVERY_S", 2)
@@ -119,14 +128,14 @@ def test_housekeeping_publishes_counts_sweeps_and_outlives_a_failure(tmp_path, m
     published = {k: v for (k, v) in metrics()._values.items()}
     assert published[("geo_hires_queue_depth", ())][1] == 1.0
     assert published[("geo_hires_jobs", (("state", "queued"), ("tenant", "a")))][1] == 1.0
-    assert [j.state for j in store.finished_before(clock.now)] == []  # the old one swept
-    assert store.counts() == {(JobState.QUEUED.value, "a"): 1}
+    assert [j.id for j in store.finished_before(clock.now)] == [kept.id]  # within 2 days
+    assert store.counts() == {(JobState.QUEUED.value, "a"): 1, (JobState.CANCELLED.value, "a"): 1}
     store.close()
 
 
 def test_stopping_drains_the_slots_within_the_drain_time_once(tmp_path, caplog):
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
-    r = _runner(tmp_path, store, drain_seconds=1.0)
+    r = _runner(tmp_path, store, drain_seconds=0.2)
     RunnerReplica.__del__(object.__new__(RunnerReplica))  # never started: nothing
     saw_drain: list[bool] = []
 
@@ -149,7 +158,7 @@ def test_stopping_drains_the_slots_within_the_drain_time_once(tmp_path, caplog):
         took = time.monotonic() - start
         r.__del__()  # drained already: returns at once
     assert saw_drain == [True] and r.stop.is_set()
-    assert 0.9 <= took < 5  # waited for the stuck slot only until the drain time ran out
+    assert 0.2 <= took < 0.95  # waited for the stuck slot only until the drain time ran out
     stopped = [rec for rec in caplog.records if rec.getMessage() == "runner stopped"]
     assert len(stopped) == 1 and stopped[0].runners == ["runner@n/1/a"]
     with pytest.raises(RuntimeError, match="a job slot thread died"):
