@@ -64,6 +64,20 @@ class _Away:
     renew = claim = _down
 
 
+class _GoesAway(_Away):
+    """A store that renews ``ok`` times, then is unreachable."""
+
+    def __init__(self, ok: int) -> None:
+        super().__init__()
+        self.ok = ok
+
+    def renew(self, *_a, **_k):
+        if self.ok:
+            self.ok -= 1
+            return True
+        return self._down()
+
+
 def test_the_heartbeat_renews_the_lease_and_gives_up_only_when_the_store_stays_away(
     tmp_path, scene, caplog
 ):
@@ -226,3 +240,15 @@ def test_an_outcome_is_written_only_under_the_lease_and_logged_with_the_job(tmp_
         kept, line = record(out, owner=holder)
         assert kept.state is JobState.RUNNING and line.getMessage() == lost
     store.close()
+
+
+def test_a_lease_renewed_before_the_store_went_away_is_given_up_a_beat_before_it_ends():
+    from geo_hires_service.runner import Heartbeat
+
+    store = _GoesAway(ok=2)
+    start = time.monotonic()
+    with Heartbeat(store, "job", "R", 4.0) as beat:  # a beat a second: renewed at 1 s and 2 s
+        assert beat.lost.wait(30)
+        lost_after = time.monotonic() - start
+    # valid until 6 s from the last renewal: given up at the first beat past 5 s, i.e. at 6 s
+    assert 4.5 < lost_after < 7.5 and store.calls >= 3
