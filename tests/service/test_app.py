@@ -60,6 +60,8 @@ def test_several_runners_need_a_postgresql_store(tmp_path):
     assert str(refused.value) == message
     with pytest.raises(ConfigError, match="needs a PostgreSQL store"):
         build({"data_dir": str(tmp_path), "runner_replicas": 2})  # before anything starts
+    with pytest.raises(ConfigError, match="needs a PostgreSQL store"):
+        RunnerReplica({"data_dir": str(tmp_path), "runner_replicas": 2})  # a replica too
     many.check_store("postgresql://db/jobs")
     ServeArgs(data_dir=str(tmp_path)).check_store("sqlite:///one.db")
 
