@@ -178,6 +178,7 @@ def test_the_runner_succeeds_fails_and_cancels_jobs_in_the_store(tmp_path, scene
     assert crashed.error == "internal error (ValueError); see the service log"
     logged = [r for r in caplog.records if getattr(r, "job", None) == crashed.id]
     assert [r.getMessage() for r in logged] == ["job crashed"] and logged[0].exc_info  # traceback
+    assert logged[0].runner == "R"
     # a cancel asked for while the job runs stops it at its first progress report
     asked = submit(scene)
     running = store.claim("R", lease_s=60)

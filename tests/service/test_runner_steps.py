@@ -252,3 +252,18 @@ def test_a_lease_renewed_before_the_store_went_away_is_given_up_a_beat_before_it
         lost_after = time.monotonic() - start
     # valid until 6 s from the last renewal: given up at the first beat past 5 s, i.e. at 6 s
     assert 4.5 < lost_after < 7.5 and store.calls >= 3
+
+
+def test_the_keyed_executor_notes_each_unit_and_is_otherwise_the_executor_it_wraps():
+    import copy
+
+    from geo_hires_service.runner import _Keyed
+
+    from geo_hires.detect.ray_executor import RayConfig, RayExecutor
+
+    inner = RayExecutor(config=RayConfig(actors=3))
+    keyed = _Keyed(inner=inner, note=print)
+    assert keyed.config is inner.config and keyed.actors == []  # what run_detect may ask
+    with pytest.raises(AttributeError, match="no_such_setting"):
+        _ = keyed.no_such_setting
+    assert copy.copy(keyed).inner is inner  # no endless lookup of `inner` while rebuilt
