@@ -116,67 +116,47 @@ def test_work_with_no_placeable_actor_fails_the_scene_with_what_to_change(
     assert time.monotonic() - start < 60
 
 
-def test_actors_dying_beyond_the_replacement_budget_fail_the_scene(
-    small_cfg, ray_local, scene_path
-):
-    from geo_hires.detect.ray_executor import RayConfig, RayExecutor
-    from geo_hires.errors import ExecutorError
-
-    model = load_bundle("aircraft_lsn")
-    scene = open_scene(scene_path)
-    pids: list[int] = []
-
-    class KillingExecutor(RayExecutor):
-        def run_units(self, scene, bundle, units, cfg, *, on_result, read_config):
-            def wrapped(r):
-                on_result(r)
-                if pids:
-                    os.kill(pids.pop(), signal.SIGKILL)
-
-            super().run_units(scene, bundle, units, cfg, on_result=wrapped, read_config=read_config)
-
-    ex = KillingExecutor(
-        config=RayConfig(actors=2, replacements=0),
-        on_started=lambda actors: pids.extend(ray.get([a.pid.remote() for a in actors])),
-    )
-    died = r"1 Ray scanner actors died during this scene \(last: (?i:.*actor)"
-    try:
-        with pytest.raises(ExecutorError, match=died):
-            detect_scene(scene, model, config=small_cfg, executor=ex)
-    finally:
-        ex.shutdown()
-
-
-def test_a_unit_that_loses_its_actor_on_too_many_nodes_fails_the_scene(
-    small_cfg, ray_local, scene_path
-):
-    from geo_hires.detect.ray_executor import RayConfig, RayExecutor
-    from geo_hires.errors import ExecutorError
-
-    model = load_bundle("aircraft_lsn")
-    scene = open_scene(scene_path)
-    pids: list[int] = []
-
-    class KillingExecutor(RayExecutor):
-        def run_units(self, scene, bundle, units, cfg, *, on_result, read_config):
-            def wrapped(r):
-                on_result(r)
-                if pids:  # one actor dies: the unit it runs next (or now) loses it
-                    os.kill(pids.pop(), signal.SIGKILL)
-
-            super().run_units(scene, bundle, units, cfg, on_result=wrapped, read_config=read_config)
-
+LOST_BEYOND = {
+    "replacement_budget": (
+        {"replacements": 0},
+        r"1 Ray scanner actors died during this scene \(last: (?i:.*actor)",
+    ),
     # one node here: a unit's first loss is its first node, and unit_attempts=1 allows one
+    "unit_on_too_many_nodes": (
+        {"unit_attempts": 1},
+        r"(?s)work unit \S+ lost its Ray actor on 1 nodes \(last: (?i:.*actor).*\); "
+        r"if nodes run out of memory, lower --block or --batch",
+    ),
+}
+
+
+@pytest.mark.parametrize("budget", LOST_BEYOND)
+def test_actors_lost_beyond_a_budget_fail_the_scene_saying_what_to_change(
+    budget, small_cfg, ray_local, scene_path
+):
+    from geo_hires.detect.ray_executor import RayConfig, RayExecutor
+    from geo_hires.errors import ExecutorError
+
+    limits, refusal = LOST_BEYOND[budget]
+    model = load_bundle("aircraft_lsn")
+    scene = open_scene(scene_path)
+    pids: list[int] = []
+
+    class KillingExecutor(RayExecutor):
+        def run_units(self, scene, bundle, units, cfg, *, on_result, read_config):
+            def wrapped(r):
+                on_result(r)
+                if len(pids) == 2:  # once: an actor dies, and the unit it runs loses it
+                    os.kill(pids.pop(), signal.SIGKILL)
+
+            super().run_units(scene, bundle, units, cfg, on_result=wrapped, read_config=read_config)
+
     ex = KillingExecutor(
-        config=RayConfig(actors=2, unit_attempts=1),
+        config=RayConfig(actors=2, **limits),
         on_started=lambda actors: pids.extend(ray.get([a.pid.remote() for a in actors])),
     )
-    lost = (
-        r"(?s)work unit \S+ lost its Ray actor on 1 nodes \(last: (?i:.*actor).*\); "
-        r"if nodes run out of memory, lower --block or --batch"
-    )
     try:
-        with pytest.raises(ExecutorError, match=lost):
+        with pytest.raises(ExecutorError, match=refusal):
             detect_scene(scene, model, config=small_cfg, executor=ex)
     finally:
         ex.shutdown()
