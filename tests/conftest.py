@@ -263,8 +263,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Under mutation testing (``make mutate``) run the quick tests first.
 
     mutmut stops a mutant's run at the first failing test, so a mutant that a quick test kills
-    should not first wait for a Ray cluster or a training run. Normal runs keep file order.
+    should not first wait for a Ray cluster or a training run: tests without a cluster come
+    first, those of the slow modules last. Normal runs keep file order.
     """
     if not os.environ.get("MUTANT_UNDER_TEST"):
         return
-    items.sort(key=lambda item: item.nodeid.split("::")[0].endswith(_SLOW_MODULES))
+
+    def cost(item: pytest.Item) -> tuple[bool, bool]:
+        cluster = "ray_local" in getattr(item, "fixturenames", ())
+        return cluster, item.nodeid.split("::")[0].endswith(_SLOW_MODULES)
+
+    items.sort(key=cost)
