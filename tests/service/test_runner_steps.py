@@ -247,11 +247,12 @@ def test_a_lease_renewed_before_the_store_went_away_is_given_up_a_beat_before_it
 
     store = _GoesAway(ok=2)
     start = time.monotonic()
-    with Heartbeat(store, "job", "R", 4.0) as beat:  # a beat a second: renewed at 1 s and 2 s
+    with Heartbeat(store, "job", "R", 6.0) as beat:  # a beat every 1.5 s: renewed at 1.5 and 3
         assert beat.lost.wait(30)
         lost_after = time.monotonic() - start
-    # valid until 6 s from the last renewal: given up at the first beat past 5 s, i.e. at 6 s
-    assert 4.5 < lost_after < 7.5 and store.calls >= 3
+    # valid until 9 s: given up at the first beat past 9 - 1.5 s, the one at 7.5 s (not at
+    # once, not at the last beat before 9 - 1.2 s, not after the lease ran out)
+    assert 6.8 < lost_after < 8.6 and store.calls >= 3
 
 
 def test_the_keyed_executor_notes_each_unit_and_is_otherwise_the_executor_it_wraps():
