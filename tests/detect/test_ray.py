@@ -119,7 +119,8 @@ def test_work_with_no_placeable_actor_fails_the_scene_with_what_to_change(
 LOST_BEYOND = {
     "replacement_budget": (
         {"replacements": 0},
-        r"1 Ray scanner actors died during this scene \(last: (?i:.*actor)",
+        r"(?s)1 Ray scanner actors died during this scene \(last: (?i:.*actor).*\); see the "
+        r"Ray logs of the lost nodes, or raise RayConfig\.replacements",
     ),
     # one node here: a unit's first loss is its first node, and unit_attempts=1 allows one
     "unit_on_too_many_nodes": (
@@ -161,6 +162,36 @@ def test_actors_lost_beyond_a_budget_fail_the_scene_saying_what_to_change(
     finally:
         ex.shutdown()
     assert ex.stats is not None and ex.stats.actors_lost == 1
+
+
+def test_actors_lost_before_they_were_placed_are_replaced_within_the_budget(
+    small_cfg, ray_local, scene_path, tmp_path
+):
+    from geo_hires.detect.ray_executor import RayConfig, RayExecutor
+    from geo_hires.errors import ExecutorError
+
+    model = load_bundle("aircraft_lsn")
+    scene = open_scene(scene_path)
+    expected = detect_scene(scene, model, config=small_cfg, executor=LocalExecutor())
+
+    def killing(n: int):  # kills n of the first actors before their `ready` answers
+        return lambda actors: [ray.kill(a, no_restart=True) for a in actors[:n]]
+
+    ex = RayExecutor(config=RayConfig(actors=2, replacements=1), on_started=killing(1))
+    try:
+        got = detect_scene(scene, model, config=small_cfg, executor=ex)
+        assert len(ex.actors) == 2 and ex.stats is not None and ex.stats.actors_lost == 1
+    finally:
+        ex.shutdown()
+    assert _geojson_bytes(got, scene, tmp_path, "g.json") == _geojson_bytes(
+        expected, scene, tmp_path, "e.json"
+    )
+    ex = RayExecutor(config=RayConfig(actors=2, replacements=1), on_started=killing(2))
+    try:
+        with pytest.raises(ExecutorError, match="2 Ray scanner actors died during this scene"):
+            detect_scene(scene, model, config=small_cfg, executor=ex)
+    finally:
+        ex.shutdown()
 
 
 def test_aoi_on_ray_matches_local(ray_local, tmp_path, scene_path):
@@ -229,7 +260,11 @@ def test_work_waiting_with_no_placed_actor_fails_after_the_placement_timeout():
     run.idle_since = time.monotonic() - 29.0
     ex._check_stalled(run)  # within the timeout
     run.idle_since = time.monotonic() - 31.0
-    with pytest.raises(ExecutorError, match=r"placed for 30 s \(each needs 1.5 CPU and 0.5 GPU"):
+    stalled = (
+        r"placed for 30 s \(each needs 1.5 CPU and 0.5 GPU on one node\); add nodes, or lower "
+        r"--actors or --gpus-per-actor$"
+    )
+    with pytest.raises(ExecutorError, match=stalled):
         ex._check_stalled(run)
     ex._slots[0].node = "n1"  # a placed actor: nothing is stalled, the clock stops
     ex._check_stalled(run)
