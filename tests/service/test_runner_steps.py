@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import types
 
 import pytest
 from geo_hires_service.observe import log, metrics
@@ -126,7 +127,8 @@ def test_progress_names_each_new_unit_and_publishes_this_attempts_rate(
     store, job_id = _store_and_job(tmp_path, tmp_path / "s.tif")
     job = store.claim("R", lease_s=60)
     now = [1000.0]
-    monkeypatch.setattr(runner_module.time, "monotonic", lambda: now[0])
+    # the runner module's clock only (time.monotonic itself serves every thread)
+    monkeypatch.setattr(runner_module, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
     runner = JobRunner(store=store, data_dir=tmp_path, owner="R", slot="7")
     beat = Heartbeat(store, job_id, "R", 60)  # not started: only its `lost` flag is read
     keyed: list[str] = []
