@@ -32,11 +32,6 @@ def render_overlay(overlay: str) -> list[Doc]:
     return [d for d in yaml.safe_load_all(res.stdout) if d]
 
 
-@pytest.fixture(scope="module", params=OVERLAYS)
-def rendered(request) -> tuple[str, list[Doc]]:
-    return request.param, render_overlay(request.param)
-
-
 def is_ray(doc: Doc) -> bool:
     return str(doc["apiVersion"]).startswith("ray.io/")
 

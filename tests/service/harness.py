@@ -19,7 +19,7 @@ import uvicorn
 from geo_hires_service.runner import JobRunner
 from geo_hires_service.schemas import ServiceConfig
 from geo_hires_service.security import load_tokens
-from geo_hires_service.store import JobStore
+from geo_hires_service.store import FINISHED, JobStore
 from geo_hires_service.web import create_app
 
 TOKENS = ("alice-token-0123456789", "bob-token-9876543210ab")
@@ -27,7 +27,12 @@ ALICE = {"Authorization": f"Bearer {TOKENS[0]}"}
 BOB = {"Authorization": f"Bearer {TOKENS[1]}"}
 
 
-FINISHED = ("succeeded", "failed", "cancelled")
+def wait_until(pred: Callable[[], bool], timeout: float = 120) -> None:
+    """Wait until ``pred()`` holds; fails the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
 
 
 def wait_job(

@@ -18,7 +18,7 @@ from geo_hires_service.retention import DAY_S
 from geo_hires_service.store import JobState, JobStore
 
 from geo_hires.errors import ConfigError
-from tests.service.harness import TOKENS
+from tests.service.harness import TOKENS, wait_until
 from tests.service.test_store import Clock
 
 
@@ -119,10 +119,8 @@ def test_housekeeping_publishes_counts_sweeps_and_outlives_a_failure(tmp_path, m
     with caplog.at_level(logging.ERROR, logger=log.name):
         t = threading.Thread(target=r._housekeeping, daemon=True)
         t.start()
-        deadline = time.monotonic() + 30
-        while store.get(old.id) is not None or store.fail_counts:  # tick 0 failed, tick 2 ran
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        # tick 0 failed, tick 2 ran
+        wait_until(lambda: store.get(old.id) is None and not store.fail_counts, timeout=30)
         r.stop.set()
         t.join(5)
     assert not t.is_alive()
@@ -186,10 +184,7 @@ def test_the_runner_replica_requeues_starts_its_slots_and_drains(ray_local, tmp_
     with caplog.at_level(logging.INFO, logger=log.name):
         r = RunnerReplica(args)
         try:
-            deadline = time.monotonic() + 60
-            while store.get(job.id).state is not JobState.FAILED:  # requeued, run again
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            wait_until(lambda: store.get(job.id).state is JobState.FAILED, timeout=60)  # run again
             assert store.get(job.id).attempts == 2
             assert len(r.threads) == 3 and all(t.is_alive() for t in r.threads)
             r.check_health()

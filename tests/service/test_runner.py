@@ -19,6 +19,7 @@ from geo_hires_service.store import JobState, JobStore
 from geo_hires.cli import main
 from geo_hires.detect.executors import LocalExecutor
 from geo_hires.scene import Density, SynthSpec, write_synthetic
+from tests.service.harness import wait_until
 from tests.service.test_store import Clock
 
 # the lightweight scanner: what is tested is the runner, whatever model a job names
@@ -54,13 +55,6 @@ def _in_thread(fn) -> threading.Thread:
     return t
 
 
-def _until(pred, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-
-
 def _units(caplog, job_id: str) -> list[tuple[str, str]]:
     """(runner, unit) of every "unit done" line logged for the job."""
     return [
@@ -76,7 +70,7 @@ def test_a_runner_whose_lease_is_taken_stops_and_records_nothing(tmp_path, scene
     store, job_id = _store_and_job(tmp_path, scene, clock)
     a = JobRunner(store=store, data_dir=tmp_path, owner="A", lease_s=3600)  # no renewal due
     stalled = _in_thread(a.run_one)
-    _until(lambda: store.get(job_id).units_done >= 2)
+    wait_until(lambda: store.get(job_id).units_done >= 2)
     clock.now += 3601  # to the store, A has been silent longer than its lease
     taken = store.claim("B", lease_s=30)  # B takes the job over
     assert taken.id == job_id and taken.attempts == 2
@@ -104,9 +98,9 @@ def test_a_draining_runner_requeues_its_job_and_the_next_one_resumes(
     a = JobRunner(store=store, data_dir=tmp_path, owner="A", lease_s=30)
     stop = threading.Event()
     serving = _in_thread(lambda: a.serve(stop, idle_s=0.05))
-    _until(lambda: store.get(job_id).units_done >= 2)
+    wait_until(lambda: store.get(job_id).units_done >= 2)
     a.draining.set()  # what Serve's graceful shutdown does
-    _until(lambda: store.get(job_id).state is JobState.QUEUED, timeout=60)
+    wait_until(lambda: store.get(job_id).state is JobState.QUEUED, timeout=60)
     assert a.run_one() is None  # a draining runner claims nothing
     stop.set()
     serving.join(30)
@@ -125,14 +119,18 @@ def test_a_draining_runner_requeues_its_job_and_the_next_one_resumes(
     store.close()
 
 
-class _Broken:
-    """An executor with a bug: the runner must fail the job, not die."""
+class _Raising:
+    """An executor whose units raise ``exc`` (a bug, a full disk…): the runner must fail the
+    job, not die."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
 
     def __getattr__(self, name):
         return getattr(LocalExecutor(), name)
 
     def run_units(self, *args, **kw):
-        raise ValueError("a bug")
+        raise self.exc
 
 
 def test_the_runner_succeeds_fails_and_cancels_jobs_in_the_store(tmp_path, scene, caplog):
@@ -171,7 +169,9 @@ def test_the_runner_succeeds_fails_and_cancels_jobs_in_the_store(tmp_path, scene
     assert "mine.tif" in failed.error and str(tmp_path) not in failed.error
     # a bug fails the job, not the runner
     submit(scene)
-    broken = JobRunner(store=store, data_dir=data, owner="R", executor=_Broken())
+    broken = JobRunner(
+        store=store, data_dir=data, owner="R", executor=_Raising(ValueError("a bug"))
+    )
     with caplog.at_level(logging.ERROR, logger=log.name):
         crashed = broken.run_one()
     assert crashed is not None and crashed.state is JobState.FAILED

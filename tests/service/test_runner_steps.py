@@ -14,9 +14,9 @@ from geo_hires_service.observe import log, metrics
 from geo_hires_service.runner import JobRunner
 from geo_hires_service.store import JobState, JobStore
 
-from geo_hires.detect.executors import LocalExecutor
 from geo_hires.scene import SynthSpec, write_synthetic
-from tests.service.test_runner import _in_thread, _store_and_job, _until
+from tests.service.harness import wait_until
+from tests.service.test_runner import _in_thread, _Raising, _store_and_job
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_the_heartbeat_renews_the_lease_and_gives_up_only_when_the_store_stays_a
         assert beat.lost.wait(5)
     away = _Away()
     with caplog.at_level(logging.WARNING, logger=log.name), Heartbeat(away, job_id, "R", 3.0) as b:
-        _until(lambda: away.calls >= 1, timeout=10)  # a renewal failed at 0.75 s
+        wait_until(lambda: away.calls >= 1, timeout=10)  # a renewal failed at 0.75 s
         time.sleep(0.3)
         assert not b.lost.is_set()  # it gives up only at 2.25 s, a beat before the lease ends
         assert b.lost.wait(10)
@@ -108,7 +108,7 @@ def test_serve_waits_between_polls_while_the_store_is_away_and_stops_when_told(t
     with caplog.at_level(logging.WARNING, logger=log.name):
         start = time.monotonic()
         t = _in_thread(lambda: runner.serve(stop, idle_s=0.1))
-        _until(lambda: away.calls >= 4, timeout=30)  # it keeps polling
+        wait_until(lambda: away.calls >= 4, timeout=30)  # it keeps polling
         elapsed = time.monotonic() - start
         stop.set()
         t.join(5)
@@ -159,19 +159,6 @@ def test_progress_names_each_new_unit_and_publishes_this_attempts_rate(
         step(7, 2.5)
     assert stop.value.reason == "cancelled"
     store.close()
-
-
-class _Raising:
-    """An executor whose units raise ``exc`` (a full disk, a permission error…)."""
-
-    def __init__(self, exc: Exception) -> None:
-        self.exc = exc
-
-    def __getattr__(self, name):
-        return getattr(LocalExecutor(), name)
-
-    def run_units(self, *args, **kw):
-        raise self.exc
 
 
 def test_each_way_an_attempt_ends_is_its_outcome(tmp_path, scene, caplog):
