@@ -69,11 +69,81 @@ def test_killed_actor_costs_a_retry_not_the_job(small_cfg, ray_local, scene_path
     finally:
         ex.shutdown()
     assert killed and killed[0] not in live and len(live) == 2  # died, and was replaced
+    _wait_all_cpus_free()  # the dead actor was not restarted behind the executor's back
     assert ex.stats is not None and ex.stats.actors_lost == 1 and ex.stats.retried == 1
     assert sum(ex.stats.per_node.values()) == len(results)  # every unit counted once
     assert _geojson_bytes(got, scene, tmp_path, "k.json") == _geojson_bytes(
         expected, scene, tmp_path, "e.json"
     )
+
+
+def _wait_all_cpus_free(timeout_s: float = 30.0) -> None:
+    """Ray frees an actor's CPUs shortly after it dies: wait for the whole cluster's."""
+    total = ray.cluster_resources().get("CPU", 0.0)
+    deadline = time.monotonic() + timeout_s
+    while ray.available_resources().get("CPU", 0.0) < total:
+        assert time.monotonic() < deadline, f"{ray.available_resources()} of {total} CPUs free"
+        time.sleep(0.2)
+
+
+def test_one_fleet_serves_a_model_and_its_settings_until_they_change_or_it_shuts_down(
+    small_cfg, ray_local, synthetic, tmp_path
+):
+    import dataclasses
+
+    from geo_hires.detect.ray_executor import RayConfig, RayExecutor
+
+    model = load_bundle("aircraft_lsn")
+    scene = open_scene(synthetic(700, 500, seed=4))
+    _wait_all_cpus_free()
+    total = ray.cluster_resources()["CPU"]
+    fleets: list[list[int]] = []
+    ex = RayExecutor(
+        config=RayConfig(actors=1, num_cpus=0.5, placement_timeout_s=10.0),
+        on_started=lambda actors: fleets.append(ray.get([a.pid.remote() for a in actors])),
+    )
+    try:
+        units: list[int] = []
+        first = detect_scene(scene, model, small_cfg, executor=ex,
+                             on_progress=lambda done, total: units.append(total))  # fmt: skip
+        assert ex.stats is not None and ex.stats.retried == ex.stats.actors_lost == 0
+        assert sum(ex.stats.per_node.values()) == units[-1] > 1
+        assert ray.available_resources().get("CPU") == total - 0.5  # the actor's own CPUs
+        again = detect_scene(scene, model, config=small_cfg, executor=ex)
+        assert len(fleets) == 1  # the same actor
+        assert _geojson_bytes(again, scene, tmp_path, "a.json") == _geojson_bytes(
+            first, scene, tmp_path, "f.json"
+        )
+        old = ex.actors[0]
+        other = dataclasses.replace(small_cfg, score_threshold=0.1)
+        detect_scene(scene, model, config=other, executor=ex)  # new settings, new actor
+        assert len(fleets) == 2 and fleets[1] != fleets[0]
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(old.pid.remote(), timeout=30)  # the old actor was stopped
+        ex.shutdown()
+        assert ex.actors == []
+        _wait_all_cpus_free()
+        detect_scene(scene, model, config=other, executor=ex)  # after a shutdown: a new one
+        assert len(fleets) == 3
+    finally:
+        ex.shutdown()
+    _wait_all_cpus_free()
+
+
+def test_the_read_limits_of_a_job_hold_on_its_actors(small_cfg, ray_local, synthetic):
+    from geo_hires.config import ReadConfig
+    from geo_hires.detect.ray_executor import RayConfig, RayExecutor
+    from geo_hires.errors import SceneTooLargeError
+
+    model = load_bundle("aircraft_lsn")
+    scene = open_scene(synthetic(1400, 1100, seed=21))  # no nodata: no read before the units
+    limits = ReadConfig(max_read_pixels=150_000)  # the coarse level reads 1400x1100 at once
+    ex = RayExecutor(config=RayConfig(actors=1))
+    try:
+        with pytest.raises(SceneTooLargeError, match=r"max_read_pixels \(150,000\)"):
+            detect_scene(scene, model, config=small_cfg, executor=ex, read_config=limits)
+    finally:
+        ex.shutdown()
 
 
 def test_batch_on_ray(ray_local, tmp_path, scene_path, capsys):
