@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -289,13 +290,15 @@ def test_ray_settings_are_checked_at_their_bounds():
     from geo_hires.detect.ray_executor import RayConfig
     from geo_hires.errors import ConfigError
 
+    counts = "RayConfig: actors >= 1, num_cpus > 0 and num_gpus >= 0 required"
+    budgets = "RayConfig: replacements >= 0, unit_attempts >= 1 and placement_timeout_s > 0"
     RayConfig(actors=1, num_cpus=0.1, num_gpus=0.0, replacements=0, unit_attempts=1,
               placement_timeout_s=0.1)  # fmt: skip
     for kw in ({"actors": 0}, {"num_cpus": 0.0}, {"num_gpus": -0.5}):
-        with pytest.raises(ConfigError, match="actors >= 1, num_cpus > 0 and num_gpus >= 0"):
+        with pytest.raises(ConfigError, match=f"^{re.escape(counts)}$"):
             RayConfig(**kw)
     for kw in ({"replacements": -1}, {"unit_attempts": 0}, {"placement_timeout_s": 0.0}):
-        with pytest.raises(ConfigError, match="replacements >= 0, unit_attempts >= 1"):
+        with pytest.raises(ConfigError, match=f"^{re.escape(budgets)}$"):
             RayConfig(**kw)
 
 
