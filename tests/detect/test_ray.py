@@ -1,5 +1,5 @@
 """The Ray executor: local bytes, a killed actor costs a retry, placement and loss budgets,
-batches and AOIs on Ray."""
+the fleet's life and read limits, batches and AOIs on Ray."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def test_killed_actor_costs_a_retry_not_the_job(small_cfg, ray_local, scene_path
     finally:
         ex.shutdown()
     assert killed and killed[0] not in live and len(live) == 2  # died, and was replaced
-    _wait_all_cpus_free()  # the dead actor was not restarted behind the executor's back
+    _wait_all_cpus_free()  # nothing of the lost actor holds the cluster's CPUs
     assert ex.stats is not None and ex.stats.actors_lost == 1 and ex.stats.retried == 1
     assert sum(ex.stats.per_node.values()) == len(results)  # every unit counted once
     assert _geojson_bytes(got, scene, tmp_path, "k.json") == _geojson_bytes(
@@ -106,7 +106,7 @@ def test_one_fleet_serves_a_model_and_its_settings_until_they_change_or_it_shuts
     try:
         units: list[int] = []
         first = detect_scene(scene, model, small_cfg, executor=ex,
-                             on_progress=lambda done, total: units.append(total))  # fmt: skip
+                             on_progress=lambda done, of: units.append(of))  # fmt: skip
         assert ex.stats is not None and ex.stats.retried == ex.stats.actors_lost == 0
         assert sum(ex.stats.per_node.values()) == units[-1] > 1
         assert ray.available_resources().get("CPU") == total - 0.5  # the actor's own CPUs
