@@ -46,8 +46,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def _mutant_index(item: pytest.Item) -> int:
-    ids = item.callspec.id.split("-")  # type: ignore[attr-defined]
-    return next(int(p[1:]) for p in ids if p.startswith("m") and p[1:].isdigit())
+    return int(item.callspec.indices["mutant_switch"])  # type: ignore[attr-defined]
 
 
 def _cost(item: pytest.Item) -> int:
