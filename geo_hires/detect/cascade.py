@@ -14,14 +14,13 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from geo_hires.detect.blocks import Block, batch_blocks
 from geo_hires.detect.plan import Unit
 from geo_hires.detections import PixelDetections
 from geo_hires.models.card import CascadeRule
 
-__all__ = ["MATCH_IOU", "combine", "drop_truncated", "plan_refine", "refine_units"]
+__all__ = ["MATCH_IOU", "box_iou", "combine", "drop_truncated", "plan_refine", "refine_units"]
 
 MATCH_IOU = 0.3
 """A candidate with a refiner box at this IoU or more was confirmed (and is replaced)."""
@@ -93,11 +92,7 @@ def combine(
     from."""
     keep = np.ones(len(candidates), bool)
     if len(refined) and len(candidates):
-        import torchvision  # here: only a cascade, which runs ultralytics (and so torchvision)
-
-        iou = torchvision.ops.box_iou(
-            torch.from_numpy(candidates.boxes), torch.from_numpy(refined.boxes)
-        ).numpy()
+        iou = box_iou(candidates.boxes, refined.boxes)
         same = candidates.classes[:, None] == refined.classes[None, :]
         keep = ~((iou >= MATCH_IOU) & same).any(axis=1)
     left = candidates.take(keep)
@@ -107,6 +102,20 @@ def combine(
     )  # fmt: skip
     both = PixelDetections.concat([refined, left])
     return both.take(both.scores >= threshold).canonical_order()
+
+
+def box_iou(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """IoU of each xyxy box in ``a`` with each in ``b``, ``(len(a), len(b))``, with the
+    arithmetic of ``torchvision.ops.box_iou`` (same values, bit for bit); written here because
+    importing torchvision's Python package costs over a second of a process's start."""
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(rb - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    with np.errstate(divide="ignore", invalid="ignore"):  # two empty boxes: NaN, as in torch
+        return inter / (area_a[:, None] + area_b[None, :] - inter)
 
 
 def drop_truncated(

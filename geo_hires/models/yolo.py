@@ -122,6 +122,19 @@ class YoloModel:
             )
 
 
+def _no_warmup_on_cpu(predictor: Any) -> None:
+    """Mark ultralytics' predictor warmed up before its first batch when it runs on the CPU.
+
+    On the CPU its warmup of a ``.pt`` model runs no forward pass: all it does is import
+    torchvision, to make its NMS call torchvision's kernel. That import costs 1.3–1.8 s of
+    every process's start (mostly ``torch._dynamo``, pulled in by ``torchvision.ops.roi_align``),
+    more than the whole refine stage on a small scene. Without it ultralytics runs its own NMS,
+    which keeps the same boxes (``scripts/same_outputs.py`` over every bundle and scene).
+    """
+    if predictor.device.type == "cpu":
+        predictor.done_warmup = True
+
+
 def _prediction(result: Any, *, oriented: bool) -> Prediction:
     b = result.obb if oriented else result.boxes
     scores = b.conf.cpu().numpy().astype(np.float64)
@@ -158,6 +171,7 @@ def load_yolo(
             from ultralytics import YOLO
 
             model = YOLO(str(p))
+            model.add_callback("on_predict_start", _no_warmup_on_cpu)
     except ImportError as exc:
         raise ConfigError(
             f"YOLO models need ultralytics, a dependency of geo_hires: reinstall it ({exc})"

@@ -8,7 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from geo_hires.detect.cascade import MATCH_IOU, combine, drop_truncated, plan_refine, refine_units
+from geo_hires.detect.cascade import (
+    MATCH_IOU, box_iou, combine, drop_truncated, plan_refine, refine_units,
+)  # fmt: skip
 from geo_hires.detections import PixelDetections
 from geo_hires.models.card import CascadeRule
 
@@ -343,3 +345,22 @@ def test_refine_window_fits_its_candidate_with_margins_and_stays_in_the_scene(bo
     (block,) = plan_refine(_dets([(*box, 0.9, 0, 0)]), rule, size)
     assert (block.x0, block.y0, block.x1, block.y1) == window
     assert (block.cx0, block.cy0, block.cx1, block.cy1) == window and block.index == window[1::-1]
+
+
+def test_box_iou_is_torchvisions_bit_for_bit_empty_and_touching_boxes_included():
+    import torch
+    import torchvision
+
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 200, (60, 2))
+    a = np.concatenate([xy, xy + rng.uniform(0, 40, (60, 2))], axis=1)
+    a[:3, 2:] = a[:3, :2]  # zero-area boxes (0/0 with each other: NaN in both)
+    a[3] = [10, 10, 20, 20]
+    a[4] = [20, 10, 30, 20]  # touches a[3]: IoU 0
+    b = np.concatenate([a[:5], a[rng.permutation(60)[:40]] + rng.normal(0, 5, (40, 4))])
+    want = torchvision.ops.box_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    got = box_iou(a, b)
+    assert got.shape == (60, 45) and got.dtype == np.float64
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.isnan(got[0, 0]) and got[3, 4] == 0.0 and got[3, 3] == 1.0
+    assert (got[~np.isnan(got)] > 0).sum() > 60  # overlaps occur, not only zeros
