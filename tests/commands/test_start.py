@@ -35,7 +35,8 @@ def test_a_cascade_detection_with_the_default_model_never_imports_torchvision(tm
     ``roi_align``); the cascade's refiner (ultralytics, its NMS included) and the matching of
     its boxes to the scanner's run without it."""
     out = tmp_path / "demo.geojson"
-    code = f"from geo_hires.cli import main\nassert main(['detect', {str(DEMO)!r}, '-o', {str(out)!r}]) == 0"
+    argv = ["detect", str(DEMO), "-o", str(out)]
+    code = f"from geo_hires.cli import main\nassert main({argv!r}) == 0"
     loaded = _loaded(code)
     assert loaded >= {"torch", "ultralytics"} and "torchvision" not in loaded
     refined = [

@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 
 from geo_hires.detect.cascade import (
-    MATCH_IOU, box_iou, combine, drop_truncated, plan_refine, refine_units,
-)  # fmt: skip
+    MATCH_IOU,
+    box_iou,
+    combine,
+    drop_truncated,
+    plan_refine,
+    refine_units,
+)
 from geo_hires.detections import PixelDetections
 from geo_hires.models.card import CascadeRule
 
