@@ -17,6 +17,7 @@ from geo_hires.detect.executors import LocalExecutor
 from geo_hires.models.bundle import load_bundle
 from geo_hires.pipeline import detect_scene
 from geo_hires.scene import open_scene
+from tests.waiting import wait_for
 
 ray = pytest.importorskip("ray", reason="Ray is not installed")
 pytestmark = pytest.mark.ray
@@ -81,10 +82,8 @@ def test_killed_actor_costs_a_retry_not_the_job(small_cfg, ray_local, scene_path
 def _wait_all_cpus_free(timeout_s: float = 30.0) -> None:
     """Ray frees an actor's CPUs shortly after it dies: wait for the whole cluster's."""
     total = ray.cluster_resources().get("CPU", 0.0)
-    deadline = time.monotonic() + timeout_s
-    while ray.available_resources().get("CPU", 0.0) < total:
-        assert time.monotonic() < deadline, f"{ray.available_resources()} of {total} CPUs free"
-        time.sleep(0.2)
+    wait_for(lambda: ray.available_resources().get("CPU", 0.0), lambda cpus: cpus >= total,
+             timeout=timeout_s, every=0.2, what=f"all {total} CPUs free")  # fmt: skip
 
 
 def test_one_fleet_serves_a_model_and_its_settings_until_they_change_or_it_shuts_down(

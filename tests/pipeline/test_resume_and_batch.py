@@ -7,12 +7,12 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from geo_hires.cli import main
+from tests.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +34,8 @@ def test_killed_driver_resumes_to_the_same_geojson(tmp_path, scene_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if journal.exists() and len(journal.read_text().splitlines()) >= 6:
-            break
-        time.sleep(0.05)
+    wait_for(lambda: journal.exists() and len(journal.read_text().splitlines()) >= 6,
+             timeout=120, what="6 journal lines")  # fmt: skip
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not out.exists(), "the run finished before it could be killed; use a bigger scene"

@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from geo_hires.cli import main
 from tests.aoi_files import box_aoi
 from tests.s3server import APRON_ITEM
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 NETGUARD = ROOT.parent / "shared" / "tools" / "netguard"
@@ -192,11 +192,9 @@ def test_a_killed_batch_resumes_from_the_buckets_journals_elsewhere(s3, cog, dem
     proc = subprocess.Popen(cmd, env=_env(s3, tmp_path / "machine-a", guard),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     journal = "out/apron.geojson.journal"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if journal in _keys(s3) and len(_get(s3, journal).splitlines()) >= 8:
-            break
-        time.sleep(0.2)
+    wait_for(lambda: proc.poll() is not None
+             or (journal in _keys(s3) and len(_get(s3, journal).splitlines()) >= 8),
+             timeout=300, every=0.2, what="8 journal lines in the bucket")  # fmt: skip
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert "out/apron.geojson" not in _keys(s3), "the run finished before it was killed"

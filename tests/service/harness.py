@@ -22,6 +22,8 @@ from geo_hires_service.security import load_tokens
 from geo_hires_service.store import FINISHED, JobStore
 from geo_hires_service.web import create_app
 
+from tests.waiting import wait_for
+
 TOKENS = ("alice-token-0123456789", "bob-token-9876543210ab")
 ALICE = {"Authorization": f"Bearer {TOKENS[0]}"}
 BOB = {"Authorization": f"Bearer {TOKENS[1]}"}
@@ -29,10 +31,7 @@ BOB = {"Authorization": f"Bearer {TOKENS[1]}"}
 
 def wait_until(pred: Callable[[], bool], timeout: float = 120) -> None:
     """Wait until ``pred()`` holds; fails the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_for(pred, timeout=timeout, every=0.02)
 
 
 def wait_job(
@@ -45,15 +44,16 @@ def wait_job(
 ) -> dict[str, Any]:
     """Poll ``GET /v1/jobs/{id}`` until the job is in one of the ``until`` states (or the
     predicate holds on its JSON); fails the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = requests.get(
-            f"{url}/v1/jobs/{job_id}", headers=headers, timeout=30
-        ).json()
-        if until(job) if callable(until) else job["state"] in until:
-            return job
-        assert time.monotonic() < deadline, f"job {job_id} stuck: {job}"
-        time.sleep(0.1)
+
+    def done(job: dict[str, Any]) -> bool:
+        return bool(until(job)) if callable(until) else job["state"] in until
+
+    def get() -> dict[str, Any]:
+        r = requests.get(f"{url}/v1/jobs/{job_id}", headers=headers, timeout=30)
+        job: dict[str, Any] = r.json()
+        return job
+
+    return wait_for(get, done, timeout=timeout, every=0.1, what=f"job {job_id}")
 
 
 def problem_status(resp: requests.Response) -> tuple[int, str]:
@@ -93,9 +93,7 @@ def running_service(
         threads.append(threading.Thread(target=runner.serve, args=(stop,), daemon=True))
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: server.started, timeout=30, what="uvicorn started")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

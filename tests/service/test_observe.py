@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import requests
 from geo_hires.scene import Density, SynthSpec, write_synthetic
 from tests.service.harness import ALICE, free_port, serve_process, wait_job
 from tests.service.test_intake import _corrupt_one_tile
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -50,11 +50,7 @@ def json_lines(folder: Path) -> list[dict]:
 
 
 def _until_scraped(port: int, pred, timeout: float = 60) -> dict[str, float]:
-    deadline = time.monotonic() + timeout
-    while not pred(m := scrape(port)):
-        assert time.monotonic() < deadline, {k: v for k, v in m.items() if "geo_hires" in k}
-        time.sleep(0.5)
-    return m
+    return wait_for(lambda: scrape(port), pred, timeout=timeout, every=0.5, what="the metrics")
 
 
 def test_metrics_move_during_a_job_and_logs_carry_job_and_tenant(tmp_path):

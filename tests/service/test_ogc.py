@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import geopandas as gpd
 import pytest
@@ -21,6 +20,7 @@ from geo_hires.detect.options import DEFAULT_MODEL, option_fields
 from geo_hires.export.stac_schemas import validate_item
 from tests.qgis import run_qgis
 from tests.service.harness import ALICE, BOB, TOKENS, running_service
+from tests.waiting import wait_for
 
 PROC = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/"
 
@@ -53,13 +53,9 @@ def _aoi(scene) -> dict:
 
 
 def _wait(url: str, job_id: str, headers=ALICE, timeout=300) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = API(f"{url}/jobs/{job_id}", headers=dict(headers)).response
-        if status["status"] not in ("accepted", "running"):
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish")
+    return wait_for(lambda: API(f"{url}/jobs/{job_id}", headers=dict(headers)).response,
+                    lambda status: status["status"] not in ("accepted", "running"),
+                    timeout=timeout, every=0.2, what=f"job {job_id}")  # fmt: skip
 
 
 @pytest.fixture(scope="module")

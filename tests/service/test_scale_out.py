@@ -26,6 +26,7 @@ from tests.raycluster import local_cluster
 from tests.service.harness import ALICE, serve_process
 from tests.service.postgres import missing_reason, postgres_server
 from tests.service.test_observe import json_lines
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.postgres]
 
@@ -50,35 +51,31 @@ def cluster() -> Iterator[Any]:
 def _get(url: str, path: str, timeout: float = 60) -> requests.Response:
     """GET through the head's proxy; while Serve moves the ingress off a lost node it may
     answer 503 or not at all for a moment."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def get() -> requests.Response | None:
         try:
-            r = requests.get(f"{url}{path}", headers=ALICE, timeout=30)
-            if r.status_code < 500:
-                return r
+            return requests.get(f"{url}{path}", headers=ALICE, timeout=30)
         except requests.RequestException:
-            pass
-        assert time.monotonic() < deadline, path
-        time.sleep(0.5)
+            return None
+
+    r = wait_for(get, lambda r: r is not None and r.status_code < 500,
+                 timeout=timeout, every=0.5, what=f"GET {path}")  # fmt: skip
+    assert r is not None
+    return r
 
 
 def _job(url: str, job_id: str, until, timeout: float = 600) -> dict:
-    deadline = time.monotonic() + timeout
-    while not until(job := _get(url, f"/v1/jobs/{job_id}").json()):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.3)
-    return job
+    return wait_for(lambda: _get(url, f"/v1/jobs/{job_id}").json(), until,
+                    timeout=timeout, every=0.3, what=f"job {job_id}")  # fmt: skip
 
 
 def _runners_up(logs: Path, n: int, timeout: float = 240) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while True:
+    def owners() -> list[str]:
         started = [x for x in json_lines(logs) if x.get("message") == "runner started"]
-        owners = [o for x in started for o in x["runners"]]
-        if len(owners) >= n:
-            return owners
-        assert time.monotonic() < deadline, owners
-        time.sleep(1)
+        return [o for x in started for o in x["runners"]]
+
+    return wait_for(owners, lambda o: len(o) >= n, timeout=timeout, every=1,
+                    what=f"{n} runners started")  # fmt: skip
 
 
 def _owner(pg_url: str, job_id: str) -> str | None:

@@ -15,6 +15,7 @@ import requests
 from geo_hires.cli import main
 from geo_hires.scene import Density, SynthSpec, write_synthetic
 from tests.service.harness import ALICE, serve_process, wait_job
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -153,12 +154,8 @@ def test_sigterm_stops_serve_and_its_ray_cleanly(tmp_path, root):
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{url}/v1/healthz", timeout=5)
     assert "geo_hires service stopped" in (data / "serve.log").read_text()
-    deadline = time.monotonic() + 30
-    while (
-        alive := [p for p in family if Path(f"/proc/{p}").exists()]
-    ) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not alive, f"left running: {alive}"
+    wait_for(lambda: [p for p in family if Path(f"/proc/{p}").exists()], lambda alive: not alive,
+             timeout=30, every=0.5, what="the service's processes gone")  # fmt: skip
 
 
 def test_sigterm_drains_the_runner_and_the_job_resumes_on_restart(tmp_path, root):

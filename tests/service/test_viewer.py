@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import time
 
 import pytest
 import requests
 
 from geo_hires.scene import Density, SynthSpec, write_synthetic
-from tests.service.harness import TOKENS, running_service
+from tests.service.harness import TOKENS, running_service, wait_job
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
@@ -38,12 +37,7 @@ def test_map_draws_every_detection(tmp_path):
     with running_service(data, (root,)) as url:
         body = {"uri": str(root / "airfield.tif"), "options": {"score_threshold": 0.05}}
         job = requests.post(f"{url}/v1/jobs", json=body, headers=headers).json()
-        deadline = time.monotonic() + 120
-        while (info := requests.get(f"{url}/v1/jobs/{job['id']}", headers=headers).json())[
-            "state"
-        ] not in ("succeeded", "failed"):
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        info = wait_job(url, job["id"], headers=headers, timeout=120)
         assert info["state"] == "succeeded" and info["detections"] > 5
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
