@@ -114,7 +114,7 @@ def box_iou(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArr
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
     wh = np.clip(rb - lt, 0, None)
     inter = wh[..., 0] * wh[..., 1]
-    with np.errstate(divide="ignore", invalid="ignore"):  # two empty boxes: NaN, as in torch
+    with np.errstate(invalid="ignore"):  # two empty boxes: 0 / 0, NaN as in torch, no warning
         return inter / (area_a[:, None] + area_b[None, :] - inter)
 
 
