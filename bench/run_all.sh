@@ -29,3 +29,10 @@ $PY bench/yolo_compare.py --images "$DATA/aircraft/train" --labels "$DATA/aircra
 [ -f "$WORK/synth144.tif" ] || .venv/bin/geo-hires synth "$WORK/synth144.tif" --width 12000 --height 12000 --seed 7
 $PY bench/zoom.py --images "$DATA/aircraft/train" --labels "$DATA/aircraft/annotations.csv" \
   --synthetic "$WORK/synth144.tif" --work "$WORK" --out bench/results/zoom.json --plot docs/zoom_curve.png
+$PY bench/start.py --out bench/results/start.json
+$PY bench/decode_ratio.py --size 12000 --workdir "$WORK" --variant default= --variant lsn=--model,aircraft_lsn \
+  --variant lsn_rl=--model,aircraft_lsn,--zoom,rl --variant rl=--zoom,rl --out bench/results/decode_ratio_144mp.json
+if [ -f "$WORK/synth_31622_5.tif" ]; then  # the 1 GP scene: geo-hires synth … --width 31622 --height 31622 --seed 5 --density sparse
+  $PY bench/decode_ratio.py --scene "$WORK/synth_31622_5.tif" --variant default= \
+    --variant lsn_rl=--model,aircraft_lsn,--zoom,rl --out bench/results/decode_ratio_1gp.json
+fi
