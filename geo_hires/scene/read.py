@@ -241,7 +241,8 @@ class SceneReader:
     def _compute_stretch(self) -> Stretch:
         if self.scene.dtype == "uint8":
             return Stretch(low=(0.0, 0.0, 0.0), high=(255.0, 255.0, 255.0))
-        out_hw = overview_shape(self.scene, self.config.stats_pixels)
+        limit = min(self.config.stats_pixels, self.config.max_read_pixels)
+        out_hw = overview_shape(self.scene, limit)
         data, valid = self._raw((0, 0, self.scene.width, self.scene.height), out_hw)
         lo_p, hi_p = self.config.stretch_percentiles
         lows, highs = [], []
@@ -282,6 +283,8 @@ class SceneReader:
         return WindowData(window=window, image=image, valid=valid)
 
     def read_overview(self, max_pixels: int) -> WindowData:
-        """The whole scene decimated to at most ``max_pixels`` (quicklooks, masks, stats)."""
-        out = overview_shape(self.scene, max_pixels)
+        """The whole scene decimated to at most ``max_pixels``, and to at most
+        ``ReadConfig.max_read_pixels`` (quicklooks, validity masks): a view, coarser under a
+        tighter read budget rather than an error."""
+        out = overview_shape(self.scene, min(max_pixels, self.config.max_read_pixels))
         return self.read(Window(0, 0, self.scene.width, self.scene.height), out_size=out)

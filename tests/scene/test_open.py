@@ -16,7 +16,7 @@ from geo_hires.errors import (
     SceneTooLargeError,
     UnsupportedBandsError,
 )
-from geo_hires.scene import SceneReader, open_scene
+from geo_hires.scene import SceneReader, Stretch, open_scene
 
 
 def test_real_scenes_describe(fixtures):
@@ -123,6 +123,21 @@ def test_read_budget_is_enforced(fixtures):
             r.read_overview(10_000).image.shape[1] * r.read_overview(10_000).image.shape[2]
             <= 10_000
         )
+        view = r.read_overview(1_000_000)  # e.g. the validity mask's: coarser, not an error
+        assert view.valid.size <= 10_000 and view.valid.size > 9_000
+
+
+def test_the_stretch_is_computed_within_the_read_budget(write_tif):
+    data = np.random.default_rng(2).integers(0, 4000, (3, 600, 500), np.uint16)
+    scene = open_scene(write_tif("u16.tif", data))
+
+    def stretch(cfg: ReadConfig) -> Stretch:
+        with SceneReader(scene, config=cfg) as r:
+            return r.stretch()
+
+    capped = stretch(ReadConfig(max_read_pixels=20_000))
+    assert capped == stretch(ReadConfig(stats_pixels=20_000))  # the same 20,000-pixel read
+    assert capped != stretch(ReadConfig())  # not the whole 300,000 pixels
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
