@@ -128,8 +128,12 @@ def _no_warmup_on_cpu(predictor: Any) -> None:
     On the CPU its warmup of a ``.pt`` model runs no forward pass: all it does is import
     torchvision, to make its NMS call torchvision's kernel. That import costs 1.3–1.8 s of
     every process's start (mostly ``torch._dynamo``, pulled in by ``torchvision.ops.roi_align``),
-    more than the whole refine stage on a small scene. Without it ultralytics runs its own NMS,
-    which keeps the same boxes (``scripts/same_outputs.py`` over every bundle and scene).
+    more than the whole refine stage on a small scene. Without it ultralytics runs its own NMS
+    (its choice is made per call: torchvision's when the package is in ``sys.modules``). The two
+    compute the same IoUs and thresholds and differ only in how boxes with exactly equal scores
+    are ordered; ``scripts/same_outputs.py`` found every output of every bundle and scene
+    byte-identical. No geo_hires path of the CLI, batch, service or Ray actors imports
+    torchvision (training's zoom replay does, in its own process).
     """
     if predictor.device.type == "cpu":
         predictor.done_warmup = True
