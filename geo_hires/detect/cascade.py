@@ -20,10 +20,21 @@ from geo_hires.detect.plan import Unit
 from geo_hires.detections import PixelDetections
 from geo_hires.models.card import CascadeRule
 
-__all__ = ["MATCH_IOU", "box_iou", "combine", "drop_truncated", "plan_refine", "refine_units"]
+__all__ = [
+    "MATCH_IOU",
+    "MATCH_PAIRS",
+    "box_iou",
+    "combine",
+    "confirmed",
+    "drop_truncated",
+    "plan_refine",
+    "refine_units",
+]
 
 MATCH_IOU = 0.3
 """A candidate with a refiner box at this IoU or more was confirmed (and is replaced)."""
+MATCH_PAIRS = 1 << 20
+"""Candidate-refiner pairs matched at once (under 100 MB of intermediate arrays)."""
 
 
 def _window(
@@ -90,18 +101,29 @@ def combine(
     with each refiner box of the class) with their score times ``rule.unmatched_scale``; boxes
     under ``threshold`` are dropped. Level indices are kept, so each box says where it came
     from."""
-    keep = np.ones(len(candidates), bool)
-    if len(refined) and len(candidates):
-        iou = box_iou(candidates.boxes, refined.boxes)
-        same = candidates.classes[:, None] == refined.classes[None, :]
-        keep = ~((iou >= MATCH_IOU) & same).any(axis=1)
-    left = candidates.take(keep)
+    left = candidates.take(~confirmed(candidates, refined))
     left = PixelDetections.build(
         left.boxes, left.scores * rule.unmatched_scale, left.classes,
         class_names=refined.class_names, levels=left.levels, level_names=refined.level_names,
     )  # fmt: skip
     both = PixelDetections.concat([refined, left])
     return both.take(both.scores >= threshold).canonical_order()
+
+
+def confirmed(candidates: PixelDetections, refined: PixelDetections) -> npt.NDArray[np.bool_]:
+    """Whether each candidate has a refiner box of its class at IoU >= :data:`MATCH_IOU`.
+
+    The IoU matrix is built :data:`MATCH_PAIRS` pairs at a time: a whole gigapixel scene has
+    thousands of each, and one ``candidates x refined`` matrix with its intermediates took
+    hundreds of MB at once (the run's peak memory)."""
+    out = np.zeros(len(candidates), bool)
+    rows = max(1, MATCH_PAIRS // max(1, len(refined)))
+    for i in range(0, len(candidates) if len(refined) else 0, rows):
+        part = slice(i, i + rows)
+        iou = box_iou(candidates.boxes[part], refined.boxes)
+        same = candidates.classes[part, None] == refined.classes[None, :]
+        out[part] = ((iou >= MATCH_IOU) & same).any(axis=1)
+    return out
 
 
 def box_iou(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

@@ -13,6 +13,7 @@ from geo_hires.detect.cascade import (
     MATCH_IOU,
     box_iou,
     combine,
+    confirmed,
     drop_truncated,
     plan_refine,
     refine_units,
@@ -372,3 +373,29 @@ def test_box_iou_is_torchvisions_bit_for_bit_empty_and_touching_boxes_included()
     assert np.array_equal(got, want, equal_nan=True)
     assert np.isnan(got[0, 0]) and got[3, 4] == 0.0 and got[3, 3] == 1.0
     assert (got[~np.isnan(got)] > 0).sum() > 60  # overlaps occur, not only zeros
+
+
+@pytest.mark.parametrize("pairs", [1, 5, 6, 7, 35, 1 << 20])
+def test_candidates_are_matched_in_chunks_with_the_same_answer(monkeypatch, pairs):
+    """A bounded number of pairs at a time (one row per chunk up to all rows at once)."""
+    import geo_hires.detect.cascade as cascade
+
+    monkeypatch.setattr(cascade, "MATCH_PAIRS", pairs)
+    assert confirmed(CANDIDATES, REFINED).tolist() == [True, True, False, False, False, True]
+    assert not confirmed(CANDIDATES, REFINED.take(np.zeros(6, bool))).any()
+    assert confirmed(CANDIDATES.take(np.zeros(6, bool)), REFINED).shape == (0,)
+
+
+def test_matching_bounds_its_memory_by_pairs_not_by_the_scene():
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(0, 1e5, (6000, 2))
+    many = _dets([(*p, *(p + 20), 0.5, 0, 0) for p in xy])
+    refined = _dets([(*p, *(p + 20), 0.9, 0, 2) for p in xy[:3000] + 2])
+    tracemalloc.start()
+    hit = confirmed(many, refined)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert hit[:3000].all() and not hit[3000:].any()
+    assert peak < 150e6  # 18 M pairs at once held about 1 GB
