@@ -118,7 +118,7 @@ def confirmed(candidates: PixelDetections, refined: PixelDetections) -> npt.NDAr
     hundreds of MB at once (the run's peak memory)."""
     out = np.zeros(len(candidates), bool)
     rows = max(1, MATCH_PAIRS // max(1, len(refined)))
-    for i in range(0, len(candidates) if len(refined) else 0, rows):
+    for i in range(0, len(candidates), rows):
         part = slice(i, i + rows)
         iou = box_iou(candidates.boxes[part], refined.boxes)
         same = candidates.classes[part, None] == refined.classes[None, :]
