@@ -132,8 +132,8 @@ def _no_warmup_on_cpu(predictor: Any) -> None:
     (its choice is made per call: torchvision's when the package is in ``sys.modules``). The two
     compute the same IoUs and thresholds and differ only in how boxes with exactly equal scores
     are ordered; ``scripts/same_outputs.py`` found every output of every bundle and scene
-    byte-identical. No geo_hires path of the CLI, batch, service or Ray actors imports
-    torchvision (training's zoom replay does, in its own process).
+    byte-identical. No geo_hires path (CLI, batch, training, service, Ray actors) imports
+    torchvision's Python package.
     """
     if predictor.device.type == "cpu":
         predictor.done_warmup = True

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 import torch
-import torchvision
 
+from geo_hires.detect.cascade import box_iou
 from geo_hires.detect.executors import LocalExecutor
 from geo_hires.detect.journal import UnitResult
 from geo_hires.detect.levels import coarsest
@@ -119,8 +119,8 @@ def _found(dets: PixelDetections, truth: npt.NDArray[np.float64], thr: float) ->
     keep = dets.scores >= thr
     if not len(truth) or not keep.any():
         return 0
-    iou = torchvision.ops.box_iou(torch.from_numpy(truth), torch.from_numpy(dets.boxes[keep]))
-    return int((iou.amax(dim=1) >= 0.5).sum())
+    iou = box_iou(truth, dets.boxes[keep])
+    return int((iou.max(axis=1) >= 0.5).sum())
 
 
 def window_gains(
