@@ -241,8 +241,7 @@ class SceneReader:
     def _compute_stretch(self) -> Stretch:
         if self.scene.dtype == "uint8":
             return Stretch(low=(0.0, 0.0, 0.0), high=(255.0, 255.0, 255.0))
-        limit = min(self.config.stats_pixels, self.config.max_read_pixels)
-        out_hw = overview_shape(self.scene, limit)
+        out_hw = self._overview_shape(self.config.stats_pixels)
         data, valid = self._raw((0, 0, self.scene.width, self.scene.height), out_hw)
         lo_p, hi_p = self.config.stretch_percentiles
         lows, highs = [], []
@@ -286,5 +285,9 @@ class SceneReader:
         """The whole scene decimated to at most ``max_pixels``, and to at most
         ``ReadConfig.max_read_pixels`` (quicklooks, validity masks): a view, coarser under a
         tighter read budget rather than an error."""
-        out = overview_shape(self.scene, min(max_pixels, self.config.max_read_pixels))
+        out = self._overview_shape(max_pixels)
         return self.read(Window(0, 0, self.scene.width, self.scene.height), out_size=out)
+
+    def _overview_shape(self, max_pixels: int) -> tuple[int, int]:
+        """The whole-scene view's shape within ``max_pixels`` and the read budget."""
+        return overview_shape(self.scene, min(max_pixels, self.config.max_read_pixels))
