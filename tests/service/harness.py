@@ -29,11 +29,6 @@ ALICE = {"Authorization": f"Bearer {TOKENS[0]}"}
 BOB = {"Authorization": f"Bearer {TOKENS[1]}"}
 
 
-def wait_until(pred: Callable[[], bool], timeout: float = 120) -> None:
-    """Wait until ``pred()`` holds; fails the test after ``timeout`` seconds."""
-    wait_for(pred, timeout=timeout, every=0.02)
-
-
 def wait_job(
     url: str,
     job_id: str,

@@ -18,8 +18,9 @@ from geo_hires_service.retention import DAY_S
 from geo_hires_service.store import JobState, JobStore
 
 from geo_hires.errors import ConfigError
-from tests.service.harness import TOKENS, wait_until
+from tests.service.harness import TOKENS
 from tests.service.test_store import Clock
+from tests.waiting import wait_for
 
 
 def _deployments(application):
@@ -120,7 +121,9 @@ def test_housekeeping_publishes_counts_sweeps_and_outlives_a_failure(tmp_path, m
         t = threading.Thread(target=r._housekeeping, daemon=True)
         t.start()
         # tick 0 failed, tick 2 ran
-        wait_until(lambda: store.get(old.id) is None and not store.fail_counts, timeout=30)
+        wait_for(
+            lambda: store.get(old.id) is None and not store.fail_counts, timeout=30, every=0.02
+        )
         r.stop.set()
         t.join(5)
     assert not t.is_alive()
@@ -184,7 +187,8 @@ def test_the_runner_replica_requeues_starts_its_slots_and_drains(ray_local, tmp_
     with caplog.at_level(logging.INFO, logger=log.name):
         r = RunnerReplica(args)
         try:
-            wait_until(lambda: store.get(job.id).state is JobState.FAILED, timeout=60)  # run again
+            # run again
+            wait_for(lambda: store.get(job.id).state is JobState.FAILED, timeout=60, every=0.02)
             assert store.get(job.id).attempts == 2
             assert len(r.threads) == 3 and all(t.is_alive() for t in r.threads)
             r.check_health()

@@ -19,8 +19,8 @@ from geo_hires_service.store import JobState, JobStore
 from geo_hires.cli import main
 from geo_hires.detect.executors import LocalExecutor
 from geo_hires.scene import Density, SynthSpec, write_synthetic
-from tests.service.harness import wait_until
 from tests.service.test_store import Clock
+from tests.waiting import wait_for
 
 # the lightweight scanner: what is tested is the runner, whatever model a job names
 OPTIONS = {"model": "aircraft_lsn", "block": 128, "score_threshold": 0.05}
@@ -70,7 +70,7 @@ def test_a_runner_whose_lease_is_taken_stops_and_records_nothing(tmp_path, scene
     store, job_id = _store_and_job(tmp_path, scene, clock)
     a = JobRunner(store=store, data_dir=tmp_path, owner="A", lease_s=3600)  # no renewal due
     stalled = _in_thread(a.run_one)
-    wait_until(lambda: store.get(job_id).units_done >= 2)
+    wait_for(lambda: store.get(job_id).units_done >= 2, timeout=120, every=0.02)
     clock.now += 3601  # to the store, A has been silent longer than its lease
     taken = store.claim("B", lease_s=30)  # B takes the job over
     assert taken.id == job_id and taken.attempts == 2
@@ -98,9 +98,9 @@ def test_a_draining_runner_requeues_its_job_and_the_next_one_resumes(
     a = JobRunner(store=store, data_dir=tmp_path, owner="A", lease_s=30)
     stop = threading.Event()
     serving = _in_thread(lambda: a.serve(stop, idle_s=0.05))
-    wait_until(lambda: store.get(job_id).units_done >= 2)
+    wait_for(lambda: store.get(job_id).units_done >= 2, timeout=120, every=0.02)
     a.draining.set()  # what Serve's graceful shutdown does
-    wait_until(lambda: store.get(job_id).state is JobState.QUEUED, timeout=60)
+    wait_for(lambda: store.get(job_id).state is JobState.QUEUED, timeout=60, every=0.02)
     assert a.run_one() is None  # a draining runner claims nothing
     stop.set()
     serving.join(30)

@@ -15,8 +15,8 @@ from geo_hires_service.runner import JobRunner
 from geo_hires_service.store import JobState, JobStore
 
 from geo_hires.scene import SynthSpec, write_synthetic
-from tests.service.harness import wait_until
 from tests.service.test_runner import _in_thread, _Raising, _store_and_job
+from tests.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_the_heartbeat_renews_the_lease_and_gives_up_only_when_the_store_stays_a
         assert beat.lost.wait(5)
     away = _Away()
     with caplog.at_level(logging.WARNING, logger=log.name), Heartbeat(away, job_id, "R", 3.0) as b:
-        wait_until(lambda: away.calls >= 1, timeout=10)  # a renewal failed at 0.75 s
+        wait_for(lambda: away.calls >= 1, timeout=10, every=0.02)  # a renewal failed at 0.75 s
         time.sleep(0.3)
         assert not b.lost.is_set()  # it gives up only at 2.25 s, a beat before the lease ends
         assert b.lost.wait(10)
@@ -108,7 +108,7 @@ def test_serve_waits_between_polls_while_the_store_is_away_and_stops_when_told(t
     with caplog.at_level(logging.WARNING, logger=log.name):
         start = time.monotonic()
         t = _in_thread(lambda: runner.serve(stop, idle_s=0.1))
-        wait_until(lambda: away.calls >= 4, timeout=30)  # it keeps polling
+        wait_for(lambda: away.calls >= 4, timeout=30, every=0.02)  # it keeps polling
         elapsed = time.monotonic() - start
         stop.set()
         t.join(5)
