@@ -373,3 +373,22 @@ def test_train_zoom_keeps_only_gsds_where_the_bundle_zooms(tiny, tmp_path):
         cfg = ZoomTrainConfig(window=128, gsds=(3.0,))
         train_zoom_policy(str(tiny["lsn"]), str(root / "images"), str(root / "labels"),
                           str(tmp_path / "z"), cfg)  # fmt: skip
+
+
+def test_the_replays_gain_counts_truth_found_at_iou_half_by_boxes_at_the_threshold():
+    """``_found``, the number each window's recall gain is a difference of: a truth box counts
+    once when a detection scoring at least the threshold overlaps it at IoU 0.5 or more."""
+    from geo_hires.detections import PixelDetections
+    from geo_hires.train.zoom_replay import _found
+
+    truth = np.array([[0, 0, 10, 10], [100, 100, 110, 110], [200, 200, 210, 210],
+                      [400, 400, 410, 410]], float)  # fmt: skip
+    boxes = np.array([[0, 0, 10, 10],  # A, scoring exactly the threshold
+                      [100, 100, 110, 120],  # B at IoU exactly 0.5
+                      [200, 200, 210, 210],  # C, under the threshold
+                      [400, 400, 410, 410], [401, 400, 411, 410]], float)  # D twice  # fmt: skip
+    dets = PixelDetections.build(boxes, np.array([0.3, 0.9, 0.29, 0.8, 0.7]),
+                                 np.zeros(5, np.int64), class_names=("aircraft",))  # fmt: skip
+    assert _found(dets, truth, 0.3) == 3
+    assert _found(dets, truth[:0], 0.3) == 0
+    assert _found(dets, truth, 0.95) == 0  # truth, but nothing kept
