@@ -60,12 +60,12 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         )
         cfg = YoloTrainConfig(
             arch=args.arch, minutes=args.minutes, batch=args.batch, device=args.train_device,
-            data=data, select_fraction=args.select_fraction,
+            data=data, select_fraction=args.select_fraction, init=args.init,
         )  # fmt: skip
         card = train_yolo_bundle(job, cfg, evaluate=_validation_metrics, work=args.work)
     else:
-        if args.work:
-            raise ConfigError("--work is for YOLO training (--arch yolo…)")
+        if args.work or args.init:
+            raise ConfigError("--work and --init are for YOLO training (--arch yolo…)")
         card = train_bundle(job, evaluate=_validation_metrics)
     out.write(f"wrote {args.out} ({card.extra['training']['report']})\n")
     return 0
@@ -183,6 +183,11 @@ def _add_train(sub: Any) -> None:
         default=[0.3, 1.2],
         metavar=("LOW", "HIGH"),
         help="YOLO: scene GSDs (m) the chips are drawn as if from (0 0: the data's own only)",
+    )
+    p.add_argument(
+        "--init",
+        metavar="BUNDLE",
+        help="YOLO: start from this bundle's (or .pt file's) weights instead of from scratch",
     )
     p.add_argument(
         "--work",

@@ -51,6 +51,7 @@ from geo_hires.train.yolo_data import YoloDataConfig, export_obb_dataset, export
 __all__ = [
     "YOLO_ARCHS",
     "YoloTrainConfig",
+    "init_weights",
     "make_cascade_bundle",
     "split_fit_select",
     "train_yolo_bundle",
@@ -75,6 +76,9 @@ class YoloTrainConfig:
         device: torch device string for training (``cpu``, ``0``...).
         select_fraction: Share of the training images (by image) whose chips ultralytics
             validates on to pick its best epoch; the rest are fitted.
+        init: A YOLO weights file to start from instead of the architecture's random
+            initialisation (:func:`init_weights` finds it in a bundle): more epochs for the
+            same budget, which is what tightens the boxes on a CPU.
     """
 
     arch: str = "yolov8n"
@@ -86,6 +90,7 @@ class YoloTrainConfig:
     score_threshold: float = 0.25
     device: str = "cpu"
     select_fraction: float = 0.15
+    init: str | None = None
 
     def __post_init__(self) -> None:
         if self.arch not in YOLO_ARCHS:
@@ -108,6 +113,23 @@ def split_fit_select(
             f"epoch on others; got {len(train)}"
         )
     return fit, select
+
+
+def init_weights(source: str | os.PathLike[str]) -> Path:
+    """The YOLO weights file to warm-start from: a ``.pt`` file, or the first YOLO file of a
+    bundle (a name or a folder)."""
+    from geo_hires.models.card import bundle_dir
+
+    path = Path(source)
+    if path.suffix == ".pt":
+        if not path.is_file():
+            raise ConfigError(f"--init {source}: no such file")
+        return path
+    folder = bundle_dir(source)
+    files = load_card(folder).yolo_files
+    if not files:
+        raise ConfigError(f"--init {source}: that bundle has no YOLO weights; give a YOLO bundle")
+    return folder / files[0]
 
 
 def _checkpoint_state(last: Path) -> str:
@@ -146,8 +168,11 @@ def _fit(
                     resume=True, data=str(data_yaml), time=cfg.minutes / 60, device=cfg.device,
                     workers=0, plots=False,
                 )  # fmt: skip
-            else:
-                model = YOLO(f"{cfg.arch}.yaml")
+            else:  # from a .pt, ultralytics trains on from its weights
+                model = YOLO(str(init_weights(cfg.init)) if cfg.init else f"{cfg.arch}.yaml")
+                built = Path(str(getattr(model.model, "yaml", {}).get("yaml_file", ""))).stem
+                if built != cfg.arch:
+                    raise ConfigError(f"--init {cfg.init} is a {built}; give --arch {built}")
                 model.train(
                     data=str(data_yaml), imgsz=cfg.data.chip, epochs=1000, time=cfg.minutes / 60,
                     batch=cfg.batch, device=cfg.device, workers=0, amp=False, plots=False,
@@ -282,6 +307,7 @@ def train_yolo_bundle(
         "arch": cfg.arch, "data": dataclasses.asdict(cfg.data), "batch": cfg.batch,
         "seed": job.fit.seed, "gsd_m": job.gsd_m, "classes": list(classes),
         "fit_images": [i.name for i in fit], "select_images": [i.name for i in select],
+        "init": cfg.init,
     }  # fmt: skip
     try:
         _work_plan(folder, plan)

@@ -109,3 +109,52 @@ def test_a_killed_training_resumes_in_its_work_folder(tmp_path, monkeypatch):
         train_yolo_bundle(job, other, work=work, log=lines.append)
     plan = json.loads((work / "plan.json").read_text())
     assert plan["fit_images"] == fit and Path(work / "data" / "complete").is_file()
+
+
+def _tiny_job(tmp_path: Path, out: str):  # -> tuple[TrainJob, YoloDataConfig]
+    from geo_hires.export import write_geojson
+    from geo_hires.scene import Density, SynthSpec, open_scene, write_synthetic
+    from geo_hires.train import FitConfig
+    from geo_hires.train.run import TrainJob
+    from geo_hires.train.yolo_data import YoloDataConfig
+
+    (tmp_path / "labels").mkdir(exist_ok=True)
+    scenes = []
+    for seed in range(3):
+        path = tmp_path / f"s{seed}.tif"
+        spec = SynthSpec(width=256, height=256, seed=seed, density=Density.DENSE)
+        write_geojson(tmp_path / "labels" / f"s{seed}.geojson", write_synthetic(path, spec),
+                      open_scene(path))  # fmt: skip
+        scenes.append(str(path))
+    job = TrainJob(
+        scenes=tuple(scenes[:2]), val_scenes=(scenes[2],), labels=str(tmp_path / "labels"),
+        out=out, name="warm", fit=FitConfig(seed=0),
+    )  # fmt: skip
+    return job, YoloDataConfig(chip=96, chips_per_image=2)
+
+
+def test_init_warm_starts_from_a_bundles_weights_and_refuses_what_cannot(tmp_path):
+    from ultralytics.utils.patches import torch_load
+
+    from geo_hires.models.card import bundle_dir
+    from geo_hires.train.yolo_run import YoloTrainConfig, init_weights, train_yolo_bundle
+
+    shipped = bundle_dir("aircraft_yolo") / "yolo.pt"
+    assert init_weights("aircraft_yolo") == shipped and init_weights(shipped) == shipped
+    with pytest.raises(ConfigError, match="no YOLO weights"):
+        init_weights("aircraft_lsn")
+    with pytest.raises(ConfigError, match="no such file"):
+        init_weights(tmp_path / "missing.pt")
+    job, data = _tiny_job(tmp_path, str(tmp_path / "warm"))
+    cfg = YoloTrainConfig(
+        arch="yolov8n", minutes=0.03, batch=2, window=256, halo=48, select_fraction=0.5,
+        data=data, init="aircraft_yolo",
+    )  # fmt: skip
+    card = train_yolo_bundle(job, cfg, work=tmp_path / "work", log=lambda s: None)
+    ckpt = torch_load(tmp_path / "warm" / "yolo.pt", map_location="cpu")
+    assert Path(ckpt["train_args"]["model"]) == shipped  # ultralytics trained on from it
+    assert card.extra["training"]["yolo"]["init"] == "aircraft_yolo"
+    eleven = YoloTrainConfig(arch="yolo11n", minutes=0.03, data=data, init="aircraft_yolo",
+                             select_fraction=0.5)  # fmt: skip
+    with pytest.raises(ConfigError, match="is a yolov8n; give --arch yolov8n"):
+        train_yolo_bundle(job, eleven, work=tmp_path / "work11", log=lambda s: None)
