@@ -294,3 +294,30 @@ def test_matching_bounds_its_memory_by_pairs_not_by_the_scene():
     tracemalloc.stop()
     assert hit[:3000].all() and not hit[3000:].any()
     assert peak < 150e6  # 18 M pairs at once held about 1 GB
+
+
+def test_an_oriented_refiners_corners_survive_the_cascade_and_the_candidates_get_their_boxes():
+    """An OBB refiner's rotated boxes replace the candidates they match with their corners
+    intact (what heading, length and width are measured from); a candidate left unmatched
+    keeps its axis-aligned box as four corners."""
+    from pyproj import CRS
+
+    from geo_hires.georef import oriented_dimensions
+
+    t = np.radians(30)
+    u, v = np.array([np.cos(t), np.sin(t)]), np.array([-np.sin(t), np.cos(t)])
+    bar = np.array([[100, 100] + s * 20 * u + r * 5 * v for s, r in
+                    ((-1, -1), (1, -1), (1, 1), (-1, 1))])  # fmt: skip  # 40 x 10 px, at 30°
+    refined = PixelDetections.oriented(bar[None], [0.9], [0], class_names=CLASSES,
+                                       levels=[2], level_names=LEVELS)  # fmt: skip
+    cands = _dets([(82, 88, 118, 112, 0.6, 0, 0), (300, 300, 310, 320, 0.8, 0, 1)])
+    out = combine(cands, refined, RULE, threshold=0.1)
+    assert out.corners is not None and len(out) == 2
+    top = int(np.argmax(out.levels == 2))
+    np.testing.assert_array_equal(out.corners[top], bar)
+    left = 1 - top
+    np.testing.assert_array_equal(
+        out.corners[left], [[300, 300], [310, 300], [310, 320], [300, 320]]
+    )
+    heading, length, width = oriented_dimensions(out.corners[top][None], CRS.from_epsg(32633))[0]
+    assert (length, width) == pytest.approx((40, 10)) and heading % 180 == pytest.approx(60)
