@@ -49,25 +49,10 @@ class _Killed(Exception):
 def test_a_killed_training_resumes_in_its_work_folder(tmp_path, monkeypatch):
     from ultralytics.engine.trainer import BaseTrainer
 
-    from geo_hires.export import write_geojson
-    from geo_hires.scene import Density, SynthSpec, open_scene, write_synthetic
-    from geo_hires.train import FitConfig
-    from geo_hires.train.run import TrainJob
     from geo_hires.train.yolo_data import YoloDataConfig
     from geo_hires.train.yolo_run import YoloTrainConfig, train_yolo_bundle
 
-    (tmp_path / "labels").mkdir()
-    scenes = []
-    for seed in range(4):
-        path = tmp_path / f"s{seed}.tif"
-        spec = SynthSpec(width=384, height=384, seed=seed, density=Density.DENSE)
-        write_geojson(tmp_path / "labels" / f"s{seed}.geojson", write_synthetic(path, spec),
-                      open_scene(path))  # fmt: skip
-        scenes.append(str(path))
-    job = TrainJob(
-        scenes=tuple(scenes[:3]), val_scenes=(scenes[3],), labels=str(tmp_path / "labels"),
-        out=str(tmp_path / "yolo"), name="tiny", fit=FitConfig(seed=0),
-    )  # fmt: skip
+    job = _tiny_job(tmp_path, str(tmp_path / "yolo"), scenes=4, size=384, name="tiny")
     cfg = YoloTrainConfig(
         arch="yolov8n", minutes=0.08, batch=4, window=256, halo=48, select_fraction=0.34,
         data=YoloDataConfig(chip=96, chips_per_image=4),
@@ -111,32 +96,33 @@ def test_a_killed_training_resumes_in_its_work_folder(tmp_path, monkeypatch):
     assert plan["fit_images"] == fit and Path(work / "data" / "complete").is_file()
 
 
-def _tiny_job(tmp_path: Path, out: str):  # -> tuple[TrainJob, YoloDataConfig]
+def _tiny_job(tmp_path: Path, out: str, *, scenes: int, size: int, name: str):  # -> TrainJob
+    """Dense synthetic scenes with their labels: all but the last to train on, the last to
+    validate on."""
     from geo_hires.export import write_geojson
     from geo_hires.scene import Density, SynthSpec, open_scene, write_synthetic
     from geo_hires.train import FitConfig
     from geo_hires.train.run import TrainJob
-    from geo_hires.train.yolo_data import YoloDataConfig
 
     (tmp_path / "labels").mkdir(exist_ok=True)
-    scenes = []
-    for seed in range(3):
+    paths = []
+    for seed in range(scenes):
         path = tmp_path / f"s{seed}.tif"
-        spec = SynthSpec(width=256, height=256, seed=seed, density=Density.DENSE)
+        spec = SynthSpec(width=size, height=size, seed=seed, density=Density.DENSE)
         write_geojson(tmp_path / "labels" / f"s{seed}.geojson", write_synthetic(path, spec),
                       open_scene(path))  # fmt: skip
-        scenes.append(str(path))
-    job = TrainJob(
-        scenes=tuple(scenes[:2]), val_scenes=(scenes[2],), labels=str(tmp_path / "labels"),
-        out=out, name="warm", fit=FitConfig(seed=0),
+        paths.append(str(path))
+    return TrainJob(
+        scenes=tuple(paths[:-1]), val_scenes=(paths[-1],), labels=str(tmp_path / "labels"),
+        out=out, name=name, fit=FitConfig(seed=0),
     )  # fmt: skip
-    return job, YoloDataConfig(chip=96, chips_per_image=2)
 
 
 def test_init_warm_starts_from_a_bundles_weights_and_refuses_what_cannot(tmp_path):
     from ultralytics.utils.patches import torch_load
 
     from geo_hires.models.card import bundle_dir
+    from geo_hires.train.yolo_data import YoloDataConfig
     from geo_hires.train.yolo_run import YoloTrainConfig, init_weights, train_yolo_bundle
 
     shipped = bundle_dir("aircraft_yolo") / "yolo.pt"
@@ -145,7 +131,8 @@ def test_init_warm_starts_from_a_bundles_weights_and_refuses_what_cannot(tmp_pat
         init_weights("aircraft_lsn")
     with pytest.raises(ConfigError, match="no such file"):
         init_weights(tmp_path / "missing.pt")
-    job, data = _tiny_job(tmp_path, str(tmp_path / "warm"))
+    job = _tiny_job(tmp_path, str(tmp_path / "warm"), scenes=3, size=256, name="warm")
+    data = YoloDataConfig(chip=96, chips_per_image=2)
     cfg = YoloTrainConfig(
         arch="yolov8n", minutes=0.03, batch=2, window=256, halo=48, select_fraction=0.5,
         data=data, init="aircraft_yolo",
