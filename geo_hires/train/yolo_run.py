@@ -171,7 +171,7 @@ def _fit(
             else:  # from a .pt, ultralytics trains on from its weights
                 model = YOLO(str(init_weights(cfg.init)) if cfg.init else f"{cfg.arch}.yaml")
                 built = Path(str(getattr(model.model, "yaml", {}).get("yaml_file", ""))).stem
-                if built != cfg.arch:
+                if cfg.init and built != cfg.arch:
                     raise ConfigError(f"--init {cfg.init} is a {built}; give --arch {built}")
                 model.train(
                     data=str(data_yaml), imgsz=cfg.data.chip, epochs=1000, time=cfg.minutes / 60,
