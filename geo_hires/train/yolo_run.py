@@ -51,10 +51,10 @@ from geo_hires.train.yolo_data import YoloDataConfig, export_obb_dataset, export
 __all__ = [
     "YOLO_ARCHS",
     "YoloTrainConfig",
-    "init_weights",
     "make_cascade_bundle",
     "split_fit_select",
     "train_yolo_bundle",
+    "yolo_weights",
 ]
 
 YOLO_ARCHS = ("yolov8n", "yolo11n", "yolov8n-obb", "yolo11n-obb")
@@ -77,7 +77,7 @@ class YoloTrainConfig:
         select_fraction: Share of the training images (by image) whose chips ultralytics
             validates on to pick its best epoch; the rest are fitted.
         init: A YOLO weights file to start from instead of the architecture's random
-            initialisation (:func:`init_weights` finds it in a bundle): more epochs for the
+            initialisation (:func:`yolo_weights` finds it in a bundle): more epochs for the
             same budget, which is what tightens the boxes on a CPU.
     """
 
@@ -115,20 +115,20 @@ def split_fit_select(
     return fit, select
 
 
-def init_weights(source: str | os.PathLike[str]) -> Path:
-    """The YOLO weights file to warm-start from: a ``.pt`` file, or the first YOLO file of a
-    bundle (a name or a folder)."""
+def yolo_weights(source: str | os.PathLike[str], *, flag: str = "--init") -> Path:
+    """A YOLO weights file: ``source`` itself when it is a ``.pt`` file, else the first YOLO
+    file of the bundle it names (a name or a folder). ``flag`` names the option in errors."""
     from geo_hires.models.card import bundle_dir
 
     path = Path(source)
     if path.suffix == ".pt":
         if not path.is_file():
-            raise ConfigError(f"--init {source}: no such file")
+            raise ConfigError(f"{flag} {source}: no such file")
         return path
     folder = bundle_dir(source)
     files = load_card(folder).yolo_files
     if not files:
-        raise ConfigError(f"--init {source}: that bundle has no YOLO weights; give a YOLO bundle")
+        raise ConfigError(f"{flag} {source}: that bundle has no YOLO weights; give a YOLO bundle")
     return folder / files[0]
 
 
@@ -169,7 +169,7 @@ def _fit(
                     workers=0, plots=False,
                 )  # fmt: skip
             else:  # from a .pt, ultralytics trains on from its weights
-                model = YOLO(str(init_weights(cfg.init)) if cfg.init else f"{cfg.arch}.yaml")
+                model = YOLO(str(yolo_weights(cfg.init)) if cfg.init else f"{cfg.arch}.yaml")
                 built = Path(str(getattr(model.model, "yaml", {}).get("yaml_file", ""))).stem
                 if cfg.init and built != cfg.arch:
                     raise ConfigError(f"--init {cfg.init} is a {built}; give --arch {built}")
@@ -373,13 +373,8 @@ def make_cascade_bundle(
 
     scan_dir = bundle_dir(scanner)
     scan_card = load_card(scan_dir)
-    ref = Path(refiner)
-    if ref.is_dir() or not ref.suffix:
-        ref_card = load_card(ref)
-        ref = bundle_dir(ref) / ref_card.yolo_files[0]
-        record = ref_card.extra.get("training", {})
-    else:
-        record = {}
+    ref = yolo_weights(refiner, flag="--refiner")
+    record = {} if Path(refiner).suffix == ".pt" else load_card(refiner).extra.get("training", {})
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(scan_dir / "weights.pt", target / "weights.pt")

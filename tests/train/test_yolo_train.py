@@ -123,14 +123,21 @@ def test_init_warm_starts_from_a_bundles_weights_and_refuses_what_cannot(tmp_pat
 
     from geo_hires.models.card import bundle_dir
     from geo_hires.train.yolo_data import YoloDataConfig
-    from geo_hires.train.yolo_run import YoloTrainConfig, init_weights, train_yolo_bundle
+    from geo_hires.train.yolo_run import (
+        YoloTrainConfig,
+        make_cascade_bundle,
+        train_yolo_bundle,
+        yolo_weights,
+    )
 
     shipped = bundle_dir("aircraft_yolo") / "yolo.pt"
-    assert init_weights("aircraft_yolo") == shipped and init_weights(shipped) == shipped
+    assert yolo_weights("aircraft_yolo") == shipped and yolo_weights(shipped) == shipped
     with pytest.raises(ConfigError, match="no YOLO weights"):
-        init_weights("aircraft_lsn")
+        yolo_weights("aircraft_lsn")
     with pytest.raises(ConfigError, match="no such file"):
-        init_weights(tmp_path / "missing.pt")
+        yolo_weights(tmp_path / "missing.pt")
+    with pytest.raises(ConfigError, match=r"--refiner .*no YOLO weights"):  # the cascade's twin
+        make_cascade_bundle("aircraft_lsn", "aircraft_lsn", tmp_path / "c", name="c")
     job = _tiny_job(tmp_path, str(tmp_path / "warm"), scenes=3, size=256, name="warm")
     data = YoloDataConfig(chip=96, chips_per_image=2)
     cfg = YoloTrainConfig(
