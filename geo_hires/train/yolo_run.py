@@ -59,6 +59,10 @@ __all__ = [
 
 YOLO_ARCHS = ("yolov8n", "yolo11n", "yolov8n-obb", "yolo11n-obb")
 WEIGHTS = "yolo.pt"
+#: How a warm start (``--init``) trains on: SGD at a fifth of ultralytics' default rate, one
+#: warm-up epoch. At the default (0.01, three warm-up epochs) the first 80-minute warm start
+#: fell from select mAP50-95 0.649 to 0.565 in two epochs and spent ten winning it back.
+FINE_TUNE: dict[str, Any] = {"optimizer": "SGD", "lr0": 0.002, "warmup_epochs": 1.0}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -177,7 +181,7 @@ def _fit(
                     data=str(data_yaml), imgsz=cfg.data.chip, epochs=1000, time=cfg.minutes / 60,
                     batch=cfg.batch, device=cfg.device, workers=0, amp=False, plots=False,
                     seed=seed, deterministic=True, project=str(work / "runs"), name="train",
-                    exist_ok=True, verbose=False, val=True,
+                    exist_ok=True, verbose=False, val=True, **(FINE_TUNE if cfg.init else {}),
                 )  # fmt: skip
             epochs = int(getattr(model.trainer, "epoch", -1)) + 1
             best = Path(getattr(model.trainer, "best", ""))
@@ -247,7 +251,8 @@ def _training_record(job: TrainJob, cfg: YoloTrainConfig, **more: Any) -> dict[s
         "command": " ".join(shlex.quote(a) for a in sys.argv) if sys.argv else "",
         "data": job.labels,
         "class_map": dict(job.class_map),
-        "yolo": {**dataclasses.asdict(cfg), "data": dataclasses.asdict(cfg.data)},
+        "yolo": {**dataclasses.asdict(cfg), "data": dataclasses.asdict(cfg.data)}
+        | ({"fine_tune": FINE_TUNE} if cfg.init else {}),
         "seed": job.fit.seed,
         "torch": torch.__version__,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",

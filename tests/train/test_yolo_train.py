@@ -124,6 +124,7 @@ def test_init_warm_starts_from_a_bundles_weights_and_refuses_what_cannot(tmp_pat
     from geo_hires.models.card import bundle_dir
     from geo_hires.train.yolo_data import YoloDataConfig
     from geo_hires.train.yolo_run import (
+        FINE_TUNE,
         YoloTrainConfig,
         make_cascade_bundle,
         train_yolo_bundle,
@@ -147,7 +148,11 @@ def test_init_warm_starts_from_a_bundles_weights_and_refuses_what_cannot(tmp_pat
     card = train_yolo_bundle(job, cfg, work=tmp_path / "work", log=lambda s: None)
     ckpt = torch_load(tmp_path / "warm" / "yolo.pt", map_location="cpu")
     assert Path(ckpt["train_args"]["model"]) == shipped  # ultralytics trained on from it
+    # ... at the fine-tuning rate, not from-scratch's (which undid the init's first epochs)
+    assert {k: ckpt["train_args"][k] for k in FINE_TUNE} == FINE_TUNE == {
+        "optimizer": "SGD", "lr0": 0.002, "warmup_epochs": 1.0}  # fmt: skip
     assert card.extra["training"]["yolo"]["init"] == "aircraft_yolo"
+    assert card.extra["training"]["yolo"]["fine_tune"] == FINE_TUNE
     eleven = YoloTrainConfig(arch="yolo11n", minutes=0.03, data=data, init="aircraft_yolo",
                              select_fraction=0.5)  # fmt: skip
     with pytest.raises(ConfigError, match="is a yolov8n; give --arch yolov8n"):
