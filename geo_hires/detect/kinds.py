@@ -225,18 +225,20 @@ def level_kinds(
     widened where levels were folded) and the refiner at ``len(card.levels)``."""
     card = bundle.card
     thr = cfg.score_threshold or card.score_threshold
+    scan_thr = card.cascade.gate_threshold if card.cascade is not None else thr  # proposals
     kinds: dict[int, LevelKind] = {}
     net = prepare(bundle.fcn, device)[0] if bundle.fcn is not None else None
     for scale in scales:
         li, rule = scale.index, scale.rule
         if rule.detector != FCN:
-            kinds[li] = WindowLevel(model=bundle.model(rule.detector), rule=rule, threshold=thr,
-                                    threads=cfg.threads, device=device)  # fmt: skip
+            kinds[li] = WindowLevel(
+                model=bundle.model(rule.detector), rule=rule, threshold=scan_thr,
+                threads=cfg.threads, device=device,
+            )  # fmt: skip
             continue
         evidence = cfg.zoom.evidence_threshold if li == evidence_level else None
         kinds[li] = ScanLevel(
-            net=net if net is not None else bundle.network(), rule=rule,
-            threshold=card.cascade.gate_threshold if card.cascade is not None else thr,
+            net=net if net is not None else bundle.network(), rule=rule, threshold=scan_thr,
             max_peaks=cfg.max_per_block, device=device, precision=cfg.precision,
             evidence_threshold=evidence,
         )  # fmt: skip

@@ -321,3 +321,33 @@ def test_an_oriented_refiners_corners_survive_the_cascade_and_the_candidates_get
     )
     heading, length, width = oriented_dimensions(out.corners[top][None], CRS.from_epsg(32633))[0]
     assert (length, width) == pytest.approx((40, 10)) and heading % 180 == pytest.approx(60)
+
+
+def _thresholds(bundle) -> list[float]:
+    """Each scanned level's score threshold, then the refiner's, on a run at 0.05."""
+    import torch
+
+    from geo_hires.detect.kinds import level_kinds
+    from geo_hires.detect.levels import LevelScale
+    from geo_hires.detect.options import DetectConfig
+
+    scales = tuple(LevelScale(index=i, rule=r, downsample=r.downsample)
+                   for i, r in enumerate(bundle.card.levels))  # fmt: skip
+    kinds = level_kinds(
+        bundle, DetectConfig(score_threshold=0.05), scales, device=torch.device("cpu"),
+        scene_size=(512, 512), evidence_level=None,
+    )  # fmt: skip
+    return [kinds[i].threshold for i in sorted(kinds)]
+
+
+def test_every_scanning_level_proposes_at_the_gate_and_the_refiner_at_the_runs_threshold():
+    """An ultralytics level scans like the LSN: in a cascade it proposes at the gate, so only
+    candidates that earn a look get a refiner window; without one it keeps the run's threshold."""
+    from geo_hires.models.bundle import load_bundle
+
+    assert _thresholds(load_bundle("aircraft_cascade")) == [0.3, 0.3, 0.05]  # LSN levels
+    yolo = load_bundle("aircraft_yolo")
+    assert _thresholds(yolo) == [0.05]
+    rule = dataclasses.replace(RULE, gate_threshold=0.25)
+    yolo_first = dataclasses.replace(yolo, card=dataclasses.replace(yolo.card, cascade=rule))
+    assert _thresholds(yolo_first) == [0.25, 0.05]
