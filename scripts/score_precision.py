@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from geo_hires.evaluate import evaluate_scenes
-from geo_hires.models.card import load_card
+from geo_hires.models.card import load_card, update_card
 
 TOLERANCE = 0.005
 
@@ -31,26 +31,25 @@ def main() -> None:
     ap.add_argument("labels")
     ap.add_argument("--tolerance", type=float, default=TOLERANCE)
     args = ap.parse_args()
-    card_path = Path(args.bundle) / "card.json"
-    card = json.loads(card_path.read_text())
-    if not card.get("arch"):
+    card = load_card(args.bundle)
+    if card.arch is None:
         print(f"{args.bundle}: no scanning network; bf16 does not apply")
         return
-    scenes = [str(Path(args.images) / n) for n in load_card(args.bundle).val_images]
+    scenes = [str(Path(args.images) / n) for n in card.val_images]
     rows = {}
     for precision in ("fp32", "bf16"):
         m = evaluate_scenes(args.bundle, scenes, args.labels, precision=precision)
         rows[precision] = {k: round(m[k], 4) for k in ("ap50", "ap50_95", "megapixels_per_s")}
     drop = max(rows["fp32"][k] - rows["bf16"][k] for k in ("ap50", "ap50_95"))
     rows["bf16"]["keeps_ap"] = bool(drop <= args.tolerance)
-    card["precision"] = {
+    record = {
         **rows,
         "tolerance": args.tolerance,
         "images": len(scenes),
         "measured": time.strftime("%Y-%m-%d") + " by scripts/score_precision.py",
     }
-    card_path.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-    print(json.dumps(card["precision"], indent=2))
+    update_card(args.bundle, {"precision": record})
+    print(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,8 +71,8 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_cascade(args: argparse.Namespace, out: TextIO) -> int:
-    from geo_hires.models.card import CascadeRule
-    from geo_hires.train.yolo_run import make_cascade_bundle
+    from geo_hires.models.card import CascadeRule, update_card
+    from geo_hires.train.cascade import make_cascade_bundle
 
     rule = CascadeRule(
         detector="yolo.pt",
@@ -87,9 +86,7 @@ def _cmd_cascade(args: argparse.Namespace, out: TextIO) -> int:
         if not scenes:
             raise ConfigError(f"{args.scanner}: its card names no validation images to score on")
         metrics = _validation_metrics(args.out, scenes, args.labels)
-        doc = json.loads((Path(args.out) / "card.json").read_text())
-        doc["metrics"] = metrics
-        (Path(args.out) / "card.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        update_card(args.out, {"metrics": metrics})
         out.write(
             f"validation: AP50 {metrics['ap50']:.3f}, AP50:95 {metrics['ap50_95']:.3f} "
             f"({metrics['images']} images)\n"

@@ -31,6 +31,7 @@ __all__ = [
     "load_card",
     "save_card",
     "shipped_models",
+    "update_card",
 ]
 
 SHIPPED = Path(__file__).parent / "weights"
@@ -224,10 +225,22 @@ def load_card(name_or_path: str | os.PathLike[str]) -> ModelCard:
         raise ConfigError(f"{folder}/card.json is malformed: {exc}") from exc
 
 
+def _write_doc(target: Path, doc: dict[str, Any]) -> Path:
+    target.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    return target
+
+
 def save_card(folder: str | os.PathLike[str], card: ModelCard) -> Path:
     """Write ``card.json`` into ``folder`` (sorted keys, so a card's file is stable)."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    target = out / "card.json"
-    target.write_text(json.dumps(card.as_json(), indent=2, sort_keys=True) + "\n")
-    return target
+    return _write_doc(out / "card.json", card.as_json())
+
+
+def update_card(folder: str | os.PathLike[str], entries: dict[str, Any]) -> Path:
+    """Set top-level ``entries`` (measurements, a policy's record) in a bundle's existing
+    ``card.json``, keeping every other entry as written, whether this version knows it or not."""
+    target = Path(folder) / "card.json"
+    doc = json.loads(target.read_text())
+    doc.update(entries)
+    return _write_doc(target, doc)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import shlex
@@ -18,7 +17,7 @@ import torch
 from geo_hires.errors import ConfigError
 from geo_hires.models.arch import ArchSpec, lsn_spec, wide_spec
 from geo_hires.models.bundle import save_bundle
-from geo_hires.models.card import Level, ModelCard
+from geo_hires.models.card import Level, ModelCard, save_card
 from geo_hires.train.chips import ChipSampler, load_labelled, split_by_image
 from geo_hires.train.fit import FitConfig, fit
 
@@ -130,7 +129,5 @@ def train_bundle(
     if evaluate is not None and val:
         metrics = evaluate(job.out, [by_name[i.name] for i in val], job.labels)
         card = dataclasses.replace(card, extra={**extra, "metrics": metrics})
-        (Path(job.out) / "card.json").write_text(
-            json.dumps(card.as_json(), indent=2, sort_keys=True) + "\n"
-        )
+        save_card(job.out, card)
     return card

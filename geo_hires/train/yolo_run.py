@@ -42,7 +42,7 @@ from typing import Any
 import torch
 
 from geo_hires.errors import ConfigError
-from geo_hires.models.card import CascadeRule, Level, ModelCard, load_card
+from geo_hires.models.card import Level, ModelCard, bundle_dir, load_card, save_card
 from geo_hires.models.yolo import ultralytics_env
 from geo_hires.train.chips import LabelledImage, load_labelled, split_by_image
 from geo_hires.train.run import Evaluator, TrainJob
@@ -51,9 +51,9 @@ from geo_hires.train.yolo_data import YoloDataConfig, export_obb_dataset, export
 __all__ = [
     "YOLO_ARCHS",
     "YoloTrainConfig",
-    "make_cascade_bundle",
     "split_fit_select",
     "train_yolo_bundle",
+    "yolo_source",
     "yolo_weights",
 ]
 
@@ -96,6 +96,11 @@ class YoloTrainConfig:
     select_fraction: float = 0.15
     init: str | None = None
 
+    @property
+    def oriented(self) -> bool:
+        """Whether the architecture predicts oriented boxes (an ``-obb`` model)."""
+        return self.arch.endswith("-obb")
+
     def __post_init__(self) -> None:
         if self.arch not in YOLO_ARCHS:
             raise ConfigError(f"--arch {self.arch!r}: choose one of {', '.join(YOLO_ARCHS)}")
@@ -119,21 +124,27 @@ def split_fit_select(
     return fit, select
 
 
-def yolo_weights(source: str | os.PathLike[str], *, flag: str = "--init") -> Path:
-    """A YOLO weights file: ``source`` itself when it is a ``.pt`` file, else the first YOLO
-    file of the bundle it names (a name or a folder). ``flag`` names the option in errors."""
-    from geo_hires.models.card import bundle_dir
-
+def yolo_source(
+    source: str | os.PathLike[str], *, flag: str = "--init"
+) -> tuple[Path, ModelCard | None]:
+    """A YOLO weights file and the card it comes with: ``source`` itself (no card) when it is
+    a ``.pt`` file, else the first YOLO file of the bundle it names (a name or a folder).
+    ``flag`` names the option in errors."""
     path = Path(source)
     if path.suffix == ".pt":
         if not path.is_file():
             raise ConfigError(f"{flag} {source}: no such file")
-        return path
+        return path, None
     folder = bundle_dir(source)
-    files = load_card(folder).yolo_files
-    if not files:
+    card = load_card(folder)
+    if not card.yolo_files:
         raise ConfigError(f"{flag} {source}: that bundle has no YOLO weights; give a YOLO bundle")
-    return folder / files[0]
+    return folder / card.yolo_files[0], card
+
+
+def yolo_weights(source: str | os.PathLike[str], *, flag: str = "--init") -> Path:
+    """The weights file of :func:`yolo_source`."""
+    return yolo_source(source, flag=flag)[0]
 
 
 def _checkpoint_state(last: Path) -> str:
@@ -261,8 +272,67 @@ def _training_record(job: TrainJob, cfg: YoloTrainConfig, **more: Any) -> dict[s
     }
 
 
-def _write_card(folder: Path, card: ModelCard) -> None:
-    (folder / "card.json").write_text(json.dumps(card.as_json(), indent=2, sort_keys=True) + "\n")
+def _train_and_validation(
+    job: TrainJob, items: list[LabelledImage]
+) -> tuple[list[LabelledImage], list[str]]:
+    """The training images and the validation scenes' paths (see :func:`train_yolo_bundle`)."""
+    if job.val_scenes:
+        val_paths = list(job.val_scenes)
+        both = {i.name for i in items} & {Path(p).name for p in val_paths}
+        if both:
+            raise ConfigError(f"validation scenes are also training scenes: {sorted(both)[:5]}")
+        train = sorted(items, key=lambda x: x.name)
+    else:
+        train, val = split_by_image(items, val_fraction=job.val_fraction, seed=job.fit.seed)
+        by_name = {Path(p).name: p for p in job.scenes}
+        val_paths = [by_name[i.name] for i in val]
+    if not val_paths:
+        raise ConfigError("YOLO training needs validation images: --val-fraction > 0")
+    return train, val_paths
+
+
+def _chips(
+    folder: Path,
+    fit: list[LabelledImage],
+    select: list[LabelledImage],
+    classes: tuple[str, ...],
+    cfg: YoloTrainConfig,
+    gsd_m: float,
+    log: Callable[[str], None],
+) -> Path:
+    """The chip dataset's ``data.yaml`` in ``folder``, written unless a finished export is
+    there (a resumed training trains on the very chips it started on)."""
+    if not (folder / "complete").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        start = time.perf_counter()
+        if cfg.oriented:
+            export_obb_dataset(fit, select, classes, folder, chip=cfg.data.chip)
+        else:
+            export_yolo_dataset(fit, select, classes, folder, config=cfg.data, gsd_m=gsd_m)
+        (folder / "complete").write_text("")
+        log(f"chips written in {time.perf_counter() - start:.0f} s")
+    return folder / "data.yaml"
+
+
+def _new_session(work: Path) -> int:
+    """Record one more training session in ``work``; their count (1 for a fresh run)."""
+    with (work / "sessions.txt").open("a") as fh:
+        fh.write(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+    return len((work / "sessions.txt").read_text().split())
+
+
+def _card(
+    job: TrainJob, cfg: YoloTrainConfig, classes: tuple[str, ...], record: dict[str, Any]
+) -> ModelCard:
+    """The bundle's card: one whole-scene level, the YOLO's windows at the job's GSD."""
+    level = Level(
+        name="full", target_gsd_m=job.gsd_m, downsample=1, detector=WEIGHTS,
+        window=cfg.window, halo=cfg.halo,
+    )  # fmt: skip
+    return ModelCard(
+        name=job.name, arch=None, classes=classes, gsd_m=job.gsd_m, levels=(level,),
+        score_threshold=cfg.score_threshold, extra={"licence": job.licence, "training": record},
+    )  # fmt: skip
 
 
 def train_yolo_bundle(
@@ -283,23 +353,10 @@ def train_yolo_bundle(
     ``work``: a folder kept after the call (chips, ultralytics' run) in which the same call
     resumes an interrupted training; without it, a temporary folder removed at the end.
     """
-    oriented = cfg.arch.endswith("-obb")
     items, classes = load_labelled(
-        job.scenes, job.labels, class_map=job.class_map, oriented=oriented, gsd_m=job.gsd_m
+        job.scenes, job.labels, class_map=job.class_map, oriented=cfg.oriented, gsd_m=job.gsd_m
     )
-    if job.val_scenes:
-        train = sorted(items, key=lambda x: x.name)
-        val_paths = list(job.val_scenes)
-        both = {i.name for i in train} & {Path(p).name for p in val_paths}
-        if both:
-            raise ConfigError(f"validation scenes are also training scenes: {sorted(both)[:5]}")
-    else:
-        train, val = split_by_image(items, val_fraction=job.val_fraction, seed=job.fit.seed)
-        by_name = {Path(p).name: p for p in job.scenes}
-        val_paths = [by_name[i.name] for i in val]
-        del val
-    if not val_paths:
-        raise ConfigError("YOLO training needs validation images: --val-fraction > 0")
+    train, val_paths = _train_and_validation(job, items)
     fit, select = split_fit_select(train, select_fraction=cfg.select_fraction, seed=job.fit.seed)
     log(
         f"{len(fit)} fit images, {len(select)} select images (best epoch), "
@@ -316,23 +373,10 @@ def train_yolo_bundle(
     }  # fmt: skip
     try:
         _work_plan(folder, plan)
-        data = folder / "data" / "data.yaml"
-        if not (folder / "data" / "complete").is_file():
-            shutil.rmtree(folder / "data", ignore_errors=True)
-            start = time.perf_counter()
-            if oriented:
-                export_obb_dataset(fit, select, classes, folder / "data", chip=cfg.data.chip)
-            else:
-                export_yolo_dataset(
-                    fit, select, classes, folder / "data", config=cfg.data, gsd_m=job.gsd_m
-                )
-            (folder / "data" / "complete").write_text("")
-            log(f"chips written in {time.perf_counter() - start:.0f} s")
+        data = _chips(folder / "data", fit, select, classes, cfg, job.gsd_m, log)
         train_names = [i.name for i in train]
         del items, train, fit, select  # the pixels live on as chips: free GBs for the hours ahead
-        with (folder / "sessions.txt").open("a") as fh:
-            fh.write(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
-        sessions = len((folder / "sessions.txt").read_text().split())
+        sessions = _new_session(folder)
         log(f"training {cfg.arch} in {folder} (session {sessions})")
         best, epochs, _ = _fit(data, folder, cfg, job.fit.seed, log)
         report = _train_report(folder, epochs, sessions)
@@ -340,63 +384,16 @@ def train_yolo_bundle(
     finally:
         if work is None:
             shutil.rmtree(folder, ignore_errors=True)
-    level = Level(
-        name="full", target_gsd_m=job.gsd_m, downsample=1, detector=WEIGHTS,
-        window=cfg.window, halo=cfg.halo,
-    )  # fmt: skip
     record = _training_record(
         job, cfg, train_images=train_names, fit_images=plan["fit_images"],
         select_images=plan["select_images"], val_images=[Path(p).name for p in val_paths],
         report=report,
     )  # fmt: skip
-    card = ModelCard(
-        name=job.name, arch=None, classes=classes, gsd_m=job.gsd_m, levels=(level,),
-        score_threshold=cfg.score_threshold, extra={"licence": job.licence, "training": record},
-    )  # fmt: skip
-    _write_card(out, card)
+    card = _card(job, cfg, classes, record)
+    save_card(out, card)
     log(f"trained {report['epochs']} epochs in {report['seconds']:.0f} s -> {out}")
     if evaluate is not None:
         metrics = evaluate(str(out), val_paths, job.labels)
         card = dataclasses.replace(card, extra={**card.extra, "metrics": metrics})
-        _write_card(out, card)
-    return card
-
-
-def make_cascade_bundle(
-    scanner: str | os.PathLike[str],
-    refiner: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    name: str,
-    rule: CascadeRule | None = None,
-) -> ModelCard:
-    """A cascade bundle: ``scanner``'s levels and weights, ``refiner``'s YOLO as the refiner.
-
-    ``refiner`` is an ultralytics bundle (its first YOLO file is taken) or a ``.pt`` file.
-    """
-    from geo_hires.models.card import bundle_dir
-
-    scan_dir = bundle_dir(scanner)
-    scan_card = load_card(scan_dir)
-    ref = yolo_weights(refiner, flag="--refiner")
-    record = {} if Path(refiner).suffix == ".pt" else load_card(refiner).extra.get("training", {})
-    target = Path(out)
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(scan_dir / "weights.pt", target / "weights.pt")
-    for policy_file in ("zoom.pt", "zoom.pt.json"):  # its policy reads the same evidence
-        if (scan_dir / policy_file).is_file():
-            shutil.copyfile(scan_dir / policy_file, target / policy_file)
-    shutil.copyfile(ref, target / WEIGHTS)
-    rule = rule or CascadeRule(detector=WEIGHTS)
-    extra = {k: v for k, v in scan_card.extra.items() if k not in {"metrics", "training", "name"}}
-    extra["training"] = {
-        "scanner": {"bundle": scan_card.name, **scan_card.extra.get("training", {})},
-        "refiner": {"file": ref.name, **record},
-        "class_map": scan_card.extra.get("training", {}).get("class_map", {}),
-        "command": " ".join(shlex.quote(a) for a in sys.argv) if sys.argv else "",
-    }
-    card = dataclasses.replace(
-        scan_card, name=name, cascade=dataclasses.replace(rule, detector=WEIGHTS), extra=extra
-    )
-    _write_card(target, card)
+        save_card(out, card)
     return card

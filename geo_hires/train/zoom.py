@@ -37,7 +37,7 @@ from geo_hires.detections import PixelDetections
 from geo_hires.errors import ConfigError
 from geo_hires.evaluate.scenes import labelled_scene
 from geo_hires.models.bundle import load_bundle
-from geo_hires.models.card import ModelCard, bundle_dir
+from geo_hires.models.card import ModelCard, bundle_dir, update_card
 from geo_hires.models.zoom_policy import (
     PolicySpec,
     ZoomPolicy,
@@ -343,10 +343,7 @@ def _write(bundle: str, out: str, policy: ZoomPolicy, record: dict[str, object],
     if target.resolve() != src.resolve():
         shutil.copytree(src, target, dirs_exist_ok=True)
     save_policy(target, policy)
-    doc = json.loads((target / "card.json").read_text())
-    doc["zoom_policy"] = "zoom.pt"
-    doc["zoom_training"] = record
-    (target / "card.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    update_card(target, {"zoom_policy": "zoom.pt", "zoom_training": record})
     spec_doc = json.loads((target / "zoom.pt.json").read_text())
     spec_doc["extra"] = {"cost": cfg.cost, "curve": curve}
     (target / "zoom.pt.json").write_text(json.dumps(spec_doc, indent=2, sort_keys=True) + "\n")

@@ -13,7 +13,7 @@ import torch
 
 from geo_hires.errors import ConfigError
 from geo_hires.models.bundle import Bundle, load_bundle, save_bundle
-from geo_hires.models.card import bundle_dir
+from geo_hires.models.card import bundle_dir, load_card, update_card
 
 
 def _copy(name: str, tmp_path: Path) -> Path:
@@ -78,6 +78,19 @@ def test_save_bundle_makes_its_folder_and_overwrites_an_earlier_save(tmp_path):
     assert save_bundle(deep, lsn.network(), card) == deep
     assert save_bundle(deep, lsn.network(), card) == deep  # again, into the same folder
     assert load_bundle(deep).digest == lsn.fcn_digest  # no other files: the network alone
+
+
+def test_update_card_sets_entries_and_keeps_those_this_version_does_not_know(tmp_path):
+    shutil.copytree(bundle_dir("aircraft_lsn"), tmp_path / "b")
+    doc = json.loads((tmp_path / "b" / "card.json").read_text())
+    doc["from_a_later_version"] = {"kept": [1, 2]}
+    (tmp_path / "b" / "card.json").write_text(json.dumps(doc))
+    path = update_card(tmp_path / "b", {"metrics": {"ap50": 1.0}, "new": "x"})
+    assert path == tmp_path / "b" / "card.json"
+    text = path.read_text()
+    assert json.loads(text) == {**doc, "metrics": {"ap50": 1.0}, "new": "x"}
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"  # stable
+    assert load_card(tmp_path / "b").extra["new"] == "x"
 
 
 class _NotATensor:

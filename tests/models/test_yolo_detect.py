@@ -23,9 +23,10 @@ from geo_hires.models.card import CascadeRule, Level, load_card
 from geo_hires.pipeline import detect_scene
 from geo_hires.scene import Density, SynthSpec, open_scene, write_synthetic
 from geo_hires.train import ChipSampler, FitConfig
+from geo_hires.train.cascade import make_cascade_bundle
 from geo_hires.train.run import TrainJob, train_bundle
 from geo_hires.train.yolo_data import YoloDataConfig
-from geo_hires.train.yolo_run import YoloTrainConfig, make_cascade_bundle, train_yolo_bundle
+from geo_hires.train.yolo_run import YoloTrainConfig, train_yolo_bundle
 
 CFG = DetectConfig(core=256, batch_size=2, score_threshold=0.002)  # a tiny, barely trained YOLO
 

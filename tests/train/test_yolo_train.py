@@ -122,14 +122,9 @@ def test_init_warm_starts_from_a_bundles_weights_and_refuses_what_cannot(tmp_pat
     from ultralytics.utils.patches import torch_load
 
     from geo_hires.models.card import bundle_dir
+    from geo_hires.train.cascade import make_cascade_bundle
     from geo_hires.train.yolo_data import YoloDataConfig
-    from geo_hires.train.yolo_run import (
-        FINE_TUNE,
-        YoloTrainConfig,
-        make_cascade_bundle,
-        train_yolo_bundle,
-        yolo_weights,
-    )
+    from geo_hires.train.yolo_run import FINE_TUNE, YoloTrainConfig, train_yolo_bundle, yolo_weights
 
     shipped = bundle_dir("aircraft_yolo") / "yolo.pt"
     assert yolo_weights("aircraft_yolo") == shipped and yolo_weights(shipped) == shipped

@@ -1,0 +1,66 @@
+"""``geo-hires cascade``: a scanner bundle and a YOLO bundle → one cascade bundle.
+
+Nothing is trained: the scanner's network, level plan and zoom policy (which reads the same
+network's evidence) are copied with the refiner's weights, and the card records both sides'
+training so the cascade's provenance reads without its parts at hand. Of the scanner's card
+entries only those that describe the copied files travel (:data:`CARRIED`). Its measurements
+and the decisions made on them (``metrics``, ``precision``, ``zoom_default``, ``default``...)
+are about another model: carried over, ``--precision auto`` and ``--zoom auto`` would act on
+the scanner's evidence. The cascade starts unmeasured (fp32, ``--zoom all``), and whoever
+measures it records the results (:func:`geo_hires.models.card.update_card`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from geo_hires.models.card import CascadeRule, ModelCard, bundle_dir, load_card, save_card
+from geo_hires.train.yolo_run import WEIGHTS, yolo_source
+
+__all__ = ["CARRIED", "make_cascade_bundle"]
+
+CARRIED = ("licence", "zoom_policy", "zoom_training")
+"""The scanner's card entries a cascade keeps: its licence, and its zoom policy's file and
+training record (the policy reads the scanner's evidence, which the cascade computes alike)."""
+_POLICY_FILES = ("zoom.pt", "zoom.pt.json")
+
+
+def make_cascade_bundle(
+    scanner: str | os.PathLike[str],
+    refiner: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    name: str,
+    rule: CascadeRule | None = None,
+) -> ModelCard:
+    """A cascade bundle: ``scanner``'s levels and weights, ``refiner``'s YOLO as the refiner.
+
+    ``refiner`` is an ultralytics bundle (its first YOLO file is taken) or a ``.pt`` file.
+    """
+    scan_dir = bundle_dir(scanner)
+    scan_card = load_card(scan_dir)
+    ref, ref_card = yolo_source(refiner, flag="--refiner")
+    target = Path(out)
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(scan_dir / "weights.pt", target / "weights.pt")
+    for policy_file in _POLICY_FILES:
+        if (scan_dir / policy_file).is_file():
+            shutil.copyfile(scan_dir / policy_file, target / policy_file)
+    shutil.copyfile(ref, target / WEIGHTS)
+    scan_training = scan_card.extra.get("training", {})
+    extra = {k: scan_card.extra[k] for k in CARRIED if k in scan_card.extra}
+    extra["training"] = {
+        "scanner": {"bundle": scan_card.name, **scan_training},
+        "refiner": {"file": ref.name, **(ref_card.extra.get("training", {}) if ref_card else {})},
+        "class_map": scan_training.get("class_map", {}),
+        "command": " ".join(shlex.quote(a) for a in sys.argv) if sys.argv else "",
+    }
+    rule = dataclasses.replace(rule or CascadeRule(detector=WEIGHTS), detector=WEIGHTS)
+    card = dataclasses.replace(scan_card, name=name, cascade=rule, extra=extra)
+    save_card(target, card)
+    return card
