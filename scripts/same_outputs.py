@@ -5,8 +5,9 @@ the demo (every output format, quicklook, coverage, zoom modes, an AOI, one leve
 cascade bundles, the Ray executor), each shipped bundle on the 14 validation images of
 ``aircraft_lsn`` (as the benchmarks score them), the 144 MP synthetic scene of the speed
 benchmarks (default, ``--zoom rl``, the cascade), ``synth``/``convert``/``eval``/``info``
-outputs — and ``DIR/manifest.json`` with the SHA-256 of each file. ``compare A B`` reports
-every file whose bytes differ (or that only one side has) and exits 1 if any does.
+outputs, a bundle ``cascade`` assembles from the shipped parts — and ``DIR/manifest.json``
+with the SHA-256 of each file. ``compare A B`` reports every file whose bytes differ (or that
+only one side has) and exits 1 if any does.
 
     python scripts/same_outputs.py run /tmp/before      # on the old commit
     python scripts/same_outputs.py run /tmp/after       # on the new one
@@ -14,7 +15,8 @@ every file whose bytes differ (or that only one side has) and exits 1 if any doe
 
 ``--skip-key K`` (repeatable) drops a top-level key of the GeoJSON provenance (``geo_hires``)
 before hashing, for a change that adds provenance on purpose (e.g. timings). Status files of
-``batch`` are compared without their ``seconds`` and ``timing``, GeoPackages as SQL dumps
+``batch`` are compared without their ``seconds`` and ``timing``, cards without the command
+that wrote them (it names the output folder), GeoPackages as SQL dumps
 without the write time GDAL stamps into ``gpkg_contents``. Everything runs through the
 ``geo-hires`` command of the environment this script runs in, with ``../shared/data`` for the
 real images.
@@ -106,6 +108,13 @@ def _synthetic(out: Path, work: Path) -> None:
          "--gpkg", d / "converted.gpkg")  # fmt: skip
 
 
+def _bundles(out: Path) -> None:
+    d = out / "bundles"
+    d.mkdir()
+    _cli("cascade", "--scanner", "aircraft_lsn", "--refiner", "aircraft_yolo", "--out",
+         d / "cascade", "--name", "cascade", "--gate-threshold", "0.2")  # fmt: skip
+
+
 def _gpkg_dump(path: Path) -> bytes:
     """A GeoPackage's SQL dump without ``gpkg_contents.last_change``, which GDAL stamps with
     the time of writing (so two runs never give the same file bytes)."""
@@ -126,6 +135,10 @@ def _canonical(path: Path, skip: set[str]) -> bytes:
         doc = json.loads(data)
         doc.pop("seconds", None)
         doc.pop("timing", None)
+        return json.dumps(doc, sort_keys=True).encode()
+    if path.name == "card.json":
+        doc = json.loads(data)
+        doc.get("training", {}).pop("command", None)
         return json.dumps(doc, sort_keys=True).encode()
     if skip and path.suffix == ".geojson":
         doc = json.loads(data)
@@ -151,6 +164,7 @@ def run(out: Path, work: Path, skip: set[str]) -> None:
     _demo(out)
     _validation(out)
     _synthetic(out, work)
+    _bundles(out)
     manifest = _manifest(out, skip)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     print(f"{len(manifest)} files hashed -> {out / 'manifest.json'}")
