@@ -58,7 +58,7 @@ def make_cascade_bundle(
         "scanner": {"bundle": scan_card.name, **scan_training},
         "refiner": {"file": ref.name, **(ref_card.extra.get("training", {}) if ref_card else {})},
         "class_map": scan_training.get("class_map", {}),
-        "command": " ".join(shlex.quote(a) for a in sys.argv) if sys.argv else "",
+        "command": " ".join(shlex.quote(a) for a in sys.argv),
     }
     rule = dataclasses.replace(rule or CascadeRule(detector=WEIGHTS), detector=WEIGHTS)
     card = dataclasses.replace(scan_card, name=name, cascade=rule, extra=extra)

@@ -13,7 +13,7 @@ import torch
 
 from geo_hires.errors import ConfigError
 from geo_hires.models.bundle import Bundle, load_bundle, save_bundle
-from geo_hires.models.card import bundle_dir, load_card, update_card
+from geo_hires.models.card import bundle_dir, load_card, save_card, update_card
 
 
 def _copy(name: str, tmp_path: Path) -> Path:
@@ -91,6 +91,9 @@ def test_update_card_sets_entries_and_keeps_those_this_version_does_not_know(tmp
     assert json.loads(text) == {**doc, "metrics": {"ap50": 1.0}, "new": "x"}
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"  # stable
     assert load_card(tmp_path / "b").extra["new"] == "x"
+    card = load_card(tmp_path / "b")
+    assert save_card(tmp_path / "new" / "deep", card) == tmp_path / "new" / "deep" / "card.json"
+    assert load_card(tmp_path / "new" / "deep") == card
 
 
 class _NotATensor:

@@ -4,10 +4,16 @@ what stays behind because it was measured on another model."""
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
+import sys
+
+import pytest
 
 from geo_hires.cli import main
 from geo_hires.detect.options import resolve_precision, resolve_zoom
-from geo_hires.models.card import bundle_dir, load_card
+from geo_hires.errors import ConfigError
+from geo_hires.models.card import CascadeRule, bundle_dir, load_card
 from geo_hires.train.cascade import CARRIED, make_cascade_bundle
 
 
@@ -16,36 +22,63 @@ def _sha(path) -> str:
 
 
 def test_a_cascade_keeps_its_parts_files_and_records_but_none_of_the_scanners_measurements(
-    tmp_path,
+    tmp_path, monkeypatch
 ):
     scanner, refiner = load_card("aircraft_lsn"), load_card("aircraft_yolo")
     measured = {"metrics", "precision", "not_default", "zoom_default_evidence"}
     assert measured <= set(scanner.extra)  # the shipped scanner has them: they must not travel
     assert scanner.extra["precision"]["bf16"]["keeps_ap"]
-    card = make_cascade_bundle("aircraft_lsn", "aircraft_yolo", tmp_path / "c", name="c")
+    monkeypatch.setattr(sys, "argv", ["geo-hires", "cascade", "--name", "my cascade"])
+    out = tmp_path / "deep" / "er" / "c"
+    card = make_cascade_bundle("aircraft_lsn", "aircraft_yolo", out, name="c")
 
     assert {k: card.extra[k] for k in CARRIED} == {k: scanner.extra[k] for k in CARRIED}
     assert set(card.extra) == {*CARRIED, "training"}
     assert resolve_precision("auto", card, "cpu") == "fp32"  # unmeasured: whatever the CPU
     assert resolve_zoom("auto", card) == "all"
-    training = card.extra["training"]
-    assert training["scanner"] == {"bundle": "aircraft_lsn", **scanner.extra["training"]}
-    assert training["refiner"] == {"file": "yolo.pt", **refiner.extra["training"]}
-    assert card.cascade is not None and card.cascade.detector == "yolo.pt"
+    assert card.extra["training"] == {
+        "scanner": {"bundle": "aircraft_lsn", **scanner.extra["training"]},
+        "refiner": {"file": "yolo.pt", **refiner.extra["training"]},
+        "class_map": {"Truncated_airplane": "Airplane"},
+        "command": "geo-hires cascade --name 'my cascade'",
+    }
+    assert card.cascade == CascadeRule(detector="yolo.pt")
     assert card.levels == scanner.levels and card.name == "c"
     for name, source in [
         ("weights.pt", bundle_dir("aircraft_lsn") / "weights.pt"),
         ("zoom.pt", bundle_dir("aircraft_lsn") / "zoom.pt"),
         ("yolo.pt", bundle_dir("aircraft_yolo") / "yolo.pt"),
     ]:
-        assert _sha(tmp_path / "c" / name) == _sha(source)
+        assert _sha(out / name) == _sha(source)
+    assert load_card(out) == card
+
+
+def test_a_cascade_reassembles_in_place_with_its_rule_naming_the_refiner_it_copied(tmp_path):
+    rule = CascadeRule(detector="elsewhere.pt", window=128, gate_threshold=0.2, margin=8)
+    make_cascade_bundle("aircraft_lsn", "aircraft_yolo", tmp_path / "c", name="c")
+    card = make_cascade_bundle("aircraft_lsn", "aircraft_yolo", tmp_path / "c", name="c", rule=rule)
+    assert card.cascade == CascadeRule(detector="yolo.pt", window=128, gate_threshold=0.2, margin=8)
     assert load_card(tmp_path / "c") == card
 
 
-def test_a_refiner_given_as_a_weights_file_has_no_training_record_to_carry(tmp_path):
-    weights = bundle_dir("aircraft_yolo") / "yolo.pt"
-    card = make_cascade_bundle("aircraft_lsn", weights, tmp_path / "c", name="c")
-    assert card.extra["training"]["refiner"] == {"file": "yolo.pt"}
+def test_parts_without_training_records_give_a_cascade_with_empty_ones(tmp_path):
+    shutil.copytree(bundle_dir("aircraft_lsn"), tmp_path / "lsn")
+    doc = json.loads((tmp_path / "lsn" / "card.json").read_text())
+    del doc["training"]
+    (tmp_path / "lsn" / "card.json").write_text(json.dumps(doc))
+    weights = bundle_dir("aircraft_yolo") / "yolo.pt"  # a bare file: no card, no record
+    card = make_cascade_bundle(tmp_path / "lsn", weights, tmp_path / "c", name="c")
+    training = card.extra["training"]
+    assert training["scanner"] == {"bundle": "aircraft_lsn"}
+    assert training["refiner"] == {"file": "yolo.pt"}
+    assert training["class_map"] == {}
+
+
+def test_a_refiner_without_yolo_weights_is_refused_naming_the_option(tmp_path):
+    with pytest.raises(ConfigError, match=r"^--refiner aircraft_lsn: that bundle has no YOLO"):
+        make_cascade_bundle("aircraft_lsn", "aircraft_lsn", tmp_path / "c", name="c")
+    with pytest.raises(ConfigError, match=r"^--refiner .*gone\.pt: no such file"):
+        make_cascade_bundle("aircraft_lsn", tmp_path / "gone.pt", tmp_path / "c", name="c")
 
 
 def test_the_cascade_command_writes_the_bundle_and_says_where(tmp_path, capsys):

@@ -152,3 +152,19 @@ def test_init_warm_starts_from_a_bundles_weights_and_refuses_what_cannot(tmp_pat
                              select_fraction=0.5)  # fmt: skip
     with pytest.raises(ConfigError, match="is a yolov8n; give --arch yolov8n"):
         train_yolo_bundle(job, eleven, work=tmp_path / "work11", log=lambda s: None)
+
+
+def test_validation_images_must_exist_and_stay_apart_from_the_training_images(tmp_path):
+    import dataclasses
+
+    from geo_hires.train.yolo_run import YoloTrainConfig, train_yolo_bundle
+
+    job = _tiny_job(tmp_path, str(tmp_path / "yolo"), scenes=3, size=128, name="t")
+    cfg = YoloTrainConfig(arch="yolov8n", minutes=0.01)
+    shared = dataclasses.replace(job, val_scenes=(job.scenes[1], job.val_scenes[0]))
+    with pytest.raises(ConfigError, match=r"^validation scenes are also training scenes: \['s1"):
+        train_yolo_bundle(shared, cfg, log=lambda s: None)
+    unheld = dataclasses.replace(job, val_scenes=(), val_fraction=0.0)
+    with pytest.raises(ConfigError, match=r"needs validation images: --val-fraction > 0$"):
+        train_yolo_bundle(unheld, cfg, log=lambda s: None)
+    assert not (tmp_path / "yolo").exists()  # refused before anything was written
