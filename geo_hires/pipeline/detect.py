@@ -153,13 +153,14 @@ def _cascade(
     loop: UnitLoop, candidates: PixelDetections, threshold: float
 ) -> tuple[PixelDetections, LevelRun | None]:
     """The refiner on windows around ``candidates``, read at its GSD; its boxes replace
-    theirs. A scene too coarse for the refiner keeps the candidates (with a warning)."""
+    theirs. A scene too coarse for the refiner keeps the candidates (with a warning) that
+    reach ``threshold``: they were scanned at the gate, which may be lower."""
     scene, card, cfg = loop.scene, loop.bundle.card, loop.cfg
     rule = card.cascade
     assert rule is not None
     d = refine_downsample(card, scene)
     if math.isinf(d):
-        return candidates, None
+        return candidates.take(candidates.scores >= threshold), None
     blocks = plan_refine(candidates, rule, (scene.width, scene.height), d)
     units = refine_units(blocks, level=len(card.levels), batch_size=cfg.batch_size, downsample=d)
     refined = _merge(loop, loop.run(units))

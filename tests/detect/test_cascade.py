@@ -351,3 +351,25 @@ def test_every_scanning_level_proposes_at_the_gate_and_the_refiner_at_the_runs_t
     rule = dataclasses.replace(RULE, gate_threshold=0.25)
     yolo_first = dataclasses.replace(yolo, card=dataclasses.replace(yolo.card, cascade=rule))
     assert _thresholds(yolo_first) == [0.25, 0.05]
+
+
+def test_a_scene_too_coarse_for_the_refiner_keeps_only_candidates_at_the_runs_threshold(
+    demo_crop, tmp_path
+):
+    """At 1.3 m the refiner (0.5 m, at most x2 up) is skipped; the scanner ran at the gate
+    (0.3), so candidates between the gate and the user's threshold must not reach the output."""
+    from geo_hires.detect.options import DetectConfig
+    from geo_hires.errors import LevelSkippedWarning
+    from geo_hires.models.bundle import load_bundle
+    from geo_hires.pipeline import detect_scene
+    from geo_hires.scene import open_scene
+
+    scene = open_scene(_at_gsd(demo_crop(0, 0, 5120, 2560), 1.3, tmp_path / "s.tif"))
+    bundle = load_bundle("aircraft_cascade")
+    with pytest.warns(LevelSkippedWarning, match="refine"):
+        low = detect_scene(scene, bundle, DetectConfig(score_threshold=0.3)).detections
+    high = detect_scene(scene, bundle, DetectConfig(score_threshold=0.6)).detections
+    between = (low.scores >= 0.3) & (low.scores < 0.6)
+    assert between.sum() >= 3 and (low.scores >= 0.6).sum() >= 3  # the scene has both kinds
+    assert high.scores.min() >= 0.6
+    assert np.array_equal(high.boxes, low.take(low.scores >= 0.6).boxes)
