@@ -30,7 +30,7 @@ from geo_hires.detect.options import DetectConfig
 from geo_hires.detect.plan import Unit
 from geo_hires.detect.ray_local import ensure_ray
 from geo_hires.detect.runner import UnitRunner
-from geo_hires.errors import ConfigError, ExecutorError
+from geo_hires.errors import ConfigError, ExecutorError, GeoHiresError
 from geo_hires.models.bundle import Bundle
 from geo_hires.models.card import ModelCard
 from geo_hires.scene import Scene, SceneReader
@@ -163,6 +163,13 @@ class _Scene:
         return RunStats(per_node=dict(self.per_node), retried=retried, actors_lost=self.lost)
 
 
+def _own(exc: Exception) -> Exception:
+    """The library's error raised in a unit on an actor, unwrapped: Ray's ``RayTaskError``
+    subclasses it, but its text is the actor's traceback, which must not reach a user."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, GeoHiresError) else exc
+
+
 @dataclasses.dataclass(kw_only=True)
 class RayExecutor:
     """The :class:`~geo_hires.detect.executors.Executor` on Ray actors (module docstring).
@@ -255,6 +262,8 @@ class RayExecutor:
             slot, unit = run.inflight.pop(ref)
             try:
                 result = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:  # the unit failed; its actor lives on
+                raise _own(exc) from None
             except ray.exceptions.RayActorError as exc:
                 self._lost(slot, run, exc)
                 run.queue.appendleft(unit)  # first in line for a live actor
