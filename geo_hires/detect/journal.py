@@ -241,11 +241,13 @@ def journal_for(
     cfg: DetectConfig,
     aoi: AreaOfInterest | None = None,
 ) -> Journal:
-    """The journal beside ``output``, tied to the scene file, weights, config, bands and AOI
-    (for an output in a bucket: in the work folder, mirrored beside it in the bucket)."""
+    """The journal beside ``output``, tied to the scene file, the model (weights, plan,
+    policy), config, bands and AOI (for an output in a bucket: in the work folder, mirrored
+    beside it in the bucket)."""
     identity = {
         **_scene_identity(scene),
         "weights": bundle.digest,
+        "model": bundle.identity,
         "config_id": config_id(cfg),
         "bands": list(scene.rgb_bands),
         "aoi": aoi.digest if aoi is not None else None,

@@ -5,7 +5,8 @@ because a card may give each level its own detector (YOLT: one model for small o
 resolution, another for large ones on a downsampled level), may add a cascade refiner and a
 learned zoom policy. The value also says how to ship itself to a Ray actor (:meth:`payload`:
 the FCN's state dict and the ``.pt`` files' bytes, so a worker node needs no copy of the
-bundle) and what identifies its weights (:attr:`digest`, for journals). Card I/O alone is
+bundle), what identifies its weights (:attr:`digest`) and what identifies all that decides its
+results (:attr:`identity`, for journals). Card I/O alone is
 :mod:`geo_hires.models.card`.
 """
 
@@ -19,10 +20,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from geo_hires.config import config_id
 from geo_hires.errors import ConfigError
 from geo_hires.models.card import Level, ModelCard, bundle_dir, load_card, save_card
 
 if TYPE_CHECKING:
+    import torch
+
     from geo_hires.models.fcn import FCNDetector
     from geo_hires.models.yolo import YoloModel
     from geo_hires.models.zoom_policy import ZoomPolicy
@@ -30,10 +34,10 @@ if TYPE_CHECKING:
 __all__ = ["Bundle", "load_bundle", "load_pt", "save_bundle"]
 
 
-def _digest(fcn: FCNDetector | None, files: Mapping[str, bytes]) -> str:
+def _digest(net: torch.nn.Module | None, files: Mapping[str, bytes]) -> str:
     h = hashlib.sha256()
-    if fcn is not None:
-        for tensor in fcn.state_dict().values():
+    if net is not None:
+        for tensor in net.state_dict().values():
             h.update(tensor.detach().cpu().numpy().tobytes())
     for name in sorted(files):
         h.update(name.encode() + b"\0" + files[name])
@@ -69,6 +73,15 @@ class Bundle:
     @property
     def name(self) -> str:
         return self.card.name
+
+    @property
+    def identity(self) -> str:
+        """What of the bundle decides a run's units and boxes (a journal's tie to its model):
+        the weights, the card without its records (levels, GSD, thresholds, cascade: a bare
+        ``.pt`` given another ``--model-gsd`` or ``--window`` has the same weights but other
+        units) and the zoom policy, which chooses the fine units."""
+        policy = None if self.policy is None else (_digest(self.policy, {}), self.policy.spec)
+        return config_id(self.digest, dataclasses.replace(self.card, extra={}), policy)
 
     @property
     def fcn_digest(self) -> str:

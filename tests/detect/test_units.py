@@ -142,7 +142,8 @@ def _other_weights(bundle):
     ("change", "field"),
     [
         ("config", "config_id"),
-        ("model", "weights"),
+        ("model", "model, weights"),
+        ("plan", "model"),  # the same weights under another card: other units, same keys
         ("scene path", "scene"),
         ("scene file touched", "mtime_ns"),
     ],
@@ -164,6 +165,8 @@ def test_resume_refuses_a_journal_of_another_run(scene_path, tmp_path, change, f
         cfg = dataclasses.replace(CFG, score_threshold=0.06)
     elif change == "model":
         net = _other_weights(model)
+    elif change == "plan":
+        net = dataclasses.replace(model, card=dataclasses.replace(model.card, gsd_m=0.4))
     elif change == "scene path":
         moved = tmp_path / "moved.tif"
         shutil.copy2(scene_file, moved)  # same bytes and mtime, another path
@@ -187,9 +190,8 @@ def test_an_unreadable_journal_is_not_resumed(scene_path, tmp_path, content):
     scene = open_scene(scene_path)
     out = tmp_path / "out.geojson"
     Path(f"{out}.journal").write_text(content)
-    with pytest.warns(
-        ForeignJournalWarning, match="differs in: bands, config_id, mtime_ns, scene, size, weights"
-    ):
+    every = "bands, config_id, model, mtime_ns, scene, size, weights"
+    with pytest.warns(ForeignJournalWarning, match=f"differs in: {every}"):
         got = _journalled(scene, model, out, resume=True)
     assert got.resumed_units == 0
 

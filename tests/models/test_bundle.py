@@ -80,6 +80,21 @@ def test_save_bundle_makes_its_folder_and_overwrites_an_earlier_save(tmp_path):
     assert load_bundle(deep).digest == lsn.fcn_digest  # no other files: the network alone
 
 
+def test_the_identity_changes_with_whatever_decides_the_units_and_nothing_else():
+    """Journals resume on it: a bare .pt under another --model-gsd or --window has the same
+    weights (digest) but other units; the zoom policy decides which fine units exist."""
+    from geo_hires.models.bundle import load_pt
+
+    lsn = load_bundle("aircraft_lsn")
+    assert lsn.identity == load_bundle("aircraft_lsn").identity  # stable across loads
+    assert dataclasses.replace(lsn, policy=None).identity != lsn.identity
+    measured = dataclasses.replace(lsn.card, extra={**lsn.card.extra, "metrics": {}})
+    assert dataclasses.replace(lsn, card=measured).identity == lsn.identity  # records only
+    pt = bundle_dir("aircraft_yolo") / "yolo.pt"
+    runs = [load_pt(pt, gsd_m=0.3), load_pt(pt, gsd_m=0.6), load_pt(pt, gsd_m=0.3, window=1024)]
+    assert len({b.digest for b in runs}) == 1 and len({b.identity for b in runs}) == 3
+
+
 def test_update_card_sets_entries_and_keeps_those_this_version_does_not_know(tmp_path):
     shutil.copytree(bundle_dir("aircraft_lsn"), tmp_path / "b")
     doc = json.loads((tmp_path / "b" / "card.json").read_text())
