@@ -112,11 +112,24 @@ class AreaOfInterest:
         return tuple(rows)
 
 
+def _finite(frame: gpd.GeoDataFrame) -> bool:
+    """Whether every vertex is a number (``total_bounds`` skips NaN; GEOS fails on it)."""
+    return bool(np.isfinite(shapely.get_coordinates(frame.geometry.values)).all())
+
+
 def _polygons(frame: gpd.GeoDataFrame, source: str) -> gpd.GeoDataFrame:
     polys = frame[frame.geometry.notna() & frame.geom_type.isin(["Polygon", "MultiPolygon"])]
     if polys.empty:
         raise ConfigError(
             f"AOI {source} holds no polygon; give polygons (points and lines are not areas)"
+        )
+    if not _finite(polys):
+        raise ConfigError(f"AOI {source} has coordinates that are not numbers")
+    x0, y0, x1, y1 = polys.total_bounds
+    if polys.crs.is_geographic and not (-180 <= x0 <= x1 <= 180 and -90 <= y0 <= y1 <= 90):
+        raise ConfigError(
+            f"AOI {source} reaches longitude {x0:g}..{x1:g}, latitude {y0:g}..{y1:g}, outside "
+            "-180..180 and -90..90; give longitude first, then latitude (GeoJSON's order)"
         )
     return polys
 
@@ -177,6 +190,11 @@ def load_aoi(aoi: str | os.PathLike[str] | dict[str, Any], scene: Scene) -> Area
     if scene.crs_wkt is None:
         raise ConfigError(f"{scene.path} has no CRS, so an AOI cannot be placed on it")
     projected = polys.to_crs(CRS.from_wkt(scene.crs_wkt))
+    if not _finite(projected):
+        raise ConfigError(
+            f"AOI {source} cannot be moved into the CRS of {Path(scene.path).name} (some of its "
+            "points have no place there); give an AOI around the scene"
+        )
     in_scene = shapely.make_valid(projected.union_all())
     pixels = shapely.make_valid(geometry_to_pixels(in_scene, scene))
     parts = tuple(

@@ -208,6 +208,12 @@ def test_aoi_geojson_objects_of_every_kind_and_invalid_ones_refused(scene):
                 {"type": "Polygon", "coordinates": [[[0, 0], [1, 1]]]}):  # fmt: skip
         with pytest.raises(ConfigError, match="the AOI is not valid GeoJSON"):
             load_aoi(bad, s)
+    latitude_first = {"type": "Polygon", "coordinates": [[[3, 95], [4, 95], [4, 96], [3, 95]]]}
+    with pytest.raises(ConfigError, match=r"latitude 95\.\.96, outside .* give longitude first"):
+        load_aoi(latitude_first, s)
+    nan = {"type": "Polygon", "coordinates": [[[3, 45], [4, 45], [4, float("nan")], [3, 45]]]}
+    with pytest.raises(ConfigError, match="coordinates that are not numbers"):
+        load_aoi(nan, s)
 
 
 def test_aoi_parts_are_named_from_their_properties_and_counted_per_class(scene):

@@ -313,10 +313,12 @@ def test_aoi_option_scans_only_there_like_the_cli(service, roots, tmp_path):
     assert got["geo_hires"]["aoi"]["source"] == "request"
     assert got["geo_hires"]["aoi"]["pixels_scanned"] == want["geo_hires"]["aoi"]["pixels_scanned"]
     point = {"type": "Point", "coordinates": ring[0]}
+    latitude_first = {"type": "Polygon", "coordinates": [[[3, 95], [4, 95], [4, 96], [3, 95]]]}
     for bad, status, text in (
         (point, 400, "holds no polygon"),
         ({"type": "Polygon", "coordinates": "nope"}, 400, "not valid GeoJSON"),
         ({"type": "Nonsense", "coordinates": []}, 400, "not valid GeoJSON"),  # not a 500
+        (latitude_first, 400, "give longitude first, then latitude"),  # was a 500
     ):
         r = requests.post(
             f"{url}/v1/jobs", json={"uri": str(scene), "options": {"aoi": bad}}, headers=ALICE
