@@ -34,7 +34,7 @@ from geo_hires.export.geojson import write_text_atomic
 from geo_hires.export.remote import read_text
 from geo_hires.export.vector import output_kind
 from geo_hires.georef import geometry_to_map
-from geo_hires.scene import Scene, remote
+from geo_hires.scene import Scene, gdal_env, remote
 
 __all__ = [
     "EXTENSIONS",
@@ -123,7 +123,8 @@ def _datetime(ref: ResultItem) -> dict[str, Any]:
             return {"datetime": found.pop("datetime", None), **found}
     import rasterio
 
-    with rasterio.open(ref.scene.path) as src:
+    path = ref.scene.gdal_path  # a signed URL's query included, read as every read is
+    with gdal_env(path), rasterio.open(path) as src:
         stamp = src.tags().get("TIFFTAG_DATETIME", "")
     try:
         when = dt.datetime.strptime(stamp.strip(), "%Y:%m:%d %H:%M:%S")

@@ -84,6 +84,11 @@ class Url:
         if not sep or scheme.lower() not in SCHEMES:
             return None
         parts = urllib.parse.urlsplit(raw)
+        if "@" in parts.netloc:  # shown and recorded everywhere a URL is: refuse, never echo
+            raise ConfigError(
+                f"{parts.scheme}://…@{parts.netloc.rpartition('@')[2]}{parts.path}: a user name "
+                "or password in a URL is refused; use a signed URL or the AWS settings"
+            )
         url = cls(parts.scheme.lower(), parts.netloc, parts.path.lstrip("/"), parts.query)
         if url.scheme == "s3" and (not _BUCKET.match(url.host) or parts.query or parts.fragment):
             raise ConfigError(
