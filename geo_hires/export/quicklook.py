@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw
 
 from geo_hires.config import ReadConfig
 from geo_hires.detections import PixelDetections
+from geo_hires.export.vector import atomic_write
 from geo_hires.scene.open import Scene
 from geo_hires.scene.read import SceneReader
 
@@ -45,7 +46,5 @@ def write_quicklook(
             outline=PALETTE[int(cls) % len(PALETTE)],
             width=width,
         )
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    img.save(target, format="PNG")
+    atomic_write(Path(path), lambda tmp: img.save(tmp, format="PNG"))  # never a half PNG
     return img.width, img.height

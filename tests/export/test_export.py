@@ -144,3 +144,21 @@ def test_quicklook_draws_boxes(tmp_path, fixtures):
     img = np.asarray(Image.open(tmp_path / "q.png"))
     assert img.shape[:2] == (size[1], size[0]) and size[0] * size[1] <= 40_000
     assert tuple(img[size[1] // 2, size[0] // 4]) == (255, 48, 48)  # left edge of the box in red
+
+
+def test_a_quicklook_failing_midway_leaves_the_earlier_file_whole(tmp_path, fixtures, monkeypatch):
+    scene = open_scene(fixtures / "OSBS_029.tif")
+    dets = PixelDetections.build([[100, 100, 300, 300]], [1.0], [0], class_names=["x"])
+    write_quicklook(tmp_path / "q.png", dets, scene, max_pixels=40_000)
+    before = (tmp_path / "q.png").read_bytes()
+
+    def killed(self, fp, *args, **kwargs):
+        with open(fp, "wb") as fh:
+            fh.write(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", killed)
+    with pytest.raises(OSError, match="disk full"):
+        write_quicklook(tmp_path / "q.png", PixelDetections.empty(["x"]), scene, max_pixels=40_000)
+    assert (tmp_path / "q.png").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["q.png"]  # no partial file left either

@@ -206,6 +206,9 @@ def test_items_page_with_next_links_and_filter_by_bbox(service, job):
     assert got.headers["Cache-Control"] == "no-store"  # a tenant's answer is never replayed
     one = got.json()
     assert one["id"] == 2 and one["properties"]["score"] == want["score"][1]
+    for missing in ("0", str(len(want) + 1), "x", "%C2%B2"):  # "²" is a digit to Python
+        gone = requests.get(f"{url}/collections/{job_id}/items/{missing}", headers=ALICE)
+        assert gone.status_code == 404, (missing, gone.text)
     assert requests.get(f"{url}/collections/{job_id}", headers=BOB, timeout=10).status_code == 404
     assert (
         requests.get(f"{url}/collections/{job_id}/items?bbox=1,2", headers=ALICE).status_code == 400

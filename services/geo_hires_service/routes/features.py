@@ -186,9 +186,10 @@ def items(
 def item(request: Request, collection_id: str, feature_id: str) -> JSONResponse:
     _, path, _ = _job_layer(request, collection_id)
     features, _ = _features(path)
-    if not feature_id.isdigit() or not 1 <= int(feature_id) <= len(features):
+    number = int(feature_id) if feature_id.isascii() and feature_id.isdigit() else 0  # not "²"
+    if not 1 <= number <= len(features):
         raise HTTPException(404, f"no feature {feature_id} in {collection_id}")
     url = f"{base_url(request)}/collections/{collection_id}"
-    body = {**features[int(feature_id) - 1], "links": [
+    body = {**features[number - 1], "links": [
         link(f"{url}/items/{feature_id}", "self", GEOJSON), link(url, "collection")]}  # fmt: skip
     return JSONResponse(body, media_type=GEOJSON)
