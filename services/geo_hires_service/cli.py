@@ -117,7 +117,25 @@ def add_commands(sub: Any) -> None:
     q.set_defaults(_handler=cmd_submit)
 
 
+#: The flags whose values reach :class:`ServeArgs` under another name.
+_FLAGS = {"max_upload_bytes": "--max-upload-mb", "tenant_quota_bytes": "--tenant-quota-mb",
+          "allow_roots": "--allow-root"}  # fmt: skip
+
+
 def _serve_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The application's arguments; a value out of bounds is a one-line error naming its flag."""
+    from pydantic import ValidationError
+
+    try:
+        return _build_serve_args(args)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        flag = _FLAGS.get(field, "--" + field.replace("_", "-"))
+        raise ConfigError(f"{flag}: {first['msg'].lower()}") from None
+
+
+def _build_serve_args(args: argparse.Namespace) -> dict[str, Any]:
     from geo_hires_service.app import ServeArgs
     from geo_hires_service.security import parse_root
 

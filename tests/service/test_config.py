@@ -88,3 +88,26 @@ def test_serve_args_become_the_services_config(tmp_path):
     assert (cfg.max_upload_bytes, cfg.max_scene_pixels, cfg.max_active) == (5, 6, 7)
     assert (cfg.max_active_per_tenant, cfg.tenant_quota_bytes, cfg.retain_days) == (3, 8, 9.0)
     assert cfg.tokens == load_tokens(tokens) and cfg.read_config.max_scene_pixels == 6
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "said"),
+    [
+        ("--lease-seconds", "1", "--lease-seconds: input should be greater than or equal to 2"),
+        ("--runner-slots", "0", "--runner-slots: input should be greater than or equal to 1"),
+        ("--tenant-quota-mb", "-1", "--tenant-quota-mb: input should be greater than 0"),
+        ("--max-upload-mb", "0", "--max-upload-mb: input should be greater than 0"),
+    ],
+)
+def test_serve_flags_out_of_bounds_are_one_line_errors_naming_the_flag(
+    tmp_path, capsys, flag, value, said
+):
+    from geo_hires.cli import main
+    from tests.service.harness import TOKENS
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text(TOKENS[0] + "\n")
+    argv = ["serve", "--data-dir", str(tmp_path), "--token-file", str(tokens), flag, value]
+    assert main(argv) != 0  # refused before Ray starts
+    err = capsys.readouterr().err
+    assert err.strip() == f"geo-hires: error: {said}" and "Traceback" not in err
