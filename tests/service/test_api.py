@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -351,3 +352,20 @@ def test_a_stac_item_by_uri_runs_its_asset_and_stays_in_its_folder(service, root
     plain.write_text('{"hello": 1}')
     r = requests.post(f"{url}/v1/jobs", json={"uri": str(plain)}, headers=ALICE)
     assert r.status_code == 415, r.text  # a JSON file that is not a STAC item is no scene
+
+
+def test_a_jobs_map_after_its_scene_moved_is_410_and_its_detections_still_served(service, roots):
+    url, _ = service
+    scene = roots / "moving.tif"
+    shutil.copy(roots / "scene1.tif", scene)
+    r = requests.post(f"{url}/v1/jobs", json={"uri": str(scene)}, headers=ALICE)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    assert wait_job(url, job_id)["state"] == "succeeded"
+    scene.rename(roots / "moved.tif")
+    for what in ("view", "quicklook"):
+        got = requests.get(f"{url}/v1/jobs/{job_id}/{what}", headers=ALICE)
+        assert got.status_code == 410, got.text  # was a 500
+        detail = got.json()["detail"]
+        assert "can no longer be read" in detail and str(roots) not in detail  # no server path
+    assert requests.get(f"{url}/v1/jobs/{job_id}/result", headers=ALICE).status_code == 200

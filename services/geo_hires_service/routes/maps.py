@@ -9,19 +9,37 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi import Path as Path_
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
+from geo_hires.errors import GeoHiresError, StorageError
+from geo_hires.scene import Scene
 from geo_hires.scene.stac import open_input
 from geo_hires_service.access import finished_job, state
-from geo_hires_service.runner import JobFiles
-from geo_hires_service.schemas import job_detect_options
+from geo_hires_service.records import Job
+from geo_hires_service.runner import JobFiles, one_line
+from geo_hires_service.schemas import ServiceConfig, job_detect_options
 from geo_hires_service.viewer import map_page, web_mercator_overlay
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/jobs")
+
+
+def _scene(job: Job, config: ServiceConfig) -> Scene:
+    """The job's scene, opened again to place its quicklook on the map: one moved, deleted or
+    refused since the job ran is an answer that says so, not a server error."""
+    reading = job_detect_options(job.options).read_config(config.read_config)
+    try:
+        return open_input(job.scene_path, reading)[0]
+    except StorageError as exc:
+        detail = f"the storage refused the service: {one_line(exc, job)}"
+        raise HTTPException(502, detail) from None
+    except GeoHiresError as exc:
+        detail = (f"the job's scene can no longer be read ({one_line(exc, job)}), so its map "
+                  "cannot be drawn; its detections are still served")  # fmt: skip
+        raise HTTPException(410, detail) from None
 
 
 def _overlay(request: Request, job_id: str) -> tuple[Path, list[list[float]] | None]:
@@ -31,8 +49,7 @@ def _overlay(request: Request, job_id: str) -> tuple[Path, list[list[float]] | N
     files = JobFiles.of(config.data_dir, job)
     png, meta = files.quicklook.with_suffix(".map.png"), files.quicklook.with_suffix(".map.json")
     if not meta.is_file():  # two first requests may both make it: each replace is atomic
-        reading = job_detect_options(job.options).read_config(config.read_config)
-        scene, _ = open_input(job.scene_path, reading)
+        scene = _scene(job, config)
         tmp = png.with_name(f".{uuid.uuid4().hex}.png")
         bounds = web_mercator_overlay(files.quicklook, scene, tmp)
         if bounds is None:
