@@ -81,14 +81,11 @@ class MergeConfig:
 
     Attributes:
         iou_threshold: Class-aware NMS IoU above which the lower-scored box is dropped.
-        edge_margin: Pixels (level-0) from an interior window edge within which a box counts as
-            truncated and is dropped before NMS (YOLT); the overlapping neighbour sees it whole.
         cell_size: Side (level-0 px) of the grid cells NMS runs in, so work grows with the
             number of boxes rather than its square. Must exceed twice the largest box.
     """
 
     iou_threshold: float = 0.5
-    edge_margin: float = 2.0
     cell_size: int = 2048
 
     def __post_init__(self) -> None:
@@ -96,8 +93,6 @@ class MergeConfig:
             raise ConfigError(
                 f"MergeConfig.iou_threshold must be in (0, 1], got {self.iou_threshold}"
             )
-        if self.edge_margin < 0:
-            raise ConfigError("MergeConfig.edge_margin must be >= 0")
         if self.cell_size < 64:
             raise ConfigError("MergeConfig.cell_size must be >= 64")
 

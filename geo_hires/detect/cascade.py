@@ -147,14 +147,15 @@ def drop_truncated(
     scene_size: tuple[int, int],
     margin: float,
 ) -> PixelDetections:
-    """Drop boxes (scene frame) that touch an interior edge of ``window``.
+    """Drop boxes that touch an interior edge of ``window``. Every argument is in one pixel
+    frame: the refiner calls it in its own level's pixels.
 
     Args:
-        dets: Boxes of one window, already in level-0 scene pixels.
-        window: The window they came from, level-0 ``x0, y0, x1, y1``.
-        scene_size: ``(width, height)`` of the scene; edges on the scene border are not
-            interior, so boxes there are kept.
-        margin: Distance in level-0 pixels within which a box counts as touching an edge.
+        dets: Boxes of one window, in the whole level's (or scene's) frame.
+        window: The window they came from, ``x0, y0, x1, y1``.
+        scene_size: ``(width, height)`` of the level; edges on its border are not interior, so
+            boxes there are kept.
+        margin: Distance within which a box counts as touching an edge.
     """
     x0, y0, x1, y1 = (float(v) for v in window)
     b = dets.boxes

@@ -1,7 +1,9 @@
 """Deduplicate detections across window seams and scale levels.
 
-Two steps, as in YOLT: boxes cut by an *interior* window edge are dropped first (the
-overlapping neighbour saw the object whole), then class-aware NMS runs in level-0 pixel space.
+Each level hands over boxes that are whole (a scanner block's core is exactly its part of one
+pass over the level; a YOLO window keeps the boxes centred in its core; a refiner window drops
+the boxes its interior edges cut, as in YOLT: the overlapping window saw them whole); here
+class-aware NMS runs on them in level-0 pixel space, across seams and levels.
 
 NMS is bucketed on a grid so its cost grows with the number of boxes, not its square: each box
 belongs to the cell holding its centre and also takes part, as context, in the runs of
