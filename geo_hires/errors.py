@@ -17,6 +17,7 @@ __all__ = [
     "LabelReadError",
     "LevelSkippedWarning",
     "NoCRSWarning",
+    "NothingToZoomWarning",
     "SceneNotFoundError",
     "SceneReadError",
     "SceneTooLargeError",
@@ -84,3 +85,8 @@ class StripLayoutWarning(UserWarning):
 class LevelSkippedWarning(UserWarning):
     """A level of the model is not scanned: the scene is too coarse for it (it would need more
     than x2 upsampling)."""
+
+
+class NothingToZoomWarning(UserWarning):
+    """``--zoom`` chooses a fine level's windows from a coarser level's evidence; with one
+    level scanned there is nothing to choose, and every window of it is scanned."""

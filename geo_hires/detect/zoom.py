@@ -35,7 +35,7 @@ from geo_hires.errors import ConfigError
 if TYPE_CHECKING:
     from geo_hires.models.bundle import Bundle
 
-__all__ = ["EVIDENCE_COLUMNS", "choose", "window_evidence", "zoom_select"]
+__all__ = ["EVIDENCE_COLUMNS", "check_policy", "choose", "window_evidence", "zoom_select"]
 
 EVIDENCE_COLUMNS = 5
 """Evidence rows: level-0 centre ``x, y``, score, width, height of a coarse peak."""
@@ -89,7 +89,8 @@ def choose(
     return chosen | force
 
 
-def _check_policy(zoom: ZoomConfig, bundle: Bundle) -> None:
+def check_policy(zoom: ZoomConfig, bundle: Bundle) -> None:
+    """Refuse ``--zoom rl`` for a bundle without a policy, or one trained on other windows."""
     policy = bundle.policy
     if policy is None:
         raise ConfigError(
@@ -113,7 +114,7 @@ def zoom_select(
     found = [r.evidence for r in coarse if r.evidence is not None]
     evidence = np.concatenate(found) if found else np.zeros((0, EVIDENCE_COLUMNS))
     if zoom.mode == "rl":
-        _check_policy(zoom, bundle)
+        check_policy(zoom, bundle)
     policy = bundle.policy
 
     def select(_level: int, cores: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:

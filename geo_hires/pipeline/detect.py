@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,9 @@ from geo_hires.detect.levels import (
 )
 from geo_hires.detect.options import DetectConfig, ZoomConfig
 from geo_hires.detect.plan import MaskFn, Select, Unit, mask_lookup, plan_units
-from geo_hires.detect.zoom import zoom_select
+from geo_hires.detect.zoom import check_policy, zoom_select
 from geo_hires.detections import PixelDetections
+from geo_hires.errors import NothingToZoomWarning
 from geo_hires.merge import merge_results
 from geo_hires.models.bundle import Bundle
 from geo_hires.models.card import ModelCard
@@ -223,6 +225,22 @@ class ScenePlan:
                           in_aoi=self.in_aoi, only=only, select=select)  # fmt: skip
 
 
+def _unzoomed(zoom: ZoomConfig, bundle: Bundle, scene: Scene) -> ZoomConfig:
+    """A run with one level scanned has nothing to zoom into: a selective mode is said to be
+    moot (once, here) and the run records that it scanned every window (``all``)."""
+    if not zoom.selective:
+        return zoom
+    if zoom.mode == "rl":
+        check_policy(zoom, bundle)  # asked of a bundle without a policy: refused as elsewhere
+    warnings.warn(
+        f"--zoom {zoom.mode}: {bundle.name} scans one level of {Path(scene.path).name}, so "
+        "there is nothing to zoom into; every window is scanned",
+        NothingToZoomWarning,
+        stacklevel=3,
+    )
+    return dataclasses.replace(zoom, mode="all", budget=None)
+
+
 def detect_scene(
     scene: Scene,
     bundle: Bundle,
@@ -252,6 +270,7 @@ def detect_scene(
                     read_config=read_config, done=done, journal=journal,
                     on_progress=on_progress)  # fmt: skip
     bar = tqdm(desc=Path(scene.path).name, unit="unit", disable=not progress, leave=False)
+    zoom = cfg.zoom if plan.coarse is not None else _unzoomed(cfg.zoom, bundle, scene)
     with bar:
         loop.bar = bar
         results = loop.run(units)
@@ -270,7 +289,7 @@ def detect_scene(
         megapixels=scene.pixels / 1e6,
         resumed_units=len(done),
         valid_mask=plan.valid,
-        zoom_config=cfg.zoom,
+        zoom_config=zoom,
         aoi=aoi is not None,
         stage_seconds=dict(loop.seconds),
     )

@@ -392,3 +392,21 @@ def test_the_replays_gain_counts_truth_found_at_iou_half_by_boxes_at_the_thresho
     assert _found(dets, truth, 0.3) == 3
     assert _found(dets, truth[:0], 0.3) == 0
     assert _found(dets, truth, 0.95) == 0  # truth, but nothing kept
+
+
+def test_a_run_of_one_level_says_there_is_nothing_to_zoom_and_scans_every_window(synthetic):
+    from geo_hires.errors import NothingToZoomWarning
+
+    scene = open_scene(synthetic(640, 520, seed=4))
+    yolo = load_bundle("aircraft_yolo")  # one level: nothing coarser to choose from
+    base = DetectConfig(core=256, score_threshold=0.05)
+    every = detect_scene(scene, yolo, config=base)
+    gated = dataclasses.replace(base, zoom=ZoomConfig(mode="gate", budget=0.1))
+    with pytest.warns(NothingToZoomWarning, match=r"--zoom gate: aircraft_yolo scans one level"):
+        got = detect_scene(scene, yolo, config=gated)
+    assert got.zoom()["mode"] == "all" and got.zoom()["budget"] is None  # what it did
+    assert "zoom" not in got.summary("s.tif", ["o.geojson"])
+    assert got.blocks == every.blocks
+    assert np.array_equal(got.detections.boxes, every.detections.boxes)
+    with pytest.raises(ConfigError, match="has no zoom policy"):  # was accepted and ignored
+        detect_scene(scene, yolo, config=dataclasses.replace(base, zoom=ZoomConfig(mode="rl")))
