@@ -62,8 +62,12 @@ async def _http(r: Request, exc: Exception) -> JSONResponse:
 
 
 async def _invalid(r: Request, exc: Exception) -> JSONResponse:
+    """A body that does not validate is ``422``; a query parameter that does not is ``400``,
+    as OGC API Features asks of its ``limit``, ``offset`` and ``bbox``."""
     assert isinstance(exc, RequestValidationError)
-    return _counted(r, problem(422, first_error(exc.errors(), "")))
+    errors = exc.errors()
+    status = 400 if errors and errors[0]["loc"][:1] == ("query",) else 422
+    return _counted(r, problem(status, first_error(errors, "")))
 
 
 async def _rejected(r: Request, exc: Exception) -> JSONResponse:

@@ -13,6 +13,7 @@ import geopandas as gpd
 import pytest
 import requests
 import shapely
+from geo_hires_service.routes.features import MAX_ITEMS
 from owslib.ogcapi import API
 from owslib.ogcapi.processes import Processes
 
@@ -206,6 +207,20 @@ def test_items_page_with_next_links_and_filter_by_bbox(service, job):
     assert got.headers["Cache-Control"] == "no-store"  # a tenant's answer is never replayed
     one = got.json()
     assert one["id"] == 2 and one["properties"]["score"] == want["score"][1]
+    big = requests.get(f"{url}/collections/{job_id}/items", params={"limit": 20_000},
+                       headers=ALICE).json()  # a server may cap limit, not refuse it  # fmt: skip
+    assert big["numberReturned"] == len(want)
+    assert f"limit={MAX_ITEMS}&" in next(ln["href"] for ln in big["links"] if ln["rel"] == "self")
+    for bad in ("limit=0", "limit=x", "offset=-1"):  # OGC: an invalid parameter is a 400
+        got = requests.get(f"{url}/collections/{job_id}/items?{bad}", headers=ALICE)
+        assert got.status_code == 400, (bad, got.text)
+    assert requests.get(f"{url}/jobs?limit=0", headers=ALICE).status_code == 400
+    many = requests.get(f"{url}/jobs", params={"limit": 5000}, headers=ALICE)
+    assert many.status_code == 200 and "limit=1000&" in many.json()["links"][0]["href"]
+    paged = requests.get(f"{url}/collections/{job_id}/items", headers=ALICE,
+                         params={"bbox": west, "limit": 1}).json()  # fmt: skip
+    nxt = next(ln["href"] for ln in paged["links"] if ln["rel"] == "next")
+    assert requests.get(nxt, headers=ALICE).json()["numberMatched"] == len(expect)
     for missing in ("0", str(len(want) + 1), "x", "%C2%B2"):  # "²" is a digit to Python
         gone = requests.get(f"{url}/collections/{job_id}/items/{missing}", headers=ALICE)
         assert gone.status_code == 404, (missing, gone.text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +34,8 @@ CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 GEOJSON = "application/geo+json"
 COVERAGE = "-coverage"
 MAX_COLLECTIONS = 200
+MAX_ITEMS = 10_000
+"""The most features one page holds, whatever ``limit`` asks."""
 
 
 @functools.lru_cache(maxsize=8)
@@ -159,17 +162,19 @@ def _matching(
 def items(
     request: Request,
     collection_id: str,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    limit: Annotated[int, Query(ge=1)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     bbox: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JSONResponse:
-    """Features of a collection, a page at a time (``next`` links to the following one)."""
+    """Features of a collection, a page at a time (``next`` links to the following one); a
+    ``limit`` over :data:`MAX_ITEMS` gets that many, as OGC API Features says a server may."""
+    limit = min(limit, MAX_ITEMS)
     _, path, _ = _job_layer(request, collection_id)
     features, bounds = _features(path)
     matched = _matching(bounds, _bbox(bbox))
     page = matched[offset : offset + limit]
     url = f"{base_url(request)}/collections/{collection_id}/items"
-    query = f"&bbox={bbox}" if bbox else ""
+    query = f"&bbox={urllib.parse.quote(bbox, safe=',')}" if bbox else ""
     links = [link(f"{url}?limit={limit}&offset={offset}{query}", "self", GEOJSON),
              link(f"{base_url(request)}/collections/{collection_id}", "collection")]  # fmt: skip
     if offset + limit < len(matched):

@@ -202,10 +202,12 @@ async def execute(
 @router.get("/jobs")
 def jobs(
     request: Request,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    limit: Annotated[int, Query(ge=1)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> dict[str, Any]:
-    """The caller's jobs, newest first (those submitted on ``/v1`` too)."""
+    """The caller's jobs, newest first (those submitted on ``/v1`` too), at most 1000 a
+    page whatever ``limit`` asks."""
+    limit = min(limit, 1000)
     found = state(request)[1].list_jobs(tenant(request), limit=limit + 1, offset=offset)
     root = base_url(request)
     links = [link(f"{root}/jobs?limit={limit}&offset={offset}", "self")]
