@@ -263,3 +263,30 @@ def test_qgis_loads_the_detections_by_url(service, job, tmp_path):
     assert seen["scores"] == pytest.approx(list(want["score"]))
     refused = run_qgis("oapif_layer.py", url, job_id, TOKENS[1], str(tmp_path / "bob"))
     assert not refused["valid"]
+
+
+def test_a_scene_without_crs_gives_a_job_without_collections(service, scenes):
+    """Its detections are in pixels: offered as CRS84 features, a GIS would put them anywhere."""
+    import rasterio
+
+    url, _ = service
+    root, scene = scenes
+    bare = root / "no_crs.tif"
+    with rasterio.open(scene) as src:
+        profile = {**src.profile, "crs": None, "transform": rasterio.Affine.identity()}
+        with rasterio.open(bare, "w", **profile) as dst:
+            dst.write(src.read())
+    r = requests.post(f"{url}/v1/jobs", json={"uri": str(bare)}, headers=ALICE)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    done = wait_for(lambda: requests.get(f"{url}/v1/jobs/{job_id}", headers=ALICE).json(),
+                    lambda j: j["state"] not in ("queued", "running"), timeout=300, every=0.2,
+                    what=f"job {job_id}")  # fmt: skip
+    assert done["state"] == "succeeded", done
+    for path in (f"collections/{job_id}", f"collections/{job_id}/items",
+                 f"collections/{job_id}-coverage"):  # fmt: skip
+        got = requests.get(f"{url}/{path}", headers=ALICE)
+        assert got.status_code == 404 and "has no CRS" in got.json()["detail"], got.text
+    listed = requests.get(f"{url}/collections", headers=ALICE).json()["collections"]
+    assert not {c["id"] for c in listed} & {job_id, f"{job_id}-coverage"}
+    assert requests.get(f"{url}/v1/jobs/{job_id}/result", headers=ALICE).status_code == 200

@@ -42,8 +42,16 @@ MAX_ITEMS = 10_000
 def _load(
     path: str, _stamp: tuple[int, int]
 ) -> tuple[list[dict[str, Any]], npt.NDArray[np.float64]]:
-    """A result's features with 1-based ids, and each one's bounds (cached per file version)."""
+    """A result's features with 1-based ids, and each one's bounds (cached per file version).
+
+    A scene without a CRS gives features in pixels, which no client may read as CRS84: such
+    a job has no collections (its result is still served by ``/v1``)."""
     doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    if doc.get("geo_hires", {}).get("pixel_space"):
+        raise HTTPException(
+            404, "this job's scene has no CRS: its detections are in pixels, not on a map; "
+            "get them from /v1/jobs/{id}/result",
+        )  # fmt: skip
     features = [{"type": "Feature", "id": i + 1, "geometry": f["geometry"],
                  "properties": f["properties"]} for i, f in enumerate(doc["features"])]  # fmt: skip
     geoms = [shapely.geometry.shape(f["geometry"]) if f["geometry"] else None for f in features]
@@ -67,8 +75,14 @@ def _job_layer(request: Request, collection_id: str) -> tuple[Job, Path, bool]:
     job = store.get(job_id, tenant=tenant(request))
     if job is None or job.state is not JobState.SUCCEEDED:
         raise HTTPException(404, f"no collection {collection_id}")
-    files = JobFiles.of(config.data_dir, job)
-    return job, files.coverage if coverage else files.geojson, coverage
+    return job, _layer(JobFiles.of(config.data_dir, job), coverage), coverage
+
+
+def _layer(files: JobFiles, coverage: bool) -> Path:
+    """A job's detections or coverage file; both are refused when the detections are in
+    pixels (the coverage, written beside them, is in the same pixels)."""
+    _features(files.geojson)
+    return files.coverage if coverage else files.geojson
 
 
 def _extent(request: Request, job: Job, bounds: npt.NDArray[np.float64]) -> list[float]:
@@ -86,7 +100,7 @@ def _collection(request: Request, job: Job, coverage: bool) -> dict[str, Any]:
     root = base_url(request)
     cid = job.id + (COVERAGE if coverage else "")
     files = JobFiles.of(state(request)[0].data_dir, job)
-    _, bounds = _features(files.coverage if coverage else files.geojson)
+    _, bounds = _features(_layer(files, coverage))
     what = "area scanned per level" if coverage else "detections"
     return {
         "id": cid,
