@@ -61,17 +61,23 @@ def test_a_cascade_reassembles_in_place_with_its_rule_naming_the_refiner_it_copi
     assert load_card(tmp_path / "c") == card
 
 
-def test_parts_without_training_records_give_a_cascade_with_empty_ones(tmp_path):
-    shutil.copytree(bundle_dir("aircraft_lsn"), tmp_path / "lsn")
-    doc = json.loads((tmp_path / "lsn" / "card.json").read_text())
+def _unrecorded(name: str, folder):
+    shutil.copytree(bundle_dir(name), folder)
+    doc = json.loads((folder / "card.json").read_text())
     del doc["training"]
-    (tmp_path / "lsn" / "card.json").write_text(json.dumps(doc))
-    weights = bundle_dir("aircraft_yolo") / "yolo.pt"  # a bare file: no card, no record
-    card = make_cascade_bundle(tmp_path / "lsn", weights, tmp_path / "c", name="c")
-    training = card.extra["training"]
-    assert training["scanner"] == {"bundle": "aircraft_lsn"}
-    assert training["refiner"] == {"file": "yolo.pt"}
-    assert training["class_map"] == {}
+    (folder / "card.json").write_text(json.dumps(doc))
+    return folder
+
+
+def test_parts_without_training_records_give_a_cascade_with_empty_ones(tmp_path):
+    lsn = _unrecorded("aircraft_lsn", tmp_path / "lsn")
+    for refiner in (_unrecorded("aircraft_yolo", tmp_path / "yolo"),
+                    bundle_dir("aircraft_yolo") / "yolo.pt"):  # a bare file: no card  # fmt: skip
+        card = make_cascade_bundle(lsn, refiner, tmp_path / "c", name="c")
+        training = card.extra["training"]
+        assert training["scanner"] == {"bundle": "aircraft_lsn"}
+        assert training["refiner"] == {"file": "yolo.pt"}
+        assert training["class_map"] == {}
 
 
 def test_a_refiner_without_yolo_weights_is_refused_naming_the_option(tmp_path):
