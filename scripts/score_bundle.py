@@ -15,17 +15,14 @@ import time
 from pathlib import Path
 
 from geo_hires.evaluate import evaluate_scenes
-from geo_hires.models.card import load_card
+from geo_hires.models.card import load_card, update_card
 
 
 def main(bundle: str, images: str, labels: str) -> None:
-    card_path = Path(bundle) / "card.json"
-    card = json.loads(card_path.read_text())
     scenes = [str(Path(images) / n) for n in load_card(bundle).val_images]
     metrics = evaluate_scenes(bundle, scenes, labels)
     metrics["measured"] = time.strftime("%Y-%m-%d") + " by scripts/score_bundle.py"
-    card["metrics"] = metrics
-    card_path.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    update_card(bundle, {"metrics": metrics})
     print(json.dumps({k: v for k, v in metrics.items() if k != "per_class"}, indent=2))
 
 

@@ -86,24 +86,29 @@ class YoloModel:
         boxes' ``(N, 4, 2)`` corners (``boxes`` are then their envelopes), per ``HxWx3`` uint8
         RGB image.
 
-        ultralytics expects BGR arrays (OpenCV's order), so channels are flipped here; torch's
-        thread count is set for the call and restored after (ultralytics sets its own).
+        Every image is seen at its own scale (:func:`_padded`), whatever its size. ultralytics
+        expects BGR arrays (OpenCV's order), so channels are flipped here; torch's thread count
+        is set for the call and restored after (ultralytics sets its own).
         """
+        side = _side(images, imgsz)
         old = torch.get_num_threads()
         try:
             with ultralytics_env():
                 self._set_up(device)
                 torch.set_num_threads(threads)
                 results = self.model.predict(
-                    [np.ascontiguousarray(im[..., ::-1]) for im in images],
-                    imgsz=imgsz,
+                    [np.ascontiguousarray(_padded(im, side)[..., ::-1]) for im in images],
+                    imgsz=side,
                     conf=threshold,
                     device=device,
                     verbose=False,
                 )
         finally:
             torch.set_num_threads(old)
-        return [_prediction(r, oriented=self.task == "obb") for r in results]
+        return [
+            _inside(_prediction(r, oriented=self.task == "obb"), im.shape[:2])
+            for r, im in zip(results, images, strict=True)
+        ]
 
     def _set_up(self, device: str) -> None:
         """Build ultralytics' predictor for ``device`` before the real call, if it has none.
@@ -137,6 +142,50 @@ def _no_warmup_on_cpu(predictor: Any) -> None:
     """
     if predictor.device.type == "cpu":
         predictor.done_warmup = True
+
+
+STRIDE = 32
+"""The largest stride of the YOLO architectures geo_hires trains (v8, 11): input sides are
+multiples of it."""
+PAD = 114
+"""ultralytics' letterbox grey, what its models see around an image in training."""
+
+
+def _side(images: Sequence[npt.NDArray[np.uint8]], imgsz: int) -> int:
+    """The input size of one call: ``imgsz``, or a larger image's longer side (a multiple of
+    :data:`STRIDE`)."""
+    longest = max((max(im.shape[:2]) for im in images), default=0)
+    return max(imgsz, -(-longest // STRIDE) * STRIDE)
+
+
+def _padded(image: npt.NDArray[np.uint8], side: int) -> npt.NDArray[np.uint8]:
+    """``image`` with its longer side padded (grey, at the bottom or right) to ``side``.
+
+    Why: ultralytics letterboxes each image so that its longer side becomes ``imgsz``, scaling
+    a smaller one *up* (a scene's corner window, a small level) and a larger one down (a
+    refiner window grown around a large candidate): the model would see objects at another
+    GSD than its level's. With the longer side at ``side`` it scales nothing.
+    """
+    h, w = image.shape[:2]
+    if max(h, w) == side:
+        return image
+    shape = (h, side) if w >= h else (side, w)
+    canvas = np.full((*shape, 3), PAD, np.uint8)
+    canvas[:h, :w] = image
+    return canvas
+
+
+def _inside(pred: Prediction, hw: tuple[int, ...]) -> Prediction:
+    """The boxes centred on the image itself (not its padding); axis-aligned ones clipped to
+    it, as ultralytics clips them to the image it was given (oriented ones are left whole,
+    as it leaves them, so that ``boxes`` stay their corners' envelopes)."""
+    boxes, scores, classes, corners = pred
+    h, w = float(hw[0]), float(hw[1])
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    keep = (cx < w) & (cy < h)
+    if corners is not None:
+        return boxes[keep], scores[keep], classes[keep], corners[keep]
+    return np.clip(boxes[keep], 0.0, [w, h, w, h]), scores[keep], classes[keep], None
 
 
 def _prediction(result: Any, *, oriented: bool) -> Prediction:

@@ -278,3 +278,24 @@ def test_aoi_files_name_their_source_and_only_an_aoi_off_the_scene_warns(scene, 
     gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 1, 1)]).to_file(tmp_path / "nocrs.gpkg")
     with pytest.raises(ConfigError, match=r"nocrs\.gpkg has no CRS; save it with one \(e\.g\."):
         load_aoi(tmp_path / "nocrs.gpkg", s)
+
+
+@pytest.mark.parametrize(
+    ("corner", "ok"),
+    [((-180, 0), True), ((179, 0), True), ((0, -90), True), ((0, 89), True),
+     ((-180.5, 0), False), ((179.5, 0), False), ((0, -90.5), False), ((0, 89.5), False)],
+)  # fmt: skip
+def test_aoi_longitudes_and_latitudes_are_checked_at_their_bounds(scene, corner, ok):
+    from geo_hires.aoi import AoiWarning, load_aoi
+    from geo_hires.errors import ConfigError
+    from geo_hires.scene import open_scene
+
+    x, y = corner
+    ring = [[x, y], [x + 1, y], [x + 1, y + 1], [x, y + 1], [x, y]]
+    square = {"type": "Polygon", "coordinates": [ring]}
+    if ok:
+        with pytest.warns(AoiWarning, match="does not intersect"):  # far away, but valid
+            load_aoi(square, open_scene(scene))
+    else:
+        with pytest.raises(ConfigError, match=r"outside -180\.\.180 and -90\.\.90"):
+            load_aoi(square, open_scene(scene))

@@ -221,3 +221,24 @@ def test_every_real_call_runs_at_the_callers_threads_after_one_set_up(monkeypatc
     assert [k["imgsz"] for k in calls] == [32, 320, 320, 320]  # one set-up, then the real calls
     assert [k["device"] for k in calls] == ["cpu"] * 4
     assert [t for size, t in seen if size == 320] == [3, 2, 3]
+
+
+def test_a_window_smaller_than_imgsz_is_seen_unscaled_as_if_padded_by_hand():
+    """ultralytics would scale a 400 px window up to 512 (a scene's corner window): objects at
+    1.28x the size the model was trained on. It must see the pixels as they are."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from geo_hires.models.yolo import PAD
+
+    with rasterio.open(Path(__file__).parents[2] / "demo" / "airports.tif") as src:
+        small = src.read(window=Window(300, 300, 400, 400)).transpose(1, 2, 0)  # an apron
+    model = load_yolo(WEIGHTS / "aircraft_yolo" / "yolo.pt")
+    by_hand = np.full((400, 512, 3), PAD, np.uint8)  # its longer side at imgsz: not scaled
+    by_hand[:, :400] = small
+    ((boxes, scores, _, _),) = model.predict([small], imgsz=512, threshold=0.25, threads=2)
+    ((want, want_scores, _, _),) = model.predict([by_hand], imgsz=512, threshold=0.25, threads=2)
+    inside = (want[:, 0] + want[:, 2]) / 2 < 400  # centred on the window, not on the padding
+    assert len(boxes) >= 4 and boxes.max() <= 400
+    assert np.array_equal(boxes, np.clip(want[inside], 0, 400))
+    assert np.array_equal(scores, want_scores[inside])
