@@ -199,7 +199,7 @@ class RayExecutor:
     def _fleet(self, bundle: Bundle, cfg: DetectConfig, read_config: ReadConfig | None) -> None:
         import ray
 
-        key = (bundle.digest, bundle.name, cfg, read_config)
+        key = (bundle.identity, bundle.name, cfg, read_config)  # actors hold the card
         if self._key == key:
             return
         self.shutdown()
@@ -234,7 +234,7 @@ class RayExecutor:
         self._fleet(bundle, cfg, read_config)
         run = _Scene(queue=collections.deque(units))
         idle = [s for s in self._slots if s.node is not None]
-        model_key = f"{bundle.name}-{bundle.digest}"
+        model_key = f"{bundle.name}-{bundle.identity}"
         try:
             while run.queue or run.inflight:
                 while idle and run.queue:

@@ -125,6 +125,9 @@ def test_one_fleet_serves_a_model_and_its_settings_until_they_change_or_it_shuts
         _wait_all_cpus_free()
         detect_scene(scene, model, config=other, executor=ex)  # after a shutdown: a new one
         assert len(fleets) == 3
+        replanned = dataclasses.replace(model.card, gsd_m=0.4)  # same weights, other units
+        detect_scene(scene, dataclasses.replace(model, card=replanned), config=other, executor=ex)
+        assert len(fleets) == 4  # its actors hold the card they were started with
     finally:
         ex.shutdown()
     _wait_all_cpus_free()
