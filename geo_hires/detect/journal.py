@@ -31,7 +31,7 @@ import numpy.typing as npt
 from geo_hires.config import config_id
 from geo_hires.detect.options import DetectConfig
 from geo_hires.errors import ConfigError, ForeignJournalWarning
-from geo_hires.scene import Scene, remote
+from geo_hires.scene import Scene, objects, remote
 
 if TYPE_CHECKING:
     from geo_hires.aoi import AreaOfInterest
@@ -178,11 +178,11 @@ class MirroredJournal(Journal):
     def load(self) -> dict[str, UnitResult]:
         """Finished units of this machine's copy and of the bucket's (another machine's)."""
         done = super().load()
-        if not remote.exists(self.remote_url):
+        if not objects.exists(self.remote_url):
             return done
         copy = self.path.with_name(self.path.name + ".bucket")
         copy.parent.mkdir(parents=True, exist_ok=True)
-        copy.write_bytes(remote.read_bytes(self.remote_url, limit=1 << 34))
+        copy.write_bytes(objects.read_bytes(self.remote_url, limit=1 << 34))
         try:
             theirs = Journal(copy, self.identity).load()
         finally:
@@ -200,11 +200,11 @@ class MirroredJournal(Journal):
             self._mirror()
 
     def remove(self) -> None:
-        remote.delete(self.remote_url)
+        objects.delete(self.remote_url)
         super().remove()
 
     def _mirror(self) -> None:
-        remote.put_file(self.path, self.remote_url)
+        objects.put_file(self.path, self.remote_url)
         self._mirrored = time.monotonic()
 
 
@@ -218,7 +218,7 @@ def _parse(line: str) -> Any:
 def _scene_identity(scene: Scene) -> dict[str, Any]:
     """The scene file's identity: path, size and mtime; for a remote scene URL, size, ETag."""
     if scene.remote:
-        info = remote.stat(remote.Url.of_gdal(scene.gdal_path))
+        info = objects.stat(remote.Url.of_gdal(scene.gdal_path))
         return {"scene": scene.path, "size": info.size, "etag": info.etag}
     st = os.stat(scene.path)
     return {"scene": os.path.abspath(scene.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}

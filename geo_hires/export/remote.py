@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from geo_hires.export.geojson import write_text_atomic
-from geo_hires.scene import remote
+from geo_hires.scene import objects, remote
 
 __all__ = ["check_destination", "exists", "join", "read_text", "staged", "write_text"]
 
@@ -45,7 +45,7 @@ def staged(paths: Sequence[PathLike | None]) -> Iterator[list[PathLike | None]]:
             uploads.append((stand_in, os.fspath(p)))
         yield local
         for stand_in, url in uploads:
-            remote.put_file(stand_in, url)
+            objects.put_file(stand_in, url)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -57,7 +57,7 @@ def check_destination(paths: Sequence[PathLike | None]) -> None:
         url = remote.Url.parse(p) if p is not None else None
         if url is not None and url.host not in seen:
             seen.add(url.host)
-            remote.check_bucket(url)
+            objects.check_bucket(url)
 
 
 def join(folder: PathLike, name: str) -> PathLike:
@@ -70,7 +70,7 @@ def join(folder: PathLike, name: str) -> PathLike:
 def write_text(path: PathLike, text: str) -> None:
     """A small text file or object, written whole (status files)."""
     if remote.is_remote(path):
-        remote.put_bytes(os.fspath(path), text.encode("utf-8"))
+        objects.put_bytes(os.fspath(path), text.encode("utf-8"))
     else:
         write_text_atomic(path, text)
 
@@ -78,9 +78,9 @@ def write_text(path: PathLike, text: str) -> None:
 def read_text(path: PathLike) -> str:
     """A small text file or object (raises ``OSError`` subclasses when it is missing)."""
     if remote.is_remote(path):
-        return remote.read_bytes(os.fspath(path)).decode("utf-8")
+        return objects.read_bytes(os.fspath(path)).decode("utf-8")
     return Path(path).read_text(encoding="utf-8")
 
 
 def exists(path: PathLike) -> bool:
-    return remote.exists(os.fspath(path)) if remote.is_remote(path) else Path(path).is_file()
+    return objects.exists(os.fspath(path)) if remote.is_remote(path) else Path(path).is_file()

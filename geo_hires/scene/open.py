@@ -31,7 +31,7 @@ from geo_hires.errors import (
     StripLayoutWarning,
     UnsupportedBandsError,
 )
-from geo_hires.scene import remote
+from geo_hires.scene import objects, remote
 from geo_hires.scene.placement import Placement, apply_affine, from_gcps, from_rpcs, metres
 
 __all__ = ["SUPPORTED_DTYPES", "Scene", "gdal_env", "open_scene", "resolve_bands"]
@@ -366,7 +366,7 @@ def open_scene(path: str | os.PathLike[str], *, config: ReadConfig | None = None
     url = remote.Url.parse(path)
     p = url.public if url is not None else str(path)
     if url is not None:
-        remote.stat(url)  # a missing key, no credentials or no access: one clear error now
+        objects.stat(url)  # a missing key, no credentials or no access: one clear error now
     elif not Path(p).exists():
         raise SceneNotFoundError(f"scene not found: {p}; check the path")
     elif Path(p).is_dir():

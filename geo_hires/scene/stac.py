@@ -20,7 +20,7 @@ from typing import Any
 
 from geo_hires.config import ReadConfig
 from geo_hires.errors import ConfigError, GeoHiresError, SceneReadError
-from geo_hires.scene import remote
+from geo_hires.scene import objects, remote
 from geo_hires.scene.open import Scene, open_scene
 
 __all__ = ["StacAsset", "is_stac_item", "open_input", "resolve_item"]
@@ -108,7 +108,7 @@ def _load(path: str | os.PathLike[str]) -> tuple[Any, remote.Url | Path]:
         if url is None:
             item_path = Path(path).resolve()
             return pystac.Item.from_file(str(item_path)), item_path
-        item = pystac.Item.from_dict(json.loads(remote.read_bytes(url)))
+        item = pystac.Item.from_dict(json.loads(objects.read_bytes(url)))
         item.set_self_href(url.public)  # relative asset hrefs resolve against the item's URL
         return item, url
     except GeoHiresError:
