@@ -18,6 +18,7 @@ __all__ = [
     "LevelSkippedWarning",
     "NoCRSWarning",
     "NothingToZoomWarning",
+    "OptionIgnoredWarning",
     "SceneNotFoundError",
     "SceneReadError",
     "SceneTooLargeError",
@@ -90,3 +91,8 @@ class LevelSkippedWarning(UserWarning):
 class NothingToZoomWarning(UserWarning):
     """``--zoom`` chooses a fine level's windows from a coarser level's evidence; with one
     level scanned there is nothing to choose, and every window of it is scanned."""
+
+
+class OptionIgnoredWarning(UserWarning):
+    """An option was given that the chosen model has nothing to apply to (``--block`` for a
+    bundle without a scanning network)."""

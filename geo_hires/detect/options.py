@@ -14,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from geo_hires.config import ReadConfig
-from geo_hires.errors import ConfigError
-from geo_hires.models.card import ModelCard
+from geo_hires.errors import ConfigError, OptionIgnoredWarning
+from geo_hires.models.card import FCN, ModelCard
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "aircraft_cascade"
+BLOCK = 1024
+"""The default block core side (level pixels) of a scanning network's levels."""
 """The shipped bundle ``detect``, ``batch`` and the service use when none is named."""
 
 ZoomMode = Literal["all", "gate", "rl", "random", "none"]
@@ -160,7 +163,7 @@ class DetectConfig:
             so of the config identity, the journal and the provenance.
     """
 
-    core: int = 1024
+    core: int = BLOCK
     batch_size: int = 2
     score_threshold: float | None = None
     iou_threshold: float = 0.5
@@ -209,7 +212,7 @@ class DetectOptions:
     score_threshold: float | None = _option(
         None, "minimum score (default: the model card's)", gt=0, lt=1
     )
-    block: int = _option(1024, "block core size (level px)", ge=64, le=4096, multiple_of=4)
+    block: int = _option(BLOCK, "block core size (level px)", ge=64, le=4096, multiple_of=4)
     levels: tuple[str, ...] | None = _option(
         None, "level names of the model to run, comma-separated (default: all)",
         min_length=1, max_length=16,
@@ -267,7 +270,16 @@ class DetectOptions:
 
     def detect_config(self, card: ModelCard, device_type: str = "cpu") -> DetectConfig:
         """The stages' settings for these options, with the precision resolved for ``card``
-        on a device of ``device_type`` (:func:`resolve_precision`)."""
+        on a device of ``device_type`` (:func:`resolve_precision`). A ``block`` other than the
+        default for a bundle that no scanning network runs is said to be moot: its levels'
+        windows are the card's."""
+        if self.block != BLOCK and not any(lv.detector == FCN for lv in card.levels):
+            warnings.warn(
+                f"--block {self.block}: {card.name} has no scanning network, whose blocks it "
+                "sizes; its windows are its card's (window, halo)",
+                OptionIgnoredWarning,
+                stacklevel=2,
+            )
         return DetectConfig(
             core=self.block,
             batch_size=self.batch,

@@ -248,3 +248,19 @@ def test_streamed_reads_of_an_upsampled_level_equal_the_whole_level(synthetic, t
                 assert img_s.shape == (3, *b.shape)
                 np.testing.assert_array_equal(ok_s, ok_w)
                 np.testing.assert_allclose(img_s, img_w, atol=1e-6)
+
+
+def test_a_block_size_for_a_bundle_without_a_scanning_network_is_said_to_be_moot():
+    import warnings
+
+    from geo_hires.detect.options import DetectOptions
+    from geo_hires.errors import OptionIgnoredWarning
+    from geo_hires.models.card import load_card
+
+    yolo, lsn = load_card("aircraft_yolo"), load_card("aircraft_lsn")
+    with pytest.warns(OptionIgnoredWarning, match="--block 512: aircraft_yolo has no scanning"):
+        assert DetectOptions(block=512).detect_config(yolo).core == 512
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OptionIgnoredWarning)
+        DetectOptions(block=512).detect_config(lsn)  # its blocks: used
+        DetectOptions().detect_config(yolo)  # not asked for: nothing to say
