@@ -148,7 +148,7 @@ def _read_geojson(path: Path) -> LabelSet:
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
         raise LabelReadError(f"{path}: expected a GeoJSON FeatureCollection")
     rings, names, scores = [], [], []
-    for feat in doc.get("features", []):
+    for i, feat in enumerate(doc.get("features", [])):
         geom = feat.get("geometry") or {}
         props = feat.get("properties") or {}
         if geom.get("type") == "Polygon":
@@ -160,10 +160,22 @@ def _read_geojson(path: Path) -> LabelSet:
         ring = np.concatenate([np.asarray(p, np.float64)[:, :2] for p in parts])
         rings.append(ring)
         names.append(str(next((props[k] for k in _CLASS_KEYS if props.get(k)), "object")))
-        scores.append(float(props.get("score", 1.0)))
+        scores.append(_score(props.get("score"), path, i))
     return LabelSet(
         rings=tuple(rings), names=tuple(names), scores=tuple(scores), crs=_geojson_crs(doc)
     )
+
+
+def _score(value: object, path: Path, index: int) -> float:
+    """A feature's ``score``: 1.0 when absent or null (truth, or a GIS export's empty field)."""
+    if value is None or value == "":
+        return 1.0
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise LabelReadError(
+            f"{path}: feature {index} has score {value!r}; give a number or leave it empty"
+        ) from None
 
 
 def _box_ring(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
@@ -184,8 +196,8 @@ def _read_csv(path: Path, image: str | None) -> LabelSet:
             f"found {sorted(header)}"
         )
     key = next((k for k in ("label", "class", "name") if k in header), None)
-    if image is not None and "image_path" in header:
-        rows = [r for r in rows if Path(r["image_path"]).name == image] or rows
+    if "image_path" in header:
+        rows = _rows_of(path, rows, image)
     try:
         rings = [_box_ring(*(float(r[k]) for k in ("xmin", "ymin", "xmax", "ymax"))) for r in rows]
         scores = [float(r.get("score") or 1.0) for r in rows]
@@ -193,6 +205,19 @@ def _read_csv(path: Path, image: str | None) -> LabelSet:
         raise LabelReadError(f"{path}: non-numeric box coordinate ({exc})") from exc
     names = [r[key] if key else "object" for r in rows]
     return LabelSet(rings=tuple(rings), names=tuple(names), scores=tuple(scores), crs=None)
+
+
+def _rows_of(path: Path, rows: list[dict[str, str]], image: str | None) -> list[dict[str, str]]:
+    """The rows of ``image`` (by ``image_path``'s file name): none when it has none (an image
+    without objects), never another image's; a file of several images needs ``image``."""
+    names = {Path(r["image_path"]).name for r in rows}
+    if image is None:
+        if len(names) > 1:
+            raise LabelReadError(
+                f"{path} holds labels of {len(names)} images; pass --scene (or image=) to pick one"
+            )
+        return rows
+    return [r for r in rows if Path(r["image_path"]).name == image]
 
 
 def _airbus_rows(path: Path, rows: list[dict[str, str]], image: str | None) -> LabelSet:

@@ -56,6 +56,36 @@ def test_airbus_csv_with_several_images_needs_a_choice(tmp_path):
         read_labels(tmp_path / "air.csv")
 
 
+def test_a_pixel_csv_of_several_images_gives_each_its_own_boxes_and_none_of_the_others(tmp_path):
+    path = tmp_path / "many.csv"
+    path.write_text(
+        "image_path,xmin,ymin,xmax,ymax,label\n"
+        "tiles/a.tif,0,0,10,10,car\ntiles/a.tif,20,20,30,30,car\nb.tif,5,5,9,9,plane\n"
+    )
+    assert len(read_labels(path, image="a.tif").rings) == 2
+    assert read_labels(path, image="b.tif").names == ("plane",)
+    assert read_labels(path, image="empty.tif").rings == ()  # not a's or b's boxes
+    with pytest.raises(LabelReadError, match="labels of 2 images; pass --scene"):
+        read_labels(path)
+
+
+def test_geojson_scores_that_are_null_mean_one_and_others_are_one_clear_error(tmp_path):
+    import json
+
+    box = {"type": "Polygon", "coordinates": [[[0, 0], [4, 0], [4, 4], [0, 4], [0, 0]]]}
+
+    def collection(score):
+        feat = {"type": "Feature", "geometry": box, "properties": {"class": "car", "score": score}}
+        (tmp_path / "p.geojson").write_text(json.dumps({"type": "FeatureCollection",
+                                                         "features": [feat]}))  # fmt: skip
+        return tmp_path / "p.geojson"
+
+    assert read_labels(collection(None)).scores == (1.0,)  # a GIS export's empty field
+    assert read_labels(collection("0.25")).scores == (0.25,)
+    with pytest.raises(LabelReadError, match=r"feature 0 has score 'high'; give a number"):
+        read_labels(collection("high"))
+
+
 def test_geojson_in_any_crs_lands_on_the_same_pixels(tmp_path, fixtures):
     scene = open_scene(fixtures / "OSBS_029.tif")
     truth = read_labels(fixtures / "OSBS_029.csv").to_pixels(scene)
