@@ -24,7 +24,7 @@ from tqdm import tqdm
 from geo_hires.config import ReadConfig
 from geo_hires.detect.executors import Executor
 from geo_hires.detect.options import DetectOptions
-from geo_hires.errors import ConfigError, GeoHiresError
+from geo_hires.errors import ConfigError
 from geo_hires.export.remote import check_destination, exists, join, read_text, write_text
 from geo_hires.models.bundle import Bundle, load_bundle
 from geo_hires.pipeline.outputs import run_detect
@@ -74,13 +74,18 @@ def _stem(scene: str | Path) -> str:
 
 
 def _names(scenes: list[str | Path]) -> list[str]:
-    seen: dict[str, int] = {}
+    """One output name per scene: its stem, or ``stem_N`` for a repeated stem, N the first
+    that no other scene's name takes (a scene may itself be called ``x_1``)."""
+    stems = [_stem(s) for s in scenes]
+    taken: set[str] = set()
     names = []
-    for s in scenes:
-        stem = _stem(s)
-        n = seen.get(stem, 0)
-        seen[stem] = n + 1
-        names.append(stem if n == 0 else f"{stem}_{n}")
+    for stem in stems:
+        name, n = stem, 0
+        while name in taken or (n and name in stems):
+            n += 1
+            name = f"{stem}_{n}"
+        taken.add(name)
+        names.append(name)
     return names
 
 
@@ -100,9 +105,20 @@ def _where(executor: Executor | None) -> dict[str, Any]:
     }
 
 
-def _finished(status: str | os.PathLike[str], output: str | os.PathLike[str]) -> bool:
+def _options(opts: DetectOptions) -> dict[str, Any]:
+    """The options as their status file records them (what a resumed batch compares)."""
+    return dict(json.loads(json.dumps(dataclasses.asdict(opts))))
+
+
+def _finished(
+    status: str | os.PathLike[str], output: str | os.PathLike[str], scene: str, opts: DetectOptions
+) -> bool:
+    """Whether ``status`` says this scene was done with these options and its output is there
+    (a status of another scene under the same name, or of other options, is not)."""
     try:
-        return json.loads(read_text(status))["state"] == "done" and exists(output)
+        st = json.loads(read_text(status))
+        ours = st["scene"] == remote.public(scene) and st.get("options") == _options(opts)
+        return st["state"] == "done" and ours and exists(output)
     except (FileNotFoundError, ValueError, KeyError):  # no status yet; a cut or foreign file
         return False
 
@@ -140,26 +156,27 @@ def run_batch(
         disable=not progress,
     ):
         output, status = join(out_dir, f"{name}.geojson"), join(out_dir, f"{name}.status.json")
-        if resume and _finished(status, output):
+        if resume and _finished(status, output, str(scene), opts):
             skipped += 1
             continue
         start = time.perf_counter()
+        recorded = {"scene": remote.public(scene), "options": _options(opts)}
+        _status(status, state="running", **recorded)  # an earlier "done" no longer holds
         try:
             result = run_detect(
                 scene, output, opts, bundle=loaded, read_config=read_config,
                 executor=executor, resume=resume,
             )  # fmt: skip
-        except (GeoHiresError, OSError, ValueError) as exc:
+        except Exception as exc:  # one scene's failure, whatever it is, is its own
             failed += 1
-            _status(status, state="failed", scene=remote.public(scene),
-                    error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+            _status(status, state="failed", error=f"{type(exc).__name__}: {exc}", **recorded)
             log(f"{remote.public(scene)}: failed: {exc}")
             continue
         done += 1
         _status(
             status,
             state="done",
-            scene=remote.public(scene),
+            **recorded,
             output=f"{name}.geojson",
             detections=len(result.detections),
             units_resumed=result.resumed_units,

@@ -80,3 +80,31 @@ def test_batch_isolates_a_bad_scene_and_resume_skips_done(tmp_path, scene_path, 
     assert (out / f"{scene_path.stem}.geojson").exists() and (out / "second.geojson").exists()
     rc = main(["batch", str(listing), "--out-dir", str(out), "--block", "512", "--resume"])
     assert rc == 3 and "0 done, 1 failed, 2 skipped" in capsys.readouterr().out
+
+
+def test_batch_names_never_collide_and_resume_skips_only_this_scene_done_so(
+    tmp_path, synthetic, capsys
+):
+    import shutil
+
+    from geo_hires.pipeline.batch import _names
+
+    assert _names([Path("a/x.tif"), Path("b/x.tif"), Path("x_1.tif")]) == ["x", "x_2", "x_1"]
+    assert _names([Path("a/x.tif"), Path("b/x.tif")]) == ["x", "x_1"]  # as before
+    for folder, seed in (("a", 3), ("b", 4)):
+        (tmp_path / folder).mkdir()
+        shutil.copy(synthetic(400, 300, seed=seed, density="sparse"), tmp_path / folder / "x.tif")
+    listing, out = tmp_path / "scenes.txt", tmp_path / "out"
+    listing.write_text("a/x.tif\nb/x.tif\n")
+    flags = ["--out-dir", str(out), "--block", "512", "--model", "aircraft_lsn"]
+    assert main(["batch", str(listing), *flags]) == 0
+    status = json.loads((out / "x.status.json").read_text())
+    assert status["state"] == "done" and status["scene"].endswith("a/x.tif")
+    listing.write_text("b/x.tif\n")  # b is now named x: a's status must not stand for it
+    assert main(["batch", str(listing), *flags, "--resume"]) == 0
+    assert "1 done, 0 failed, 0 skipped" in capsys.readouterr().out
+    assert json.loads((out / "x.status.json").read_text())["scene"].endswith("b/x.tif")
+    assert main(["batch", str(listing), *flags, "--resume"]) == 0  # the same: skipped
+    assert "0 done, 0 failed, 1 skipped" in capsys.readouterr().out
+    assert main(["batch", str(listing), *flags, "--resume", "--score-threshold", "0.6"]) == 0
+    assert "1 done, 0 failed, 0 skipped" in capsys.readouterr().out  # other options: run again
