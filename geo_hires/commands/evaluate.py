@@ -23,9 +23,9 @@ def _fmt_row(name: str, s: Any) -> str:
 def _cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.evaluate import common_frame, evaluate
     from geo_hires.labels import read_labels
-    from geo_hires.scene import open_scene
+    from geo_hires.scene.stac import open_input
 
-    scene = open_scene(args.scene, config=read_config(args)) if args.scene else None
+    scene = open_input(args.scene, read_config(args))[0] if args.scene else None  # or an item
     image = Path(scene.path).name if scene else None
     pred, truth = common_frame(
         read_labels(args.pred, image=image), read_labels(args.truth, image=image), scene

@@ -121,9 +121,9 @@ def _cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.config import ExportConfig
     from geo_hires.export import write_geojson, write_gpkg, write_quicklook
     from geo_hires.labels import read_labels
-    from geo_hires.scene import open_scene
+    from geo_hires.scene.stac import open_input
 
-    scene = open_scene(args.scene, config=read_config(args))
+    scene = open_input(args.scene, read_config(args))[0]  # a raster, or a STAC item's asset
     dets = read_labels(args.labels, image=Path(scene.path).name).to_pixels(scene)
     cfg = ExportConfig(model_name=args.model_name)
     write_geojson(args.output, dets, scene, config=cfg)

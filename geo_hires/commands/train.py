@@ -14,6 +14,18 @@ from geo_hires.errors import ConfigError
 __all__ = ["add_commands"]
 
 
+STEPS = 3600
+"""The LSN's default step budget."""
+
+
+def _rename(text: str) -> tuple[str, str]:
+    """``--class-map OLD=NEW`` as a pair."""
+    old, sep, new = text.partition("=")
+    if not sep or not old or not new:
+        raise argparse.ArgumentTypeError(f"{text!r}: write OLD=NEW (Truncated_airplane=Airplane)")
+    return old, new
+
+
 def _log_line(text: str) -> None:
     sys.stderr.write(f"geo-hires: {text}\n")
 
@@ -41,15 +53,17 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         name=args.name,
         arch=args.arch,
         gsd_m=args.gsd,
-        class_map=dict(kv.split("=", 1) for kv in args.class_map),
+        class_map=dict(args.class_map),
         val_fraction=args.val_fraction,
         val_scenes=tuple(args.val_scenes),
         licence=args.licence,
         fit=FitConfig(
-            steps=args.steps, minutes=args.minutes, batch_size=args.batch, seed=args.seed
+            steps=args.steps or STEPS, minutes=args.minutes, batch_size=args.batch, seed=args.seed
         ),
     )
     if args.arch in YOLO_ARCHS:
+        if args.steps is not None:
+            raise ConfigError("--steps is for the LSN; a YOLO trains for --minutes")
         data = YoloDataConfig(
             chips_per_image=args.chips_per_image,
             gsd_range=None
@@ -151,6 +165,7 @@ def _add_train(sub: Any) -> None:
         "--class-map",
         action="append",
         default=[],
+        type=_rename,
         metavar="OLD=NEW",
         help="rename a label class (repeatable)",
     )
@@ -191,7 +206,10 @@ def _add_train(sub: Any) -> None:
         help="YOLO: folder kept for chips and the run; the same command resumes in it after a "
         "kill (default: a temporary folder, removed)",
     )
-    p.add_argument("--steps", type=int, default=3600, help="training steps (at most)")
+    p.add_argument(
+        "--steps", type=int, default=None,
+        help=f"LSN training steps (at most; default {STEPS}); a YOLO trains for --minutes",
+    )  # fmt: skip
     p.add_argument("--minutes", type=float, default=22.0, help="time budget (at most)")
     p.add_argument("--batch", type=int, default=16, help="chips per step")
     p.add_argument("--seed", type=int, default=0, help="random seed")

@@ -182,6 +182,8 @@ class DetectConfig:
             raise ConfigError(
                 "DetectConfig: core >= 16, batch_size >= 1 and prefetch >= 1 required"
             )
+        if self.threads < 1:
+            raise ConfigError(f"--threads {self.threads}: give 1 or more torch threads")
         if self.score_threshold is not None and not 0.0 < self.score_threshold < 1.0:
             raise ConfigError(f"score threshold must be in (0, 1), got {self.score_threshold}")
         if self.levels is not None and not self.levels:
@@ -250,6 +252,7 @@ class DetectOptions:
         2,
         "torch threads per forward pass (part of the config: equal threads, equal bytes)",
         service=False,
+        ge=1,
     )
     rpc_height: float = _option(
         0.0, "height above the ellipsoid (m) for scenes placed by RPCs", service=False

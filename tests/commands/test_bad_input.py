@@ -243,3 +243,20 @@ def test_a_driver_restriction_refuses_other_formats(tmp_path, fixtures):
     scene = open_scene(fixtures / "RGB.byte.tif", config=gtiff)
     with SceneReader(scene, config=gtiff) as reader:
         assert reader.src.driver == "GTiff"
+
+
+def test_threads_below_one_is_one_line(capsys, fixtures):
+    rc, _, err = _run(capsys, "plan", str(fixtures / "OSBS_029.tif"), "--threads", "0")
+    assert rc == 2
+    _one_error_line(err, "--threads 0: give 1 or more")
+
+
+def test_training_flags_that_cannot_apply_are_refused_saying_how(capsys, fixtures, tmp_path):
+    scene, labels = str(fixtures / "OSBS_029.tif"), str(fixtures / "OSBS_029.csv")
+    base = ["train", scene, "--labels", labels, "--out", str(tmp_path / "b")]
+    with pytest.raises(SystemExit):  # argparse's own usage error, one line of it ours
+        main([*base, "--class-map", "Airplane"])
+    assert "'Airplane': write OLD=NEW" in capsys.readouterr().err
+    assert main([*base, "--arch", "yolov8n", "--steps", "10"]) != 0
+    _one_error_line(capsys.readouterr().err, "--steps is for the LSN; a YOLO trains for --minutes")
+    assert not (tmp_path / "b").exists()

@@ -207,3 +207,19 @@ def test_remote_unreadable_and_outside_assets_and_a_plain_rasters_read_config(fo
     assert resolve_item(outside).path == str(folder / "scene_rgb.tif")  # not confined by default
     scene, prov = open_input(folder / "scene_bgrn.tif", ReadConfig(bands=(3, 2, 1)))
     assert prov is None and scene.bands == (3, 2, 1)  # a raster gets the caller's config
+
+
+def test_eval_and_convert_take_an_item_and_its_asset_like_detect(folder, tmp_path, capsys):
+    item = _item(folder, {"stack": {"href": "scene_bgrn.tif", "eo:bands": BANDS}}, "item3.json")
+    truth = tmp_path / "truth.csv"
+    truth.write_text("xmin,ymin,xmax,ymax,label\n10,10,40,40,Airplane\n")
+    out = tmp_path / "t.geojson"
+    assert (
+        main(["convert", str(truth), "--scene", str(item), "--asset", "stack", "-o", str(out)]) == 0
+    )
+    assert len(json.loads(out.read_text())["features"]) == 1  # placed through the item's asset
+    assert (
+        main(["eval", str(out), str(truth), "--scene", str(item), "--asset", "stack", "--json"])
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["ap50"] == pytest.approx(1.0)
