@@ -58,9 +58,23 @@ def _read_layer(path: str) -> Any:
     if not Path(path).is_file():
         raise ConfigError(f"{path} not found; give a detection result (GeoJSON, GeoPackage …)")
     try:
-        return gpd.read_file(path, engine="pyogrio")
+        frame = gpd.read_file(path, engine="pyogrio")
     except Exception as exc:  # pyogrio raises several types for unreadable files
         raise ConfigError(f"cannot read {path} ({exc}); give a vector file GDAL reads") from exc
+    if _pixel_space(path):  # GDAL calls every GeoJSON WGS84, ours in pixels too
+        frame = frame.set_crs(None, allow_override=True)
+    return frame
+
+
+def _pixel_space(path: str) -> bool:
+    """Whether ``path`` is a result of ``detect`` on a scene without a CRS (in pixels)."""
+    if Path(path).suffix.lower() not in (".geojson", ".json"):
+        return False
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return bool(isinstance(doc, dict) and doc.get("geo_hires", {}).get("pixel_space"))
 
 
 def _cmd_diff(args: argparse.Namespace, out: TextIO) -> int:

@@ -43,10 +43,14 @@ class DiffConfig:
 
 def _prepared(frame: gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
     if frame.crs is None:
-        raise ConfigError(f"{name} has no CRS (pixel-space labels); give georeferenced results")
+        raise ConfigError(
+            f"{name} has no CRS (pixel-space results: its scene had none); a change between "
+            "dates needs georeferenced results"
+        )
     out = frame[frame.geometry.notna() & ~frame.geometry.is_empty].copy()
     if "class" not in out:
         out["class"] = "object"
+    out["class"] = out["class"].fillna("object").astype(str)  # a GIS export's empty classes
     if "score" not in out:
         out["score"] = np.nan
     return out.reset_index(drop=True)

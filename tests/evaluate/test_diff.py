@@ -136,3 +136,21 @@ def test_real_scene_against_itself_with_aircraft_cut_out(demo_crop, tmp_path):
     assert gone >= 3 and kept >= 3
     assert counts["disappeared"] >= gone - 1 and counts["persisted"] >= kept - 1
     assert counts["appeared"] <= 1
+
+
+def test_results_in_pixels_or_with_empty_classes_are_said_or_handled(tmp_path, capsys):
+    """GDAL calls every GeoJSON WGS84, so ``detect``'s pixel-space results (a scene without a
+    CRS) looked like degrees; a GIS export may leave classes empty."""
+    box = {"type": "Polygon", "coordinates": [[[1000, 200], [1010, 200], [1010, 210],
+                                               [1000, 210], [1000, 200]]]}  # fmt: skip
+    feat = {"type": "Feature", "geometry": box, "properties": {"class": "Airplane"}}
+    doc = {"type": "FeatureCollection", "features": [feat], "geo_hires": {"pixel_space": True}}
+    (tmp_path / "a.geojson").write_text(json.dumps(doc))
+    rc = main(["diff", str(tmp_path / "a.geojson"), str(tmp_path / "a.geojson"),
+               "-o", str(tmp_path / "c.geojson")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "no CRS (pixel-space results" in err and "Traceback" not in err
+    old, new = _pair()
+    old.loc[0, "class"] = None
+    out = diff_layers(old, new)
+    assert "object" in set(out["class"]) and len(out) > 0
