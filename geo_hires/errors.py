@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "BandOrderWarning",
+    "ClassMismatchWarning",
     "ConfigError",
     "ExecutorError",
     "ForeignJournalWarning",
@@ -96,3 +97,7 @@ class NothingToZoomWarning(UserWarning):
 class OptionIgnoredWarning(UserWarning):
     """An option was given that the chosen model has nothing to apply to (``--block`` for a
     bundle without a scanning network)."""
+
+
+class ClassMismatchWarning(UserWarning):
+    """Predictions and truth share no class name: a score would be 0 for a naming reason."""

@@ -108,6 +108,14 @@ def _add_machine_args(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def renaming(text: str) -> tuple[str, str]:
+    """``--class-map OLD=NEW`` as a pair (argparse's usage error otherwise)."""
+    old, sep, new = text.partition("=")
+    if not sep or not old or not new:
+        raise argparse.ArgumentTypeError(f"{text!r}: write OLD=NEW (Truncated_airplane=Airplane)")
+    return old, new
+
+
 def add_scene_args(p: argparse.ArgumentParser) -> None:
     """Reading options of commands that open a scene without detecting in it."""
     p.add_argument("--max-pixels", type=int, default=0, help="declared-size budget (pixels)")

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from geo_hires.commands.args import add_scene_args, read_config
+from geo_hires.commands.args import add_scene_args, read_config, renaming
+from geo_hires.errors import ClassMismatchWarning
 
 __all__ = ["add_commands"]
 
@@ -20,6 +23,17 @@ def _fmt_row(name: str, s: Any) -> str:
     )
 
 
+def _check_classes(pred: Sequence[str], truth: Sequence[str]) -> None:
+    """Warn when no class is on both sides: every score would be 0 for a naming reason."""
+    if pred and truth and not set(pred) & set(truth):
+        warnings.warn(
+            f"the predictions' classes {sorted(set(pred))} and the truth's {sorted(set(truth))} "
+            "share none, so every score is 0; rename the truth's with --class-map OLD=NEW",
+            ClassMismatchWarning,
+            stacklevel=2,
+        )
+
+
 def _cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.evaluate import common_frame, evaluate
     from geo_hires.labels import read_labels
@@ -27,9 +41,10 @@ def _cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
 
     scene = open_input(args.scene, read_config(args))[0] if args.scene else None  # or an item
     image = Path(scene.path).name if scene else None
-    pred, truth = common_frame(
-        read_labels(args.pred, image=image), read_labels(args.truth, image=image), scene
-    )
+    truth_labels = read_labels(args.truth, image=image).renamed(dict(args.class_map))
+    pred_labels = read_labels(args.pred, image=image)
+    _check_classes(pred_labels.names, truth_labels.names)
+    pred, truth = common_frame(pred_labels, truth_labels, scene)
     result = evaluate(pred, truth, iou=args.iou, threshold=args.threshold)
     if args.json:
         out.write(json.dumps(result.as_json(), sort_keys=True) + "\n")
@@ -105,6 +120,10 @@ def add_commands(sub: Any) -> None:
         help="also give precision and recall of the predictions scoring T or more",
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--class-map", action="append", default=[], type=renaming, metavar="OLD=NEW",
+        help="rename a class of the truth (repeatable), as the model's training did",
+    )  # fmt: skip
     add_scene_args(p)
     p.set_defaults(_handler=_cmd_eval)
     p = sub.add_parser("diff", help="change between two results: persisted, appeared, disappeared")

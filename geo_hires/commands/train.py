@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from geo_hires.commands.args import renaming
 from geo_hires.detect.options import DEFAULT_MODEL
 from geo_hires.errors import ConfigError
 
@@ -16,14 +17,6 @@ __all__ = ["add_commands"]
 
 STEPS = 3600
 """The LSN's default step budget."""
-
-
-def _rename(text: str) -> tuple[str, str]:
-    """``--class-map OLD=NEW`` as a pair."""
-    old, sep, new = text.partition("=")
-    if not sep or not old or not new:
-        raise argparse.ArgumentTypeError(f"{text!r}: write OLD=NEW (Truncated_airplane=Airplane)")
-    return old, new
 
 
 def _log_line(text: str) -> None:
@@ -165,7 +158,7 @@ def _add_train(sub: Any) -> None:
         "--class-map",
         action="append",
         default=[],
-        type=_rename,
+        type=renaming,
         metavar="OLD=NEW",
         help="rename a label class (repeatable)",
     )

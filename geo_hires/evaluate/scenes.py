@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import warnings
 from collections.abc import Sequence
@@ -36,9 +35,7 @@ def labelled_scene(
         warnings.simplefilter("ignore", NoCRSWarning)
         scene = open_scene(path, config=read_config)
     class_map = card.extra.get("training", {}).get("class_map", {})
-    lab = labels_for(path, labels)
-    lab = dataclasses.replace(lab, names=tuple(class_map.get(n, n) for n in lab.names))
-    return scene, lab.to_pixels(scene, class_names)
+    return scene, labels_for(path, labels).renamed(class_map).to_pixels(scene, class_names)
 
 
 def evaluate_scenes(

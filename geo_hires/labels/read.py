@@ -23,7 +23,7 @@ import dataclasses
 import json
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,10 @@ class LabelSet:
     names: tuple[str, ...]
     scores: tuple[float, ...]
     crs: str | None
+
+    def renamed(self, class_map: Mapping[str, str]) -> LabelSet:
+        """The same labels with classes renamed (``{old: new}``; others kept)."""
+        return dataclasses.replace(self, names=tuple(class_map.get(n, n) for n in self.names))
 
     def _classes(self, class_names: Sequence[str] | None) -> tuple[tuple[str, ...], np.ndarray]:
         table = tuple(class_names) if class_names else tuple(sorted(set(self.names)))

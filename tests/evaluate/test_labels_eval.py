@@ -321,3 +321,17 @@ def test_evaluation_bounds_extra_classes_and_json():
 
     with pytest.raises(ConfigError, match="nothing to evaluate"):
         evaluate_images([])
+
+
+def test_eval_renames_the_truths_classes_and_warns_when_none_match(tmp_path, capsys):
+    (tmp_path / "p.csv").write_text("xmin,ymin,xmax,ymax,label,score\n0,0,10,10,Airplane,0.9\n")
+    (tmp_path / "t.csv").write_text("xmin,ymin,xmax,ymax,label\n0,0,10,10,Truncated_airplane\n")
+    files = [str(tmp_path / "p.csv"), str(tmp_path / "t.csv"), "--json"]
+    assert main(["eval", *files]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["ap50"] == 0.0
+    assert "share none, so every score is 0; rename the truth's with --class-map" in captured.err
+    assert main(["eval", *files, "--class-map", "Truncated_airplane=Airplane"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["ap50"] == pytest.approx(1.0)
+    assert "share none" not in captured.err
