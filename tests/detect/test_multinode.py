@@ -70,12 +70,15 @@ def _batch(scene_list: Path, out: Path, address: str) -> subprocess.Popen[str]:
 
 
 def _done(out: Path) -> dict[str, dict]:
+    """The statuses of the scenes done (a scene's status says ``running`` while it runs)."""
     status = {}
     for p in out.glob("*.status.json"):
         try:
-            status[p.name.removesuffix(".status.json")] = json.loads(p.read_text())
+            doc = json.loads(p.read_text())
         except ValueError:  # written atomically, but be safe
             continue
+        if doc.get("state") == "done":
+            status[p.name.removesuffix(".status.json")] = doc
     return status
 
 
