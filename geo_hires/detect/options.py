@@ -42,9 +42,9 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "aircraft_cascade"
+"""The shipped bundle ``detect``, ``batch`` and the service use when none is named."""
 BLOCK = 1024
 """The default block core side (level pixels) of a scanning network's levels."""
-"""The shipped bundle ``detect``, ``batch`` and the service use when none is named."""
 
 ZoomMode = Literal["all", "gate", "rl", "random", "none"]
 ZOOM_MODES: tuple[ZoomMode, ...] = get_args(ZoomMode)

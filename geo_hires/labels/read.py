@@ -306,8 +306,9 @@ def labels_for(scene: str | os.PathLike[str], labels: str | os.PathLike[str]) ->
     """The labels of one scene from a shared label file or a folder of per-scene files.
 
     Args:
-        scene: The scene file; its name selects rows of multi-image files, its stem picks
-            ``<stem>.<ext>`` in a folder.
+        scene: The scene file; its name selects its rows of a shared file (none there: no
+            objects), its stem picks ``<stem>.<ext>`` in a folder, a file of that scene alone
+            whatever image name its rows give (one only).
         labels: A label file (holding this scene, maybe others) or a folder.
     """
     path, name = Path(labels), Path(scene).name
@@ -315,5 +316,5 @@ def labels_for(scene: str | os.PathLike[str], labels: str | os.PathLike[str]) ->
         found = sorted(path.glob(Path(scene).stem + ".*"))
         if not found:
             raise LabelReadError(f"no label file for {name} in {path}")
-        path = found[0]
+        return read_labels(found[0])
     return read_labels(path, image=name)

@@ -335,3 +335,17 @@ def test_eval_renames_the_truths_classes_and_warns_when_none_match(tmp_path, cap
     captured = capsys.readouterr()
     assert json.loads(captured.out)["ap50"] == pytest.approx(1.0)
     assert "share none" not in captured.err
+
+
+def test_a_folder_of_labels_gives_each_scene_its_own_file_whatever_image_it_names(tmp_path):
+    from geo_hires.labels import labels_for
+
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    (folder / "s0.csv").write_text("image_path,xmin,ymin,xmax,ymax,label\ns0.png,0,0,9,9,car\n")
+    (folder / "s1.csv").write_text(
+        "image_path,xmin,ymin,xmax,ymax,label\na.tif,0,0,9,9,car\nb.tif,1,1,5,5,car\n"
+    )
+    assert labels_for(tmp_path / "s0.tif", folder).names == ("car",)  # its file: .png or not
+    with pytest.raises(LabelReadError, match="labels of 2 images"):
+        labels_for(tmp_path / "s1.tif", folder)
