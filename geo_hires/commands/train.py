@@ -51,7 +51,10 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         val_scenes=tuple(args.val_scenes),
         licence=args.licence,
         fit=FitConfig(
-            steps=args.steps or STEPS, minutes=args.minutes, batch_size=args.batch, seed=args.seed
+            steps=STEPS if args.steps is None else args.steps,
+            minutes=args.minutes,
+            batch_size=args.batch,
+            seed=args.seed,
         ),
     )
     if args.arch in YOLO_ARCHS:

@@ -259,4 +259,6 @@ def test_training_flags_that_cannot_apply_are_refused_saying_how(capsys, fixture
     assert "'Airplane': write OLD=NEW" in capsys.readouterr().err
     assert main([*base, "--arch", "yolov8n", "--steps", "10"]) != 0
     _one_error_line(capsys.readouterr().err, "--steps is for the LSN; a YOLO trains for --minutes")
+    assert main([*base, "--steps", "0"]) != 0  # not read as "the default"
+    _one_error_line(capsys.readouterr().err, "steps, batch_size, minutes and lr must be positive")
     assert not (tmp_path / "b").exists()
