@@ -23,7 +23,7 @@ import dataclasses
 import json
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -201,7 +201,7 @@ def _read_csv(path: Path, image: str | None) -> LabelSet:
         )
     key = next((k for k in ("label", "class", "name") if k in header), None)
     if "image_path" in header:
-        rows = _rows_of(path, rows, image)
+        rows = _rows_of(path, rows, image, lambda r: Path(r["image_path"]).name)
     try:
         rings = [_box_ring(*(float(r[k]) for k in ("xmin", "ymin", "xmax", "ymax"))) for r in rows]
         scores = [float(r.get("score") or 1.0) for r in rows]
@@ -211,26 +211,26 @@ def _read_csv(path: Path, image: str | None) -> LabelSet:
     return LabelSet(rings=tuple(rings), names=tuple(names), scores=tuple(scores), crs=None)
 
 
-def _rows_of(path: Path, rows: list[dict[str, str]], image: str | None) -> list[dict[str, str]]:
-    """The rows of ``image`` (by ``image_path``'s file name): none when it has none (an image
+Row = dict[str, str]
+
+
+def _rows_of(
+    path: Path, rows: list[Row], image: str | None, image_of: Callable[[Row], str]
+) -> list[Row]:
+    """The rows of ``image`` (``image_of`` names each row's): none when it has none (an image
     without objects), never another image's; a file of several images needs ``image``."""
-    names = {Path(r["image_path"]).name for r in rows}
     if image is None:
-        if len(names) > 1:
+        count = len({image_of(r) for r in rows})
+        if count > 1:
             raise LabelReadError(
-                f"{path} holds labels of {len(names)} images; pass --scene (or image=) to pick one"
+                f"{path} holds labels of {count} images; pass --scene (or image=) to pick one"
             )
         return rows
-    return [r for r in rows if Path(r["image_path"]).name == image]
+    return [r for r in rows if image_of(r) == image]
 
 
-def _airbus_rows(path: Path, rows: list[dict[str, str]], image: str | None) -> LabelSet:
-    ids = sorted({r["image_id"] for r in rows})
-    if image is None and len(ids) > 1:
-        raise LabelReadError(
-            f"{path} holds labels of {len(ids)} images; pass --scene (or image=) to pick one"
-        )
-    rows = [r for r in rows if image is None or r["image_id"] == image]
+def _airbus_rows(path: Path, rows: list[Row], image: str | None) -> LabelSet:
+    rows = _rows_of(path, rows, image, lambda r: r["image_id"])
     try:
         rings = [np.asarray(ast.literal_eval(r["geometry"]), np.float64) for r in rows]
     except (ValueError, SyntaxError) as exc:
