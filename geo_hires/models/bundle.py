@@ -13,6 +13,7 @@ results (:attr:`identity`, for journals). Card I/O alone is
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import tempfile
@@ -74,12 +75,13 @@ class Bundle:
     def name(self) -> str:
         return self.card.name
 
-    @property
+    @functools.cached_property
     def identity(self) -> str:
         """What of the bundle decides a run's units and boxes (a journal's tie to its model):
         the weights, the card without its records (levels, GSD, thresholds, cascade: a bare
         ``.pt`` given another ``--model-gsd`` or ``--window`` has the same weights but other
-        units) and the zoom policy, which chooses the fine units."""
+        units) and the zoom policy, which chooses the fine units. Computed once per value (the
+        Ray executor asks for it on every scene; a changed bundle is a new value)."""
         policy = None if self.policy is None else (_digest(self.policy, {}), self.policy.spec)
         return config_id(self.digest, dataclasses.replace(self.card, extra={}), policy)
 
