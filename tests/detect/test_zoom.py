@@ -1,4 +1,4 @@
-"""Selective zoom: deterministic choices, none/all equal coarse-only/full runs, windows not
+"""Selective zoom in runs: none/all equal coarse-only/full runs, windows not
 zoomed read no full-resolution pixels, budgets hold, resume and provenance."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from geo_hires.cli import main
 from geo_hires.detect.journal import journal_for
 from geo_hires.detect.options import DetectConfig, ZoomConfig
-from geo_hires.detect.zoom import choose, window_evidence, zoom_select
+from geo_hires.detect.zoom import choose, zoom_select
 from geo_hires.errors import ConfigError
 from geo_hires.models.bundle import load_bundle
 from geo_hires.pipeline import detect_scene
@@ -27,116 +27,6 @@ CFG = DetectConfig(score_threshold=0.2, whole_read_pixels=0)  # every block read
 def crop(demo_crop) -> Path:
     """2048x1536 of the demo scene (real Pléiades pixels, 0.5 m): aircraft in part of it."""
     return demo_crop(1024, 512, 2048, 1536)
-
-
-def test_choices_are_deterministic_and_respect_the_budget():
-    scores = np.array([0.9, 0.1, 0.5, 0.0, 0.3, 0.7])
-    assert choose(ZoomConfig(mode="gate", gate_threshold=0.3), scores).tolist() == [
-        True, False, True, False, True, True]  # fmt: skip
-    capped = choose(ZoomConfig(mode="gate", budget=0.5, gate_threshold=0.3), scores)
-    assert capped.tolist() == [True, False, True, False, False, True]  # the 3 strongest
-    assert choose(ZoomConfig(mode="none"), scores).sum() == 0
-    assert choose(ZoomConfig(mode="all"), scores).all()
-    a = choose(ZoomConfig(mode="random", budget=0.34, seed=3), scores)
-    assert (
-        a.sum() == 3 and (a == choose(ZoomConfig(mode="random", budget=0.34, seed=3), scores)).all()
-    )
-    ev = np.array([[10.0, 10.0, 0.4, 9, 9], [15.0, 12.0, 0.8, 9, 9], [300.0, 5.0, 0.2, 9, 9]])
-    cores = np.array([[0, 0, 100, 100], [100, 0, 400, 100], [0, 100, 100, 200]], float)
-    assert window_evidence(ev, cores).tolist() == [0.8, 0.2, 0.0]
-
-
-def test_rl_zooms_exactly_the_windows_given_half_or_more():
-    probs = np.array([0.49, 0.5, 0.51, 0.1, 0.9, 0.0, 0.499999])
-    rl = ZoomConfig(mode="rl")
-    assert choose(rl, probs).tolist() == [False, True, True, False, True, False, False]
-    assert choose(rl, np.full(5, 0.2)).sum() == 0  # weak outputs everywhere: nothing zoomed
-    assert choose(rl, np.zeros(0)).tolist() == []
-
-
-def test_rl_under_a_budget_keeps_the_most_probable_of_its_choices():
-    probs = np.array([0.6, 0.95, 0.2, 0.7, 0.55, 0.9])
-    # 4 chosen (>= 0.5); a budget of 0.34 of 6 windows allows ceil(2.04) = 3: 0.95, 0.9, 0.7
-    assert choose(ZoomConfig(mode="rl", budget=0.34), probs).tolist() == [
-        False, True, False, True, False, True]  # fmt: skip
-    # a budget above what the policy wants changes nothing; it never adds windows
-    assert choose(ZoomConfig(mode="rl", budget=1.0), probs).tolist() == (probs >= 0.5).tolist()
-    # ties are broken by window order
-    tied = np.array([0.8, 0.8, 0.8, 0.8])
-    assert choose(ZoomConfig(mode="rl", budget=0.5), tied).tolist() == [True, True, False, False]
-
-
-def test_gate_threshold_is_inclusive_and_the_budget_keeps_the_strongest():
-    scores = np.array([0.3, 0.29, 0.31, 0.05, 1.0])
-    gate = ZoomConfig(mode="gate", gate_threshold=0.3)
-    assert choose(gate, scores).tolist() == [True, False, True, False, True]
-    capped = choose(dataclasses.replace(gate, budget=0.4), scores)  # ceil(2.0) = 2 windows
-    assert capped.tolist() == [False, False, True, False, True]
-
-
-def test_random_zooms_everything_without_a_budget_and_a_seeded_share_with_one():
-    n = 40
-    scores = np.zeros(n)
-    assert choose(ZoomConfig(mode="random"), scores).all()
-    a = choose(ZoomConfig(mode="random", budget=0.25, seed=1), scores)
-    b = choose(ZoomConfig(mode="random", budget=0.25, seed=2), scores)
-    assert a.sum() == b.sum() == 10 and (a != b).any()
-    ranks = np.random.default_rng(1).permutation(n)  # the seed's ranking of the windows
-    assert a.tolist() == (ranks < 10).tolist()
-
-
-def test_the_budget_rounds_up_and_never_exceeds_the_share():
-    scores = np.linspace(0.1, 1.0, 10)
-    for budget, count in [(0.1, 1), (0.15, 2), (0.2, 2), (0.21, 3), (0.3, 3), (1.0, 10)]:
-        assert choose(ZoomConfig(mode="all", budget=budget), scores).sum() == count
-
-
-@pytest.mark.parametrize(
-    ("kw", "message"),
-    [({"budget": 0.0}, "in \\(0, 1\\]"), ({"budget": 1.5}, "in \\(0, 1\\]"),
-     ({"mode": "xyz"}, "choose one of"), ({"window": 100}, "multiple of 32")],
-)  # fmt: skip
-def test_bad_zoom_settings_are_refused(kw, message):
-    with pytest.raises(ConfigError, match=message):
-        ZoomConfig(**kw)
-
-
-def test_zoom_settings_at_their_bounds_and_which_are_selective():
-    ok = [{"window": 64}, {"budget": 1.0}, {"evidence_threshold": 0.2, "gate_threshold": 0.2}]
-    for kw in ok:
-        ZoomConfig(**kw)
-    bad = [{"window": 32}, {"window": 96 + 16}, {"evidence_threshold": 0.0},
-           {"evidence_threshold": 0.3, "gate_threshold": 0.2}, {"gate_threshold": 1.0}]  # fmt: skip
-    for kw in bad:
-        with pytest.raises(ConfigError, match=r"^zoom"):
-            ZoomConfig(**kw)
-    with pytest.raises(ConfigError, match=r"^zoom: 0 < evidence_threshold <= gate_threshold < 1$"):
-        ZoomConfig(gate_threshold=1.0)
-    with pytest.raises(ConfigError, match=r"choose one of all, gate, rl, random, none$"):
-        ZoomConfig(mode="best")
-    assert not ZoomConfig().selective
-    assert ZoomConfig(budget=1.0).selective and ZoomConfig(mode="none").selective
-
-
-def test_one_window_is_chosen_like_many_and_choices_are_boolean_masks():
-    for mode, want in (("gate", [True]), ("rl", [True]), ("all", [True]), ("none", [False])):
-        got = choose(ZoomConfig(mode=mode, gate_threshold=0.5), np.array([0.5]))
-        assert got.dtype == bool and got.tolist() == want, mode
-    assert choose(ZoomConfig(mode="none"), np.ones(3)).dtype == bool
-
-
-def test_window_evidence_takes_the_strongest_peak_whose_centre_is_in_the_core():
-    cores = np.array([[0, 0, 100, 100], [100, 0, 200, 100]], float)
-    ev = np.array(
-        [
-            [100.0, 50.0, 0.9, 9, 9],  # on the shared edge: the right-hand core's (x0 <= x < x1)
-            [99.9, 50.0, 0.3, 9, 9],
-            [50.0, 100.0, 0.8, 9, 9],  # on the bottom edge: no core's
-            [50.0, 0.0, 0.35, 9, 9],  # on the top edge: inside
-        ]
-    )
-    assert window_evidence(ev, cores).tolist() == [0.35, 0.9]
-    assert window_evidence(ev[:0], cores).tolist() == [0.0, 0.0]
 
 
 def test_rl_selection_reads_every_coarse_units_evidence_at_the_scenes_gsd(zoom_evidence):
