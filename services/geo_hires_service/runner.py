@@ -211,19 +211,25 @@ class JobRunner:
 
     def _progress(self, job: Job, beat: Heartbeat, keyed: list[str]) -> Callable[[int, int], None]:
         """The progress callback: records units, names each one in the log, and stops the run
-        when the job is cancelled, the lease lost or the runner draining."""
-        start, seen = time.monotonic(), [-1, 0]  # units done at the first call, at the last
+        when the job is cancelled, the lease lost or the runner draining.
+
+        A step with a newly noted key is a unit this runner computed (``unit done``); a step
+        without one is units taken from the journal at a level's start (``units resumed``),
+        so the log tells which units this attempt ran and which an earlier one had."""
+        start, at = time.monotonic(), {"done": -1, "keys": len(keyed), "ran": 0}
 
         def on_progress(done: int, total: int) -> None:
-            if seen[0] < 0:
-                seen[0] = seen[1] = done
-            elif done > seen[1]:
-                metrics().units.inc(done - seen[1], tags={"tenant": job.tenant})
-                rate = (done - seen[0]) / max(time.monotonic() - start, 1e-6)
+            new = done - max(at["done"], 0)
+            if new > 0 and at["done"] >= 0 and len(keyed) > at["keys"]:  # computed here
+                at["ran"] += new
+                metrics().units.inc(new, tags={"tenant": job.tenant})
+                rate = at["ran"] / max(time.monotonic() - start, 1e-6)
                 metrics().set(metrics().units_per_s, rate, {"slot": self.slot})
-                unit = keyed[-1] if keyed else "?"
-                log.debug("unit done", extra=job_fields(job, unit=unit, runner=self.owner))
-                seen[1] = done
+                fields = job_fields(job, unit=keyed[-1], runner=self.owner, units_done=done)
+                log.debug("unit done", extra=fields)
+            elif new > 0:  # the journal's, at the start or at a level's start
+                log.info("units resumed", extra=job_fields(job, units=new, runner=self.owner))
+            at["done"], at["keys"] = max(done, at["done"]), len(keyed)
             if beat.lost.is_set() or not self.store.progress(
                 job.id, self.owner, done=done, total=total
             ):

@@ -117,7 +117,7 @@ def test_serve_waits_between_polls_while_the_store_is_away_and_stops_when_told(t
                for r in caplog.records)  # fmt: skip
 
 
-def test_progress_names_each_new_unit_and_publishes_this_attempts_rate(
+def test_progress_names_each_computed_unit_and_publishes_this_attempts_rate(
     tmp_path, monkeypatch, caplog
 ):
     from geo_hires_service import runner as runner_module
@@ -132,6 +132,8 @@ def test_progress_names_each_new_unit_and_publishes_this_attempts_rate(
     runner = JobRunner(store=store, data_dir=tmp_path, owner="R", slot="7")
     beat = Heartbeat(store, job_id, "R", 60)  # not started: only its `lost` flag is read
     keyed: list[str] = []
+    computed: list[int] = []  # what the units-computed counter is told
+    monkeypatch.setattr(metrics().units, "inc", lambda n, tags: computed.append(n))
     on_progress = runner._progress(job, beat, keyed)
     rate = ("geo_hires_units_per_second", (("slot", "7"),))
 
@@ -139,15 +141,20 @@ def test_progress_names_each_new_unit_and_publishes_this_attempts_rate(
         now[0] = 1000.0 + at
         on_progress(done, 10)
 
-    step(2, 0.0)  # resumed with 2 units journalled: nothing new yet
-    step(3, 0.5)  # a unit whose key was not noted
+    step(2, 0.0)  # resumed with 2 units journalled: nothing computed yet
+    keyed.append("u3")
+    step(3, 0.5)
     assert metrics()._values[rate][1] == 2.0  # 1 unit in 0.5 s
-    keyed.append("u4")
     step(3, 0.7)  # no new unit: nothing logged, the rate stands
+    step(5, 1.0)  # a level starts with 2 units the journal holds: resumed, not computed
+    assert metrics()._values[rate][1] == 2.0
+    keyed.extend(["u6", "u6"])  # a retried unit is noted twice, counted once
     step(6, 2.0)
-    assert metrics()._values[rate][1] == 2.0  # (6 - 2) units in 2 s, this attempt's own
-    done = [r.unit for r in caplog.records if r.getMessage() == "unit done"]
-    assert done == ["?", "u4"] and store.get(job_id).units_done == 6
+    assert metrics()._values[rate][1] == 1.0  # this attempt computed 2 units in 2 s
+    done = [(r.unit, r.units_done) for r in caplog.records if r.getMessage() == "unit done"]
+    assert done == [("u3", 3), ("u6", 6)] and store.get(job_id).units_done == 6
+    resumed = [r.units for r in caplog.records if r.getMessage() == "units resumed"]
+    assert resumed == [2, 2] and computed == [1, 1]
     for flag, reason in ((runner.draining, "drain"), (beat.lost, "lease")):
         flag.set()
         with pytest.raises(Stop) as stop:

@@ -137,10 +137,15 @@ def test_a_lost_runner_node_hands_its_job_to_the_other_runner(tmp_path, pg_url, 
     assert second != first and second in owners
     units = [x for x in lines if x["message"] == "unit done"]
     keys = [x["unit"] for x in units]
-    assert len(keys) == len(set(keys)) == done["progress"]["units_total"]  # each unit once
     by_first = [x for x in units if x["runner"] == first]
     by_second = [x for x in units if x["runner"] == second]
     assert len(by_first) >= 4 and by_second and len(by_first) + len(by_second) == len(units)
+    # each unit once: the second runner computed exactly what the journal did not hold. The
+    # first may have journalled one unit more than it logged (killed between the two writes).
+    resumed = sum(x["units"] for x in lines if x["message"] == "units resumed"
+                  and x["runner"] == second)  # fmt: skip
+    assert len(keys) == len(set(keys)) and len(by_first) <= resumed <= len(by_first) + 1
+    assert resumed + len(by_second) == done["progress"]["units_total"]
     # never at the same time: the second runner started after the first one's last unit, and
     # no sooner than the lease let it
     assert _at(starts[1]) >= max(_at(x) for x in by_first)
