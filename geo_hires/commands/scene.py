@@ -123,6 +123,7 @@ def _cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.labels import read_labels
     from geo_hires.scene.stac import open_input
 
+    _check_convert_outputs(args)
     scene = open_input(args.scene, read_config(args))[0]  # a raster, or a STAC item's asset
     dets = read_labels(args.labels, image=Path(scene.path).name).to_pixels(scene)
     cfg = ExportConfig(model_name=args.model_name)
@@ -133,6 +134,19 @@ def _cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
         write_quicklook(args.quicklook, dets, scene)
     out.write(f"wrote {len(dets)} features to {args.output}\n")
     return 0
+
+
+def _check_convert_outputs(args: argparse.Namespace) -> None:
+    """Each file in the format its flag writes, and no two the same, before any work."""
+    from geo_hires.errors import ConfigError
+    from geo_hires.export import check_outputs
+    from geo_hires.export.vector import output_kind
+
+    for flag, path, kinds in (("-o", args.output, (".geojson", ".json")),
+                              ("--gpkg", args.gpkg, (".gpkg",))):  # fmt: skip
+        if path and output_kind(path) not in kinds:
+            raise ConfigError(f"{flag} {path!r}: convert writes {kinds[0]} there; name it so")
+    check_outputs([args.output, *([args.gpkg] if args.gpkg else [])], quicklook=args.quicklook)
 
 
 def add_commands(sub: Any) -> None:

@@ -66,16 +66,24 @@ def output_kind(path: str | os.PathLike[str]) -> str:
     return next((ext for ext in FORMATS if name.endswith(ext)), "")
 
 
-def check_outputs(paths: Sequence[str | os.PathLike[str]]) -> None:
-    """Refuse unknown extensions, duplicates and URLs other than ``s3://`` before any work."""
+def check_outputs(
+    paths: Sequence[str | os.PathLike[str]], *, quicklook: str | os.PathLike[str] | None = None
+) -> None:
+    """Refuse unknown extensions, duplicates and URLs other than ``s3://`` before any work.
+
+    ``quicklook``, the PNG drawn beside the vector files, must be a ``.png`` and none of them:
+    it would silently replace the file it shares a name with."""
     seen: set[str] = set()
-    for p in paths:
+    named = [(p, False) for p in paths] + ([(quicklook, True)] if quicklook is not None else [])
+    for p, png in named:
         url = remote.Url.parse(p)
         if url is not None and url.scheme != "s3":
             raise ConfigError(f"output {url.public}: write to a local path or s3://BUCKET/KEY")
         name = url.key if url is not None else p
         suffix = output_kind(name) or Path(name).suffix.lower()
-        if suffix not in FORMATS:
+        if png and suffix != ".png":
+            raise ConfigError(f"quicklook {os.fspath(p)!r}: it is written as PNG; name it .png")
+        if not png and suffix not in FORMATS:
             raise ConfigError(
                 f"output {os.fspath(p)!r}: unknown format {suffix or '(no extension)'}; use "
                 + ", ".join(f"{ext} ({name})" for ext, name in FORMATS.items() if ext != ".json")

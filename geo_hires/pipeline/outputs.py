@@ -81,9 +81,10 @@ class Outputs:
         return [os.fspath(p) for p in self.files]
 
     def check(self) -> None:
-        """Refuse bad outputs before any work: unknown formats, duplicates, and a STAC item
-        with nothing to describe."""
-        check_outputs([*self.files, *([self.coverage] if self.coverage else [])])
+        """Refuse bad outputs before any work: unknown formats, duplicates (the quicklook
+        too), and a STAC item with nothing to describe."""
+        coverage = [self.coverage] if self.coverage else []
+        check_outputs([*self.files, *coverage], quicklook=self.quicklook)
         items, others = item_outputs(self.files)
         if items and any(remote.is_remote(p) for p in [*self.files, self.coverage, self.quicklook]):
             raise ConfigError(

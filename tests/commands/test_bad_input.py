@@ -262,3 +262,24 @@ def test_training_flags_that_cannot_apply_are_refused_saying_how(capsys, fixture
     assert main([*base, "--steps", "0"]) != 0  # not read as "the default"
     _one_error_line(capsys.readouterr().err, "steps, batch_size, minutes and lr must be positive")
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    ("outputs", "needle"),
+    [
+        (["-o", "c.gpkg"], "-o "),  # a GeoJSON named .gpkg
+        (["-o", "c.geojson", "--gpkg", "c.geojson"], "--gpkg "),  # a GeoPackage over the GeoJSON
+        (["-o", "c.geojson", "--quicklook", "c.jpg"], "name it .png"),
+    ],
+)
+def test_convert_refuses_outputs_in_the_wrong_format_before_any_work(
+    capsys, tmp_path, outputs, needle
+):
+    labels = tmp_path / "l.csv"
+    labels.write_text("xmin,ymin,xmax,ymax,label\n1,1,5,5,a\n")
+    scene = _tiled(tmp_path / "s.tif")
+    argv = [a if a.startswith("-") else str(tmp_path / a) for a in outputs]
+    rc, _, err = _run(capsys, "convert", str(labels), "--scene", str(scene), *argv)
+    assert rc == 2
+    _one_error_line(err, needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["l.csv", "s.tif"]

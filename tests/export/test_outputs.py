@@ -72,3 +72,20 @@ def test_bad_outputs_are_refused_before_any_work(scene, tmp_path, capsys, output
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("geo-hires: error: output") and message in err[-1], err
     assert not list(tmp_path.iterdir())  # nothing written, not even a journal
+
+
+@pytest.mark.parametrize(
+    ("quicklook", "message"),
+    [
+        ("x.geojson", "quicklook "),  # would replace the GeoJSON with a PNG
+        ("x.jpg", "written as PNG; name it .png"),
+    ],
+)
+def test_a_quicklook_that_is_not_a_png_is_refused_before_any_work(
+    scene, tmp_path, capsys, quicklook, message
+):
+    args = ["-o", str(tmp_path / "x.geojson"), "--quicklook", str(tmp_path / quicklook)]
+    assert main(["detect", str(scene), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("geo-hires: error: quicklook") and message in err[-1], err
+    assert not list(tmp_path.iterdir())
