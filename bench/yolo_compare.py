@@ -109,12 +109,23 @@ def _ours(scene: Any, bundle: Any, cfg: DetectConfig, choice: str) -> tuple[Any,
 
 
 def _downsampled(model: Any, image: np.ndarray, factor: int, cfg: DetectConfig) -> Any:
-    """The whole image, resized so its long side is 1/factor of the original, in one pass."""
-    imgsz = 32 * math.ceil(max(image.shape[:2]) / factor / 32)
+    """The whole image, resized so its long side is 1/factor of the original, in one pass.
+
+    Resized here, as ultralytics' letterbox would (bilinear, long side to ``imgsz``): the
+    refiner's ``predict`` keeps every image at its own scale, so handing it the whole image
+    would scan it at full resolution."""
+    import cv2
+
+    h, w = image.shape[:2]
+    imgsz = 32 * math.ceil(max(h, w) / factor / 32)
+    r = imgsz / max(h, w)
+    small = cv2.resize(image, (max(round(w * r), 1), max(round(h * r), 1)),
+                       interpolation=cv2.INTER_LINEAR)  # fmt: skip
     torch.set_num_threads(THREADS)
     boxes, scores, classes, _ = model.predict(
-        [image], imgsz=imgsz, threshold=cfg.score_threshold, threads=THREADS
+        [small], imgsz=imgsz, threshold=cfg.score_threshold, threads=THREADS
     )[0]
+    boxes = boxes * np.array([w / small.shape[1], h / small.shape[0]] * 2, np.float32)
     return PixelDetections.build(boxes, scores, classes, class_names=model.class_names), imgsz**2
 
 
