@@ -4,7 +4,10 @@ Each entry point of the group ``geo_hires.commands`` adds sub-parsers whose ``_h
 the command (see :mod:`geo_hires.commands`), so the library's own families and an installed
 package's (the service's ``serve`` and ``submit``) are dispatched the same way. Every
 deliberate error (:class:`~geo_hires.errors.GeoHiresError`) becomes one line on stderr and exit
-status 2; warnings become one line each. ``GEO_HIRES_DEBUG=1`` shows tracebacks instead.
+status 2; warnings become one line each. So does an operating-system error the commands do not
+foresee (a folder that is a file, a disk that is full, a path that cannot be created): what
+the system said, with the path, is what the user needs to change. ``GEO_HIRES_DEBUG=1`` shows
+tracebacks instead.
 """
 
 from __future__ import annotations
@@ -52,10 +55,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         warnings.showwarning = _show_warning
         try:
             return int(args._handler(args, out or sys.stdout))
-        except GeoHiresError as exc:
+        except (GeoHiresError, OSError) as exc:
             if os.environ.get("GEO_HIRES_DEBUG"):
                 raise
-            sys.stderr.write(f"geo-hires: error: {exc}\n")
+            text = str(exc) if isinstance(exc, GeoHiresError) else " ".join(str(exc).split())
+            sys.stderr.write(f"geo-hires: error: {text}\n")
             return 2
         except KeyboardInterrupt:
             sys.stderr.write("geo-hires: interrupted\n")

@@ -25,9 +25,11 @@ def _base_read(args: argparse.Namespace) -> Any:
 
 
 def _cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
+    from geo_hires.export.vector import check_kind
     from geo_hires.pipeline import Outputs, run_detect
     from geo_hires.scene.remote import public
 
+    check_kind("--gpkg", args.gpkg, (".gpkg",))
     files = [*args.output, *([args.gpkg] if args.gpkg else [])]
     outputs = Outputs(files=tuple(files), quicklook=args.quicklook, coverage=args.coverage,
                       timing=args.timing)  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,15 +94,24 @@ def _pixel_space(path: str) -> bool:
 
 
 def _cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
+    from geo_hires.errors import ConfigError
     from geo_hires.evaluate.diff import CHANGES, DiffConfig, change_collection, diff_layers
     from geo_hires.export.geojson import write_text_atomic
+    from geo_hires.export.remote import check_destination, staged
+    from geo_hires.export.vector import check_kind
 
+    check_kind("-o", args.output, (".geojson", ".json"))
+    if os.path.abspath(args.output) in (os.path.abspath(args.old), os.path.abspath(args.new)):
+        raise ConfigError(f"-o {args.output!r} is an input; write the changes to a new file")
+    check_destination([args.output])
     cfg = DiffConfig(iou=args.iou, small_m=args.small, max_shift_m=args.max_shift)
     changes = diff_layers(_read_layer(args.old), _read_layer(args.new), cfg)
     meta = {"old": Path(args.old).name, "new": Path(args.new).name,
             "iou": cfg.iou, "small_m": cfg.small_m, "max_shift_m": cfg.max_shift_m}  # fmt: skip
     fc = change_collection(changes, meta)
-    write_text_atomic(args.output, json.dumps(fc, separators=(",", ":")) + "\n")
+    with staged([args.output]) as (output,):
+        assert output is not None
+        write_text_atomic(output, json.dumps(fc, separators=(",", ":")) + "\n")
     out.write(f"{'class':<20} " + " ".join(f"{c:>11}" for c in CHANGES) + "\n")
     for cls, counts in fc["geo_hires"]["summary"].items():
         out.write(f"{cls:<20} " + " ".join(f"{counts[c]:>11}" for c in CHANGES) + "\n")

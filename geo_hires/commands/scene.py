@@ -61,6 +61,18 @@ def _level_line(run: LevelRun, units: int, gsd_m: float | None) -> str:
     return f"{head}  blocks {run.blocks:>6}  {skips}  units {units}{folded}\n"
 
 
+def _device_type(choice: str) -> str:
+    """The device type ``detect --device`` would run on: for ``auto``, CUDA where torch finds a
+    GPU, asked only where an NVIDIA driver is loaded (plan stays free of torch's import)."""
+    if choice != "auto":
+        return "cuda" if choice == "cuda" else "cpu"
+    if not Path("/proc/driver/nvidia/version").exists():
+        return "cpu"
+    from geo_hires.pipeline.outputs import device_type
+
+    return device_type(None)
+
+
 def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     import numpy as np
 
@@ -75,7 +87,7 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     card = bare.card if bare is not None else load_card(options.model)
     scene, _ = open_input(args.scene, options.read_config(read_config(args)))
     aoi = load_aoi(options.aoi, scene) if options.aoi is not None else None
-    device = "cuda" if args.device == "cuda" else "cpu"
+    device = _device_type(args.device)
     plan = ScenePlan.make(scene, card, options.detect_config(card, device), aoi=aoi)
     units, runs = plan.first()
     if plan.coarse is not None:
@@ -109,6 +121,7 @@ def _cmd_synth(args: argparse.Namespace, out: TextIO) -> int:
         nodata=args.nodata,
         gsd_m=args.gsd,
     )
+    _check_synth_outputs(args)
     truth = write_synthetic(args.out, spec, progress=sys.stderr.isatty())
     if args.truth:
         scene = open_scene(args.out, config=ReadConfig(max_scene_pixels=spec.width * spec.height))
@@ -117,9 +130,24 @@ def _cmd_synth(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _check_synth_outputs(args: argparse.Namespace) -> None:
+    """A local GeoTIFF and a GeoJSON beside it, before any work."""
+    from geo_hires.errors import ConfigError
+    from geo_hires.export.vector import check_kind
+    from geo_hires.scene.remote import is_remote
+
+    for path in (args.out, args.truth):
+        if path and is_remote(path):
+            raise ConfigError(f"{path}: synth writes local files; copy them to the bucket after")
+    if Path(args.out).suffix.lower() not in (".tif", ".tiff"):
+        raise ConfigError(f"{args.out!r}: synth writes a GeoTIFF; name it .tif")
+    check_kind("--truth", args.truth, (".geojson", ".json"))
+
+
 def _cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.config import ExportConfig
     from geo_hires.export import write_geojson, write_gpkg, write_quicklook
+    from geo_hires.export.remote import staged
     from geo_hires.labels import read_labels
     from geo_hires.scene.stac import open_input
 
@@ -127,26 +155,26 @@ def _cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
     scene = open_input(args.scene, read_config(args))[0]  # a raster, or a STAC item's asset
     dets = read_labels(args.labels, image=Path(scene.path).name).to_pixels(scene)
     cfg = ExportConfig(model_name=args.model_name)
-    write_geojson(args.output, dets, scene, config=cfg)
-    if args.gpkg:
-        write_gpkg(args.gpkg, dets, scene, config=cfg)
-    if args.quicklook:
-        write_quicklook(args.quicklook, dets, scene)
+    with staged([args.output, args.gpkg, args.quicklook]) as (output, gpkg, quicklook):
+        assert output is not None  # -o is required
+        write_geojson(output, dets, scene, config=cfg)
+        if gpkg:
+            write_gpkg(gpkg, dets, scene, config=cfg)
+        if quicklook:
+            write_quicklook(quicklook, dets, scene)
     out.write(f"wrote {len(dets)} features to {args.output}\n")
     return 0
 
 
 def _check_convert_outputs(args: argparse.Namespace) -> None:
     """Each file in the format its flag writes, and no two the same, before any work."""
-    from geo_hires.errors import ConfigError
-    from geo_hires.export import check_outputs
-    from geo_hires.export.vector import output_kind
+    from geo_hires.export.remote import check_destination
+    from geo_hires.export.vector import check_kind, check_outputs
 
-    for flag, path, kinds in (("-o", args.output, (".geojson", ".json")),
-                              ("--gpkg", args.gpkg, (".gpkg",))):  # fmt: skip
-        if path and output_kind(path) not in kinds:
-            raise ConfigError(f"{flag} {path!r}: convert writes {kinds[0]} there; name it so")
+    check_kind("-o", args.output, (".geojson", ".json"))
+    check_kind("--gpkg", args.gpkg, (".gpkg",))
     check_outputs([args.output, *([args.gpkg] if args.gpkg else [])], quicklook=args.quicklook)
+    check_destination([args.output, args.gpkg, args.quicklook])
 
 
 def add_commands(sub: Any) -> None:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMATS",
     "atomic_write",
+    "check_kind",
     "check_outputs",
     "detections_frame",
     "output_kind",
@@ -64,6 +65,15 @@ def output_kind(path: str | os.PathLike[str]) -> str:
     """The key of :data:`FORMATS` a path's name ends with (``""`` for none)."""
     name = Path(path).name.lower()
     return next((ext for ext in FORMATS if name.endswith(ext)), "")
+
+
+def check_kind(flag: str, path: str | os.PathLike[str] | None, kinds: Sequence[str]) -> None:
+    """Refuse a ``path`` given to ``flag`` whose name does not end in one of ``kinds``: a file
+    named for another format than the one written confuses every program that opens it."""
+    if path is not None and output_kind(path) not in kinds:
+        raise ConfigError(
+            f"{flag} {os.fspath(path)!r}: name it {' or '.join(kinds)}, the format written there"
+        )
 
 
 def check_outputs(

@@ -187,8 +187,13 @@ def _box_ring(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
 
 
 def _read_csv(path: Path, image: str | None) -> LabelSet:
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's BOM
         rows = list(csv.DictReader(fh))
+    short = next((i for i, r in enumerate(rows) if None in r.values()), None)
+    if short is not None:
+        raise LabelReadError(
+            f"{path}: row {short + 2} has fewer fields than the header; fill in every column"
+        )
     if not rows:
         return LabelSet(rings=(), names=(), scores=(), crs=None)
     header = set(rows[0])

@@ -22,6 +22,7 @@ from geo_hires.detect.journal import journal_for
 from geo_hires.detect.options import DetectConfig, DetectOptions
 from geo_hires.errors import ConfigError
 from geo_hires.export import (
+    FORMATS,
     check_outputs,
     coverage_frame,
     valid_area,
@@ -32,6 +33,7 @@ from geo_hires.export import (
 from geo_hires.export.counts import counts_frame, part_counts
 from geo_hires.export.remote import check_destination, staged
 from geo_hires.export.stac import ResultItem, item_outputs, write_result_item
+from geo_hires.export.vector import check_kind
 from geo_hires.models.bundle import Bundle, load_bundle
 from geo_hires.models.card import bundle_dir
 from geo_hires.models.mlm import MLM_FILE
@@ -85,6 +87,8 @@ class Outputs:
         too), and a STAC item with nothing to describe."""
         coverage = [self.coverage] if self.coverage else []
         check_outputs([*self.files, *coverage], quicklook=self.quicklook)
+        layers = [k for k in FORMATS if k != ".stac.json"]  # the coverage is a vector layer
+        check_kind("--coverage", self.coverage, layers)
         items, others = item_outputs(self.files)
         if items and any(remote.is_remote(p) for p in [*self.files, self.coverage, self.quicklook]):
             raise ConfigError(

@@ -283,3 +283,42 @@ def test_convert_refuses_outputs_in_the_wrong_format_before_any_work(
     assert rc == 2
     _one_error_line(err, needle)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["l.csv", "s.tif"]
+
+
+def test_an_operating_system_error_is_one_line_naming_the_path(capsys, tmp_path):
+    rc, _, err = _run(capsys, "synth", str(tmp_path / "no" / "dir" / "x.tif"),
+                      "--width", "64", "--height", "64")  # fmt: skip
+    assert rc == 2
+    _one_error_line(err, str(tmp_path / "no" / "dir" / "x.tif"))
+
+
+SIZE = ("--width", "64", "--height", "64")
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["synth", "s.tif", *SIZE, "--truth", "t.gpkg"], "--truth "),
+        (["synth", "s.png", *SIZE, "--truth", "t.geojson"], "synth writes a GeoTIFF"),
+        (["synth", "s3://b/s.tif", *SIZE], "synth writes local files"),
+        (["detect", "SCENE", "-o", "a.geojson", "--gpkg", "b.geojson"], "--gpkg "),
+        (["detect", "SCENE", "-o", "a.geojson", "--coverage", "c.stac.json"], "--coverage "),
+        (["diff", "OLD", "NEW", "-o", "d.gpkg"], "-o "),
+        (["diff", "OLD", "NEW", "-o", "new.geojson"], "is an input"),
+    ],
+)
+def test_every_command_names_its_outputs_for_the_format_it_writes(capsys, tmp_path, argv, needle):
+    scene = _tiled(tmp_path / "scene.tif")
+    old, new = tmp_path / "old.geojson", tmp_path / "new.geojson"
+    for p in (old, new):
+        p.write_text('{"type": "FeatureCollection", "features": []}')
+    known = {"SCENE": str(scene), "OLD": str(old), "NEW": str(new)}
+    keep = {"synth", "detect", "diff", "64"}
+    args = [known.get(a, a if a.startswith(("-", "s3:")) or a in keep else str(tmp_path / a))
+            for a in argv]  # fmt: skip
+    before = sorted(tmp_path.iterdir())
+    rc, _, err = _run(capsys, *args)
+    assert rc == 2
+    _one_error_line(err, needle)
+    assert sorted(tmp_path.iterdir()) == before  # nothing written
+    assert new.read_text().startswith('{"type"')

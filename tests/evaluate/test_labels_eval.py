@@ -69,6 +69,17 @@ def test_a_pixel_csv_of_several_images_gives_each_its_own_boxes_and_none_of_the_
         read_labels(path)
 
 
+def test_a_spreadsheets_bom_is_not_part_of_the_first_column_and_a_short_row_is_an_error(
+    tmp_path,
+):
+    path = tmp_path / "excel.csv"  # "CSV UTF-8" from a spreadsheet starts with a BOM
+    path.write_bytes("label,xmin,ymin,xmax,ymax\r\nplane,1,2,5,6\r\n".encode("utf-8-sig"))
+    assert read_labels(path).names == ("plane",)  # not 'object': the label column is found
+    path.write_text("xmin,ymin,xmax,ymax,label\n1,2,5,6,car\n1,2,3\n")
+    with pytest.raises(LabelReadError, match="row 3 has fewer fields than the header"):
+        read_labels(path)
+
+
 def test_geojson_scores_that_are_null_mean_one_and_others_are_one_clear_error(tmp_path):
     import json
 

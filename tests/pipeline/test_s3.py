@@ -236,3 +236,22 @@ def test_ray_actors_read_the_bucket_scene_to_the_same_bytes(s3, cog, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert _get(s3, "out/apron.geojson") == ref.read_bytes()
     assert not guard.exists(), guard.read_text() if guard.exists() else ""
+
+
+def test_convert_and_diff_write_to_the_bucket_the_local_bytes(s3, cog, tmp_path):
+    truth = tmp_path / "truth.csv"
+    truth.write_text("xmin,ymin,xmax,ymax,label\n10,10,40,40,aircraft\n100,100,150,140,aircraft\n")
+    local, out = tmp_path / "local", f"s3://{s3.bucket}/labels"
+    files = {"-o": "truth.geojson", "--gpkg": "truth.gpkg", "--quicklook": "truth.png"}
+    for dest in (local, out):
+        argv = [a for flag, name in files.items() for a in (flag, f"{dest}/{name}")]
+        assert main(["convert", str(truth), "--scene", str(cog), *argv]) == 0
+    for name in files.values():
+        assert _get(s3, f"labels/{name}") == (local / name).read_bytes(), name
+    result = tmp_path / "result.geojson"
+    assert main(["detect", str(cog), "-o", str(result), *LSN]) == 0
+    old = str(local / "truth.geojson")
+    assert main(["diff", old, str(result), "-o", str(local / "d.geojson")]) == 0
+    assert main(["diff", old, str(result), "-o", f"{out}/d.geojson"]) == 0
+    assert _get(s3, "labels/d.geojson") == (local / "d.geojson").read_bytes()
+    assert not (Path.cwd() / "s3:").exists()  # not a folder named like the URL
