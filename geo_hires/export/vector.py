@@ -126,7 +126,7 @@ def detections_frame(
     return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(polygons, crs=scene.crs_wkt))
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial{path.suffix}")
     tmp.unlink(missing_ok=True)

@@ -229,9 +229,15 @@ def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
     import requests
     from tqdm import tqdm
 
+    from geo_hires.export.vector import atomic_write, check_kind
+
     scene = Path(args.scene)
     if not scene.is_file():
         raise ConfigError(f"scene not found: {scene}")
+    output = Path(args.output or scene.with_suffix(".geojson"))
+    check_kind("-o", output, (".geojson", ".json"))
+    if not output.parent.is_dir():  # found now, not after the whole job has run
+        raise ConfigError(f"-o {output}: folder {output.parent} does not exist; create it")
     base = args.server.rstrip("/")
     headers = {"Authorization": f"Bearer {_token(args.token_file)}"}
     options = {
@@ -254,14 +260,15 @@ def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
         job = _poll(requests, base, job["id"], headers, args.timeout, tqdm)
         if job["state"] != "succeeded":
             raise ServiceError(f"job {job['id']} {job['state']}: {job.get('error') or 'no result'}")
-        output = Path(args.output or scene.with_suffix(".geojson"))
         res = _check(
             requests.get(f"{base}/v1/jobs/{job['id']}/result", headers=headers, timeout=600),
             "result",
         )
-        output.write_bytes(res.content)
+        atomic_write(output, lambda tmp: tmp.write_bytes(res.content))
     except requests.ConnectionError as exc:
         raise ServiceError(f"cannot reach {base}: is the service running?") from exc
+    except requests.Timeout as exc:
+        raise ServiceError(f"{base} did not answer in time ({exc}); try again later") from exc
     out.write(f"{scene.name}: job {job['id']}, {job['detections']} detections -> {output}\n")
     return 0
 

@@ -215,6 +215,12 @@ def test_submit_command_uploads_polls_and_downloads(service, roots, tmp_path, ca
     dead = "http://127.0.0.1:9"  # nothing listens on the discard port
     assert main(["submit", str(scene), "--server", dead, "--token-file", str(token)]) == 2
     assert "cannot reach" in capsys.readouterr().err
+    for bad, needle in (
+        (tmp_path / "no" / "x.geojson", "does not exist"),
+        (out.with_suffix(".gpkg"), "name it"),
+    ):
+        assert main(["submit", str(scene), "--server", dead, "-o", str(bad)]) == 2
+        assert needle in capsys.readouterr().err  # before any upload: nothing listens there
 
 
 def test_levels_option_runs_only_the_named_levels(service, roots, tmp_path):
