@@ -37,7 +37,7 @@ class DiffConfig:
     max_shift_m: float = 4.0
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.iou <= 1.0 or self.small_m < 0 or self.max_shift_m <= 0:
+        if not (0.0 < self.iou <= 1.0 and self.small_m >= 0 and self.max_shift_m > 0):  # NaN too
             raise ConfigError("diff: --iou in (0, 1], --small >= 0 and --max-shift > 0")
 
 

@@ -4,6 +4,7 @@ against the same scene with aircraft cut out."""
 from __future__ import annotations
 
 import json
+import math
 
 import geopandas as gpd
 import numpy as np
@@ -12,6 +13,7 @@ import rasterio
 import shapely
 
 from geo_hires.cli import main
+from geo_hires.errors import ConfigError
 from geo_hires.evaluate.diff import DiffConfig, diff_layers, summary
 
 
@@ -154,3 +156,12 @@ def test_results_in_pixels_or_with_empty_classes_are_said_or_handled(tmp_path, c
     old.loc[0, "class"] = None
     out = diff_layers(old, new)
     assert "object" in set(out["class"]) and len(out) > 0
+
+
+@pytest.mark.parametrize(
+    "bad", [{"iou": 0.0}, {"iou": 1.5}, {"small_m": -1.0}, {"max_shift_m": 0.0},
+            {"iou": math.nan}, {"small_m": math.nan}, {"max_shift_m": math.nan}],
+)  # fmt: skip
+def test_match_settings_out_of_range_or_nan_are_refused(bad):
+    with pytest.raises(ConfigError, match="--iou in"):
+        DiffConfig(**bad)
