@@ -84,6 +84,8 @@ def _cmd_cascade(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.models.card import CascadeRule, update_card
     from geo_hires.train.cascade import make_cascade_bundle
 
+    if bool(args.images) != bool(args.labels):
+        raise ConfigError("cascade: give --images and --labels together to score, or neither")
     rule = CascadeRule(
         detector="yolo.pt",
         window=args.window,

@@ -19,6 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from geo_hires.errors import ConfigError
 from geo_hires.models.card import CascadeRule, ModelCard, bundle_dir, load_card, save_card
 from geo_hires.train.yolo_run import WEIGHTS, yolo_source
 
@@ -46,6 +47,11 @@ def make_cascade_bundle(
     scan_card = load_card(scan_dir)
     ref, ref_card = yolo_source(refiner, flag="--refiner")
     target = Path(out)
+    for flag, folder in (("--scanner", scan_dir), ("--refiner", ref.parent)):
+        if target.resolve() == Path(folder).resolve():  # its files would be copied onto themselves
+            raise ConfigError(
+                f"--out {out}: that is the {flag[2:]}'s bundle; write to a new folder"
+            )
     target.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(scan_dir / "weights.pt", target / "weights.pt")
     for policy_file in _POLICY_FILES:

@@ -95,3 +95,15 @@ def test_the_cascade_command_writes_the_bundle_and_says_where(tmp_path, capsys):
     card = load_card(out)
     assert card.cascade is not None and card.cascade.gate_threshold == 0.2
     assert "metrics" not in card.extra  # scored only when given --images and --labels
+    assert main([*argv, "--images", str(tmp_path)]) == 2  # scoring needs both: not a silent skip
+    assert "--images and --labels together" in capsys.readouterr().err
+
+
+def test_a_cascade_is_not_written_over_its_scanner(tmp_path, capsys):
+    scanner = tmp_path / "lsn"
+    assert main(["cascade", "--scanner", "aircraft_lsn", "--refiner", "aircraft_yolo",
+                 "--out", str(scanner)]) == 0  # fmt: skip
+    rc = main(["cascade", "--scanner", str(scanner), "--refiner", "aircraft_yolo",
+               "--out", str(scanner)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"geo-hires: error: --out {scanner}: that is the scanner")
