@@ -27,7 +27,7 @@ from geo_hires.detect.options import DetectOptions
 from geo_hires.errors import ConfigError
 from geo_hires.export.remote import check_destination, exists, join, read_text, write_text
 from geo_hires.models.bundle import Bundle, load_bundle
-from geo_hires.pipeline.outputs import run_detect
+from geo_hires.pipeline.outputs import run_detect, run_identity
 from geo_hires.scene import remote
 
 __all__ = ["BatchReport", "read_scene_list", "run_batch"]
@@ -59,8 +59,12 @@ def read_scene_list(path: str | os.PathLike[str]) -> list[str | Path]:
     paths, or URLs; the list itself may be an object in a bucket."""
     if not remote.is_remote(path) and not Path(path).is_file():
         raise ConfigError(f"scene list not found: {path}")
+    try:
+        text = read_text(path)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{remote.public(path)}: not UTF-8 text ({exc}); save it so") from exc
     scenes: list[str | Path] = []
-    for line in read_text(path).splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             scenes.append(_scene_ref(line, path))
@@ -73,20 +77,43 @@ def _stem(scene: str | Path) -> str:
     return Path(remote.public(scene)).stem
 
 
-def _names(scenes: list[str | Path]) -> list[str]:
-    """One output name per scene: its stem, or ``stem_N`` for a repeated stem, N the first
-    that no other scene's name takes (a scene may itself be called ``x_1``)."""
+def _ref(scene: str | Path) -> str:
+    """A scene as status files and the name map record it: its URL, or its absolute path."""
+    return remote.public(scene) if remote.is_remote(scene) else os.path.abspath(scene)
+
+
+def _names(scenes: list[str | Path], known: dict[str, str] | None = None) -> list[str]:
+    """One output name per scene: the name an earlier run in this folder gave it (``known``,
+    scene → name: its outputs, status and journal are there), else its stem, or ``stem_N``
+    for a stem already taken, N the first that no other scene's name takes (a scene may itself
+    be called ``x_1``). So a list edited between runs never hands a finished scene's name to
+    another scene."""
+    known = known or {}
     stems = [_stem(s) for s in scenes]
-    taken: set[str] = set()
+    taken = set(known.values())
     names = []
-    for stem in stems:
-        name, n = stem, 0
-        while name in taken or (n and name in stems):
-            n += 1
-            name = f"{stem}_{n}"
+    for scene, stem in zip(scenes, stems, strict=True):
+        name = known.get(_ref(scene))
+        if name is None or name in names:  # a scene listed twice gets a second name
+            name, n = stem, 0
+            while name in taken or (n and name in stems):
+                n += 1
+                name = f"{stem}_{n}"
         taken.add(name)
         names.append(name)
     return names
+
+
+NAMES = "batch-names.json"
+"""The output folder's scene → name map, so that names outlive edits of the list."""
+
+
+def _known_names(out_dir: str | os.PathLike[str]) -> dict[str, str]:
+    try:
+        known = json.loads(read_text(join(out_dir, NAMES)))
+    except (FileNotFoundError, ValueError):  # a first run; a cut file names nothing
+        return {}
+    return {str(k): str(v) for k, v in known.items()} if isinstance(known, dict) else {}
 
 
 def _status(path: str | os.PathLike[str], **fields: Any) -> None:
@@ -107,17 +134,22 @@ def _where(executor: Executor | None) -> dict[str, Any]:
 
 def _options(opts: DetectOptions) -> dict[str, Any]:
     """The options as their status file records them (what a resumed batch compares)."""
-    return dict(json.loads(json.dumps(dataclasses.asdict(opts))))
+    return _as_json(dataclasses.asdict(opts))
+
+
+def _as_json(value: dict[str, Any]) -> dict[str, Any]:
+    """``value`` as it reads back from JSON (tuples as lists), to compare with a status."""
+    return dict(json.loads(json.dumps(value)))
 
 
 def _finished(
-    status: str | os.PathLike[str], output: str | os.PathLike[str], scene: str, opts: DetectOptions
+    status: str | os.PathLike[str], output: str | os.PathLike[str], recorded: dict[str, Any]
 ) -> bool:
-    """Whether ``status`` says this scene was done with these options and its output is there
-    (a status of another scene under the same name, or of other options, is not)."""
+    """Whether ``status`` says this scene was done as this run would do it (the same options,
+    scene file, model, settings and AOI: ``recorded``) and its output is there."""
     try:
         st = json.loads(read_text(status))
-        ours = st["scene"] == remote.public(scene) and st.get("options") == _options(opts)
+        ours = all(st.get(k) == v for k, v in recorded.items())
         return st["state"] == "done" and ours and exists(output)
     except (FileNotFoundError, ValueError, KeyError):  # no status yet; a cut or foreign file
         return False
@@ -147,32 +179,53 @@ def run_batch(
         check_destination([join(out_dir, "x.geojson")])
     else:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-    loaded = bundle or load_bundle(opts.model)
-    done = failed = skipped = 0
-    for scene, name in tqdm(
-        list(zip(scenes, _names(scenes), strict=True)),
-        desc="batch",
-        unit="scene",
-        disable=not progress,
-    ):
-        output, status = join(out_dir, f"{name}.geojson"), join(out_dir, f"{name}.status.json")
-        if resume and _finished(status, output, str(scene), opts):
-            skipped += 1
-            continue
+    job = _Batch(out_dir, opts, bundle or load_bundle(opts.model), read_config, executor,
+                 resume=resume, log=log)  # fmt: skip
+    known = _known_names(out_dir)
+    names = _names(scenes, known)
+    for scene, name in zip(scenes, names, strict=True):
+        known.setdefault(_ref(scene), name)
+    write_text(join(out_dir, NAMES), json.dumps(known, indent=2, sort_keys=True) + "\n")
+    counts = dict.fromkeys(("done", "failed", "skipped"), 0)
+    pairs = list(zip(scenes, names, strict=True))
+    for scene, name in tqdm(pairs, desc="batch", unit="scene", disable=not progress):
+        counts[job.run(scene, name)] += 1
+    return BatchReport(**counts)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Batch:
+    """What every scene of a batch shares: where results go, the options and the model."""
+
+    out_dir: str | os.PathLike[str]
+    opts: DetectOptions
+    bundle: Bundle
+    read_config: ReadConfig | None
+    executor: Executor | None
+    resume: bool
+    log: Callable[[str], None]
+
+    def run(self, scene: str | Path, name: str) -> str:
+        """Run one scene (or skip it, done before): ``done``, ``failed`` or ``skipped``."""
+        output = join(self.out_dir, f"{name}.geojson")
+        status = join(self.out_dir, f"{name}.status.json")
         start = time.perf_counter()
-        recorded = {"scene": remote.public(scene), "options": _options(opts)}
-        _status(status, state="running", **recorded)  # an earlier "done" no longer holds
+        recorded: dict[str, Any] = {"scene": _ref(scene), "options": _options(self.opts)}
         try:
+            recorded["identity"] = run_identity(scene, output, self.opts, bundle=self.bundle,
+                                                read_config=self.read_config,
+                                                executor=self.executor)  # fmt: skip
+            if self.resume and _finished(status, output, _as_json(recorded)):
+                return "skipped"
+            _status(status, state="running", **recorded)  # an earlier "done" no longer holds
             result = run_detect(
-                scene, output, opts, bundle=loaded, read_config=read_config,
-                executor=executor, resume=resume,
+                scene, output, self.opts, bundle=self.bundle, read_config=self.read_config,
+                executor=self.executor, resume=self.resume,
             )  # fmt: skip
         except Exception as exc:  # one scene's failure, whatever it is, is its own
-            failed += 1
             _status(status, state="failed", error=f"{type(exc).__name__}: {exc}", **recorded)
-            log(f"{remote.public(scene)}: failed: {exc}")
-            continue
-        done += 1
+            self.log(f"{remote.public(scene)}: failed: {exc}")
+            return "failed"
         _status(
             status,
             state="done",
@@ -182,7 +235,7 @@ def run_batch(
             units_resumed=result.resumed_units,
             seconds=round(time.perf_counter() - start, 2),
             timing=result.timing(),
-            **_where(executor),
+            **_where(self.executor),
         )
-        log(f"{remote.public(scene)}: {len(result.detections)} detections")
-    return BatchReport(done=done, failed=failed, skipped=skipped)
+        self.log(f"{remote.public(scene)}: {len(result.detections)} detections")
+        return "done"

@@ -41,7 +41,7 @@ from geo_hires.pipeline.detect import DetectResult, detect_scene
 from geo_hires.scene import Scene, remote
 from geo_hires.scene.stac import open_input
 
-__all__ = ["Outputs", "device_type", "run_detect"]
+__all__ = ["Outputs", "device_type", "run_detect", "run_identity"]
 
 PathLike = str | os.PathLike[str]
 
@@ -188,6 +188,40 @@ def _stand_ins(out: Outputs, local: list[PathLike | None]) -> Outputs:
     return dataclasses.replace(out, files=files, coverage=local[n], quicklook=local[n + 1])
 
 
+@dataclasses.dataclass(frozen=True)
+class _Opened:
+    """One run's scene (and its STAC item), AOI on it, stage settings and read budget."""
+
+    scene: Scene
+    stac: dict[str, Any] | None
+    area: AreaOfInterest | None
+    cfg: DetectConfig
+    reading: ReadConfig
+
+    @classmethod
+    def of(
+        cls, scene_path: PathLike, opts: DetectOptions, bundle: Bundle,
+        config: DetectConfig | None, read_config: ReadConfig | None, executor: Executor | None,
+    ) -> _Opened:  # fmt: skip
+        cfg = config or opts.detect_config(bundle.card, device_type(executor))
+        reading = opts.read_config(read_config)
+        scene, stac = open_input(scene_path, reading)
+        area = load_aoi(opts.aoi, scene) if opts.aoi is not None else None
+        return cls(scene, stac, area, cfg, reading)
+
+
+def run_identity(
+    scene_path: PathLike, output: PathLike, options: DetectOptions, *, bundle: Bundle,
+    read_config: ReadConfig | None = None, executor: Executor | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """What the result of :func:`run_detect` depends on, as its journal records it: the scene
+    file (path, size, date or ETag), the model (weights, plan, policy), the stage settings, the
+    bands and the AOI's content. A batch compares it to skip only a scene truly done before
+    (a retrained model, a scene delivered again or an AOI edited in place are not)."""
+    run = _Opened.of(scene_path, options, bundle, None, read_config, executor)
+    return journal_for(output, run.scene, bundle, run.cfg, run.area).identity
+
+
 def run_detect(
     scene_path: PathLike,
     outputs: Outputs | PathLike | Sequence[PathLike],
@@ -214,21 +248,18 @@ def run_detect(
     out.check()
     check_destination([*out.files, out.coverage, out.quicklook])
     bundle = bundle or load_bundle(opts.model)
-    cfg = config or opts.detect_config(bundle.card, device_type(executor))
-    reading = opts.read_config(read_config)
-    scene, stac = open_input(scene_path, reading)
-    area = load_aoi(opts.aoi, scene) if opts.aoi is not None else None
-    journal = journal_for(out.files[0], scene, bundle, cfg, area)
+    run = _Opened.of(scene_path, opts, bundle, config, read_config, executor)
+    journal = journal_for(out.files[0], run.scene, bundle, run.cfg, run.area)
     result = detect_scene(
-        scene, bundle, cfg, read_config=reading, aoi=area, executor=executor, journal=journal,
-        resume=resume, on_progress=on_progress, progress=progress,
+        run.scene, bundle, run.cfg, read_config=run.reading, aoi=run.area, executor=executor,
+        journal=journal, resume=resume, on_progress=on_progress, progress=progress,
     )  # fmt: skip
     export = ExportConfig(model_name=bundle.name)
-    extra = _provenance(result, scene, cfg, export, area, stac)
+    extra = _provenance(result, run.scene, run.cfg, export, run.area, run.stac)
     if out.timing:
         extra["timing"] = result.timing()
     out = dataclasses.replace(out, source=out.source or scene_path, model=opts.model)
     with staged([*out.files, out.coverage, out.quicklook]) as local:
-        _write(_stand_ins(out, local), result, scene, area, export, extra, reading)
+        _write(_stand_ins(out, local), result, run.scene, run.area, export, extra, run.reading)
     journal.remove()
     return result

@@ -85,12 +85,16 @@ def test_batch_isolates_a_bad_scene_and_resume_skips_done(tmp_path, scene_path, 
 def test_batch_names_never_collide_and_resume_skips_only_this_scene_done_so(
     tmp_path, synthetic, capsys
 ):
+    import os
     import shutil
 
     from geo_hires.pipeline.batch import _names
 
     assert _names([Path("a/x.tif"), Path("b/x.tif"), Path("x_1.tif")]) == ["x", "x_2", "x_1"]
     assert _names([Path("a/x.tif"), Path("b/x.tif")]) == ["x", "x_1"]  # as before
+    known = {os.path.abspath("b/x.tif"): "x_1"}  # an earlier run's names stand
+    assert _names([Path("b/x.tif"), Path("a/x.tif")], known) == ["x_1", "x"]
+    assert _names([Path("b/x.tif"), Path("b/x.tif")], known) == ["x_1", "x"]  # listed twice
     for folder, seed in (("a", 3), ("b", 4)):
         (tmp_path / folder).mkdir()
         shutil.copy(synthetic(400, 300, seed=seed, density="sparse"), tmp_path / folder / "x.tif")
@@ -100,11 +104,16 @@ def test_batch_names_never_collide_and_resume_skips_only_this_scene_done_so(
     assert main(["batch", str(listing), *flags]) == 0
     status = json.loads((out / "x.status.json").read_text())
     assert status["state"] == "done" and status["scene"].endswith("a/x.tif")
-    listing.write_text("b/x.tif\n")  # b is now named x: a's status must not stand for it
+    a_bytes = (out / "x.geojson").read_bytes()
+    listing.write_text("c/x.tif\nb/x.tif\n")  # a new x first, a gone: no finished name moves
+    (tmp_path / "c").mkdir()
+    shutil.copy(tmp_path / "a" / "x.tif", tmp_path / "c" / "x.tif")
     assert main(["batch", str(listing), *flags, "--resume"]) == 0
-    assert "1 done, 0 failed, 0 skipped" in capsys.readouterr().out
-    assert json.loads((out / "x.status.json").read_text())["scene"].endswith("b/x.tif")
-    assert main(["batch", str(listing), *flags, "--resume"]) == 0  # the same: skipped
-    assert "0 done, 0 failed, 1 skipped" in capsys.readouterr().out
+    assert "1 done, 0 failed, 1 skipped" in capsys.readouterr().out  # c ran, b was done
+    assert (out / "x.geojson").read_bytes() == a_bytes  # a's result kept
+    assert json.loads((out / "x_2.status.json").read_text())["scene"].endswith("c/x.tif")
     assert main(["batch", str(listing), *flags, "--resume", "--score-threshold", "0.6"]) == 0
-    assert "1 done, 0 failed, 0 skipped" in capsys.readouterr().out  # other options: run again
+    assert "2 done, 0 failed, 0 skipped" in capsys.readouterr().out  # other options: run again
+    shutil.copy(synthetic(400, 300, seed=9, density="sparse"), tmp_path / "b" / "x.tif")
+    assert main(["batch", str(listing), *flags, "--resume", "--score-threshold", "0.6"]) == 0
+    assert "1 done, 0 failed, 1 skipped" in capsys.readouterr().out  # b delivered anew: run
