@@ -108,12 +108,14 @@ class Journal:
         self.path = Path(path)
         self.identity = identity
 
-    def load(self) -> dict[str, UnitResult]:
+    def load(self, *, aside: bool = True) -> dict[str, UnitResult]:
         """Finished units of a previous run with the same identity (else nothing).
 
         A journal of another scene, model or config is never reused: its units would merge
         into the wrong output. It is reported with a :class:`ForeignJournalWarning` naming what
-        differs, and the run starts afresh.
+        differs, and the run starts afresh; with ``aside`` the journal is first moved to
+        ``<journal>.foreign``, so that a resume run by mistake with other settings does not
+        erase hours of another run's work.
         """
         if not self.path.is_file():
             return {}
@@ -125,9 +127,13 @@ class Journal:
             theirs = header.get("identity") if isinstance(header, dict) else None
             theirs = theirs if isinstance(theirs, dict) else {}
             differ = sorted(k for k in self.identity if theirs.get(k) != self.identity[k])
+            kept = self.path.with_name(f"{self.path.name}.foreign")
+            if aside and len(lines) > 1:  # units of another run: keep them
+                os.replace(self.path, kept)
             warnings.warn(
                 f"{self.path} belongs to another run (differs in: {', '.join(differ)}); "
-                "not resuming from it, starting afresh",
+                "not resuming from it, starting afresh"
+                + (f" (it is kept as {kept.name})" if aside and len(lines) > 1 else ""),
                 ForeignJournalWarning,
                 stacklevel=3,
             )
@@ -141,11 +147,14 @@ class Journal:
     def start(self, *, resume: bool) -> dict[str, UnitResult]:
         """Begin a run: keep and return finished units when resuming, else start afresh."""
         done = self.load() if resume else {}
-        # rewrite whole: drops a line a crash may have cut, so appends start on a fresh line
+        # rewrite whole: drops a line a crash may have cut, so appends start on a fresh line;
+        # through a new file, so that a crash while writing leaves the old journal whole
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lines = [json.dumps({"identity": self.identity})]
         lines += [json.dumps(r.to_json(), separators=(",", ":")) for r in done.values()]
-        self._write("\n".join(lines) + "\n", mode="w")
+        fresh = Journal(self.path.with_name(f"{self.path.name}.partial"), self.identity)
+        fresh._write("\n".join(lines) + "\n", mode="w")
+        os.replace(fresh.path, self.path)
         return done
 
     def record(self, result: UnitResult) -> None:
@@ -175,16 +184,16 @@ class MirroredJournal(Journal):
         self.remote_url, self.every_s = remote_url, every_s
         self._mirrored = 0.0
 
-    def load(self) -> dict[str, UnitResult]:
+    def load(self, *, aside: bool = True) -> dict[str, UnitResult]:
         """Finished units of this machine's copy and of the bucket's (another machine's)."""
-        done = super().load()
+        done = super().load(aside=aside)
         if not objects.exists(self.remote_url):
             return done
         copy = self.path.with_name(self.path.name + ".bucket")
         copy.parent.mkdir(parents=True, exist_ok=True)
         copy.write_bytes(objects.read_bytes(self.remote_url, limit=1 << 34))
         try:
-            theirs = Journal(copy, self.identity).load()
+            theirs = Journal(copy, self.identity).load(aside=False)
         finally:
             copy.unlink(missing_ok=True)
         return {**theirs, **done}

@@ -176,10 +176,13 @@ def test_resume_refuses_a_journal_of_another_run(scene_path, tmp_path, change, f
         os.utime(scene_file, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
         scene = open_scene(scene_file)
     again = CountingExecutor()
+    theirs = Path(f"{out}.journal").read_text()
     with pytest.warns(ForeignJournalWarning) as caught:
         got = _journalled(scene, net, out, cfg=cfg, executor=again, resume=True)
     (message,) = [str(w.message) for w in caught if w.category is ForeignJournalWarning]
     assert f"differs in: {field})" in message and "not resuming from it, starting afresh" in message
+    assert "kept as out.geojson.journal.foreign" in message  # the other run's units, not erased
+    assert Path(f"{out}.journal.foreign").read_text() == theirs
     assert got.resumed_units == 0
     assert sorted(again.computed) == sorted(first.computed)
 
