@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from geo_hires.errors import ExecutorError
+
 __all__ = ["OFFLINE_ENV", "ensure_ray", "offline_env", "offline_home"]
 
 OFFLINE_ENV = {
@@ -77,7 +79,13 @@ def ensure_ray(
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, log_to_driver=False)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:  # what ray.init raises
+            raise ExecutorError(
+                f"cannot join the Ray cluster at --address {address} ({exc}); start it, or "
+                "leave --address out to run a local one"
+            ) from exc
         return
     with offline_env():
         ray.init(

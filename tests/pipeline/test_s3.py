@@ -238,7 +238,8 @@ def test_ray_actors_read_the_bucket_scene_to_the_same_bytes(s3, cog, tmp_path):
     assert not guard.exists(), guard.read_text() if guard.exists() else ""
 
 
-def test_convert_and_diff_write_to_the_bucket_the_local_bytes(s3, cog, tmp_path):
+def test_convert_and_diff_write_to_the_bucket_the_local_bytes(s3, cog, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a URL taken for a path would make a folder 's3:'
     truth = tmp_path / "truth.csv"
     truth.write_text("xmin,ymin,xmax,ymax,label\n10,10,40,40,aircraft\n100,100,150,140,aircraft\n")
     local, out = tmp_path / "local", f"s3://{s3.bucket}/labels"
@@ -254,4 +255,4 @@ def test_convert_and_diff_write_to_the_bucket_the_local_bytes(s3, cog, tmp_path)
     assert main(["diff", old, str(result), "-o", str(local / "d.geojson")]) == 0
     assert main(["diff", old, str(result), "-o", f"{out}/d.geojson"]) == 0
     assert _get(s3, "labels/d.geojson") == (local / "d.geojson").read_bytes()
-    assert not (Path.cwd() / "s3:").exists()  # not a folder named like the URL
+    assert not (tmp_path / "s3:").exists()
