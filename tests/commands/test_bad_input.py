@@ -322,3 +322,12 @@ def test_every_command_names_its_outputs_for_the_format_it_writes(capsys, tmp_pa
     _one_error_line(err, needle)
     assert sorted(tmp_path.iterdir()) == before  # nothing written
     assert new.read_text().startswith('{"type"')
+
+
+def test_synth_and_convert_take_every_name_of_their_formats(capsys, tmp_path):
+    scene, truth = tmp_path / "s.tiff", tmp_path / "t.json"
+    assert main(["synth", str(scene), *SIZE, "--truth", str(truth)]) == 0
+    out = [str(tmp_path / n) for n in ("c.geojson", "c.gpkg", "c.png")]
+    argv = ["-o", out[0], "--gpkg", out[1], "--quicklook", out[2]]
+    assert main(["convert", str(truth), "--scene", str(scene), *argv]) == 0
+    assert all(Path(p).is_file() for p in out)

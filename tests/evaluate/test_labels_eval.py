@@ -69,6 +69,23 @@ def test_a_pixel_csv_of_several_images_gives_each_its_own_boxes_and_none_of_the_
         read_labels(path)
 
 
+def test_pixel_csv_columns_class_or_name_score_and_none_and_a_word_for_a_coordinate(tmp_path):
+    path = tmp_path / "l.csv"
+    path.write_text("xmin,ymin,xmax,ymax,class,score\n1,2,5,6,car,0.25\n1,2,5,6,bus,\n")
+    got = read_labels(path)
+    assert got.names == ("car", "bus") and got.scores == (0.25, 1.0)  # empty: a label, 1
+    path.write_text("name,xmin,ymin,xmax,ymax\nship,1,2,5,6\n")
+    assert read_labels(path).names == ("ship",)
+    path.write_text("xmin,ymin,xmax,ymax\n1,2,5,6\n")  # no class column: one class
+    assert read_labels(path).names == ("object",)
+    air = tmp_path / "air.csv"  # Airbus rows without a class column
+    air.write_text('image_id,geometry\nx.tif,"[(0, 0), (4, 0), (4, 4), (0, 4), (0, 0)]"\n')
+    assert read_labels(air, image="x.tif").names == ("object",)
+    path.write_text("xmin,ymin,xmax,ymax,label\none,2,5,6,car\n")
+    with pytest.raises(LabelReadError, match=r"l\.csv: non-numeric box coordinate"):
+        read_labels(path)
+
+
 def test_a_spreadsheets_bom_is_not_part_of_the_first_column_and_a_short_row_is_an_error(
     tmp_path,
 ):
