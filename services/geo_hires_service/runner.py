@@ -243,13 +243,16 @@ class JobRunner:
         return on_progress
 
     def _attempt(self, job: Job, beat: Heartbeat) -> Outcome:
-        files = JobFiles.of(self.data_dir, job)
-        files.geojson.parent.mkdir(parents=True, exist_ok=True)
+        """Run the job; how it ended. Everything it does is inside: stored options a newer
+        release refuses, or a disk too full for the job's folder, fail this job alone (outside,
+        they would stop the runner's slot, and the job come back first after every restart)."""
         keys: list[str] = []
-        options = DetectOptions.from_mapping(job.options)
-        outputs = Outputs(files=(files.geojson, files.gpkg, files.stac), quicklook=files.quicklook,
-                          coverage=files.coverage)  # fmt: skip
         try:
+            files = JobFiles.of(self.data_dir, job)
+            files.geojson.parent.mkdir(parents=True, exist_ok=True)
+            options = DetectOptions.from_mapping(job.options)
+            outputs = Outputs(files=(files.geojson, files.gpkg, files.stac),
+                              quicklook=files.quicklook, coverage=files.coverage)  # fmt: skip
             result = run_detect(
                 job.scene_path, outputs, options, bundle=self._model(options.model),
                 read_config=self.read_config,

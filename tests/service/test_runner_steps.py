@@ -4,7 +4,9 @@ is recorded and logged (whole jobs under leases: test_runner.py)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import sqlite3
 import threading
 import time
 import types
@@ -174,12 +176,17 @@ def test_each_way_an_attempt_ends_is_its_outcome(tmp_path, scene, caplog):
     from geo_hires_service.runner import Heartbeat
     from geo_hires_service.schemas import scene_read_config
 
-    def attempt(executor=None, read_config=None, path=scene):
+    def attempt(executor=None, read_config=None, path=scene, options=None, data_dir=tmp_path):
         folder = tmp_path / f"try{len(list(tmp_path.iterdir()))}"
         folder.mkdir()
         store, job_id = _store_and_job(folder, path)
+        if options is not None:  # as a release that knew other options stored them
+            store.close()
+            with sqlite3.connect(folder / "jobs.db") as db:
+                db.execute("UPDATE jobs SET options = ?", (json.dumps(options),))
+            store = JobStore(f"sqlite:///{folder / 'jobs.db'}")
         job = store.claim("R", lease_s=60)
-        runner = JobRunner(store=store, data_dir=tmp_path, owner="R", executor=executor)
+        runner = JobRunner(store=store, data_dir=data_dir, owner="R", executor=executor)
         if read_config is not None:
             runner.read_config = read_config
         with caplog.at_level(logging.ERROR, logger=log.name):
@@ -198,6 +205,12 @@ def test_each_way_an_attempt_ends_is_its_outcome(tmp_path, scene, caplog):
     small = attempt(read_config=scene_read_config(1000))  # the runner's own read limits
     assert (small.state, small.error_type) == ("failed", "SceneTooLargeError")
     assert "the budget of 1,000" in small.error
+    stale = attempt(options={"model": "aircraft_lsn", "tiles": 3})  # the job fails, not the slot
+    assert (stale.state, stale.error_type) == ("failed", "ConfigError")
+    assert "unknown detect option 'tiles'" in stale.error
+    (tmp_path / "a-file").write_text("")
+    no_room = attempt(data_dir=tmp_path / "a-file")  # its folder cannot be made
+    assert (no_room.state, no_room.error_type) == ("failed", "internal")
 
 
 def test_an_outcome_is_written_only_under_the_lease_and_logged_with_the_job(tmp_path, caplog):
