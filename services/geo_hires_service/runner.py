@@ -285,7 +285,11 @@ class JobRunner:
         )
 
     def _record(self, job: Job, out: Outcome) -> None:
-        """Write the outcome (only while the lease is ours), count it and log it."""
+        """Write the outcome (only while the lease is ours), count it and log it. A cancel
+        asked while the job's last steps ran is honoured: the client was told it would be."""
+        now = self.store.get(job.id) if out.state in ("succeeded", "failed") else None
+        if now is not None and now.cancel_requested:
+            out = Outcome(state="cancelled")
         size = JobFiles.of(self.data_dir, job).size()
         store, owner = self.store, self.owner
         if out.state == "succeeded":

@@ -178,8 +178,12 @@ class JobStore(Leases):
             return None
         queued = JobRow.state == JobState.QUEUED.value
         done = {"state": JobState.CANCELLED.value, "finished_at": self.clock()}
-        if not self._update(job_id, queued, **done):
-            self._update(job_id, JobRow.state == JobState.RUNNING.value, cancel_requested=True)
+        running = JobRow.state == JobState.RUNNING.value
+        for _ in range(2):  # a runner draining between the two may put it back in the queue
+            if self._update(job_id, queued, **done):
+                break
+            if self._update(job_id, running, cancel_requested=True):
+                break
         return self.get(job_id)
 
     def dismiss(self, job_id: str, *, tenant: str) -> Job | None:

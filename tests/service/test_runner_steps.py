@@ -243,6 +243,13 @@ def test_an_outcome_is_written_only_under_the_lease_and_logged_with_the_job(tmp_
     assert (back.state, back.lease_owner, line.getMessage()) == (
         JobState.QUEUED, None, "job requeued (runner draining)")  # fmt: skip
     store.cancel(back.id, tenant="t")  # out of the queue
+    # a cancel asked while a job's last steps ran is honoured, whatever the attempt's end
+    for end in (Outcome(state="succeeded", detections=3), Outcome(state="failed", error="x")):
+        job, _ = store.submit(tenant="t", scene_path="/s/a.tif", scene_name="a.tif", options={})
+        claimed = store.claim("R", lease_s=60)
+        assert claimed is not None and store.cancel(job.id, tenant="t").cancel_requested
+        runner._record(claimed, end)
+        assert store.get(job.id).state is JobState.CANCELLED
     lost = "job's lease was lost; its new runner finishes it"
     # the lease lost while running, or a job another runner holds now: nothing is written
     for out, holder in ((Outcome(state="lease"), "R"), (Outcome(state="succeeded"), "S")):

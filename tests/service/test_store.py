@@ -194,6 +194,27 @@ def test_an_expired_lease_moves_the_job_to_another_runner(url):
     store.close()
 
 
+def test_a_cancel_is_not_lost_to_a_runner_draining_in_the_middle_of_it(url, monkeypatch):
+    store = JobStore(url)
+    job, _ = _submit(store)
+    store.claim("r1", lease_s=60)
+    update, calls = store._update, []
+
+    def racing(job_id, *where, **values):
+        changed = update(job_id, *where, **values)
+        if values.get("lease_owner", "") is None:  # the release itself
+            return changed
+        calls.append(changed)
+        if len(calls) == 1:  # between the queued and the running update: the runner drains
+            assert store.release(job.id, "r1")
+        return changed
+
+    monkeypatch.setattr(store, "_update", racing)
+    assert store.cancel(job.id, tenant="alice").state is JobState.CANCELLED
+    assert calls[:2] == [False, False]  # neither update saw the job in its state at first
+    store.close()
+
+
 def test_expired_leases_of_cancelled_and_doomed_jobs_are_not_retried(url):
     clock = Clock()
     store = JobStore(url, clock=clock)
