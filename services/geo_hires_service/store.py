@@ -15,6 +15,7 @@ from tokens by the caller; a token never reaches the store.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,7 +39,15 @@ from geo_hires_service.records import (
     make_engine,
 )
 
-__all__ = ["FINISHED", "Job", "JobState", "JobStore", "QueueFullError", "make_engine"]
+__all__ = [
+    "FINISHED", "JOB_ID", "REQUEST_ID", "Job", "JobState", "JobStore", "QueueFullError",
+    "make_engine",
+]  # fmt: skip
+
+JOB_ID = re.compile(r"[0-9a-f]{32}")
+"""What a job id is (``uuid4().hex``)."""
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+"""A client's ``X-Request-ID`` worth keeping: short, and safe in logs and the store."""
 
 
 class JobStore(Leases):
@@ -99,13 +108,15 @@ class JobStore(Leases):
             if found is not None:
                 return found, False
         self._check_room(tenant, max_active, max_active_per_tenant)
+        if request_id is not None and not REQUEST_ID.fullmatch(request_id):
+            request_id = None  # a client's header, as the request-id middleware would drop it
         row = JobRow(
             id=uuid.uuid4().hex,
             tenant=tenant,
             idempotency_key=idempotency_key,
             state=JobState.QUEUED.value,
             scene_path=scene_path,
-            scene_name=scene_name,
+            scene_name=scene_name[:255],  # the column's size (an object key may be longer)
             options=json.dumps(options, sort_keys=True),
             created_at=self.clock(),
             scene_bytes=scene_bytes,
@@ -150,7 +161,11 @@ class JobStore(Leases):
                     )
 
     def get(self, job_id: str, *, tenant: str | None = None) -> Job | None:
-        """The job, or ``None`` when it does not exist or belongs to another tenant."""
+        """The job, or ``None`` when it does not exist or belongs to another tenant (or the id
+        is not one this store makes: a client's ``a%00b`` must be a 404, and PostgreSQL
+        refuses NUL in text)."""
+        if not JOB_ID.fullmatch(job_id):
+            return None
         with self._session() as s:
             row = s.get(JobRow, job_id)
             if row is None or (tenant is not None and row.tenant != tenant):

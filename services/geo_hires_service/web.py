@@ -14,7 +14,6 @@ the proxy does exactly this (and its log lines carry the id); elsewhere (uvicorn
 
 from __future__ import annotations
 
-import re
 import uuid
 
 from fastapi import FastAPI
@@ -26,12 +25,10 @@ from geo_hires_service.ogc import add_ogc_handlers
 from geo_hires_service.problems import add_problem_handlers
 from geo_hires_service.routes import features, jobs, maps, models, processes, stac
 from geo_hires_service.schemas import ServiceConfig
-from geo_hires_service.store import JobStore
+from geo_hires_service.store import REQUEST_ID, JobStore
 from geo_hires_service.viewer import STATIC
 
 __all__ = ["Private", "RequestIds", "create_app"]
-
-_USABLE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestIds:
@@ -46,7 +43,7 @@ class RequestIds:
             return
         headers = MutableHeaders(scope=scope)
         rid = headers.get("x-request-id", "")
-        if not _USABLE_ID.match(rid):
+        if not REQUEST_ID.fullmatch(rid):
             rid = uuid.uuid4().hex
             headers["x-request-id"] = rid
 

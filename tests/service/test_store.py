@@ -194,6 +194,19 @@ def test_an_expired_lease_moves_the_job_to_another_runner(url):
     store.close()
 
 
+def test_what_clients_send_beyond_the_columns_is_a_miss_or_dropped_never_a_database_error(url):
+    store = JobStore(url)
+    job, _ = store.submit(tenant="alice", scene_path="/d/x.tif", scene_name="n" * 300 + ".tif",
+                          options={}, request_id="r" * 250)  # fmt: skip
+    got = store.get(job.id)
+    assert got.request_id is None and got.scene_name == ("n" * 300)[:255]
+    assert store.submit(tenant="alice", scene_path="/d/x.tif", scene_name="x.tif", options={},
+                        request_id="ok-1")[0].request_id == "ok-1"  # fmt: skip
+    for bad in ("a\x00b", job.id.upper(), job.id + "0", "", "../" + job.id):
+        assert store.get(bad) is None and store.cancel(bad, tenant="alice") is None, bad
+    store.close()
+
+
 def test_a_cancel_is_not_lost_to_a_runner_draining_in_the_middle_of_it(url, monkeypatch):
     store = JobStore(url)
     job, _ = _submit(store)
