@@ -181,7 +181,11 @@ def resolve_scene_uri(uri: str, roots: Iterable[str | os.PathLike[str]]) -> Path
         raise Rejected("uri must not contain '..'")
     if path.name.lower().endswith(_REFUSED_SUFFIXES):
         raise Rejected("VRT and XML files are not accepted; give the GeoTIFF itself")
-    allowed = [Path(r).resolve() for r in roots if not remote.is_remote(r)]
+    local = [Path(r) for r in roots if not remote.is_remote(r)]
+    allowed = [r.resolve() for r in local]
+    if not any(path.is_relative_to(root) for root in [*local, *allowed]):
+        # before the disk is asked: whether a path outside exists is not the client's to learn
+        raise Rejected("uri is outside the allowed roots")
     try:
         real = path.resolve(strict=True)
     except (FileNotFoundError, NotADirectoryError):

@@ -61,6 +61,8 @@ def root(tmp_path, fixtures):
         ("{root}/text.tif", 415, "only GeoTIFF"),
         ("{root}/escape.tif", 400, "outside the allowed roots"),
         ("{other}/good.tif", 400, "outside the allowed roots"),
+        ("{other}/missing.tif", 400, "outside the allowed roots"),  # not 404: no disk oracle
+        ("/root/.ssh/id_rsa", 400, "outside the allowed roots"),  # not 'Permission denied'
         ("{root}", 400, "must name a file"),
     ],
 )
@@ -78,5 +80,9 @@ def test_scene_uris_outside_the_rules_are_refused(root, tmp_path, uri, status, m
 
 def test_a_tiff_under_a_root_resolves_to_its_real_path(root, tmp_path):
     os.symlink(root / "good.tif", root / "alias.tif")  # links inside the root are fine
+    os.symlink(root, tmp_path / "linked-root")  # and a root named through a link
+    linked = [tmp_path / "linked-root"]
+    assert resolve_scene_uri(str(root / "good.tif"), linked) == root / "good.tif"
+    assert resolve_scene_uri(str(linked[0] / "good.tif"), linked) == root / "good.tif"
     assert resolve_scene_uri(str(root / "alias.tif"), [tmp_path / "x", root]) == root / "good.tif"
     assert is_tiff(b"II*\x00rest") and is_tiff(b"MM\x00+") and not is_tiff(b"%PDF")
