@@ -172,12 +172,17 @@ class JobStore(Leases):
                 return None
             return Job.of(row)
 
-    def list_jobs(self, tenant: str, *, limit: int = 50, offset: int = 0) -> list[Job]:
-        """The tenant's jobs, newest first."""
+    def list_jobs(
+        self, tenant: str, *, limit: int = 50, offset: int = 0, state: JobState | None = None
+    ) -> list[Job]:
+        """The tenant's jobs (in ``state`` only, when given), newest first."""
+        where = [JobRow.tenant == tenant]
+        if state is not None:
+            where.append(JobRow.state == state.value)
         with self._session() as s:
             rows = s.scalars(
                 sa.select(JobRow)
-                .where(JobRow.tenant == tenant)
+                .where(*where)
                 .order_by(JobRow.created_at.desc(), JobRow.id)
                 .limit(limit)
                 .offset(offset)

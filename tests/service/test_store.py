@@ -56,6 +56,8 @@ def test_jobs_are_private_idempotent_and_paged(url):
     assert store.get(job.id, tenant="bob") is None and store.get(job.id, tenant="alice") == job
     for _ in range(3):
         _submit(store)
+    assert store.list_jobs("alice", state=JobState.SUCCEEDED) == []  # by state, in the store
+    assert [j.id for j in store.list_jobs("alice", state=JobState.QUEUED)][-1] == job.id
     page1 = store.list_jobs("alice", limit=3)
     page2 = store.list_jobs("alice", limit=3, offset=3)
     assert len(page1) == 3 and len(page2) == 2

@@ -122,10 +122,10 @@ def _collection(request: Request, job: Job, coverage: bool) -> dict[str, Any]:
 
 @router.get("")
 def collections(request: Request) -> dict[str, Any]:
-    """The caller's succeeded jobs (newest first), two collections each."""
+    """The caller's succeeded jobs (the newest :data:`MAX_COLLECTIONS`), two collections each:
+    picked by state in the store, so that newer queued or failed jobs crowd none out."""
     store = state(request)[1]
-    jobs = [j for j in store.list_jobs(tenant(request), limit=MAX_COLLECTIONS)
-            if j.state is JobState.SUCCEEDED]  # fmt: skip
+    jobs = store.list_jobs(tenant(request), limit=MAX_COLLECTIONS, state=JobState.SUCCEEDED)
     found = []
     for j in jobs:
         for coverage in (False, True):
