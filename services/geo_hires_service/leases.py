@@ -150,12 +150,30 @@ class Leases:
 
     def recover(self) -> int:
         """At the start of a single-runner (SQLite) service: running jobs go back to the
-        queue, or to cancelled when a cancel was asked (their journal resumes them)."""
+        queue (their journal resumes them), or to cancelled when a cancel was asked, or to
+        failed when they were running at ``max_attempts`` stops of the service: a scene that
+        takes the process down each time must not loop forever."""
+        lost = (
+            f"the service stopped {self.max_attempts} times while the job ran (it ran out of "
+            "memory, or was restarted); resubmit it with a smaller block"
+        )
+        again = JobRow.attempts < self.max_attempts
         with self._tx() as s:
             res = s.execute(
                 sa.update(JobRow)
-                .where(_RUNNING, ~JobRow.cancel_requested)
+                .where(_RUNNING, ~JobRow.cancel_requested, again)
                 .values(state=JobState.QUEUED.value, lease_owner=None, lease_expires=None)
+            )
+            s.execute(
+                sa.update(JobRow)
+                .where(_RUNNING, ~JobRow.cancel_requested, ~again)
+                .values(
+                    state=JobState.FAILED.value,
+                    error=lost,
+                    finished_at=self.clock(),
+                    lease_owner=None,
+                    lease_expires=None,
+                )
             )
             s.execute(
                 sa.update(JobRow)

@@ -125,6 +125,15 @@ def test_restart_finds_every_job_and_requeues_running_ones(url):
     again = reborn.claim("r2", lease_s=60)  # no lease to wait for: requeued by recover()
     assert again.id == a.id and again.attempts == 2
     reborn.close()
+    for attempts, state in ((3, JobState.QUEUED), (3, JobState.FAILED)):  # a job that kills
+        reborn = JobStore(url)  # the service each time it runs: failed, not a loop
+        reborn.recover()
+        now = reborn.get(a.id)
+        assert now.state is state, now
+        if state is JobState.QUEUED:
+            assert reborn.claim("r3", lease_s=60).attempts == attempts
+        reborn.close()
+    assert "the service stopped 3 times while the job ran" in now.error
 
 
 def test_limits_refuse_with_a_retry_hint(url):
