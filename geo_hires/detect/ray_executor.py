@@ -88,6 +88,12 @@ class RunStats:
     retried: int
     actors_lost: int
 
+    def plus(self, other: RunStats) -> RunStats:
+        """Both runs' counts: one scene's stages."""
+        nodes = collections.Counter(self.per_node) + collections.Counter(other.per_node)
+        return RunStats(per_node=dict(nodes), retried=self.retried + other.retried,
+                        actors_lost=self.actors_lost + other.actors_lost)  # fmt: skip
+
 
 class ScannerActor:
     """Reads and runs units of any scene; readers are cached per scene, the model per weights.
@@ -174,8 +180,9 @@ def _own(exc: Exception) -> Exception:
 class RayExecutor:
     """The :class:`~geo_hires.detect.executors.Executor` on Ray actors (module docstring).
 
-    ``stats`` describes the last scene run (where its units ran, what node losses cost);
-    ``on_started`` is called with the first actors' handles when they are created.
+    ``stats`` describes the last scene run (where its units ran, what node losses cost), all
+    its stages: the ``run_units`` calls made with one :class:`Scene` (a cascade's scan and
+    refine); ``on_started`` is called with the first actors' handles when they are created.
     """
 
     config: RayConfig = dataclasses.field(default_factory=RayConfig)
@@ -186,6 +193,7 @@ class RayExecutor:
     _args: tuple[Any, ...] = ()
     _state: Any = None  # object ref of the weights, passed with every call
     _key: tuple[Any, ...] | None = None
+    _stats_of: Scene | None = None  # the scene ``stats`` describes
 
     @property
     def actors(self) -> list[Any]:
@@ -250,7 +258,10 @@ class RayExecutor:
                 free = self._settle(done[0], run, on_result)
                 idle.extend(s for s in free if s in self._slots)
         finally:
-            self.stats = run.stats()
+            now = run.stats()
+            same = self.stats is not None and self._stats_of is scene
+            self.stats = self.stats.plus(now) if same and self.stats else now
+            self._stats_of = scene
 
     def _settle(
         self, ref: Any, run: _Scene, on_result: Callable[[UnitResult], None]

@@ -352,3 +352,33 @@ def test_work_waiting_with_no_placed_actor_fails_after_the_placement_timeout():
     run.inflight["ref"] = (ex._slots[0], None)  # work in flight: not stalled either
     ex._check_stalled(run)
     assert run.idle_since is None
+
+
+def test_a_scenes_stats_count_the_units_of_every_stage(small_cfg, ray_local, synthetic):
+    """A zoomed run scans the coarse level, then the windows it chose: two ``run_units`` calls
+    for one scene, both in the stats a batch writes to the scene's status."""
+    import dataclasses
+
+    from geo_hires.detect.options import ZoomConfig
+    from geo_hires.detect.ray_executor import RayConfig, RayExecutor
+
+    calls: list[int] = []
+
+    class Counting(RayExecutor):
+        def run_units(self, scene, bundle, units, cfg, **kw):
+            calls.append(len(units))
+            super().run_units(scene, bundle, units, cfg, **kw)
+
+    model = load_bundle("aircraft_lsn")
+    scene = open_scene(synthetic(900, 700, seed=4, density="dense"))
+    cfg = dataclasses.replace(small_cfg, zoom=ZoomConfig(mode="gate", gate_threshold=0.05))
+    _wait_all_cpus_free()
+    ex = Counting(config=RayConfig(actors=1, num_cpus=0.5, placement_timeout_s=10.0))
+    try:
+        detect_scene(scene, model, cfg, executor=ex)
+        assert len(calls) == 2 and min(calls) > 0, calls
+        assert ex.stats is not None and sum(ex.stats.per_node.values()) == sum(calls)
+        detect_scene(open_scene(scene.path), model, cfg, executor=ex)  # another scene run
+        assert sum(ex.stats.per_node.values()) == sum(calls[2:])  # its own units only
+    finally:
+        ex.shutdown()
