@@ -303,7 +303,7 @@ SIZE = ("--width", "64", "--height", "64")
         (["synth", "s3://b/s.tif", *SIZE], "synth writes local files"),
         (["detect", "SCENE", "-o", "a.geojson", "--gpkg", "b.geojson"], "--gpkg "),
         (["detect", "SCENE", "-o", "a.geojson", "--coverage", "c.stac.json"], "--coverage "),
-        (["diff", "OLD", "NEW", "-o", "d.gpkg"], "-o "),
+        (["diff", "OLD", "NEW", "-o", "d.gpkg"], "name it .geojson or .json, the format"),
         (["diff", "OLD", "NEW", "-o", "new.geojson"], "is an input"),
     ],
 )
@@ -326,6 +326,9 @@ def test_every_command_names_its_outputs_for_the_format_it_writes(capsys, tmp_pa
 
 def test_synth_and_convert_take_every_name_of_their_formats(capsys, tmp_path):
     scene, truth = tmp_path / "s.tiff", tmp_path / "t.json"
+    assert (
+        main(["synth", str(tmp_path / "g.tif"), *SIZE, "--truth", str(tmp_path / "g.geojson")]) == 0
+    )
     assert main(["synth", str(scene), *SIZE, "--truth", str(truth)]) == 0
     out = [str(tmp_path / n) for n in ("c.geojson", "c.gpkg", "c.png")]
     argv = ["-o", out[0], "--gpkg", out[1], "--quicklook", out[2]]

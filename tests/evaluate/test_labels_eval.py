@@ -84,6 +84,17 @@ def test_pixel_csv_columns_class_or_name_score_and_none_and_a_word_for_a_coordin
     path.write_text("xmin,ymin,xmax,ymax,label\none,2,5,6,car\n")
     with pytest.raises(LabelReadError, match=r"l\.csv: non-numeric box coordinate"):
         read_labels(path)
+    path.write_text("xmin,ymin,xmax,ymax,label\n")  # an image without objects
+    assert read_labels(path).to_pixels(None).boxes.shape == (0, 4)
+    path.write_text("x0,y0,x1,y1\n1,2,5,6\n")
+    with pytest.raises(LabelReadError, match=r"l\.csv: CSV needs columns .* found \['x0', 'x1'"):
+        read_labels(path)
+    path.write_text("image_path,xmin,ymin,xmax,ymax\na.tif,1,2,5,6\nb.tif,1,2,5,6\n")
+    with pytest.raises(LabelReadError, match=r"l\.csv holds labels of 2 images"):
+        read_labels(path)
+    air.write_text('image_id,geometry\na.tif,"[(0, 0), (1, 1)]"\nb.tif,"[(0, 0), (1, 1)]"\n')
+    with pytest.raises(LabelReadError, match=r"air\.csv holds labels of 2 images"):
+        read_labels(air)
 
 
 def test_a_spreadsheets_bom_is_not_part_of_the_first_column_and_a_short_row_is_an_error(

@@ -72,6 +72,10 @@ def test_bad_outputs_are_refused_before_any_work(scene, tmp_path, capsys, output
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("geo-hires: error: output") and message in err[-1], err
     assert not list(tmp_path.iterdir())  # nothing written, not even a journal
+    if "unknown format" in message:  # the formats to choose from, .json said once as .geojson
+        assert (
+            ".geojson (GeoJSON (WGS84)), .gpkg (GeoPackage" in err[-1] and " .json (" not in err[-1]
+        )
 
 
 @pytest.mark.parametrize(
