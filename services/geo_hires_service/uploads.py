@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from geo_hires.aoi import AoiWarning, load_aoi
@@ -32,7 +33,13 @@ from geo_hires.errors import (
 from geo_hires.scene.integrity import check_blocks
 from geo_hires.scene.stac import open_input
 from geo_hires_service.problems import DiskFull, disk_full, first_error
-from geo_hires_service.schemas import JobOptions, ServiceConfig, UriSubmission, job_detect_options
+from geo_hires_service.schemas import (
+    MAX_AOI_BYTES,
+    JobOptions,
+    ServiceConfig,
+    UriSubmission,
+    job_detect_options,
+)
 from geo_hires_service.security import Rejected, is_tiff, resolve_scene_uri, scene_name
 
 __all__ = [
@@ -170,13 +177,30 @@ async def from_upload(request: Request, config: ServiceConfig, *, room: int | No
     return path, path.name, options
 
 
+MAX_JSON_BYTES = 2 * MAX_AOI_BYTES
+"""A JSON request body's limit: room for the largest AOI and the rest of the options."""
+
+
+async def json_body(request: Request) -> bytes:
+    """The request's body, refused (413) once it passes :data:`MAX_JSON_BYTES`: read as it
+    streams in, so a huge body is never held in memory whatever its Content-Length says."""
+    parts, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_JSON_BYTES:
+            raise Rejected(f"the JSON body is over {MAX_JSON_BYTES:,} bytes", status=413)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 async def from_uri(request: Request, config: ServiceConfig) -> Submission:
-    """A JSON submission of a scene already under an allow-listed root."""
+    """A JSON submission of a scene already under an allow-listed root (the path resolved in
+    a worker thread: it asks the disk or a bucket, which must not hold up other requests)."""
     try:
-        body = UriSubmission.model_validate_json(await request.body())
+        body = UriSubmission.model_validate_json(await json_body(request))
     except ValidationError as exc:
         raise Rejected(first_error(exc.errors(), "body"), status=422) from exc
-    path = resolve_scene_uri(body.uri, config.allow_roots)
+    path = await run_in_threadpool(resolve_scene_uri, body.uri, config.allow_roots)
     return path, scene_name(path), body.options
 
 

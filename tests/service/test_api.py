@@ -186,6 +186,14 @@ def test_limits_answer_413_and_429(tmp_path, roots):
         assert problem_status(huge_body)[0] == 413 and "limit" in huge_body.json()["detail"]
         bomb = requests.post(post, json={"uri": str(huge)}, headers=ALICE)
         assert problem_status(bomb)[0] == 413 and "pixels" in bomb.json()["detail"]
+        padded = b'{"uri": "' + b"x" * 2_100_000 + b'"}'  # a JSON body is bounded too
+        for target, body in ((post, padded), (f"{url}/processes/detect/execution", padded)):
+            r = requests.post(
+                target, data=body, headers={**ALICE, "content-type": "application/json"}
+            )
+            assert (
+                problem_status(r)[0] == 413 and "JSON body is over 2,000,000" in r.json()["detail"]
+            )
         for _ in range(2):
             r = requests.post(post, json={"uri": str(roots / "scene1.tif")}, headers=ALICE)
             assert r.status_code == 202

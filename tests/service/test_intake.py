@@ -5,9 +5,12 @@ in one line, a full disk answered 507 with nothing left behind, the tenant's sto
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import logging
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -151,6 +154,48 @@ def test_the_storage_quota_answers_413_and_429_and_delete_frees_it(tmp_path, roo
         assert "storage quota" in half.json()["detail"]
         assert _upload(url, "s.tif", scene).status_code == 202  # room again
     assert len(_files(data / "uploads")) == 2
+
+
+def test_two_uploads_at_once_cannot_both_take_the_last_room(tmp_path, root):
+    data = tmp_path / "data"
+    data.mkdir()
+    scene = (root / "s.tif").read_bytes()
+    boundary = "geohiresboundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"scene\"; "
+            'filename="s.tif"\r\nContent-Type: image/tiff\r\n\r\n').encode()  # fmt: skip
+
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    got: list[tuple[int, dict]] = []
+
+    def send(url: str) -> None:  # slowly: both uploads are in flight before either is recorded
+        host, port = url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        conn.putrequest("POST", "/v1/jobs")
+        size = str(len(head) + len(scene) + len(tail))
+        kind = f"multipart/form-data; boundary={boundary}"
+        for k, v in {**ALICE, "Content-Type": kind, "Content-Length": size}.items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        conn.send(head)
+        for i in range(0, len(scene), 1 << 16):
+            time.sleep(0.05)
+            conn.send(scene[i : i + (1 << 16)])
+        conn.send(tail)
+        r = conn.getresponse()
+        got.append((r.status, json.loads(r.read())))
+        conn.close()
+
+    quota = len(scene) * 3 // 2  # room for one, measured as room for each
+    with running_service(data, (root,), run_jobs=False, tenant_quota_bytes=quota) as url:
+        threads = [threading.Thread(target=send, args=(url,)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(status for status, _ in got) == [202, 413], got
+        over = next(body for status, body in got if status == 413)
+        assert "storage quota" in over["detail"]
+    assert len(_files(data / "uploads")) == 1  # the refused one kept nothing
 
 
 def test_request_ids_are_honoured_returned_and_logged(tmp_path, root, caplog):

@@ -296,6 +296,7 @@ def test_retention_queries_and_usage(url):
 def test_a_store_of_the_previous_release_gains_the_new_columns(tmp_path):
     import sqlalchemy as sa
 
+    j1 = "0123456789abcdef0123456789abcdef"  # a job id as every release made them
     path = tmp_path / "old.db"
     engine = sa.create_engine(f"sqlite:///{path}")
     with engine.begin() as c:  # the jobs table as the first release made it
@@ -307,12 +308,12 @@ def test_a_store_of_the_previous_release_gains_the_new_columns(tmp_path):
             "created_at FLOAT, started_at FLOAT, finished_at FLOAT)"
         ))  # fmt: skip
         c.execute(sa.text(
-            "INSERT INTO jobs VALUES ('j1', 'alice', NULL, 'running', '/s.tif', 's.tif', '{}', "
-            "1, 4, NULL, NULL, 0, 1, 1.0, 2.0, NULL)"
+            f"INSERT INTO jobs VALUES ('{j1}', 'alice', NULL, 'running', '/s.tif', 's.tif', "
+            "'{}', 1, 4, NULL, NULL, 0, 1, 1.0, 2.0, NULL)"
         ))  # fmt: skip
     engine.dispose()
     store = JobStore(f"sqlite:///{path}")
-    job = store.get("j1")
+    job = store.get(j1)
     assert job.lease_owner is None and job.scene_bytes == 0 and store.usage("alice") == 0
-    assert store.recover() == 1 and store.claim("r", lease_s=5).id == "j1"
+    assert store.recover() == 1 and store.claim("r", lease_s=5).id == j1
     store.close()

@@ -10,11 +10,13 @@ to ``/v1/jobs`` is listed here too, and the tenant's token is required as on ``/
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from geo_hires.detect.options import option_fields
 from geo_hires.models.card import shipped_models
@@ -35,7 +37,7 @@ from geo_hires_service.retention import remove_files
 from geo_hires_service.schemas import JobOptions
 from geo_hires_service.security import Rejected, resolve_scene_uri, scene_name
 from geo_hires_service.store import Job, JobState
-from geo_hires_service.uploads import check_header
+from geo_hires_service.uploads import check_header, json_body
 
 __all__ = ["router"]
 
@@ -155,8 +157,9 @@ def _scene_uri(inputs: dict[str, Any]) -> str:
 
 
 async def _parse(request: Request) -> tuple[str, Any]:
+    raw = await json_body(request)
     try:
-        body = await request.json()
+        body = json.loads(raw)
     except ValueError as exc:
         raise Rejected('send the execute request as JSON {"inputs": {…}}') from exc
     inputs = body.get("inputs") if isinstance(body, dict) else None
@@ -184,13 +187,18 @@ async def execute(
     config, store = state(request)
     storage_room(config, store, who)
     uri, options = await _parse(request)
-    path = resolve_scene_uri(uri, config.allow_roots)
-    check_header(path, config, options)
-    job, _ = store.submit(
-        tenant=who, scene_path=str(path), scene_name=scene_name(path), options=options.model_dump(),
-        max_active=config.max_active, max_active_per_tenant=config.max_active_per_tenant,
-        request_id=request.headers.get("x-request-id"),
-    )  # fmt: skip
+
+    def record() -> Job:  # the disk, a bucket, the store: in a worker thread
+        path = resolve_scene_uri(uri, config.allow_roots)
+        check_header(path, config, options)
+        return store.submit(
+            tenant=who, scene_path=str(path), scene_name=scene_name(path),
+            options=options.model_dump(), max_active=config.max_active,
+            max_active_per_tenant=config.max_active_per_tenant,
+            request_id=request.headers.get("x-request-id"),
+        )[0]  # fmt: skip
+
+    job = await run_in_threadpool(record)
     metrics().submitted.inc(tags={"tenant": who, "source": "ogc"})
     log.info("job accepted", extra=job_fields(job, source="ogc", bytes=0))
     headers = {"Location": f"{base_url(request)}/jobs/{job.id}"}
