@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from geo_hires.detections import GeoDetections, PixelDetections
 from geo_hires.errors import LabelReadError
@@ -80,6 +81,11 @@ class LabelSet:
         if self.crs is not None and scene is None:
             raise LabelReadError(
                 "map-coordinate labels need a scene to be put in pixels; pass --scene"
+            )
+        if self.crs is not None and scene is not None and scene.crs_wkt is None:
+            raise LabelReadError(  # its pixels are not on any map: the coordinates would be
+                f"the labels are in map coordinates, but {Path(scene.path).name} has no CRS; "
+                "give the scene they were made on, or labels in pixels"
             )
         rings = self.rings
         if self.crs is not None and scene is not None:
@@ -152,22 +158,41 @@ def _read_geojson(path: Path) -> LabelSet:
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
         raise LabelReadError(f"{path}: expected a GeoJSON FeatureCollection")
     rings, names, scores = [], [], []
-    for i, feat in enumerate(doc.get("features", [])):
-        geom = feat.get("geometry") or {}
-        props = feat.get("properties") or {}
-        if geom.get("type") == "Polygon":
-            parts = [geom["coordinates"][0]]
-        elif geom.get("type") == "MultiPolygon":
-            parts = [p[0] for p in geom["coordinates"]]
-        else:
+    features = doc.get("features") or []
+    if not isinstance(features, list):
+        raise LabelReadError(f"{path}: 'features' must be a list")
+    for i, feat in enumerate(features):
+        ring = _ring(feat, path, i)
+        if ring is None:
             continue
-        ring = np.concatenate([np.asarray(p, np.float64)[:, :2] for p in parts])
+        props = feat.get("properties") or {}
         rings.append(ring)
-        names.append(str(next((props[k] for k in _CLASS_KEYS if props.get(k)), "object")))
+        names.append(str(next((props[k] for k in _CLASS_KEYS if _named(props.get(k))), "object")))
         scores.append(_score(props.get("score"), path, i))
     return LabelSet(
         rings=tuple(rings), names=tuple(names), scores=tuple(scores), crs=_geojson_crs(doc)
     )
+
+
+def _named(value: object) -> bool:
+    """Whether a class property holds a name: ``0`` does (a numeric class id), empty does not."""
+    return value is not None and value != ""
+
+
+def _ring(feat: object, path: Path, index: int) -> npt.NDArray[np.float64] | None:
+    """The outer ring(s) of a feature's polygon; ``None`` for a feature without one (a point,
+    a null or empty geometry, as GIS programs write them)."""
+    geom = (feat.get("geometry") if isinstance(feat, dict) else None) or {}
+    kind, coords = geom.get("type"), geom.get("coordinates") or []
+    if kind not in ("Polygon", "MultiPolygon"):
+        return None
+    try:
+        parts = [coords[0]] if kind == "Polygon" else [p[0] for p in coords]  # IndexError: []
+        return np.concatenate([np.asarray(p, np.float64)[:, :2] for p in parts])
+    except (TypeError, ValueError, IndexError, KeyError) as exc:
+        if not coords:  # an empty polygon: no object
+            return None
+        raise LabelReadError(f"{path}: feature {index} has unreadable coordinates ({exc})") from exc
 
 
 def _score(value: object, path: Path, index: int) -> float:
@@ -292,7 +317,7 @@ def read_labels(path: str | os.PathLike[str], *, image: str | None = None) -> La
     if not p.is_file():
         raise LabelReadError(f"label file not found: {p}")
     ext = p.suffix.lower()
-    readers = {
+    readers: dict[str, Callable[[Path], LabelSet]] = {
         ".geojson": _read_geojson,
         ".json": _read_geojson,
         ".xml": _read_voc,
@@ -307,6 +332,10 @@ def read_labels(path: str | os.PathLike[str], *, image: str | None = None) -> La
     return readers[ext](p)
 
 
+LABEL_SUFFIXES = (".geojson", ".json", ".csv", ".xml", ".txt")
+"""The extensions :func:`read_labels` reads (a folder's per-scene files are found by them)."""
+
+
 def labels_for(scene: str | os.PathLike[str], labels: str | os.PathLike[str]) -> LabelSet:
     """The labels of one scene from a shared label file or a folder of per-scene files.
 
@@ -318,7 +347,10 @@ def labels_for(scene: str | os.PathLike[str], labels: str | os.PathLike[str]) ->
     """
     path, name = Path(labels), Path(scene).name
     if path.is_dir():
-        found = sorted(path.glob(Path(scene).stem + ".*"))
+        stem = Path(scene).stem
+        found = sorted(
+            p for p in path.iterdir() if p.stem == stem and p.suffix.lower() in LABEL_SUFFIXES
+        )
         if not found:
             raise LabelReadError(f"no label file for {name} in {path}")
         return read_labels(found[0])

@@ -25,7 +25,9 @@ from geo_hires.scene.open import Scene, open_scene
 
 __all__ = ["StacAsset", "is_stac_item", "open_input", "resolve_item"]
 
-_RASTER_TYPES = ("image/tiff", "image/tiff; application=geotiff", "image/jp2", "image/png")
+_RASTER_TYPES = ("image/tiff", "image/jp2", "image/png")
+"""Media types of raster assets, by prefix (a COG's
+``image/tiff; application=geotiff; profile=cloud-optimized`` is a TIFF)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -91,7 +93,8 @@ def _choose(item: Any, key: str | None) -> tuple[str, Any]:
         if k == "visual" or "visual" in (a.roles or []):
             return k, a
     for k, a in assets.items():
-        if (a.media_type in _RASTER_TYPES or a.media_type is None) and _rgb(_band_names(a)):
+        raster = a.media_type is None or a.media_type.startswith(_RASTER_TYPES)
+        if raster and _rgb(_band_names(a)):
             return k, a
     raise ConfigError(
         f"STAC item {item.id} has no visual or RGB asset (by roles or eo:bands); name one with "

@@ -93,6 +93,11 @@ class ZoomTrainConfig:
     gsds: tuple[float, ...] = ()
     safety_recall: float | None = 0.99
 
+    def __post_init__(self) -> None:
+        bad = [g for g in self.gsds if not g > 0]  # NaN too
+        if bad:
+            raise ConfigError(f"--gsds {bad[0]}: ground sample distances are metres, above 0")
+
 
 def fit_policy(
     features: npt.NDArray[np.float32],

@@ -121,3 +121,12 @@ def test_window_evidence_takes_the_strongest_peak_whose_centre_is_in_the_core():
     )
     assert window_evidence(ev, cores).tolist() == [0.35, 0.9]
     assert window_evidence(ev[:0], cores).tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("gsd", [0.0, -0.5, float("nan")])
+def test_training_gsds_are_metres_above_zero(gsd):
+    from geo_hires.train.zoom import ZoomTrainConfig
+
+    with pytest.raises(ConfigError, match=r"--gsds .*: ground sample distances are metres"):
+        ZoomTrainConfig(gsds=(0.5, gsd))
+    assert ZoomTrainConfig(gsds=(0.3, 1.0)).gsds == (0.3, 1.0)

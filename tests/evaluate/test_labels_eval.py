@@ -125,6 +125,54 @@ def test_geojson_scores_that_are_null_mean_one_and_others_are_one_clear_error(tm
         read_labels(collection("high"))
 
 
+def test_geojson_features_class_ids_empty_and_broken_polygons(tmp_path):
+    box = [[[0, 0], [4, 0], [4, 4], [0, 4], [0, 0]]]
+
+    def read(*features):
+        doc = {"type": "FeatureCollection", "features": list(features),
+               "geo_hires": {"pixel_space": True}}  # fmt: skip
+        (tmp_path / "p.geojson").write_text(json.dumps(doc))
+        return read_labels(tmp_path / "p.geojson")
+
+    def feat(geometry, **props):
+        return {"type": "Feature", "geometry": geometry, "properties": props}
+
+    got = read(feat({"type": "Polygon", "coordinates": box}, **{"class": 0}),
+               feat({"type": "Polygon", "coordinates": []}, **{"class": 1}),  # empty: no object
+               None, feat(None), feat({"type": "Point", "coordinates": [1, 2]}))  # fmt: skip
+    assert got.names == ("0",) and len(got.rings) == 1  # class id 0 is a name, not 'object'
+    with pytest.raises(LabelReadError, match="feature 0 has unreadable coordinates"):
+        read(feat({"type": "Polygon", "coordinates": [[1, 2, 3]]}))
+    with pytest.raises(LabelReadError, match="'features' must be a list"):
+        (tmp_path / "p.geojson").write_text('{"type": "FeatureCollection", "features": 3}')
+        read_labels(tmp_path / "p.geojson")
+
+
+def test_map_labels_on_a_scene_without_a_crs_are_refused(tmp_path, fixtures):
+    import rasterio
+
+    with rasterio.open(fixtures / "OSBS_029.tif") as src:
+        data = src.read()
+    png = tmp_path / "plain.png"
+    with rasterio.open(png, "w", driver="PNG", width=data.shape[2], height=data.shape[1],
+                       count=3, dtype="uint8") as dst:  # fmt: skip
+        dst.write(data[:3])
+    box = [[[-82.0, 29.7], [-81.99, 29.7], [-81.99, 29.71], [-82.0, 29.7]]]
+    doc = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": box},
+                "properties": {},
+            }
+        ],
+    }
+    (tmp_path / "t.geojson").write_text(json.dumps(doc))
+    with pytest.raises(LabelReadError, match=r"plain\.png has no CRS"):
+        read_labels(tmp_path / "t.geojson").to_pixels(open_scene(png))
+
+
 def test_geojson_in_any_crs_lands_on_the_same_pixels(tmp_path, fixtures):
     scene = open_scene(fixtures / "OSBS_029.tif")
     truth = read_labels(fixtures / "OSBS_029.csv").to_pixels(scene)
@@ -388,3 +436,7 @@ def test_a_folder_of_labels_gives_each_scene_its_own_file_whatever_image_it_name
     assert labels_for(tmp_path / "s0.tif", folder).names == ("car",)  # its file: .png or not
     with pytest.raises(LabelReadError, match="labels of 2 images"):
         labels_for(tmp_path / "s1.tif", folder)
+    (folder / "s0.a.csv").write_text("xmin,ymin,xmax,ymax,label\n0,0,9,9,bus\n")  # s0.a's
+    (folder / "s0.jpg").write_bytes(b"\xff\xd8")  # an image kept beside its labels
+    assert labels_for(tmp_path / "s0.tif", folder).names == ("car",)
+    assert labels_for(tmp_path / "s0.a.tif", folder).names == ("bus",)

@@ -169,6 +169,10 @@ def test_the_rgb_asset_and_its_bands_in_every_spelling_of_band_metadata(tmp_path
     del_visual = _item(tmp_path, {"x": {"href": "x.jp2", "type": "image/jp2", "eo:bands": rgb}},
                        name="jp2.json")  # fmt: skip
     assert resolve_item(del_visual).asset_key == "x"
+    cog = "image/tiff; application=geotiff; profile=cloud-optimized"  # pystac's MediaType.COG
+    analytic = _item(tmp_path, {"analytic": {"href": "a.tif", "type": cog, "eo:bands": rgb}},
+                     name="cog.json")  # fmt: skip
+    assert resolve_item(analytic).asset_key == "analytic"
     absolute = _item(tmp_path, {"visual": {"href": f"file://{tmp_path / 'a.tif'}"}}, name="f.json")
     assert resolve_item(absolute, confine=True).path == str((tmp_path / "a.tif").resolve())
 
