@@ -32,6 +32,8 @@ from geo_hires.scene import remote
 
 __all__ = ["BatchReport", "read_scene_list", "run_batch"]
 
+PathLike = str | os.PathLike[str]
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BatchReport:
@@ -142,17 +144,17 @@ def _as_json(value: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads(json.dumps(value)))
 
 
-def _finished(
+def _done_before(
     status: str | os.PathLike[str], output: str | os.PathLike[str], recorded: dict[str, Any]
-) -> bool:
-    """Whether ``status`` says this scene was done as this run would do it (the same options,
-    scene file, model, settings and AOI: ``recorded``) and its output is there."""
+) -> dict[str, Any] | None:
+    """The status, when it says this scene was done with these options (``recorded``) and its
+    output is there; else ``None`` (no status yet, a cut or foreign file, another scene's)."""
     try:
         st = json.loads(read_text(status))
         ours = all(st.get(k) == v for k, v in recorded.items())
-        return st["state"] == "done" and ours and exists(output)
-    except (FileNotFoundError, ValueError, KeyError):  # no status yet; a cut or foreign file
-        return False
+        return st if st["state"] == "done" and ours and exists(output) else None
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
 
 
 def run_batch(
@@ -212,10 +214,7 @@ class _Batch:
         start = time.perf_counter()
         recorded: dict[str, Any] = {"scene": _ref(scene), "options": _options(self.opts)}
         try:
-            recorded["identity"] = run_identity(scene, output, self.opts, bundle=self.bundle,
-                                                read_config=self.read_config,
-                                                executor=self.executor)  # fmt: skip
-            if self.resume and _finished(status, output, _as_json(recorded)):
+            if self.resume and self._finished(scene, status, output, recorded):
                 return "skipped"
             _status(status, state="running", **recorded)  # an earlier "done" no longer holds
             result = run_detect(
@@ -230,6 +229,7 @@ class _Batch:
             status,
             state="done",
             **recorded,
+            identity=dict(result.identity),
             output=f"{name}.geojson",
             detections=len(result.detections),
             units_resumed=result.resumed_units,
@@ -239,3 +239,16 @@ class _Batch:
         )
         self.log(f"{remote.public(scene)}: {len(result.detections)} detections")
         return "done"
+
+    def _finished(
+        self, scene: str | Path, status: PathLike, output: PathLike, recorded: dict[str, Any]
+    ) -> bool:
+        """Whether the scene was done as this run would do it: the same options, and the same
+        identity (scene file, model, settings, AOI content), asked of the scene only when the
+        status could stand (a scene to run anyway is opened once, by the run)."""
+        st = _done_before(status, output, recorded)
+        if st is None:
+            return False
+        now = run_identity(scene, output, self.opts, bundle=self.bundle,
+                           read_config=self.read_config, executor=self.executor)  # fmt: skip
+        return bool(st.get("identity") == _as_json(now))

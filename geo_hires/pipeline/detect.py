@@ -63,6 +63,9 @@ class DetectResult:
     stage_seconds: Mapping[str, float] = dataclasses.field(default_factory=dict)
     """Busy seconds of ``read``, ``forward``, ``decode`` (summed over the units this run
     computed, wherever they ran) and ``merge``."""
+    identity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """What the result depends on, as its journal records it (scene file, model, settings,
+    bands, AOI); set by :func:`~geo_hires.pipeline.outputs.run_detect`, empty otherwise."""
 
     def timing(self) -> dict[str, Any]:
         """Where the time went: the wall seconds of the run and each stage's busy seconds and

@@ -262,4 +262,4 @@ def run_detect(
     with staged([*out.files, out.coverage, out.quicklook]) as local:
         _write(_stand_ins(out, local), result, run.scene, run.area, export, extra, run.reading)
     journal.remove()
-    return result
+    return dataclasses.replace(result, identity=journal.identity)
