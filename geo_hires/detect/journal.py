@@ -128,12 +128,13 @@ class Journal:
             theirs = theirs if isinstance(theirs, dict) else {}
             differ = sorted(k for k in self.identity if theirs.get(k) != self.identity[k])
             kept = self.path.with_name(f"{self.path.name}.foreign")
-            if aside and len(lines) > 1:  # units of another run: keep them
+            keep = aside and len(lines) > 1  # units of another run: keep them
+            if keep:
                 os.replace(self.path, kept)
             warnings.warn(
                 f"{self.path} belongs to another run (differs in: {', '.join(differ)}); "
                 "not resuming from it, starting afresh"
-                + (f" (it is kept as {kept.name})" if aside and len(lines) > 1 else ""),
+                + (f" (it is kept as {kept.name})" if keep else ""),
                 ForeignJournalWarning,
                 stacklevel=3,
             )

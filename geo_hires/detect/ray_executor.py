@@ -258,9 +258,8 @@ class RayExecutor:
                 free = self._settle(done[0], run, on_result)
                 idle.extend(s for s in free if s in self._slots)
         finally:
-            now = run.stats()
-            same = self.stats is not None and self._stats_of is scene
-            self.stats = self.stats.plus(now) if same and self.stats else now
+            earlier = self.stats if self._stats_of is scene else None  # this scene's stages
+            self.stats = run.stats() if earlier is None else earlier.plus(run.stats())
             self._stats_of = scene
 
     def _settle(

@@ -11,14 +11,21 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from geo_hires_service.access import finished_job, own_job, state, storage_room, tenant
+from geo_hires_service.access import (
+    finished_job,
+    own_job,
+    room_for,
+    state,
+    storage_room,
+    tenant,
+)
 from geo_hires_service.observe import job_fields, log, metrics
 from geo_hires_service.ogc import job_counts
 from geo_hires_service.retention import remove_files
 from geo_hires_service.runner import JobFiles
-from geo_hires_service.schemas import ServiceConfig, job_json
+from geo_hires_service.schemas import job_json
 from geo_hires_service.security import Rejected
-from geo_hires_service.store import FINISHED, Job, JobStore
+from geo_hires_service.store import FINISHED, Job
 from geo_hires_service.uploads import check_header, drop_upload, from_upload, from_uri, submit_body
 
 __all__ = ["router"]
@@ -27,18 +34,7 @@ router = APIRouter(prefix="/v1/jobs")
 
 
 _RECORDING = threading.Lock()
-
-
-def _check_quota(config: ServiceConfig, store: JobStore, who: str, size: int) -> None:
-    """Refuse an upload the tenant's storage no longer has room for: uploads that arrived at
-    the same time took the room measured when this one began."""
-    quota = config.tenant_quota_bytes
-    if quota is not None and size and store.usage(who) + size > quota:
-        raise Rejected(
-            f"the upload would exceed your storage quota of {quota:,} bytes; delete finished "
-            "jobs (DELETE /v1/jobs/ID) and send it again",
-            status=413,
-        )
+"""One upload recorded at a time: the quota's second look and the record, together."""
 
 
 def _accepted(job: Job) -> JSONResponse:
@@ -70,7 +66,7 @@ async def submit(
     def record() -> tuple[Job, bool]:  # the scene's header, the store: in a worker thread
         check_header(path, config, options)
         with _RECORDING:  # the quota's check and the job's record, one upload at a time
-            _check_quota(config, store, who, size)
+            room_for(config, store, who, size)
             return store.submit(
                 tenant=who,
                 scene_path=str(path),
