@@ -373,7 +373,7 @@ def test_a_scenes_stats_count_the_units_of_every_stage(small_cfg, ray_local, syn
     scene = open_scene(synthetic(900, 700, seed=4, density="dense"))
     cfg = dataclasses.replace(small_cfg, zoom=ZoomConfig(mode="gate", gate_threshold=0.05))
     _wait_all_cpus_free()
-    ex = Counting(config=RayConfig(actors=1, num_cpus=0.5, placement_timeout_s=10.0))
+    ex = Counting(config=RayConfig(actors=1, num_cpus=0.5, placement_timeout_s=60.0))
     try:
         detect_scene(scene, model, cfg, executor=ex)
         assert len(calls) == 2 and min(calls) > 0, calls
