@@ -29,6 +29,7 @@ from geo_hires.detections import PixelDetections
 from geo_hires.errors import ConfigError
 from geo_hires.georef import geometry_to_pixels
 from geo_hires.scene.open import Scene
+from geo_hires.vectorfile import read_vector
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -135,19 +136,9 @@ def _polygons(frame: gpd.GeoDataFrame, source: str) -> gpd.GeoDataFrame:
 
 
 def _read(path: str | os.PathLike[str]) -> gpd.GeoDataFrame:
-    import geopandas as gpd  # here, not at import: runs without an AOI never need pandas
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"AOI file not found: {p}; check the path")
-    try:
-        frame = gpd.read_file(p, engine="pyogrio")
-    except Exception as exc:  # pyogrio raises several types for unreadable files
-        raise ConfigError(
-            f"cannot read the AOI {p} ({exc}); give a vector file GDAL reads"
-        ) from exc
+    frame = read_vector(path, "the AOI")
     if frame.crs is None:
-        raise ConfigError(f"AOI {p} has no CRS; save it with one (e.g. EPSG:4326)")
+        raise ConfigError(f"AOI {path} has no CRS; save it with one (e.g. EPSG:4326)")
     return frame
 
 

@@ -67,16 +67,9 @@ def _cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _read_layer(path: str) -> Any:
-    import geopandas as gpd
+    from geo_hires.vectorfile import read_vector
 
-    from geo_hires.errors import ConfigError
-
-    if not Path(path).is_file():
-        raise ConfigError(f"{path} not found; give a detection result (GeoJSON, GeoPackage …)")
-    try:
-        frame = gpd.read_file(path, engine="pyogrio")
-    except Exception as exc:  # pyogrio raises several types for unreadable files
-        raise ConfigError(f"cannot read {path} ({exc}); give a vector file GDAL reads") from exc
+    frame = read_vector(path, "the detection layer")
     if _pixel_space(path):  # GDAL calls every GeoJSON WGS84, ours in pixels too
         frame = frame.set_crs(None, allow_override=True)
     return frame

@@ -34,9 +34,10 @@ def _aoi_file(folder: Path, pixel_boxes, crs: str = "EPSG:4326", name: str = "ao
         pts = [to.transform(*(SPEC.transform @ p)) for p in ring]
         polys.append(shapely.Polygon(pts))
     path = folder / name
-    gpd.GeoDataFrame(
+    frame = gpd.GeoDataFrame(
         {"name": [f"a{i}" for i in range(len(polys))]}, geometry=polys, crs=crs
-    ).to_file(path)
+    )
+    frame.to_parquet(path) if path.suffix == ".parquet" else frame.to_file(path)
     return path
 
 
@@ -106,6 +107,9 @@ def test_aoi_in_a_projected_crs_and_as_geojson_object(scene, tmp_path):
             shapely.normalize(shapely.box(10, 20, 110, 220)), 1e-6
         )
     )
+    # GeoParquet, as `detect -o x.parquet` writes it (GDAL's wheel has no Parquet driver)
+    parquet = _aoi_file(tmp_path, [(10, 20, 110, 220)], crs="EPSG:32633", name="a.parquet")
+    assert load_aoi(parquet, s).pixels.equals(utm.pixels)
     obj = {"type": "Feature", "properties": {}, "geometry": utm.wgs84}
     again = load_aoi(obj, s)
     assert again.pixels.symmetric_difference(utm.pixels).area < 1.0  # 1e-8 deg on the way
@@ -128,7 +132,7 @@ def test_bad_aois_are_one_line_errors(scene, tmp_path, capsys, write_tif):
     no_crs_scene = write_tif("plain.tif", np.zeros((3, 64, 64), np.uint8), crs=None)
     aoi = _aoi_file(tmp_path, [(0, 0, 10, 10)])
     for scene_path, aoi_path, message in (
-        (scene, tmp_path / "missing.gpkg", "AOI file not found"),
+        (scene, tmp_path / "missing.gpkg", "missing.gpkg not found; check the path"),
         (scene, points, "holds no polygon"),
         (scene, garbage, "cannot read the AOI"),
         (no_crs_scene, aoi, "has no CRS, so an AOI cannot be placed"),

@@ -122,6 +122,21 @@ def _cut_out(scene, dets, out):
     return gone
 
 
+def test_geoparquet_layers_as_detect_writes_them_are_read(tmp_path, capsys):
+    old, new = _pair()
+    old.to_parquet(tmp_path / "old.parquet")
+    new.to_file(tmp_path / "new.geojson")
+    out = tmp_path / "change.geojson"
+    assert main(["diff", str(tmp_path / "old.parquet"), str(tmp_path / "new.geojson"),
+                 "-o", str(out)]) == 0  # fmt: skip
+    assert "Airplane" in capsys.readouterr().out
+    assert summary(gpd.read_file(out)) == summary(diff_layers(old, new))
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    assert main(["diff", str(tmp_path / "bad.parquet"), str(tmp_path / "new.geojson"),
+                 "-o", str(out)]) == 2  # fmt: skip
+    assert "cannot read the detection layer" in capsys.readouterr().err
+
+
 def test_real_scene_against_itself_with_aircraft_cut_out(demo_crop, tmp_path):
     scene = demo_crop(0, 0, 1536, 1024)
     before = tmp_path / "before.geojson"
