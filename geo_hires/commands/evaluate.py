@@ -35,11 +35,23 @@ def _check_classes(pred: Sequence[str], truth: Sequence[str]) -> None:
         )
 
 
+def _check_scene_args(args: argparse.Namespace) -> None:
+    """Reading options act on ``--scene``: without one they would be dropped unsaid."""
+    from geo_hires.errors import ConfigError
+
+    given = {"--asset": args.asset, "--bands": args.bands, "--max-pixels": args.max_pixels,
+             "--rpc-height": args.rpc_height}  # fmt: skip
+    orphans = [flag for flag, value in given.items() if value]
+    if orphans and not args.scene:
+        raise ConfigError(f"{', '.join(orphans)} read(s) the scene: give it with --scene")
+
+
 def _cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.evaluate import common_frame, evaluate
     from geo_hires.labels import read_labels
     from geo_hires.scene.stac import open_input
 
+    _check_scene_args(args)
     scene = open_input(args.scene, read_config(args))[0] if args.scene else None  # or an item
     image = Path(scene.path).name if scene else None
     truth_labels = read_labels(args.truth, image=image).renamed(dict(args.class_map))

@@ -61,6 +61,14 @@ def test_cli_eval_json(capsys, fixtures):
     assert out["per_class"]["Tree"]["ap50"] == 1.0
 
 
+def test_eval_refuses_reading_options_without_a_scene(capsys, fixtures):
+    labels = str(fixtures / "OSBS_029.csv")
+    for extra in (["--asset", "visual"], ["--bands", "3,2,1"], ["--max-pixels", "10"]):
+        assert main(["eval", labels, labels, *extra]) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert err == f"geo-hires: error: {extra[0]} read(s) the scene: give it with --scene"
+
+
 def test_cli_eval_table(tmp_path, capsys, fixtures):
     scene = str(fixtures / "OSBS_029.tif")
     assert (
