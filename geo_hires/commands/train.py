@@ -60,6 +60,7 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     if args.arch in YOLO_ARCHS:
         if args.steps is not None:
             raise ConfigError("--steps is for the LSN; a YOLO trains for --minutes")
+        _check_obb_data(args, YoloDataConfig())
         data = YoloDataConfig(
             chips_per_image=args.chips_per_image,
             gsd_range=None
@@ -78,6 +79,23 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         card = train_bundle(job, evaluate=_validation_metrics)
     out.write(f"wrote {args.out} ({card.extra['training']['report']})\n")
     return 0
+
+
+def _check_obb_data(args: argparse.Namespace, default: Any) -> None:
+    """An OBB dataset is a grid of chips at the data's GSD: refuse settings it would ignore."""
+    ignored = [
+        flag
+        for flag, given, usual in (
+            ("--chips-per-image", args.chips_per_image, default.chips_per_image),
+            ("--gsd-range", tuple(args.gsd_range), default.gsd_range),
+        )
+        if given != usual
+    ]
+    if args.arch.endswith("-obb") and ignored:
+        raise ConfigError(
+            f"{', '.join(ignored)}: an -obb model trains on a grid of chips at the data's own "
+            "GSD; drop the option(s), or train a box model (--arch yolov8n)"
+        )
 
 
 def _cmd_cascade(args: argparse.Namespace, out: TextIO) -> int:

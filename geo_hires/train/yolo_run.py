@@ -101,6 +101,13 @@ class YoloTrainConfig:
         """Whether the architecture predicts oriented boxes (an ``-obb`` model)."""
         return self.arch.endswith("-obb")
 
+    def data_record(self) -> dict[str, Any]:
+        """The chip dataset as it is drawn: an OBB dataset is a half-overlapping grid at the
+        data's own GSD (its chip count and GSD range are not used, so not recorded)."""
+        if self.oriented:
+            return {"chip": self.data.chip, "sampling": "half-overlapping grid, data's own GSD"}
+        return dataclasses.asdict(self.data)
+
     def __post_init__(self) -> None:
         if self.arch not in YOLO_ARCHS:
             raise ConfigError(f"--arch {self.arch!r}: choose one of {', '.join(YOLO_ARCHS)}")
@@ -262,7 +269,7 @@ def _training_record(job: TrainJob, cfg: YoloTrainConfig, **more: Any) -> dict[s
         "command": " ".join(shlex.quote(a) for a in sys.argv) if sys.argv else "",
         "data": job.labels,
         "class_map": dict(job.class_map),
-        "yolo": {**dataclasses.asdict(cfg), "data": dataclasses.asdict(cfg.data)}
+        "yolo": {**dataclasses.asdict(cfg), "data": cfg.data_record()}
         | ({"fine_tune": FINE_TUNE} if cfg.init else {}),
         "seed": job.fit.seed,
         "torch": torch.__version__,
@@ -366,7 +373,7 @@ def train_yolo_bundle(
     out.mkdir(parents=True, exist_ok=True)
     folder = Path(work) if work is not None else Path(tempfile.mkdtemp(prefix="geo-hires-yolo-"))
     plan = {
-        "arch": cfg.arch, "data": dataclasses.asdict(cfg.data), "batch": cfg.batch,
+        "arch": cfg.arch, "data": cfg.data_record(), "batch": cfg.batch,
         "seed": job.fit.seed, "gsd_m": job.gsd_m, "classes": list(classes),
         "fit_images": [i.name for i in fit], "select_images": [i.name for i in select],
         "init": cfg.init,

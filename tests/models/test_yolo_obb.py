@@ -83,6 +83,28 @@ def obb_bundle(dota, tmp_path_factory) -> Path:
     return root / "bundle"
 
 
+def test_an_obb_card_records_the_grid_it_trained_on_and_the_cli_refuses_ignored_options(
+    obb_bundle, tmp_path, capsys
+):
+    from geo_hires.cli import main
+
+    card = json.loads((obb_bundle / "card.json").read_text())
+    assert card["training"]["yolo"]["data"] == {
+        "chip": 128, "sampling": "half-overlapping grid, data's own GSD"}  # fmt: skip
+    scene = tmp_path / "s.tif"
+    scene.write_bytes(b"")  # refused before it is read
+    common = [str(scene), "--labels", str(tmp_path), "--out", str(tmp_path / "b"),
+              "--arch", "yolov8n-obb"]  # fmt: skip
+    for extra, flags in ((["--chips-per-image", "8"], "--chips-per-image"),
+                         (["--gsd-range", "0.5", "1"], "--gsd-range"),
+                         (["--chips-per-image", "8", "--gsd-range", "0", "0"],
+                          "--chips-per-image, --gsd-range")):  # fmt: skip
+        assert main(["train", *common, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"geo-hires: error: {flags}: an -obb model trains on a grid"), err
+    assert not (tmp_path / "b").exists()
+
+
 def test_obb_detections_are_rotated_polygons_measured_on_the_map(obb_bundle, dota, tmp_path):
     pixels, _ = dota
     north = _tif(tmp_path / "north.tif", pixels, _rotated(0.0))
