@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 from fastapi import Request
 from starlette.exceptions import HTTPException
@@ -11,7 +12,9 @@ from geo_hires_service.schemas import ServiceConfig
 from geo_hires_service.security import Rejected
 from geo_hires_service.store import Job, JobState, JobStore, QueueFullError
 
-__all__ = ["finished_job", "own_job", "room_for", "state", "storage_room", "tenant"]
+__all__ = [
+    "finished_job", "kept_file", "own_job", "room_for", "state", "storage_room", "tenant",
+]  # fmt: skip
 
 
 def state(request: Request) -> tuple[ServiceConfig, JobStore]:
@@ -57,6 +60,16 @@ def finished_job(request: Request, job_id: str) -> Job:
     if job.state is not JobState.SUCCEEDED:
         raise HTTPException(409, f"job {job_id} is {job.state.value}; no result yet")
     return job
+
+
+def kept_file(job: Job, path: Path) -> Path:
+    """A succeeded job's output file, or 410 when it is gone (removed while the request was
+    on its way, or by hand): never the 500 a missing file would make of a download."""
+    if not path.is_file():
+        raise HTTPException(
+            410, f"job {job.id}'s {path.name} is no longer kept; run the job again"
+        )  # fmt: skip
+    return path
 
 
 def storage_room(config: ServiceConfig, store: JobStore, who: str) -> int | None:

@@ -138,8 +138,9 @@ def _iso(t: float | None) -> str | None:
     return dt.datetime.fromtimestamp(t, dt.UTC).isoformat() if t is not None else None
 
 
-def job_json(job: Job) -> dict[str, Any]:
-    """The public view of a job (never its tenant or server paths)."""
+def job_json(job: Job, root: str = "") -> dict[str, Any]:
+    """The public view of a job (never its tenant or server paths); its links are paths
+    under ``root``, the prefix the service is mounted under."""
     return {
         "id": job.id,
         "state": job.state.value,
@@ -154,8 +155,8 @@ def job_json(job: Job) -> dict[str, Any]:
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
         "links": {
-            "self": f"/v1/jobs/{job.id}",
-            "result": f"/v1/jobs/{job.id}/result",
-            "map": f"/v1/jobs/{job.id}/map",
+            "self": f"{root}/v1/jobs/{job.id}",
+            "result": f"{root}/v1/jobs/{job.id}/result",
+            "map": f"{root}/v1/jobs/{job.id}/map",
         },
     }

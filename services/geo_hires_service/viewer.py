@@ -9,6 +9,7 @@ No base map is loaded: the service works offline, and the quicklook is the backg
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -62,16 +63,20 @@ def web_mercator_overlay(quicklook: Path, scene: Scene, out: Path) -> list[list[
     return [[south, west], [north, east]]
 
 
-def map_page(job_id: str) -> str:
-    """The viewer's HTML for one job (the id is checked by the caller to be a plain hex id)."""
-    return _PAGE.replace("__JOB__", job_id)
+def map_page(job_id: str, root: str = "") -> str:
+    """The viewer's HTML for one job (the id is checked by the caller to be a plain hex id),
+    its URLs under ``root``, the path prefix the service is mounted under."""
+    import html
+
+    page = _PAGE.replace("__ROOT_JS__", json.dumps(root).replace("<", "\\u003c"))
+    return page.replace("__ROOT__", html.escape(root, quote=True)).replace("__JOB__", job_id)
 
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>geo_hires job __JOB__</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="stylesheet" href="/v1/static/leaflet/leaflet.css">
+<link rel="stylesheet" href="__ROOT__/v1/static/leaflet/leaflet.css">
 <style>
  html, body { margin: 0; height: 100%; font: 14px system-ui, sans-serif; }
  #bar { position: absolute; z-index: 1000; top: 8px; left: 50px; background: #fff;
@@ -79,9 +84,9 @@ _PAGE = """<!doctype html>
  #map { height: 100%; background: #333; }
 </style></head>
 <body><div id="bar">job __JOB__: <span id="status">loading…</span></div><div id="map"></div>
-<script src="/v1/static/leaflet/leaflet.js"></script>
+<script src="__ROOT__/v1/static/leaflet/leaflet.js"></script>
 <script>
-const job = "__JOB__";
+const job = "__JOB__", root = __ROOT_JS__;
 let token = new URLSearchParams(location.hash.slice(1)).get("token")
   || sessionStorage.getItem("geo_hires_token") || prompt("API token");
 sessionStorage.setItem("geo_hires_token", token);
@@ -99,11 +104,11 @@ function popup(f) {
 }
 (async () => {
   try {
-    const info = await get(`/v1/jobs/${job}`);
+    const info = await get(`${root}/v1/jobs/${job}`);
     if (info.state !== "succeeded") { status.textContent = info.state; return; }
     const [geo, view, img] = await Promise.all([
-      get(`/v1/jobs/${job}/result`), get(`/v1/jobs/${job}/view`),
-      get(`/v1/jobs/${job}/quicklook`, "blob")]);
+      get(`${root}/v1/jobs/${job}/result`), get(`${root}/v1/jobs/${job}/view`),
+      get(`${root}/v1/jobs/${job}/quicklook`, "blob")]);
     if (view.bounds) {
       L.imageOverlay(URL.createObjectURL(img), view.bounds).addTo(map);
       map.fitBounds(view.bounds);

@@ -66,11 +66,13 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_service(
-    data_dir: Path, roots: tuple[Path, ...], *, run_jobs: bool = True, **limits: int
+    data_dir: Path, roots: tuple[Path, ...], *, run_jobs: bool = True, root_path: str = "",
+    **limits: int,
 ) -> Iterator[str]:
     """Yield the base URL of a live service (API + one runner thread, local executor).
 
-    ``run_jobs=False`` leaves jobs queued (queue-limit tests).
+    ``run_jobs=False`` leaves jobs queued (queue-limit tests); ``root_path``: mounted under
+    that prefix, as behind a proxy.
     """
     (data_dir / "tokens").write_text("\n".join(TOKENS) + "\n")
     store = JobStore(f"sqlite:///{data_dir / 'jobs.db'}")
@@ -78,8 +80,9 @@ def running_service(
         data_dir=data_dir, tokens=load_tokens(data_dir / "tokens"), allow_roots=roots, **limits
     )
     port = free_port()
+    app = create_app(config, store)
     server = uvicorn.Server(
-        uvicorn.Config(create_app(config, store), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", root_path=root_path)
     )
     stop = threading.Event()
     runner = JobRunner(store=store, data_dir=data_dir)

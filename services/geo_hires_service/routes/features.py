@@ -9,6 +9,7 @@ canonical order). The tenant's token is required, and another tenant's job is a 
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import urllib.parse
@@ -36,6 +37,8 @@ COVERAGE = "-coverage"
 MAX_COLLECTIONS = 200
 MAX_ITEMS = 10_000
 """The most features one page holds, whatever ``limit`` asks."""
+ITEMS_QUERY = frozenset({"limit", "offset", "bbox", "datetime", "f"})
+"""The query parameters ``/items`` defines (``f``: the one format there is, GeoJSON)."""
 
 
 @functools.lru_cache(maxsize=8)
@@ -91,8 +94,15 @@ def _extent(request: Request, job: Job, bounds: npt.NDArray[np.float64]) -> list
         bbox = json.loads(stac.read_text(encoding="utf-8")).get("bbox")
         if bbox:
             return [float(v) for v in bbox]
-    if len(bounds):
-        return [*bounds[:, :2].min(axis=0).tolist(), *bounds[:, 2:].max(axis=0).tolist()]
+    return bounds_extent(bounds)
+
+
+def bounds_extent(bounds: npt.NDArray[np.float64]) -> list[float]:
+    """The box around features' bounds; a feature without a geometry (NaN bounds) counts
+    for nothing, and no placed feature at all is the whole world (never a box of nulls)."""
+    placed = bounds[~np.isnan(bounds).any(axis=1)]
+    if len(placed):
+        return [*placed[:, :2].min(axis=0).tolist(), *placed[:, 2:].max(axis=0).tolist()]
     return [-180.0, -90.0, 180.0, 90.0]
 
 
@@ -144,6 +154,8 @@ def collection(request: Request, collection_id: str) -> dict[str, Any]:
 
 
 def _bbox(text: str | None) -> tuple[float, float, float, float] | None:
+    """``minlon,minlat,maxlon,maxlat`` (or with heights: six numbers) in CRS84; only the
+    longitudes may run west to east across the antimeridian (``minlon > maxlon``)."""
     if text is None:
         return None
     try:
@@ -154,7 +166,55 @@ def _bbox(text: str | None) -> tuple[float, float, float, float] | None:
         raise HTTPException(400, "bbox: give minlon,minlat,maxlon,maxlat (CRS84)")
     if len(values) == 6:
         values = [values[0], values[1], values[3], values[4]]
-    return values[0], values[1], values[2], values[3]
+    x0, y0, x1, y1 = values
+    if not -90 <= y0 <= y1 <= 90 or not (-180 <= x0 <= 180 and -180 <= x1 <= 180):
+        raise HTTPException(
+            400, f"bbox {text}: latitudes -90..90 with minlat <= maxlat, longitudes -180..180 "
+            "(minlon > maxlon only for a box across the antimeridian)",
+        )  # fmt: skip
+    return x0, y0, x1, y1
+
+
+def _instant(text: str) -> dt.datetime | None:
+    if text in ("", ".."):
+        return None
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise HTTPException(
+            400, f"datetime {text!r}: give an RFC 3339 date-time or interval "
+            "(2024-05-01T00:00:00Z, or START/END with .. for an open end)",
+        ) from None  # fmt: skip
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def _check_datetime(text: str | None) -> None:
+    """Checked, then met by every feature: detections carry no time of their own (the scene's
+    acquisition time is the STAC item's), so any valid instant or interval selects them all."""
+    if text is None:
+        return
+    parts = text.split("/")
+    if len(parts) > 2:
+        raise HTTPException(400, f"datetime {text!r}: one instant, or START/END")
+    ends = [_instant(p) for p in parts]
+    if len(parts) == 1 and ends[0] is None:
+        raise HTTPException(400, f"datetime {text!r}: an instant cannot be open")
+    if len(ends) == 2 and None not in ends and ends[0] > ends[1]:  # type: ignore[operator]
+        raise HTTPException(400, f"datetime {text!r}: the interval ends before it starts")
+
+
+def _known_query(request: Request, known: frozenset[str]) -> None:
+    """OGC API Features: a parameter the API does not define is a 400, not ignored (a client
+    asking ``crs=EPSG:3857`` must not get CRS84 coordinates without being told)."""
+    unknown = sorted(set(request.query_params) - known)
+    fmt = request.query_params.get("f", "json")
+    if fmt not in ("json", "geojson"):
+        raise HTTPException(400, f"f={fmt!r}: features are served as GeoJSON only (f=json)")
+    if unknown:
+        raise HTTPException(
+            400, f"unknown query parameter {unknown[0]!r}; this endpoint takes "
+            f"{', '.join(sorted(known))} (features are in CRS84 only)",
+        )  # fmt: skip
 
 
 def _matching(
@@ -179,9 +239,12 @@ def items(
     limit: Annotated[int, Query(ge=1)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     bbox: Annotated[str | None, Query(max_length=200)] = None,
+    datetime: Annotated[str | None, Query(max_length=100)] = None,
 ) -> JSONResponse:
     """Features of a collection, a page at a time (``next`` links to the following one); a
     ``limit`` over :data:`MAX_ITEMS` gets that many, as OGC API Features says a server may."""
+    _known_query(request, ITEMS_QUERY)
+    _check_datetime(datetime)
     limit = min(limit, MAX_ITEMS)
     _, path, _ = _job_layer(request, collection_id)
     features, bounds = _features(path)
@@ -203,6 +266,7 @@ def items(
 
 @router.get("/{collection_id}/items/{feature_id}", response_class=JSONResponse)
 def item(request: Request, collection_id: str, feature_id: str) -> JSONResponse:
+    _known_query(request, frozenset({"f"}))
     _, path, _ = _job_layer(request, collection_id)
     features, _ = _features(path)
     number = int(feature_id) if feature_id.isascii() and feature_id.isdigit() else 0  # not "²"

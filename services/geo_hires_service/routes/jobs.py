@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 
 from geo_hires_service.access import (
     finished_job,
+    kept_file,
     own_job,
     room_for,
     state,
@@ -20,7 +21,7 @@ from geo_hires_service.access import (
     tenant,
 )
 from geo_hires_service.observe import job_fields, log, metrics
-from geo_hires_service.ogc import job_counts
+from geo_hires_service.ogc import job_counts, path_prefix
 from geo_hires_service.retention import remove_files
 from geo_hires_service.runner import JobFiles
 from geo_hires_service.schemas import job_json
@@ -37,8 +38,9 @@ _RECORDING = threading.Lock()
 """One upload recorded at a time: the quota's second look and the record, together."""
 
 
-def _accepted(job: Job) -> JSONResponse:
-    return JSONResponse(job_json(job), 202, headers={"Location": f"/v1/jobs/{job.id}"})
+def _accepted(request: Request, job: Job) -> JSONResponse:
+    root = path_prefix(request)
+    return JSONResponse(job_json(job, root), 202, headers={"Location": f"{root}/v1/jobs/{job.id}"})
 
 
 @router.post("", status_code=202, openapi_extra={"requestBody": submit_body()})
@@ -51,7 +53,7 @@ async def submit(
     if idempotency_key is not None:
         found = store.submit_lookup(who, idempotency_key)
         if found is not None:
-            return _accepted(found)
+            return _accepted(request, found)
     room = storage_room(config, store, who)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
@@ -91,7 +93,7 @@ async def submit(
         if size:
             metrics().upload_bytes.inc(size, tags={"tenant": who})
         log.info("job accepted", extra=job_fields(job, source=source, bytes=size))
-    return _accepted(job)
+    return _accepted(request, job)
 
 
 @router.get("")
@@ -101,14 +103,16 @@ def list_jobs(
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> dict[str, Any]:
     jobs = state(request)[1].list_jobs(tenant(request), limit=limit, offset=offset)
-    return {"jobs": [job_json(j) for j in jobs], "limit": limit, "offset": offset}
+    root = path_prefix(request)
+    return {"jobs": [job_json(j, root) for j in jobs], "limit": limit, "offset": offset}
 
 
 @router.get("/{job_id}")
 def get_job(request: Request, job_id: str) -> dict[str, Any]:
     """The job's state; once it succeeded, its counts per class (and per AOI polygon)."""
     job = own_job(request, job_id)
-    return {**job_json(job), "counts": job_counts(state(request)[0].data_dir, job)}
+    counts = job_counts(state(request)[0].data_dir, job)
+    return {**job_json(job, path_prefix(request)), "counts": counts}
 
 
 @router.get("/{job_id}/result", response_model=None)
@@ -121,9 +125,10 @@ def result(
     files = JobFiles.of(state(request)[0].data_dir, job)
     if format == "gpkg":
         return FileResponse(
-            files.gpkg, media_type="application/geopackage+sqlite3", filename=files.gpkg.name
-        )
-    return FileResponse(files.geojson, media_type="application/geo+json")
+            kept_file(job, files.gpkg), media_type="application/geopackage+sqlite3",
+            filename=files.gpkg.name,
+        )  # fmt: skip
+    return FileResponse(kept_file(job, files.geojson), media_type="application/geo+json")
 
 
 @router.delete(
@@ -145,4 +150,4 @@ def cancel_or_remove(request: Request, job_id: str) -> Response:
     now = store.cancel(job_id, tenant=job.tenant)
     if now is None:
         raise HTTPException(404, f"no job {job_id}")
-    return JSONResponse(job_json(now), 202)
+    return JSONResponse(job_json(now, path_prefix(request)), 202)

@@ -7,19 +7,20 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi import Path as Path_
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from geo_hires.errors import GeoHiresError, StorageError
 from geo_hires.scene import Scene
 from geo_hires.scene.stac import open_input
-from geo_hires_service.access import finished_job, state
+from geo_hires_service.access import finished_job, kept_file, state
+from geo_hires_service.ogc import path_prefix
 from geo_hires_service.records import Job
 from geo_hires_service.runner import JobFiles, one_line
 from geo_hires_service.schemas import ServiceConfig, job_detect_options
+from geo_hires_service.store import JOB_ID
 from geo_hires_service.viewer import map_page, web_mercator_overlay
 
 __all__ = ["router"]
@@ -49,6 +50,7 @@ def _overlay(request: Request, job_id: str) -> tuple[Path, list[list[float]] | N
     files = JobFiles.of(config.data_dir, job)
     png, meta = files.quicklook.with_suffix(".map.png"), files.quicklook.with_suffix(".map.json")
     if not meta.is_file():  # two first requests may both make it: each replace is atomic
+        kept_file(job, files.quicklook)
         scene = _scene(job, config)
         tmp = png.with_name(f".{uuid.uuid4().hex}.png")
         bounds = web_mercator_overlay(files.quicklook, scene, tmp)
@@ -58,13 +60,16 @@ def _overlay(request: Request, job_id: str) -> tuple[Path, list[list[float]] | N
         tmp_meta = meta.with_name(f".{uuid.uuid4().hex}.json")
         tmp_meta.write_text(json.dumps({"bounds": bounds}))
         os.replace(tmp_meta, meta)
-    return png, json.loads(meta.read_text())["bounds"]
+    return kept_file(job, png), json.loads(meta.read_text())["bounds"]
 
 
 @router.get("/{job_id}/map", response_class=HTMLResponse)
-def map_view(job_id: Annotated[str, Path_(pattern="^[0-9a-f]{32}$")]) -> HTMLResponse:
-    """The map viewer (holds no data; it fetches with the token from its URL fragment)."""
-    return HTMLResponse(map_page(job_id))
+def map_view(request: Request, job_id: str) -> HTMLResponse:
+    """The map viewer (holds no data; it fetches with the token from its URL fragment). The
+    id goes into the page, so only a job id's form is served (any other is no job: 404)."""
+    if not JOB_ID.fullmatch(job_id):
+        raise HTTPException(404, f"no job {job_id}")
+    return HTMLResponse(map_page(job_id, path_prefix(request)))
 
 
 @router.get("/{job_id}/view")

@@ -43,7 +43,10 @@ def mlm(request: Request, name: str) -> JSONResponse:
     return JSONResponse(model_item(base_url(request), name), media_type=GEOJSON)
 
 
-def _service_hrefs(item: dict[str, Any], root: str, job_id: str, scene: str) -> None:
+def _service_hrefs(item: dict[str, Any], root: str, job_id: str) -> None:
+    """The item's assets and links as the service serves them. The ``source`` link goes: the
+    scene is a file on the server (or an upload) that no client can fetch, and its bare name,
+    resolved against the item's URL, led clients to a 404 (the title still names it)."""
     urls = {
         "labels": f"{root}/v1/jobs/{job_id}/result",
         "gpkg": f"{root}/v1/jobs/{job_id}/result?format=gpkg",
@@ -54,9 +57,7 @@ def _service_hrefs(item: dict[str, Any], root: str, job_id: str, scene: str) -> 
     model = item["properties"]["geo_hires:provenance"].get("model") or item["id"]
     links = [{"rel": "self", "href": f"{root}/v1/jobs/{job_id}/stac", "type": GEOJSON}]
     for ln in item["links"]:
-        if ln["rel"] == "source":
-            links.append({**ln, "href": scene, "title": f"the scene as submitted ({scene})"})
-        elif ln["rel"] == "derived_from":
+        if ln["rel"] == "derived_from":
             name = ln["title"].removeprefix("model ").removesuffix(" (MLM)") or model
             links.append({**ln, "href": f"{root}/v1/models/{name}/mlm"})
     item["links"] = links
@@ -71,5 +72,5 @@ def job_item(request: Request, job_id: str) -> JSONResponse:
         raise HTTPException(404, f"job {job_id} ran before STAC items were written")
     item = json.loads(path.read_text(encoding="utf-8"))
     item["id"] = job.id
-    _service_hrefs(item, base_url(request), job.id, job.scene_name)
+    _service_hrefs(item, base_url(request), job.id)
     return JSONResponse(item, media_type=GEOJSON)
