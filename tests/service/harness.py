@@ -66,7 +66,11 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_service(
-    data_dir: Path, roots: tuple[Path, ...], *, run_jobs: bool = True, root_path: str = "",
+    data_dir: Path,
+    roots: tuple[Path, ...],
+    *,
+    run_jobs: bool = True,
+    root_path: str = "",
     **limits: int,
 ) -> Iterator[str]:
     """Yield the base URL of a live service (API + one runner thread, local executor).

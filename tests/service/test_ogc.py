@@ -229,13 +229,20 @@ def test_items_page_with_next_links_and_filter_by_bbox(service, job):
         assert gone.status_code == 404, (missing, gone.text)
     assert requests.get(f"{url}/collections/{job_id}", headers=BOB, timeout=10).status_code == 404
     items = f"{url}/collections/{job_id}/items"
-    for bad, why in (("bbox=1,2", "bbox"), ("bbox=10,20,5,5", "minlat <= maxlat"),
-                     ("bbox=0,-95,1,1", "latitudes -90..90"), ("bbox=0,0,181,1", "longitudes"),
-                     ("crs=EPSG:3857", "unknown query parameter 'crs'"),
-                     ("bbox-crs=EPSG:3857&bbox=0,0,1,1", "'bbox-crs'"), ("foo=1", "'foo'"),
-                     ("f=html", "GeoJSON only"), ("datetime=garbage", "RFC 3339"),
-                     ("datetime=2024-02-01/2024-01-01", "ends before it starts"),
-                     ("datetime=..", "cannot be open"), ("datetime=a/b/c", "START/END")):
+    for bad, why in (
+        ("bbox=1,2", "bbox"),
+        ("bbox=10,20,5,5", "minlat <= maxlat"),
+        ("bbox=0,-95,1,1", "latitudes -90..90"),
+        ("bbox=0,0,181,1", "longitudes"),
+        ("crs=EPSG:3857", "unknown query parameter 'crs'"),
+        ("bbox-crs=EPSG:3857&bbox=0,0,1,1", "'bbox-crs'"),
+        ("foo=1", "'foo'"),
+        ("f=html", "GeoJSON only"),
+        ("datetime=garbage", "RFC 3339"),
+        ("datetime=2024-02-01/2024-01-01", "ends before it starts"),
+        ("datetime=..", "cannot be open"),
+        ("datetime=a/b/c", "START/END"),
+    ):
         got = requests.get(f"{items}?{bad}", headers=ALICE, timeout=10)
         assert got.status_code == 400 and why in got.json()["detail"], (bad, got.text)
     everything = len(want)

@@ -65,7 +65,6 @@ def test_a_result_file_gone_is_410_and_a_map_of_no_job_is_404(mounted, tmp_path)
     assert requests.get(f"{url}/v1/jobs/{job_id}/result", headers=ALICE, timeout=10).ok
 
 
-
 def test_an_extent_skips_features_without_a_geometry():
     nan = [np.nan] * 4
     assert bounds_extent(np.array([[1.0, 2.0, 3.0, 4.0], nan, [0.0, 3.0, 2.0, 5.0]])) == [
