@@ -223,6 +223,8 @@ class SceneReader:
                 valid = self.src.dataset_mask(window=win, out_shape=out_hw) > 0
             else:
                 valid = np.ones(out_hw, dtype=bool)
+            if np.issubdtype(data.dtype, np.floating):  # NaN as nodata, declared or not
+                valid &= np.isfinite(data).all(axis=0)
         except (rasterio.errors.RasterioIOError, CPLE_BaseError) as exc:
             if self.scene.remote:  # the storage failed mid-scene (credentials expired, gone)
                 raise gdal_error(self.scene.path, self.scene.gdal_path, exc) from None
@@ -275,8 +277,8 @@ class SceneReader:
         for (c0, r0, c1, r1), (x0, y0, x1, y1) in _pieces(window, inner, (oh, ow)):
             data, ok = self._raw((c0, r0, c1, r1), (y1 - y0, x1 - x0))
             part = self.stretch().apply(data)
-            if self.scene.has_mask:
-                part *= ok
+            if not ok.all():  # nodata is 0 to the network (a NaN times 0 would stay NaN)
+                part = np.where(ok, part, np.float32(0))
             image[:, y0:y1, x0:x1] = part
             valid[y0:y1, x0:x1] = ok
         return WindowData(window=window, image=image, valid=valid)
