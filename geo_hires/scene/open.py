@@ -32,7 +32,14 @@ from geo_hires.errors import (
     UnsupportedBandsError,
 )
 from geo_hires.scene import objects, remote
-from geo_hires.scene.placement import Placement, apply_affine, from_gcps, from_rpcs, metres
+from geo_hires.scene.placement import (
+    GRID_TOLERANCE,
+    Placement,
+    apply_affine,
+    from_gcps,
+    from_rpcs,
+    metres,
+)
 
 __all__ = ["SUPPORTED_DTYPES", "Scene", "gdal_env", "open_scene", "resolve_bands"]
 
@@ -172,15 +179,11 @@ def _gsd_m(
     to_map: Placement | None = None,
 ) -> float | None:
     """Metres per pixel at the scene's centre: from the affine's coefficients for projected
-    CRSs (exact); else measured (geodesic for geographic CRSs) between the centre and its
-    neighbours, through ``to_map`` (a GCP polynomial or RPC placement) when given."""
+    CRSs (exact) unless the projection's scale there strays from 1 (Web Mercator away from the
+    equator: :data:`~geo_hires.scene.placement.GRID_TOLERANCE`); else measured (geodesic) between
+    the centre and its neighbours, through ``to_map`` (a GCP polynomial or RPC placement)."""
     if crs is None:
         return None
-    if to_map is None and not crs.is_geographic:
-        factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
-        step_x = math.hypot(transform.a, transform.d)
-        step_y = math.hypot(transform.b, transform.e)
-        return float((step_x + step_y) / 2 * factor)
     cx, cy = width / 2, height / 2
     cols, rows = np.array([cx, cx + 1, cx]), np.array([cy, cy, cy + 1])
     if to_map is not None:
@@ -188,7 +191,15 @@ def _gsd_m(
     else:
         xy = apply_affine(transform, cols, rows)
         xs, ys = xy[..., 0], xy[..., 1]
-    return float(metres(crs, xs[0], ys[0], xs[1:], ys[1:]).mean())
+    measured = float(metres(crs, xs[0], ys[0], xs[1:], ys[1:]).mean())
+    if to_map is None and not crs.is_geographic:
+        factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
+        step_x = math.hypot(transform.a, transform.d)
+        step_y = math.hypot(transform.b, transform.e)
+        grid = float((step_x + step_y) / 2 * factor)
+        if abs(measured / grid - 1) <= GRID_TOLERANCE:
+            return grid
+    return measured
 
 
 def _curved(placement: Placement | None) -> Placement | None:

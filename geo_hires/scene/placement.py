@@ -12,6 +12,7 @@ Residuals are reported in metres, in the output's provenance.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import rasterio.transform
 from affine import Affine
-from pyproj import CRS, Geod
+from pyproj import CRS, Geod, Transformer
 from rasterio.control import GroundControlPoint
 from rasterio.rpc import RPC
 
@@ -107,14 +108,42 @@ def apply_affine(t: Affine, x: Floats, y: Floats) -> Floats:
     return np.stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f], axis=-1)
 
 
+GRID_TOLERANCE = 0.01
+"""How far a projected CRS's grid metres may stray from the ground's before the ground's are
+used: UTM and most national grids stay within 0.1 % over their zone (their metres are kept,
+exact and unchanged); Web Mercator's grow as 1/cos(latitude) (x1.46 at 47°N, x2.9 at 70°N)."""
+
+
 def metres(crs: CRS, x0: Floats, y0: Floats, x1: Floats, y1: Floats) -> Floats:
-    """Distances between points of ``crs``: geodesic (WGS84) for geographic CRSs, else in the
-    CRS's linear unit converted to metres."""
+    """Distances on the ground between points of ``crs``: geodesic (WGS84) for geographic
+    CRSs; for projected ones, the CRS's linear unit converted to metres, or the geodesic
+    distance where the projection's scale differs from 1 by more than :data:`GRID_TOLERANCE`
+    (Web Mercator away from the equator, a polar grid far from its pole)."""
     x0, y0, x1, y1 = np.broadcast_arrays(*(np.asarray(v, float) for v in (x0, y0, x1, y1)))
+    geod = Geod(ellps="WGS84")
     if crs.is_geographic:
-        return np.asarray(Geod(ellps="WGS84").inv(x0, y0, x1, y1)[2], float)
+        return np.asarray(geod.inv(x0, y0, x1, y1)[2], float)
     factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
-    return np.hypot(x1 - x0, y1 - y0) * factor
+    grid = np.hypot(x1 - x0, y1 - y0) * factor
+    to_lonlat = _to_lonlat(crs.to_wkt())
+    if to_lonlat is None:  # a local or engineering CRS: its grid is all there is
+        return grid
+    lon0, lat0 = to_lonlat.transform(x0, y0)
+    lon1, lat1 = to_lonlat.transform(x1, y1)
+    ground = np.asarray(geod.inv(lon0, lat0, lon1, lat1)[2], float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        off = np.abs(ground / grid - 1) > GRID_TOLERANCE
+    return np.where(off & np.isfinite(ground), ground, grid)
+
+
+@functools.lru_cache(maxsize=16)
+def _to_lonlat(wkt: str) -> Transformer | None:
+    """Projected coordinates → longitude, latitude on the CRS's own datum (None: it has none)."""
+    crs = CRS.from_wkt(wkt)
+    try:
+        return Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
+    except Exception:  # pyproj raises CRSError or ProjError for a CRS without a datum
+        return None
 
 
 def _check_gcps(gcps: Sequence[Gcp], path: str) -> None:

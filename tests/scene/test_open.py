@@ -165,3 +165,41 @@ def test_errors_share_one_root_and_builtins():
     from geo_hires.errors import SceneNotFoundError, SceneReadError
 
     assert issubclass(SceneReadError, OSError) and issubclass(SceneNotFoundError, FileNotFoundError)
+
+
+def test_gsd_is_the_grounds_where_the_projection_stretches_and_the_grids_elsewhere(
+    demo_crop, tmp_path
+):
+    """Web Mercator's metres are the ground's x 1/cos(latitude): a 0.5 m scene there is 0.5 m,
+    not the 0.76 m (at 49°N) or 1.46 m (at 70°N) its grid says, which would skip its fine
+    level; a UTM scene keeps its affine's exact value."""
+    import math
+
+    from pyproj import CRS, Transformer
+
+    from geo_hires.scene.placement import metres
+
+    utm = open_scene(demo_crop(0, 0, 256, 256))
+    assert utm.gsd_m == 0.5  # exact, as before
+    to_merc = Transformer.from_crs(utm.crs, 3857, always_xy=True)
+    for lat in (0.0, 49.0, 70.0):
+        x, y = Transformer.from_crs(4326, 3857, always_xy=True).transform(10.0, lat)
+        step = 0.5 / math.cos(math.radians(lat))  # 0.5 m on the ground
+        path = tmp_path / f"merc{lat:g}.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=3,
+                           dtype="uint8", crs="EPSG:3857",
+                           transform=Affine(step, 0, x, 0, -step, y)) as dst:  # fmt: skip
+            dst.write(np.zeros((3, 64, 64), np.uint8))
+        assert open_scene(path).gsd_m == pytest.approx(0.5, rel=0.005), lat  # ellipsoid: 0.3 %
+    merc = CRS.from_epsg(3857)
+    x, y = to_merc.transform(*utm.transform * (0, 0))
+    side = metres(merc, [x, x], [y, y], [x + 100, x], [y, y + 100])  # an OBB's sides
+    np.testing.assert_allclose(side, 100 * math.cos(math.radians(utm_lat(utm))), rtol=0.01)
+    assert metres(CRS.from_epsg(32633), 0, 0, 3, 4) == pytest.approx(5.0)  # a grid's, kept
+
+
+def utm_lat(scene) -> float:
+    from pyproj import Transformer
+
+    lon_lat = Transformer.from_crs(scene.crs, 4326, always_xy=True)
+    return float(lon_lat.transform(*scene.transform * (0, 0))[1])
