@@ -307,14 +307,18 @@ def _describe(path: str, src: rasterio.DatasetReader, config: ReadConfig) -> Sce
     _check_layout(path, tuple(src.dtypes), interp)
     crs = CRS.from_user_input(src.crs.to_wkt()) if src.crs else None
     transform, placement = src.transform, None
-    if crs is None:
+    if crs is None or transform.is_identity:  # no geotransform places the pixels
+        named = crs is not None
         crs, transform, placement = _placement(path, src, config)
-    if crs is None:
-        warnings.warn(
-            f"{path} has no CRS: results are in pixel space and cannot be placed on a map",
-            NoCRSWarning,
-            stacklevel=4,
-        )
+        if crs is None:
+            warnings.warn(
+                f"{path} has a CRS but no geotransform: its pixels are not placed, so results "
+                "are in pixel space; add one (gdal_edit.py -a_ullr) to put them on a map"
+                if named
+                else f"{path} has no CRS: results are in pixel space and cannot be placed on a map",
+                NoCRSWarning,
+                stacklevel=4,
+            )
     flags = src.mask_flag_enums
     has_mask = src.nodata is not None or any(MaskFlags.all_valid not in f for f in flags)
     desc = tuple(d or "" for d in src.descriptions)

@@ -148,6 +148,12 @@ def test_scene_without_crs_warns(write_tif):
     with pytest.warns(NoCRSWarning):
         scene = open_scene(path)
     assert scene.crs_wkt is None and scene.gsd_m is None
+    for crs in ("EPSG:4326", "EPSG:32631"):  # a CRS, but no geotransform to place pixels in it
+        named = write_tif(f"{crs[5:]}.tif", np.zeros((3, 16, 16), np.uint8), crs=crs,
+                          transform=Affine.identity())  # fmt: skip
+        with pytest.warns(NoCRSWarning, match="has a CRS but no geotransform"):
+            scene = open_scene(named)
+        assert scene.crs_wkt is None and scene.gsd_m is None  # was NaN (4326), 1 m (UTM)
 
 
 def test_geographic_crs_gsd_is_geodesic_metres(write_tif):
