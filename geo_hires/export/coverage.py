@@ -77,6 +77,9 @@ def coverage_frame(
                 "geometry": geometry_to_map(px, scene),
             }
         )
+    if not rows:  # every level skipped (a scene far coarser than the model): an empty layer
+        columns = {"level": [], "downsample": [], "pixels": []}
+        return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries([], crs=scene.crs_wkt))
     return gpd.GeoDataFrame(rows, geometry="geometry", crs=scene.crs_wkt)
 
 

@@ -222,5 +222,9 @@ def write_frame(path: Path, frame: gpd.GeoDataFrame, *, layer: str) -> None:
             else detections_style(sorted(set(frame.get("class", []))), layer)
         )
         atomic_write(path, lambda t: write_gpkg_layers(t, [(layer, frame, style)]))
-    else:
-        atomic_write(path, lambda t: frame.to_file(t, driver="FlatGeobuf", engine="pyogrio"))
+    else:  # FlatGeobuf's spatial index cannot hold a feature without a geometry
+        blank = bool((frame.geometry.isna() | frame.geometry.is_empty).any())
+        index = {"SPATIAL_INDEX": "NO"} if blank else {}
+        atomic_write(
+            path, lambda t: frame.to_file(t, driver="FlatGeobuf", engine="pyogrio", **index)
+        )

@@ -130,3 +130,24 @@ def test_valid_area_and_coverage_frame_by_hand(write_tif, tmp_path):
     write_coverage(tmp_path / "c.gpkg", frame)
     layers = pyogrio.list_layers(tmp_path / "c.gpkg")[:, 0].tolist()
     assert layers == ["coverage", "layer_styles"]  # the coverage, and its default style
+
+
+def test_an_empty_coverage_is_written_in_every_format(tmp_path, demo_crop, capsys):
+    """Every level skipped (a 3 m scene, a 0.5 m model) or a level with nothing to look at (a
+    cascade without candidates): the layer is empty or holds a row without a geometry, which
+    GeoPackage and FlatGeobuf (no spatial index then) take; both were tracebacks."""
+    coarse = tmp_path / "coarse.tif"
+    write_synthetic(coarse, SynthSpec(width=300, height=200, seed=3, gsd_m=3.0))
+    out = tmp_path / "coarse.gpkg"
+    assert main(["detect", str(coarse), "-o", str(out), "--model", "aircraft_lsn",
+                 "--coverage", str(tmp_path / "coarse.fgb")]) == 0  # fmt: skip
+    assert "0 detections" in capsys.readouterr().out
+    assert gpd.read_file(out, layer="coverage").empty
+    assert gpd.read_file(tmp_path / "coarse.fgb").empty
+    tiny = demo_crop(0, 0, 100, 100)  # no candidate: the refiner has nothing to look at
+    fgb = tmp_path / "tiny.fgb"
+    assert main(["detect", str(tiny), "-o", str(tmp_path / "t.geojson"), "--coverage",
+                 str(fgb)]) == 0  # fmt: skip
+    cover = gpd.read_file(fgb)
+    assert list(cover["level"]) == ["full", "coarse", "refine"]
+    assert cover.geometry.isna().tolist() == [False, False, True]
