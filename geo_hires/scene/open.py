@@ -239,6 +239,11 @@ def _check_layout(path: str, dtypes: tuple[str, ...], interp: tuple[str, ...]) -
         raise UnsupportedBandsError(
             f"{path}: dtype {dtypes[0]} is not supported; use one of {', '.join(SUPPORTED_DTYPES)}"
         )
+    if "palette" in interp:  # its values are colour-table indexes, not brightness
+        raise UnsupportedBandsError(
+            f"{path}: a paletted image (colour-table indexes, not colours); expand it to RGB "
+            "first: gdal_translate -expand rgb IN.tif OUT.tif"
+        )
     data_bands = [c for c in interp if c != "alpha"]
     if len(data_bands) == 2:
         raise UnsupportedBandsError(

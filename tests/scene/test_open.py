@@ -86,6 +86,15 @@ def test_gray_alpha_is_supported_two_data_bands_are_not(write_tif):
         open_scene(write_tif("two.tif", data))
 
 
+def test_a_paletted_image_is_refused_with_the_command_that_expands_it(write_tif):
+    path = write_tif("pal.tif", np.arange(256, dtype=np.uint8).reshape(1, 16, 16),
+                     photometric="palette")  # fmt: skip
+    with rasterio.open(path, "r+") as dst:
+        dst.write_colormap(1, {i: (i, 255 - i, 0, 255) for i in range(256)})
+    with pytest.raises(UnsupportedBandsError, match="gdal_translate -expand rgb"):
+        open_scene(path)  # its indexes were read as grey levels
+
+
 def test_nodata_mask_and_boundless_padding(write_tif):
     data = np.full((3, 50, 70), 90, np.uint8)
     data[:, :10, :] = 0
