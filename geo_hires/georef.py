@@ -28,6 +28,7 @@ __all__ = [
     "map_to_pixel",
     "oriented_dimensions",
     "reproject",
+    "split_antimeridian",
     "to_map",
     "to_pixels",
     "to_wgs84",
@@ -112,6 +113,23 @@ def to_wgs84(geo: GeoDetections) -> GeoDetections:
         crs=WGS84.to_wkt(),
         dimensions=geo.dimensions,
     )
+
+
+def split_antimeridian(geom: BaseGeometry) -> BaseGeometry:
+    """A lon/lat polygon that spans more than 180° of longitude, which is how one crossing
+    the antimeridian comes out of a reprojection, as the MultiPolygon of its parts either side
+    (RFC 7946 §3.1.9: else a client draws it around the world); any other unchanged."""
+    x0, _, x1, _ = geom.bounds
+    if not x1 - x0 > 180:
+        return geom
+    turn = np.array([360.0, 0.0])
+    east = shapely.transform(geom, lambda xy: np.where(xy[:, :1] < 0, xy + turn, xy))
+    parts = [
+        shapely.clip_by_rect(east, -180, -90, 180, 90),
+        shapely.transform(shapely.clip_by_rect(east, 180, -90, 540, 90), lambda xy: xy - turn),
+    ]
+    polys = [p for part in parts for p in shapely.get_parts(part) if isinstance(p, shapely.Polygon)]
+    return shapely.MultiPolygon([shapely.orient_polygons(p) for p in polys if not p.is_empty])
 
 
 def map_to_pixel(

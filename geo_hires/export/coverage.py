@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -78,7 +78,7 @@ def coverage_frame(
             }
         )
     if not rows:  # every level skipped (a scene far coarser than the model): an empty layer
-        columns = {"level": [], "downsample": [], "pixels": []}
+        columns: dict[str, list[Any]] = {"level": [], "downsample": [], "pixels": []}
         return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries([], crs=scene.crs_wkt))
     return gpd.GeoDataFrame(rows, geometry="geometry", crs=scene.crs_wkt)
 

@@ -16,10 +16,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import shapely
+from shapely.geometry.base import BaseGeometry
 
 from geo_hires.config import ExportConfig
 from geo_hires.detections import GeoDetections, PixelDetections
-from geo_hires.georef import to_map, to_wgs84
+from geo_hires.georef import split_antimeridian, to_map, to_wgs84
 from geo_hires.scene.open import Scene
 
 __all__ = [
@@ -75,14 +77,21 @@ def feature_collection(
         }
         if geo.dimensions is not None:
             props.update(dimension_properties(geo.dimensions[i]))
-        features.append(
-            {
-                "type": "Feature",
-                "properties": props,
-                "geometry": {"type": "Polygon", "coordinates": [coords]},
-            }
-        )
+        geometry: dict[str, Any] = {"type": "Polygon", "coordinates": [coords]}
+        if geo.crs is not None and np.ptp(rings[i, :, 0]) > 180:  # across the antimeridian
+            geometry = _rounded(split_antimeridian(shapely.Polygon(coords)), config.decimals)
+        features.append({"type": "Feature", "properties": props, "geometry": geometry})
     return {"type": "FeatureCollection", "geo_hires": dict(metadata), "features": features}
+
+
+def _rounded(geom: BaseGeometry, decimals: int) -> dict[str, Any]:
+    """``geom`` as a GeoJSON geometry with its coordinates at ``decimals``."""
+    doc: dict[str, Any] = json.loads(shapely.to_geojson(geom))
+
+    def walk(c: Any) -> Any:
+        return [walk(v) for v in c] if isinstance(c, list) else round(float(c), decimals)
+
+    return {"type": doc["type"], "coordinates": walk(doc["coordinates"])}
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

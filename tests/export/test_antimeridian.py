@@ -1,0 +1,60 @@
+"""A scene across the antimeridian: its detections and its STAC footprint are split there
+(RFC 7946 §3.1.9), not drawn around the world."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from affine import Affine
+from pyproj import Transformer
+
+from geo_hires.cli import main
+from geo_hires.georef import split_antimeridian
+
+
+def test_a_polygon_across_the_antimeridian_is_split_there_and_others_are_not():
+    across = shapely.Polygon([(179.5, 0), (-179.5, 0), (-179.5, 1), (179.5, 1)])
+    split = split_antimeridian(across)
+    assert split.geom_type == "MultiPolygon" and len(split.geoms) == 2
+    assert split.area == pytest.approx(1.0)
+    assert sorted(p.bounds for p in split.geoms) == [(-180, 0, -179.5, 1), (179.5, 0, 180, 1)]
+    within = shapely.box(10, 0, 11, 1)
+    assert split_antimeridian(within) is within
+
+
+def test_detections_and_the_footprint_of_a_scene_across_the_antimeridian(demo_crop, tmp_path):
+    crop = demo_crop(0, 0, 1536, 1536)
+    first = tmp_path / "utm.geojson"
+    assert main(["detect", str(crop), "-o", str(first), "--model", "aircraft_lsn"]) == 0
+    plane = shapely.geometry.shape(json.loads(first.read_text())["features"][0]["geometry"])
+    with rasterio.open(crop) as src:  # the column of that aircraft's centre becomes 180°
+        col = (~src.transform * Transformer.from_crs(4326, src.crs, always_xy=True).transform(
+            plane.centroid.x, plane.centroid.y))[0]  # fmt: skip
+        x, y = Transformer.from_crs(4326, 32660, always_xy=True).transform(180.0, 10.0)
+        profile = {**src.profile, "crs": "EPSG:32660",
+                   "transform": Affine(0.5, 0, x - 0.5 * col, 0, -0.5, y)}  # fmt: skip
+        scene = tmp_path / "dateline.tif"
+        with rasterio.open(scene, "w", **profile) as dst:
+            dst.write(src.read())
+    out, item = tmp_path / "d.geojson", tmp_path / "d.stac.json"
+    assert main(["detect", str(scene), "-o", str(out), "-o", str(item),
+                 "--model", "aircraft_lsn"]) == 0  # fmt: skip
+    features = json.loads(out.read_text())["features"]
+    assert len(features) == len(json.loads(first.read_text())["features"])
+    kinds = []
+    for f in features:
+        geom = shapely.geometry.shape(f["geometry"])
+        kinds.append(geom.geom_type)
+        for part in shapely.get_parts(geom):
+            x0, _, x1, _ = part.bounds
+            assert x1 - x0 < 1 and (x0 >= 179 or x1 <= -179), f  # metres of a plane, not 360°
+    assert "MultiPolygon" in kinds and "Polygon" in kinds
+    doc = json.loads(item.read_text())
+    assert doc["geometry"]["type"] == "MultiPolygon"
+    west, _, east, _ = doc["bbox"]
+    assert 179 < west < 180 and -180 < east < -179  # west > east: across the antimeridian
+    assert np.isfinite(doc["bbox"]).all()
