@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import functools
 import typing
+import warnings
 from collections.abc import Iterator
 from types import UnionType
 from typing import Any, Literal
@@ -71,6 +72,13 @@ def _hints() -> dict[str, Any]:
     return typing.get_type_hints(DetectOptions)
 
 
+BARE_PT_FLAGS: dict[str, Any] = {"model_gsd": None, "window": 640}
+"""The defaults of the flags that describe a bare ``.pt`` model."""
+RAY_FLAGS: dict[str, Any] = {"address": None, "actors": 2, "gpus_per_actor": None,
+                             "cpus_per_actor": 1.0, "placement_timeout": 600.0}  # fmt: skip
+"""The defaults of the flags that size the Ray executor."""
+
+
 def add_detect_args(p: argparse.ArgumentParser) -> None:
     """The flags of every :class:`DetectOptions` field, then the machine's own."""
     from geo_hires.detect.options import option_fields
@@ -81,11 +89,11 @@ def add_detect_args(p: argparse.ArgumentParser) -> None:
         help_ = f.metadata["help"] + (" (default: %(default)s)" if f.default is not None else "")
         p.add_argument(f"--{f.name.replace('_', '-')}", default=f.default, help=help_, **kw)
     p.add_argument(
-        "--model-gsd", type=float, default=None,
+        "--model-gsd", type=float, default=BARE_PT_FLAGS["model_gsd"],
         help="for a bare .pt: metres per pixel of the imagery it was trained on",
     )  # fmt: skip
     p.add_argument(
-        "--window", type=int, default=640,
+        "--window", type=int, default=BARE_PT_FLAGS["window"],
         help="for a bare .pt: window side in pixels (its imgsz); windows overlap by 96 px",
     )  # fmt: skip
     _add_machine_args(p)
@@ -98,12 +106,17 @@ def _add_machine_args(p: argparse.ArgumentParser) -> None:
                    help="where the network runs (auto: CUDA when present)")  # fmt: skip
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="run work units in this process, or on Ray scanner actors")  # fmt: skip
-    p.add_argument("--address", default=None, help="Ray cluster to join (auto or HOST:PORT)")
-    p.add_argument("--actors", type=int, default=2, help="Ray scanner actors")
-    p.add_argument("--gpus-per-actor", type=float, default=None, help="GPUs per Ray actor")
-    p.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs Ray reserves per actor")
+    ray = RAY_FLAGS
     p.add_argument(
-        "--placement-timeout", type=float, default=600.0,
+        "--address", default=ray["address"], help="Ray cluster to join (auto or HOST:PORT)"
+    )
+    p.add_argument("--actors", type=int, default=ray["actors"], help="Ray scanner actors")
+    p.add_argument("--gpus-per-actor", type=float, default=ray["gpus_per_actor"],
+                   help="GPUs per Ray actor")  # fmt: skip
+    p.add_argument("--cpus-per-actor", type=float, default=ray["cpus_per_actor"],
+                   help="CPUs Ray reserves per actor")  # fmt: skip
+    p.add_argument(
+        "--placement-timeout", type=float, default=ray["placement_timeout"],
         help="seconds work may wait with no Ray actor placed before the scene fails",
     )  # fmt: skip
 
@@ -139,7 +152,29 @@ def detect_options(args: argparse.Namespace) -> DetectOptions:
     """The :class:`DetectOptions` the flags set."""
     from geo_hires.detect.options import DetectOptions, option_fields
 
+    _warn_moot(args)
     return DetectOptions(**{f.name: getattr(args, f.name) for f in option_fields()})
+
+
+def _warn_moot(args: argparse.Namespace) -> None:
+    """Say which given flags this run leaves unused, rather than drop them unsaid."""
+    from geo_hires.errors import OptionIgnoredWarning
+
+    moot = {
+        "for a bare .pt model only": [] if _bare_pt(args) else _given(args, BARE_PT_FLAGS),
+        "for --executor ray only": _given(args, RAY_FLAGS) if args.executor == "local" else [],
+    }
+    for why, flags in moot.items():
+        if flags:
+            warnings.warn(f"{', '.join(flags)}: {why}; ignored", OptionIgnoredWarning, stacklevel=3)
+
+
+def _given(args: argparse.Namespace, defaults: dict[str, Any]) -> list[str]:
+    return ["--" + k.replace("_", "-") for k, v in defaults.items() if getattr(args, k) != v]
+
+
+def _bare_pt(args: argparse.Namespace) -> bool:
+    return str(args.model).lower().endswith(".pt")
 
 
 def read_config(args: argparse.Namespace) -> ReadConfig:
@@ -155,7 +190,7 @@ def read_config(args: argparse.Namespace) -> ReadConfig:
 
 def run_bundle(args: argparse.Namespace) -> Bundle | None:
     """A bare ultralytics ``.pt`` loaded as a bundle; ``None`` for a name or bundle folder."""
-    if not str(args.model).lower().endswith(".pt"):
+    if not _bare_pt(args):
         return None
     from geo_hires.models.bundle import load_pt
 

@@ -99,6 +99,10 @@ def resolve_precision(choice: str, card: ModelCard, device_type: str) -> Precisi
     return "bf16" if measured.get("keeps_ap") and native_bf16(device_type) else "fp32"
 
 
+def _ignored(message: str) -> None:
+    warnings.warn(message, OptionIgnoredWarning, stacklevel=3)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ZoomConfig:
     """How fine windows are chosen (see :mod:`geo_hires.detect.zoom`).
@@ -273,24 +277,28 @@ class DetectOptions:
 
     def detect_config(self, card: ModelCard, device_type: str = "cpu") -> DetectConfig:
         """The stages' settings for these options, with the precision resolved for ``card``
-        on a device of ``device_type`` (:func:`resolve_precision`). A ``block`` other than the
-        default for a bundle that no scanning network runs is said to be moot: its levels'
-        windows are the card's."""
+        on a device of ``device_type`` (:func:`resolve_precision`). An option these settings
+        leave moot is said to be (:class:`OptionIgnoredWarning`): a ``block`` or ``bf16`` for a
+        bundle without a scanning network, a ``budget`` with zoom ``none``."""
         if self.block != BLOCK and not any(lv.detector == FCN for lv in card.levels):
-            warnings.warn(
+            _ignored(
                 f"--block {self.block}: {card.name} has no scanning network, whose blocks it "
-                "sizes; its windows are its card's (window, halo)",
-                OptionIgnoredWarning,
-                stacklevel=2,
+                "sizes; its windows are its card's (window, halo)"
             )
+        zoom = resolve_zoom(self.zoom, card)
+        precision = resolve_precision(self.precision, card, device_type)
+        if self.budget is not None and zoom == "none":
+            _ignored(f"--budget {self.budget}: --zoom none zooms no window, so none is capped")
+        if self.precision == "bf16" and precision == "fp32":
+            _ignored(f"--precision bf16: {card.name} has no scanning network; it runs in fp32")
         return DetectConfig(
             core=self.block,
             batch_size=self.batch,
             threads=self.threads,
             score_threshold=self.score_threshold,
             levels=self.levels or None,
-            zoom=ZoomConfig(mode=resolve_zoom(self.zoom, card), budget=self.budget),
-            precision=resolve_precision(self.precision, card, device_type),
+            zoom=ZoomConfig(mode=zoom, budget=self.budget),
+            precision=precision,
         )
 
     def read_config(self, base: ReadConfig | None = None) -> ReadConfig:

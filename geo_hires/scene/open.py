@@ -25,6 +25,7 @@ from geo_hires.errors import (
     BandOrderWarning,
     ConfigError,
     NoCRSWarning,
+    OptionIgnoredWarning,
     SceneNotFoundError,
     SceneReadError,
     SceneTooLargeError,
@@ -324,6 +325,12 @@ def _describe(path: str, src: rasterio.DatasetReader, config: ReadConfig) -> Sce
                 NoCRSWarning,
                 stacklevel=4,
             )
+    if config.rpc_height_m and (placement is None or placement.method != "rpc"):
+        warnings.warn(
+            f"--rpc-height {config.rpc_height_m:g}: {path} is not placed by RPCs; ignored",
+            OptionIgnoredWarning,
+            stacklevel=4,
+        )
     flags = src.mask_flag_enums
     has_mask = src.nodata is not None or any(MaskFlags.all_valid not in f for f in flags)
     desc = tuple(d or "" for d in src.descriptions)

@@ -186,6 +186,27 @@ def test_unknown_level_name(capsys, fixtures):
     _one_error_line(err, "has no level 'huge'; its levels: ['full', 'coarse']")
 
 
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (["--model-gsd", "0.3", "--window", "320"],
+         "--model-gsd, --window: for a bare .pt model only; ignored"),
+        (["--actors", "4", "--address", "auto"],
+         "--address, --actors: for --executor ray only; ignored"),
+        (["--zoom", "none", "--budget", "0.5"],
+         "--budget 0.5: --zoom none zooms no window, so none is capped"),
+        (["--model", "aircraft_yolo", "--precision", "bf16"],
+         "--precision bf16: aircraft_yolo has no scanning network; it runs in fp32"),
+        (["--rpc-height", "500"], "--rpc-height 500: "),
+    ],
+)  # fmt: skip
+def test_flags_a_run_leaves_unused_are_said(capsys, fixtures, extra, said):
+    argv = ["plan", str(fixtures / "OSBS_029.tif"), "--model", "aircraft_lsn", *extra]
+    rc, _, err = _run(capsys, *argv)
+    assert rc == 0 and f"geo-hires: warning: {said}" in err, err
+    assert err.count("geo-hires: warning:") == 1, err  # said once, and nothing else is
+
+
 def test_all_nodata_scene_plans_nothing_and_exports_empty(capsys, tmp_path, write_tif):
     path = write_tif("nd.tif", np.zeros((3, 600, 600), np.uint8), nodata=0)
     rc, out, _ = _run(capsys, "plan", str(path), "--levels", "full", "--block", "256")
