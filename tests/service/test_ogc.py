@@ -253,8 +253,15 @@ def test_items_page_with_next_links_and_filter_by_bbox(service, job):
         assert got.status_code == 200, (good, got.text)
         assert got.json()["numberMatched"] == (0 if good.startswith("bbox=170") else everything)
     assert requests.get(f"{items}/1?foo=1", headers=ALICE, timeout=10).status_code == 400
+    from geo_hires_service.routes import features
+
+    features._load.cache_clear()
     listed = requests.get(f"{url}/collections", headers=ALICE, timeout=10).json()["collections"]
     assert {job_id, f"{job_id}-coverage"} <= {c["id"] for c in listed}
+    assert features._load.cache_info().misses == 0  # extents from STAC items, no layer parsed
+    stac = requests.get(f"{url}/v1/jobs/{job_id}/stac", headers=ALICE, timeout=10).json()
+    mine = next(c for c in listed if c["id"] == job_id)
+    assert mine["extent"]["spatial"]["bbox"] == [stac["bbox"]]
 
 
 def test_stac_items_of_the_job_and_the_models_validate(service, job):

@@ -88,13 +88,20 @@ def _layer(files: JobFiles, coverage: bool) -> Path:
     return files.coverage if coverage else files.geojson
 
 
-def _extent(request: Request, job: Job, bounds: npt.NDArray[np.float64]) -> list[float]:
-    stac = JobFiles.of(state(request)[0].data_dir, job).stac
-    if stac.is_file():
-        bbox = json.loads(stac.read_text(encoding="utf-8")).get("bbox")
-        if bbox:
-            return [float(v) for v in bbox]
-    return bounds_extent(bounds)
+def _extent(files: JobFiles, coverage: bool) -> list[float]:
+    """A collection's extent: the scene footprint's bbox from the job's STAC item (read, not
+    the layer: a listing of 200 jobs must not parse 400 result files), else the layer's.
+    Refused (404) like the layer itself when the detections are in pixels."""
+    if files.stac.is_file():
+        item = json.loads(files.stac.read_text(encoding="utf-8"))
+        if item.get("geometry") is None:  # no CRS: its features are in pixels
+            _features(files.geojson)  # the 404 that says so
+        layer = files.coverage if coverage else files.geojson
+        if not layer.is_file():
+            raise HTTPException(404, "this job has no such layer (it ran before it was kept)")
+        if item.get("bbox"):
+            return [float(v) for v in item["bbox"]]
+    return bounds_extent(_features(_layer(files, coverage))[1])
 
 
 def bounds_extent(bounds: npt.NDArray[np.float64]) -> list[float]:
@@ -110,7 +117,6 @@ def _collection(request: Request, job: Job, coverage: bool) -> dict[str, Any]:
     root = base_url(request)
     cid = job.id + (COVERAGE if coverage else "")
     files = JobFiles.of(state(request)[0].data_dir, job)
-    _, bounds = _features(_layer(files, coverage))
     what = "area scanned per level" if coverage else "detections"
     return {
         "id": cid,
@@ -119,7 +125,7 @@ def _collection(request: Request, job: Job, coverage: bool) -> dict[str, Any]:
         "itemType": "feature",
         "crs": [CRS84],
         "extent": {
-            "spatial": {"bbox": [_extent(request, job, bounds)], "crs": CRS84},
+            "spatial": {"bbox": [_extent(files, coverage)], "crs": CRS84},
             "temporal": {"interval": [[None, None]]},
         },
         "links": [
