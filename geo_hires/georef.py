@@ -25,6 +25,7 @@ __all__ = [
     "box_corners",
     "geometry_to_map",
     "geometry_to_pixels",
+    "lonlat_bounds",
     "map_to_pixel",
     "oriented_dimensions",
     "reproject",
@@ -130,6 +131,19 @@ def split_antimeridian(geom: BaseGeometry) -> BaseGeometry:
     ]
     polys = [p for part in parts for p in shapely.get_parts(part) if isinstance(p, shapely.Polygon)]
     return shapely.MultiPolygon([shapely.orient_polygons(p) for p in polys if not p.is_empty])
+
+
+def lonlat_bounds(geom: BaseGeometry) -> tuple[float, float, float, float]:
+    """``(west, south, east, north)`` of a lon/lat geometry; for one split at the antimeridian
+    (:func:`split_antimeridian`) west is its eastern part's west edge and east its western
+    part's east edge, so west > east (STAC and RFC 7946's bbox across the antimeridian)."""
+    west, south, east, north = (float(v) for v in geom.bounds)
+    boxes = [p.bounds for p in shapely.get_parts(geom)]
+    far_east = [b for b in boxes if b[2] == 180]
+    far_west = [b for b in boxes if b[0] == -180]
+    if west == -180 and east == 180 and far_east and far_west and len(boxes) > 1:
+        west, east = min(b[0] for b in far_east), max(b[2] for b in far_west)
+    return west, south, east, north
 
 
 def map_to_pixel(

@@ -33,7 +33,7 @@ from geo_hires.export.counts import class_counts
 from geo_hires.export.geojson import write_text_atomic
 from geo_hires.export.remote import read_text
 from geo_hires.export.vector import output_kind
-from geo_hires.georef import geometry_to_map, split_antimeridian
+from geo_hires.georef import geometry_to_map, lonlat_bounds, split_antimeridian
 from geo_hires.scene import Scene, gdal_env, remote
 
 __all__ = [
@@ -110,21 +110,6 @@ def footprint(scene: Scene) -> dict[str, Any] | None:
     geom = shapely.transform(in_crs, lambda xy: np.column_stack(to_wgs84.transform(*xy.T)))
     geom = split_antimeridian(geom)
     return dict(_round(json.loads(shapely.to_geojson(shapely.normalize(geom)))))
-
-
-def _bbox(geometry: dict[str, Any]) -> list[float]:
-    """The footprint's bbox; one split at the antimeridian runs from its eastern part's west
-    edge to its western part's east edge (west > east, as STAC and RFC 7946 say)."""
-    geom = shapely.geometry.shape(geometry)
-    parts = list(shapely.get_parts(geom))
-    west, south, east, north = geom.bounds
-    if len(parts) > 1 and west == -180 and east == 180:  # split: the parts touch ±180
-        far_east = [p.bounds for p in parts if p.bounds[2] == 180]
-        far_west = [p.bounds for p in parts if p.bounds[0] == -180]
-        if far_east and far_west:
-            west = min(b[0] for b in far_east)
-            east = max(b[2] for b in far_west)
-    return [west, south, east, north]
 
 
 def _datetime(ref: ResultItem) -> dict[str, Any]:
@@ -240,7 +225,7 @@ def result_item(ref: ResultItem, item_path: Path) -> dict[str, Any]:
         "geometry": geometry,
     }
     if geometry is not None:
-        item["bbox"] = _round(_bbox(geometry))
+        item["bbox"] = _round(list(lonlat_bounds(shapely.geometry.shape(geometry))))
     item |= {"properties": properties, "links": _links(ref, folder), "assets": _assets(ref, folder)}
     return item
 

@@ -13,7 +13,7 @@ from affine import Affine
 from pyproj import Transformer
 
 from geo_hires.cli import main
-from geo_hires.georef import split_antimeridian
+from geo_hires.georef import lonlat_bounds, split_antimeridian
 
 
 def test_a_polygon_across_the_antimeridian_is_split_there_and_others_are_not():
@@ -22,8 +22,9 @@ def test_a_polygon_across_the_antimeridian_is_split_there_and_others_are_not():
     assert split.geom_type == "MultiPolygon" and len(split.geoms) == 2
     assert split.area == pytest.approx(1.0)
     assert sorted(p.bounds for p in split.geoms) == [(-180, 0, -179.5, 1), (179.5, 0, 180, 1)]
+    assert lonlat_bounds(split) == (179.5, 0, -179.5, 1)  # west > east across it
     within = shapely.box(10, 0, 11, 1)
-    assert split_antimeridian(within) is within
+    assert split_antimeridian(within) is within and lonlat_bounds(within) == (10, 0, 11, 1)
 
 
 def test_detections_and_the_footprint_of_a_scene_across_the_antimeridian(demo_crop, tmp_path):

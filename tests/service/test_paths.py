@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import requests
-from geo_hires_service.routes.features import bounds_extent
+from geo_hires_service.routes.features import _matching, bounds_extent
 
 from geo_hires.scene import SynthSpec, write_synthetic
 from tests.service.harness import ALICE, problem_status, running_service, wait_job
@@ -71,3 +71,14 @@ def test_an_extent_skips_features_without_a_geometry():
         0.0, 2.0, 3.0, 5.0]  # fmt: skip
     assert bounds_extent(np.array([nan])) == bounds_extent(np.empty((0, 4))) == [
         -180.0, -90.0, 180.0, 90.0]  # fmt: skip
+
+
+def test_a_feature_split_at_the_antimeridian_meets_only_the_boxes_it_touches():
+    """Its bounds run west > east (``lonlat_bounds``); before, they were -180..180 and every
+    bbox in its latitudes met it."""
+    bounds = np.array([[179.9, 0.0, -179.9, 1.0], [10.0, 0.0, 11.0, 1.0]])
+    for bbox, want in (
+        ((0, 0, 20, 1), [1]), ((179, 0, 180, 1), [0]), ((-180, 0, -179, 1), [0]),
+        ((170, 0, -170, 1), [0]), ((-20, 0, 179.95, 1), [0, 1]), ((0, 5, 20, 6), []),
+    ):  # fmt: skip
+        assert _matching(bounds, bbox).tolist() == want, bbox

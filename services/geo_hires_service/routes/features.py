@@ -23,6 +23,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from geo_hires.georef import lonlat_bounds
 from geo_hires_service.access import state, tenant
 from geo_hires_service.ogc import base_url, link
 from geo_hires_service.runner import JobFiles
@@ -58,7 +59,7 @@ def _load(
     features = [{"type": "Feature", "id": i + 1, "geometry": f["geometry"],
                  "properties": f["properties"]} for i, f in enumerate(doc["features"])]  # fmt: skip
     geoms = [shapely.geometry.shape(f["geometry"]) if f["geometry"] else None for f in features]
-    bounds = np.array([g.bounds if g is not None else (np.nan,) * 4 for g in geoms])
+    bounds = np.array([lonlat_bounds(g) if g is not None else (np.nan,) * 4 for g in geoms])
     return features, bounds.reshape(-1, 4)
 
 
@@ -226,15 +227,20 @@ def _known_query(request: Request, known: frozenset[str]) -> None:
 def _matching(
     bounds: npt.NDArray[np.float64], bbox: tuple[float, ...] | None
 ) -> npt.NDArray[np.intp]:
-    """Indexes of the features whose bounds meet ``bbox`` (one crossing the antimeridian too)."""
+    """Indexes of the features whose bounds meet ``bbox``. Either may cross the antimeridian
+    (west > east: a feature split there by the export, a bbox a client sends so)."""
     if bbox is None:
         return np.arange(len(bounds))
     x0, y0, x1, y1 = bbox
+    fx0, fx1 = bounds[:, 0], bounds[:, 2]
     in_y = (bounds[:, 3] >= y0) & (bounds[:, 1] <= y1)
+    crosses = fx0 > fx1
     if x0 <= x1:
-        in_x = (bounds[:, 2] >= x0) & (bounds[:, 0] <= x1)
+        plain = (fx1 >= x0) & (fx0 <= x1)
+        across = (x1 >= fx0) | (x0 <= fx1)  # a feature whose box wraps round
+        in_x = np.where(crosses, across, plain)
     else:
-        in_x = (bounds[:, 2] >= x0) | (bounds[:, 0] <= x1)
+        in_x = crosses | (fx1 >= x0) | (fx0 <= x1)  # two wrapping boxes both hold ±180
     return np.flatnonzero(in_x & in_y)
 
 
