@@ -15,6 +15,7 @@ SQLite serves one runner: there, :meth:`Leases.recover` requeues every running j
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,24 @@ if TYPE_CHECKING:
 __all__ = ["Leases"]
 
 _RUNNING = JobRow.state == JobState.RUNNING.value
+
+
+def _alive_here(owner: str | None) -> bool:
+    """Whether a lease owner (``runner@<node>/<pid>/<slot>``) is a live process here. A
+    SQLite store is one machine's file, so its runners are this machine's processes."""
+    try:
+        pid = int((owner or "").split("/")[-2])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False  # this process is starting: whatever it held before, it lost
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _expired(now: float) -> Any:
@@ -152,21 +171,27 @@ class Leases:
         """At the start of a single-runner (SQLite) service: running jobs go back to the
         queue (their journal resumes them), or to cancelled when a cancel was asked, or to
         failed when they were running at ``max_attempts`` stops of the service: a scene that
-        takes the process down each time must not loop forever."""
+        takes the process down must not loop forever. A job whose runner process is still
+        alive on this machine (an old replica draining while Serve starts its successor) is
+        left to it; if that runner hangs instead, its lease expires and :meth:`claim` takes
+        the job then."""
         lost = (
             f"the service stopped {self.max_attempts} times while the job ran (it ran out of "
             "memory, or was restarted); resubmit it with a smaller block"
         )
         again = JobRow.attempts < self.max_attempts
         with self._tx() as s:
+            owners = s.execute(sa.select(JobRow.id, JobRow.lease_owner).where(_RUNNING)).all()
+            live = [job_id for job_id, owner in owners if _alive_here(owner)]
+            lost_runner = sa.and_(_RUNNING, JobRow.id.not_in(live))
             res = s.execute(
                 sa.update(JobRow)
-                .where(_RUNNING, ~JobRow.cancel_requested, again)
+                .where(lost_runner, ~JobRow.cancel_requested, again)
                 .values(state=JobState.QUEUED.value, lease_owner=None, lease_expires=None)
             )
             s.execute(
                 sa.update(JobRow)
-                .where(_RUNNING, ~JobRow.cancel_requested, ~again)
+                .where(lost_runner, ~JobRow.cancel_requested, ~again)
                 .values(
                     state=JobState.FAILED.value,
                     error=lost,
@@ -177,7 +202,7 @@ class Leases:
             )
             s.execute(
                 sa.update(JobRow)
-                .where(_RUNNING, JobRow.cancel_requested)
+                .where(lost_runner, JobRow.cancel_requested)
                 .values(
                     state=JobState.CANCELLED.value,
                     finished_at=self.clock(),

@@ -100,6 +100,35 @@ def test_lifecycle_and_cancel(url):
     store.close()
 
 
+def test_restart_leaves_a_job_whose_runner_still_lives_to_it(tmp_path):
+    """SQLite: a successor replica's recover() must not requeue the job of a replica that is
+    still draining (both would run it); a dead runner's job is requeued at once."""
+    import subprocess
+    import sys
+    import time
+
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    a, _ = _submit(store)
+    b, _ = _submit(store)
+    living = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    try:
+        store.claim(f"runner@node/{living.pid}/aa", lease_s=2)
+        store.claim(f"runner@node/{gone.pid}/bb", lease_s=2)
+        assert store.recover() == 1
+        assert store.get(a.id).state is JobState.RUNNING  # its runner lives: left to it
+        assert store.get(b.id).state is JobState.QUEUED
+        assert store.claim("r2", lease_s=60).id == b.id
+        time.sleep(2.1)  # the living runner stopped renewing (hung): its lease expires
+        taken = store.claim("r3", lease_s=60)
+        assert taken.id == a.id and taken.attempts == 2
+    finally:
+        living.kill()
+        living.wait()
+        store.close()
+
+
 def test_restart_finds_every_job_and_requeues_running_ones(url):
     store = JobStore(url)
     a, _ = _submit(store)
