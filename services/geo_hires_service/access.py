@@ -9,11 +9,10 @@ from fastapi import Request
 from starlette.exceptions import HTTPException
 
 from geo_hires_service.schemas import ServiceConfig
-from geo_hires_service.security import Rejected
 from geo_hires_service.store import Job, JobState, JobStore, QueueFullError
 
 __all__ = [
-    "finished_job", "kept_file", "own_job", "room_for", "state", "storage_room", "tenant",
+    "finished_job", "kept_file", "own_job", "state", "storage_room", "tenant",
 ]  # fmt: skip
 
 
@@ -87,16 +86,3 @@ def storage_room(config: ServiceConfig, store: JobStore, who: str) -> int | None
             retry_after_s=3600,
         )
     return quota - used
-
-
-def room_for(config: ServiceConfig, store: JobStore, who: str, size: int) -> None:
-    """Refuse (413) an upload of ``size`` bytes the tenant's storage no longer has room for:
-    :func:`storage_room` measured the room when the upload began, and uploads that arrived at
-    the same time may have taken it since."""
-    quota = config.tenant_quota_bytes
-    if quota is not None and size and store.usage(who) + size > quota:
-        raise Rejected(
-            f"the upload would exceed your storage quota of {quota:,} bytes; delete finished "
-            "jobs (DELETE /v1/jobs/ID) and send it again",
-            status=413,
-        )

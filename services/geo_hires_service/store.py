@@ -14,6 +14,7 @@ from tokens by the caller; a token never reaches the store.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -38,6 +39,7 @@ from geo_hires_service.records import (
     add_missing_columns,
     make_engine,
 )
+from geo_hires_service.security import Rejected
 
 __all__ = [
     "FINISHED", "JOB_ID", "REQUEST_ID", "Job", "JobState", "JobStore", "QueueFullError",
@@ -48,6 +50,48 @@ JOB_ID = re.compile(r"[0-9a-f]{32}")
 """What a job id is (``uuid4().hex``)."""
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 """A client's ``X-Request-ID`` worth keeping: short, and safe in logs and the store."""
+
+
+SUBMIT_LOCK = 0x67656F68
+"""The PostgreSQL advisory lock key every submission's transaction takes ("geoh")."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Limits:
+    total: int | None
+    per_tenant: int | None
+    quota_bytes: int | None
+
+
+def _admit(s: Session, tenant: str, limits: _Limits, scene_bytes: int) -> None:
+    """Refuse a job the queue or the tenant's storage has no room for, inside the transaction
+    that records it (under :data:`SUBMIT_LOCK` on PostgreSQL)."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SUBMIT_LOCK})
+    active = JobRow.state.in_(ACTIVE)
+    if limits.total is not None:
+        n = s.scalar(sa.select(sa.func.count()).where(active)) or 0
+        if n >= limits.total:
+            raise QueueFullError(f"the service has {n} jobs queued or running; retry later")
+    if limits.per_tenant is not None:
+        n = s.scalar(sa.select(sa.func.count()).where(active, JobRow.tenant == tenant)) or 0
+        if n >= limits.per_tenant:
+            raise QueueFullError(
+                f"you have {n} jobs queued or running (limit {limits.per_tenant}); wait for one "
+                "to finish or cancel one"
+            )
+    quota = limits.quota_bytes
+    if quota is not None and scene_bytes and _usage(s, tenant) + scene_bytes > quota:
+        raise Rejected(
+            f"the upload would exceed your storage quota of {quota:,} bytes; delete finished "
+            "jobs (DELETE /v1/jobs/ID) and send it again",
+            status=413,
+        )
+
+
+def _usage(s: Session, tenant: str) -> int:
+    total = sa.func.coalesce(sa.func.sum(JobRow.scene_bytes + JobRow.output_bytes), 0)
+    return int(s.scalar(sa.select(total).where(JobRow.tenant == tenant)) or 0)
 
 
 class JobStore(Leases):
@@ -92,6 +136,7 @@ class JobStore(Leases):
         max_active_per_tenant: int | None = None,
         scene_bytes: int = 0,
         request_id: str | None = None,
+        quota_bytes: int | None = None,
     ) -> tuple[Job, bool]:
         """Record a queued job; returns ``(job, created)``.
 
@@ -102,12 +147,16 @@ class JobStore(Leases):
         Raises:
             QueueFullError: ``max_active`` queued/running jobs in all, or
                 ``max_active_per_tenant`` for this tenant.
+            Rejected: (413) ``scene_bytes`` more would take the tenant past ``quota_bytes``.
+
+        The limits are checked in the transaction that records the job, after taking a
+        PostgreSQL advisory lock every submission takes: ingress replicas in several
+        processes cannot both take the last room (one process also serialises its own).
         """
         if idempotency_key is not None:
             found = self._by_key(tenant, idempotency_key)
             if found is not None:
                 return found, False
-        self._check_room(tenant, max_active, max_active_per_tenant)
         if request_id is not None and not REQUEST_ID.fullmatch(request_id):
             request_id = None  # a client's header, as the request-id middleware would drop it
         row = JobRow(
@@ -123,8 +172,10 @@ class JobStore(Leases):
             output_bytes=0,
             request_id=request_id,
         )
+        limits = _Limits(max_active, max_active_per_tenant, quota_bytes)
         try:
             with self._tx() as s:
+                _admit(s, tenant, limits, scene_bytes)
                 s.add(row)
         except IntegrityError:  # the same key raced in from another request
             found = self._by_key(tenant, idempotency_key or "")
@@ -143,22 +194,6 @@ class JobStore(Leases):
                 sa.select(JobRow).where(JobRow.tenant == tenant, JobRow.idempotency_key == key)
             ).first()
             return Job.of(row) if row else None
-
-    def _check_room(self, tenant: str, total: int | None, per_tenant: int | None) -> None:
-        with self._session() as s:
-            active = JobRow.state.in_(ACTIVE)
-            if total is not None:
-                n = s.scalar(sa.select(sa.func.count()).where(active)) or 0
-                if n >= total:
-                    raise QueueFullError(f"the service has {n} jobs queued or running; retry later")
-            if per_tenant is not None:
-                mine = sa.select(sa.func.count()).where(active, JobRow.tenant == tenant)
-                n = s.scalar(mine) or 0
-                if n >= per_tenant:
-                    raise QueueFullError(
-                        f"you have {n} jobs queued or running (limit {per_tenant}); wait for one "
-                        "to finish or cancel one"
-                    )
 
     def get(self, job_id: str, *, tenant: str | None = None) -> Job | None:
         """The job, or ``None`` when it does not exist or belongs to another tenant (or the id
@@ -221,8 +256,7 @@ class JobStore(Leases):
     def usage(self, tenant: str) -> int:
         """Bytes the tenant's jobs keep in the data dir: uploads and finished outputs."""
         with self._session() as s:
-            total = sa.func.coalesce(sa.func.sum(JobRow.scene_bytes + JobRow.output_bytes), 0)
-            return int(s.scalar(sa.select(total).where(JobRow.tenant == tenant)) or 0)
+            return _usage(s, tenant)
 
     def counts(self) -> dict[tuple[str, str], int]:
         """Jobs by ``(state, tenant)``."""

@@ -100,6 +100,37 @@ def test_lifecycle_and_cancel(url):
     store.close()
 
 
+def test_the_quota_is_checked_as_the_job_is_recorded_under_one_lock(url):
+    """The room an upload takes is re-checked in the transaction that records it; on
+    PostgreSQL that transaction first takes an advisory lock every submission takes, so
+    ingress replicas in other processes cannot both take the last room."""
+    import threading
+
+    import sqlalchemy as sa
+    from geo_hires_service.security import Rejected
+    from geo_hires_service.store import SUBMIT_LOCK
+
+    store = JobStore(url)
+    _submit(store, scene_bytes=600, quota_bytes=1000)
+    with pytest.raises(Rejected, match="exceed your storage quota of 1,000 bytes") as refused:
+        _submit(store, scene_bytes=500, quota_bytes=1000)
+    assert refused.value.status == 413 and store.usage("alice") == 600
+    _submit(store, scene_bytes=400, quota_bytes=1000)  # exactly full is allowed
+    _submit(store, "bob", scene_bytes=900, quota_bytes=1000)  # a quota is per tenant
+    if url.startswith("postgresql"):
+        other = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+        with other.connect() as conn, conn.begin():
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SUBMIT_LOCK})
+            done = threading.Event()
+            t = threading.Thread(target=lambda: (_submit(store, "carol"), done.set()))
+            t.start()
+            assert not done.wait(1.0)  # another process's submission holds the lock
+        t.join(30)  # its transaction ended: the lock is free
+        assert done.is_set()
+        other.dispose()
+    store.close()
+
+
 def test_restart_leaves_a_job_whose_runner_still_lives_to_it(tmp_path):
     """SQLite: a successor replica's recover() must not requeue the job of a replica that is
     still draining (both would run it); a dead runner's job is requeued at once."""

@@ -15,7 +15,6 @@ from geo_hires_service.access import (
     finished_job,
     kept_file,
     own_job,
-    room_for,
     state,
     storage_room,
     tenant,
@@ -67,8 +66,7 @@ async def submit(
 
     def record() -> tuple[Job, bool]:  # the scene's header, the store: in a worker thread
         check_header(path, config, options)
-        with _RECORDING:  # the quota's check and the job's record, one upload at a time
-            room_for(config, store, who, size)
+        with _RECORDING:  # one record at a time here; the store orders other processes' own
             return store.submit(
                 tenant=who,
                 scene_path=str(path),
@@ -79,6 +77,7 @@ async def submit(
                 max_active_per_tenant=config.max_active_per_tenant,
                 scene_bytes=size,
                 request_id=request.headers.get("x-request-id"),
+                quota_bytes=config.tenant_quota_bytes,  # re-checked as it is recorded
             )
 
     try:
