@@ -206,12 +206,16 @@ def write_output(
 
 def write_frame(path: Path, frame: gpd.GeoDataFrame, *, layer: str) -> None:
     """Write one GeoDataFrame atomically in the format ``path``'s extension names: GeoJSON
-    in WGS84 (RFC 7946), else GeoParquet, GeoPackage (as ``layer``) or FlatGeobuf as is."""
+    in WGS84 (RFC 7946), else GeoParquet, GeoPackage or FlatGeobuf as is; the layer is named
+    ``layer`` (GDAL would name it after the temporary file, which a GIS shows)."""
     suffix = output_kind(path)
     if suffix in (".geojson", ".json"):
         out = frame.to_crs("EPSG:4326") if frame.crs is not None else frame
         atomic_write(
-            path, lambda t: out.to_file(t, driver="GeoJSON", engine="pyogrio", RFC7946="YES")
+            path,
+            lambda t: out.to_file(
+                t, driver="GeoJSON", engine="pyogrio", layer=layer, RFC7946="YES"
+            ),
         )
     elif suffix == ".parquet":
         atomic_write(path, lambda t: frame.to_parquet(t, index=False))
@@ -226,5 +230,6 @@ def write_frame(path: Path, frame: gpd.GeoDataFrame, *, layer: str) -> None:
         blank = bool((frame.geometry.isna() | frame.geometry.is_empty).any())
         index = {"SPATIAL_INDEX": "NO"} if blank else {}
         atomic_write(
-            path, lambda t: frame.to_file(t, driver="FlatGeobuf", engine="pyogrio", **index)
+            path,
+            lambda t: frame.to_file(t, driver="FlatGeobuf", engine="pyogrio", layer=layer, **index),
         )

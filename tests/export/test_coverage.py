@@ -151,3 +151,14 @@ def test_an_empty_coverage_is_written_in_every_format(tmp_path, demo_crop, capsy
     cover = gpd.read_file(fgb)
     assert list(cover["level"]) == ["full", "coarse", "refine"]
     assert cover.geometry.isna().tolist() == [False, False, True]
+
+
+def test_layers_are_named_for_what_they_hold_not_the_temporary_file(scene, tmp_path):
+    outs = [tmp_path / "d.fgb", tmp_path / "c.geojson", tmp_path / "c.fgb"]
+    assert main(["detect", str(scene), "-o", str(outs[0]), "--model", "aircraft_lsn",
+                 "--coverage", str(outs[1])]) == 0  # fmt: skip
+    assert main(["detect", str(scene), "-o", str(tmp_path / "d.geojson"), "--model",
+                 "aircraft_lsn", "--coverage", str(outs[2])]) == 0  # fmt: skip
+    names = [pyogrio.list_layers(p)[0][0] for p in outs]
+    assert names == ["detections", "coverage", "coverage"]  # was ".d.fgb.partial" …
+    assert json.loads(outs[1].read_text())["name"] == "coverage"
