@@ -65,7 +65,10 @@ def _client(items: tuple[tuple[str, str], ...]) -> Any:
         from botocore.exceptions import BotoCoreError
     except ImportError as exc:
         raise ConfigError("s3:// paths need boto3: pip install 'geo_hires[s3]'") from exc
-    virtual = env.get("AWS_VIRTUAL_HOSTING", "TRUE").upper() not in _FALSE
+    endpoint = _endpoint_url(env) or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    hosting = env.get("AWS_VIRTUAL_HOSTING")
+    # AWS itself: virtual hosts; another endpoint (MinIO, a local server): paths, as GDAL is told
+    virtual = hosting.upper() not in _FALSE if hosting else not endpoint
     config = Config(
         s3={"addressing_style": "virtual" if virtual else "path"},
         retries={"mode": "standard", "max_attempts": 5},
@@ -73,7 +76,7 @@ def _client(items: tuple[tuple[str, str], ...]) -> Any:
     )
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     try:
-        return boto3.session.Session().client(
+        return boto3.session.Session(botocore_session=_botocore(bool(endpoint))).client(
             "s3", endpoint_url=_endpoint_url(env), region_name=region, config=config
         )
     except BotoCoreError as exc:  # a named profile that does not exist, a bad endpoint
@@ -81,9 +84,25 @@ def _client(items: tuple[tuple[str, str], ...]) -> Any:
                            "AWS_S3_ENDPOINT") from None  # fmt: skip
 
 
+def _botocore(own_endpoint: bool) -> Any:
+    """A botocore session; with an endpoint of one's own (not AWS), without the credential
+    sources that ask a cloud's metadata address (169.254.169.254: EC2 roles, container roles),
+    which no such storage uses and which would leave the machine for nothing."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    if own_endpoint:
+        resolver = session.get_component("credential_provider")
+        for name in ("iam-role", "container-role"):
+            with contextlib.suppress(Exception):  # a botocore without that provider
+                resolver.remove(name)
+    return session
+
+
 @contextlib.contextmanager
 def _errors(url: Url, verb: str = "read") -> Iterator[None]:
     """boto3's failures as one clear error each (see :mod:`geo_hires.errors`)."""
+    from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
@@ -97,21 +116,30 @@ def _errors(url: Url, verb: str = "read") -> Iterator[None]:
     except (NoCredentialsError, PartialCredentialsError):
         raise StorageError(f"{where}: {_NO_CREDENTIALS}") from None
     except ClientError as exc:
-        err = exc.response.get("Error", {})
-        code = str(err.get("Code", "")) or str(exc.response.get("ResponseMetadata", {}))
-        if code in ("404", "NoSuchKey", "NotFound"):
-            raise SceneNotFoundError(
-                f"no such object: {where}; check the bucket and the key"
-            ) from None
-        if code == "NoSuchBucket":
-            raise SceneNotFoundError(f"no such bucket: {url.host} ({where})") from None
-        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            raise _denied(where, code, verb) from None
-        raise StorageError(f"{where}: the storage answered {code} ({err.get('Message')})") from None
+        raise _answered(url, exc.response, verb) from None
+    except S3UploadFailedError as exc:  # upload_file wraps the storage's answer
+        cause = exc.__context__
+        if isinstance(cause, ClientError):
+            raise _answered(url, cause.response, verb) from None
+        raise StorageError(f"{where}: the upload failed ({exc})") from None
     except BotoCoreError as exc:  # the endpoint cannot be reached, a read timed out
         raise StorageError(
             f"{where}: cannot reach the storage ({exc}); check AWS_S3_ENDPOINT and the network"
         ) from None
+
+
+def _answered(url: Url, response: Mapping[str, Any], verb: str) -> Exception:
+    """The storage's refusal (a ``ClientError``'s response) as one clear error."""
+    where = url.public
+    err = response.get("Error", {})
+    code = str(err.get("Code", "")) or str(response.get("ResponseMetadata", {}))
+    if code in ("404", "NoSuchKey", "NotFound"):
+        return SceneNotFoundError(f"no such object: {where}; check the bucket and the key")
+    if code == "NoSuchBucket":
+        return SceneNotFoundError(f"no such bucket: {url.host} ({where})")
+    if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return _denied(where, code, verb)
+    return StorageError(f"{where}: the storage answered {code} ({err.get('Message')})")
 
 
 @contextlib.contextmanager

@@ -47,8 +47,13 @@ READ_OPTIONS = {
     # throttling (503 SlowDown, 429) and transient errors are retried, not fatal
     "GDAL_HTTP_MAX_RETRY": "3",
     "GDAL_HTTP_RETRY_DELAY": "1",
+    # a server that accepts and then sends nothing fails the read (GDAL waits forever else)
+    "GDAL_HTTP_CONNECTTIMEOUT": "30",
+    "GDAL_HTTP_LOW_SPEED_LIMIT": "1",
+    "GDAL_HTTP_LOW_SPEED_TIME": "120",
 }
-"""GDAL settings of every remote read (measured in bench/remote.py; bench/README.md)."""
+"""GDAL settings of every remote read (measured in bench/remote.py; bench/README.md); the same
+name in the environment wins (GDAL reads it there)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +169,7 @@ def gdal_options(path: str | None = None, env: Mapping[str, str] | None = None) 
     if path is None or (url is None and not path.startswith(("/vsis3/", "/vsicurl/"))):
         return {}
     env = os.environ if env is None else env
-    opts = dict(READ_OPTIONS)
+    opts = {k: v for k, v in READ_OPTIONS.items() if k not in env}
     gdal = url.gdal if url is not None else path
     if gdal.startswith("/vsis3/"):
         # an object replaced under its key is never read from a previous open's cache
@@ -176,6 +181,11 @@ def gdal_options(path: str | None = None, env: Mapping[str, str] | None = None) 
         parts = urllib.parse.urlsplit(endpoint)
         opts["AWS_S3_ENDPOINT"] = parts.netloc
         opts["AWS_HTTPS"] = "NO" if parts.scheme == "http" else "YES"
+    if endpoint or env.get("AWS_S3_ENDPOINT"):  # not AWS: paths, and no cloud metadata address
+        if not env.get("AWS_VIRTUAL_HOSTING"):
+            opts["AWS_VIRTUAL_HOSTING"] = "FALSE"
+        if "CPL_AWS_AUTODETECT_EC2" not in env:
+            opts["CPL_AWS_AUTODETECT_EC2"] = "NO"
     return opts
 
 

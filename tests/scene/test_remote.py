@@ -81,6 +81,70 @@ def test_gdal_options_bridge_the_aws_names_gdal_spells_differently():
     assert remote.gdal_options("/data/x.tif", env) == {} and remote.gdal_options(None) == {}
 
 
+def test_an_endpoint_of_ones_own_gets_paths_and_no_cloud_metadata_lookup():
+    """MinIO or a local server named by AWS_ENDPOINT_URL alone: GDAL and boto3 both address
+    it by path (virtual hosts sent GDAL to resolve 'bkt.127.0.0.1' outside), and neither asks
+    169.254.169.254 for credentials, which only a cloud's own machines answer."""
+    from geo_hires.scene.objects import _botocore
+
+    own = remote.gdal_options("s3://bkt/x.tif", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    assert own["AWS_VIRTUAL_HOSTING"] == "FALSE" and own["CPL_AWS_AUTODETECT_EC2"] == "NO"
+    told = {"AWS_S3_ENDPOINT": "m:9", "AWS_VIRTUAL_HOSTING": "TRUE", "CPL_AWS_AUTODETECT_EC2": "1"}
+    opts = remote.gdal_options("s3://bkt/x.tif", told)
+    assert "AWS_VIRTUAL_HOSTING" not in opts and "CPL_AWS_AUTODETECT_EC2" not in opts
+    aws = remote.gdal_options("s3://bkt/x.tif", {})
+    assert "AWS_VIRTUAL_HOSTING" not in aws and "CPL_AWS_AUTODETECT_EC2" not in aws
+    assert aws["GDAL_HTTP_LOW_SPEED_TIME"] == "120"  # a stalled server fails the read
+    mine = remote.gdal_options("s3://bkt/x.tif", {"GDAL_HTTP_LOW_SPEED_TIME": "5"})
+    assert "GDAL_HTTP_LOW_SPEED_TIME" not in mine  # the environment's own wins
+
+    def sources(own_endpoint: bool) -> set[str]:
+        resolver = _botocore(own_endpoint).get_component("credential_provider")
+        return {p.METHOD for p in resolver.providers}
+
+    assert {"iam-role", "container-role"} <= sources(False)
+    assert not {"iam-role", "container-role"} & sources(True)
+    assert {"env", "shared-credentials-file", "assume-role-with-web-identity"} <= sources(True)
+
+
+def test_a_server_that_stops_sending_fails_the_read_instead_of_hanging(demo_cog, capsys):
+    """It answers the size check, then sends nothing for GDAL's reads: the read fails after
+    GDAL_HTTP_LOW_SPEED_TIME, one line, no hang. The default (120 s; GDAL sets none and waits
+    forever) is pinned above; here the environment's 2 s wins, to keep the test short."""
+    import http.server
+    import threading
+
+    cog = demo_cog(1024, 512, 1536, 1024).read_bytes()
+    release = threading.Event()
+
+    class Stalling(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.headers.get("Range") != "bytes=0-0":
+                release.wait(60)  # a stalled server: never a byte
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes 0-0/{len(cog)}")
+            self.send_header("Content-Length", "1")
+            self.end_headers()
+            self.wfile.write(cog[:1])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("GDAL_HTTP_LOW_SPEED_TIME", "2")
+            mp.setenv("GDAL_HTTP_MAX_RETRY", "0")
+            rc = main(["info", f"http://127.0.0.1:{server.server_address[1]}/apron.tif"])
+    finally:
+        release.set()
+        server.shutdown()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("geo-hires: error:"), err
+
+
 # ---------------------------------------------------------------- against the S3 server
 
 
@@ -186,6 +250,20 @@ def test_access_denied_is_one_line(locked_s3, monkeypatch, capsys):
         pass
     mapped = remote.gdal_error(url, u.gdal, raw.value)
     assert isinstance(mapped, StorageError) and f"access denied to {url}" in str(mapped)
+
+
+def test_an_upload_the_storage_refuses_is_one_line(locked_s3, monkeypatch, capsys, demo_crop,
+                                                 tmp_path):  # fmt: skip
+    for k, v in locked_s3.env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", locked_s3.key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", locked_s3.key["SecretAccessKey"])
+    monkeypatch.setenv("GEO_HIRES_WORK_DIR", str(tmp_path / "work"))
+    scene = demo_crop(0, 0, 256, 256)
+    url = "s3://locked/out/a.geojson"
+    assert main(["detect", str(scene), "-o", url, "--model", "aircraft_lsn"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # was S3UploadFailedError's traceback
+    assert len(err) == 1 and f"access denied to {url}" in err[0] and "write" in err[0], err
 
 
 def test_a_strip_tiff_in_a_bucket_warns_it_will_be_read_whole(s3, fixtures, tmp_path):
