@@ -189,6 +189,15 @@ def test_plan_on_a_bucket_scene_is_the_local_files_plan(s3, cog, tmp_path, capsy
     assert capsys.readouterr().out == expected and "blocks" in expected
 
 
+def test_a_bucket_named_by_aws_endpoint_url_alone_is_read(s3, cog, monkeypatch, capsys):
+    url = _put(s3, cog, "scenes/apron.tif")
+    for key in ("AWS_S3_ENDPOINT", "AWS_VIRTUAL_HOSTING", "AWS_HTTPS"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.url)  # what boto3 and the AWS CLI read
+    assert main(["info", url]) == 0, capsys.readouterr().err  # GDAL: "resolve host t-….127…"
+    assert json.loads(capsys.readouterr().out)["path"] == url
+
+
 def test_no_credentials_is_one_line(s3, cog, monkeypatch, capsys):
     url = _put(s3, cog, "scenes/apron.tif")
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
