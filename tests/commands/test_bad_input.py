@@ -207,6 +207,25 @@ def test_flags_a_run_leaves_unused_are_said(capsys, fixtures, extra, said):
     assert err.count("geo-hires: warning:") == 1, err  # said once, and nothing else is
 
 
+def test_flags_a_run_uses_are_not_said_to_be_unused(capsys, fixtures, recwarn):
+    from geo_hires.commands.args import _warn_moot
+    from geo_hires.errors import OptionIgnoredWarning
+    from geo_hires.models.card import bundle_dir
+
+    pt = str(bundle_dir("aircraft_yolo") / "yolo.pt")
+    scene = str(fixtures / "OSBS_029.tif")
+    for argv in (["--model", pt, "--model-gsd", "0.5", "--window", "512"],
+                 ["--model", "aircraft_lsn", "--executor", "ray", "--actors", "4"]):  # fmt: skip
+        rc, _, err = _run(capsys, "plan", scene, *argv)
+        assert rc == 0 and "warning" not in err, (argv, err)
+    import argparse
+
+    with pytest.warns(OptionIgnoredWarning, match="--actors: for --executor ray only"):
+        _warn_moot(argparse.Namespace(model="m", executor="local", actors=3, model_gsd=None,
+                                      window=640, address=None, gpus_per_actor=None,
+                                      cpus_per_actor=1.0, placement_timeout=600.0))  # fmt: skip
+
+
 def test_all_nodata_scene_plans_nothing_and_exports_empty(capsys, tmp_path, write_tif):
     path = write_tif("nd.tif", np.zeros((3, 600, 600), np.uint8), nodata=0)
     rc, out, _ = _run(capsys, "plan", str(path), "--levels", "full", "--block", "256")

@@ -125,6 +125,10 @@ def _cut_out(scene, dets, out):
 def test_geoparquet_layers_as_detect_writes_them_are_read(tmp_path, capsys):
     old, new = _pair()
     old.to_parquet(tmp_path / "old.parquet")
+    old.to_parquet(tmp_path / "old.GeoParquet")  # the other name GeoParquet goes by
+    assert main(["diff", str(tmp_path / "old.GeoParquet"), str(tmp_path / "old.parquet"),
+                 "-o", str(tmp_path / "same.geojson")]) == 0  # fmt: skip
+    assert "disappeared" in capsys.readouterr().out
     new.to_file(tmp_path / "new.geojson")
     out = tmp_path / "change.geojson"
     assert main(["diff", str(tmp_path / "old.parquet"), str(tmp_path / "new.geojson"),

@@ -63,10 +63,13 @@ def test_cli_eval_json(capsys, fixtures):
 
 def test_eval_refuses_reading_options_without_a_scene(capsys, fixtures):
     labels = str(fixtures / "OSBS_029.csv")
-    for extra in (["--asset", "visual"], ["--bands", "3,2,1"], ["--max-pixels", "10"]):
+    cases = ((["--asset", "visual"], "--asset"), (["--bands", "3,2,1"], "--bands"),
+             (["--max-pixels", "10"], "--max-pixels"),
+             (["--rpc-height", "50", "--asset", "a"], "--asset, --rpc-height"))  # fmt: skip
+    for extra, flags in cases:
         assert main(["eval", labels, labels, *extra]) == 2, extra
         err = capsys.readouterr().err.strip()
-        assert err == f"geo-hires: error: {extra[0]} read(s) the scene: give it with --scene"
+        assert err == f"geo-hires: error: {flags} read(s) the scene: give it with --scene"
 
 
 def test_cli_eval_table(tmp_path, capsys, fixtures):

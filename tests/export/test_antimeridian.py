@@ -25,6 +25,12 @@ def test_a_polygon_across_the_antimeridian_is_split_there_and_others_are_not():
     assert lonlat_bounds(split) == (179.5, 0, -179.5, 1)  # west > east across it
     within = shapely.box(10, 0, 11, 1)
     assert split_antimeridian(within) is within and lonlat_bounds(within) == (10, 0, 11, 1)
+    south = split_antimeridian(shapely.Polygon([(179, -40), (-179, -40), (-179, -39), (179, -39)]))
+    assert sorted(p.bounds for p in south.geoms) == [(-180, -40, -179, -39), (179, -40, 180, -39)]
+    apart = shapely.MultiPolygon([shapely.box(10, 0, 11, 1), shapely.box(20, 0, 21, 1)])
+    edge = shapely.MultiPolygon([shapely.box(-180, 0, -179, 1), shapely.box(20, 0, 21, 1)])
+    for shape in (apart, edge, shapely.box(-180, 0, -179, 1), shapely.box(179, 0, 180, 1)):
+        assert lonlat_bounds(shape) == shape.bounds  # not split: its own bounds
 
 
 def test_detections_and_the_footprint_of_a_scene_across_the_antimeridian(demo_crop, tmp_path):

@@ -142,8 +142,9 @@ def test_an_empty_coverage_is_written_in_every_format(tmp_path, demo_crop, capsy
     assert main(["detect", str(coarse), "-o", str(out), "--model", "aircraft_lsn",
                  "--coverage", str(tmp_path / "coarse.fgb")]) == 0  # fmt: skip
     assert "0 detections" in capsys.readouterr().out
-    assert gpd.read_file(out, layer="coverage").empty
-    assert gpd.read_file(tmp_path / "coarse.fgb").empty
+    for empty in (gpd.read_file(out, layer="coverage"), gpd.read_file(tmp_path / "coarse.fgb")):
+        assert empty.empty and empty.crs.to_epsg() == 32633  # the scene's CRS, kept
+        assert list(empty.columns) == ["level", "downsample", "pixels", "geometry"]
     tiny = demo_crop(0, 0, 100, 100)  # no candidate: the refiner has nothing to look at
     fgb = tmp_path / "tiny.fgb"
     assert main(["detect", str(tiny), "-o", str(tmp_path / "t.geojson"), "--coverage",
