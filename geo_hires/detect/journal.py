@@ -127,14 +127,12 @@ class Journal:
             theirs = header.get("identity") if isinstance(header, dict) else None
             theirs = theirs if isinstance(theirs, dict) else {}
             differ = sorted(k for k in self.identity if theirs.get(k) != self.identity[k])
-            kept = self.path.with_name(f"{self.path.name}.foreign")
             keep = aside and len(lines) > 1  # units of another run: keep them
-            if keep:
-                os.replace(self.path, kept)
+            kept = self._set_aside() if keep else ""
             warnings.warn(
-                f"{self.path} belongs to another run (differs in: {', '.join(differ)}); "
+                f"{self._where()} belongs to another run (differs in: {', '.join(differ)}); "
                 "not resuming from it, starting afresh"
-                + (f" (it is kept as {kept.name})" if keep else ""),
+                + (f" (it is kept as {kept})" if keep else ""),
                 ForeignJournalWarning,
                 stacklevel=3,
             )
@@ -144,6 +142,15 @@ class Journal:
             if isinstance(rec, dict) and "key" in rec:
                 done[rec["key"]] = UnitResult.from_json(rec)
         return done
+
+    def _where(self) -> str:
+        return str(self.path)
+
+    def _set_aside(self) -> str:
+        """Keep a foreign journal as ``<journal>.foreign``; the name it is kept as."""
+        kept = self.path.with_name(f"{self.path.name}.foreign")
+        os.replace(self.path, kept)
+        return kept.name
 
     def start(self, *, resume: bool) -> dict[str, UnitResult]:
         """Begin a run: keep and return finished units when resuming, else start afresh."""
@@ -194,7 +201,7 @@ class MirroredJournal(Journal):
         copy.parent.mkdir(parents=True, exist_ok=True)
         copy.write_bytes(objects.read_bytes(self.remote_url, limit=1 << 34))
         try:
-            theirs = Journal(copy, self.identity).load(aside=False)
+            theirs = _BucketCopy(copy, self.identity, self.remote_url).load(aside=aside)
         finally:
             copy.unlink(missing_ok=True)
         return {**theirs, **done}
@@ -216,6 +223,24 @@ class MirroredJournal(Journal):
     def _mirror(self) -> None:
         objects.put_file(self.path, self.remote_url)
         self._mirrored = time.monotonic()
+
+
+class _BucketCopy(Journal):
+    """A local copy of the bucket's journal, read to resume: named by its URL, and kept in
+    the bucket as ``<journal>.foreign`` when it is another run's (the fresh journal that
+    this run mirrors would overwrite it)."""
+
+    def __init__(self, path: Path, identity: dict[str, Any], remote_url: str) -> None:
+        super().__init__(path, identity)
+        self.remote_url = remote_url
+
+    def _where(self) -> str:
+        return remote.public(self.remote_url)
+
+    def _set_aside(self) -> str:
+        kept = f"{self.remote_url}.foreign"
+        objects.put_file(self.path, kept)
+        return remote.public(kept)
 
 
 def _parse(line: str) -> Any:

@@ -256,3 +256,19 @@ def test_convert_and_diff_write_to_the_bucket_the_local_bytes(s3, cog, tmp_path,
     assert main(["diff", old, str(result), "-o", f"{out}/d.geojson"]) == 0
     assert _get(s3, "labels/d.geojson") == (local / "d.geojson").read_bytes()
     assert not (tmp_path / "s3:").exists()
+
+
+def test_a_foreign_journal_in_the_bucket_is_kept_aside_there(s3, demo_crop, capsys):
+    """Another run's journal (other settings) met by --resume on another machine: its units
+    stay in the bucket as <journal>.foreign, as a local one does beside its output."""
+    theirs = "\n".join([json.dumps({"identity": {"scene": "other.tif"}}),
+                        *(json.dumps({"key": f"u{i}"}) for i in range(3))]) + "\n"  # fmt: skip
+    s3.client().put_object(Bucket=s3.bucket, Key="out/a.geojson.journal", Body=theirs)
+    out = f"s3://{s3.bucket}/out/a.geojson"
+    scene = demo_crop(0, 0, 256, 256)
+    assert main(["detect", str(scene), "-o", out, "--model", "aircraft_lsn", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert f"{out}.journal belongs to another run" in err, err  # its URL, not a temporary file
+    assert f"kept as {out}.journal.foreign" in err, err
+    assert _get(s3, "out/a.geojson.journal.foreign").decode() == theirs  # was overwritten
+    assert "out/a.geojson" in _keys(s3) and "out/a.geojson.journal" not in _keys(s3)
