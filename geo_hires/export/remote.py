@@ -44,10 +44,24 @@ def staged(paths: Sequence[PathLike | None]) -> Iterator[list[PathLike | None]]:
             local.append(stand_in)
             uploads.append((stand_in, os.fspath(p)))
         yield local
-        for stand_in, url in uploads:
-            objects.put_file(stand_in, url)
+        _upload_all(uploads)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _upload_all(uploads: Sequence[tuple[Path, str]]) -> None:
+    """Upload each file; when one fails, delete (best effort) those this call uploaded, so a
+    failed run leaves none of its objects rather than some of them."""
+    done: list[str] = []
+    try:
+        for stand_in, url in uploads:
+            objects.put_file(stand_in, url)
+            done.append(url)
+    except BaseException:
+        for url in done:
+            with contextlib.suppress(Exception):  # the first failure is the one to report
+                objects.delete(url)
+        raise
 
 
 def check_destination(paths: Sequence[PathLike | None]) -> None:

@@ -275,6 +275,64 @@ def test_an_upload_the_storage_refuses_is_one_line(locked_s3, monkeypatch, capsy
     assert len(err) == 1 and f"access denied to {url}" in err[0] and "write" in err[0], err
 
 
+@pytest.fixture(scope="module")
+def two_buckets(tmp_path_factory):
+    """An S3 server checking credentials after its 5 setup requests: buckets ``open`` and
+    ``shut``, and a user who may write to ``open`` only."""
+    import boto3
+
+    log = tmp_path_factory.mktemp("s3-two") / "server.log"
+    with start_s3_server(log, extra_env={"INITIAL_NO_AUTH_ACTION_COUNT": "5"}) as server:
+        for bucket in ("open", "shut"):
+            server.client().create_bucket(Bucket=bucket)
+        iam = boto3.client(
+            "iam", endpoint_url=server.url, region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )  # fmt: skip
+        iam.create_user(UserName="writer")
+        policy = {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": "s3:*",
+            "Resource": ["arn:aws:s3:::open", "arn:aws:s3:::open/*"]}]}  # fmt: skip
+        iam.put_user_policy(UserName="writer", PolicyName="open-only",
+                            PolicyDocument=json.dumps(policy))  # fmt: skip
+        server.key = iam.create_access_key(UserName="writer")["AccessKey"]
+        yield server
+
+
+def test_a_run_whose_last_upload_is_refused_leaves_none_of_its_outputs(
+    two_buckets, monkeypatch, capsys, demo_crop, tmp_path
+):
+    import boto3
+
+    for k, v in two_buckets.env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", two_buckets.key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", two_buckets.key["SecretAccessKey"])
+    monkeypatch.setenv("GEO_HIRES_WORK_DIR", str(tmp_path / "work"))
+    argv = [
+        "detect",
+        str(demo_crop(0, 0, 256, 256)),
+        "-o",
+        "s3://open/r/a.geojson",
+        "-o",
+        "s3://open/r/a.fgb",
+        "--quicklook",
+        "s3://shut/q.png",
+        "--model",
+        "aircraft_lsn",
+    ]
+    assert main(argv) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "access denied to s3://shut/q.png" in err[0], err
+    client = boto3.client(
+        "s3", endpoint_url=two_buckets.url, region_name="us-east-1",
+        aws_access_key_id=two_buckets.key["AccessKeyId"],
+        aws_secret_access_key=two_buckets.key["SecretAccessKey"],
+    )  # fmt: skip
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="open").get("Contents", [])]
+    assert keys == ["r/a.geojson.journal"], keys  # resumable; the two results were removed
+
+
 def test_a_strip_tiff_in_a_bucket_warns_it_will_be_read_whole(s3, fixtures, tmp_path):
     strips = tmp_path / "strips.tif"
     shutil.copy(fixtures / "RGB.byte.tif", strips)  # rasterio's test file: 3 bands in strips
