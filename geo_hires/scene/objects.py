@@ -175,14 +175,29 @@ def stat(path: str | Url) -> ObjectInfo:
     url = _url(path)
     if url.scheme == "s3":
         client = _s3()
-        with _errors(url):
-            head = client.head_object(Bucket=url.host, Key=url.key)
+        try:
+            with _errors(url):
+                head = client.head_object(Bucket=url.host, Key=url.key)
+        except SceneNotFoundError:
+            _check_bucket_exists(client, url)  # a HEAD's bare 404 says not which is missing
+            raise
         return ObjectInfo(size=int(head["ContentLength"]), etag=str(head.get("ETag", "")))
     with _http_errors(url), _http(url, {"Range": "bytes=0-0"}) as resp:
         total = resp.headers.get("Content-Range", "").rpartition("/")[2]
         size = int(total) if total.isdigit() else int(resp.headers.get("Content-Length") or 0)
         etag = resp.headers.get("ETag") or resp.headers.get("Last-Modified") or ""
         return ObjectInfo(size=size, etag=etag)
+
+
+def _check_bucket_exists(client: Any, url: Url) -> None:
+    """Raise "no such bucket" when ``url``'s bucket is missing (other answers: nothing)."""
+    try:
+        with _errors(url):
+            client.head_bucket(Bucket=url.host)
+    except SceneNotFoundError:
+        raise SceneNotFoundError(f"no such bucket: {url.host} ({url.public})") from None
+    except StorageError:  # 403: may not look at the bucket; the object's 404 stands
+        pass
 
 
 def read_bytes(path: str | Url, *, limit: int = 50_000_000) -> bytes:

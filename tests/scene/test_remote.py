@@ -177,6 +177,9 @@ def test_info_on_a_bucket_scene_and_its_errors_are_one_line(s3, cog, capsys):
     assert main(["info", f"s3://{s3.bucket}/scenes/missing.tif"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no such object" in err[0] and "missing.tif" in err[0]
+    assert main(["info", "s3://no-such-bucket-here/a.tif"]) == 2  # HEAD's bare 404 for both
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such bucket: no-such-bucket-here" in err[0], err
 
 
 def test_plan_on_a_bucket_scene_is_the_local_files_plan(s3, cog, tmp_path, capsys):
