@@ -16,6 +16,7 @@ __all__ = [
     "ForeignJournalWarning",
     "GeoHiresError",
     "LabelReadError",
+    "LeftoverWarning",
     "LevelSkippedWarning",
     "NoCRSWarning",
     "NothingToZoomWarning",
@@ -97,6 +98,10 @@ class NothingToZoomWarning(UserWarning):
 class OptionIgnoredWarning(UserWarning):
     """An option was given that the chosen model has nothing to apply to (``--block`` for a
     bundle without a scanning network)."""
+
+
+class LeftoverWarning(UserWarning):
+    """A run succeeded but left a file of its own behind (a journal it may not delete)."""
 
 
 class ClassMismatchWarning(UserWarning):

@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from geo_hires.config import config_id
 from geo_hires.detect.options import DetectConfig
-from geo_hires.errors import ConfigError, ForeignJournalWarning
+from geo_hires.errors import ConfigError, ForeignJournalWarning, LeftoverWarning, StorageError
 from geo_hires.scene import Scene, objects, remote
 
 if TYPE_CHECKING:
@@ -217,7 +217,17 @@ class MirroredJournal(Journal):
             self._mirror()
 
     def remove(self) -> None:
-        objects.delete(self.remote_url)
+        """Delete both copies; a bucket copy the credentials may not delete is said, not
+        fatal: the run's outputs are written by then."""
+        try:
+            objects.delete(self.remote_url)
+        except StorageError as exc:
+            warnings.warn(
+                f"the finished run's journal {remote.public(self.remote_url)} is left in the "
+                f"bucket ({exc}); it is no longer needed: delete it with other credentials",
+                LeftoverWarning,
+                stacklevel=2,
+            )
         super().remove()
 
     def _mirror(self) -> None:

@@ -280,12 +280,13 @@ def test_an_upload_the_storage_refuses_is_one_line(locked_s3, monkeypatch, capsy
 
 @pytest.fixture(scope="module")
 def two_buckets(tmp_path_factory):
-    """An S3 server checking credentials after its 5 setup requests: buckets ``open`` and
-    ``shut``, and a user who may write to ``open`` only."""
+    """An S3 server checking credentials after its 8 setup requests: buckets ``open`` and
+    ``shut``, a user who may write to ``open`` only (``key``), and one who may also not delete
+    there (``keeper``)."""
     import boto3
 
     log = tmp_path_factory.mktemp("s3-two") / "server.log"
-    with start_s3_server(log, extra_env={"INITIAL_NO_AUTH_ACTION_COUNT": "5"}) as server:
+    with start_s3_server(log, extra_env={"INITIAL_NO_AUTH_ACTION_COUNT": "8"}) as server:
         for bucket in ("open", "shut"):
             server.client().create_bucket(Bucket=bucket)
         iam = boto3.client(
@@ -299,6 +300,12 @@ def two_buckets(tmp_path_factory):
         iam.put_user_policy(UserName="writer", PolicyName="open-only",
                             PolicyDocument=json.dumps(policy))  # fmt: skip
         server.key = iam.create_access_key(UserName="writer")["AccessKey"]
+        iam.create_user(UserName="keeper")
+        deny = {"Effect": "Deny", "Action": "s3:DeleteObject", "Resource": "arn:aws:s3:::open/*"}
+        keeps = {**policy, "Statement": [*policy["Statement"], deny]}
+        iam.put_user_policy(UserName="keeper", PolicyName="no-delete",
+                            PolicyDocument=json.dumps(keeps))  # fmt: skip
+        server.keeper = iam.create_access_key(UserName="keeper")["AccessKey"]
         yield server
 
 
@@ -334,6 +341,22 @@ def test_a_run_whose_last_upload_is_refused_leaves_none_of_its_outputs(
     )  # fmt: skip
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="open").get("Contents", [])]
     assert keys == ["r/a.geojson.journal"], keys  # resumable; the two results were removed
+
+
+def test_a_journal_the_credentials_may_not_delete_is_said_not_fatal(
+    two_buckets, monkeypatch, capsys, demo_crop, tmp_path
+):
+    for k, v in two_buckets.env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", two_buckets.keeper["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", two_buckets.keeper["SecretAccessKey"])
+    monkeypatch.setenv("GEO_HIRES_WORK_DIR", str(tmp_path / "work"))
+    out = "s3://open/kept/a.geojson"
+    argv = ["detect", str(demo_crop(0, 0, 256, 256)), "-o", out, "--model", "aircraft_lsn"]
+    assert main(argv) == 0  # the outputs are written: the run succeeded (it failed before)
+    err = capsys.readouterr().err
+    assert f"warning: the finished run's journal {out}.journal is left in the bucket" in err, err
+    assert "access denied" in err
 
 
 def test_a_strip_tiff_in_a_bucket_warns_it_will_be_read_whole(s3, fixtures, tmp_path):
