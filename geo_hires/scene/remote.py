@@ -52,8 +52,9 @@ READ_OPTIONS = {
     "GDAL_HTTP_LOW_SPEED_LIMIT": "1",
     "GDAL_HTTP_LOW_SPEED_TIME": "120",
 }
-"""GDAL settings of every remote read (measured in bench/remote.py; bench/README.md); the same
-name in the environment wins (GDAL reads it there)."""
+"""GDAL settings of every remote read (the transfer ones measured in bench/remote.py;
+bench/README.md; the stall limits are not tuned, only there so that a read ends); the same name
+in the environment wins (GDAL reads it there)."""
 
 
 @dataclasses.dataclass(frozen=True)

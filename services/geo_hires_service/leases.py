@@ -10,7 +10,8 @@ what the new owner records, and stops at its next unit. A job whose runner was l
 ``max_attempts`` times fails (a scene that kills every node it meets must not loop forever).
 
 Expiry compares the clocks of different hosts: keep them in sync (NTP) to well within the lease.
-SQLite serves one runner: there, :meth:`Leases.recover` requeues every running job at start.
+SQLite serves one runner: there, :meth:`Leases.recover` requeues at start every running job
+whose runner process is gone.
 """
 
 from __future__ import annotations

@@ -252,6 +252,9 @@ def test_items_page_with_next_links_and_filter_by_bbox(service, job):
         got = requests.get(f"{items}?{good}", headers=ALICE, timeout=10)
         assert got.status_code == 200, (good, got.text)
         assert got.json()["numberMatched"] == (0 if good.startswith("bbox=170") else everything)
+    paged = requests.get(f"{items}?datetime=2024-05-01/..&limit=1", headers=ALICE).json()
+    nxt = next(ln["href"] for ln in paged["links"] if ln["rel"] == "next")
+    assert "&datetime=2024-05-01/.." in nxt  # the next page keeps the filter
     assert requests.get(f"{items}/1?foo=1", headers=ALICE, timeout=10).status_code == 400
     from geo_hires_service.routes import features
 

@@ -263,7 +263,11 @@ def items(
     matched = _matching(bounds, _bbox(bbox))
     page = matched[offset : offset + limit]
     url = f"{base_url(request)}/collections/{collection_id}/items"
-    query = f"&bbox={urllib.parse.quote(bbox, safe=',')}" if bbox else ""
+    query = "".join(
+        f"&{name}={urllib.parse.quote(value, safe=',:/')}"
+        for name, value in (("bbox", bbox), ("datetime", datetime))
+        if value
+    )  # the links repeat the query's filters
     links = [link(f"{url}?limit={limit}&offset={offset}{query}", "self", GEOJSON),
              link(f"{base_url(request)}/collections/{collection_id}", "collection")]  # fmt: skip
     if offset + limit < len(matched):
