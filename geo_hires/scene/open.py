@@ -8,7 +8,6 @@ terapixel (a decompression bomb or a typo) is refused up front.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import warnings
 from pathlib import Path
@@ -34,12 +33,11 @@ from geo_hires.errors import (
 )
 from geo_hires.scene import objects, remote
 from geo_hires.scene.placement import (
-    GRID_TOLERANCE,
     Placement,
     apply_affine,
     from_gcps,
     from_rpcs,
-    metres,
+    gsd_at_centre,
 )
 
 __all__ = ["SUPPORTED_DTYPES", "Scene", "gdal_env", "open_scene", "resolve_bands"]
@@ -170,37 +168,6 @@ class Scene:
         if len(data) >= 3:
             return (data[0], data[1], data[2])
         return (data[0], data[0], data[0])
-
-
-def _gsd_m(
-    crs: CRS | None,
-    transform: Affine,
-    width: int,
-    height: int,
-    to_map: Placement | None = None,
-) -> float | None:
-    """Metres per pixel at the scene's centre: from the affine's coefficients for projected
-    CRSs (exact) unless the projection's scale there strays from 1 (Web Mercator away from the
-    equator: :data:`~geo_hires.scene.placement.GRID_TOLERANCE`); else measured (geodesic) between
-    the centre and its neighbours, through ``to_map`` (a GCP polynomial or RPC placement)."""
-    if crs is None:
-        return None
-    cx, cy = width / 2, height / 2
-    cols, rows = np.array([cx, cx + 1, cx]), np.array([cy, cy, cy + 1])
-    if to_map is not None:
-        xs, ys = to_map.to_map(cols, rows)
-    else:
-        xy = apply_affine(transform, cols, rows)
-        xs, ys = xy[..., 0], xy[..., 1]
-    measured = float(metres(crs, xs[0], ys[0], xs[1:], ys[1:]).mean())
-    if to_map is None and not crs.is_geographic:
-        factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
-        step_x = math.hypot(transform.a, transform.d)
-        step_y = math.hypot(transform.b, transform.e)
-        grid = float((step_x + step_y) / 2 * factor)
-        if abs(measured / grid - 1) <= GRID_TOLERANCE:
-            return grid
-    return measured
 
 
 def _curved(placement: Placement | None) -> Placement | None:
@@ -346,7 +313,7 @@ def _describe(path: str, src: rasterio.DatasetReader, config: ReadConfig) -> Sce
         nodata=None if src.nodata is None or np.isnan(src.nodata) else float(src.nodata),
         colorinterp=interp,
         has_mask=has_mask,
-        gsd_m=_gsd_m(crs, transform, src.width, src.height, _curved(placement)),
+        gsd_m=gsd_at_centre(crs, transform, src.width, src.height, _curved(placement)),
         overviews=tuple(src.overviews(1)),
         descriptions=desc,
         bands=bands,

@@ -27,7 +27,7 @@ from rasterio.rpc import RPC
 
 from geo_hires.errors import SceneReadError
 
-__all__ = ["Placement", "apply_affine", "from_gcps", "from_rpcs", "metres"]
+__all__ = ["Placement", "apply_affine", "from_gcps", "from_rpcs", "gsd_at_centre", "metres"]
 
 Gcp = tuple[float, float, float, float]  # row, col, x, y
 Floats = npt.NDArray[np.float64]
@@ -134,6 +134,38 @@ def metres(crs: CRS, x0: Floats, y0: Floats, x1: Floats, y1: Floats) -> Floats:
     with np.errstate(divide="ignore", invalid="ignore"):
         off = np.abs(ground / grid - 1) > GRID_TOLERANCE
     return np.where(off & np.isfinite(ground), ground, grid)
+
+
+def gsd_at_centre(
+    crs: CRS | None,
+    transform: Affine,
+    width: int,
+    height: int,
+    to_map: Placement | None = None,
+) -> float | None:
+    """Metres per pixel at a scene's centre: from the affine's coefficients for projected
+    CRSs (exact) unless the projection's scale there strays from 1 by more than
+    :data:`GRID_TOLERANCE` (Web Mercator away from the equator); else measured (geodesic)
+    between the centre and its neighbours, through ``to_map`` (a GCP polynomial or RPC
+    placement) when given. ``None`` without a CRS."""
+    if crs is None:
+        return None
+    cx, cy = width / 2, height / 2
+    cols, rows = np.array([cx, cx + 1, cx]), np.array([cy, cy, cy + 1])
+    if to_map is not None:
+        xs, ys = to_map.to_map(cols, rows)
+    else:
+        xy = apply_affine(transform, cols, rows)
+        xs, ys = xy[..., 0], xy[..., 1]
+    measured = float(metres(crs, xs[0], ys[0], xs[1:], ys[1:]).mean())
+    if to_map is None and not crs.is_geographic:
+        factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
+        step_x = math.hypot(transform.a, transform.d)
+        step_y = math.hypot(transform.b, transform.e)
+        grid = float((step_x + step_y) / 2 * factor)
+        if abs(measured / grid - 1) <= GRID_TOLERANCE:
+            return grid
+    return measured
 
 
 @functools.lru_cache(maxsize=16)

@@ -21,8 +21,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Sequence
+import shutil
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +39,8 @@ from geo_hires.train.chips import ChipSampler, LabelledImage
 __all__ = [
     "UPSAMPLE_MODES",
     "YoloDataConfig",
+    "chip_dataset",
+    "dataset_record",
     "degrade_to_gsd",
     "draw_gsd",
     "export_obb_dataset",
@@ -221,6 +226,15 @@ def _write_obb_split(items: Sequence[LabelledImage], folder: Path, chip: int) ->
     return count
 
 
+def dataset_record(config: YoloDataConfig, *, oriented: bool) -> dict[str, Any]:
+    """The chip dataset as it is drawn, for a card and a work plan: an OBB dataset is a
+    half-overlapping grid at the data's own GSD (its chip count and GSD range are not used,
+    so not recorded)."""
+    if oriented:
+        return {"chip": config.chip, "sampling": "half-overlapping grid, data's own GSD"}
+    return dataclasses.asdict(config)
+
+
 def export_obb_dataset(
     train: Sequence[LabelledImage],
     val: Sequence[LabelledImage],
@@ -237,3 +251,28 @@ def export_obb_dataset(
     _write_obb_split(train, root / "train", chip)
     _write_obb_split(val, root / "val", chip)
     return _write_data_yaml(root, class_names)
+
+
+def chip_dataset(
+    folder: Path,
+    fit: Sequence[LabelledImage],
+    select: Sequence[LabelledImage],
+    classes: Sequence[str],
+    config: YoloDataConfig,
+    *,
+    oriented: bool,
+    gsd_m: float,
+    log: Callable[[str], None],
+) -> Path:
+    """The chip dataset's ``data.yaml`` in ``folder``, written unless a finished export is
+    there (a resumed training trains on the very chips it started on)."""
+    if not (folder / "complete").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        start = time.perf_counter()
+        if oriented:
+            export_obb_dataset(fit, select, classes, folder, chip=config.chip)
+        else:
+            export_yolo_dataset(fit, select, classes, folder, config=config, gsd_m=gsd_m)
+        (folder / "complete").write_text("")
+        log(f"chips written in {time.perf_counter() - start:.0f} s")
+    return folder / "data.yaml"

@@ -46,7 +46,7 @@ from geo_hires.models.card import Level, ModelCard, bundle_dir, load_card, save_
 from geo_hires.models.yolo import ultralytics_env
 from geo_hires.train.chips import LabelledImage, load_labelled, split_by_image
 from geo_hires.train.run import Evaluator, TrainJob
-from geo_hires.train.yolo_data import YoloDataConfig, export_obb_dataset, export_yolo_dataset
+from geo_hires.train.yolo_data import YoloDataConfig, chip_dataset, dataset_record
 
 __all__ = [
     "YOLO_ARCHS",
@@ -100,13 +100,6 @@ class YoloTrainConfig:
     def oriented(self) -> bool:
         """Whether the architecture predicts oriented boxes (an ``-obb`` model)."""
         return self.arch.endswith("-obb")
-
-    def data_record(self) -> dict[str, Any]:
-        """The chip dataset as it is drawn: an OBB dataset is a half-overlapping grid at the
-        data's own GSD (its chip count and GSD range are not used, so not recorded)."""
-        if self.oriented:
-            return {"chip": self.data.chip, "sampling": "half-overlapping grid, data's own GSD"}
-        return dataclasses.asdict(self.data)
 
     def __post_init__(self) -> None:
         if self.arch not in YOLO_ARCHS:
@@ -269,7 +262,7 @@ def _training_record(job: TrainJob, cfg: YoloTrainConfig, **more: Any) -> dict[s
         "command": " ".join(shlex.quote(a) for a in sys.argv) if sys.argv else "",
         "data": job.labels,
         "class_map": dict(job.class_map),
-        "yolo": {**dataclasses.asdict(cfg), "data": cfg.data_record()}
+        "yolo": {**dataclasses.asdict(cfg), "data": dataset_record(cfg.data, oriented=cfg.oriented)}
         | ({"fine_tune": FINE_TUNE} if cfg.init else {}),
         "seed": job.fit.seed,
         "torch": torch.__version__,
@@ -296,29 +289,6 @@ def _train_and_validation(
     if not val_paths:
         raise ConfigError("YOLO training needs validation images: --val-fraction > 0")
     return train, val_paths
-
-
-def _chips(
-    folder: Path,
-    fit: list[LabelledImage],
-    select: list[LabelledImage],
-    classes: tuple[str, ...],
-    cfg: YoloTrainConfig,
-    gsd_m: float,
-    log: Callable[[str], None],
-) -> Path:
-    """The chip dataset's ``data.yaml`` in ``folder``, written unless a finished export is
-    there (a resumed training trains on the very chips it started on)."""
-    if not (folder / "complete").is_file():
-        shutil.rmtree(folder, ignore_errors=True)
-        start = time.perf_counter()
-        if cfg.oriented:
-            export_obb_dataset(fit, select, classes, folder, chip=cfg.data.chip)
-        else:
-            export_yolo_dataset(fit, select, classes, folder, config=cfg.data, gsd_m=gsd_m)
-        (folder / "complete").write_text("")
-        log(f"chips written in {time.perf_counter() - start:.0f} s")
-    return folder / "data.yaml"
 
 
 def _new_session(work: Path) -> int:
@@ -373,14 +343,16 @@ def train_yolo_bundle(
     out.mkdir(parents=True, exist_ok=True)
     folder = Path(work) if work is not None else Path(tempfile.mkdtemp(prefix="geo-hires-yolo-"))
     plan = {
-        "arch": cfg.arch, "data": cfg.data_record(), "batch": cfg.batch,
+        "arch": cfg.arch, "batch": cfg.batch,
+        "data": dataset_record(cfg.data, oriented=cfg.oriented),
         "seed": job.fit.seed, "gsd_m": job.gsd_m, "classes": list(classes),
         "fit_images": [i.name for i in fit], "select_images": [i.name for i in select],
         "init": cfg.init,
     }  # fmt: skip
     try:
         _work_plan(folder, plan)
-        data = _chips(folder / "data", fit, select, classes, cfg, job.gsd_m, log)
+        data = chip_dataset(folder / "data", fit, select, classes, cfg.data,
+                            oriented=cfg.oriented, gsd_m=job.gsd_m, log=log)  # fmt: skip
         train_names = [i.name for i in train]
         del items, train, fit, select  # the pixels live on as chips: free GBs for the hours ahead
         sessions = _new_session(folder)
