@@ -26,9 +26,11 @@ if typing.TYPE_CHECKING:
     from geo_hires.models.bundle import Bundle
 
 __all__ = [
+    "SCENE_FLAGS",
     "add_detect_args",
     "add_scene_args",
     "detect_options",
+    "given_flags",
     "read_config",
     "run_bundle",
     "running_executor",
@@ -129,20 +131,27 @@ def renaming(text: str) -> tuple[str, str]:
     return old, new
 
 
+SCENE_FLAGS: dict[str, Any] = {"asset": None, "bands": None, "max_pixels": 0, "rpc_height": 0.0}
+"""The defaults of the flags that say how a scene is read."""
+
+
 def add_scene_args(p: argparse.ArgumentParser) -> None:
     """Reading options of commands that open a scene without detecting in it."""
-    p.add_argument("--max-pixels", type=int, default=0, help="declared-size budget (pixels)")
+    scene = SCENE_FLAGS
+    p.add_argument("--max-pixels", type=int, default=scene["max_pixels"],
+                   help="declared-size budget (pixels)")  # fmt: skip
     p.add_argument(
-        "--bands", default=None, type=_items, metavar="R,G,B",
+        "--bands", default=scene["bands"], type=_items, metavar="R,G,B",
         help="scene bands used as red, green, blue: 1-based indexes (3,2,1) or names "
         "(colour interpretation or band description); default: by colour interpretation",
     )  # fmt: skip
     p.add_argument(
-        "--rpc-height", type=float, default=0.0, metavar="M",
+        "--rpc-height", type=float, default=scene["rpc_height"], metavar="M",
         help="height above the ellipsoid (m) for scenes placed by RPCs (default 0)",
     )  # fmt: skip
     p.add_argument(
         "--asset",
+        default=scene["asset"],
         metavar="KEY",
         help="for a STAC item: the asset to scan (default: the visual/RGB one)",
     )
@@ -161,15 +170,16 @@ def _warn_moot(args: argparse.Namespace) -> None:
     from geo_hires.errors import OptionIgnoredWarning
 
     moot = {
-        "for a bare .pt model only": [] if _bare_pt(args) else _given(args, BARE_PT_FLAGS),
-        "for --executor ray only": _given(args, RAY_FLAGS) if args.executor == "local" else [],
+        "for a bare .pt model only": [] if _bare_pt(args) else given_flags(args, BARE_PT_FLAGS),
+        "for --executor ray only": given_flags(args, RAY_FLAGS) if args.executor == "local" else [],
     }
     for why, flags in moot.items():
         if flags:
             warnings.warn(f"{', '.join(flags)}: {why}; ignored", OptionIgnoredWarning, stacklevel=3)
 
 
-def _given(args: argparse.Namespace, defaults: dict[str, Any]) -> list[str]:
+def given_flags(args: argparse.Namespace, defaults: dict[str, Any]) -> list[str]:
+    """The flags among ``defaults``' that the command line set to another value."""
     return ["--" + k.replace("_", "-") for k, v in defaults.items() if getattr(args, k) != v]
 
 

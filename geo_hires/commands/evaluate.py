@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from geo_hires.commands.args import add_scene_args, read_config, renaming
+from geo_hires.commands.args import SCENE_FLAGS, add_scene_args, given_flags, read_config, renaming
 from geo_hires.errors import ClassMismatchWarning
 
 __all__ = ["add_commands"]
@@ -39,9 +39,7 @@ def _check_scene_args(args: argparse.Namespace) -> None:
     """Reading options act on ``--scene``: without one they would be dropped unsaid."""
     from geo_hires.errors import ConfigError
 
-    given = {"--asset": args.asset, "--bands": args.bands, "--max-pixels": args.max_pixels,
-             "--rpc-height": args.rpc_height}  # fmt: skip
-    orphans = [flag for flag, value in given.items() if value]
+    orphans = given_flags(args, SCENE_FLAGS)
     if orphans and not args.scene:
         raise ConfigError(f"{', '.join(orphans)} read(s) the scene: give it with --scene")
 

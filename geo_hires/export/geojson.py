@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import shapely
-from shapely.geometry.base import BaseGeometry
 
 from geo_hires.config import ExportConfig
 from geo_hires.detections import GeoDetections, PixelDetections
@@ -28,6 +27,7 @@ __all__ = [
     "crs_label",
     "dimension_properties",
     "feature_collection",
+    "round_floats",
     "write_geojson",
     "write_text_atomic",
 ]
@@ -79,19 +79,22 @@ def feature_collection(
             props.update(dimension_properties(geo.dimensions[i]))
         geometry: dict[str, Any] = {"type": "Polygon", "coordinates": [coords]}
         if geo.crs is not None and np.ptp(rings[i, :, 0]) > 180:  # across the antimeridian
-            geometry = _rounded(split_antimeridian(shapely.Polygon(coords)), config.decimals)
+            split = split_antimeridian(shapely.Polygon(coords))
+            geometry = round_floats(json.loads(shapely.to_geojson(split)), config.decimals)
         features.append({"type": "Feature", "properties": props, "geometry": geometry})
     return {"type": "FeatureCollection", "geo_hires": dict(metadata), "features": features}
 
 
-def _rounded(geom: BaseGeometry, decimals: int) -> dict[str, Any]:
-    """``geom`` as a GeoJSON geometry with its coordinates at ``decimals``."""
-    doc: dict[str, Any] = json.loads(shapely.to_geojson(geom))
-
-    def walk(c: Any) -> Any:
-        return [walk(v) for v in c] if isinstance(c, list) else round(float(c), decimals)
-
-    return {"type": doc["type"], "coordinates": walk(doc["coordinates"])}
+def round_floats(value: Any, decimals: int) -> Any:
+    """``value`` with every float in it (in nested lists, tuples and dicts) rounded to
+    ``decimals``; tuples become lists, as JSON has them."""
+    if isinstance(value, float):
+        return round(value, decimals)
+    if isinstance(value, list | tuple):
+        return [round_floats(v, decimals) for v in value]
+    if isinstance(value, dict):
+        return {k: round_floats(v, decimals) for k, v in value.items()}
+    return value
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

@@ -30,7 +30,7 @@ from pyproj import CRS, Transformer
 from geo_hires.aoi import PartCount
 from geo_hires.detections import PixelDetections
 from geo_hires.export.counts import class_counts
-from geo_hires.export.geojson import write_text_atomic
+from geo_hires.export.geojson import round_floats, write_text_atomic
 from geo_hires.export.remote import read_text
 from geo_hires.export.vector import output_kind
 from geo_hires.georef import geometry_to_map, lonlat_bounds, split_antimeridian
@@ -92,13 +92,7 @@ class ResultItem:
 
 
 def _round(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, _DECIMALS)
-    if isinstance(value, list | tuple):
-        return [_round(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _round(v) for k, v in value.items()}
-    return value
+    return round_floats(value, _DECIMALS)
 
 
 def footprint(scene: Scene) -> dict[str, Any] | None:

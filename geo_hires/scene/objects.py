@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from geo_hires.errors import ConfigError, SceneNotFoundError, SceneReadError, StorageError
-from geo_hires.scene.remote import _NO_CREDENTIALS, Url, _denied, _url
+from geo_hires.scene.remote import _NO_CREDENTIALS, Url, _denied, _url, own_endpoint
 
 __all__ = [
     "ObjectInfo",
@@ -65,10 +65,10 @@ def _client(items: tuple[tuple[str, str], ...]) -> Any:
         from botocore.exceptions import BotoCoreError
     except ImportError as exc:
         raise ConfigError("s3:// paths need boto3: pip install 'geo_hires[s3]'") from exc
-    endpoint = _endpoint_url(env) or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    own = own_endpoint(env)
     hosting = env.get("AWS_VIRTUAL_HOSTING")
     # AWS itself: virtual hosts; another endpoint (MinIO, a local server): paths, as GDAL is told
-    virtual = hosting.upper() not in _FALSE if hosting else not endpoint
+    virtual = hosting.upper() not in _FALSE if hosting else not own
     config = Config(
         s3={"addressing_style": "virtual" if virtual else "path"},
         retries={"mode": "standard", "max_attempts": 5},
@@ -76,7 +76,7 @@ def _client(items: tuple[tuple[str, str], ...]) -> Any:
     )
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     try:
-        return boto3.session.Session(botocore_session=_botocore(bool(endpoint))).client(
+        return boto3.session.Session(botocore_session=_botocore(own)).client(
             "s3", endpoint_url=_endpoint_url(env), region_name=region, config=config
         )
     except BotoCoreError as exc:  # a named profile that does not exist, a bad endpoint

@@ -31,6 +31,7 @@ __all__ = [
     "gdal_error",
     "gdal_options",
     "is_remote",
+    "own_endpoint",
     "public",
     "work_dir",
 ]
@@ -182,12 +183,20 @@ def gdal_options(path: str | None = None, env: Mapping[str, str] | None = None) 
         parts = urllib.parse.urlsplit(endpoint)
         opts["AWS_S3_ENDPOINT"] = parts.netloc
         opts["AWS_HTTPS"] = "NO" if parts.scheme == "http" else "YES"
-    if endpoint or env.get("AWS_S3_ENDPOINT"):  # not AWS: paths, and no cloud metadata address
+    if own_endpoint(env):  # not AWS: paths, and no cloud metadata address
         if not env.get("AWS_VIRTUAL_HOSTING"):
             opts["AWS_VIRTUAL_HOSTING"] = "FALSE"
         if "CPL_AWS_AUTODETECT_EC2" not in env:
             opts["CPL_AWS_AUTODETECT_EC2"] = "NO"
     return opts
+
+
+def own_endpoint(env: Mapping[str, str]) -> bool:
+    """Whether the AWS settings name an S3 endpoint of one's own (MinIO, a local server),
+    in GDAL's spelling or the AWS SDKs': not AWS, so buckets by path, no cloud metadata."""
+    return bool(
+        env.get("AWS_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    )
 
 
 _NO_CREDENTIALS = (
