@@ -29,6 +29,7 @@ __all__ = [
     "check_bucket",
     "delete",
     "exists",
+    "gdal_session",
     "put_bytes",
     "put_file",
     "read_bytes",
@@ -56,32 +57,76 @@ def _s3() -> Any:
 
 
 @functools.lru_cache(maxsize=4)
-def _client(items: tuple[tuple[str, str], ...]) -> Any:
-    env = dict(items)
+def _session(items: tuple[tuple[str, str], ...]) -> Any:
+    """The boto3 session of a set of AWS settings: it keeps the credentials it resolves (and
+    refreshes them), so a ``credential_process`` runs once, not per client or per read."""
     try:
         import boto3
-        from botocore import UNSIGNED
-        from botocore.config import Config
-        from botocore.exceptions import BotoCoreError
     except ImportError as exc:
         raise ConfigError("s3:// paths need boto3: pip install 'geo_hires[s3]'") from exc
-    own = own_endpoint(env)
+    return boto3.session.Session(botocore_session=_botocore(own_endpoint(dict(items))))
+
+
+@functools.lru_cache(maxsize=4)
+def _client(items: tuple[tuple[str, str], ...]) -> Any:
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    env = dict(items)
+    session = _session(items)
     hosting = env.get("AWS_VIRTUAL_HOSTING")
     # AWS itself: virtual hosts; another endpoint (MinIO, a local server): paths, as GDAL is told
-    virtual = hosting.upper() not in _FALSE if hosting else not own
+    virtual = hosting.upper() not in _FALSE if hosting else not own_endpoint(env)
     config = Config(
         s3={"addressing_style": "virtual" if virtual else "path"},
         retries={"mode": "standard", "max_attempts": 5},
         signature_version=UNSIGNED if env.get("AWS_NO_SIGN_REQUEST", "").upper() == "YES" else None,
     )
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-    try:
-        return boto3.session.Session(botocore_session=_botocore(own)).client(
+    with _settings():
+        return session.client(
             "s3", endpoint_url=_endpoint_url(env), region_name=region, config=config
         )
-    except BotoCoreError as exc:  # a named profile that does not exist, a bad endpoint
-        raise StorageError(f"the AWS settings are unusable ({exc}); check AWS_PROFILE and "
-                           "AWS_S3_ENDPOINT") from None  # fmt: skip
+
+
+# botocore's credential sources GDAL cannot use itself (GDAL 3.10 reads keys from the
+# environment and the profile files, assumes roles, and asks the metadata addresses)
+_GDAL_CANNOT = ("custom-process", "sso")
+
+
+def gdal_session(path: str | None) -> Any:
+    """A rasterio ``AWSSession`` for reading an ``s3://`` (``/vsis3/``) ``path`` where boto3 gets
+    the credentials from a source GDAL cannot use (a profile's ``credential_process``, SSO):
+    without it GDAL finds no credentials where the AWS CLI and boto3 do. ``None`` otherwise:
+    GDAL then resolves (and refreshes) the credentials itself. The keys go only into the scoped
+    GDAL options of the reads (:func:`geo_hires.scene.open.gdal_env`), never into a file.
+    """
+    if path is None or not (path.startswith("/vsis3/") or path.lower().startswith("s3://")):
+        return None
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+    session = _session(env)
+    with _settings():
+        creds = session.get_credentials()
+        if creds is None or creds.method not in _GDAL_CANNOT:
+            return None
+        from rasterio.session import AWSSession
+
+        return AWSSession(session=session)  # its keys are taken (refreshed) per GDAL scope
+
+
+@contextlib.contextmanager
+def _settings() -> Iterator[None]:
+    """Failures of the AWS settings themselves (a profile that does not exist, a
+    ``credential_process`` that fails or prints no JSON, an SSO sign-in expired) as one error."""
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        yield
+    except (BotoCoreError, ValueError) as exc:  # botocore lets a process's bad JSON through
+        raise StorageError(
+            f"the AWS settings are unusable ({type(exc).__name__}: {exc}); check AWS_PROFILE "
+            "and its profile (aws sts get-caller-identity tests it), and AWS_S3_ENDPOINT"
+        ) from None
 
 
 def _botocore(own_endpoint: bool) -> Any:
@@ -106,8 +151,11 @@ def _errors(url: Url, verb: str = "read") -> Iterator[None]:
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
+        CredentialRetrievalError,
         NoCredentialsError,
         PartialCredentialsError,
+        SSOError,
+        TokenRetrievalError,
     )
 
     where = url.public
@@ -122,6 +170,11 @@ def _errors(url: Url, verb: str = "read") -> Iterator[None]:
         if isinstance(cause, ClientError):
             raise _answered(url, cause.response, verb) from None
         raise StorageError(f"{where}: the upload failed ({exc})") from None
+    except (CredentialRetrievalError, SSOError, TokenRetrievalError) as exc:  # met on first use
+        raise StorageError(
+            f"{where}: the AWS profile's credentials cannot be had ({exc}); sign in again "
+            "(aws sso login) or check AWS_PROFILE"
+        ) from None
     except BotoCoreError as exc:  # the endpoint cannot be reached, a read timed out
         raise StorageError(
             f"{where}: cannot reach the storage ({exc}); check AWS_S3_ENDPOINT and the network"

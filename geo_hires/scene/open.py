@@ -47,7 +47,8 @@ SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "floa
 
 def gdal_env(path: str | None = None) -> rasterio.Env:
     """The scoped GDAL options every read in geo_hires runs under (and, for a remote ``path``,
-    the range-request settings of :func:`geo_hires.scene.remote.gdal_options`).
+    the range-request settings of :func:`geo_hires.scene.remote.gdal_options`, and the
+    credentials of :func:`geo_hires.scene.objects.gdal_session` where GDAL cannot find them).
 
     Why scoped: GDAL options are process-global otherwise; a library must not change its
     host's settings. The cache is bounded so streaming reads keep memory flat; it also holds
@@ -56,6 +57,7 @@ def gdal_env(path: str | None = None) -> rasterio.Env:
     bytes, which makes every decimated read decode each tile once per output row (100x slower).
     """
     return rasterio.Env(
+        session=objects.gdal_session(path),
         GDAL_CACHEMAX=256 * 1024 * 1024,
         GDAL_PAM_ENABLED="NO",
         CPL_LOG_ERRORS="OFF",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -221,6 +222,54 @@ def test_a_profile_in_the_shared_credentials_file_is_used(s3, cog, monkeypatch, 
 
     with SceneReader(open_scene(url)) as reader:  # boto3 (the check) and GDAL (the pixels)
         assert reader.read_overview(10_000).valid.all()
+
+
+def _profile(monkeypatch, tmp_path: Path, *lines: str) -> None:
+    """Credentials only from the AWS config file's profile ``p`` of ``lines``."""
+    config = tmp_path / "aws-config"
+    config.write_text("[profile p]\n" + "\n".join(lines) + "\n")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no SSO token cache, no ~/.aws of the machine's
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_PROFILE", "p")
+
+
+def test_a_profiles_credential_process_serves_the_pixels_too(s3, cog, monkeypatch, tmp_path):
+    """GDAL cannot run a ``credential_process`` (boto3 can): its keys are handed to GDAL."""
+    url = _put(s3, cog, "scenes/apron.tif")
+    script = tmp_path / "creds.py"
+    keys = {"Version": 1, "AccessKeyId": "testing", "SecretAccessKey": "testing"}
+    script.write_text(f"print({json.dumps(json.dumps(keys))})\n")
+    _profile(monkeypatch, tmp_path, f"credential_process = {sys.executable} {script}")
+    from geo_hires.scene import SceneReader
+
+    with SceneReader(open_scene(url)) as reader:
+        assert reader.read_overview(10_000).valid.all()
+
+
+@pytest.mark.parametrize(
+    "lines, says",
+    [
+        (["credential_process = /bin/echo not-json"], "AWS settings are unusable (JSONDecodeError"),
+        (["credential_process = /bin/false"], "AWS settings are unusable (CredentialRetrieval"),
+        (
+            ["sso_start_url = https://example.awsapps.com/start", "sso_region = us-east-1",
+             "sso_account_id = 111111111111", "sso_role_name = reader"],
+            "credentials cannot be had (Error loading SSO Token",
+        ),
+    ],
+    ids=["process-prints-no-json", "process-fails", "sso-not-signed-in"],
+)  # fmt: skip
+def test_a_profile_that_cannot_give_credentials_is_one_line(
+    s3, cog, monkeypatch, tmp_path, capsys, lines, says
+):
+    url = _put(s3, cog, "scenes/apron.tif")
+    _profile(monkeypatch, tmp_path, *lines)
+    assert main(["info", url]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0] and "AWS_PROFILE" in err[0], err
 
 
 def test_a_strip_tiff_in_a_bucket_warns_it_will_be_read_whole(s3, fixtures, tmp_path):
