@@ -39,6 +39,8 @@ class LabelledImage:
         boxes: ``(N, 4)`` float64 xyxy pixel boxes.
         classes: ``(N,)`` int64 indices into the class table.
         corners: ``(N, 4, 2)`` oriented boxes (pixels) for OBB training, else ``None``.
+        scale: Pixels here per pixel of the scene file: not 1 where the scene was resampled to
+            the training GSD (:func:`load_labelled`).
     """
 
     name: str
@@ -46,6 +48,7 @@ class LabelledImage:
     boxes: npt.NDArray[np.float64]
     classes: npt.NDArray[np.int64]
     corners: npt.NDArray[np.float64] | None = None
+    scale: float = 1.0
 
 
 def load_labelled(
@@ -88,8 +91,8 @@ def load_labelled(
         with SceneReader(scene) as reader:
             px = reader.read(Window(0, 0, scene.width, scene.height), out_size=size)
         image = torch.from_numpy(np.round(px.image * 255).astype(np.uint8))
-        raw.append((Path(path).name, image, boxes, corners, names))
-    table = tuple(sorted({n for *_, names in raw for n in names}))
+        raw.append((Path(path).name, image, boxes, corners, names, f))
+    table = tuple(sorted({n for *_, names, _f in raw for n in names}))
     images = [
         LabelledImage(
             name=n,
@@ -97,10 +100,17 @@ def load_labelled(
             boxes=b,
             classes=np.array([table.index(c) for c in cl], np.int64),
             corners=c,
+            scale=f,
         )
-        for n, im, b, c, cl in raw
+        for n, im, b, c, cl, f in raw
     ]
     return images, table
+
+
+def resampled(items: Sequence[LabelledImage]) -> dict[str, float]:
+    """The images loaded at the training GSD, not their files', with their scale (for a model
+    card: the data's GSDs are part of how a model was trained)."""
+    return {i.name: round(i.scale, 4) for i in items if i.scale != 1}
 
 
 def _resample_factor(scene_gsd: float | None, target: float | None) -> float:

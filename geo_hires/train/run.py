@@ -18,7 +18,7 @@ from geo_hires.errors import ConfigError
 from geo_hires.models.arch import ArchSpec, lsn_spec, wide_spec
 from geo_hires.models.bundle import save_bundle
 from geo_hires.models.card import Level, ModelCard, save_card
-from geo_hires.train.chips import ChipSampler, load_labelled, split_by_image
+from geo_hires.train.chips import ChipSampler, load_labelled, resampled, split_by_image
 from geo_hires.train.fit import FitConfig, fit
 
 __all__ = ["AIRCRAFT_LEVELS", "TrainJob", "train_bundle"]
@@ -86,7 +86,7 @@ def train_bundle(
     """
     if job.val_scenes:
         raise ConfigError("validation scenes by name are for YOLO training; use --val-fraction")
-    items, classes = load_labelled(job.scenes, job.labels, class_map=job.class_map)
+    items, classes = load_labelled(job.scenes, job.labels, class_map=job.class_map, gsd_m=job.gsd_m)
     train, val = split_by_image(items, val_fraction=job.val_fraction, seed=job.fit.seed)
     log(
         f"train: {len(train)} images / {sum(len(i.boxes) for i in train)} boxes; "
@@ -107,6 +107,7 @@ def train_bundle(
             "data": job.labels,
             "train_images": [i.name for i in train],
             "val_images": [i.name for i in val],
+            "resampled": resampled(items),
             "class_map": dict(job.class_map),
             "fit": dataclasses.asdict(job.fit),
             "sampler": dataclasses.asdict(job.sampler),

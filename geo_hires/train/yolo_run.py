@@ -44,7 +44,7 @@ import torch
 from geo_hires.errors import ConfigError
 from geo_hires.models.card import Level, ModelCard, bundle_dir, load_card, save_card
 from geo_hires.models.yolo import ultralytics_env
-from geo_hires.train.chips import LabelledImage, load_labelled, split_by_image
+from geo_hires.train.chips import LabelledImage, load_labelled, resampled, split_by_image
 from geo_hires.train.run import Evaluator, TrainJob
 from geo_hires.train.yolo_data import YoloDataConfig, chip_dataset, dataset_record
 
@@ -353,7 +353,7 @@ def train_yolo_bundle(
         _work_plan(folder, plan)
         data = chip_dataset(folder / "data", fit, select, classes, cfg.data,
                             oriented=cfg.oriented, gsd_m=job.gsd_m, log=log)  # fmt: skip
-        train_names = [i.name for i in train]
+        train_names, scaled = [i.name for i in train], resampled(items)
         del items, train, fit, select  # the pixels live on as chips: free GBs for the hours ahead
         sessions = _new_session(folder)
         log(f"training {cfg.arch} in {folder} (session {sessions})")
@@ -366,7 +366,7 @@ def train_yolo_bundle(
     record = _training_record(
         job, cfg, train_images=train_names, fit_images=plan["fit_images"],
         select_images=plan["select_images"], val_images=[Path(p).name for p in val_paths],
-        report=report,
+        resampled=scaled, report=report,
     )  # fmt: skip
     card = _card(job, cfg, classes, record)
     save_card(out, card)

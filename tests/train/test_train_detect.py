@@ -58,6 +58,28 @@ def tiny_bundle(tmp_path_factory) -> Path:
     return root / "bundle"
 
 
+def test_a_scene_at_another_gsd_is_trained_on_at_the_bundles(tmp_path):
+    """A scanner learns objects at the size its levels will show them: a 0.25 m scene is
+    halved for a 0.5 m bundle (as for a YOLO), and the card says so."""
+    from geo_hires.export import write_geojson
+
+    scenes = []
+    for name, gsd in (("fine.tif", 0.25), ("usual.tif", 0.5), ("held.tif", 0.5)):
+        path = tmp_path / name
+        spec = SynthSpec(width=256, height=256, seed=len(scenes), density=Density.DENSE, gsd_m=gsd)
+        write_geojson(tmp_path / f"{path.stem}.geojson", write_synthetic(path, spec),
+                      open_scene(path))  # fmt: skip
+        scenes.append(str(path))
+    job = TrainJob(
+        scenes=tuple(scenes), labels=str(tmp_path), out=str(tmp_path / "bundle"), name="g",
+        val_fraction=0.34, levels=LEVELS, sampler=ChipSampler(chip=64),
+        fit=FitConfig(steps=2, minutes=1, batch_size=2),
+    )  # fmt: skip
+    train_bundle(job, evaluate=None, log=lambda _s: None)
+    training = json.loads((tmp_path / "bundle" / "card.json").read_text())["training"]
+    assert training["resampled"] == {"fine.tif": 0.5}
+
+
 def test_codec_round_trip():
     boxes = np.array([[10.0, 20.0, 50.0, 44.0], [100.0, 3.0, 113.0, 30.0]])
     t = encode_targets(boxes, np.array([0, 1]), out_hw=(32, 32), num_classes=2, stride=4)

@@ -81,6 +81,7 @@ def test_a_killed_training_resumes_in_its_work_folder(tmp_path, monkeypatch):
     fit, select = record["fit_images"], record["select_images"]
     assert len(fit) == 2 and len(select) == 1 and not set(fit) & set(select)
     assert sorted(fit + select) == ["s0.tif", "s1.tif", "s2.tif"]
+    assert record["resampled"] == {}  # the scenes are at the job's GSD
     assert record["val_images"] == ["s3.tif"] and tuple(record["yolo"]["data"]["gsd_range"]) == (
         0.3,
         1.2,
