@@ -32,7 +32,12 @@ import numpy as np
 import rasterio
 import torch
 
-from geo_hires.detect.options import PRECISIONS, DetectConfig, resolve_precision
+from geo_hires.detect.options import (
+    PRECISIONS,
+    DetectConfig,
+    native_bf16,
+    resolve_precision,
+)
 from geo_hires.detect.plan import plan_units
 from geo_hires.detections import PixelDetections
 from geo_hires.errors import NoCRSWarning
@@ -99,7 +104,9 @@ def _ours(scene: Any, bundle: Any, cfg: DetectConfig, choice: str) -> tuple[Any,
     """Detections, seconds and pixels YOLO saw; ``choice`` is resolved for the bundle as
     ``detect --precision`` resolves it."""
     torch.set_num_threads(THREADS)
-    cfg = dataclasses.replace(cfg, precision=resolve_precision(choice, bundle.card, "cpu"))
+    cfg = dataclasses.replace(
+        cfg, precision=resolve_precision(choice, bundle.card, native_bf16("cpu"))
+    )
     start = time.perf_counter()
     r = detect_scene(scene, bundle, cfg)
     secs = time.perf_counter() - start

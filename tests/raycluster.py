@@ -14,7 +14,9 @@ from typing import Any
 
 
 @contextlib.contextmanager
-def local_cluster(workers: int, cpus_per_worker: int) -> Iterator[Any]:
+def local_cluster(workers: int, cpus_per_worker: int, gpus_per_worker: int = 0) -> Iterator[Any]:
+    """``gpus_per_worker``: GPUs the worker nodes declare to Ray (none is there: a node whose
+    GPU a run asks for but cannot use, as a GPU-less head meets its GPU workers' requests)."""
     from ray import cluster_utils
 
     from geo_hires.detect.ray_local import offline_env
@@ -26,7 +28,9 @@ def local_cluster(workers: int, cpus_per_worker: int) -> Iterator[Any]:
                             "node_ip_address": "127.0.0.1"},
         )  # fmt: skip
         for _ in range(workers):
-            c.add_node(num_cpus=cpus_per_worker, node_ip_address="127.0.0.1")
+            c.add_node(
+                num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, node_ip_address="127.0.0.1"
+            )
         c.wait_for_nodes()
     try:
         yield c

@@ -105,7 +105,8 @@ def add_detect_args(p: argparse.ArgumentParser) -> None:
 
 def _add_machine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="where the network runs (auto: CUDA when present)")  # fmt: skip
+                   help="where the network runs (auto: CUDA when present; with --executor ray: "
+                        "on the actors' nodes, checked there)")  # fmt: skip
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="run work units in this process, or on Ray scanner actors")  # fmt: skip
     ray = RAY_FLAGS
@@ -218,11 +219,11 @@ def _executor(args: argparse.Namespace) -> Executor:
     from geo_hires.detect.executors import LocalExecutor
 
     device = None if args.device == "auto" else torch.device(args.device)
-    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "--device cuda asked for, but no CUDA device is available; use --device cpu"
-        )
     if args.executor == "local":
+        if device is not None and device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(
+                "--device cuda asked for, but no CUDA device is available; use --device cpu"
+            )
         return LocalExecutor(device=device)
     try:
         from geo_hires.detect.ray_executor import RayConfig, RayExecutor
@@ -234,7 +235,8 @@ def _executor(args: argparse.Namespace) -> Executor:
     if gpus is None:
         gpus = 1.0 if device is not None and device.type == "cuda" else 0.0
     config = RayConfig(address=args.address, actors=args.actors, num_cpus=args.cpus_per_actor,
-                       num_gpus=gpus, placement_timeout_s=args.placement_timeout)  # fmt: skip
+                       num_gpus=gpus, placement_timeout_s=args.placement_timeout,
+                       device=None if device is None else device.type)  # fmt: skip
     return RayExecutor(config=config)
 
 

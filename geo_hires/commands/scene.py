@@ -78,6 +78,7 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
 
     from geo_hires.aoi import load_aoi
     from geo_hires.commands.args import run_bundle
+    from geo_hires.detect.options import native_bf16
     from geo_hires.models.card import load_card
     from geo_hires.pipeline.detect import ScenePlan
     from geo_hires.scene.stac import open_input
@@ -87,8 +88,8 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     card = bare.card if bare is not None else load_card(options.model)
     scene, _ = open_input(args.scene, options.read_config(read_config(args)))
     aoi = load_aoi(options.aoi, scene) if options.aoi is not None else None
-    device = _device_type(args.device)
-    plan = ScenePlan.make(scene, card, options.detect_config(card, device), aoi=aoi)
+    native = native_bf16(_device_type(args.device))
+    plan = ScenePlan.make(scene, card, options.detect_config(card, native), aoi=aoi)
     units, runs = plan.first()
     if plan.coarse is not None:
         runs += plan.fine(lambda _li, cores: np.ones(len(cores), bool))[1]

@@ -84,11 +84,12 @@ def resolve_zoom(choice: str, card: ModelCard) -> ZoomMode:
     return default if default in ZOOM_MODES else "all"
 
 
-def resolve_precision(choice: str, card: ModelCard, device_type: str) -> Precision:
-    """``auto`` → bf16 where the device runs it natively *and* the card records that bf16
-    keeps the bundle's validation AP (``precision.bf16.keeps_ap``, measured by
-    ``scripts/score_precision.py``), else fp32; ``fp32`` and ``bf16`` as asked. A bundle
-    without a scanning network always runs fp32."""
+def resolve_precision(choice: str, card: ModelCard, native: bool) -> Precision:
+    """``auto`` → bf16 where the device the network runs on does it natively (``native``:
+    :func:`native_bf16` of that device) *and* the card records that bf16 keeps the bundle's
+    validation AP (``precision.bf16.keeps_ap``, measured by ``scripts/score_precision.py``),
+    else fp32; ``fp32`` and ``bf16`` as asked. A bundle without a scanning network always
+    runs fp32."""
     if choice not in PRECISIONS:
         raise ConfigError(f"--precision {choice!r}: choose one of {', '.join(PRECISIONS)}")
     if card.arch is None or choice == "fp32":
@@ -96,7 +97,7 @@ def resolve_precision(choice: str, card: ModelCard, device_type: str) -> Precisi
     if choice == "bf16":
         return "bf16"
     measured = card.extra.get("precision", {}).get("bf16", {})
-    return "bf16" if measured.get("keeps_ap") and native_bf16(device_type) else "fp32"
+    return "bf16" if measured.get("keeps_ap") and native else "fp32"
 
 
 def _ignored(message: str) -> None:
@@ -275,9 +276,10 @@ class DetectOptions:
         }
         return cls(**plain)
 
-    def detect_config(self, card: ModelCard, device_type: str = "cpu") -> DetectConfig:
+    def detect_config(self, card: ModelCard, native: bool | None = None) -> DetectConfig:
         """The stages' settings for these options, with the precision resolved for ``card``
-        on a device of ``device_type`` (:func:`resolve_precision`). An option these settings
+        on a device whose bf16 is ``native`` or not (``None``: this machine's CPU; see
+        :func:`resolve_precision`). An option these settings
         leave moot is said to be (:class:`OptionIgnoredWarning`): a ``block`` or ``bf16`` for a
         bundle without a scanning network, a ``budget`` with zoom ``none``."""
         if self.block != BLOCK and not any(lv.detector == FCN for lv in card.levels):
@@ -286,7 +288,8 @@ class DetectOptions:
                 "sizes; its windows are its card's (window, halo)"
             )
         zoom = resolve_zoom(self.zoom, card)
-        precision = resolve_precision(self.precision, card, device_type)
+        native = native_bf16("cpu") if native is None else native
+        precision = resolve_precision(self.precision, card, native)
         if self.budget is not None and zoom == "none":
             _ignored(f"--budget {self.budget}: --zoom none zooms no window, so none is capped")
         if self.precision == "bf16" and precision == "fp32":

@@ -54,6 +54,8 @@ class RayConfig:
             must not loop; a node that dies with several actors counts once).
         placement_timeout_s: How long work may wait with no live actor before the scene fails.
         object_store_mb: Object store size of a local cluster.
+        device: The actors' torch device type (``cpu``, ``cuda``); ``None``: CUDA where the
+            node gives an actor a GPU. Checked on a worker, not on the driver (a GPU-less head).
     """
 
     address: str | None = None
@@ -64,8 +66,13 @@ class RayConfig:
     unit_attempts: int = 3
     placement_timeout_s: float = 600.0
     object_store_mb: int = 512
+    device: str | None = None
 
     def __post_init__(self) -> None:
+        if self.device not in (None, "cpu", "cuda"):
+            raise ConfigError(f"RayConfig: device {self.device!r}: cpu, cuda or None (auto)")
+        if self.device == "cuda" and not self.num_gpus:
+            raise ConfigError("RayConfig: device cuda needs GPUs per actor (--gpus-per-actor 1)")
         if self.actors < 1 or self.num_cpus <= 0 or self.num_gpus < 0:
             raise ConfigError("RayConfig: actors >= 1, num_cpus > 0 and num_gpus >= 0 required")
         if self.replacements < 0 or self.unit_attempts < 1 or self.placement_timeout_s <= 0:
@@ -103,8 +110,12 @@ class ScannerActor:
     needs nothing from the driver but its constructor's small arguments.
     """
 
-    def __init__(self, card: ModelCard, cfg: DetectConfig, read_config: ReadConfig | None) -> None:
+    def __init__(
+        self, card: ModelCard, cfg: DetectConfig, read_config: ReadConfig | None,
+        device: str | None = None,
+    ) -> None:  # fmt: skip
         self.card, self.cfg, self.read_config = card, cfg, read_config
+        self.device = torch.device(device) if device else None
         self._model: Bundle | None = None
         self._model_key: str | None = None
         self._runners: dict[str, tuple[SceneReader, UnitRunner]] = {}
@@ -127,7 +138,7 @@ class ScannerActor:
         if entry is None:
             self._close()
             reader = SceneReader(scene, config=self.read_config).__enter__()
-            entry = (reader, UnitRunner(reader, self._model, self.cfg))
+            entry = (reader, UnitRunner(reader, self._model, self.cfg, self.device))
             self._runners = {scene.path: entry}
         return entry[1]
 
@@ -141,6 +152,17 @@ class ScannerActor:
         # thread than __init__: set it here so the numerics match a local run
         torch.set_num_threads(self.cfg.threads)
         return self._runner(scene, payload, model_key).run(unit)
+
+
+def _device_here(device: str | None) -> bool | None:
+    """On a Ray worker: whether the device an actor placed like it would run on has native
+    bf16; ``None`` when ``device`` is ``cuda`` and the worker has no CUDA device."""
+    from geo_hires.detect.options import native_bf16
+
+    kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if kind == "cuda" and not torch.cuda.is_available():
+        return None
+    return native_bf16(kind)
 
 
 @dataclasses.dataclass(eq=False)
@@ -194,6 +216,40 @@ class RayExecutor:
     _state: Any = None  # object ref of the weights, passed with every call
     _key: tuple[Any, ...] | None = None
     _stats_of: Scene | None = None  # the scene ``stats`` describes
+    _native: bool | None = None  # what native_bf16 found
+
+    def native_bf16(self) -> bool:
+        """Whether the actors' device runs bf16 natively (what ``--precision auto`` needs),
+        asked once of a worker placed as an actor is, before actors hold the resources: the
+        driver may be a GPU-less head, or a node with another CPU than the workers'."""
+        if self._native is None:
+            self._native = self._probe()
+        return self._native
+
+    def _probe(self) -> bool:
+        import ray
+
+        c = self.config
+        ensure_ray(c.address, object_store_mb=c.object_store_mb)
+        probe = ray.remote(_device_here).options(
+            num_cpus=c.num_cpus, num_gpus=c.num_gpus, max_retries=0, scheduling_strategy="SPREAD"
+        )
+        ref = probe.remote(c.device)
+        done, _ = ray.wait([ref], timeout=c.placement_timeout_s)
+        if not done:
+            ray.cancel(ref, force=True)
+            raise ExecutorError(self._unplaced())
+        try:
+            native = ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            raise ExecutorError(f"the Ray worker asked for its device failed: {exc}") from exc
+        if native is None:
+            raise ConfigError(
+                f"--device cuda: a Ray worker given {c.num_gpus:g} GPU per actor has no CUDA "
+                "device torch can use (a GPU Ray counts on a node without its driver?); check "
+                "the worker nodes' GPUs, or use --device cpu"
+            )
+        return bool(native)
 
     @property
     def actors(self) -> list[Any]:
@@ -219,7 +275,7 @@ class RayExecutor:
             max_task_retries=0,
             scheduling_strategy="SPREAD",
         )
-        self._args = (bundle.card, cfg, read_config)
+        self._args = (bundle.card, cfg, read_config, c.device)
         self._state = ray.put(bundle.payload())
         self._slots = [self._start_actor() for _ in range(c.actors)]
         self._key = key
@@ -314,12 +370,15 @@ class RayExecutor:
         now = time.monotonic()
         run.idle_since = run.idle_since or now
         if now - run.idle_since > self.config.placement_timeout_s:
-            c = self.config
-            raise ExecutorError(
-                f"no Ray scanner actor could be placed for {c.placement_timeout_s:.0f} s (each "
-                f"needs {c.num_cpus:g} CPU and {c.num_gpus:g} GPU on one node); add nodes, or "
-                "lower --actors or --gpus-per-actor"
-            )
+            raise ExecutorError(self._unplaced())
+
+    def _unplaced(self) -> str:
+        c = self.config
+        return (
+            f"no Ray scanner actor could be placed for {c.placement_timeout_s:.0f} s (each "
+            f"needs {c.num_cpus:g} CPU and {c.num_gpus:g} GPU on one node); add nodes, or "
+            "lower --actors or --gpus-per-actor"
+        )
 
     def shutdown(self) -> None:
         """Stop the actors (the cluster stays up)."""

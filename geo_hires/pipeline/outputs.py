@@ -19,7 +19,7 @@ from geo_hires.aoi import AreaOfInterest, load_aoi
 from geo_hires.config import ExportConfig, ReadConfig, config_id
 from geo_hires.detect.executors import Executor
 from geo_hires.detect.journal import journal_for
-from geo_hires.detect.options import DetectConfig, DetectOptions
+from geo_hires.detect.options import DetectConfig, DetectOptions, native_bf16
 from geo_hires.errors import ConfigError
 from geo_hires.export import (
     FORMATS,
@@ -41,7 +41,7 @@ from geo_hires.pipeline.detect import DetectResult, detect_scene
 from geo_hires.scene import Scene, remote
 from geo_hires.scene.stac import open_input
 
-__all__ = ["Outputs", "device_type", "run_detect", "run_identity"]
+__all__ = ["Outputs", "device_type", "native_bf16_of", "run_detect", "run_identity"]
 
 PathLike = str | os.PathLike[str]
 
@@ -104,16 +104,23 @@ class Outputs:
 
 
 def device_type(executor: Executor | None) -> str:
-    """Where the scanning network will run: ``cuda`` for an executor on a CUDA device or Ray
-    actors with GPUs, else what the local executor picks (CUDA when present)."""
+    """Where a local executor runs the scanning network: its device, else CUDA when present."""
     import torch
 
     device = getattr(executor, "device", None)
     if device is not None:
         return str(torch.device(device).type)
-    if getattr(getattr(executor, "config", None), "num_gpus", 0):
-        return "cuda"
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def native_bf16_of(executor: Executor | None) -> bool:
+    """Whether the device ``executor`` runs the scanning network on does bf16 natively: asked
+    of the executor when it can say (Ray asks a worker placed as its actors are), else
+    :func:`~geo_hires.detect.options.native_bf16` of :func:`device_type`."""
+    ask = getattr(executor, "native_bf16", None)
+    if ask is not None:
+        return bool(ask())
+    return native_bf16(device_type(executor))
 
 
 def _provenance(
@@ -203,7 +210,7 @@ class _Opened:
         cls, scene_path: PathLike, opts: DetectOptions, bundle: Bundle,
         config: DetectConfig | None, read_config: ReadConfig | None, executor: Executor | None,
     ) -> _Opened:  # fmt: skip
-        cfg = config or opts.detect_config(bundle.card, device_type(executor))
+        cfg = config or opts.detect_config(bundle.card, native_bf16_of(executor))
         reading = opts.read_config(read_config)
         scene, stac = open_input(scene_path, reading)
         area = load_aoi(opts.aoi, scene) if opts.aoi is not None else None

@@ -79,16 +79,18 @@ def test_auto_follows_the_device_and_what_the_card_measured(monkeypatch):
     lost = dataclasses.replace(
         card, extra={**card.extra, "precision": {"bf16": {"keeps_ap": False}}}
     )
-    monkeypatch.setattr(options, "native_bf16", lambda device_type: device_type == "cuda")
-    assert resolve_precision("auto", kept, "cuda") == "bf16"
-    assert resolve_precision("auto", kept, "cpu") == "fp32"  # emulated bf16 is no gain
-    assert resolve_precision("auto", lost, "cuda") == "fp32"  # the card says bf16 costs AP
-    assert resolve_precision("bf16", lost, "cpu") == "bf16"  # asked for explicitly
-    assert resolve_precision("fp32", kept, "cuda") == "fp32"
+    assert resolve_precision("auto", kept, True) == "bf16"
+    assert resolve_precision("auto", kept, False) == "fp32"  # emulated bf16 is no gain
+    assert resolve_precision("auto", lost, True) == "fp32"  # the card says bf16 costs AP
+    assert resolve_precision("bf16", lost, False) == "bf16"  # asked for explicitly
+    assert resolve_precision("fp32", kept, True) == "fp32"
     yolo = dataclasses.replace(kept, arch=None, levels=())
-    assert resolve_precision("bf16", yolo, "cuda") == "fp32"  # no scanning network
+    assert resolve_precision("bf16", yolo, True) == "fp32"  # no scanning network
+    monkeypatch.setattr(options, "native_bf16", lambda device_type: device_type == "cuda")
+    assert DetectOptions().detect_config(kept).precision == "fp32"  # None: this CPU's
+    assert DetectOptions().detect_config(kept, True).precision == "bf16"
     with pytest.raises(ConfigError, match="choose one of auto, fp32, bf16"):
-        resolve_precision("int4", kept, "cpu")
+        resolve_precision("int4", kept, True)
     with pytest.raises(ConfigError, match="fp32 or bf16"):
         DetectConfig(precision="auto")  # type: ignore[arg-type]
 

@@ -34,7 +34,7 @@ def test_a_cascade_keeps_its_parts_files_and_records_but_none_of_the_scanners_me
 
     assert {k: card.extra[k] for k in CARRIED} == {k: scanner.extra[k] for k in CARRIED}
     assert set(card.extra) == {*CARRIED, "training"}
-    assert resolve_precision("auto", card, "cpu") == "fp32"  # unmeasured: whatever the CPU
+    assert resolve_precision("auto", card, True) == "fp32"  # unmeasured: whatever the device
     assert resolve_zoom("auto", card) == "all"
     assert card.extra["training"] == {
         "scanner": {"bundle": "aircraft_lsn", **scanner.extra["training"]},
