@@ -43,9 +43,7 @@ def _detect(scene: Path, out: Path, address: str, *more: str) -> subprocess.Comp
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_auto_precision_follows_the_actors_device_not_the_drivers(
-    gpu_cluster, demo_crop, tmp_path
-):
+def test_auto_precision_follows_the_actors_device_not_the_drivers(gpu_cluster, demo_crop, tmp_path):
     scene, out = demo_crop(512, 256, 512, 512), tmp_path / "d.geojson"
     done = _detect(scene, out, gpu_cluster.address)
     assert done.returncode == 0, done.stderr
