@@ -48,6 +48,20 @@ def test_every_container_is_hardened_and_writes_only_to_volumes(rendered):
             assert spec["automountServiceAccountToken"] is False
 
 
+def test_every_pod_runs_as_an_account_of_the_manifests_and_chowns_no_volume_per_start(rendered):
+    """Workload identity (IRSA) is an annotation on a ServiceAccount: a pod running as one that
+    KubeRay names after a generated cluster could never get it (the head runs the batch driver
+    and the service's runners, which read and write the buckets)."""
+    _, docs = rendered
+    accounts = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
+    for pod in as_pods(docs):
+        spec, name = pod["spec"], pod["metadata"]["name"]
+        want = "geo-hires-head" if name.endswith("-head") else "geo-hires"
+        assert spec.get("serviceAccountName") == want and want in accounts, name
+        ctx = spec["securityContext"]
+        assert "fsGroup" not in ctx or ctx["fsGroupChangePolicy"] == "OnRootMismatch", name
+
+
 # ---------------------------------------------------------------- checkov, hadolint
 
 

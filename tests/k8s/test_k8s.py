@@ -277,7 +277,10 @@ def test_the_s3_overlays_egress_reaches_only_the_cluster_dns_and_storage():
     assert len(peers) == 3, "nothing else"
     head = egress["geo-hires-batch-head-egress"]
     assert head["podSelector"]["matchLabels"]["ray.io/node-type"] == "head"
-    assert [r["ports"] for r in head["egress"]] == [[{"port": 443, "protocol": "TCP"}]]
+    # the API server's endpoint (kubeadm's port), never the kubernetes Service's ClusterIP:443,
+    # which plugins that check after the Service rewrite (Calico, Cilium, OVN) never match
+    assert [r["ports"] for r in head["egress"]] == [[{"port": 6443, "protocol": "TCP"}]]
+    assert head["egress"][0]["to"][0]["ipBlock"]["cidr"] != "10.96.0.1/32"
 
 
 # ---------------------------------------------------------------- sizing
