@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,7 +59,25 @@ def offline_env() -> contextlib.AbstractContextManager[None]:
     For starts that do not go through :func:`ensure_ray` (``ray.cluster_utils.Cluster`` in
     tests, ``serve``): processes started inside inherit it; the caller's is restored after.
     """
-    return _env({**OFFLINE_ENV, "HOME": str(offline_home())})
+    return _loopback(_env({**OFFLINE_ENV, "HOME": str(offline_home())}))
+
+
+@contextlib.contextmanager
+def _loopback(inner: contextlib.AbstractContextManager[None]) -> Iterator[None]:
+    """``inner``, with Ray's "single-machine cluster" switch off in this process too: Ray reads
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once, at import, so in a process that imported Ray
+    before (a host application, a test session) a start would take the machine's network
+    address and every Ray process would listen on all interfaces."""
+    constants = sys.modules.get("ray._private.ray_constants")
+    old = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    with inner:
+        if constants is not None:
+            constants.ENABLE_RAY_CLUSTER = False
+        try:
+            yield
+        finally:
+            if constants is not None:
+                constants.ENABLE_RAY_CLUSTER = old
 
 
 def ensure_ray(

@@ -290,6 +290,25 @@ def test_aoi_on_ray_matches_local(ray_local, tmp_path, scene_path):
     assert "aoi" in json.loads(local.read_text())["geo_hires"]
 
 
+def test_a_local_ray_listens_on_loopback_only(ray_local):
+    """This test session imported Ray before starting it, as a host application may: Ray reads
+    its single-machine switch at import, so the start took the machine's address and its GCS,
+    raylets and agents listened on every interface (anyone reaching the machine could run code
+    on it)."""
+    import psutil
+
+    assert {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]} == {"127.0.0.1"}
+    ray.get(ray.remote(lambda: 1).remote())  # a worker, and the agents, up
+    listening = set()
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            conns = proc.net_connections(kind="inet")
+        except psutil.Error:  # gone meanwhile
+            continue
+        listening |= {c.laddr.ip for c in conns if c.status == psutil.CONN_LISTEN}
+    assert listening and listening <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, listening
+
+
 def test_ray_settings_are_checked_at_their_bounds():
     from geo_hires.detect.ray_executor import RayConfig
     from geo_hires.errors import ConfigError
