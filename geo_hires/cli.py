@@ -4,10 +4,10 @@ Each entry point of the group ``geo_hires.commands`` adds sub-parsers whose ``_h
 the command (see :mod:`geo_hires.commands`), so the library's own families and an installed
 package's (the service's ``serve`` and ``submit``) are dispatched the same way. Every
 deliberate error (:class:`~geo_hires.errors.GeoHiresError`) becomes one line on stderr and exit
-status 2; warnings become one line each. So does an operating-system error the commands do not
-foresee (a folder that is a file, a disk that is full, a path that cannot be created): what
-the system said, with the path, is what the user needs to change. ``GEO_HIRES_DEBUG=1`` shows
-tracebacks instead.
+status 2, as does a usage error (an unknown flag, a bad choice), and an operating-system error
+the commands do not foresee (a folder that is a file, a disk that is full, a path that cannot be
+created): what the system said, with the path, is what the user needs to change. Warnings
+become one line each. ``GEO_HIRES_DEBUG=1`` shows tracebacks instead.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, NoReturn, TextIO
 
 from geo_hires.errors import GeoHiresError
 
@@ -27,10 +27,41 @@ _ORDER = ("scene", "detect", "evaluate", "train")
 """Families first, in the order of the flow; other plugins after them, by name."""
 
 
+class _Help(argparse.HelpFormatter):
+    """Help that shows an option's default where it has one worth showing (not a flag's
+    ``False`` nor ``None``) and its text does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or default is None
+            or default is False
+            or default == []
+            or default is argparse.SUPPRESS
+            or "default" in text.lower()
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose usage errors are one line, as every other error is (the usage itself is
+    ``--help``'s), with defaults shown in the help; sub-parsers are made of this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     from importlib.metadata import entry_points
 
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="geo-hires",
         description="Find objects in huge georeferenced rasters; GeoJSON and GeoPackage out.",
     )

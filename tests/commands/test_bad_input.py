@@ -374,3 +374,19 @@ def test_synth_and_convert_take_every_name_of_their_formats(capsys, tmp_path):
     argv = ["-o", out[0], "--gpkg", out[1], "--quicklook", out[2]]
     assert main(["convert", str(truth), "--scene", str(scene), *argv]) == 0
     assert all(Path(p).is_file() for p in out)
+
+
+def test_a_usage_error_is_one_line_and_the_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["detect", "x.tif", "-o", "x.geojson", "--zoom", "bogus"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("geo-hires detect: error: argument --zoom"), err
+    assert err[0].endswith("; see geo-hires detect --help")
+    with pytest.raises(SystemExit) as stop:
+        main(["detect", "--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--block BLOCK block core size (level px) (default: 1024)" in text
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "(default: the model card's)" in text and "card's) (default" not in text
