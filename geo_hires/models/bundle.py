@@ -115,16 +115,13 @@ class Bundle:
             fcn = _network(card)
             fcn.load_state_dict(payload["fcn"])
             fcn = fcn.eval()
-        folder = Path(tempfile.mkdtemp(prefix="geo-hires-models-"))
-        for name, data in payload["files"].items():
-            (folder / name).write_bytes(data)
-        return cls(
-            card=card,
-            fcn=fcn,
-            yolo=_load_yolos(folder, card),
-            files=payload["files"],
-            digest=payload["digest"],
-        )
+        # ultralytics loads from a file; the copies go once loaded (an actor per run, per
+        # replacement, per settings change: a long-lived node would fill its disk with them)
+        with tempfile.TemporaryDirectory(prefix="geo-hires-models-") as tmp:
+            for name, data in payload["files"].items():
+                (Path(tmp) / name).write_bytes(data)
+            yolo = _load_yolos(Path(tmp), card)
+        return cls(card=card, fcn=fcn, yolo=yolo, files=payload["files"], digest=payload["digest"])
 
 
 def _network(card: ModelCard) -> FCNDetector:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -42,13 +44,18 @@ def test_a_bundle_folder_must_hold_what_its_card_names(tmp_path):
         load_bundle(renamed)
 
 
-def test_a_bundle_without_a_scanning_network_says_so_and_travels(tmp_path):
+def test_a_bundle_without_a_scanning_network_says_so_and_travels(tmp_path, monkeypatch):
     yolo = load_bundle("aircraft_yolo")
     assert yolo.fcn is None and yolo.policy is None
     with pytest.raises(ConfigError, match=r"^this bundle has no scanning network \('arch'"):
         yolo.network()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where an actor's copies go
     back = Bundle.from_payload(yolo.card, yolo.payload())
     assert back.fcn is None and back.digest == yolo.digest and list(back.yolo) == ["yolo.pt"]
+    assert not list(tmp_path.glob("geo-hires-models-*"))  # no 6 MB copy left per actor
+    image = np.zeros((256, 256, 3), np.uint8)
+    (found,) = back.model("yolo.pt").predict([image], imgsz=256, threshold=0.25, threads=1)
+    assert len(found[0]) == 0  # it runs (no box on a black image), its file gone
 
 
 def test_the_digest_is_the_identity_of_every_weight(tmp_path):
