@@ -16,26 +16,26 @@ are keyed and results merged by key, so the output does not depend on where a un
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
-import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-
-import torch
 
 from geo_hires.config import ReadConfig
 from geo_hires.detect.journal import UnitResult
 from geo_hires.detect.options import DetectConfig
 from geo_hires.detect.plan import Unit
+from geo_hires.detect.ray_actor import ScannerActor, native_bf16_here, unwrapped
 from geo_hires.detect.ray_local import ensure_ray
-from geo_hires.detect.runner import UnitRunner
-from geo_hires.errors import ConfigError, ExecutorError, GeoHiresError
+from geo_hires.errors import ConfigError, ExecutorError
 from geo_hires.models.bundle import Bundle
-from geo_hires.models.card import ModelCard
-from geo_hires.scene import Scene, SceneReader
+from geo_hires.scene import Scene
 
-__all__ = ["RayConfig", "RayExecutor", "RunStats", "ScannerActor"]
+__all__ = ["RayConfig", "RayExecutor", "RunStats"]
+
+DRAIN_S = 60.0
+"""How long a failed scene waits for its other units in flight (their results are kept)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -102,69 +102,6 @@ class RunStats:
                         actors_lost=self.actors_lost + other.actors_lost)  # fmt: skip
 
 
-class ScannerActor:
-    """Reads and runs units of any scene; readers are cached per scene, the model per weights.
-
-    The weights arrive with every call (an object-store reference Ray resolves from the local
-    store) rather than through the constructor, so an actor started to replace a lost one
-    needs nothing from the driver but its constructor's small arguments.
-    """
-
-    def __init__(
-        self, card: ModelCard, cfg: DetectConfig, read_config: ReadConfig | None,
-        device: str | None = None,
-    ) -> None:  # fmt: skip
-        self.card, self.cfg, self.read_config = card, cfg, read_config
-        self.device = torch.device(device) if device else None
-        self._model: Bundle | None = None
-        self._model_key: str | None = None
-        self._runners: dict[str, tuple[SceneReader, UnitRunner]] = {}
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def ready(self) -> str:
-        """The id of the node this actor runs on (answering at all means it was placed)."""
-        import ray
-
-        return str(ray.get_runtime_context().get_node_id())
-
-    def _runner(self, scene: Scene, payload: dict[str, Any], model_key: str) -> UnitRunner:
-        if self._model is None or self._model_key != model_key:
-            self._model = Bundle.from_payload(self.card, payload)
-            self._model_key = model_key
-            self._close()
-        entry = self._runners.get(scene.path)
-        if entry is None:
-            self._close()
-            reader = SceneReader(scene, config=self.read_config).__enter__()
-            entry = (reader, UnitRunner(reader, self._model, self.cfg, self.device))
-            self._runners = {scene.path: entry}
-        return entry[1]
-
-    def _close(self) -> None:
-        for reader, _ in self._runners.values():
-            reader.__exit__(None, None, None)
-        self._runners = {}
-
-    def run(self, scene: Scene, unit: Unit, payload: dict[str, Any], model_key: str) -> UnitResult:
-        # OpenMP thread counts are per calling thread, and Ray may call methods on another
-        # thread than __init__: set it here so the numerics match a local run
-        torch.set_num_threads(self.cfg.threads)
-        return self._runner(scene, payload, model_key).run(unit)
-
-
-def _device_here(device: str | None) -> bool | None:
-    """On a Ray worker: whether the device an actor placed like it would run on has native
-    bf16; ``None`` when ``device`` is ``cuda`` and the worker has no CUDA device."""
-    from geo_hires.detect.options import native_bf16
-
-    kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if kind == "cuda" and not torch.cuda.is_available():
-        return None
-    return native_bf16(kind)
-
-
 @dataclasses.dataclass(eq=False)
 class _Slot:
     """One actor: ``node`` is ``None`` until its ``ready`` call answers."""
@@ -189,13 +126,6 @@ class _Scene:
     def stats(self) -> RunStats:
         retried = sum(n - 1 for n in self.attempts.values() if n > 1)
         return RunStats(per_node=dict(self.per_node), retried=retried, actors_lost=self.lost)
-
-
-def _own(exc: Exception) -> Exception:
-    """The library's error raised in a unit on an actor, unwrapped: Ray's ``RayTaskError``
-    subclasses it, but its text is the actor's traceback, which must not reach a user."""
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, GeoHiresError) else exc
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -231,7 +161,7 @@ class RayExecutor:
 
         c = self.config
         ensure_ray(c.address, object_store_mb=c.object_store_mb)
-        probe = ray.remote(_device_here).options(
+        probe = ray.remote(native_bf16_here).options(
             num_cpus=c.num_cpus, num_gpus=c.num_gpus, max_retries=0, scheduling_strategy="SPREAD"
         )
         ref = probe.remote(c.device)
@@ -241,8 +171,9 @@ class RayExecutor:
             raise ExecutorError(self._unplaced())
         try:
             native = ray.get(ref)
-        except ray.exceptions.RayError as exc:
-            raise ExecutorError(f"the Ray worker asked for its device failed: {exc}") from exc
+        except ray.exceptions.RayError as exc:  # its cause, not the worker's traceback
+            cause = getattr(exc, "cause", None) or type(exc).__name__
+            raise ExecutorError(f"the Ray worker asked for its device failed: {cause}") from None
         if native is None:
             raise ConfigError(
                 f"--device cuda: a Ray worker given {c.num_gpus:g} GPU per actor has no CUDA "
@@ -313,6 +244,9 @@ class RayExecutor:
                     continue
                 free = self._settle(done[0], run, on_result)
                 idle.extend(s for s in free if s in self._slots)
+        except Exception:
+            self._drain(run, on_result)
+            raise
         finally:
             earlier = self.stats if self._stats_of is scene else None  # this scene's stages
             self.stats = run.stats() if earlier is None else earlier.plus(run.stats())
@@ -329,7 +263,7 @@ class RayExecutor:
             try:
                 result = ray.get(ref)
             except ray.exceptions.RayTaskError as exc:  # the unit failed; its actor lives on
-                raise _own(exc) from None
+                raise unwrapped(exc) from None
             except ray.exceptions.RayActorError as exc:
                 self._lost(slot, run, exc)
                 run.queue.appendleft(unit)  # first in line for a live actor
@@ -351,6 +285,28 @@ class RayExecutor:
             self._lost(slot, run, exc)
             return []
         return [slot]
+
+    def _drain(self, run: _Scene, on_result: Callable[[UnitResult], None]) -> None:
+        """After a failure: take the other units in flight, keeping their results (journalled,
+        so ``--resume`` need not redo them) and consuming their errors (Ray prints an error
+        nobody took as a traceback, later: in the middle of a batch's next scenes). Units still
+        running after :data:`DRAIN_S` stop with their actors."""
+        import ray
+
+        if not run.inflight:
+            return
+        done, left = ray.wait(list(run.inflight), num_returns=len(run.inflight), timeout=DRAIN_S)
+        for ref in done:
+            slot, _ = run.inflight.pop(ref)
+            with contextlib.suppress(Exception):  # the first failure is the one to report
+                result = ray.get(ref)
+                run.per_node[slot.node or "?"] += 1
+                on_result(result)
+        if left:
+            self.shutdown()
+            for ref in left:
+                with contextlib.suppress(Exception):
+                    ray.get(ref, timeout=10)
 
     def _lost(self, slot: _Slot, run: _Scene, exc: Exception) -> None:
         """Replace a dead actor (within the replacement budget of this scene)."""

@@ -123,14 +123,15 @@ def _status(path: str | os.PathLike[str], **fields: Any) -> None:
 
 
 def _where(executor: Executor | None) -> dict[str, Any]:
-    """Where the scene's units ran, for executors that report it (Ray: per node, retries)."""
-    stats = getattr(executor, "stats", None)
-    if stats is None:
+    """Where the scene's units ran, for executors that report it (Ray: per node, retries);
+    nowhere for a scene whose units all came from its journal."""
+    if not hasattr(executor, "stats"):
         return {}
+    stats = getattr(executor, "stats", None)
     return {
-        "units_per_node": dict(sorted(stats.per_node.items())),
-        "units_retried": stats.retried,
-        "actors_lost": stats.actors_lost,
+        "units_per_node": {} if stats is None else dict(sorted(stats.per_node.items())),
+        "units_retried": 0 if stats is None else stats.retried,
+        "actors_lost": 0 if stats is None else stats.actors_lost,
     }
 
 
@@ -217,6 +218,8 @@ class _Batch:
             if self.resume and self._finished(scene, status, output, recorded):
                 return "skipped"
             _status(status, state="running", **recorded)  # an earlier "done" no longer holds
+            if hasattr(self.executor, "stats"):  # the last scene's, until this one runs a unit
+                setattr(self.executor, "stats", None)  # noqa: B010 (not in Executor's protocol)
             result = run_detect(
                 scene, output, self.opts, bundle=self.bundle, read_config=self.read_config,
                 executor=self.executor, resume=self.resume,
