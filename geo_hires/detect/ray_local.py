@@ -10,6 +10,7 @@ caller's environment afterwards.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -99,7 +100,7 @@ def ensure_ray(
         return
     if address:
         try:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as exc:  # what ray.init raises
             raise ExecutorError(
                 f"cannot join the Ray cluster at --address {address} ({exc}); start it, or "
@@ -111,6 +112,7 @@ def ensure_ray(
             num_cpus=num_cpus,
             include_dashboard=False,
             log_to_driver=False,
+            logging_level=logging.WARNING,  # not Ray's "Started a local Ray instance" per run
             object_store_memory=object_store_mb * 1024 * 1024,
             _temp_dir=os.environ.get("GEO_HIRES_RAY_TMP", "/tmp/ghray"),
             _node_ip_address="127.0.0.1",
