@@ -18,8 +18,9 @@ COPY services ./services
 # OpenCV, which needs libGL, which a slim image lacks: the headless build of the same version
 # replaces it. s3: scenes and results in object storage (k8s/overlays/s3)
 RUN /opt/geo-hires/bin/pip install ".[service,s3]" \
+ && cv="$(/opt/geo-hires/bin/python -c 'from importlib.metadata import version; print(version("opencv-python"))')" \
  && /opt/geo-hires/bin/pip uninstall -y opencv-python \
- && /opt/geo-hires/bin/pip install "opencv-python-headless==5.0.0.93" \
+ && /opt/geo-hires/bin/pip install "opencv-python-headless==${cv}" \
  && /opt/geo-hires/bin/python -m compileall -q /opt/geo-hires
 
 FROM python:3.11.14-slim-bookworm
