@@ -58,15 +58,22 @@ class LevelRun:
     windows: int | None = None
     folded: tuple[str, ...] = ()
 
+    @property
+    def scanned(self) -> int:
+        """Blocks scanned: not left out for nodata or the AOI."""
+        return self.blocks - self.skipped_nodata - self.skipped_aoi
+
     def describe(self) -> str:
-        """``name: N blocks (xD)``, or for a zoomed level ``name: k of n windows zoomed``; an
-        upsampled level says ``(up x2)``, a level others were folded into names them."""
+        """``name: N blocks (xD)`` (``k of N blocks`` when nodata or the AOI left some out), or
+        for a zoomed level ``name: k of n windows zoomed``; an upsampled level says
+        ``(up x2)``, a level others were folded into names them."""
         d = self.downsample
         scale = f"(x{d:g}" if d >= 1 else f"(up x{round(1 / d)}"
         scale += f", {'+'.join(self.folded)} folded in)" if self.folded else ")"
         if self.windows is not None:
             return f"{self.name}: {len(self.cores)} of {self.windows} windows zoomed {scale}"
-        return f"{self.name}: {self.blocks} blocks {scale}"
+        some = f"{self.scanned} of " if self.scanned < self.blocks else ""
+        return f"{self.name}: {some}{self.blocks} blocks {scale}"
 
 
 MAX_UPSAMPLE = 2

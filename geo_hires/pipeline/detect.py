@@ -128,7 +128,7 @@ class DetectResult:
                 f"({100 * (1 - scanned / max(planned, 1e-9)):.0f} % saved)"
             )
         return (
-            f"{Path(scene).name}: {self.blocks} windows [{per_level}], "
+            f"{Path(scene).name}: {sum(lv.scanned for lv in self.levels)} windows [{per_level}], "
             f"{len(self.detections)} detections, {self.seconds:.1f} s, "
             f"{self.megapixels / max(self.seconds, 1e-9):.1f} MP/s{more} -> {', '.join(outputs)}"
         )

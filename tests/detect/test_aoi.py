@@ -4,6 +4,7 @@ in it are kept, the AOI is in the provenance, and it is part of the resume ident
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import geopandas as gpd
@@ -62,6 +63,12 @@ def test_aoi_scans_less_and_keeps_what_lies_inside(scene, tmp_path, capsys):
     assert main(["detect", str(scene), "-o", str(part), "--aoi", str(aoi), *common]) == 0
     line = capsys.readouterr().out
     assert "AOI:" in line and "% saved" in line
+    counts = re.search(
+        r": (\d+) windows \[full: (\d+) of \d+ blocks \(x1\), coarse: (\d+) of", line
+    )
+    assert counts, line
+    total, *each = (int(n) for n in counts.groups())
+    assert total == sum(each)  # what was scanned, not what the AOI left out
     inside = shapely.union_all([shapely.box(*b) for b in boxes])
     centres = _centres_px(part)
     assert len(centres) >= 5

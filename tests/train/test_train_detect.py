@@ -184,12 +184,13 @@ def test_block_size_does_not_change_detections(tiny_bundle, tmp_path):
     np.testing.assert_allclose(a.detections.boxes, b.detections.boxes, atol=1e-3)
 
 
-def test_all_nodata_scene_gives_empty_collection(tiny_bundle, tmp_path, write_tif):
+def test_all_nodata_scene_gives_empty_collection(tiny_bundle, tmp_path, write_tif, capsys):
     path = write_tif("nd.tif", np.zeros((3, 400, 500), np.uint8), nodata=0)
     assert (
         main(["detect", str(path), "-o", str(tmp_path / "e.geojson"), "--model", str(tiny_bundle)])
         == 0
     )
+    assert "nd.tif: 0 windows [full: 0 of 1 blocks (x1), coarse: 0 of 1" in capsys.readouterr().out
     doc = json.loads((tmp_path / "e.geojson").read_text())
     assert doc["features"] == [] and all(lv["blocks"] >= 1 for lv in doc["geo_hires"]["levels"])
 
