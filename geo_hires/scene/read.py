@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import warnings
 from types import TracebackType
 
@@ -161,7 +162,9 @@ class SceneReader:
     """An open scene: reads windows and decimated views as :class:`WindowData`.
 
     Use as a context manager; the dataset stays open for the reader's life so that streaming
-    many windows does not pay a file open per window.
+    many windows does not pay a file open per window. Threads may share a reader: its reads
+    take turns (a GDAL dataset read from two threads at once crashes the process); threads
+    that should read in parallel each open their own.
     """
 
     def __init__(self, scene: Scene, *, config: ReadConfig | None = None) -> None:
@@ -172,6 +175,7 @@ class SceneReader:
         self._stretch: Stretch | None = None
         self._bands = list(dict.fromkeys(scene.rgb_bands))
         self._channel_of = [self._bands.index(b) for b in scene.rgb_bands]
+        self._lock = threading.Lock()
 
     def __enter__(self) -> SceneReader:
         self._env = gdal_env(self.scene.gdal_path)
@@ -210,19 +214,8 @@ class SceneReader:
         win = Window(c0, r0, c1 - c0, r1 - r0)
         upsampled = out_hw[0] > r1 - r0 or out_hw[1] > c1 - c0
         try:
-            data = self.src.read(
-                self._bands,
-                window=win,
-                out_shape=(len(self._bands), *out_hw),
-                # decimation averages, like training's area resize; a level finer than the
-                # scene interpolates (GDAL samples across the window's edge, so a block read
-                # and the whole level agree)
-                resampling=Resampling.bilinear if upsampled else Resampling.average,
-            )
-            if self.scene.has_mask:
-                valid = self.src.dataset_mask(window=win, out_shape=out_hw) > 0
-            else:
-                valid = np.ones(out_hw, dtype=bool)
+            with self._lock:
+                data, valid = self._locked_read(win, out_hw, upsampled)
             if np.issubdtype(data.dtype, np.floating):  # NaN as nodata, declared or not
                 valid &= np.isfinite(data).all(axis=0)
         except (rasterio.errors.RasterioIOError, CPLE_BaseError) as exc:
@@ -233,6 +226,23 @@ class SceneReader:
                 f"{r0}-{r1} ({_gdal_says(exc)}); re-export or re-send the scene"
             ) from exc
         return data[self._channel_of], valid
+
+    def _locked_read(
+        self, win: Window, out_hw: tuple[int, int], upsampled: bool
+    ) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.bool_]]:
+        """The dataset's values and mask for ``win`` (the caller holds the reader's lock)."""
+        data = self.src.read(
+            self._bands,
+            window=win,
+            out_shape=(len(self._bands), *out_hw),
+            # decimation averages, like training's area resize; a level finer than the scene
+            # interpolates (GDAL samples across the window's edge, so a block read and the
+            # whole level agree)
+            resampling=Resampling.bilinear if upsampled else Resampling.average,
+        )
+        if self.scene.has_mask:
+            return data, self.src.dataset_mask(window=win, out_shape=out_hw) > 0
+        return data, np.ones(out_hw, dtype=bool)
 
     def stretch(self) -> Stretch:
         """The scene's normalisation stretch (computed once, from a decimated read)."""
