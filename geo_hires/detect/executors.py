@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -43,15 +44,28 @@ class Executor(Protocol):
     ) -> None: ...
 
 
+_THREADS = threading.Lock()
+_running = {"blocks": 0, "saved": 0}  # torch's setting is the process's: one count for all
+
+
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
-    """Run a block with ``n`` torch threads, restoring the caller's setting afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
+    """Run a block with ``n`` torch threads, restoring the caller's setting when the last
+    block running in this process ends (blocks overlapping on several threads, each restoring
+    what it found, left the process at another block's count). Overlapping blocks share
+    torch's one setting, so concurrent runs should ask for equal threads (equal bytes)."""
+    with _THREADS:
+        if _running["blocks"] == 0:
+            _running["saved"] = torch.get_num_threads()
+        _running["blocks"] += 1
+        torch.set_num_threads(n)
     try:
         yield
     finally:
-        torch.set_num_threads(old)
+        with _THREADS:
+            _running["blocks"] -= 1
+            if _running["blocks"] == 0:
+                torch.set_num_threads(_running["saved"])
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

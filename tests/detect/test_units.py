@@ -220,3 +220,43 @@ def test_progress_reports_every_unit_and_can_stop_the_run(scene_path, tmp_path):
     rest = CountingExecutor()
     _journalled(scene, model, out, executor=rest, resume=True)
     assert len(rest.computed) == total - 3  # the three finished before the stop were kept
+
+
+def test_overlapping_thread_settings_restore_the_callers_when_the_last_ends():
+    """Two runs on two threads, each restoring what it found, left the process at the first
+    one's count: A (2) in, B (3) in, A out (back to the caller's 1), B out (back to 2)."""
+    import threading
+
+    import torch
+
+    from geo_hires.detect.executors import torch_threads
+
+    caller = torch.get_num_threads()
+    torch.set_num_threads(1)
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def a() -> None:
+        with torch_threads(2):
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def b() -> None:
+        a_in.wait(10)
+        with torch_threads(3):
+            b_in.set()
+            a_out.wait(10)
+
+    try:
+        runs = [threading.Thread(target=a), threading.Thread(target=b)]
+        for t in runs:
+            t.start()
+        for t in runs:
+            t.join(20)
+        fresh: list[int] = []  # what the next thread (a reader, the next run) starts with
+        seen = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+        seen.start()
+        seen.join(10)
+        assert (torch.get_num_threads(), fresh) == (1, [1])
+    finally:
+        torch.set_num_threads(caller)
