@@ -15,6 +15,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import threading
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -38,10 +39,18 @@ Prediction = tuple[
 """Boxes ``(N, 4)`` xyxy, scores, classes, and oriented corners ``(N, 4, 2)`` or ``None``."""
 
 
+_ULTRALYTICS = threading.RLock()
+
+
 @contextlib.contextmanager
 def ultralytics_env(config_dir: str | os.PathLike[str] | None = None) -> Iterator[Path]:
     """ultralytics offline for a ``with`` block: no downloads, no auto-installs, its settings in
-    ``config_dir`` (with the font it would otherwise download), torch threads restored after."""
+    ``config_dir`` (with the font it would otherwise download), torch threads restored after.
+
+    Blocks take turns in a process (ultralytics' settings and predictors are the process's;
+    two blocks at once left each other's variables behind), and the environment is restored
+    whole after: importing ultralytics sets ``OMP_NUM_THREADS=1`` and others, which every
+    subprocess the host starts afterwards would inherit."""
     folder = Path(config_dir or Path(tempfile.gettempdir()) / "geo-hires-ultralytics")
     font = folder / "Ultralytics" / "Arial.ttf"
     if not font.exists():
@@ -50,18 +59,17 @@ def ultralytics_env(config_dir: str | os.PathLike[str] | None = None) -> Iterato
         font.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf", font)
     values = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0", "YOLO_CONFIG_DIR": str(folder)}
-    old_env = {k: os.environ.get(k) for k in values}
-    threads = torch.get_num_threads()
-    os.environ.update(values)
-    try:
-        yield folder
-    finally:
-        torch.set_num_threads(threads)
-        for k, v in old_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with _ULTRALYTICS:
+        before = dict(os.environ)
+        threads = torch.get_num_threads()
+        os.environ.update(values)
+        try:
+            yield folder
+        finally:
+            torch.set_num_threads(threads)
+            for k in [k for k in os.environ if k not in before]:
+                del os.environ[k]
+            os.environ.update({k: v for k, v in before.items() if os.environ.get(k) != v})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)

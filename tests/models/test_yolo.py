@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,27 @@ def _save(tmp_path, yaml_name: str) -> str:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> str:
     return _save(tmp_path_factory.mktemp("yolo"), "yolov8n.yaml")
+
+
+CHILD = """
+import os, sys
+before = dict(os.environ)
+from geo_hires import load_bundle
+load_bundle("aircraft_yolo")  # the first ultralytics import in this process
+print(sorted(k for k, v in set(os.environ.items()) ^ set(before.items())))
+"""
+
+
+def test_loading_a_yolo_leaves_the_processs_environment_as_it_was():
+    """Importing ultralytics sets OMP_NUM_THREADS=1 (and more): every subprocess the host
+    started afterwards ran single-threaded. In a child: this process imported it long ago."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("YOLO_", "OMP_"))}
+    done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "[]", (done.stdout, done.stderr)
 
 
 def test_a_detect_model_loads_predicts_and_leaves_torch_threads_alone(tiny):
