@@ -35,7 +35,7 @@ from geo_hires.export.remote import check_destination, staged
 from geo_hires.export.stac import ResultItem, item_outputs, write_result_item
 from geo_hires.export.vector import check_kind
 from geo_hires.models.bundle import Bundle, load_bundle
-from geo_hires.models.card import bundle_dir
+from geo_hires.models.card import bundle_dir, load_card
 from geo_hires.models.mlm import MLM_FILE
 from geo_hires.pipeline.detect import DetectResult, detect_scene
 from geo_hires.scene import Scene, remote
@@ -144,6 +144,16 @@ def _provenance(
     if stac is not None:
         extra["stac"] = stac
     return extra
+
+
+def _model_ref(named: str, bundle: Bundle) -> str:
+    """What a STAC item names as the model: the options' model (a shipped name, a folder)
+    when it is the bundle that ran, else the bundle's own name (a bundle passed beside options
+    that name another: the default's MLM item would be the wrong provenance)."""
+    try:
+        return named if load_card(named).name == bundle.name else bundle.name
+    except ConfigError:  # a bare .pt: no card, no item
+        return bundle.name
 
 
 def _model_item(model: str) -> Path | None:
@@ -265,7 +275,9 @@ def run_detect(
     extra = _provenance(result, run.scene, run.cfg, export, run.area, run.stac)
     if out.timing:
         extra["timing"] = result.timing()
-    out = dataclasses.replace(out, source=out.source or scene_path, model=opts.model)
+    out = dataclasses.replace(
+        out, source=out.source or scene_path, model=out.model or _model_ref(opts.model, bundle)
+    )
     with staged([*out.files, out.coverage, out.quicklook]) as local:
         _write(_stand_ins(out, local), result, run.scene, run.area, export, extra, run.reading)
     journal.remove()

@@ -133,3 +133,16 @@ def test_a_remote_scene_is_linked_by_its_url_without_the_query(tmp_path):
     assert _href(signed, tmp_path) == "https://example.com/apron/scene.tif"
     assert _href("s3://scenes/apron/scene.tif", tmp_path) == "s3://scenes/apron/scene.tif"
     assert _href(tmp_path / "out" / "r.geojson", tmp_path) == "out/r.geojson"
+
+
+def test_the_item_links_the_model_that_ran_not_the_options_default(demo_crop, tmp_path):
+    """A bundle passed beside default options was linked as the default model's item."""
+    from geo_hires.models.bundle import load_bundle
+    from geo_hires.pipeline import Outputs, run_detect
+
+    scene = demo_crop(1024, 512, 1024, 1024)
+    files = (str(tmp_path / "b.geojson"), str(tmp_path / "b.stac.json"))
+    run_detect(scene, Outputs(files=files), bundle=load_bundle("aircraft_lsn"))
+    item = json.loads((tmp_path / "b.stac.json").read_text())
+    links = {ln["rel"]: ln["href"] for ln in item["links"]}
+    assert json.loads(Path(links["derived_from"]).read_text())["id"] == "aircraft_lsn"
