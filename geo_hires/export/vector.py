@@ -165,13 +165,20 @@ def write_gpkg_layers(
     path: Path, layers: Sequence[tuple[str, gpd.GeoDataFrame, LayerStyle]]
 ) -> None:
     """Write each ``(name, frame, style)`` as a layer of a new GeoPackage with its style as
-    the layer's default; GDAL's ``OGR_CURRENT_DATE`` is set to :data:`GPKG_TIME` (for the
-    process: a GeoPackage holds no other time), so equal frames give equal bytes."""
+    the layer's default; GDAL's ``OGR_CURRENT_DATE`` is :data:`GPKG_TIME` while it writes (a
+    GeoPackage holds no other time), so equal frames give equal bytes. The option is the
+    process's, so the caller's value is restored after (a host's own GeoPackages keep their
+    dates)."""
     import pyogrio
 
+    old = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
     pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": GPKG_TIME})
-    for i, (name, frame, _) in enumerate(layers):
-        frame.to_file(path, driver="GPKG", layer=name, engine="pyogrio", mode="a" if i else "w")
+    try:
+        for i, (name, frame, _) in enumerate(layers):
+            mode = "a" if i else "w"
+            frame.to_file(path, driver="GPKG", layer=name, engine="pyogrio", mode=mode)
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": old})
     write_layer_styles(path, [style for _, _, style in layers], last_change=GPKG_TIME)
 
 

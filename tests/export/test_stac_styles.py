@@ -109,6 +109,9 @@ def test_geopackages_are_byte_identical_and_styled(run, tmp_path):
         stamps = {r[0] for r in db.execute("SELECT last_change FROM gpkg_contents")}
     assert rows == [("detections", 1), ("coverage", 1), ("counts", 1)]
     assert stamps == {"1970-01-01T00:00:00.000Z"}
+    import pyogrio  # the fixed date held only while geo_hires wrote: a host's own files keep theirs
+
+    assert pyogrio.get_gdal_config_option("OGR_CURRENT_DATE") is None
 
 
 @pytest.mark.qgis
