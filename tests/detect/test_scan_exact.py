@@ -149,3 +149,20 @@ def test_read_ahead_keeps_order_and_at_most_depth_reads_in_memory(depth):
         got.append((item, value))
         assert len(started) <= item + 1 + depth  # the item in use and at most depth ahead
     assert got == [(i, i * 10) for i in range(12)]
+
+
+def test_a_run_leaves_the_callers_network_as_it_was(demo_crop):
+    """detect_scene moved the bundle's own network (eval, channels-last, onto CUDA where
+    present): a user's network in training mode, or a bundle shared by runs on two devices,
+    changed under them."""
+    from geo_hires.models.bundle import load_bundle
+    from geo_hires.pipeline import detect_scene
+    from geo_hires.scene import open_scene
+
+    bundle = load_bundle("aircraft_lsn")
+    net = bundle.network().train()
+    first = next(net.parameters())
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    detect_scene(open_scene(demo_crop(1024, 512, 512, 512)), bundle)
+    assert net.training and first.is_contiguous() and first.device.type == "cpu"
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
