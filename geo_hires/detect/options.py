@@ -191,8 +191,17 @@ class DetectConfig:
             raise ConfigError(f"--threads {self.threads}: give 1 or more torch threads")
         if self.score_threshold is not None and not 0.0 < self.score_threshold < 1.0:
             raise ConfigError(f"score threshold must be in (0, 1), got {self.score_threshold}")
-        if self.levels is not None and not self.levels:
-            raise ConfigError("levels: name at least one level of the model card")
+        if self.levels is not None and (isinstance(self.levels, str) or not self.levels):
+            raise ConfigError("levels: a tuple naming at least one level of the model card")
+        if not 0.0 < self.iou_threshold <= 1.0 or self.max_per_block < 1:
+            raise ConfigError("DetectConfig: iou_threshold in (0, 1] and max_per_block >= 1")
+        if self.whole_read_pixels < 0:
+            raise ConfigError("DetectConfig: whole_read_pixels >= 0 (0: always stream)")
+        if not isinstance(self.zoom, ZoomConfig):
+            raise ConfigError(
+                f"DetectConfig.zoom is a ZoomConfig (e.g. ZoomConfig(mode={self.zoom!r})); "
+                "DetectOptions takes the mode's name"
+            )
 
 
 def _option(default: Any, help: str, *, service: bool = True, **limits: Any) -> Any:

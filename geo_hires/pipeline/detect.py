@@ -39,7 +39,7 @@ from geo_hires.detect.options import DetectConfig, ZoomConfig
 from geo_hires.detect.plan import MaskFn, Select, Unit, mask_lookup, plan_units
 from geo_hires.detect.zoom import check_policy, zoom_select
 from geo_hires.detections import PixelDetections
-from geo_hires.errors import NothingToZoomWarning
+from geo_hires.errors import ConfigError, NothingToZoomWarning
 from geo_hires.merge import merge_results
 from geo_hires.models.bundle import Bundle
 from geo_hires.models.card import ModelCard
@@ -244,6 +244,21 @@ def _unzoomed(zoom: ZoomConfig, bundle: Bundle, scene: Scene) -> ZoomConfig:
     return dataclasses.replace(zoom, mode="all", budget=None)
 
 
+def _check_call(
+    config: object, aoi: object, journal: Journal | None, resume: bool
+) -> None:  # fmt: skip
+    """Misuses a type checker would catch, said as one clear error to an untyped caller."""
+    if config is not None and not isinstance(config, DetectConfig):
+        raise ConfigError(
+            f"detect_scene takes a DetectConfig, not a {type(config).__name__}: "
+            "DetectOptions(...).detect_config(bundle.card) makes one (or call run_detect)"
+        )
+    if aoi is not None and not isinstance(aoi, AreaOfInterest):
+        raise ConfigError("aoi: an AreaOfInterest, as geo_hires.aoi.load_aoi(source, scene) makes")
+    if resume and journal is None:
+        raise ConfigError("resume needs the journal to resume from (detect.journal.journal_for)")
+
+
 def detect_scene(
     scene: Scene,
     bundle: Bundle,
@@ -264,6 +279,7 @@ def detect_scene(
     ``on_progress(done, total)``: before the first unit and after each; an exception it raises
     stops the run (finished units stay journalled). ``progress``: a progress bar on stderr.
     """
+    _check_call(config, aoi, journal, resume)
     cfg, card = config or DetectConfig(), bundle.card
     start = time.perf_counter()
     plan = ScenePlan.make(scene, card, cfg, read_config=read_config, aoi=aoi)

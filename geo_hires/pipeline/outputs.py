@@ -85,6 +85,8 @@ class Outputs:
     def check(self) -> None:
         """Refuse bad outputs before any work: unknown formats, duplicates (the quicklook
         too), and a STAC item with nothing to describe."""
+        if not self.files:
+            raise ConfigError("name at least one output file (e.g. result.geojson)")
         coverage = [self.coverage] if self.coverage else []
         check_outputs([*self.files, *coverage], quicklook=self.quicklook)
         layers = [k for k in FORMATS if k != ".stac.json"]  # the coverage is a vector layer

@@ -1,0 +1,45 @@
+"""The library called the wrong way (what a type checker would catch, for an untyped caller):
+one clear ``ConfigError`` saying what to pass, not an IndexError, AttributeError or a torch
+error from deep inside, after the model was loaded and the scene opened."""
+
+from __future__ import annotations
+
+import pytest
+
+from geo_hires.detect.options import DetectConfig, DetectOptions, ZoomConfig
+from geo_hires.errors import ConfigError
+from geo_hires.models.bundle import load_bundle
+from geo_hires.pipeline import detect_scene, run_detect
+from geo_hires.scene import open_scene
+
+
+@pytest.mark.parametrize(
+    "kwargs, says",
+    [
+        ({"zoom": "rl"}, r"DetectConfig.zoom is a ZoomConfig \(e.g. ZoomConfig\(mode='rl'\)\)"),
+        ({"levels": "full"}, "levels: a tuple naming at least one level"),
+        ({"iou_threshold": 2.0}, r"iou_threshold in \(0, 1\]"),
+        ({"iou_threshold": 0.0}, r"iou_threshold in \(0, 1\]"),
+        ({"max_per_block": 0}, "max_per_block >= 1"),
+        ({"whole_read_pixels": -1}, "whole_read_pixels >= 0"),
+    ],
+)
+def test_a_bad_detect_config_is_refused_where_it_is_made(kwargs, says):
+    with pytest.raises(ConfigError, match=says):
+        DetectConfig(**kwargs)
+
+
+def test_detect_scene_says_what_it_takes(demo_crop):
+    scene, bundle = open_scene(demo_crop(1024, 512, 256, 256)), load_bundle("aircraft_lsn")
+    with pytest.raises(ConfigError, match="takes a DetectConfig, not a DetectOptions"):
+        detect_scene(scene, bundle, DetectOptions())  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="aoi: an AreaOfInterest"):
+        detect_scene(scene, bundle, aoi={"type": "Polygon"})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="resume needs the journal"):
+        detect_scene(scene, bundle, resume=True)
+    assert detect_scene(scene, bundle, DetectConfig(zoom=ZoomConfig(mode="none"))).levels
+
+
+def test_run_detect_without_outputs_is_refused_before_any_work(demo_crop):
+    with pytest.raises(ConfigError, match="name at least one output file"):
+        run_detect(demo_crop(1024, 512, 256, 256), [])
