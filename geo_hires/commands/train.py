@@ -29,10 +29,12 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.train.yolo_data import YoloDataConfig
     from geo_hires.train.yolo_run import YOLO_ARCHS, YoloTrainConfig, train_yolo_bundle
 
-    scenes = sorted(
-        str(p)
-        for s in args.scenes
-        for p in (sorted(Path(s).glob("*")) if Path(s).is_dir() else [Path(s)])
+    scenes = sorted(  # a scene named twice (a folder and a file of it) is one scene
+        {
+            str(p.resolve()): str(p)
+            for s in args.scenes
+            for p in (sorted(Path(s).glob("*")) if Path(s).is_dir() else [Path(s)])
+        }.values()
     )
     scenes = [
         s for s in scenes if Path(s).suffix.lower() in {".tif", ".tiff", ".jpg", ".jpeg", ".png"}
@@ -126,8 +128,14 @@ def _cmd_cascade(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_train_zoom(args: argparse.Namespace, out: TextIO) -> int:
+    from geo_hires.detect.options import ZoomConfig
     from geo_hires.train.zoom import ZoomTrainConfig, train_zoom_policy
 
+    if args.window != ZoomConfig().window:
+        raise ConfigError(
+            f"--window {args.window}: detect zooms {ZoomConfig().window}-px windows, so a policy "
+            "deciding on others could never run there"
+        )
     cfg = ZoomTrainConfig(
         window=args.window, cost=args.cost, epochs=args.epochs, seed=args.seed,
         gsds=tuple(args.gsds), safety_recall=args.safety_recall or None,

@@ -46,6 +46,7 @@ def make_cascade_bundle(
     scan_dir = bundle_dir(scanner)
     scan_card = load_card(scan_dir)
     ref, ref_card = yolo_source(refiner, flag="--refiner")
+    _check_parts(scan_card, ref_card, ref)
     target = Path(out)
     for flag, folder in (("--scanner", scan_dir), ("--refiner", ref.parent)):
         if target.resolve() == Path(folder).resolve():  # its files would be copied onto themselves
@@ -70,3 +71,26 @@ def make_cascade_bundle(
     card = dataclasses.replace(scan_card, name=name, cascade=rule, extra=extra)
     save_card(target, card)
     return card
+
+
+def _check_parts(scan: ModelCard, ref_card: ModelCard | None, ref: Path) -> None:
+    """Refuse parts that cannot make a cascade, before any file is written: a scanner that is
+    not one (a YOLO bundle, a cascade: its refiner would be dropped), and a refiner of other
+    classes or another GSD than the scanner's (``detect`` refused the first only at load; the
+    second ran the refiner at the scanner's GSD)."""
+    if scan.arch is None or scan.cascade is not None:
+        kind = "a cascade" if scan.cascade is not None else "not a scanning network"
+        raise ConfigError(f"--scanner {scan.name}: {kind}; give an LSN bundle (geo-hires train)")
+    from geo_hires.models.yolo import load_yolo
+
+    names = list(load_yolo(ref).class_names)
+    if names != list(scan.classes):
+        raise ConfigError(
+            f"--refiner {ref}: predicts classes {names}, the scanner {list(scan.classes)}; train "
+            "both with the same classes (--class-map)"
+        )
+    if ref_card is not None and abs(ref_card.gsd_m / scan.gsd_m - 1) > 0.05:
+        raise ConfigError(
+            f"--refiner: trained at {ref_card.gsd_m:g} m, the scanner at {scan.gsd_m:g} m; the "
+            "cascade runs its refiner at the scanner's GSD: train both at one GSD"
+        )

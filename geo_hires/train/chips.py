@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from rasterio.windows import Window
 
-from geo_hires.errors import NoCRSWarning
+from geo_hires.errors import ConfigError, NoCRSWarning
 from geo_hires.labels import labels_for
 from geo_hires.scene import SceneReader, open_scene
 
@@ -93,6 +93,17 @@ def load_labelled(
         image = torch.from_numpy(np.round(px.image * 255).astype(np.uint8))
         raw.append((Path(path).name, image, boxes, corners, names, f))
     table = tuple(sorted({n for *_, names, _f in raw for n in names}))
+    if not table:
+        raise ConfigError(
+            f"the labels ({os.fspath(labels)}) hold no object in these {len(raw)} scenes: a "
+            "model of no class cannot be trained; check the label file (and --class-map)"
+        )
+    twice = sorted({n for n, *_ in raw if sum(m == n for m, *_ in raw) > 1})
+    if twice:
+        raise ConfigError(
+            f"two scenes are named {twice[0]}: the split and the card name scenes by file "
+            "name; give each scene once, under its own name"
+        )
     images = [
         LabelledImage(
             name=n,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
 import shlex
@@ -51,7 +52,9 @@ class TrainJob:
             of ``scenes`` is a training image and ``val_fraction`` is not used.
         fit: Optimiser settings.
         sampler: Chip settings.
-        levels: The level plan written to the card.
+        levels: The level plan written to the card; ``None``: :data:`AIRCRAFT_LEVELS` moved to
+            ``gsd_m`` (the full level at the data's GSD, the coarse at twice it; sizes are in
+            level pixels, so they hold at any GSD).
         licence: Licence the weights inherit from the data.
     """
 
@@ -66,8 +69,28 @@ class TrainJob:
     val_scenes: tuple[str, ...] = ()
     fit: FitConfig = dataclasses.field(default_factory=FitConfig)
     sampler: ChipSampler = dataclasses.field(default_factory=ChipSampler)
-    levels: tuple[Level, ...] = AIRCRAFT_LEVELS
+    levels: tuple[Level, ...] | None = None
     licence: str = "see training data"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.gsd_m) and self.gsd_m > 0):
+            raise ConfigError(f"--gsd {self.gsd_m}: metres per pixel of the data, above 0")
+        finest = min(lv.target_gsd_m for lv in self.plan)
+        if abs(finest / self.gsd_m - 1) > 0.05:
+            raise ConfigError(
+                f"the finest level runs at {finest:g} m but the data is at {self.gsd_m:g} m: "
+                "the network would never see objects at the size it learnt them"
+            )
+
+    @property
+    def plan(self) -> tuple[Level, ...]:
+        """The levels the card gets (see ``levels``)."""
+        if self.levels is not None:
+            return self.levels
+        f = self.gsd_m / AIRCRAFT_LEVELS[0].target_gsd_m
+        return tuple(
+            dataclasses.replace(lv, target_gsd_m=lv.target_gsd_m * f) for lv in AIRCRAFT_LEVELS
+        )
 
 
 Evaluator = Callable[[str, Sequence[str], str], dict[str, Any]]
@@ -122,7 +145,7 @@ def train_bundle(
         arch=spec,
         classes=classes,
         gsd_m=job.gsd_m,
-        levels=job.levels,
+        levels=job.plan,
         score_threshold=0.3,
         extra=extra,
     )

@@ -341,7 +341,8 @@ def train_yolo_bundle(
     )
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
-    folder = Path(work) if work is not None else Path(tempfile.mkdtemp(prefix="geo-hires-yolo-"))
+    # absolute: ultralytics puts a relative project under its own runs_dir, not here
+    folder = Path(work).resolve() if work else Path(tempfile.mkdtemp(prefix="geo-hires-yolo-"))
     plan = {
         "arch": cfg.arch, "batch": cfg.batch,
         "data": dataset_record(cfg.data, oriented=cfg.oriented),

@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from geo_hires.detect.executors import torch_threads
 from geo_hires.detect.levels import coarsest
 from geo_hires.detect.options import DetectConfig
 from geo_hires.detections import PixelDetections
@@ -97,6 +98,10 @@ class ZoomTrainConfig:
         bad = [g for g in self.gsds if not g > 0]  # NaN too
         if bad:
             raise ConfigError(f"--gsds {bad[0]}: ground sample distances are metres, above 0")
+        if self.epochs < 1 or self.samples < 1 or not self.lr > 0 or not self.cost >= 0:
+            raise ConfigError("train-zoom: --epochs >= 1, samples >= 1, lr > 0, --cost >= 0")
+        if self.safety_recall is not None and not 0 < self.safety_recall <= 1:
+            raise ConfigError(f"--safety-recall {self.safety_recall}: a share, in (0, 1]")
 
 
 def fit_policy(
@@ -108,7 +113,25 @@ def fit_policy(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[ZoomPolicy, list[dict[str, float]]]:
     """REINFORCE with a self-critical baseline over all windows; returns the policy and its
-    curve (every 20 epochs: greedy reward per window, zoom share, recall gain kept)."""
+    curve (every 20 epochs: greedy reward per window, zoom share, recall gain kept). Torch
+    runs :data:`POLICY_THREADS` threads (a step's sums follow the thread count: the weights
+    would otherwise be the machine's)."""
+    with torch_threads(POLICY_THREADS):
+        return _fit_policy(features, gains, cfg, spec, on_epoch=on_epoch)
+
+
+POLICY_THREADS = 2
+"""Torch threads while a policy trains (the shipped policies' 2-core machine's default)."""
+
+
+def _fit_policy(
+    features: npt.NDArray[np.float32],
+    gains: npt.NDArray[np.float64],
+    cfg: ZoomTrainConfig,
+    spec: PolicySpec,
+    *,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[ZoomPolicy, list[dict[str, float]]]:
     torch.manual_seed(cfg.seed)
     policy = ZoomPolicy(spec)
     # SGD, not Adam: zoom-worthy windows are few (~8 % on the aircraft data), and Adam's

@@ -101,9 +101,38 @@ def test_the_cascade_command_writes_the_bundle_and_says_where(tmp_path, capsys):
 
 def test_a_cascade_is_not_written_over_its_scanner(tmp_path, capsys):
     scanner = tmp_path / "lsn"
-    assert main(["cascade", "--scanner", "aircraft_lsn", "--refiner", "aircraft_yolo",
-                 "--out", str(scanner)]) == 0  # fmt: skip
+    shutil.copytree(bundle_dir("aircraft_lsn"), scanner)
     rc = main(["cascade", "--scanner", str(scanner), "--refiner", "aircraft_yolo",
                "--out", str(scanner)])  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith(f"geo-hires: error: --out {scanner}: that is the scanner")
+
+
+def _card_edit(folder, **fields) -> None:
+    card = json.loads((folder / "card.json").read_text())
+    card.update(fields)
+    (folder / "card.json").write_text(json.dumps(card))
+
+
+def test_parts_that_cannot_make_a_cascade_are_refused_before_any_file(tmp_path, capsys):
+    """A cascade as scanner lost its refiner's split (train-zoom then failed on the bundle);
+    a refiner of other classes made a bundle detect refused; one of another GSD ran at the
+    scanner's."""
+    other_classes, coarse = tmp_path / "cars", tmp_path / "coarse"
+    shutil.copytree(bundle_dir("aircraft_lsn"), other_classes)
+    _card_edit(other_classes, classes=["car"])
+    shutil.copytree(bundle_dir("aircraft_yolo"), coarse)
+    card = json.loads((coarse / "card.json").read_text())
+    _card_edit(coarse, gsd_m=1.0, levels=[{**lv, "target_gsd_m": 1.0} for lv in card["levels"]])
+    cases = [
+        ("aircraft_cascade", "aircraft_yolo", "--scanner aircraft_cascade: a cascade"),
+        ("aircraft_yolo", "aircraft_yolo", "--scanner aircraft_yolo: not a scanning network"),
+        (str(other_classes), "aircraft_yolo", "predicts classes ['Airplane'], the scanner ['car']"),
+        ("aircraft_lsn", str(coarse), "--refiner: trained at 1 m, the scanner at 0.5 m"),
+    ]
+    for scanner, refiner, says in cases:
+        out = tmp_path / "out"
+        rc = main(["cascade", "--scanner", scanner, "--refiner", refiner, "--out", str(out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and says in err[0], err
+        assert not out.exists()

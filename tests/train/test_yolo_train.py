@@ -169,3 +169,19 @@ def test_validation_images_must_exist_and_stay_apart_from_the_training_images(tm
     with pytest.raises(ConfigError, match=r"needs validation images: --val-fraction > 0$"):
         train_yolo_bundle(unheld, cfg, log=lambda s: None)
     assert not (tmp_path / "yolo").exists()  # refused before anything was written
+
+
+def test_a_relative_work_folder_holds_the_run(tmp_path, monkeypatch):
+    """ultralytics put a relative project under its own runs_dir (the repository's runs/), so
+    the run was not where a resume looks: a re-run trained again from scratch."""
+    from geo_hires.train.yolo_data import YoloDataConfig
+    from geo_hires.train.yolo_run import YoloTrainConfig, train_yolo_bundle
+
+    job = _tiny_job(tmp_path, str(tmp_path / "yolo"), scenes=3, size=256, name="rel")
+    cfg = YoloTrainConfig(
+        arch="yolov8n", minutes=0.03, batch=4, window=256, halo=48, select_fraction=0.5,
+        data=YoloDataConfig(chip=96, chips_per_image=2),
+    )  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    train_yolo_bundle(job, cfg, work="wk", log=lambda _s: None)
+    assert (tmp_path / "wk" / "runs" / "train" / "weights" / "last.pt").is_file()
