@@ -110,7 +110,8 @@ class ZoomConfig:
 
     Attributes:
         mode: One of :data:`ZOOM_MODES`.
-        budget: At most this share of the fine windows (``(0, 1]``), the highest-ranked;
+        budget: This share of the fine windows (``(0, 1]``, rounded up to whole windows; the
+            rl safety rule's come on top), the highest-ranked;
             ``None``: no cap.
         window: Fine window side in fine-level pixels (a zoom decision covers one window).
         gate_threshold: Evidence score a window needs under ``gate``.
@@ -254,7 +255,11 @@ class DetectOptions:
         "model card measured safe (rl or all)",
     )
     budget: float | None = _option(
-        None, "at most this share of fine windows, in (0, 1] (the highest-ranked)", gt=0, le=1
+        None,
+        "this share of fine windows, in (0, 1], the highest-ranked (rounded up to whole "
+        "windows; those the rl safety rule forces come on top)",
+        gt=0,
+        le=1,
     )
     precision: PrecisionChoice = _option(
         "auto",

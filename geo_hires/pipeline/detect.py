@@ -281,6 +281,8 @@ def detect_scene(
     """
     _check_call(config, aoi, journal, resume)
     cfg, card = config or DetectConfig(), bundle.card
+    if cfg.zoom.mode == "rl":  # before the coarse pass (minutes on a large scene), not after
+        check_policy(cfg.zoom, bundle)
     start = time.perf_counter()
     plan = ScenePlan.make(scene, card, cfg, read_config=read_config, aoi=aoi)
     units, runs = plan.first()

@@ -43,3 +43,21 @@ def test_detect_scene_says_what_it_takes(demo_crop):
 def test_run_detect_without_outputs_is_refused_before_any_work(demo_crop):
     with pytest.raises(ConfigError, match="name at least one output file"):
         run_detect(demo_crop(1024, 512, 256, 256), [])
+
+
+def test_rl_without_a_usable_policy_is_refused_before_the_coarse_pass(demo_crop, tmp_path):
+    """It was refused only once the coarse level had been scanned: minutes on a large scene."""
+    import json
+    import shutil
+
+    from geo_hires.models.card import bundle_dir
+
+    folder = tmp_path / "lsn"
+    shutil.copytree(bundle_dir("aircraft_lsn"), folder)
+    card = json.loads((folder / "card.json").read_text())
+    (folder / "card.json").write_text(json.dumps({**card, "zoom_policy": None}))
+    scene, seen = open_scene(demo_crop(0, 0, 2048, 2048)), []
+    cfg = DetectConfig(zoom=ZoomConfig(mode="rl"))
+    with pytest.raises(ConfigError, match="has no zoom policy"):
+        detect_scene(scene, load_bundle(folder), cfg, on_progress=lambda *a: seen.append(a))
+    assert seen == []
