@@ -318,6 +318,15 @@ class DetectOptions:
             precision=precision,
         )
 
+    def moot_given(self, config: DetectConfig) -> None:
+        """Say which of these options a ``config`` given beside them overrides (they make the
+        settings :meth:`detect_config` builds; set against their defaults, they were dropped
+        without a word)."""
+        usual = DetectOptions()
+        for name in CONFIG_OPTIONS:
+            if getattr(self, name) != getattr(usual, name):
+                _ignored(f"DetectOptions.{name}: the DetectConfig given decides it; set it there")
+
     def read_config(self, base: ReadConfig | None = None) -> ReadConfig:
         """``base`` (the caller's read budget and driver rules) with these options' bands,
         STAC asset and RPC height."""
@@ -327,6 +336,12 @@ class DetectOptions:
             stac_asset=self.asset,
             rpc_height_m=self.rpc_height,
         )
+
+
+CONFIG_OPTIONS = (
+    "block", "batch", "threads", "score_threshold", "levels", "zoom", "budget", "precision"
+)  # fmt: skip
+"""The options :meth:`DetectOptions.detect_config` turns into a :class:`DetectConfig`."""
 
 
 def option_fields(*, service: bool = False) -> tuple[dataclasses.Field[Any], ...]:

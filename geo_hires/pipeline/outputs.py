@@ -222,6 +222,8 @@ class _Opened:
         cls, scene_path: PathLike, opts: DetectOptions, bundle: Bundle,
         config: DetectConfig | None, read_config: ReadConfig | None, executor: Executor | None,
     ) -> _Opened:  # fmt: skip
+        if config is not None:
+            opts.moot_given(config)
         cfg = config or opts.detect_config(bundle.card, native_bf16_of(executor))
         reading = opts.read_config(read_config)
         scene, stac = open_input(scene_path, reading)

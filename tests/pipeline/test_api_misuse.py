@@ -61,3 +61,15 @@ def test_rl_without_a_usable_policy_is_refused_before_the_coarse_pass(demo_crop,
     with pytest.raises(ConfigError, match="has no zoom policy"):
         detect_scene(scene, load_bundle(folder), cfg, on_progress=lambda *a: seen.append(a))
     assert seen == []
+
+
+def test_options_a_given_config_overrides_are_said(demo_crop, tmp_path):
+    """run_detect(options, config=...) dropped the options' threshold and zoom without a word."""
+    from geo_hires.errors import OptionIgnoredWarning
+
+    opts = DetectOptions(model="aircraft_lsn", score_threshold=0.9, zoom="none", bands=(1, 2, 3))
+    with pytest.warns(OptionIgnoredWarning) as said:
+        run_detect(demo_crop(1024, 512, 256, 256), tmp_path / "o.geojson", opts,
+                   config=DetectConfig())  # fmt: skip
+    text = [str(w.message) for w in said]
+    assert len(text) == 2 and "DetectOptions.score_threshold" in text[0] and "zoom" in text[1]
