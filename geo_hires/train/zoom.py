@@ -104,6 +104,10 @@ class ZoomTrainConfig:
             raise ConfigError(f"--safety-recall {self.safety_recall}: a share, in (0, 1]")
 
 
+POLICY_THREADS = 2
+"""Torch threads while a policy trains (the shipped policies' 2-core machine's default)."""
+
+
 def fit_policy(
     features: npt.NDArray[np.float32],
     gains: npt.NDArray[np.float64],
@@ -117,56 +121,41 @@ def fit_policy(
     runs :data:`POLICY_THREADS` threads (a step's sums follow the thread count: the weights
     would otherwise be the machine's)."""
     with torch_threads(POLICY_THREADS):
-        return _fit_policy(features, gains, cfg, spec, on_epoch=on_epoch)
-
-
-POLICY_THREADS = 2
-"""Torch threads while a policy trains (the shipped policies' 2-core machine's default)."""
-
-
-def _fit_policy(
-    features: npt.NDArray[np.float32],
-    gains: npt.NDArray[np.float64],
-    cfg: ZoomTrainConfig,
-    spec: PolicySpec,
-    *,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-) -> tuple[ZoomPolicy, list[dict[str, float]]]:
-    torch.manual_seed(cfg.seed)
-    policy = ZoomPolicy(spec)
-    # SGD, not Adam: zoom-worthy windows are few (~8 % on the aircraft data), and Adam's
-    # equal-sized steps let the shared bias outrun the weights that single them out (measured:
-    # Adam collapsed to zooming nothing); the entropy bonus keeps both actions sampled
-    opt = torch.optim.SGD(policy.parameters(), lr=cfg.lr, momentum=0.9)
-    x = torch.from_numpy(features)
-    value = torch.from_numpy(gains).float() - cfg.cost  # reward of zooming; not zooming: 0
-    gen = torch.Generator().manual_seed(cfg.seed)
-    curve: list[dict[str, float]] = []
-    total_gain = float(np.clip(gains, 0, None).sum()) or 1.0
-    for epoch in range(cfg.epochs):
-        policy.train()
-        p = torch.sigmoid(policy(x))
-        greedy = (p.detach() >= 0.5).float()
-        action = torch.bernoulli(p.detach().expand(cfg.samples, -1), generator=gen)
-        advantage = (action - greedy) * value  # r(sampled) - r(greedy), per window
-        logp = action * torch.log(p + 1e-8) + (1 - action) * torch.log(1 - p + 1e-8)
-        entropy = -(p * torch.log(p + 1e-8) + (1 - p) * torch.log(1 - p + 1e-8))
-        loss = -(advantage * logp).mean() - cfg.entropy * entropy.mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if epoch % 20 == 0 or epoch == cfg.epochs - 1:
-            g = greedy.numpy().astype(bool)
-            row = {
-                "epoch": epoch,
-                "reward_per_window": round(float((greedy * value).mean()), 4),
-                "zoom_fraction": round(float(g.mean()), 4),
-                "gain_kept": round(float(np.clip(gains[g], 0, None).sum()) / total_gain, 4),
-            }
-            curve.append(row)
-            if on_epoch is not None:
-                on_epoch(epoch, row)
-    return policy.eval(), curve
+        torch.manual_seed(cfg.seed)
+        policy = ZoomPolicy(spec)
+        # SGD, not Adam: zoom-worthy windows are few (~8 % on the aircraft data), and Adam's
+        # equal-sized steps let the shared bias outrun the weights that single them out (measured:
+        # Adam collapsed to zooming nothing); the entropy bonus keeps both actions sampled
+        opt = torch.optim.SGD(policy.parameters(), lr=cfg.lr, momentum=0.9)
+        x = torch.from_numpy(features)
+        value = torch.from_numpy(gains).float() - cfg.cost  # reward of zooming; not zooming: 0
+        gen = torch.Generator().manual_seed(cfg.seed)
+        curve: list[dict[str, float]] = []
+        total_gain = float(np.clip(gains, 0, None).sum()) or 1.0
+        for epoch in range(cfg.epochs):
+            policy.train()
+            p = torch.sigmoid(policy(x))
+            greedy = (p.detach() >= 0.5).float()
+            action = torch.bernoulli(p.detach().expand(cfg.samples, -1), generator=gen)
+            advantage = (action - greedy) * value  # r(sampled) - r(greedy), per window
+            logp = action * torch.log(p + 1e-8) + (1 - action) * torch.log(1 - p + 1e-8)
+            entropy = -(p * torch.log(p + 1e-8) + (1 - p) * torch.log(1 - p + 1e-8))
+            loss = -(advantage * logp).mean() - cfg.entropy * entropy.mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if epoch % 20 == 0 or epoch == cfg.epochs - 1:
+                g = greedy.numpy().astype(bool)
+                row = {
+                    "epoch": epoch,
+                    "reward_per_window": round(float((greedy * value).mean()), 4),
+                    "zoom_fraction": round(float(g.mean()), 4),
+                    "gain_kept": round(float(np.clip(gains[g], 0, None).sum()) / total_gain, 4),
+                }
+                curve.append(row)
+                if on_epoch is not None:
+                    on_epoch(epoch, row)
+        return policy.eval(), curve
 
 
 def split_px(card: ModelCard) -> float:
