@@ -61,12 +61,16 @@ def test_zoom_training_settings_out_of_range_are_refused(capsys):
 
     for kw, says in [
         ({"epochs": 0}, "--epochs >= 1"),
+        ({"samples": 0}, "samples >= 1"),
+        ({"lr": 0.0}, "lr > 0"),
         ({"cost": -5.0}, "--cost >= 0"),
         ({"safety_recall": 1.5}, r"--safety-recall 1.5: a share, in \(0, 1\]"),
         ({"safety_recall": -0.5}, "--safety-recall -0.5"),
     ]:
         with pytest.raises(ConfigError, match=says):
             ZoomTrainConfig(**kw)
+    edge = ZoomTrainConfig(epochs=1, samples=1, cost=0.0, safety_recall=1.0)  # the bounds hold
+    assert (edge.epochs, edge.cost, edge.safety_recall) == (1, 0.0, 1.0)
     rc = main(["train-zoom", "imgs", "--labels", "l", "--out", "o", "--window", "256"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "detect zooms 512-px windows" in err[0], err
