@@ -214,6 +214,8 @@ def evaluate_images(
     """Like :func:`evaluate` over several images at once: ``(pred, truth)`` per image."""
     if not 0.05 <= iou <= 0.95:
         raise ConfigError(f"--iou must be in [0.05, 0.95], got {iou}")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:  # NaN too
+        raise ConfigError(f"--threshold {threshold}: a detection score, in [0, 1]")
     if not pairs:
         raise ConfigError("nothing to evaluate")
     truth_names = {n for _, t in pairs for n in t.class_names}

@@ -230,6 +230,10 @@ def test_evaluation_bounds_extra_classes_and_json():
     for bad in (0.04, 0.96):
         with pytest.raises(ConfigError, match="--iou must be in"):
             evaluate(pred, truth, iou=bad)
+    for bad in (5.0, -0.1, float("nan")):  # scored 0 precision and recall without a word
+        with pytest.raises(ConfigError, match="a detection score, in"):
+            evaluate(pred, truth, threshold=bad)
+    assert evaluate(pred, truth, threshold=1.0).operating is not None
     from geo_hires.evaluate import evaluate_images
 
     with pytest.raises(ConfigError, match="nothing to evaluate"):
