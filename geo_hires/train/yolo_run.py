@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -39,6 +40,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from geo_hires.errors import ConfigError
@@ -240,6 +242,17 @@ def _train_report(work: Path, epochs: int, sessions: int) -> dict[str, Any]:
     }
 
 
+def _labels_digest(items: Sequence[LabelledImage]) -> str:
+    """The boxes and classes the chips are cut with: labels edited since a work folder's
+    chips were made must not reuse them (nor its weights)."""
+    h = hashlib.sha256()
+    for i in sorted(items, key=lambda i: i.name):
+        h.update(i.name.encode())
+        for a in (i.boxes, i.classes, i.corners):
+            h.update(b"-" if a is None else np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
 def _work_plan(work: Path, plan: dict[str, Any]) -> None:
     """Record what ``work`` trains, or refuse a folder that trains something else."""
     path = work / "plan.json"
@@ -348,7 +361,7 @@ def train_yolo_bundle(
         "data": dataset_record(cfg.data, oriented=cfg.oriented),
         "seed": job.fit.seed, "gsd_m": job.gsd_m, "classes": list(classes),
         "fit_images": [i.name for i in fit], "select_images": [i.name for i in select],
-        "init": cfg.init,
+        "init": cfg.init, "labels": _labels_digest([*fit, *select]),
     }  # fmt: skip
     try:
         _work_plan(folder, plan)

@@ -93,6 +93,11 @@ def test_a_killed_training_resumes_in_its_work_folder(tmp_path, monkeypatch):
     other = YoloTrainConfig(arch="yolo11n", minutes=0.08, data=cfg.data, select_fraction=0.34)
     with pytest.raises(ConfigError, match=r"other settings \(arch"):
         train_yolo_bundle(job, other, work=work, log=lines.append)
+    edited = tmp_path / "labels" / "s0.geojson"  # one box less: its chips are no longer these
+    doc = json.loads(edited.read_text())
+    edited.write_text(json.dumps({**doc, "features": doc["features"][1:]}))
+    with pytest.raises(ConfigError, match=r"other settings \(labels\)"):
+        train_yolo_bundle(job, cfg, work=work, log=lines.append)
     plan = json.loads((work / "plan.json").read_text())
     assert plan["fit_images"] == fit and Path(work / "data" / "complete").is_file()
 
