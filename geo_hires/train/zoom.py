@@ -229,12 +229,12 @@ def _items(
     out = []
     for name in names:
         path = str(Path(images) / name)
-        _, truth = labelled_scene(path, labels, card, class_names=card.classes)
+        scene, truth = labelled_scene(path, labels, card, class_names=card.classes)
         if not gsds:
             out.append((path, truth))
-        for g in gsds:
+        for g in gsds:  # from the image's own GSD where its CRS gives one, else the data's
             copy = work / f"{g:g}m" / f"{Path(name).stem}.tif"
-            factor = at_gsd(path, g, copy, native=card.gsd_m)
+            factor = at_gsd(path, g, copy, native=scene.gsd_m or card.gsd_m)
             out.append((str(copy), scaled_truth(truth, factor)))
     return out
 
@@ -249,7 +249,7 @@ def zoomable_gsds(
     skipped: list[float] = []
     for g in gsds:
         copy = work / "probe" / f"{g:g}m.tif"
-        at_gsd(sample, g, copy, native=card.gsd_m)
+        at_gsd(sample, g, copy, native=open_scene(sample).gsd_m or card.gsd_m)
         zooms = coarsest(card, open_scene(str(copy)), DetectConfig()) is not None
         (kept if zooms else skipped).append(g)
     return tuple(kept), tuple(skipped)

@@ -5,6 +5,7 @@ the data's GSD, a zoom policy's weights not the machine's thread count)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -95,3 +96,24 @@ def test_a_zoom_policy_is_the_same_whatever_the_callers_thread_count():
     finally:
         torch.set_num_threads(caller)
     assert torch.equal(weights[0], weights[1])
+
+
+def test_zoom_training_resamples_an_image_from_its_own_gsd(tmp_path):
+    """--gsds took every image to be at the card's GSD: a 0.3 m scene 'at 0.6 m' was really
+    at 0.36 m (and its truth scaled wrongly with it)."""
+    import rasterio
+
+    from geo_hires.export import write_geojson
+    from geo_hires.models.card import load_card
+    from geo_hires.scene import Density, SynthSpec, open_scene, write_synthetic
+    from geo_hires.train.zoom import _items
+
+    (tmp_path / "img").mkdir()
+    path = tmp_path / "img" / "fine.tif"
+    spec = SynthSpec(width=300, height=200, seed=2, density=Density.DENSE, gsd_m=0.3)
+    write_geojson(tmp_path / "fine.geojson", write_synthetic(path, spec), open_scene(path))
+    card = dataclasses.replace(load_card("aircraft_lsn"), classes=("aircraft", "vehicle"))  # 0.5 m
+    ((copy, _),) = _items(["fine.tif"], str(tmp_path / "img"), str(tmp_path), card, (0.6,),
+                          tmp_path / "work")  # fmt: skip
+    with rasterio.open(copy) as src:
+        assert (src.width, src.height) == (150, 100) and src.res == (0.6, 0.6)
