@@ -149,3 +149,21 @@ def test_the_item_links_the_model_that_ran_not_the_options_default(demo_crop, tm
     item = json.loads((tmp_path / "b.stac.json").read_text())
     links = {ln["rel"]: ln["href"] for ln in item["links"]}
     assert json.loads(Path(links["derived_from"]).read_text())["id"] == "aircraft_lsn"
+
+
+def test_the_item_links_a_bundle_folder_named_in_the_options(demo_crop, tmp_path):
+    import shutil
+
+    from geo_hires.detect.options import DetectOptions
+    from geo_hires.models.card import bundle_dir
+    from geo_hires.pipeline import Outputs, run_detect
+
+    folder = tmp_path / "mine"
+    shutil.copytree(bundle_dir("aircraft_lsn"), folder)
+    files = (str(tmp_path / "f.geojson"), str(tmp_path / "f.stac.json"))
+    run_detect(
+        demo_crop(1024, 512, 512, 512), Outputs(files=files), DetectOptions(model=str(folder))
+    )
+    links = {ln["rel"]: ln["href"] for ln in json.loads(Path(files[1]).read_text())["links"]}
+    href = Path(files[1]).parent / links["derived_from"]  # relative to the item
+    assert href.resolve() == (folder / "mlm.stac.json").resolve()
