@@ -73,3 +73,18 @@ def test_options_a_given_config_overrides_are_said(demo_crop, tmp_path):
                    config=DetectConfig())  # fmt: skip
     text = [str(w.message) for w in said]
     assert len(text) == 2 and "DetectOptions.score_threshold" in text[0] and "zoom" in text[1]
+
+
+def test_detect_config_bounds_hold_at_their_edges():
+    """The edges a caller meets first (survivors of the mutation run: the old checks were
+    tested only through the CLI, outside this file's functions' selection)."""
+    DetectConfig(core=16, batch_size=1, prefetch=1, threads=1, score_threshold=0.001)
+    for kw in ({"core": 15}, {"batch_size": 0}, {"prefetch": 0}):
+        with pytest.raises(ConfigError, match="core >= 16, batch_size >= 1 and prefetch >= 1"):
+            DetectConfig(**kw)
+    with pytest.raises(ConfigError, match="--threads 0: give 1 or more"):
+        DetectConfig(threads=0)
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ConfigError, match=r"score threshold must be in \(0, 1\)"):
+            DetectConfig(score_threshold=bad)
+    DetectConfig(iou_threshold=1.0, max_per_block=1, whole_read_pixels=0)
