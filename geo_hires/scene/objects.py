@@ -103,6 +103,10 @@ def gdal_session(path: str | None) -> Any:
     """
     if path is None or not (path.startswith("/vsis3/") or path.lower().startswith("s3://")):
         return None
+    if os.environ.get("AWS_NO_SIGN_REQUEST", "").upper() == "YES" or os.environ.get(
+        "AWS_SECRET_ACCESS_KEY"
+    ):  # a public bucket, or keys GDAL reads itself: no credential chain to walk per read
+        return None
     env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
     session = _session(env)
     with _settings():

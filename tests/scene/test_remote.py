@@ -249,6 +249,21 @@ def test_a_profiles_credential_process_serves_the_pixels_too(s3, cog, monkeypatc
         assert reader.read_overview(10_000).valid.all()
 
 
+def test_a_public_bucket_walks_no_credential_chain_per_read(monkeypatch, tmp_path):
+    """AWS_NO_SIGN_REQUEST=YES: every read's GDAL scope asked the chain (a credential_process
+    per reader; off EC2, the metadata address's time-outs) for keys it would not use."""
+    from geo_hires.scene.objects import gdal_session
+
+    ran = tmp_path / "ran"
+    script = tmp_path / "creds.py"
+    script.write_text(f"open({str(ran)!r}, 'w').close()\nprint('{{}}')\n")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")  # what _profile removes
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    _profile(monkeypatch, tmp_path, f"credential_process = {sys.executable} {script}")
+    monkeypatch.setenv("AWS_NO_SIGN_REQUEST", "YES")
+    assert gdal_session("/vsis3/bkt/x.tif") is None and not ran.exists()
+
+
 @pytest.mark.parametrize(
     "lines, says",
     [
