@@ -11,6 +11,7 @@ machine (a retried RayJob on a new cluster) finds them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -219,7 +220,8 @@ class _Batch:
                 return "skipped"
             _status(status, state="running", **recorded)  # an earlier "done" no longer holds
             if hasattr(self.executor, "stats"):  # the last scene's, until this one runs a unit
-                setattr(self.executor, "stats", None)  # noqa: B010 (not in Executor's protocol)
+                with contextlib.suppress(AttributeError):  # a caller's frozen executor: as is
+                    setattr(self.executor, "stats", None)  # noqa: B010 (not in the protocol)
             result = run_detect(
                 scene, output, self.opts, bundle=self.bundle, read_config=self.read_config,
                 executor=self.executor, resume=self.resume,

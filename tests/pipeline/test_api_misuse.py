@@ -88,3 +88,24 @@ def test_detect_config_bounds_hold_at_their_edges():
         with pytest.raises(ConfigError, match=r"score threshold must be in \(0, 1\)"):
             DetectConfig(score_threshold=bad)
     DetectConfig(iou_threshold=1.0, max_per_block=1, whole_read_pixels=0)
+
+
+def test_a_batch_runs_on_a_callers_frozen_executor_with_stats(tmp_path, synthetic):
+    """run_batch cleared an executor's ``stats`` between scenes by assignment: a frozen one
+    (a caller's own, counting as Ray's does) failed every scene."""
+    import dataclasses
+
+    from geo_hires.detect.executors import LocalExecutor
+    from geo_hires.pipeline import run_batch
+
+    @dataclasses.dataclass(frozen=True)
+    class Counting:
+        stats: object = None
+
+        def run_units(self, *args, **kw):  # type: ignore[no-untyped-def]
+            LocalExecutor().run_units(*args, **kw)
+
+    (tmp_path / "l.txt").write_text(f"{synthetic(512, 512, seed=5)}\n")
+    report = run_batch(tmp_path / "l.txt", tmp_path / "o", DetectOptions(model="aircraft_lsn"),
+                       executor=Counting())  # fmt: skip
+    assert report.failed == 0 and report.done == 1, report
