@@ -60,7 +60,10 @@ class LevelRun:
 
     @property
     def scanned(self) -> int:
-        """Blocks scanned: not left out for nodata or the AOI."""
+        """Blocks scanned: not left out for nodata or the AOI; for a zoomed level, the windows
+        zoomed."""
+        if self.windows is not None:
+            return len(self.cores)
         return self.blocks - self.skipped_nodata - self.skipped_aoi
 
     def describe(self) -> str:

@@ -102,6 +102,8 @@ def test_gate_reads_full_resolution_only_in_chosen_windows(crop, monkeypatch):
         assert any(cx0 >= x0 and cy0 >= y0 and cx1 <= x1 and cy1 <= y1
                    for cx0, cy0, cx1, cy1 in fine.cores)  # fmt: skip
     assert len(full) == len(fine.cores)
+    scanned = len(fine.cores) + result.levels[1].blocks  # the summary counts what was read
+    assert result.summary("s.tif", ["o"]).startswith(f"s.tif: {scanned} windows [full: ")
     capped = _run(scene, dataclasses.replace(zoom, budget=0.1))
     assert len(capped.levels[0].cores) == int(np.ceil(0.1 * fine.windows))
 
