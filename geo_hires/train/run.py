@@ -75,6 +75,8 @@ class TrainJob:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.gsd_m) and self.gsd_m > 0):
             raise ConfigError(f"--gsd {self.gsd_m}: metres per pixel of the data, above 0")
+        if not self.plan:
+            raise ConfigError("TrainJob.levels: at least one level (None: the aircraft plan)")
         finest = min(lv.target_gsd_m for lv in self.plan)
         if abs(finest / self.gsd_m - 1) > 0.05:
             raise ConfigError(

@@ -30,6 +30,8 @@ def test_the_lsn_levels_run_at_the_datas_gsd():
     assert [(lv.min_size, lv.max_size) for lv in plan] == [(0.0, 80.0), (32.0, 1e9)]  # level px
     with pytest.raises(ConfigError, match=r"finest level runs at 0\.5 m but the data is at 0\.3 m"):
         _job(gsd_m=0.3, levels=_job().plan)
+    with pytest.raises(ConfigError, match="at least one level"):
+        _job(levels=())
     for bad in (math.nan, 0.0, -1.0):
         with pytest.raises(ConfigError, match="metres per pixel of the data, above 0"):
             _job(gsd_m=bad)
