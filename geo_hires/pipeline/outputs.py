@@ -224,11 +224,21 @@ class _Opened:
     ) -> _Opened:  # fmt: skip
         if config is not None:
             opts.moot_given(config)
-        cfg = config or opts.detect_config(bundle.card, native_bf16_of(executor))
         reading = opts.read_config(read_config)
-        scene, stac = open_input(scene_path, reading)
+        scene, stac = open_input(scene_path, reading)  # a bad scene fails before any probe
         area = load_aoi(opts.aoi, scene) if opts.aoi is not None else None
+        cfg = config or opts.detect_config(bundle.card, _native(opts, bundle, executor))
         return cls(scene, stac, area, cfg, reading)
+
+
+def _native(opts: DetectOptions, bundle: Bundle, executor: Executor | None) -> bool:
+    """:func:`native_bf16_of` where a run needs it: ``--precision auto`` for a scanning network,
+    or a Ray run asked for CUDA (which its probe checks on a worker). Ray asks a worker placed
+    as an actor: a task that waits for a node like the actors, so it is not asked for nothing."""
+    device = getattr(getattr(executor, "config", None), "device", None)
+    if (opts.precision == "auto" and bundle.card.arch is not None) or device == "cuda":
+        return native_bf16_of(executor)
+    return False
 
 
 def run_identity(
