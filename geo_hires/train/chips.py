@@ -9,6 +9,7 @@ brightness and contrast.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
@@ -98,7 +99,7 @@ def load_labelled(
             f"the labels ({os.fspath(labels)}) hold no object in these {len(raw)} scenes: a "
             "model of no class cannot be trained; check the label file (and --class-map)"
         )
-    twice = sorted({n for n, *_ in raw if sum(m == n for m, *_ in raw) > 1})
+    twice = sorted(n for n, k in collections.Counter(n for n, *_ in raw).items() if k > 1)
     if twice:
         raise ConfigError(
             f"two scenes are named {twice[0]}: the split and the card name scenes by file "
