@@ -74,7 +74,7 @@ class LevelRun:
         scale = f"(x{d:g}" if d >= 1 else f"(up x{round(1 / d)}"
         scale += f", {'+'.join(self.folded)} folded in)" if self.folded else ")"
         if self.windows is not None:
-            return f"{self.name}: {len(self.cores)} of {self.windows} windows zoomed {scale}"
+            return f"{self.name}: {self.scanned} of {self.windows} windows zoomed {scale}"
         some = f"{self.scanned} of " if self.scanned < self.blocks else ""
         return f"{self.name}: {some}{self.blocks} blocks {scale}"
 

@@ -53,7 +53,12 @@ def _endpoint_url(env: Mapping[str, str]) -> str | None:
 
 def _s3() -> Any:
     """The S3 client of the current AWS settings (one per set of settings, thread-safe)."""
-    return _client(tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))))
+    return _client(_aws_settings())
+
+
+def _aws_settings() -> tuple[tuple[str, str], ...]:
+    """The environment's ``AWS_*`` settings, as the key of the session and client they make."""
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
 
 
 @functools.lru_cache(maxsize=4)
@@ -107,8 +112,7 @@ def gdal_session(path: str | None) -> Any:
         "AWS_SECRET_ACCESS_KEY"
     ):  # a public bucket, or keys GDAL reads itself: no credential chain to walk per read
         return None
-    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
-    session = _session(env)
+    session = _session(_aws_settings())
     with _settings():
         creds = session.get_credentials()
         if creds is None or creds.method not in _GDAL_CANNOT:
