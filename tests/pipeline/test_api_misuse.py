@@ -47,15 +47,13 @@ def test_run_detect_without_outputs_is_refused_before_any_work(demo_crop):
 
 def test_rl_without_a_usable_policy_is_refused_before_the_coarse_pass(demo_crop, tmp_path):
     """It was refused only once the coarse level had been scanned: minutes on a large scene."""
-    import json
     import shutil
 
-    from geo_hires.models.card import bundle_dir
+    from geo_hires.models.card import bundle_dir, update_card
 
     folder = tmp_path / "lsn"
     shutil.copytree(bundle_dir("aircraft_lsn"), folder)
-    card = json.loads((folder / "card.json").read_text())
-    (folder / "card.json").write_text(json.dumps({**card, "zoom_policy": None}))
+    update_card(folder, {"zoom_policy": None})
     scene, seen = open_scene(demo_crop(0, 0, 2048, 2048)), []
     cfg = DetectConfig(zoom=ZoomConfig(mode="rl"))
     with pytest.raises(ConfigError, match="has no zoom policy"):

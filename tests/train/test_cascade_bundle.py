@@ -13,7 +13,7 @@ import pytest
 from geo_hires.cli import main
 from geo_hires.detect.options import resolve_precision, resolve_zoom
 from geo_hires.errors import ConfigError
-from geo_hires.models.card import CascadeRule, bundle_dir, load_card
+from geo_hires.models.card import CascadeRule, bundle_dir, load_card, update_card
 from geo_hires.train.cascade import CARRIED, make_cascade_bundle
 
 
@@ -108,22 +108,18 @@ def test_a_cascade_is_not_written_over_its_scanner(tmp_path, capsys):
     assert rc == 2 and err.startswith(f"geo-hires: error: --out {scanner}: that is the scanner")
 
 
-def _card_edit(folder, **fields) -> None:
-    card = json.loads((folder / "card.json").read_text())
-    card.update(fields)
-    (folder / "card.json").write_text(json.dumps(card))
-
-
 def test_parts_that_cannot_make_a_cascade_are_refused_before_any_file(tmp_path, capsys):
     """A cascade as scanner lost its refiner's split (train-zoom then failed on the bundle);
     a refiner of other classes made a bundle detect refused; one of another GSD ran at the
     scanner's."""
     other_classes, coarse = tmp_path / "cars", tmp_path / "coarse"
     shutil.copytree(bundle_dir("aircraft_lsn"), other_classes)
-    _card_edit(other_classes, classes=["car"])
+    update_card(other_classes, {"classes": ["car"]})
     shutil.copytree(bundle_dir("aircraft_yolo"), coarse)
     card = json.loads((coarse / "card.json").read_text())
-    _card_edit(coarse, gsd_m=1.0, levels=[{**lv, "target_gsd_m": 1.0} for lv in card["levels"]])
+    update_card(
+        coarse, {"gsd_m": 1.0, "levels": [{**lv, "target_gsd_m": 1.0} for lv in card["levels"]]}
+    )
     cases = [
         ("aircraft_cascade", "aircraft_yolo", "--scanner aircraft_cascade: a cascade"),
         ("aircraft_yolo", "aircraft_yolo", "--scanner aircraft_yolo: not a scanning network"),
