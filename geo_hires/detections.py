@@ -36,6 +36,22 @@ def box_corners(boxes: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     ).reshape(-1, 4, 2)
 
 
+def _freeze(value: object, names: Sequence[str]) -> None:
+    """Give a frozen value read-only arrays of its own.
+
+    Why: ``frozen=True`` stops rebinding a field, not writing into its array; a caller who
+    built detections from their own array (shared by ``np.asarray``) and then edited it would
+    change the detections, and a caller editing ``dets.boxes`` would change every set sharing
+    it through ``dataclasses.replace``.
+    """
+    for name in names:
+        arr = getattr(value, name)
+        if arr is not None and arr.flags.writeable:
+            own = arr.copy()
+            own.flags.writeable = False
+            object.__setattr__(value, name, own)
+
+
 def _check_lengths(n: int, **arrays: np.ndarray) -> None:
     for name, arr in arrays.items():
         if arr.shape[0] != n:
@@ -83,6 +99,7 @@ class PixelDetections:
         _check_classes(self.classes, self.class_names)
         if self.corners is not None and self.corners.shape != (n, 4, 2):
             raise ConfigError(f"corners must have shape ({n}, 4, 2), got {self.corners.shape}")
+        _freeze(self, ("boxes", "scores", "classes", "levels", "corners"))
 
     @classmethod
     def oriented(
@@ -228,6 +245,7 @@ class GeoDetections:
         n = self.polygons.shape[0]
         _check_lengths(n, scores=self.scores, classes=self.classes, levels=self.levels)
         _check_classes(self.classes, self.class_names)
+        _freeze(self, ("polygons", "scores", "classes", "levels", "dimensions"))
 
     def __len__(self) -> int:
         return int(self.polygons.shape[0])

@@ -112,3 +112,16 @@ def test_batched_nms_equals_torchvision_on_both_of_its_paths():
         args = (torch.from_numpy(dets.boxes), torch.from_numpy(dets.scores),
                 torch.from_numpy(dets.classes), 0.5)  # fmt: skip
         assert torch.equal(batched_nms(*args), torchvision.ops.batched_nms(*args))
+
+
+def test_detections_keep_their_own_read_only_arrays():
+    """A frozen value cannot change under its holder: not through the caller's array, nor
+    through the field itself, nor through a set derived from it."""
+    boxes = np.array([[0.0, 0.0, 10.0, 10.0]])
+    dets = PixelDetections.build(boxes, [0.9], [0], class_names=("plane",))
+    boxes[0, 0] = 5.0
+    assert dets.boxes[0, 0] == 0.0
+    moved = dets.shifted(1.0, 1.0)
+    for arr in (dets.boxes, dets.scores, dets.classes, dets.levels, moved.boxes):
+        with np.testing.assert_raises(ValueError):
+            arr[0] = 0
