@@ -74,10 +74,7 @@ class LabelSet:
             [[r[:, 0].min(), r[:, 1].min(), r[:, 0].max(), r[:, 1].max()] for r in rings]
         )
 
-    def to_pixels(
-        self, scene: Scene | None, class_names: Sequence[str] | None = None
-    ) -> PixelDetections:
-        """Pixel boxes bounding each object in ``scene`` (needed when ``crs`` is set)."""
+    def _pixel_rings(self, scene: Scene | None) -> tuple[np.ndarray, ...]:
         if self.crs is not None and scene is None:
             raise LabelReadError(
                 "map-coordinate labels need a scene to be put in pixels; pass --scene"
@@ -87,35 +84,50 @@ class LabelSet:
                 f"the labels are in map coordinates, but {Path(scene.path).name} has no CRS; "
                 "give the scene they were made on, or labels in pixels"
             )
-        rings = self.rings
         if self.crs is not None and scene is not None:
-            rings = tuple(map_to_pixel(r, self.crs, scene) for r in rings)
+            return tuple(map_to_pixel(r, self.crs, scene) for r in self.rings)
+        return self.rings
+
+    def to_pixels(
+        self, scene: Scene | None, class_names: Sequence[str] | None = None
+    ) -> PixelDetections:
+        """Pixel boxes bounding each object in ``scene`` (needed when ``crs`` is set).
+
+        With a scene, only the objects on it, their boxes clipped to its edges: a label file
+        shared by several scenes holds the others' objects too, which would count as missed
+        (evaluation) or be taught on pixels that are not there (training).
+        """
         table, classes = self._classes(class_names)
-        return PixelDetections.build(self._bounds(rings), self.scores, classes, class_names=table)
+        bounds = self._bounds(self._pixel_rings(scene))
+        dets = PixelDetections.build(bounds, self.scores, classes, class_names=table)
+        if scene is None:
+            return dets
+        clipped = np.clip(bounds, 0.0, [scene.width, scene.height] * 2)
+        return dataclasses.replace(dets, boxes=clipped).take(_on_scene(bounds, scene))
 
     def to_oriented(
         self, scene: Scene | None, class_names: Sequence[str] | None = None
     ) -> PixelDetections:
         """Oriented boxes in ``scene``'s pixels: each object's minimum rotated rectangle (its
-        own corners when it is one, as DOTA quads nearly are)."""
+        own corners when it is one, as DOTA quads nearly are); with a scene, the objects on it
+        (as :meth:`to_pixels`), their corners as drawn."""
         import shapely
 
-        boxes = self.to_pixels(scene, class_names)
-        rings = self.rings
-        if self.crs is not None and scene is not None:
-            rings = tuple(map_to_pixel(r, self.crs, scene) for r in rings)
+        table, classes = self._classes(class_names)
+        rings = self._pixel_rings(scene)
         corners = [
             np.asarray(shapely.oriented_envelope(shapely.Polygon(r)).exterior.coords)[:4]
             if len(r) >= 3
             else np.repeat(r[:1], 4, axis=0)
             for r in rings
         ]
-        return PixelDetections.oriented(
+        dets = PixelDetections.oriented(
             np.asarray(corners, np.float64).reshape(-1, 4, 2),
-            boxes.scores,
-            boxes.classes,
-            class_names=boxes.class_names,
+            self.scores,
+            classes,
+            class_names=table,
         )
+        return dets if scene is None else dets.take(_on_scene(self._bounds(rings), scene))
 
     def to_map(self, class_names: Sequence[str] | None = None) -> GeoDetections:
         """Envelope polygons in the labels' own CRS (map-coordinate labels only)."""
@@ -133,6 +145,12 @@ class LabelSet:
             level_names=("full",),
             crs=self.crs,
         )
+
+
+def _on_scene(bounds: np.ndarray, scene: Scene) -> np.ndarray:
+    """Which ``(N, 4)`` pixel boxes overlap the scene (a point on it counts)."""
+    x0, y0, x1, y1 = bounds.T
+    return (x1 > 0) & (x0 < scene.width) & (y1 > 0) & (y0 < scene.height)  # type: ignore[no-any-return]
 
 
 def _geojson_crs(doc: dict[str, Any]) -> str | None:

@@ -81,9 +81,10 @@ def load_labelled(
         with warnings.catch_warnings():  # training works in pixels; a missing CRS is fine
             warnings.simplefilter("ignore", NoCRSWarning)
             scene = open_scene(path)
-        lab = labels_for(path, labels)
-        names = [class_map.get(n, n) for n in lab.names]
-        boxes = lab.to_pixels(scene).boxes  # map-space labels land in the scene's pixels
+        lab = labels_for(path, labels).renamed(class_map)
+        dets = lab.to_pixels(scene)  # the scene's objects, in its pixels (map labels too)
+        names = [dets.class_names[c] for c in dets.classes]
+        boxes = dets.boxes
         corners = lab.to_oriented(scene).corners if oriented else None
         f = _resample_factor(scene.gsd_m, gsd_m)
         size = (max(1, round(scene.height * f)), max(1, round(scene.width * f)))

@@ -215,3 +215,29 @@ def test_a_folder_of_labels_gives_each_scene_its_own_file_whatever_image_it_name
     (folder / "s0.jpg").write_bytes(b"\xff\xd8")  # an image kept beside its labels
     assert labels_for(tmp_path / "s0.tif", folder).names == ("car",)
     assert labels_for(tmp_path / "s0.a.tif", folder).names == ("bus",)
+
+
+def test_on_a_scene_only_its_objects_count_clipped_to_its_edges(tmp_path, fixtures, capsys):
+    """A label file shared by several scenes holds the others' objects: they are not this
+    scene's misses (eval) nor objects on pixels it lacks (training); one across its edge is
+    clipped, as detections are."""
+    from geo_hires.cli import main
+
+    scene = open_scene(fixtures / "OSBS_029.tif")  # 400 x 400
+    rows = ["10,20,40,50,Tree", "390,100,420,130,Tree", "500,20,540,50,Tree", "-30,-30,-1,-1,Tree"]
+    (tmp_path / "t.csv").write_text("xmin,ymin,xmax,ymax,label\n" + "\n".join(rows) + "\n")
+    (tmp_path / "p.csv").write_text(
+        "xmin,ymin,xmax,ymax,label\n" + rows[0] + "\n390,100,400,130,Tree\n"
+    )
+    labels = read_labels(tmp_path / "t.csv")
+    assert labels.to_pixels(scene).boxes.tolist() == [[10, 20, 40, 50], [390, 100, 400, 130]]
+    assert len(labels.to_oriented(scene)) == 2 and len(labels.to_pixels(None)) == 4
+    argv = ["eval", str(tmp_path / "p.csv"), str(tmp_path / "t.csv"), "--json"]
+    assert main([*argv, "--scene", str(fixtures / "OSBS_029.tif")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["recall"] == 1.0 and result["ap50"] == 1.0
+    from geo_hires.train.chips import load_labelled
+
+    images, _ = load_labelled([fixtures / "OSBS_029.tif"], tmp_path / "t.csv", oriented=True)
+    assert images[0].boxes.tolist() == [[10, 20, 40, 50], [390, 100, 400, 130]]
+    assert images[0].corners is not None and len(images[0].corners) == 2
