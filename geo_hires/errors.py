@@ -19,6 +19,7 @@ __all__ = [
     "LeftoverWarning",
     "LevelSkippedWarning",
     "NoCRSWarning",
+    "NoTruthWarning",
     "NothingToZoomWarning",
     "OptionIgnoredWarning",
     "SceneNotFoundError",
@@ -106,3 +107,7 @@ class LeftoverWarning(UserWarning):
 
 class ClassMismatchWarning(UserWarning):
     """Predictions and truth share no class name: a score would be 0 for a naming reason."""
+
+
+class NoTruthWarning(UserWarning):
+    """The truth holds no object to score against: every prediction is a false alarm."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from geo_hires.commands.args import SCENE_FLAGS, add_scene_args, given_flags, read_config, renaming
-from geo_hires.errors import ClassMismatchWarning
+from geo_hires.errors import ClassMismatchWarning, NoTruthWarning
 
 __all__ = ["add_commands"]
 
@@ -33,6 +33,25 @@ def _check_classes(pred: Sequence[str], truth: Sequence[str]) -> None:
             ClassMismatchWarning,
             stacklevel=2,
         )
+
+
+def _check_truth(n_pred: int, n_read: int, n_truth: int, image: str | None) -> None:
+    """Warn when there is nothing to find: the scores would be 0 for a reading reason."""
+    if n_truth or not n_pred:
+        return
+    why = (
+        f"its {n_read} objects lie off the scene"
+        if n_read
+        else f"it names no object of {image}"
+        if image
+        else "it holds no object"
+    )
+    warnings.warn(
+        f"the truth has nothing to find ({why}), so every prediction is a false alarm; check "
+        "that it is the truth of this scene",
+        NoTruthWarning,
+        stacklevel=2,
+    )
 
 
 def _check_scene_args(args: argparse.Namespace) -> None:
@@ -56,6 +75,7 @@ def _cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
     pred_labels = read_labels(args.pred, image=image)
     _check_classes(pred_labels.names, truth_labels.names)
     pred, truth = common_frame(pred_labels, truth_labels, scene)
+    _check_truth(len(pred), len(truth_labels.rings), len(truth), image)
     result = evaluate(pred, truth, iou=args.iou, threshold=args.threshold)
     if args.json:
         out.write(json.dumps(result.as_json(), sort_keys=True) + "\n")

@@ -122,7 +122,7 @@ def _run_cocoeval(
             dt.dataset = {"images": images, "categories": categories, "annotations": []}
             dt.createIndex()
         ev = COCOeval(gt, dt, iouType="bbox")
-        ev.params.iouThrs = np.unique(np.r_[_STANDARD_IOUS, round(iou, 2)])
+        ev.params.iouThrs = np.unique(np.r_[_STANDARD_IOUS, iou])
         ev.params.maxDets = [max(1, max(len(p) for p, _ in pairs))]
         ev.params.areaRng = [[0.0, 1e18]]
         ev.params.areaRngLbl = ["all"]
@@ -164,6 +164,7 @@ def _best_f1(ev: COCOeval, k: int | None, iou: float) -> tuple[float, float, flo
     prec = ctp / np.arange(1, ctp.size + 1)
     rec = ctp / n_truth
     f1 = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-12), 0.0)
+    f1[:-1][s[1:] == s[:-1]] = -1.0  # inside a run of equal scores: no threshold stops there
     i = int(np.argmax(f1))
     return float(prec[i]), float(rec[i]), float(f1[i]), n_truth, int(s.size)
 

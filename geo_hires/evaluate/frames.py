@@ -19,7 +19,8 @@ __all__ = ["common_frame", "local_utm"]
 
 
 def local_utm(labels: LabelSet) -> CRS:
-    """The WGS84 UTM zone holding the centre of ``labels`` (a metric frame for IoU)."""
+    """The WGS84 UTM zone holding the centre of ``labels`` (a metric frame for IoU); beyond
+    UTM's latitudes (84 N, 80 S), the polar stereographic zone (UPS) of that pole."""
     if labels.crs is None:
         raise LabelReadError("local_utm needs map-coordinate labels")
     pts = np.concatenate(labels.rings) if labels.rings else np.zeros((1, 2))
@@ -28,6 +29,8 @@ def local_utm(labels: LabelSet) -> CRS:
         datum_name="WGS 84",
         area_of_interest=AreaOfInterest(float(lon), float(lat), float(lon), float(lat)),
     )
+    if not info:
+        return CRS.from_epsg(32661 if lat > 0 else 32761)
     return CRS.from_epsg(int(info[0].code))
 
 

@@ -241,3 +241,57 @@ def test_on_a_scene_only_its_objects_count_clipped_to_its_edges(tmp_path, fixtur
     images, _ = load_labelled([fixtures / "OSBS_029.tif"], tmp_path / "t.csv", oriented=True)
     assert images[0].boxes.tolist() == [[10, 20, 40, 50], [390, 100, 400, 130]]
     assert images[0].corners is not None and len(images[0].corners) == 2
+
+
+def test_malformed_label_files_are_one_clear_error_each(tmp_path):
+    """Each was a traceback (or, for points and YOLO lines, an empty truth scored 0 silently)."""
+    ring = [[0, 0], [4, 0], [4, 4], [0, 4], [0, 0]]
+
+    def geojson(features, **extra):
+        (tmp_path / "p.geojson").write_text(
+            json.dumps({"type": "FeatureCollection", "features": features, **extra})
+        )
+        return tmp_path / "p.geojson"
+
+    poly = {"type": "Polygon", "coordinates": [ring]}
+    cases = {
+        geojson([{"geometry": poly, "properties": [1]}]): "'properties' must be a JSON object",
+        geojson([{"geometry": "POLYGON"}]): "'geometry' must be a JSON object",
+        geojson([], geo_hires=[1]): "'geo_hires' must be a JSON object",
+        geojson([{"geometry": {"type": "Polygon", "coordinates": [[[]]]}}]): "unreadable coord",
+        geojson([{"geometry": {"type": "Point", "coordinates": [1, 2]}}]): "no polygon .Point",
+    }
+    for path, message in cases.items():
+        with pytest.raises(LabelReadError, match=message):
+            read_labels(path)
+    nan, one = {"class": float("nan")}, {"class": 1.0}
+    got = read_labels(geojson([{"geometry": poly, "properties": p} for p in (nan, one)]))
+    assert got.names == ("object", "1")  # a float id written by a GIS is the integer's name
+    for body, message in [
+        ('i,image_id,geometry,class\n0,x.tif,"5",car\n', "unreadable geometry"),
+        ('i,image_id,geometry,class\n0,x.tif,"[]",car\n', "unreadable geometry"),
+        ("xmin,ymin,xmax,ymax,label,score\n1,2,3,4,car,high\n", "non-numeric score"),
+    ]:
+        (tmp_path / "l.csv").write_text(body)
+        with pytest.raises(LabelReadError, match=message):
+            read_labels(tmp_path / "l.csv")
+    (tmp_path / "l.csv").write_bytes(
+        "xmin,ymin,xmax,ymax,label\n1,2,3,4,Flugzeug\xe4\n".encode("latin-1")
+    )
+    with pytest.raises(LabelReadError, match="not UTF-8 text.*save it as UTF-8"):
+        read_labels(tmp_path / "l.csv")
+    (tmp_path / "y.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(LabelReadError, match="look like YOLO labels"):
+        read_labels(tmp_path / "y.txt")
+
+
+def test_detects_vector_outputs_read_as_labels(tmp_path, fixtures):
+    from geo_hires.evaluate import common_frame, evaluate
+    from geo_hires.export import write_gpkg
+
+    scene = open_scene(fixtures / "sample_geotiff.tif")
+    truth = read_labels(fixtures / "geotiff_labels.geojson")
+    write_gpkg(tmp_path / "p.gpkg", truth.to_pixels(scene), scene)
+    pred = read_labels(tmp_path / "p.gpkg")
+    assert len(pred.rings) == len(truth.rings) and set(pred.names) == set(truth.names)
+    assert evaluate(*common_frame(pred, truth, None)).overall.ap50_95 == pytest.approx(1.0)

@@ -252,3 +252,35 @@ def test_eval_renames_the_truths_classes_and_warns_when_none_match(tmp_path, cap
     captured = capsys.readouterr()
     assert json.loads(captured.out)["ap50"] == pytest.approx(1.0)
     assert "share none" not in captured.err
+
+
+def test_ties_thresholds_and_the_polar_frame():
+    """Best F1 only where a score threshold can stop; ``--iou`` as given (0.551 was rounded
+    to 0.55); labels beyond UTM's latitudes compared in UPS (was an IndexError)."""
+    truth = _cars([[0, 0, 10, 10]])
+    tied = evaluate(_cars([[0, 0, 10, 10], [50, 0, 60, 10]], [0.9, 0.9]), truth).overall
+    assert (tied.precision, tied.recall) == (0.5, 1.0)  # not 1.0: 0.9 keeps both
+    near = _cars([[0, 0, 5.505, 10]], [0.9])  # IoU 0.5505: a hit at 0.55, a miss at 0.551
+    assert evaluate(near, truth, iou=0.55).overall.recall == 1
+    assert evaluate(near, truth, iou=0.551).overall.recall == 0
+    from geo_hires.evaluate.frames import local_utm
+    from geo_hires.labels import LabelSet
+
+    ring = np.array([[10.0, 86.0], [10.01, 86.0], [10.01, 86.01], [10.0, 86.01]])
+    north = LabelSet(rings=(ring,), names=("x",), scores=(1.0,), crs="EPSG:4326")
+    assert local_utm(north).to_epsg() == 32661
+    south = LabelSet(rings=(ring * [1, -1],), names=("x",), scores=(1.0,), crs="EPSG:4326")
+    assert local_utm(south).to_epsg() == 32761
+
+
+def test_eval_says_when_the_truth_has_nothing_to_find(tmp_path, capsys, fixtures):
+    (tmp_path / "p.csv").write_text("xmin,ymin,xmax,ymax,label,score\n0,0,10,10,Tree,0.9\n")
+    (tmp_path / "t.csv").write_text("xmin,ymin,xmax,ymax,label\n900,0,910,10,Tree\n")
+    scene = ["--scene", str(fixtures / "OSBS_029.tif")]
+    assert main(["eval", str(tmp_path / "p.csv"), str(tmp_path / "t.csv"), *scene]) == 0
+    assert "nothing to find (its 1 objects lie off the scene)" in capsys.readouterr().err
+    (tmp_path / "t.csv").write_text(
+        "image_path,xmin,ymin,xmax,ymax,label\nother.tif,0,0,9,9,Tree\n"
+    )
+    assert main(["eval", str(tmp_path / "p.csv"), str(tmp_path / "t.csv"), *scene]) == 0
+    assert "it names no object of OSBS_029.tif" in capsys.readouterr().err
