@@ -139,10 +139,10 @@ def nms(dets: PixelDetections, *, config: MergeConfig | None = None) -> PixelDet
         return dets
     if dets.corners is not None:
         return dets.take(rotated_nms(dets, config.iou_threshold)).canonical_order()
-    boxes = torch.from_numpy(dets.boxes)
-    scores = torch.from_numpy(dets.scores)
+    boxes = torch.tensor(dets.boxes)  # copies: torch warns on a frozen set's read-only arrays
+    scores = torch.tensor(dets.scores)
     if len(dets) <= _SMALL:
-        keep = batched_nms(boxes, scores, torch.from_numpy(dets.classes), config.iou_threshold)
+        keep = batched_nms(boxes, scores, torch.tensor(dets.classes), config.iou_threshold)
         return dets.take(np.sort(keep.numpy())).canonical_order()
     sides = np.maximum(dets.boxes[:, 2] - dets.boxes[:, 0], dets.boxes[:, 3] - dets.boxes[:, 1])
     halo = 2.0 * float(sides.max())

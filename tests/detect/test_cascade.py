@@ -57,8 +57,8 @@ def test_the_ious_of_the_fixture_are_what_its_comments_say():
     import torch
     import torchvision
 
-    iou = torchvision.ops.box_iou(torch.from_numpy(CANDIDATES.boxes),
-                                  torch.from_numpy(REFINED.boxes)).numpy()  # fmt: skip
+    iou = torchvision.ops.box_iou(torch.tensor(CANDIDATES.boxes),
+                                  torch.tensor(REFINED.boxes)).numpy()  # fmt: skip
     assert iou[0, 0] == pytest.approx(81 / 119)
     assert iou[1, 1] == pytest.approx(60 / 140)
     assert iou[4, 3] == pytest.approx(30 / 170) and iou[4, 3] < MATCH_IOU
@@ -134,7 +134,7 @@ def test_shipped_cascade_keeps_the_refiners_boxes_plus_only_the_unmatched_candid
     cands = detect_scene(scene, scanner, config=gate)
     c = cands.detections
     refined = out.take(out.levels == len(card.levels))
-    iou = torchvision.ops.box_iou(torch.from_numpy(c.boxes), torch.from_numpy(refined.boxes))
+    iou = torchvision.ops.box_iou(torch.tensor(c.boxes), torch.tensor(refined.boxes))
     matched = ((iou.numpy() >= MATCH_IOU) & (c.classes[:, None] == refined.classes)).any(axis=1)
     scaled = c.scores * rule.unmatched_scale
     unmatched = ~matched & (scaled >= cfg.score_threshold)

@@ -27,9 +27,9 @@ def test_grid_nms_equals_global_batched_nms():
     dets = _seam_duplicates(20000, seed=3)
     ours = nms(dets, config=MergeConfig(iou_threshold=0.5, cell_size=512))
     keep = torchvision.ops.batched_nms(
-        torch.from_numpy(dets.boxes),
-        torch.from_numpy(dets.scores),
-        torch.from_numpy(dets.classes),
+        torch.tensor(dets.boxes),
+        torch.tensor(dets.scores),
+        torch.tensor(dets.classes),
         0.5,
     )
     ref = dets.take(np.sort(keep.numpy())).canonical_order()
@@ -59,9 +59,9 @@ def test_grid_nms_equals_batched_nms_at_several_thresholds():
     for iou in (0.2, 0.7):
         ours = nms(dets, config=MergeConfig(iou_threshold=iou, cell_size=256))
         keep = torchvision.ops.batched_nms(
-            torch.from_numpy(dets.boxes),
-            torch.from_numpy(dets.scores),
-            torch.from_numpy(dets.classes),
+            torch.tensor(dets.boxes),
+            torch.tensor(dets.scores),
+            torch.tensor(dets.classes),
             iou,
         )
         ref = dets.take(np.sort(keep.numpy())).canonical_order()
@@ -109,8 +109,8 @@ def test_batched_nms_equals_torchvision_on_both_of_its_paths():
 
     for n in (300, 1500):  # 4n coordinates: offsets below 4,000, per class above
         dets = _seam_duplicates(n, seed=n)
-        args = (torch.from_numpy(dets.boxes), torch.from_numpy(dets.scores),
-                torch.from_numpy(dets.classes), 0.5)  # fmt: skip
+        args = (torch.tensor(dets.boxes), torch.tensor(dets.scores),
+                torch.tensor(dets.classes), 0.5)  # fmt: skip
         assert torch.equal(batched_nms(*args), torchvision.ops.batched_nms(*args))
 
 
