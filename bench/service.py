@@ -74,6 +74,7 @@ def through_service(scene: Path, small: Path, jobs: int, polls: int) -> dict:
 
 
 def direct(scene: Path, small: Path) -> dict:
+    from geo_hires.detect.options import DEFAULT_MODEL
     from geo_hires.detect.ray_executor import RayConfig, RayExecutor
     from geo_hires.detect.ray_local import ensure_ray
     from geo_hires.models.bundle import load_bundle
@@ -82,7 +83,7 @@ def direct(scene: Path, small: Path) -> dict:
     ensure_ray(num_cpus=2)
     executor = RayExecutor(config=RayConfig(actors=1, num_cpus=1.0))
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = load_bundle("aircraft_lsn")
+        bundle = load_bundle(DEFAULT_MODEL)  # the model a job that names none runs
         run_detect(small, Path(tmp) / "warm.geojson", bundle=bundle, executor=executor)
         t0 = time.perf_counter()
         outputs = Outputs(files=(Path(tmp) / f"{scene.stem}.geojson", Path(tmp) / "x.gpkg"),
@@ -100,7 +101,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=20)
     ap.add_argument("--polls", type=int, default=400)
     args = ap.parse_args()
-    small = args.small or args.scene.with_name("service_small.tif")
+    small = args.small or Path(tempfile.gettempdir()) / "geo_hires_service_small.tif"
     if not small.exists():
         from geo_hires.scene import SynthSpec, write_synthetic
 

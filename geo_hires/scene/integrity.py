@@ -22,7 +22,12 @@ from rasterio.enums import Interleaving
 from geo_hires.errors import SceneReadError
 from geo_hires.scene.open import gdal_env
 
-__all__ = ["BlockEnd", "check_blocks"]
+__all__ = ["MAX_BLOCKS", "BlockEnd", "check_blocks"]
+
+MAX_BLOCKS = 2**21
+"""The most blocks one level may have (about 2 s to check here): a 50-gigapixel scene in
+160 px tiles. Tiny tiles over a huge extent (a 134-byte sparse TIFF can declare 39 million)
+would cost minutes of lookups before a job is even accepted."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -48,6 +53,13 @@ def _blocks(src: rasterio.DatasetReader, overview: int | None) -> Iterator[Block
     bands = [1] if src.interleaving is Interleaving.pixel else list(src.indexes)
     tiled = bool(src.profile.get("tiled"))
     bh, bw = src.block_shapes[0]
+    count = len(bands) * -(-src.height // bh) * -(-src.width // bw)
+    if count > MAX_BLOCKS:
+        raise SceneReadError(
+            f"{Path(src.name).name} is cut into {count:,} blocks of {bw} x {bh} px (at most "
+            f"{MAX_BLOCKS:,}); write it with larger tiles (gdal_translate -co TILED=YES "
+            "-co BLOCKXSIZE=512 -co BLOCKYSIZE=512)"
+        )
     for band in bands:
         for row in range(-(-src.height // bh)):
             for col in range(-(-src.width // bw)):

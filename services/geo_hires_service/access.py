@@ -54,8 +54,11 @@ def own_job(request: Request, job_id: str) -> Job:
 
 
 def finished_job(request: Request, job_id: str) -> Job:
-    """The caller's job, which must have succeeded (409 otherwise)."""
+    """The caller's job, which must have succeeded: 409 while it may still (queued, running),
+    410 when it never will (failed, cancelled), as OGC API Processes answers."""
     job = own_job(request, job_id)
+    if job.state in (JobState.FAILED, JobState.CANCELLED):
+        raise HTTPException(410, f"job {job_id} is {job.state.value}; it has no result")
     if job.state is not JobState.SUCCEEDED:
         raise HTTPException(409, f"job {job_id} is {job.state.value}; no result yet")
     return job

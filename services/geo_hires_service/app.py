@@ -140,9 +140,17 @@ class IngressReplica:
         return create_app(self.config, self.store, request_ids=False)  # Serve's proxy does them
 
 
-Ingress = serve.deployment(name="ingress", num_replicas=1, ray_actor_options={"num_cpus": 0})(
-    serve.ingress()(IngressReplica)
-)
+INGRESS_ONGOING = 64
+"""Requests one ingress replica serves at once (Serve's default, 5, let five slow uploads hold
+every slot: health checks and status calls waited behind them); uploads have their own, lower
+limit (``uploads.MAX_UPLOADS``), so the rest always get a slot."""
+
+Ingress = serve.deployment(
+    name="ingress",
+    num_replicas=1,
+    max_ongoing_requests=INGRESS_ONGOING,
+    ray_actor_options={"num_cpus": 0},
+)(serve.ingress()(IngressReplica))
 
 
 COUNTS_EVERY_S, SWEEP_EVERY_S = 15, 600

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from geo_hires_service.observe import log, metrics
 from geo_hires_service.security import Rejected
@@ -80,6 +81,12 @@ async def _full(r: Request, exc: Exception) -> JSONResponse:
     return _counted(r, problem(429, str(exc), {"Retry-After": str(exc.retry_after_s)}))
 
 
+async def _disconnected(r: Request, exc: Exception) -> JSONResponse:
+    """The client hung up mid-body: no error of ours (nobody reads the answer)."""
+    log.info("client disconnected", extra={"request_id": r.headers.get("x-request-id", "")})
+    return _counted(r, problem(400, "the request body ended early: the client hung up"))
+
+
 async def _unexpected(r: Request, exc: Exception) -> JSONResponse:
     """A bug, or the disk filling up somewhere unforeseen: a problem, never a traceback."""
     if isinstance(exc, OSError) and disk_full(exc):
@@ -97,4 +104,5 @@ def add_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(Rejected, _rejected)
     app.add_exception_handler(QueueFullError, _full)
+    app.add_exception_handler(ClientDisconnect, _disconnected)
     app.add_exception_handler(Exception, _unexpected)

@@ -68,6 +68,17 @@ def _admit(s: Session, tenant: str, limits: _Limits, scene_bytes: int) -> None:
     that records it (under :data:`SUBMIT_LOCK` on PostgreSQL)."""
     if s.get_bind().dialect.name == "postgresql":
         s.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SUBMIT_LOCK})
+    _count_room(s, tenant, limits)
+    quota = limits.quota_bytes
+    if quota is not None and scene_bytes and _usage(s, tenant) + scene_bytes > quota:
+        raise Rejected(
+            f"the upload would exceed your storage quota of {quota:,} bytes; delete finished "
+            "jobs (DELETE /v1/jobs/ID) and send it again",
+            status=413,
+        )
+
+
+def _count_room(s: Session, tenant: str, limits: _Limits) -> None:
     active = JobRow.state.in_(ACTIVE)
     if limits.total is not None:
         n = s.scalar(sa.select(sa.func.count()).where(active)) or 0
@@ -80,13 +91,6 @@ def _admit(s: Session, tenant: str, limits: _Limits, scene_bytes: int) -> None:
                 f"you have {n} jobs queued or running (limit {limits.per_tenant}); wait for one "
                 "to finish or cancel one"
             )
-    quota = limits.quota_bytes
-    if quota is not None and scene_bytes and _usage(s, tenant) + scene_bytes > quota:
-        raise Rejected(
-            f"the upload would exceed your storage quota of {quota:,} bytes; delete finished "
-            "jobs (DELETE /v1/jobs/ID) and send it again",
-            status=413,
-        )
 
 
 def _usage(s: Session, tenant: str) -> int:
@@ -183,6 +187,14 @@ class JobStore(Leases):
                 raise
             return found, False
         return Job.of(row), True
+
+    def check_room(
+        self, tenant: str, *, max_active: int | None, max_active_per_tenant: int | None
+    ) -> None:
+        """:class:`QueueFullError` now when a job would be refused for the queue's length:
+        checked before an upload's body is read (``submit`` checks again as it records)."""
+        with self._tx() as s:
+            _count_room(s, tenant, _Limits(max_active, max_active_per_tenant, None))
 
     def submit_lookup(self, tenant: str, key: str) -> Job | None:
         """The tenant's job submitted with idempotency ``key``, if any."""

@@ -8,11 +8,14 @@ and the partial file is removed: nothing half-written stays behind.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
 import re
 import shutil
 import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +53,41 @@ __all__ = [
     "safe_name",
     "save_upload",
     "submit_body",
+    "uploading",
 ]
+
+MAX_UPLOADS, MAX_UPLOADS_PER_TENANT = 4, 2
+"""Uploads one ingress process receives at once, in all and per tenant. Why: each holds a
+request slot of the ingress (a client that stops sending holds it until it hangs up) and, under
+Ray Serve, up to its size in the proxy's memory; beyond these, ``429`` before the body is read,
+so status calls, health checks and other tenants always get through."""
+
+_IN_FLIGHT: collections.Counter[str] = collections.Counter()
+
+
+@contextlib.contextmanager
+def uploading(tenant: str) -> Iterator[None]:
+    """Count an upload in flight for its whole reception, refused (429) past the limits."""
+    from geo_hires_service.records import QueueFullError
+
+    if _IN_FLIGHT[tenant] >= MAX_UPLOADS_PER_TENANT:
+        raise QueueFullError(
+            f"you are sending {_IN_FLIGHT[tenant]} uploads already (limit "
+            f"{MAX_UPLOADS_PER_TENANT}); send this one when one has arrived",
+            retry_after_s=10,
+        )
+    if _IN_FLIGHT.total() >= MAX_UPLOADS:
+        raise QueueFullError(
+            f"the service is receiving {MAX_UPLOADS} uploads; retry shortly", retry_after_s=10
+        )
+    _IN_FLIGHT[tenant] += 1  # the event loop's thread only: no lock needed
+    try:
+        yield
+    finally:
+        _IN_FLIGHT[tenant] -= 1
+        if not _IN_FLIGHT[tenant]:
+            del _IN_FLIGHT[tenant]
+
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 Submission = tuple[Path | str, str, BaseModel]

@@ -296,14 +296,15 @@ def _gib(quantity: str) -> float:
 
 def worker_memory_gib(sizing: Doc, actors: int, object_store_bytes: int) -> float:
     """Measured peaks: actors x actor peak x 1.2, plus the raylet, the idle workers Ray keeps
-    (one per CPU) and the object store (in /dev/shm, charged to the pod), in GiB, rounded up."""
-    mb = (
+    (one per CPU) and the object store (in /dev/shm, charged to the pod), in GiB, rounded up.
+    bench/sizing.py's "MB" are MiB (bytes / 2**20)."""
+    mib = (
         actors * max(sizing["actor_peak_mb"]) * 1.2
         + sizing["raylet_peak_mb"]
         + sizing["other_workers_peak_mb"] / sizing["actors"] * actors
-        + object_store_bytes / 1e6
+        + object_store_bytes / 2**20
     )
-    return math.ceil(mb * 1e6 / 2**30)
+    return math.ceil(mib / 1024)
 
 
 def test_requests_equal_limits_and_workers_fit_the_measured_sizing(rendered):

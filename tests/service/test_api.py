@@ -205,6 +205,8 @@ def test_limits_answer_413_and_429(tmp_path, roots):
         assert requests.post(post, json={"uri": str(roots / "scene1.tif")}, headers=BOB).ok
         early = requests.get(f"{url}/v1/jobs/{queued[1]['id']}/result", headers=ALICE)
         assert problem_status(early)[0] == 409
+        gone = requests.get(f"{url}/v1/jobs/{queued[0]['id']}/result", headers=ALICE)
+        assert problem_status(gone)[0] == 410 and "has no result" in gone.json()["detail"]
     assert not (data / "uploads").exists() or not any((data / "uploads").rglob("*.tif"))
 
 

@@ -95,3 +95,84 @@ def test_upload_of_exactly_the_byte_limit_is_not_refused_for_size(tmp_path, root
             f"{url}/v1/jobs", files={"scene": ("o.tif", exact + b"\x00")}, headers=ALICE
         )
         assert problem_status(over)[0] == 413
+
+
+def _held_upload(url, token, length=100_000):
+    """A socket that sent an upload's headers and the start of its body, then stops."""
+    import socket
+    from urllib.parse import urlsplit
+
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    sock = socket.create_connection((host, port), timeout=5)
+    sock.sendall(
+        (
+            f"POST /v1/jobs HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: multipart/form-data; boundary=XyZb\r\nContent-Length: {length}\r\n\r\n"
+            '--XyZb\r\nContent-Disposition: form-data; name="scene"; filename="s.tif"\r\n\r\nII*'
+        ).encode()
+    )
+    return sock
+
+
+def test_held_uploads_are_capped_and_a_full_queue_answers_before_the_body(tmp_path, roots):
+    """Slow uploads held the ingress's request slots (health and status waited behind them);
+    a full queue answered 429 only once the whole body had arrived and been stored."""
+    from geo_hires_service.uploads import MAX_UPLOADS_PER_TENANT
+
+    from tests.service.harness import BOB, TOKENS
+
+    with running_service(tmp_path, (roots,), run_jobs=False, max_active_per_tenant=1) as url:
+        held = [_held_upload(url, TOKENS[0]) for _ in range(MAX_UPLOADS_PER_TENANT)]
+        try:
+            import time
+
+            time.sleep(0.5)  # the server has taken both
+            scene = (roots / "scene1.tif").read_bytes()
+            more = requests.post(
+                f"{url}/v1/jobs", files={"scene": ("s.tif", scene)}, headers=ALICE, timeout=5
+            )
+            assert problem_status(more)[0] == 429 and "uploads already" in more.json()["detail"]
+            assert requests.get(f"{url}/v1/jobs", headers=ALICE, timeout=5).ok
+            bob = requests.post(f"{url}/v1/jobs", json={"uri": str(roots / "scene1.tif")},
+                                headers=BOB, timeout=5)  # fmt: skip
+            assert bob.status_code == 202  # another tenant's submission gets through
+            full = _held_upload(url, TOKENS[1], length=10**9)  # Bob is at his 1 job
+            answer = full.recv(4096).decode()  # before any more of the body is sent
+            full.close()
+            assert answer.startswith("HTTP/1.1 429") and "retry-after" in answer.lower()
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_a_tiff_of_millions_of_tiny_tiles_is_refused_before_its_blocks_are_checked(tmp_path):
+    """134 bytes could declare 39 million sparse 16 px tiles: minutes of lookups per request."""
+    import numpy as np
+    import rasterio
+
+    from geo_hires.errors import SceneReadError
+    from geo_hires.scene.integrity import MAX_BLOCKS, check_blocks
+
+    side = 16 * (int(MAX_BLOCKS**0.5) + 1)
+    profile = {"driver": "GTiff", "width": side, "height": side, "count": 1, "dtype": "uint8",
+               "tiled": True, "blockxsize": 16, "blockysize": 16, "sparse_ok": True}  # fmt: skip
+    with rasterio.open(tmp_path / "s.tif", "w", **profile) as dst:
+        dst.write(np.ones((1, 16, 16), np.uint8), window=((0, 16), (0, 16)))
+    with pytest.raises(SceneReadError, match=r"blocks of 16 x 16 px .at most 2,097,152.; write"):
+        check_blocks(tmp_path / "s.tif")
+
+
+def test_a_client_hanging_up_mid_upload_is_no_server_error(service, caplog):
+    """It was logged as 'request failed' with a traceback, and counted as a 500."""
+    import logging
+    import time
+
+    from tests.service.harness import TOKENS
+
+    url, data = service
+    with caplog.at_level(logging.INFO):
+        _held_upload(url, TOKENS[1]).close()
+        time.sleep(1.0)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert "client disconnected" in caplog.text
+    assert not [p for p in (data / "uploads").rglob("*") if p.is_file()]

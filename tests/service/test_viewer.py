@@ -94,3 +94,22 @@ def test_overlay_is_warped_so_a_scene_pixel_lands_on_its_place(tmp_path, write_t
     want = Transformer.from_crs("EPSG:32631", "EPSG:3857", always_xy=True).transform(mx, my)
     pixel = (x1 - x0) / w
     assert abs(got[0] - want[0]) < pixel and abs(got[1] - want[1]) < pixel
+
+
+def test_a_map_drawn_while_its_job_is_deleted_is_410(tmp_path, monkeypatch):
+    """The job's quicklook vanishing mid-draw (a DELETE racing the first /quicklook) was a 500."""
+    import geo_hires_service.routes.maps as maps
+
+    write_synthetic(tmp_path / "s.tif", SynthSpec(width=640, height=520, seed=41))
+    (tmp_path / "data").mkdir()
+    with running_service(tmp_path / "data", (tmp_path,)) as url:
+        auth = {"Authorization": f"Bearer {TOKENS[0]}"}
+        job = requests.post(f"{url}/v1/jobs", json={"uri": str(tmp_path / "s.tif")}, headers=auth)
+        assert wait_job(url, job.json()["id"])["state"] == "succeeded"
+
+        def deleted(*_args):
+            raise FileNotFoundError("the job's folder was removed")
+
+        monkeypatch.setattr(maps, "web_mercator_overlay", deleted)
+        got = requests.get(f"{url}/v1/jobs/{job.json()['id']}/quicklook", headers=auth)
+        assert got.status_code == 410 and "no longer kept" in got.json()["detail"], got.text

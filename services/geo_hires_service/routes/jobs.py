@@ -26,7 +26,14 @@ from geo_hires_service.runner import JobFiles
 from geo_hires_service.schemas import job_json
 from geo_hires_service.security import Rejected
 from geo_hires_service.store import FINISHED, Job
-from geo_hires_service.uploads import check_header, drop_upload, from_upload, from_uri, submit_body
+from geo_hires_service.uploads import (
+    check_header,
+    drop_upload,
+    from_upload,
+    from_uri,
+    submit_body,
+    uploading,
+)
 
 __all__ = ["router"]
 
@@ -49,14 +56,21 @@ async def submit(
 ) -> JSONResponse:
     who = tenant(request)
     config, store = state(request)
-    if idempotency_key is not None:
-        found = store.submit_lookup(who, idempotency_key)
-        if found is not None:
-            return _accepted(request, found)
-    room = storage_room(config, store, who)
+
+    def admit() -> tuple[Job | None, int | None]:  # the store: in a worker thread
+        found = None if idempotency_key is None else store.submit_lookup(who, idempotency_key)
+        if found is None:  # refused now, before an upload's body is read
+            store.check_room(who, max_active=config.max_active,
+                             max_active_per_tenant=config.max_active_per_tenant)  # fmt: skip
+        return found, None if found else storage_room(config, store, who)
+
+    found, room = await run_in_threadpool(admit)
+    if found is not None:
+        return _accepted(request, found)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
-        path, name, options = await from_upload(request, config, room=room)
+        with uploading(who):
+            path, name, options = await from_upload(request, config, room=room)
         source, size = "upload", Path(path).stat().st_size
     elif kind == "application/json":
         path, name, options = await from_uri(request, config)

@@ -49,18 +49,24 @@ def _overlay(request: Request, job_id: str) -> tuple[Path, list[list[float]] | N
     config = state(request)[0]
     files = JobFiles.of(config.data_dir, job)
     png, meta = files.quicklook.with_suffix(".map.png"), files.quicklook.with_suffix(".map.json")
-    if not meta.is_file():  # two first requests may both make it: each replace is atomic
-        kept_file(job, files.quicklook)
-        scene = _scene(job, config)
-        tmp = png.with_name(f".{uuid.uuid4().hex}.png")
-        bounds = web_mercator_overlay(files.quicklook, scene, tmp)
-        if bounds is None:
-            shutil.copy(files.quicklook, tmp)
-        os.replace(tmp, png)
-        tmp_meta = meta.with_name(f".{uuid.uuid4().hex}.json")
-        tmp_meta.write_text(json.dumps({"bounds": bounds}))
-        os.replace(tmp_meta, meta)
-    return kept_file(job, png), json.loads(meta.read_text())["bounds"]
+    try:
+        if not meta.is_file():  # two first requests may both make it: each replace is atomic
+            kept_file(job, files.quicklook)
+            _draw_overlay(files.quicklook, _scene(job, config), png, meta)
+        return kept_file(job, png), json.loads(meta.read_text())["bounds"]
+    except FileNotFoundError:  # the job was deleted (or swept) while this was drawn
+        raise HTTPException(410, f"job {job.id}'s files are no longer kept") from None
+
+
+def _draw_overlay(quicklook: Path, scene: Any, png: Path, meta: Path) -> None:
+    tmp = png.with_name(f".{uuid.uuid4().hex}.png")
+    bounds = web_mercator_overlay(quicklook, scene, tmp)
+    if bounds is None:
+        shutil.copy(quicklook, tmp)
+    os.replace(tmp, png)
+    tmp_meta = meta.with_name(f".{uuid.uuid4().hex}.json")
+    tmp_meta.write_text(json.dumps({"bounds": bounds}))
+    os.replace(tmp_meta, meta)
 
 
 @router.get("/{job_id}/map", response_class=HTMLResponse)

@@ -185,7 +185,7 @@ async def execute(
     who = tenant(request)
     _process_id(process_id)
     config, store = state(request)
-    storage_room(config, store, who)
+    await run_in_threadpool(storage_room, config, store, who)  # the store: not on the loop
     uri, options = await _parse(request)
 
     def record() -> Job:  # the disk, a bucket, the store: in a worker thread
