@@ -8,6 +8,7 @@ WORK=${BENCH_WORK:-/tmp/geo-hires-bench}
 mkdir -p bench/results "$WORK"
 PY=.venv/bin/python
 $PY bench/block_vs_naive.py demo/airports.tif --core 1024 > bench/results/block_vs_naive.json
+$PY bench/block_vs_naive.py demo/airports.tif --core 1024 --precision bf16 > bench/results/block_vs_naive_bf16.json
 $PY bench/overhead.py demo/airports.tif > bench/results/overhead.json
 $PY bench/remote.py demo/airports.tif --out bench/results/remote.json
 [ -f "$WORK/synth100.tif" ] || .venv/bin/geo-hires synth "$WORK/synth100.tif" --width 10000 --height 10000 --seed 7
@@ -18,7 +19,7 @@ $PY bench/vs_sahi.py --val-from geo_hires/models/weights/aircraft_lsn/card.json 
   --images "$DATA/aircraft/train" --labels "$DATA/aircraft/annotations.csv" \
   --synthetic "$WORK/synth100.tif" --overlap 0.5 > bench/results/vs_sahi_overlap05.json
 $PY bench/overhead.py "$WORK/synth100.tif" --repeat 1 > bench/results/overhead_100mp.json
-$PY bench/rss.py --sizes 0.1 0.4 1.0 --workdir "$WORK" > bench/results/rss.json
+$PY bench/rss.py --sizes 0.1 0.4 1.0 --workdir "$WORK" --out bench/results/rss.json
 $PY bench/ray_vs_local.py "$WORK/synth100.tif" > bench/results/ray_vs_local_100mp.json
 [ -f "$WORK/synth_1.0gp.tif" ] && $PY bench/ray_vs_local.py "$WORK/synth_1.0gp.tif" --memory-only > bench/results/ray_vs_local_1gp.json
 $PY bench/service.py "$WORK/synth100.tif" > bench/results/service_100mp.json

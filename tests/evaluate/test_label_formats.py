@@ -278,7 +278,7 @@ def test_malformed_label_files_are_one_clear_error_each(tmp_path):
     (tmp_path / "l.csv").write_bytes(
         "xmin,ymin,xmax,ymax,label\n1,2,3,4,Flugzeug\xe4\n".encode("latin-1")
     )
-    with pytest.raises(LabelReadError, match="not UTF-8 text.*save it as UTF-8"):
+    with pytest.raises(LabelReadError, match=r"not UTF-8 text.*save it as UTF-8"):
         read_labels(tmp_path / "l.csv")
     (tmp_path / "y.txt").write_text("0 0.5 0.5 0.1 0.1\n")
     with pytest.raises(LabelReadError, match="look like YOLO labels"):
