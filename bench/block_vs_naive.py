@@ -26,6 +26,7 @@ from rasterio.windows import Window
 
 from geo_hires.detect.blocks import batch_blocks, halo_for, plan_blocks
 from geo_hires.detect.forward import forward_batch, network_output, prepare
+from geo_hires.detect.options import Precision
 from geo_hires.models.bundle import load_bundle
 from geo_hires.models.codec import decode_peaks
 from geo_hires.scene import SceneReader, open_scene
@@ -43,7 +44,7 @@ def _axis(length: int, window: int, overlap: float) -> list[tuple[int, int, int]
     return [(o, bounds[i], bounds[i + 1]) for i, o in enumerate(starts)]
 
 
-def _naive(model, reader, window: int, overlap: float, thr: float, precision: str):
+def _naive(model, reader, window: int, overlap: float, thr: float, precision: Precision):
     sc = reader.scene
     _s, out = model.stride, []
     start = time.perf_counter()
@@ -54,7 +55,7 @@ def _naive(model, reader, window: int, overlap: float, thr: float, precision: st
     return np.concatenate(out), time.perf_counter() - start
 
 
-def _window_peaks(model, reader, win, core, thr: float, precision: str) -> np.ndarray:
+def _window_peaks(model, reader, win, core, thr: float, precision: Precision) -> np.ndarray:
     """The network on one window on its own; peaks decoded in the window's core."""
     (x0, y0, size), (cx0, cy0, cx1, cy1), s = win, core, model.stride
     x = torch.from_numpy(reader.read(Window(x0, y0, size, size)).image)[None]
@@ -64,7 +65,7 @@ def _window_peaks(model, reader, win, core, thr: float, precision: str) -> np.nd
                         keep=keep, threshold=thr)[0]  # fmt: skip
 
 
-def _blocks(model, reader, core: int, thr: float, precision: str) -> tuple[np.ndarray, float]:
+def _blocks(model, reader, core: int, thr: float, precision: Precision) -> tuple[np.ndarray, float]:
     sc = reader.scene
     blocks = plan_blocks(
         sc.width,
