@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -81,6 +82,21 @@ def _loopback(inner: contextlib.AbstractContextManager[None]) -> Iterator[None]:
                 setattr(constants, "ENABLE_RAY_CLUSTER", old)  # noqa: B010
 
 
+def _check_reachable(address: str) -> None:
+    """Fail at once when nothing answers at ``HOST:PORT`` (``ray://`` too): ``ray.init`` retries
+    an unreachable head for minutes before it gives up."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", or a form ray.init judges itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ExecutorError(
+            f"cannot reach the Ray cluster at --address {address} ({exc.strerror or exc}); "
+            "start it, check the address, or leave --address out to run a local one"
+        ) from exc
+
+
 def ensure_ray(
     address: str | None = None,
     *,
@@ -99,6 +115,7 @@ def ensure_ray(
     if ray.is_initialized():
         return
     if address:
+        _check_reachable(address)
         try:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as exc:  # what ray.init raises

@@ -122,3 +122,28 @@ def test_an_actors_error_reaches_the_user_as_its_cause_not_the_actors_traceback(
         assert unwrapped(raised) is cause and "Traceback" not in str(unwrapped(raised))
     other = ray.exceptions.RayTaskError("run", "Traceback ...", ValueError("x"))
     assert unwrapped(other) is other  # not the CLI's to say in one line: the trace stays
+
+
+def test_an_unreachable_address_is_one_line_at_once(tmp_path):
+    """ray.init retried a head that does not answer for minutes before its error."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a port nothing listens on (closed again before the run)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    scene = Path(__file__).parents[1] / "data" / "OSBS_029.tif"
+    start = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "geo_hires.cli", "detect", str(scene), "-o",
+         str(tmp_path / "o.geojson"), "--executor", "ray", "--address", f"127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=120, env=os.environ,
+    )  # fmt: skip
+    assert run.returncode != 0 and time.monotonic() - start < 60
+    lines = run.stderr.strip().splitlines()
+    assert (
+        len(lines) == 1
+        and f"cannot reach the Ray cluster at --address 127.0.0.1:{port}" in lines[0]
+    )
