@@ -92,8 +92,9 @@ class LevelSkippedWarning(UserWarning):
 
 
 class NothingToZoomWarning(UserWarning):
-    """``--zoom`` chooses a fine level's windows from a coarser level's evidence; with one
-    level scanned there is nothing to choose, and every window of it is scanned."""
+    """``--zoom`` would choose nothing: it picks a fine level's windows from a coarser level's
+    evidence, and with one level scanned every window of it is scanned; a zoom policy whose
+    safety rule forces every window (``train-zoom``) zooms them all too."""
 
 
 class OptionIgnoredWarning(UserWarning):

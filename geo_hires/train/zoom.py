@@ -24,6 +24,7 @@ import json
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from geo_hires.detect.executors import torch_threads
 from geo_hires.detect.levels import coarsest
 from geo_hires.detect.options import DetectConfig
 from geo_hires.detections import PixelDetections
-from geo_hires.errors import ConfigError
+from geo_hires.errors import ConfigError, NothingToZoomWarning
 from geo_hires.evaluate.scenes import labelled_scene
 from geo_hires.models.bundle import load_bundle
 from geo_hires.models.card import ModelCard, bundle_dir, update_card
@@ -221,6 +222,20 @@ def calibrate_safety(features: npt.NDArray[np.float32], gains: npt.NDArray[np.fl
     return float(strongest[order][min(i, len(order) - 1)])
 
 
+def _check_safety(safe: float, features: npt.NDArray[np.float32], cfg: ZoomTrainConfig) -> None:
+    """Warn when the safety rule alone zooms every training window: the policy then decides
+    nothing, and ``--zoom rl`` costs what ``all`` does."""
+    if len(features) and bool((small_evidence(features, cfg.grid) >= safe).all()):
+        warnings.warn(
+            f"the safety rule (--safety-recall {cfg.safety_recall:g}) forces every training "
+            f"window (score {safe:g}: some recall gain lies in windows without small-object "
+            "evidence), so --zoom rl will zoom them all; lower --safety-recall, or give 0 for "
+            "no safety rule",
+            NothingToZoomWarning,
+            stacklevel=3,
+        )
+
+
 def _items(
     names: Sequence[str], images: str, labels: str, card: ModelCard, gsds: Sequence[float],
     work: Path,
@@ -338,6 +353,7 @@ def train_zoom_policy(
         policy, curve = fit_policy(feats, gains, cfg, spec)
         if cfg.safety_recall is not None:
             safe = calibrate_safety(feats, gains, cfg.grid, cfg.safety_recall)
+            _check_safety(safe, feats, cfg)
             policy = policy.with_spec(dataclasses.replace(spec, safe_score=safe))
         val = record_images(_items(val_names, images, labels, card, cfg.gsds, work), model,
                             cfg.window)  # fmt: skip

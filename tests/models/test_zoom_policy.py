@@ -149,3 +149,14 @@ def test_the_safety_score_is_the_highest_that_covers_the_asked_share_of_the_gain
     assert calibrate_safety(feats, gains, grid, recall=0.7) == pytest.approx(0.6)
     assert calibrate_safety(feats, gains, grid, recall=0.5) == pytest.approx(0.9)
     assert calibrate_safety(feats, np.zeros(4), grid, recall=0.99) == 1.0  # nothing to gain
+    from geo_hires.errors import NothingToZoomWarning
+    from geo_hires.train.zoom import ZoomTrainConfig, _check_safety
+
+    cfg = ZoomTrainConfig(grid=grid, safety_recall=0.99)
+    with pytest.warns(NothingToZoomWarning, match="forces every training window"):
+        _check_safety(0.1, feats, cfg)  # 0.1 is the weakest window's: all four are forced
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _check_safety(0.6, feats, cfg)  # two are left to the policy
