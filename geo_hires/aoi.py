@@ -199,7 +199,7 @@ def load_aoi(aoi: str | os.PathLike[str] | dict[str, Any], scene: Scene) -> Area
             AoiWarning,
             stacklevel=3,
         )
-    wgs84 = shapely.geometry.mapping(
-        shapely.set_precision(polys.to_crs("EPSG:4326").union_all(), 1e-8)
+    wgs84 = shapely.geometry.mapping(  # set_precision normalises: rings clockwise; RFC 7946
+        shapely.orient_polygons(shapely.set_precision(polys.to_crs("EPSG:4326").union_all(), 1e-8))
     )
     return AreaOfInterest(pixels=pixels, wgs84=dict(wgs84), source=source, parts=parts)

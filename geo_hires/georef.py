@@ -33,6 +33,7 @@ __all__ = [
     "to_map",
     "to_pixels",
     "to_wgs84",
+    "wrap_longitudes",
 ]
 
 WGS84 = CRS.from_epsg(4326)
@@ -99,11 +100,25 @@ def to_map(dets: PixelDetections, scene: Scene) -> GeoDetections:
     )
 
 
+def wrap_longitudes(xy: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``(..., 2)`` lon/lat with every longitude in [-180, 180]: a raster in a geographic CRS
+    may run past 180 (or -180), which RFC 7946 and STAC forbid; wrapped, a polygon across the
+    antimeridian spans more than 180 degrees, as one reprojected from a projected CRS does,
+    and :func:`split_antimeridian` cuts it."""
+    lon = xy[..., 0]
+    if not ((lon > 180) | (lon < -180)).any():
+        return xy
+    out = xy.copy()
+    out[..., 0] = np.where((lon > 180) | (lon < -180), (lon + 180) % 360 - 180, lon)
+    return out
+
+
 def to_wgs84(geo: GeoDetections) -> GeoDetections:
-    """Reproject polygons to EPSG:4326 (lon, lat); pixel-space sets are returned unchanged."""
+    """Reproject polygons to EPSG:4326 (lon, lat; longitudes wrapped into [-180, 180]);
+    pixel-space sets are returned unchanged."""
     if geo.crs is None:
         return geo
-    poly = reproject(geo.polygons, geo.crs, WGS84)
+    poly = wrap_longitudes(reproject(geo.polygons, geo.crs, WGS84))
     return GeoDetections(
         polygons=poly,
         scores=geo.scores,

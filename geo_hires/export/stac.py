@@ -33,7 +33,7 @@ from geo_hires.export.counts import class_counts
 from geo_hires.export.geojson import round_floats, write_text_atomic
 from geo_hires.export.remote import read_text
 from geo_hires.export.vector import output_kind
-from geo_hires.georef import geometry_to_map, lonlat_bounds, split_antimeridian
+from geo_hires.georef import geometry_to_map, lonlat_bounds, split_antimeridian, wrap_longitudes
 from geo_hires.scene import Scene, gdal_env, remote
 
 __all__ = [
@@ -101,9 +101,11 @@ def footprint(scene: Scene) -> dict[str, Any] | None:
         return None
     in_crs = geometry_to_map(shapely.box(0, 0, scene.width, scene.height), scene)
     to_wgs84 = Transformer.from_crs(CRS.from_wkt(scene.crs_wkt), "EPSG:4326", always_xy=True)
-    geom = shapely.transform(in_crs, lambda xy: np.column_stack(to_wgs84.transform(*xy.T)))
-    geom = split_antimeridian(geom)
-    return dict(_round(json.loads(shapely.to_geojson(shapely.normalize(geom)))))
+    geom = shapely.transform(
+        in_crs, lambda xy: wrap_longitudes(np.column_stack(to_wgs84.transform(*xy.T)))
+    )
+    geom = shapely.orient_polygons(shapely.normalize(split_antimeridian(geom)))  # RFC 7946: CCW
+    return dict(_round(json.loads(shapely.to_geojson(geom))))
 
 
 def _datetime(ref: ResultItem) -> dict[str, Any]:

@@ -108,22 +108,43 @@ def detections_frame(
     dets: PixelDetections, scene: Scene, *, config: ExportConfig | None = None
 ) -> gpd.GeoDataFrame:
     """Detections as polygons in the scene CRS, in canonical order, with their attributes."""
+    import geopandas as gpd  # here, not at import: a GeoJSON-only run never needs pandas
+
     config = config or ExportConfig()
     dets = dets.canonical_order()
     geo = to_map(dets, scene)
     polygons = shapely.polygons(geo.polygons) if len(geo) else []
     columns: dict[str, Any] = {
-        "class": [dets.class_names[int(c)] for c in dets.classes],
+        "class": _text([dets.class_names[int(c)] for c in dets.classes]),
         "score": dets.scores.astype(float),
-        "level": [dets.level_names[int(lv)] for lv in dets.levels],
-        "model": [config.model_name] * len(dets),
+        "level": _text([dets.level_names[int(lv)] for lv in dets.levels]),
+        "model": _text([config.model_name] * len(dets)),
     }
     if geo.dimensions is not None:
         for k, name in enumerate(("heading_deg", "length_m", "width_m")):
             columns[name] = geo.dimensions[:, k].astype(float)
-    import geopandas as gpd  # here, not at import: a GeoJSON-only run never needs pandas
+    frame = gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(polygons, crs=scene.crs_wkt))
+    frame.attrs[GEOMETRY_TYPE] = "Polygon"
+    return frame
 
-    return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(polygons, crs=scene.crs_wkt))
+
+GEOMETRY_TYPE = "geo_hires:geometry_type"
+"""A frame's ``attrs`` key naming its layer's geometry type: an empty layer has no geometry
+to infer it from (GDAL would declare ``GEOMETRY``/Unknown)."""
+
+
+def _text(values: list[str]) -> Any:
+    """A text column; typed when empty, which pandas would make float (REAL in a GeoPackage,
+    double in GeoParquet: a run that finds nothing would change the layer's schema)."""
+    import pandas as pd
+
+    return values if values else pd.Series([], dtype="string")
+
+
+def _schema(frame: gpd.GeoDataFrame) -> dict[str, str]:
+    """GDAL's ``geometry_type`` for an empty frame whose type is known; else inferred."""
+    kind = frame.attrs.get(GEOMETRY_TYPE)
+    return {"geometry_type": kind} if kind and frame.empty else {}
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
@@ -176,7 +197,9 @@ def write_gpkg_layers(
     try:
         for i, (name, frame, _) in enumerate(layers):
             mode = "a" if i else "w"
-            frame.to_file(path, driver="GPKG", layer=name, engine="pyogrio", mode=mode)
+            frame.to_file(
+                path, driver="GPKG", layer=name, engine="pyogrio", mode=mode, **_schema(frame)
+            )
     finally:
         pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": old})
     write_layer_styles(path, [style for _, _, style in layers], last_change=GPKG_TIME)
@@ -216,13 +239,12 @@ def write_frame(path: Path, frame: gpd.GeoDataFrame, *, layer: str) -> None:
     in WGS84 (RFC 7946), else GeoParquet, GeoPackage or FlatGeobuf as is; the layer is named
     ``layer`` (GDAL would name it after the temporary file, which a GIS shows)."""
     suffix = output_kind(path)
-    if suffix in (".geojson", ".json"):
+    if suffix in (".geojson", ".json"):  # RFC 7946: WGS84; a frame without CRS is pixels,
+        # which GDAL's RFC7946 mode would take for degrees and cut at +-180/+-90
         out = frame.to_crs("EPSG:4326") if frame.crs is not None else frame
+        rfc = {"RFC7946": "YES"} if frame.crs is not None else {}
         atomic_write(
-            path,
-            lambda t: out.to_file(
-                t, driver="GeoJSON", engine="pyogrio", layer=layer, RFC7946="YES"
-            ),
+            path, lambda t: out.to_file(t, driver="GeoJSON", engine="pyogrio", layer=layer, **rfc)
         )
     elif suffix == ".parquet":
         atomic_write(path, lambda t: frame.to_parquet(t, index=False))
@@ -238,5 +260,7 @@ def write_frame(path: Path, frame: gpd.GeoDataFrame, *, layer: str) -> None:
         index = {"SPATIAL_INDEX": "NO"} if blank else {}
         atomic_write(
             path,
-            lambda t: frame.to_file(t, driver="FlatGeobuf", engine="pyogrio", layer=layer, **index),
+            lambda t: frame.to_file(
+                t, driver="FlatGeobuf", engine="pyogrio", layer=layer, **index, **_schema(frame)
+            ),
         )

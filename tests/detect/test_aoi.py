@@ -82,6 +82,8 @@ def test_aoi_scans_less_and_keeps_what_lies_inside(scene, tmp_path, capsys):
     assert want and want <= got
     prov = json.loads(part.read_text())["geo_hires"]["aoi"]
     assert prov["source"] == "aoi.gpkg" and prov["geometry"]["type"] == "MultiPolygon"
+    parts = shapely.geometry.shape(prov["geometry"]).geoms
+    assert all(p.exterior.is_ccw for p in parts)  # RFC 7946 (set_precision made them clockwise)
     assert 0 < prov["pixels_scanned"] < 0.5 * 2 * SPEC.width * SPEC.height  # both levels
 
 

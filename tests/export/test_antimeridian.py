@@ -65,3 +65,29 @@ def test_detections_and_the_footprint_of_a_scene_across_the_antimeridian(demo_cr
     west, _, east, _ = doc["bbox"]
     assert 179 < west < 180 and -180 < east < -179  # west > east: across the antimeridian
     assert np.isfinite(doc["bbox"]).all()
+
+
+def test_a_geographic_scene_across_the_antimeridian_is_wrapped_and_split(demo_crop, tmp_path):
+    """A raster in EPSG:4326 runs on past 180°: its detections, footprint and coverage had
+    longitudes up to 180.02, unsplit (and the coverage GeoJSON empty parts)."""
+    crop = demo_crop(0, 0, 1536, 1536)
+    deg = 0.5 / 111_320  # the crop's 0.5 m pixels, in degrees at the equator
+    with rasterio.open(crop) as src:
+        profile = {**src.profile, "crs": "EPSG:4326",
+                   "transform": Affine(deg, 0, 180 - 700 * deg, 0, -deg, 0.01)}  # fmt: skip
+        scene = tmp_path / "geographic.tif"
+        with rasterio.open(scene, "w", **profile) as dst:
+            dst.write(src.read())
+    out, item, cov = tmp_path / "g.geojson", tmp_path / "g.stac.json", tmp_path / "c.geojson"
+    assert main(["detect", str(scene), "-o", str(out), "-o", str(item), "--coverage", str(cov),
+                 "--model", "aircraft_lsn"]) == 0  # fmt: skip
+    for doc in (json.loads(out.read_text()), json.loads(cov.read_text())):
+        for f in doc["features"]:
+            geom = shapely.geometry.shape(f["geometry"])  # an empty part: IndexError
+            x0, _, x1, _ = geom.bounds
+            assert x0 >= -180 and x1 <= 180, f
+    doc = json.loads(item.read_text())
+    assert doc["geometry"]["type"] == "MultiPolygon"
+    assert all(p.exterior.is_ccw for p in shapely.geometry.shape(doc["geometry"]).geoms)
+    west, _, east, _ = doc["bbox"]
+    assert 179.99 < west < 180 and -180 < east < -179.99

@@ -139,9 +139,22 @@ def test_an_empty_coverage_is_written_in_every_format(tmp_path, demo_crop, capsy
     coarse = tmp_path / "coarse.tif"
     write_synthetic(coarse, SynthSpec(width=300, height=200, seed=3, gsd_m=3.0))
     out = tmp_path / "coarse.gpkg"
-    assert main(["detect", str(coarse), "-o", str(out), "--model", "aircraft_lsn",
+    assert main(["detect", str(coarse), "-o", str(out), "-o", str(tmp_path / "d.parquet"),
+                 "-o", str(tmp_path / "d.fgb"), "--model", "aircraft_lsn",
                  "--coverage", str(tmp_path / "coarse.fgb")]) == 0  # fmt: skip
     assert "0 detections" in capsys.readouterr().out
+    import sqlite3
+
+    import pyarrow.parquet as pq
+
+    with sqlite3.connect(out) as db:  # no detection: the schema of a run that finds some
+        columns = {row[1]: row[2] for row in db.execute("pragma table_info(detections)")}
+        kind = db.execute("select geometry_type_name from gpkg_geometry_columns "
+                          "where table_name = 'detections'").fetchone()[0]  # fmt: skip
+    assert (columns["class"], columns["level"], columns["score"], kind) == (
+        "TEXT", "TEXT", "REAL", "POLYGON")  # were REAL, REAL, REAL, GEOMETRY  # fmt: skip
+    assert "string" in str(pq.read_schema(tmp_path / "d.parquet").field("class").type)
+    assert pyogrio.read_info(tmp_path / "d.fgb")["geometry_type"] == "Polygon"
     for empty in (gpd.read_file(out, layer="coverage"), gpd.read_file(tmp_path / "coarse.fgb")):
         assert empty.empty and empty.crs.to_epsg() == 32633  # the scene's CRS, kept
         assert list(empty.columns) == ["level", "downsample", "pixels", "geometry"]
@@ -152,6 +165,23 @@ def test_an_empty_coverage_is_written_in_every_format(tmp_path, demo_crop, capsy
     cover = gpd.read_file(fgb)
     assert list(cover["level"]) == ["full", "coarse", "refine"]
     assert cover.geometry.isna().tolist() == [False, False, True]
+
+
+def test_the_coverage_of_a_scene_without_crs_is_in_its_pixels(tmp_path, demo_crop):
+    """GDAL's RFC 7946 mode took the pixels for degrees: a GeometryCollection cut at ±180."""
+    import rasterio
+    from affine import Affine
+
+    with rasterio.open(demo_crop(0, 0, 600, 400)) as src:
+        profile = {**src.profile, "crs": None, "transform": Affine.identity()}
+        scene = tmp_path / "nocrs.tif"
+        with rasterio.open(scene, "w", **profile) as dst:
+            dst.write(src.read())
+    cov = tmp_path / "c.geojson"
+    assert main(["detect", str(scene), "-o", str(tmp_path / "d.geojson"), "--model",
+                 "aircraft_lsn", "--coverage", str(cov)]) == 0  # fmt: skip
+    full = shapely.geometry.shape(json.loads(cov.read_text())["features"][0]["geometry"])
+    assert full.geom_type == "Polygon" and full.bounds == (0, 0, 600, 400)
 
 
 def test_layers_are_named_for_what_they_hold_not_the_temporary_file(scene, tmp_path):
