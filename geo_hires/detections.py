@@ -157,6 +157,8 @@ class PixelDetections:
     def take(self, index: npt.ArrayLike) -> PixelDetections:
         """Rows selected by an integer index array or a boolean mask."""
         idx = np.asarray(index)
+        if idx.size == 0 and idx.dtype != np.bool_:
+            idx = idx.astype(np.int64)  # ``[]`` selects nothing (numpy reads it as float)
         return dataclasses.replace(
             self,
             boxes=self.boxes[idx].reshape(-1, 4),
@@ -184,7 +186,10 @@ class PixelDetections:
         Why: merge order depends on how windows were scheduled; sorting makes exports
         byte-identical whatever the executor did.
         """
+        corners = () if self.corners is None else tuple(self.corners.reshape(-1, 8).T)
         keys = (
+            *corners,  # least significant: mirror-image oriented boxes share their envelope
+            self.boxes[:, 3],
             self.boxes[:, 2],
             self.boxes[:, 0],
             self.boxes[:, 1],

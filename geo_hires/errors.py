@@ -20,6 +20,7 @@ __all__ = [
     "LevelSkippedWarning",
     "NoCRSWarning",
     "NoTruthWarning",
+    "NonFiniteWarning",
     "NothingToZoomWarning",
     "OptionIgnoredWarning",
     "SceneNotFoundError",
@@ -112,3 +113,7 @@ class ClassMismatchWarning(UserWarning):
 
 class NoTruthWarning(UserWarning):
     """The truth holds no object to score against: every prediction is a false alarm."""
+
+
+class NonFiniteWarning(UserWarning):
+    """Detections with a NaN or infinite box or score were dropped before the merge."""

@@ -10,6 +10,7 @@ their inputs, so a resumed or distributed run plans the same windows and keeps t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -102,9 +103,9 @@ def combine(
     under ``threshold`` are dropped. Level indices are kept, so each box says where it came
     from."""
     left = candidates.take(~confirmed(candidates, refined))
-    left = PixelDetections.build(
-        left.boxes, left.scores * rule.unmatched_scale, left.classes,
-        class_names=refined.class_names, levels=left.levels, level_names=refined.level_names,
+    left = dataclasses.replace(  # an oriented candidate keeps its corners
+        left, scores=left.scores * rule.unmatched_scale, class_names=refined.class_names,
+        level_names=refined.level_names,
     )  # fmt: skip
     both = PixelDetections.concat([refined, left])
     return both.take(both.scores >= threshold).canonical_order()

@@ -30,7 +30,7 @@ from geo_hires.detect.levels import LevelScale
 from geo_hires.detect.options import DetectConfig, Precision
 from geo_hires.detect.zoom import EVIDENCE_COLUMNS
 from geo_hires.detections import PixelDetections
-from geo_hires.models.card import FCN, Level
+from geo_hires.models.card import FCN, TRUNCATED_PX, Level
 from geo_hires.models.codec import decode_peaks
 
 if TYPE_CHECKING:
@@ -206,7 +206,7 @@ class RefineLevel:
             dets = PixelDetections.build(boxes, scores, classes, class_names=self.class_names)
             dets = dataclasses.replace(dets, corners=corners).shifted(b.x0, b.y0)
             window = (b.x0, b.y0, b.x1, b.y1)
-            kept = drop_truncated(dets, window, scene_size=level, margin=2.0)
+            kept = drop_truncated(dets, window, scene_size=level, margin=TRUNCATED_PX)
             moved = None if kept.corners is None else kept.corners * d
             parts.append((kept.boxes * d, kept.scores, kept.classes, moved))
         return parts, None, {"forward": mid - start, "decode": time.perf_counter() - mid}

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +37,7 @@ import torch
 
 from geo_hires.config import MergeConfig
 from geo_hires.detections import PixelDetections
+from geo_hires.errors import NonFiniteWarning
 
 __all__ = ["batched_nms", "nms", "nms_kernel", "rotated_nms"]
 
@@ -68,7 +70,7 @@ def _cell_memberships(
 
 def rotated_nms(dets: PixelDetections, iou_threshold: float) -> npt.NDArray[np.int64]:
     """Indices kept by class-aware greedy NMS on the oriented polygons (sorted)."""
-    polys = shapely.polygons(dets.corner_points())
+    polys = shapely.make_valid(shapely.polygons(dets.corner_points()))  # a bow-tie: its parts
     areas = shapely.area(polys)
     order = np.lexsort((np.arange(len(dets)), -dets.scores))
     rank = np.empty(len(dets), np.int64)
@@ -128,6 +130,24 @@ def batched_nms(
     return kernel(boxes + offsets[:, None], scores, iou)
 
 
+def _finite(dets: PixelDetections) -> PixelDetections:
+    """``dets`` without rows whose box, corners or score is NaN or infinite (a network whose
+    arithmetic overflowed), with a warning: one such row made the grid's halo NaN, and the
+    whole merge of a finished scan failed."""
+    ok = np.isfinite(dets.boxes).all(axis=1) & np.isfinite(dets.scores)
+    if dets.corners is not None:
+        ok &= np.isfinite(dets.corners).all(axis=(1, 2))
+    if ok.all():
+        return dets
+    warnings.warn(
+        f"{int((~ok).sum())} detections with a NaN or infinite box or score were dropped (the "
+        "network's arithmetic overflowed?); if many, run with --precision fp32",
+        NonFiniteWarning,
+        stacklevel=3,
+    )
+    return dets.take(ok)
+
+
 def nms(dets: PixelDetections, *, config: MergeConfig | None = None) -> PixelDetections:
     """Class-aware NMS in level-0 pixels, bucketed on a grid (see module docstring); on the
     polygons for oriented boxes.
@@ -135,6 +155,7 @@ def nms(dets: PixelDetections, *, config: MergeConfig | None = None) -> PixelDet
     Returns the kept detections in canonical order.
     """
     config = config or MergeConfig()
+    dets = _finite(dets)
     if len(dets) == 0:
         return dets
     if dets.corners is not None:
@@ -149,7 +170,7 @@ def nms(dets: PixelDetections, *, config: MergeConfig | None = None) -> PixelDet
     cell = max(float(config.cell_size), 2.0 * halo)
     rows, keys, home = _cell_memberships(dets.boxes, cell, halo)
     group = keys * (int(dets.classes.max()) + 1) + dets.classes[rows]
-    order = np.argsort(group, kind="stable")
+    order = np.lexsort((rows, group))  # input order within a cell: ties broken as globally
     rows, group, home = rows[order], group[order], home[order]
     starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
     ends = np.r_[starts[1:], group.size]

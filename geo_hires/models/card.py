@@ -24,6 +24,7 @@ from geo_hires.models.arch import ArchSpec, LayerSpec
 __all__ = [
     "FCN",
     "SHIPPED",
+    "TRUNCATED_PX",
     "CascadeRule",
     "Level",
     "ModelCard",
@@ -80,6 +81,11 @@ class Level:
             )
 
 
+TRUNCATED_PX = 2.0
+"""A window detector's box within this many pixels of its window's edge (not the scene's) is
+dropped as cut by the window: another window holds the whole object."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CascadeRule:
     """The survey's cascade: the scanning levels find candidates, a heavier detector looks
@@ -109,8 +115,12 @@ class CascadeRule:
                 "cascade: 'window' a multiple of 32 (>= 64), 'gate_threshold' in (0, 1); got "
                 f"{self.window}/{self.gate_threshold}"
             )
-        if not 0.0 <= self.unmatched_scale <= 1.0 or self.margin < 0:
-            raise ConfigError("cascade: 'unmatched_scale' in [0, 1] and 'margin' >= 0")
+        if not 0.0 <= self.unmatched_scale <= 1.0 or self.margin <= TRUNCATED_PX:
+            raise ConfigError(  # a box that close to its window's edge is dropped as cut there
+                f"cascade: 'unmatched_scale' in [0, 1] and 'margin' > {TRUNCATED_PX:g} (a refiner "
+                f"box within {TRUNCATED_PX:g} px of its window's edge is taken as cut by it); "
+                f"got {self.unmatched_scale}/{self.margin}"
+            )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

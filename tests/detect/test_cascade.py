@@ -18,6 +18,7 @@ from geo_hires.detect.cascade import (
     drop_truncated,
 )
 from geo_hires.detections import PixelDetections
+from geo_hires.errors import ConfigError
 from geo_hires.models.card import CascadeRule
 from tests.detect.rows import CLASSES, LEVELS
 from tests.detect.rows import dets as _dets
@@ -321,6 +322,13 @@ def test_an_oriented_refiners_corners_survive_the_cascade_and_the_candidates_get
     )
     heading, length, width = oriented_dimensions(out.corners[top][None], CRS.from_epsg(32633))[0]
     assert (length, width) == pytest.approx((40, 10)) and heading % 180 == pytest.approx(60)
+    far = PixelDetections.oriented(bar[None] + 400, [0.7], [0], class_names=CLASSES,
+                                   levels=[0], level_names=LEVELS)  # fmt: skip
+    kept = combine(far, refined.take([]), RULE, threshold=0.1)  # an oriented candidate, alone
+    assert kept.corners is not None  # was its envelope's four corners: the heading lost
+    np.testing.assert_array_equal(kept.corners[0], bar + 400)
+    with pytest.raises(ConfigError, match=r"'margin' > 2 .a refiner box within 2 px"):
+        CascadeRule(detector="y.pt", margin=2)  # its boxes near the edge are dropped as cut
 
 
 def _thresholds(bundle) -> list[float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torchvision
 
@@ -125,3 +126,49 @@ def test_detections_keep_their_own_read_only_arrays():
     for arr in (dets.boxes, dets.scores, dets.classes, dets.levels, moved.boxes):
         with np.testing.assert_raises(ValueError):
             arr[0] = 0
+
+
+def _filler(n=2100, seed=9):
+    """Far-away boxes: enough of them for the grid path (more than 2,000 detections)."""
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(10_000, 60_000, (n, 2))
+    return np.c_[xy, xy + 20], rng.uniform(0.3, 0.9, n)
+
+
+def test_the_grid_path_drops_non_finite_rows_and_breaks_ties_as_global_nms():
+    """One NaN box made the halo NaN and the merge of a finished scan fail; two boxes of one
+    score either side of a cell border kept the later one where global NMS keeps the first."""
+    import warnings
+
+    from geo_hires.errors import NonFiniteWarning
+
+    boxes, scores = _filler()
+    pair = np.array([[2036, 100, 2056, 120], [2042, 100, 2062, 120]], float)  # IoU 0.54
+    all_boxes = np.r_[pair, boxes, [[5.0, 5.0, np.nan, 9.0]]]
+    all_scores = np.r_[0.95, 0.95, scores, 0.5]
+    dets = PixelDetections.build(all_boxes, all_scores, [0] * len(all_boxes), class_names=["a"])
+    with pytest.warns(NonFiniteWarning, match="1 detections with a NaN"):
+        ours = nms(dets, config=MergeConfig(iou_threshold=0.5, cell_size=512))
+    finite = dets.take(np.arange(len(dets) - 1))
+    keep = torchvision.ops.batched_nms(
+        torch.tensor(finite.boxes), torch.tensor(finite.scores), torch.tensor(finite.classes), 0.5
+    )
+    ref = finite.take(np.sort(keep.numpy())).canonical_order()
+    np.testing.assert_array_equal(ours.boxes, ref.boxes)
+    assert [2036, 100, 2056, 120] in ours.boxes.tolist()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nms(finite)  # nothing dropped, nothing said
+    d = PixelDetections.build(
+        [[0, 0, 10, 10], [0, 0, 10, 40]], [0.7, 0.7], [0, 0], class_names=["a"]
+    )
+    assert nms(d).boxes.tolist() == nms(d.take([1, 0])).boxes.tolist()  # input order no key
+
+
+def test_rotated_nms_takes_a_bow_tie():
+    from geo_hires.merge.nms import rotated_nms
+
+    square = [[0, 0], [10, 0], [10, 10], [0, 10]]
+    bow_tie = [[0, 0], [10, 10], [10, 0], [0, 10]]
+    dets = PixelDetections.oriented([square, bow_tie], [0.9, 0.8], [0, 0], class_names=["a"])
+    assert rotated_nms(dets, 0.5).tolist() in ([0], [0, 1])  # was a GEOS TopologyException
