@@ -246,8 +246,10 @@ def write_frame(path: Path, frame: gpd.GeoDataFrame, *, layer: str) -> None:
         atomic_write(
             path, lambda t: out.to_file(t, driver="GeoJSON", engine="pyogrio", layer=layer, **rfc)
         )
-    elif suffix == ".parquet":
-        atomic_write(path, lambda t: frame.to_parquet(t, index=False))
+    elif suffix == ".parquet":  # its schema holds the geometry types; pandas would store attrs
+        plain = frame.copy()
+        plain.attrs = {}
+        atomic_write(path, lambda t: plain.to_parquet(t, index=False))
     elif suffix == ".gpkg":
         style = (
             coverage_style(layer)

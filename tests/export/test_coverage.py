@@ -153,7 +153,9 @@ def test_an_empty_coverage_is_written_in_every_format(tmp_path, demo_crop, capsy
                           "where table_name = 'detections'").fetchone()[0]  # fmt: skip
     assert (columns["class"], columns["level"], columns["score"], kind) == (
         "TEXT", "TEXT", "REAL", "POLYGON")  # were REAL, REAL, REAL, GEOMETRY  # fmt: skip
-    assert "string" in str(pq.read_schema(tmp_path / "d.parquet").field("class").type)
+    schema = pq.read_schema(tmp_path / "d.parquet")
+    assert "string" in str(schema.field("class").type)
+    assert set(schema.metadata) == {b"pandas", b"geo"}  # no writer's attrs: the same bytes
     assert pyogrio.read_info(tmp_path / "d.fgb")["geometry_type"] == "Polygon"
     for empty in (gpd.read_file(out, layer="coverage"), gpd.read_file(tmp_path / "coarse.fgb")):
         assert empty.empty and empty.crs.to_epsg() == 32633  # the scene's CRS, kept
