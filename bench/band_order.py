@@ -12,7 +12,9 @@ visible bands). AP50 is measured on the RGB originals, on the BGRN copies read a
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -25,7 +27,7 @@ from geo_hires.errors import BandOrderWarning
 from geo_hires.evaluate import evaluate_scenes
 from geo_hires.models.card import load_card
 
-BUNDLE = "geo_hires/models/weights/aircraft_lsn"
+BUNDLE = str(Path(__file__).resolve().parents[1] / "geo_hires/models/weights/aircraft_lsn")
 
 
 def _bgrn_uint16(src_path: Path, dst_path: Path) -> None:
@@ -55,6 +57,7 @@ def main() -> None:
     names = load_card(BUNDLE).val_images
     originals = [str(Path(args.images) / n) for n in names]
     work = Path(tempfile.mkdtemp(prefix="bgrn-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # nothing left in /tmp
     copies = []
     for name, path in zip(names, originals, strict=True):
         _bgrn_uint16(Path(path), work / name)

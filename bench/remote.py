@@ -20,8 +20,10 @@ which counts every request and the bytes it sends; the reader is geo_hires throu
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -120,6 +122,7 @@ def main() -> None:
     mp, size = scene.pixels / 1e6, os.path.getsize(args.scene)
     name = Path(args.scene).name
     work = Path(tempfile.mkdtemp(prefix="geo-hires-remote-bench-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # nothing left in /tmp
     with s3_server(work / "server.log") as server:
         os.environ.update(server.env())
         os.environ["GEO_HIRES_WORK_DIR"] = str(work / "work")

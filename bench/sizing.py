@@ -14,9 +14,11 @@ in the head pod).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -84,6 +86,7 @@ def measure(scene_path: str, cpus: int, threads: int, model: str) -> dict[str, A
         cfg = DetectConfig(threads=threads)
         ex = RayExecutor(config=RayConfig(actors=cpus, num_cpus=1.0))
         out = Path(tempfile.mkdtemp()) / "sizing.geojson"
+        atexit.register(shutil.rmtree, out.parent, ignore_errors=True)  # nothing left in /tmp
         # warm-up on the same scene places the actors and loads the model; only then measure
         run_detect(scene_path, out, bundle=bundle, config=cfg, executor=ex)
         pids = ray.get([a.pid.remote() for a in ex.actors])
