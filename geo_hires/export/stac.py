@@ -150,9 +150,13 @@ def _assets(ref: ResultItem, folder: Path) -> dict[str, Any]:
         kind = output_kind(path)
         key = "labels" if kind in (".geojson", ".json") else kind.lstrip(".")
         roles = ["labels", "data"] if key == "labels" else ["data"]
-        if key not in assets:
-            assets[key] = {"href": _href(path, folder), "type": MEDIA_TYPES[kind],
-                           "title": f"detections ({kind.lstrip('.')})", "roles": roles}  # fmt: skip
+        if key in assets:  # a second file of one format (-o a.gpkg -o b.gpkg): listed too
+            key = next(
+                f"{key}_{n}" for n in range(2, len(ref.files) + 2) if f"{key}_{n}" not in assets
+            )
+            roles = ["data"]
+        assets[key] = {"href": _href(path, folder), "type": MEDIA_TYPES[kind],
+                       "title": f"detections ({kind.lstrip('.')})", "roles": roles}  # fmt: skip
     if ref.coverage is not None:
         kind = output_kind(ref.coverage)
         assets["coverage"] = {"href": _href(ref.coverage, folder), "type": MEDIA_TYPES[kind],

@@ -34,7 +34,7 @@ def run(demo_crop, tmp_path_factory):
     aoi.to_file(out / "aprons.gpkg")
     args = ["detect", str(scene), "--aoi", str(out / "aprons.gpkg"), "--score-threshold", "0.3",
             "-o", str(out / "r.geojson"), "-o", str(out / "r.gpkg"), "-o", str(out / "r.stac.json"),
-            "--coverage", str(out / "cov.geojson")]  # fmt: skip
+            "-o", str(out / "r2.gpkg"), "--coverage", str(out / "cov.geojson")]  # fmt: skip
     assert main(args) == 0
     return out, scene, args
 
@@ -53,6 +53,10 @@ def test_result_item_validates_and_describes_the_run(run):
     assert [p["geo_hires:aoi"] for p in parts] == ["west", "east"]
     assert sum(p["counts"][0]["count"] for p in parts) == n
     assert item["assets"]["labels"]["href"] == "r.geojson" and "gpkg" in item["assets"]
+    assert item["assets"]["gpkg_2"]["href"] == "r2.gpkg"  # a second GeoPackage was left out
+    import shapely
+
+    assert shapely.geometry.shape(item["geometry"]).exterior.is_ccw  # RFC 7946's winding
     assert item["assets"]["coverage"]["href"] == "cov.geojson"
     links = {ln["rel"]: ln["href"] for ln in item["links"]}
     assert links["source"].endswith(scene.name)
