@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from geo_hires.commands.args import renaming
+from geo_hires.commands.args import given_flags, renaming
 from geo_hires.detect.options import DEFAULT_MODEL
 from geo_hires.errors import ConfigError
 
@@ -76,11 +76,27 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         )  # fmt: skip
         card = train_yolo_bundle(job, cfg, evaluate=_validation_metrics, work=args.work)
     else:
-        if args.work or args.init:
-            raise ConfigError("--work and --init are for YOLO training (--arch yolo…)")
+        _check_lsn_flags(args)
         card = train_bundle(job, evaluate=_validation_metrics)
     out.write(f"wrote {args.out} ({card.extra['training']['report']})\n")
     return 0
+
+
+YOLO_ONLY = {
+    "train_device": "cpu", "val_scenes": [], "select_fraction": 0.15, "chips_per_image": 40,
+    "gsd_range": [0.3, 1.2], "init": None, "work": None,
+}  # fmt: skip
+"""The flags only YOLO training reads, at their defaults: given to the LSN's, they would be
+dropped without a word (a GPU asked for and the CPU used, chosen validation scenes ignored)."""
+
+
+def _check_lsn_flags(args: argparse.Namespace) -> None:
+    given = given_flags(args, YOLO_ONLY)
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)}: for YOLO training (--arch yolov8n…); the LSN trains on the CPU "
+            "with --val-fraction, --steps and --minutes"
+        )
 
 
 def _check_obb_data(args: argparse.Namespace, default: Any) -> None:
@@ -182,7 +198,9 @@ def _add_train(sub: Any) -> None:
         help="network: light LSN, wide, or an ultralytics YOLO (built from its yaml)",
     )
     p.add_argument(
-        "--train-device", default="cpu", help="YOLO training device (cpu, 0 for the first GPU)"
+        "--train-device",
+        default=YOLO_ONLY["train_device"],
+        help="YOLO training device (cpu, 0 for the first GPU)",
     )
     p.add_argument("--gsd", type=float, default=0.5, help="metres per pixel of the training data")
     p.add_argument(
@@ -199,24 +217,27 @@ def _add_train(sub: Any) -> None:
     p.add_argument(
         "--val-scenes",
         nargs="+",
-        default=[],
+        default=YOLO_ONLY["val_scenes"],
         metavar="SCENE",
         help="YOLO: validation scene files (the scenes above are then all training scenes)",
     )
     p.add_argument(
         "--select-fraction",
         type=float,
-        default=0.15,
+        default=YOLO_ONLY["select_fraction"],
         help="YOLO: share of the training images (by image) that picks the best epoch",
     )
     p.add_argument(
-        "--chips-per-image", type=int, default=40, help="YOLO: chips drawn per training image"
+        "--chips-per-image",
+        type=int,
+        default=YOLO_ONLY["chips_per_image"],
+        help="YOLO: chips drawn per training image",
     )
     p.add_argument(
         "--gsd-range",
         type=float,
         nargs=2,
-        default=[0.3, 1.2],
+        default=YOLO_ONLY["gsd_range"],
         metavar=("LOW", "HIGH"),
         help="YOLO: scene GSDs (m) the chips are drawn as if from (0 0: the data's own only)",
     )

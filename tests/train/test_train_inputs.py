@@ -119,3 +119,14 @@ def test_zoom_training_resamples_an_image_from_its_own_gsd(tmp_path):
                           tmp_path / "work")  # fmt: skip
     with rasterio.open(copy) as src:
         assert (src.width, src.height) == (150, 100) and src.res == (0.6, 0.6)
+
+
+def test_yolo_only_flags_given_to_the_lsn_are_refused(tmp_path, capsys, fixtures):
+    """--train-device 0 trained the LSN on the CPU, --val-scenes were not its validation."""
+    base = ["train", str(fixtures / "OSBS_029.tif"), "--labels", str(fixtures / "OSBS_029.csv"),
+            "--out", str(tmp_path / "b"), "--arch", "lsn"]  # fmt: skip
+    for extra in (["--train-device", "0"], ["--val-scenes", "x.tif"], ["--work", "w"]):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"{extra[0]}: for YOLO training" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()
