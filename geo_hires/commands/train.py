@@ -122,6 +122,8 @@ def _cmd_cascade(args: argparse.Namespace, out: TextIO) -> int:
 
     if bool(args.images) != bool(args.labels):
         raise ConfigError("cascade: give --images and --labels together to score, or neither")
+    if args.images:
+        _check_unseen(args.scanner, args.refiner)
     rule = CascadeRule(
         detector="yolo.pt",
         window=args.window,
@@ -141,6 +143,23 @@ def _cmd_cascade(args: argparse.Namespace, out: TextIO) -> int:
         )
     out.write(f"wrote {args.out}\n")
     return 0
+
+
+def _check_unseen(scanner: str, refiner: str) -> None:
+    """The cascade is scored on its scanner's validation images: refuse, before writing, a
+    refiner that trained on some of them (its score there would flatter the cascade)."""
+    from geo_hires.models.card import bundle_dir, load_card
+    from geo_hires.train.yolo_run import yolo_source
+
+    ref_card = yolo_source(refiner, flag="--refiner")[1]
+    seen = set(ref_card.train_images) if ref_card is not None else set()
+    leaked = sorted(seen & set(load_card(bundle_dir(scanner)).val_images))
+    if leaked:
+        raise ConfigError(
+            f"--images: the refiner trained on {len(leaked)} of the scanner's validation images "
+            f"({', '.join(leaked[:3])}{'…' if len(leaked) > 3 else ''}), which would flatter "
+            "the score; train it with --val-scenes those images, or leave --images out"
+        )
 
 
 def _cmd_train_zoom(args: argparse.Namespace, out: TextIO) -> int:

@@ -132,3 +132,20 @@ def test_parts_that_cannot_make_a_cascade_are_refused_before_any_file(tmp_path, 
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and says in err[0], err
         assert not out.exists()
+
+
+def test_scoring_on_images_the_refiner_trained_on_is_refused(tmp_path, capsys):
+    """The score was taken on the scanner's validation images even where the refiner had
+    trained on them: a leaked validation, in the card as the cascade's quality."""
+    leaky = tmp_path / "leaky"
+    shutil.copytree(bundle_dir("aircraft_yolo"), leaky)
+    card = json.loads((leaky / "card.json").read_text())
+    seen = [*card["training"]["train_images"], *load_card("aircraft_lsn").val_images[:2]]
+    update_card(leaky, {"training": {**card["training"], "train_images": seen}})
+    out = tmp_path / "out"
+    argv = ["cascade", "--scanner", "aircraft_lsn", "--refiner", str(leaky), "--out", str(out),
+            "--images", str(tmp_path), "--labels", str(tmp_path / "l.csv")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the refiner trained on 2 of the scanner's validation images" in err[0]
+    assert not out.exists()
