@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import rasterio
+import rasterio.shutil
 from affine import Affine
 from pyproj import CRS
 from rasterio.enums import ColorInterp, MaskFlags
@@ -363,6 +364,9 @@ def open_scene(path: str | os.PathLike[str], *, config: ReadConfig | None = None
     p = url.public if url is not None else str(path)
     if url is not None:
         objects.stat(url)  # a missing key, no credentials or no access: one clear error now
+    elif p.startswith("/vsi"):  # GDAL's own file systems (/vsimem/, /vsizip/…): it says
+        if not rasterio.shutil.exists(p):
+            raise SceneNotFoundError(f"scene not found: {p}; check the path")
     elif not Path(p).exists():
         raise SceneNotFoundError(f"scene not found: {p}; check the path")
     elif Path(p).is_dir():

@@ -107,3 +107,22 @@ def test_a_batch_runs_on_a_callers_frozen_executor_with_stats(tmp_path, syntheti
     report = run_batch(tmp_path / "l.txt", tmp_path / "o", DetectOptions(model="aircraft_lsn"),
                        executor=Counting())  # fmt: skip
     assert report.failed == 0 and report.done == 1, report
+
+
+def test_a_scene_in_gdals_memory_file_system_is_read(tmp_path, synthetic):
+    """/vsimem/ paths (rasterio's MemoryFile) were refused as missing: Path.exists said no."""
+    from rasterio.io import MemoryFile
+
+    from geo_hires.errors import SceneNotFoundError
+    from geo_hires.models.bundle import load_bundle
+    from geo_hires.pipeline import detect_scene
+    from geo_hires.scene import open_scene
+
+    on_disk = detect_scene(open_scene(synthetic(640, 512, seed=3)), load_bundle("aircraft_lsn"))
+    with MemoryFile(synthetic(640, 512, seed=3).read_bytes(), filename="s.tif") as mem:
+        scene = open_scene(mem.name)
+        assert scene.path.startswith("/vsimem/") and (scene.width, scene.height) == (640, 512)
+        found = detect_scene(scene, load_bundle("aircraft_lsn"))
+    assert found.detections.boxes.tolist() == on_disk.detections.boxes.tolist()
+    with pytest.raises(SceneNotFoundError, match=r"scene not found: /vsimem/none\.tif"):
+        open_scene("/vsimem/none.tif")
