@@ -224,14 +224,26 @@ def test_on_a_scene_only_its_objects_count_clipped_to_its_edges(tmp_path, fixtur
     from geo_hires.cli import main
 
     scene = open_scene(fixtures / "OSBS_029.tif")  # 400 x 400
-    rows = ["10,20,40,50,Tree", "390,100,420,130,Tree", "500,20,540,50,Tree", "-30,-30,-1,-1,Tree"]
+    rows = [
+        "10,20,40,50,Tree",
+        "390,100,420,130,Tree",
+        "500,20,540,50,Tree",
+        "-30,-30,-1,-1,Tree",
+        "-10,5,0,9,Tree",
+        "400,5,410,9,Tree",
+        "5,-10,9,0,Tree",
+        "5,400,9,410,Tree",
+    ]  # touch
     (tmp_path / "t.csv").write_text("xmin,ymin,xmax,ymax,label\n" + "\n".join(rows) + "\n")
     (tmp_path / "p.csv").write_text(
         "xmin,ymin,xmax,ymax,label\n" + rows[0] + "\n390,100,400,130,Tree\n"
     )
     labels = read_labels(tmp_path / "t.csv")
     assert labels.to_pixels(scene).boxes.tolist() == [[10, 20, 40, 50], [390, 100, 400, 130]]
-    assert len(labels.to_oriented(scene)) == 2 and len(labels.to_pixels(None)) == 4
+    assert len(labels.to_oriented(scene)) == 2 and len(labels.to_pixels(None)) == 8
+    (tmp_path / "in.csv").write_text("xmin,ymin,xmax,ymax,label\n-10,5,0.5,9,T\n5,-10,9,0.5,T\n")
+    assert read_labels(tmp_path / "in.csv").to_pixels(scene).boxes.tolist() == [
+        [0, 5, 0.5, 9], [5, 0, 9, 0.5]]  # half a pixel on the scene: on it  # fmt: skip
     argv = ["eval", str(tmp_path / "p.csv"), str(tmp_path / "t.csv"), "--json"]
     assert main([*argv, "--scene", str(fixtures / "OSBS_029.tif")]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -264,12 +276,16 @@ def test_malformed_label_files_are_one_clear_error_each(tmp_path):
     for path, message in cases.items():
         with pytest.raises(LabelReadError, match=message):
             read_labels(path)
-    nan, one = {"class": float("nan")}, {"class": 1.0}
-    got = read_labels(geojson([{"geometry": poly, "properties": p} for p in (nan, one)]))
-    assert got.names == ("object", "1")  # a float id written by a GIS is the integer's name
+    props = [{"class": float("nan")}, {"class": 1.0}, {"class": float("nan"), "label": "car"},
+             {"class": ""}]  # fmt: skip
+    got = read_labels(geojson([{"geometry": poly, "properties": p} for p in props]))
+    assert got.names == ("object", "1", "car", "object")  # a GIS's float id is the integer's
+    z = {"type": "Polygon", "coordinates": [[[x, y, 7.0] for x, y in ring]]}  # a height: ignored
+    assert read_labels(geojson([{"geometry": z}])).rings[0].tolist() == ring
     for body, message in [
         ('i,image_id,geometry,class\n0,x.tif,"5",car\n', "unreadable geometry"),
         ('i,image_id,geometry,class\n0,x.tif,"[]",car\n', "unreadable geometry"),
+        ('i,image_id,geometry,class\n0,x.tif,"[(5,)]",car\n', "unreadable geometry"),
         ("xmin,ymin,xmax,ymax,label,score\n1,2,3,4,car,high\n", "non-numeric score"),
     ]:
         (tmp_path / "l.csv").write_text(body)

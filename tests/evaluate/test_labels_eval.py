@@ -260,6 +260,10 @@ def test_ties_thresholds_and_the_polar_frame():
     truth = _cars([[0, 0, 10, 10]])
     tied = evaluate(_cars([[0, 0, 10, 10], [50, 0, 60, 10]], [0.9, 0.9]), truth).overall
     assert (tied.precision, tied.recall) == (0.5, 1.0)  # not 1.0: 0.9 keeps both
+    two = _cars([[0, 0, 10, 10], [100, 0, 110, 10]])  # a tie after the first score: same rule
+    later = _cars([[0, 0, 10, 10], [100, 0, 110, 10], [50, 0, 60, 10]], [0.95, 0.9, 0.9])
+    assert (evaluate(later, two).overall.precision, evaluate(later, two).overall.recall) == (
+        pytest.approx(2 / 3), 1.0)  # fmt: skip
     near = _cars([[0, 0, 5.505, 10]], [0.9])  # IoU 0.5505: a hit at 0.55, a miss at 0.551
     assert evaluate(near, truth, iou=0.55).overall.recall == 1
     assert evaluate(near, truth, iou=0.551).overall.recall == 0
@@ -284,3 +288,8 @@ def test_eval_says_when_the_truth_has_nothing_to_find(tmp_path, capsys, fixtures
     )
     assert main(["eval", str(tmp_path / "p.csv"), str(tmp_path / "t.csv"), *scene]) == 0
     assert "it names no object of OSBS_029.tif" in capsys.readouterr().err
+    (tmp_path / "none.csv").write_text("xmin,ymin,xmax,ymax,label\n")
+    assert main(["eval", str(tmp_path / "p.csv"), str(tmp_path / "none.csv")]) == 0
+    assert "nothing to find (it holds no object)" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "p.csv"), str(tmp_path / "p.csv")]) == 0
+    assert "nothing to find" not in capsys.readouterr().err  # truth and predictions: no word
