@@ -258,10 +258,16 @@ def test_items_page_with_next_links_and_filter_by_bbox(service, job):
     assert requests.get(f"{items}/1?foo=1", headers=ALICE, timeout=10).status_code == 400
     from geo_hires_service.routes import features
 
-    features._load.cache_clear()
+    features._cached.cache_clear()
     listed = requests.get(f"{url}/collections", headers=ALICE, timeout=10).json()["collections"]
     assert {job_id, f"{job_id}-coverage"} <= {c["id"] for c in listed}
-    assert features._load.cache_info().misses == 0  # extents from STAC items, no layer parsed
+    assert features._cached.cache_info().misses == 0  # extents from STAC items, no layer parsed
+    limit, features.CACHE_MAX_BYTES = features.CACHE_MAX_BYTES, 0  # every result "large"
+    try:
+        assert requests.get(f"{items}?limit=1", headers=ALICE, timeout=10).status_code == 200
+        assert features._cached.cache_info().currsize == 0  # parsed, not held
+    finally:
+        features.CACHE_MAX_BYTES = limit
     stac = requests.get(f"{url}/v1/jobs/{job_id}/stac", headers=ALICE, timeout=10).json()
     mine = next(c for c in listed if c["id"] == job_id)
     assert mine["extent"]["spatial"]["bbox"] == [stac["bbox"]]

@@ -42,11 +42,21 @@ ITEMS_QUERY = frozenset({"limit", "offset", "bbox", "datetime", "f"})
 """The query parameters ``/items`` defines (``f``: the one format there is, GeoJSON)."""
 
 
+CACHE_MAX_BYTES = 8 * 1024 * 1024
+"""Results up to this size are kept parsed (8 of them, per file version); a larger one is parsed
+for each request: parsed GeoJSON takes several times its file's size, and eight large results
+held at once could take gigabytes of an ingress replica's memory."""
+
+Parsed = tuple[list[dict[str, Any]], npt.NDArray[np.float64]]
+
+
 @functools.lru_cache(maxsize=8)
-def _load(
-    path: str, _stamp: tuple[int, int]
-) -> tuple[list[dict[str, Any]], npt.NDArray[np.float64]]:
-    """A result's features with 1-based ids, and each one's bounds (cached per file version).
+def _cached(path: str, _stamp: tuple[int, int]) -> Parsed:
+    return _load(path)
+
+
+def _load(path: str) -> Parsed:
+    """A result's features with 1-based ids, and each one's bounds.
 
     A scene without a CRS gives features in pixels, which no client may read as CRS84: such
     a job has no collections (its result is still served by ``/v1``)."""
@@ -67,7 +77,9 @@ def _features(path: Path) -> tuple[list[dict[str, Any]], npt.NDArray[np.float64]
     if not path.is_file():
         raise HTTPException(404, "this job has no such layer (it ran before layers were kept)")
     st = path.stat()
-    return _load(str(path), (st.st_mtime_ns, st.st_size))
+    if st.st_size > CACHE_MAX_BYTES:
+        return _load(str(path))
+    return _cached(str(path), (st.st_mtime_ns, st.st_size))
 
 
 def _job_layer(request: Request, collection_id: str) -> tuple[Job, Path, bool]:
