@@ -8,6 +8,7 @@ and the partial file is removed: nothing half-written stays behind.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import os
@@ -23,6 +24,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.types import Message
 
 from geo_hires.aoi import AoiWarning, load_aoi
 from geo_hires.errors import (
@@ -180,6 +182,26 @@ def _parse_options(text: str | None) -> BaseModel:
         raise Rejected(f"options: {first_error(exc.errors(), 'options')}", status=422) from exc
 
 
+STALL_S = 60.0
+"""Seconds a request body (an upload, a JSON submission) may send nothing before it is refused
+(408): a client that stops sending would otherwise hold its slot (an upload's,
+:data:`MAX_UPLOADS`; the ingress's) until it hangs up."""
+
+
+def _stall_limited(request: Request) -> Request:
+    """``request`` whose body read fails (408) once no byte has come for :data:`STALL_S`."""
+
+    async def receive() -> Message:
+        try:
+            return await asyncio.wait_for(request.receive(), STALL_S)
+        except TimeoutError:
+            raise Rejected(
+                f"the upload sent nothing for {STALL_S:g} s; send it again", status=408
+            ) from None
+
+    return Request(request.scope, receive)
+
+
 async def from_upload(request: Request, config: ServiceConfig, *, room: int | None) -> Submission:
     """A multipart upload (``scene`` and ``options`` fields) saved under the data dir.
 
@@ -198,6 +220,7 @@ async def from_upload(request: Request, config: ServiceConfig, *, room: int | No
         )
     if not length.isdigit() or int(length) > limit + 1024 * 1024:
         raise Rejected(quota or f"the upload exceeds the limit of {limit:,} bytes", status=413)
+    request = _stall_limited(request)
     try:
         async with request.form(max_files=1, max_fields=4) as form:
             scene = form.get("scene")
@@ -222,7 +245,7 @@ async def json_body(request: Request) -> bytes:
     """The request's body, refused (413) once it passes :data:`MAX_JSON_BYTES`: read as it
     streams in, so a huge body is never held in memory whatever its Content-Length says."""
     parts, size = [], 0
-    async for chunk in request.stream():
+    async for chunk in _stall_limited(request).stream():
         size += len(chunk)
         if size > MAX_JSON_BYTES:
             raise Rejected(f"the JSON body is over {MAX_JSON_BYTES:,} bytes", status=413)

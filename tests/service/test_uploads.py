@@ -176,3 +176,32 @@ def test_a_client_hanging_up_mid_upload_is_no_server_error(service, caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     assert "client disconnected" in caplog.text
     assert not [p for p in (data / "uploads").rglob("*") if p.is_file()]
+
+
+def test_an_upload_that_stops_sending_is_refused_and_frees_its_slot(tmp_path, roots, monkeypatch):
+    import geo_hires_service.uploads as uploads
+
+    from tests.service.harness import TOKENS
+
+    monkeypatch.setattr(uploads, "STALL_S", 1.0)
+    with running_service(tmp_path, (roots,), run_jobs=False) as url:
+        held = [_held_upload(url, TOKENS[0]) for _ in range(uploads.MAX_UPLOADS_PER_TENANT)]
+        answers = [sock.recv(4096).decode() for sock in held]  # within the socket's 5 s
+        for sock in held:
+            sock.close()
+        assert all(a.startswith("HTTP/1.1 408") for a in answers), answers
+        assert "sent nothing for 1 s" in answers[0]
+        scene = (roots / "scene1.tif").read_bytes()
+        again = requests.post(
+            f"{url}/v1/jobs", files={"scene": ("s.tif", scene)}, headers=ALICE, timeout=10
+        )
+        assert again.status_code == 202, again.text  # the slots were given back
+        import socket
+        from urllib.parse import urlsplit
+
+        with socket.create_connection((urlsplit(url).hostname, urlsplit(url).port), 5) as sock:
+            sock.sendall(
+                f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKENS[0]}\r\n"
+                'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"uri": '.encode()
+            )
+            assert sock.recv(4096).decode().startswith("HTTP/1.1 408")  # a JSON body too
