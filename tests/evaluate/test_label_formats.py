@@ -296,6 +296,10 @@ def test_malformed_label_files_are_one_clear_error_each(tmp_path):
     )
     with pytest.raises(LabelReadError, match=r"not UTF-8 text.*save it as UTF-8"):
         read_labels(tmp_path / "l.csv")
+    (tmp_path / "d.txt").write_text("1 2 9 2 9 8 1 8 car\n")  # no "difficult" column
+    assert read_labels(tmp_path / "d.txt").names == ("car",)
+    (tmp_path / "d.txt").write_text("")
+    assert read_labels(tmp_path / "d.txt").rings == ()  # an image without objects
     (tmp_path / "y.txt").write_text("0 0.5 0.5 0.1 0.1\n")
     with pytest.raises(LabelReadError, match="look like YOLO labels"):
         read_labels(tmp_path / "y.txt")
@@ -311,3 +315,17 @@ def test_detects_vector_outputs_read_as_labels(tmp_path, fixtures):
     pred = read_labels(tmp_path / "p.gpkg")
     assert len(pred.rings) == len(truth.rings) and set(pred.names) == set(truth.names)
     assert evaluate(*common_frame(pred, truth, None)).overall.ap50_95 == pytest.approx(1.0)
+    import geopandas as gpd
+    import shapely
+
+    parts = shapely.MultiPolygon([shapely.box(0, 0, 2, 2), shapely.box(5, 5, 6, 9)])
+    frame = gpd.GeoDataFrame(
+        {"class": ["car", "dot", "car"], "score": [0.25, 0.5, 0.75]},
+        geometry=[shapely.box(10, 10, 12, 13), shapely.Point(1, 1), parts], crs="EPSG:32631",
+    )  # fmt: skip
+    frame.to_file(tmp_path / "m.fgb", driver="FlatGeobuf", engine="pyogrio")
+    got = read_labels(tmp_path / "m.fgb")  # a point among polygons: skipped, not the end
+    assert got.names == ("car", "car") and got.scores == (0.25, 0.75)
+    assert [r.min(0).tolist() + r.max(0).tolist() for r in got.rings] == [
+        [10, 10, 12, 13], [0, 0, 6, 9]]  # the MultiPolygon's parts together  # fmt: skip
+    assert pyproj.CRS(got.crs).to_epsg() == 32631
