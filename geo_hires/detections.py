@@ -215,7 +215,7 @@ class PixelDetections:
             classes=np.concatenate([p.classes for p in parts]),
             levels=np.concatenate([p.levels for p in parts]),
             corners=np.concatenate([p.corner_points() for p in parts])
-            if any(p.corners is not None for p in parts)
+            if any(p.corners is not None and len(p) for p in parts)  # an empty part's: none
             else None,
         )
 

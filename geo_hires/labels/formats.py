@@ -136,8 +136,9 @@ def _vertices(coords: object) -> npt.NDArray[np.float64]:
 
 
 def _score(value: object, path: Path, index: int) -> float:
-    """A feature's ``score``: 1.0 when absent or null (truth, or a GIS export's empty field)."""
-    if value is None or value == "":
+    """A feature's ``score``: 1.0 when absent or null (truth, or a GIS export's empty field,
+    which pandas reads as NaN)."""
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
         return 1.0
     try:
         return float(value)  # type: ignore[arg-type]

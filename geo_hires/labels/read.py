@@ -41,6 +41,7 @@ def read_labels(path: str | os.PathLike[str], *, image: str | None = None) -> La
         raise LabelReadError(f"{p}: not UTF-8 text ({exc}); save it as UTF-8") from exc
 
 
+_LABEL_FORMATS = (".geojson", ".json", ".csv", ".xml", ".txt")
 LABEL_SUFFIXES = (".csv", *READERS)
 """The extensions :func:`read_labels` reads (a folder's per-scene files are found by them)."""
 
@@ -57,8 +58,9 @@ def labels_for(scene: str | os.PathLike[str], labels: str | os.PathLike[str]) ->
     path, name = Path(labels), Path(scene).name
     if path.is_dir():
         stem = Path(scene).stem
-        found = sorted(
-            p for p in path.iterdir() if p.stem == stem and p.suffix.lower() in LABEL_SUFFIXES
+        found = sorted(  # the label formats before detect's own vector outputs beside them
+            (p for p in path.iterdir() if p.stem == stem and p.suffix.lower() in LABEL_SUFFIXES),
+            key=lambda p: (p.suffix.lower() not in _LABEL_FORMATS, p.name),
         )
         if not found:
             raise LabelReadError(f"no label file for {name} in {path}")

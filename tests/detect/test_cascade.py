@@ -327,6 +327,9 @@ def test_an_oriented_refiners_corners_survive_the_cascade_and_the_candidates_get
     kept = combine(far, refined.take([]), RULE, threshold=0.1)  # an oriented candidate, alone
     assert kept.corners is not None  # was its envelope's four corners: the heading lost
     np.testing.assert_array_equal(kept.corners[0], bar + 400)
+    box = PixelDetections.build(far.boxes, [0.9], [0], class_names=CLASSES, levels=[2],
+                                level_names=LEVELS)  # fmt: skip  # confirms it, axis-aligned
+    assert combine(far, box, RULE, threshold=0.1).corners is None  # no oriented box is left
     with pytest.raises(ConfigError, match=r"'margin' > 2 .a refiner box within 2 px"):
         CascadeRule(detector="y.pt", margin=2)  # its boxes near the edge are dropped as cut
 

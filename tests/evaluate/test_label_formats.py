@@ -215,6 +215,16 @@ def test_a_folder_of_labels_gives_each_scene_its_own_file_whatever_image_it_name
     (folder / "s0.jpg").write_bytes(b"\xff\xd8")  # an image kept beside its labels
     assert labels_for(tmp_path / "s0.tif", folder).names == ("car",)
     assert labels_for(tmp_path / "s0.a.tif", folder).names == ("bus",)
+    import geopandas as gpd
+    import shapely
+
+    box = {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}
+    (folder / "s2.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": box, "properties": {"class": "car"}}]}))  # fmt: skip
+    gpd.GeoDataFrame({"class": ["detected"]}, geometry=[shapely.box(0, 0, 1, 1)]).to_file(
+        folder / "s2.fgb", driver="FlatGeobuf", engine="pyogrio"
+    )  # detect's output beside the truth: 'fgb' sorted before 'geojson'
+    assert labels_for(tmp_path / "s2.tif", folder).names == ("car",)
 
 
 def test_on_a_scene_only_its_objects_count_clipped_to_its_edges(tmp_path, fixtures, capsys):
@@ -320,12 +330,12 @@ def test_detects_vector_outputs_read_as_labels(tmp_path, fixtures):
 
     parts = shapely.MultiPolygon([shapely.box(0, 0, 2, 2), shapely.box(5, 5, 6, 9)])
     frame = gpd.GeoDataFrame(
-        {"class": ["car", "dot", "car"], "score": [0.25, 0.5, 0.75]},
+        {"class": ["car", "dot", "car"], "score": [None, 0.5, 0.75]},
         geometry=[shapely.box(10, 10, 12, 13), shapely.Point(1, 1), parts], crs="EPSG:32631",
     )  # fmt: skip
     frame.to_file(tmp_path / "m.fgb", driver="FlatGeobuf", engine="pyogrio")
     got = read_labels(tmp_path / "m.fgb")  # a point among polygons: skipped, not the end
-    assert got.names == ("car", "car") and got.scores == (0.25, 0.75)
+    assert got.names == ("car", "car") and got.scores == (1.0, 0.75)  # null: 1, as in GeoJSON
     assert [r.min(0).tolist() + r.max(0).tolist() for r in got.rings] == [
         [10, 10, 12, 13], [0, 0, 6, 9]]  # the MultiPolygon's parts together  # fmt: skip
     assert pyproj.CRS(got.crs).to_epsg() == 32631

@@ -263,11 +263,14 @@ def test_items_page_with_next_links_and_filter_by_bbox(service, job):
     assert {job_id, f"{job_id}-coverage"} <= {c["id"] for c in listed}
     assert features._cached.cache_info().misses == 0  # extents from STAC items, no layer parsed
     limit, features.CACHE_MAX_BYTES = features.CACHE_MAX_BYTES, 0  # every result "large"
+    load, parsed = features._load, []
+    features._load = lambda path: parsed.append(path) or load(path)
     try:
         assert requests.get(f"{items}?limit=1", headers=ALICE, timeout=10).status_code == 200
         assert features._cached.cache_info().currsize == 0  # parsed, not held
+        assert len(parsed) == 1  # once per page (the pixel-space check parsed it a second time)
     finally:
-        features.CACHE_MAX_BYTES = limit
+        features.CACHE_MAX_BYTES, features._load = limit, load
     stac = requests.get(f"{url}/v1/jobs/{job_id}/stac", headers=ALICE, timeout=10).json()
     mine = next(c for c in listed if c["id"] == job_id)
     assert mine["extent"]["spatial"]["bbox"] == [stac["bbox"]]

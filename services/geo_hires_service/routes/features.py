@@ -62,15 +62,35 @@ def _load(path: str) -> Parsed:
     a job has no collections (its result is still served by ``/v1``)."""
     doc = json.loads(Path(path).read_text(encoding="utf-8"))
     if doc.get("geo_hires", {}).get("pixel_space"):
-        raise HTTPException(
-            404, "this job's scene has no CRS: its detections are in pixels, not on a map; "
-            "get them from /v1/jobs/{id}/result",
-        )  # fmt: skip
+        raise HTTPException(404, IN_PIXELS)
     features = [{"type": "Feature", "id": i + 1, "geometry": f["geometry"],
                  "properties": f["properties"]} for i, f in enumerate(doc["features"])]  # fmt: skip
     geoms = [shapely.geometry.shape(f["geometry"]) if f["geometry"] else None for f in features]
     bounds = np.array([lonlat_bounds(g) if g is not None else (np.nan,) * 4 for g in geoms])
     return features, bounds.reshape(-1, 4)
+
+
+IN_PIXELS = (
+    "this job's scene has no CRS: its detections are in pixels, not on a map; get them from "
+    "/v1/jobs/{id}/result"
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _in_pixels(path: str, _stamp: tuple[int, int]) -> bool:
+    """Whether a result is in pixels (read once per file version: a page of a large result,
+    which is parsed for each request, would otherwise be parsed twice)."""
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    return bool(doc.get("geo_hires", {}).get("pixel_space"))
+
+
+def _require_map(path: Path) -> None:
+    """404 unless ``path`` holds features on the map."""
+    if not path.is_file():
+        raise HTTPException(404, "this job has no such layer (it ran before layers were kept)")
+    st = path.stat()
+    if _in_pixels(str(path), (st.st_mtime_ns, st.st_size)):
+        raise HTTPException(404, IN_PIXELS)
 
 
 def _features(path: Path) -> tuple[list[dict[str, Any]], npt.NDArray[np.float64]]:
@@ -97,7 +117,7 @@ def _job_layer(request: Request, collection_id: str) -> tuple[Job, Path, bool]:
 def _layer(files: JobFiles, coverage: bool) -> Path:
     """A job's detections or coverage file; both are refused when the detections are in
     pixels (the coverage, written beside them, is in the same pixels)."""
-    _features(files.geojson)
+    _require_map(files.geojson)
     return files.coverage if coverage else files.geojson
 
 
@@ -108,7 +128,7 @@ def _extent(files: JobFiles, coverage: bool) -> list[float]:
     if files.stac.is_file():
         item = json.loads(files.stac.read_text(encoding="utf-8"))
         if item.get("geometry") is None:  # no CRS: its features are in pixels
-            _features(files.geojson)  # the 404 that says so
+            _require_map(files.geojson)  # the 404 that says so
         layer = files.coverage if coverage else files.geojson
         if not layer.is_file():
             raise HTTPException(404, "this job has no such layer (it ran before it was kept)")

@@ -65,7 +65,8 @@ def _service_hrefs(item: dict[str, Any], root: str, job_id: str) -> None:
 
 @router.get("/jobs/{job_id}/stac", response_class=JSONResponse)
 def job_item(request: Request, job_id: str) -> JSONResponse:
-    """The STAC item of a succeeded job (label extension; 409 until it succeeded)."""
+    """The STAC item of a succeeded job (label extension; 409 while it may still succeed, 410
+    once it failed or was cancelled)."""
     job = finished_job(request, job_id)
     path = JobFiles.of(state(request)[0].data_dir, job).stac
     if not path.is_file():
