@@ -222,7 +222,7 @@ def evaluate_images(
         raise ConfigError(f"--threshold {threshold}: a detection score, in [0, 1]")
     if not pairs:
         raise ConfigError("nothing to evaluate")
-    truth_names = {n for _, t in pairs for n in t.class_names}
+    truth_names = {t.class_names[c] for _, t in pairs for c in set(t.classes.tolist())}
     names = sorted(truth_names | {n for p, _ in pairs for n in p.class_names})
     ev = _run_cocoeval([part for p, t in pairs for part in islands(p, t)], names, iou)
     per = {n: _score(ev, i, iou) for i, n in enumerate(names) if n in truth_names}

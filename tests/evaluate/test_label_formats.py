@@ -237,7 +237,7 @@ def test_on_a_scene_only_its_objects_count_clipped_to_its_edges(tmp_path, fixtur
     rows = [
         "10,20,40,50,Tree",
         "390,100,420,130,Tree",
-        "500,20,540,50,Tree",
+        "500,20,540,50,Bus",
         "-30,-30,-1,-1,Tree",
         "-10,5,0,9,Tree",
         "400,5,410,9,Tree",
@@ -258,6 +258,7 @@ def test_on_a_scene_only_its_objects_count_clipped_to_its_edges(tmp_path, fixtur
     assert main([*argv, "--scene", str(fixtures / "OSBS_029.tif")]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["recall"] == 1.0 and result["ap50"] == 1.0
+    assert set(result["per_class"]) == {"Tree"}  # the bus lies off the scene: no row of 0s
     from geo_hires.train.chips import load_labelled
 
     images, _ = load_labelled([fixtures / "OSBS_029.tif"], tmp_path / "t.csv", oriented=True)
