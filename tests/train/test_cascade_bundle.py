@@ -149,3 +149,8 @@ def test_scoring_on_images_the_refiner_trained_on_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the refiner trained on 2 of the scanner's validation images" in err[0]
     assert not out.exists()
+    bare = bundle_dir("aircraft_yolo") / "yolo.pt"  # a refiner without a card: nothing known
+    argv[4] = str(bare)
+    assert main(argv) == 2  # then scored, where these images are missing
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "scene not found" in err[0], err
