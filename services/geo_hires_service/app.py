@@ -30,6 +30,7 @@ from ray import serve
 from ray.serve import Application
 
 from geo_hires.errors import ConfigError
+from geo_hires_service.limits import MAX_UPLOAD_BYTES
 from geo_hires_service.observe import log, metrics
 from geo_hires_service.retention import DAY_S, sweep
 from geo_hires_service.runner import JobRunner, runner_id
@@ -56,7 +57,7 @@ class ServeArgs(BaseModel):
     db: str | None = Field(default=None, description="sqlite:///PATH or postgresql://…")
     token_file: str | None = None
     allow_roots: list[str] = Field(default_factory=list)
-    max_upload_bytes: int = Field(default=4 * 1024**3, gt=0)
+    max_upload_bytes: int = Field(default=MAX_UPLOAD_BYTES, gt=0)
     max_scene_pixels: int = Field(default=50_000_000_000, gt=0)
     max_active: int = Field(default=200, gt=0)
     max_active_per_tenant: int = Field(default=50, gt=0)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from geo_hires.errors import ConfigError, GeoHiresError
+from geo_hires_service.limits import MAX_UPLOAD_BYTES
 
 __all__ = ["add_commands", "cmd_serve", "cmd_submit"]
 
@@ -76,7 +77,10 @@ def add_commands(sub: Any) -> None:
         "--address", help="join this running Ray cluster (HOST:PORT) instead of starting one"
     )
     p.add_argument(
-        "--max-upload-mb", type=int, default=4096, help="largest upload in MiB (default 4096)"
+        "--max-upload-mb",
+        type=int,
+        default=MAX_UPLOAD_BYTES // 2**20,
+        help=f"largest upload in MiB (default {MAX_UPLOAD_BYTES // 2**20})",
     )
     p.add_argument(
         "--retain-days",

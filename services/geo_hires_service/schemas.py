@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from geo_hires.config import ReadConfig
 from geo_hires.detect.options import DetectOptions, option_fields
 from geo_hires.models.card import load_card, shipped_models
+from geo_hires_service.limits import MAX_UPLOAD_BYTES
 from geo_hires_service.security import Tokens
 from geo_hires_service.store import Job
 
@@ -120,7 +121,7 @@ class ServiceConfig:
     tokens: Tokens
     allow_roots: tuple[Path | str, ...] = ()
     """Folders, and ``s3://bucket/prefix/`` (text) for objects (``security.parse_root``)."""
-    max_upload_bytes: int = 4 * 1024**3
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
     max_scene_pixels: int = 50_000_000_000
     max_active: int = 200
     max_active_per_tenant: int = 50

@@ -185,6 +185,11 @@ def test_serve_config_v2_is_the_services_config_and_builds(rendered, monkeypatch
     assert doc["applications"] == expected  # the same application, args and all
     assert doc["http_options"] == {"host": "0.0.0.0", "port": 8000}
     assert gen.serve_config(overrides) == doc
+    from geo_hires_service.uploads import MAX_UPLOADS
+
+    head = cluster_spec(svc)["headGroupSpec"]["template"]["spec"]["containers"][0]
+    held = MAX_UPLOADS * 2.3 * doc["applications"][0]["args"]["max_upload_bytes"] / 2**30
+    assert held + 1.0 <= _gib(head["resources"]["limits"]["memory"])  # uploads held by Serve
     # the pods' store is PostgreSQL (the mounted Secret); several runners need one
     monkeypatch.setenv("GEO_HIRES_DB", "postgresql://geo@db.example/jobs")
     for app in schema.applications:
