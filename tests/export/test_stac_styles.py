@@ -54,6 +54,14 @@ def test_result_item_validates_and_describes_the_run(run):
     assert sum(p["counts"][0]["count"] for p in parts) == n
     assert item["assets"]["labels"]["href"] == "r.geojson" and "gpkg" in item["assets"]
     assert item["assets"]["gpkg_2"]["href"] == "r2.gpkg"  # a second GeoPackage was left out
+    assert {k: v for k, v in item["assets"].items() if k in ("labels", "gpkg_2", "coverage")} == {
+        "labels": {"href": "r.geojson", "type": "application/geo+json",
+                   "title": "detections (geojson)", "roles": ["labels", "data"]},
+        "gpkg_2": {"href": "r2.gpkg", "type": "application/geopackage+sqlite3",
+                   "title": "detections (gpkg)", "roles": ["data"]},
+        "coverage": {"href": "cov.geojson", "type": "application/geo+json",
+                     "title": "area scanned", "roles": ["metadata"]},
+    }  # fmt: skip
     import shapely
 
     assert shapely.geometry.shape(item["geometry"]).exterior.is_ccw  # RFC 7946's winding
