@@ -250,17 +250,7 @@ def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
         if v is not None
     }
     try:
-        with scene.open("rb") as fh:
-            job = _check(
-                requests.post(
-                    f"{base}/v1/jobs",
-                    files={"scene": (scene.name, fh, "image/tiff")},
-                    data={"options": json.dumps(options)},
-                    headers=headers,
-                    timeout=600,
-                ),
-                "submit",
-            ).json()
+        job = _upload(requests, f"{base}/v1/jobs", scene, options, headers, args.timeout)
         job = _poll(requests, base, job["id"], headers, args.timeout, tqdm)
         if job["state"] != "succeeded":
             raise ServiceError(f"job {job['id']} {job['state']}: {job.get('error') or 'no result'}")
@@ -275,6 +265,29 @@ def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
         raise ServiceError(f"{base} did not answer in time ({exc}); try again later") from exc
     out.write(f"{scene.name}: job {job['id']}, {job['detections']} detections -> {output}\n")
     return 0
+
+
+def _upload(
+    requests: Any,
+    url: str,
+    scene: Path,
+    options: dict[str, Any],
+    headers: dict[str, str],
+    timeout: float,
+) -> dict[str, Any]:
+    """POST the scene; a ``429`` (the queue, or the uploads the service takes at once, is full)
+    is sent again after its ``Retry-After``, until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with scene.open("rb") as fh:
+            resp = requests.post(
+                url, files={"scene": (scene.name, fh, "image/tiff")},
+                data={"options": json.dumps(options)}, headers=headers, timeout=600,
+            )  # fmt: skip
+        wait = float(resp.headers.get("Retry-After", 10)) if resp.status_code == 429 else None
+        if wait is None or time.monotonic() + wait > deadline:
+            return dict(_check(resp, "submit").json())
+        time.sleep(wait)
 
 
 def _poll(
