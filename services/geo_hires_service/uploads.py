@@ -62,7 +62,8 @@ MAX_UPLOADS, MAX_UPLOADS_PER_TENANT = 4, 2
 """Uploads one ingress process receives at once, in all and per tenant. Why: each holds a
 request slot of the ingress (a client that stops sending holds it until it hangs up) and, under
 Ray Serve, up to its size in the proxy's memory; beyond these, ``429`` before the body is read,
-so status calls, health checks and other tenants always get through."""
+so status calls, health checks and submissions by path always get a slot (and no tenant takes
+more than half the uploads)."""
 
 _IN_FLIGHT: collections.Counter[str] = collections.Counter()
 
@@ -196,7 +197,7 @@ def _stall_limited(request: Request) -> Request:
             return await asyncio.wait_for(request.receive(), STALL_S)
         except TimeoutError:
             raise Rejected(
-                f"the upload sent nothing for {STALL_S:g} s; send it again", status=408
+                f"the request body sent nothing for {STALL_S:g} s; send it again", status=408
             ) from None
 
     return Request(request.scope, receive)

@@ -190,7 +190,7 @@ def test_an_upload_that_stops_sending_is_refused_and_frees_its_slot(tmp_path, ro
         for sock in held:
             sock.close()
         assert all(a.startswith("HTTP/1.1 408") for a in answers), answers
-        assert "sent nothing for 1 s" in answers[0]
+        assert "body sent nothing for 1 s" in answers[0]
         scene = (roots / "scene1.tif").read_bytes()
         again = requests.post(
             f"{url}/v1/jobs", files={"scene": ("s.tif", scene)}, headers=ALICE, timeout=10
