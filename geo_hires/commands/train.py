@@ -62,7 +62,7 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     if args.arch in YOLO_ARCHS:
         if args.steps is not None:
             raise ConfigError("--steps is for the LSN; a YOLO trains for --minutes")
-        _check_obb_data(args, YoloDataConfig())
+        _check_obb_data(args)
         data = YoloDataConfig(
             chips_per_image=args.chips_per_image,
             gsd_range=None
@@ -99,16 +99,9 @@ def _check_lsn_flags(args: argparse.Namespace) -> None:
         )
 
 
-def _check_obb_data(args: argparse.Namespace, default: Any) -> None:
+def _check_obb_data(args: argparse.Namespace) -> None:
     """An OBB dataset is a grid of chips at the data's GSD: refuse settings it would ignore."""
-    ignored = [
-        flag
-        for flag, given, usual in (
-            ("--chips-per-image", args.chips_per_image, default.chips_per_image),
-            ("--gsd-range", tuple(args.gsd_range), default.gsd_range),
-        )
-        if given != usual
-    ]
+    ignored = given_flags(args, {k: YOLO_ONLY[k] for k in ("chips_per_image", "gsd_range")})
     if args.arch.endswith("-obb") and ignored:
         raise ConfigError(
             f"{', '.join(ignored)}: an -obb model trains on a grid of chips at the data's own "
