@@ -97,23 +97,13 @@ def _cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _read_layer(path: str) -> Any:
+    from geo_hires.export.geojson import in_pixel_space
     from geo_hires.vectorfile import read_vector
 
     frame = read_vector(path, "the detection layer")
-    if _pixel_space(path):  # GDAL calls every GeoJSON WGS84, ours in pixels too
+    if in_pixel_space(path):  # GDAL calls every GeoJSON WGS84, ours in pixels too
         frame = frame.set_crs(None, allow_override=True)
     return frame
-
-
-def _pixel_space(path: str) -> bool:
-    """Whether ``path`` is a result of ``detect`` on a scene without a CRS (in pixels)."""
-    if Path(path).suffix.lower() not in (".geojson", ".json"):
-        return False
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        return False
-    return bool(isinstance(doc, dict) and doc.get("geo_hires", {}).get("pixel_space"))
 
 
 def _cmd_diff(args: argparse.Namespace, out: TextIO) -> int:

@@ -27,6 +27,7 @@ __all__ = [
     "crs_label",
     "dimension_properties",
     "feature_collection",
+    "in_pixel_space",
     "round_floats",
     "write_geojson",
     "write_text_atomic",
@@ -152,3 +153,16 @@ def write_geojson(
     fc = feature_collection(geo, metadata=metadata, config=config)
     write_text_atomic(path, json.dumps(fc, separators=(",", ":"), ensure_ascii=False) + "\n")
     return metadata
+
+
+def in_pixel_space(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a GeoJSON ``detect`` wrote for a scene without a CRS (its
+    coordinates are pixels, whatever GDAL, which calls every GeoJSON WGS84, says); ``False``
+    for any other file, or one that is not readable JSON."""
+    if Path(path).suffix.lower() not in (".geojson", ".json"):
+        return False
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return bool(isinstance(doc, dict) and (doc.get("geo_hires") or {}).get("pixel_space"))

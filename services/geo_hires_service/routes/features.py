@@ -23,6 +23,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from geo_hires.export.geojson import in_pixel_space
 from geo_hires.georef import lonlat_bounds
 from geo_hires_service.access import state, tenant
 from geo_hires_service.ogc import base_url, link
@@ -78,28 +79,28 @@ IN_PIXELS = (
 
 @functools.lru_cache(maxsize=256)
 def _in_pixels(path: str, _stamp: tuple[int, int]) -> bool:
-    """Whether a result is in pixels (read once per file version: a page of a large result,
-    which is parsed for each request, would otherwise be parsed twice)."""
-    doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    return bool(doc.get("geo_hires", {}).get("pixel_space"))
+    """:func:`in_pixel_space`, once per file version: a page of a large result, which is
+    parsed for each request, would otherwise be parsed twice."""
+    return in_pixel_space(path)
+
+
+def _version(path: Path) -> tuple[str, tuple[int, int]]:
+    """``path`` and its version (modification time, size); 404 when the layer is missing."""
+    if not path.is_file():
+        raise HTTPException(404, "this job has no such layer (it ran before layers were kept)")
+    st = path.stat()
+    return str(path), (st.st_mtime_ns, st.st_size)
 
 
 def _require_map(path: Path) -> None:
     """404 unless ``path`` holds features on the map."""
-    if not path.is_file():
-        raise HTTPException(404, "this job has no such layer (it ran before layers were kept)")
-    st = path.stat()
-    if _in_pixels(str(path), (st.st_mtime_ns, st.st_size)):
+    if _in_pixels(*_version(path)):
         raise HTTPException(404, IN_PIXELS)
 
 
 def _features(path: Path) -> tuple[list[dict[str, Any]], npt.NDArray[np.float64]]:
-    if not path.is_file():
-        raise HTTPException(404, "this job has no such layer (it ran before layers were kept)")
-    st = path.stat()
-    if st.st_size > CACHE_MAX_BYTES:
-        return _load(str(path))
-    return _cached(str(path), (st.st_mtime_ns, st.st_size))
+    name, stamp = _version(path)
+    return _load(name) if stamp[1] > CACHE_MAX_BYTES else _cached(name, stamp)
 
 
 def _job_layer(request: Request, collection_id: str) -> tuple[Job, Path, bool]:
