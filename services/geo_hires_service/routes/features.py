@@ -57,13 +57,9 @@ def _cached(path: str, _stamp: tuple[int, int]) -> Parsed:
 
 
 def _load(path: str) -> Parsed:
-    """A result's features with 1-based ids, and each one's bounds.
-
-    A scene without a CRS gives features in pixels, which no client may read as CRS84: such
-    a job has no collections (its result is still served by ``/v1``)."""
+    """A result's features with 1-based ids, and each one's bounds (the caller has made sure
+    they are on the map: :func:`_layer`)."""
     doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    if doc.get("geo_hires", {}).get("pixel_space"):
-        raise HTTPException(404, IN_PIXELS)
     features = [{"type": "Feature", "id": i + 1, "geometry": f["geometry"],
                  "properties": f["properties"]} for i, f in enumerate(doc["features"])]  # fmt: skip
     geoms = [shapely.geometry.shape(f["geometry"]) if f["geometry"] else None for f in features]
@@ -93,7 +89,9 @@ def _version(path: Path) -> tuple[str, tuple[int, int]]:
 
 
 def _require_map(path: Path) -> None:
-    """404 unless ``path`` holds features on the map."""
+    """404 unless ``path`` holds features on the map: a scene without a CRS gives features in
+    pixels, which no client may read as CRS84, so such a job has no collections (its result is
+    still served by ``/v1``)."""
     if _in_pixels(*_version(path)):
         raise HTTPException(404, IN_PIXELS)
 
