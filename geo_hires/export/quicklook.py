@@ -29,7 +29,8 @@ def write_quicklook(
 ) -> tuple[int, int]:
     """Draw ``dets`` over a view of ``scene`` of at most ``max_pixels``; return its (w, h).
 
-    Nodata shows as a dark grey so it is not mistaken for black imagery.
+    Nodata shows as a dark grey so it is not mistaken for black imagery; oriented boxes are
+    drawn as their polygons.
     """
     with SceneReader(scene, config=read_config) as reader:
         view = reader.read_overview(max_pixels)
@@ -39,12 +40,13 @@ def write_quicklook(
     sx, sy = img.width / scene.width, img.height / scene.height
     draw = ImageDraw.Draw(img)
     width = max(1, round(min(img.width, img.height) / 400))
-    for box, cls in zip(dets.boxes, dets.classes, strict=True):
-        x0, y0, x1, y1 = box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy
-        draw.rectangle(
-            [x0, y0, max(x0 + 1, x1), max(y0 + 1, y1)],
-            outline=PALETTE[int(cls) % len(PALETTE)],
-            width=width,
-        )
+    for i, cls in enumerate(dets.classes):
+        colour = PALETTE[int(cls) % len(PALETTE)]
+        if dets.corners is not None:  # an OBB model's box: its heading is the point of it
+            ring = [(float(x) * sx, float(y) * sy) for x, y in dets.corners[i]]
+            draw.polygon(ring, outline=colour, width=width)
+            continue
+        x0, y0, x1, y1 = (float(v) for v in dets.boxes[i] * (sx, sy, sx, sy))
+        draw.rectangle([x0, y0, max(x0 + 1, x1), max(y0 + 1, y1)], outline=colour, width=width)
     atomic_write(Path(path), lambda tmp: img.save(tmp, format="PNG"))  # never a half PNG
     return img.width, img.height

@@ -162,3 +162,21 @@ def test_a_quicklook_failing_midway_leaves_the_earlier_file_whole(tmp_path, fixt
         write_quicklook(tmp_path / "q.png", PixelDetections.empty(["x"]), scene, max_pixels=40_000)
     assert (tmp_path / "q.png").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["q.png"]  # no partial file left either
+
+
+def test_quicklook_draws_oriented_boxes_as_their_polygons(tmp_path, fixtures):
+    """A diamond (a box turned 45°) is drawn along its sides, not around its envelope."""
+    scene = open_scene(fixtures / "OSBS_029.tif")
+    diamond = [[[200, 50], [350, 200], [200, 350], [50, 200]]]
+    dets = PixelDetections.oriented(diamond, [1.0], [0], class_names=["x"])
+    size = write_quicklook(tmp_path / "q.png", dets, scene, max_pixels=40_000)
+    img = np.asarray(Image.open(tmp_path / "q.png")).astype(int)
+    s = size[0] / scene.width
+    red = (255, 48, 48)
+
+    def red_near(x: float, y: float) -> bool:  # within a pixel of (x, y), scene pixels
+        r, c = round(y * s), round(x * s)
+        return bool((img[r - 1 : r + 2, c - 1 : c + 2] == red).all(axis=-1).any())
+
+    assert red_near(125, 125) and red_near(275, 275)  # the middles of two sides
+    assert not red_near(55, 55) and not red_near(345, 345)  # the envelope's corners
