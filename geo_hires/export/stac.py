@@ -101,10 +101,13 @@ def footprint(scene: Scene) -> dict[str, Any] | None:
         return None
     in_crs = geometry_to_map(shapely.box(0, 0, scene.width, scene.height), scene)
     to_wgs84 = Transformer.from_crs(CRS.from_wkt(scene.crs_wkt), "EPSG:4326", always_xy=True)
-    geom = shapely.transform(
-        in_crs, lambda xy: wrap_longitudes(np.column_stack(to_wgs84.transform(*xy.T)))
-    )
-    geom = shapely.orient_polygons(shapely.normalize(split_antimeridian(geom)))  # RFC 7946: CCW
+    lonlat = shapely.transform(in_crs, lambda xy: np.column_stack(to_wgs84.transform(*xy.T)))
+    west, south, east, north = lonlat.bounds
+    if east - west >= 360:  # a global raster (0–360°, say): wrapped, its edges would coincide
+        geom = shapely.box(-180, south, 180, north)
+    else:
+        geom = split_antimeridian(shapely.transform(lonlat, wrap_longitudes))
+    geom = shapely.orient_polygons(shapely.normalize(geom))  # RFC 7946: CCW
     return dict(_round(json.loads(shapely.to_geojson(geom))))
 
 

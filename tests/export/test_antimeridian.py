@@ -13,7 +13,9 @@ from affine import Affine
 from pyproj import Transformer
 
 from geo_hires.cli import main
+from geo_hires.export.stac import footprint
 from geo_hires.georef import lonlat_bounds, split_antimeridian
+from geo_hires.scene import open_scene
 
 
 def test_a_polygon_across_the_antimeridian_is_split_there_and_others_are_not():
@@ -91,3 +93,16 @@ def test_a_geographic_scene_across_the_antimeridian_is_wrapped_and_split(demo_cr
     assert all(p.exterior.is_ccw for p in shapely.geometry.shape(doc["geometry"]).geoms)
     west, _, east, _ = doc["bbox"]
     assert 179.99 < west < 180 and -180 < east < -179.99
+
+
+@pytest.mark.parametrize("west", [0.0, -10.0])
+def test_the_footprint_of_a_global_raster_is_the_world(tmp_path, west):
+    """A whole-world raster from 0 to 360° (or -10 to 350°): wrapped, its east edge fell on its
+    west edge and the STAC footprint was a line of zero area."""
+    path = tmp_path / "world.tif"
+    profile = {"driver": "GTiff", "width": 360, "height": 180, "count": 3, "dtype": "uint8",
+               "crs": "EPSG:4326", "transform": Affine(1, 0, west, 0, -1, 90)}  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.full((3, 180, 360), 90, np.uint8))
+    geom = shapely.geometry.shape(footprint(open_scene(path)))
+    assert geom.equals(shapely.box(-180, -90, 180, 90)) and geom.exterior.is_ccw
