@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -20,7 +21,11 @@ from pathlib import Path
 
 from geo_hires.errors import ExecutorError
 
-__all__ = ["OFFLINE_ENV", "ensure_ray", "offline_env", "offline_home"]
+RAY_TMP = "/tmp/ghray"
+"""Where local Ray sessions live (``$GEO_HIRES_RAY_TMP`` wins); a short path, because Ray's
+socket paths inside it must fit in 107 bytes."""
+
+__all__ = ["OFFLINE_ENV", "RAY_TMP", "ensure_ray", "offline_env", "offline_home", "prune_sessions"]
 
 OFFLINE_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -124,6 +129,8 @@ def ensure_ray(
                 "leave --address out to run a local one"
             ) from exc
         return
+    temp_dir = os.environ.get("GEO_HIRES_RAY_TMP", RAY_TMP)
+    prune_sessions(Path(temp_dir))
     with offline_env():
         ray.init(
             num_cpus=num_cpus,
@@ -131,7 +138,37 @@ def ensure_ray(
             log_to_driver=False,
             logging_level=logging.WARNING,  # not Ray's "Started a local Ray instance" per run
             object_store_memory=object_store_mb * 1024 * 1024,
-            _temp_dir=os.environ.get("GEO_HIRES_RAY_TMP", "/tmp/ghray"),
+            _temp_dir=temp_dir,
             _node_ip_address="127.0.0.1",
             _metrics_export_port=metrics_port,
         )
+
+
+def prune_sessions(temp_dir: Path) -> list[Path]:
+    """Remove the session folders of local Rays whose starting process has ended; return them.
+
+    Ray keeps every session's logs and sockets after shutdown (a folder named
+    ``session_<time>_<pid>``, the pid of the process that started it): a machine running a
+    batch a minute gathered hundreds. A session whose process still runs, or whose name does
+    not end in a pid, is left, as is the one ``session_latest`` points to.
+    """
+    latest = temp_dir / "session_latest"
+    current = latest.resolve().name if latest.is_symlink() else None
+    gone = []
+    for folder in temp_dir.glob("session_*_*"):
+        pid = folder.name.rsplit("_", 1)[1]
+        if folder.name in ("session_latest", current) or not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        gone.append(folder)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
