@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import shutil
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -187,18 +188,36 @@ STALL_S = 60.0
 """Seconds a request body (an upload, a JSON submission) may send nothing before it is refused
 (408): a client that stops sending would otherwise hold its slot (an upload's,
 :data:`MAX_UPLOADS`; the ingress's) until it hangs up."""
+MIN_RATE = 16 * 1024
+"""Bytes per second a request body must average after its first :data:`STALL_S` seconds (408
+below): a client trickling a byte a minute is never stalled, and held its upload slots for
+as long as it liked. 16 KiB/s (128 kbit/s) lets the slowest real link finish: 256 MiB in 4.5
+hours."""
 
 
 def _stall_limited(request: Request) -> Request:
-    """``request`` whose body read fails (408) once no byte has come for :data:`STALL_S`."""
+    """``request`` whose body read fails (408) once no byte has come for :data:`STALL_S`, or
+    once it has fallen under :data:`MIN_RATE` on average after that long."""
+    start, got = time.monotonic(), 0
 
     async def receive() -> Message:
+        nonlocal got
         try:
-            return await asyncio.wait_for(request.receive(), STALL_S)
+            message = await asyncio.wait_for(request.receive(), STALL_S)
         except TimeoutError:
             raise Rejected(
                 f"the request body sent nothing for {STALL_S:g} s; send it again", status=408
             ) from None
+        got += len(message.get("body", b""))
+        late = time.monotonic() - start - STALL_S
+        if message.get("more_body") and late > 0 and got < MIN_RATE * late:
+            raise Rejected(
+                f"the request body came at under {MIN_RATE / 1024:g} KiB/s after its first "
+                f"{STALL_S:g} s; send it again over a faster link, or submit the scene by "
+                "path or URI",
+                status=408,
+            )
+        return message
 
     return Request(request.scope, receive)
 

@@ -205,3 +205,29 @@ def test_an_upload_that_stops_sending_is_refused_and_frees_its_slot(tmp_path, ro
                 'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"uri": '.encode()
             )
             assert sock.recv(4096).decode().startswith("HTTP/1.1 408")  # a JSON body too
+
+
+def test_an_upload_trickling_under_the_minimum_rate_is_refused(tmp_path, roots, monkeypatch):
+    """A byte every so often never stalled the body, and held the tenant's slots for good."""
+    import contextlib
+    import time
+
+    import geo_hires_service.uploads as uploads
+
+    from tests.service.harness import TOKENS
+
+    monkeypatch.setattr(uploads, "STALL_S", 0.5)
+    monkeypatch.setattr(uploads, "MIN_RATE", 1000)
+    with running_service(tmp_path, (roots,), run_jobs=False) as url:
+        sock = _held_upload(url, TOKENS[0])
+        start, answer = time.monotonic(), b""
+        try:
+            while not answer and time.monotonic() - start < 5:  # 100 bytes/s: under 1,000
+                sock.sendall(b"x" * 10)
+                sock.settimeout(0.1)
+                with contextlib.suppress(TimeoutError):
+                    answer = sock.recv(4096)
+        finally:
+            sock.close()
+        assert answer.decode().startswith("HTTP/1.1 408"), answer
+        assert "KiB/s after its first 0.5 s; send it again over a faster link" in answer.decode()
