@@ -258,22 +258,45 @@ def test_items_page_with_next_links_and_filter_by_bbox(service, job):
     assert requests.get(f"{items}/1?foo=1", headers=ALICE, timeout=10).status_code == 400
     from geo_hires_service.routes import features
 
-    features._cached.cache_clear()
+    features.result_index.cache_clear()
     listed = requests.get(f"{url}/collections", headers=ALICE, timeout=10).json()["collections"]
     assert {job_id, f"{job_id}-coverage"} <= {c["id"] for c in listed}
-    assert features._cached.cache_info().misses == 0  # extents from STAC items, no layer parsed
-    limit, features.CACHE_MAX_BYTES = features.CACHE_MAX_BYTES, 0  # every result "large"
-    load, parsed = features._load, []
-    features._load = lambda path: parsed.append(path) or load(path)
-    try:
-        assert requests.get(f"{items}?limit=1", headers=ALICE, timeout=10).status_code == 200
-        assert features._cached.cache_info().currsize == 0  # parsed, not held
-        assert len(parsed) == 1  # once per page (the pixel-space check parsed it a second time)
-    finally:
-        features.CACHE_MAX_BYTES, features._load = limit, load
+    assert features.result_index.cache_info().misses == 0  # extents from STAC items: no layer read
     stac = requests.get(f"{url}/v1/jobs/{job_id}/stac", headers=ALICE, timeout=10).json()
     mine = next(c for c in listed if c["id"] == job_id)
     assert mine["extent"]["spatial"]["bbox"] == [stac["bbox"]]
+
+
+def test_a_page_parses_only_its_own_features(service, job, monkeypatch):
+    """A result was parsed whole (with a shapely geometry per feature) for every page once it
+    was over 8 MiB: a QGIS layer of a gigapixel scene's detections took seconds a page."""
+    import json
+
+    from geo_hires_service import feature_index
+
+    url, data = service
+    job_id, _ = job
+    doc = json.loads(next((data / "jobs" / job_id / "out").glob("apron.geojson")).read_text())
+    want = [{"type": "Feature", "id": i + 1, "geometry": f["geometry"],
+             "properties": f["properties"]} for i, f in enumerate(doc["features"])]  # fmt: skip
+    parsed: list[int] = []
+
+    class CountingJson:
+        @staticmethod
+        def loads(text: str) -> object:
+            parsed.append(len(text))
+            return json.loads(text)
+
+    feature_index.result_index.cache_clear()
+    monkeypatch.setattr(feature_index, "json", CountingJson)
+    items = f"{url}/collections/{job_id}/items"
+    for offset in (1, 2):
+        page = requests.get(f"{items}?limit=1&offset={offset}", headers=ALICE, timeout=10).json()
+        assert page["features"] == [want[offset]]
+    one = requests.get(f"{items}/3", headers=ALICE, timeout=10).json()
+    assert {k: v for k, v in one.items() if k != "links"} == want[2]
+    assert feature_index.result_index.cache_info().misses == 1  # indexed once per file version
+    assert len(parsed) == 3 and max(parsed) < 1000  # one feature's text each
 
 
 def test_stac_items_of_the_job_and_the_models_validate(service, job):

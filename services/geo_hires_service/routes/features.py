@@ -18,14 +18,13 @@ from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
-import shapely
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from geo_hires.export.geojson import in_pixel_space
-from geo_hires.georef import lonlat_bounds
 from geo_hires_service.access import state, tenant
+from geo_hires_service.feature_index import read_features, result_index
 from geo_hires_service.ogc import base_url, link
 from geo_hires_service.runner import JobFiles
 from geo_hires_service.store import Job, JobState
@@ -43,30 +42,6 @@ ITEMS_QUERY = frozenset({"limit", "offset", "bbox", "datetime", "f"})
 """The query parameters ``/items`` defines (``f``: the one format there is, GeoJSON)."""
 
 
-CACHE_MAX_BYTES = 8 * 1024 * 1024
-"""Results up to this size are kept parsed (8 of them, per file version); a larger one is parsed
-for each request: parsed GeoJSON takes several times its file's size, and eight large results
-held at once could take gigabytes of an ingress replica's memory."""
-
-Parsed = tuple[list[dict[str, Any]], npt.NDArray[np.float64]]
-
-
-@functools.lru_cache(maxsize=8)
-def _cached(path: str, _stamp: tuple[int, int]) -> Parsed:
-    return _load(path)
-
-
-def _load(path: str) -> Parsed:
-    """A result's features with 1-based ids, and each one's bounds (the caller has made sure
-    they are on the map: :func:`_layer`)."""
-    doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    features = [{"type": "Feature", "id": i + 1, "geometry": f["geometry"],
-                 "properties": f["properties"]} for i, f in enumerate(doc["features"])]  # fmt: skip
-    geoms = [shapely.geometry.shape(f["geometry"]) if f["geometry"] else None for f in features]
-    bounds = np.array([lonlat_bounds(g) if g is not None else (np.nan,) * 4 for g in geoms])
-    return features, bounds.reshape(-1, 4)
-
-
 IN_PIXELS = (
     "this job's scene has no CRS: its detections are in pixels, not on a map; get them from "
     "/v1/jobs/{id}/result"
@@ -75,8 +50,7 @@ IN_PIXELS = (
 
 @functools.lru_cache(maxsize=256)
 def _in_pixels(path: str, _stamp: tuple[int, int]) -> bool:
-    """:func:`in_pixel_space`, once per file version: a page of a large result, which is
-    parsed for each request, would otherwise be parsed twice."""
+    """:func:`in_pixel_space`, once per file version (it parses the whole result)."""
     return in_pixel_space(path)
 
 
@@ -96,9 +70,9 @@ def _require_map(path: Path) -> None:
         raise HTTPException(404, IN_PIXELS)
 
 
-def _features(path: Path) -> tuple[list[dict[str, Any]], npt.NDArray[np.float64]]:
-    name, stamp = _version(path)
-    return _load(name) if stamp[1] > CACHE_MAX_BYTES else _cached(name, stamp)
+def _bounds(path: Path) -> npt.NDArray[np.float64]:
+    """Each feature's lon/lat bounds (the caller has made sure they are on the map)."""
+    return result_index(*_version(path)).bounds
 
 
 def _job_layer(request: Request, collection_id: str) -> tuple[Job, Path, bool]:
@@ -133,7 +107,7 @@ def _extent(files: JobFiles, coverage: bool) -> list[float]:
             raise HTTPException(404, "this job has no such layer (it ran before it was kept)")
         if item.get("bbox"):
             return [float(v) for v in item["bbox"]]
-    return bounds_extent(_features(_layer(files, coverage))[1])
+    return bounds_extent(_bounds(_layer(files, coverage)))
 
 
 def bounds_extent(bounds: npt.NDArray[np.float64]) -> list[float]:
@@ -290,8 +264,7 @@ def items(
     _check_datetime(datetime)
     limit = min(limit, MAX_ITEMS)
     _, path, _ = _job_layer(request, collection_id)
-    features, bounds = _features(path)
-    matched = _matching(bounds, _bbox(bbox))
+    matched = _matching(_bounds(path), _bbox(bbox))
     page = matched[offset : offset + limit]
     url = f"{base_url(request)}/collections/{collection_id}/items"
     query = "".join(
@@ -306,7 +279,7 @@ def items(
     if offset > 0:
         links.append(link(f"{url}?limit={limit}&offset={max(0, offset - limit)}{query}", "prev",
                           GEOJSON))  # fmt: skip
-    body = {"type": "FeatureCollection", "features": [features[i] for i in page],
+    body = {"type": "FeatureCollection", "features": read_features(*_version(path), page),
             "numberMatched": len(matched), "numberReturned": len(page), "links": links}  # fmt: skip
     return JSONResponse(body, media_type=GEOJSON)
 
@@ -315,11 +288,11 @@ def items(
 def item(request: Request, collection_id: str, feature_id: str) -> JSONResponse:
     _known_query(request, frozenset({"f"}))
     _, path, _ = _job_layer(request, collection_id)
-    features, _ = _features(path)
     number = int(feature_id) if feature_id.isascii() and feature_id.isdigit() else 0  # not "²"
-    if not 1 <= number <= len(features):
+    if not 1 <= number <= len(_bounds(path)):
         raise HTTPException(404, f"no feature {feature_id} in {collection_id}")
     url = f"{base_url(request)}/collections/{collection_id}"
-    body = {**features[number - 1], "links": [
+    (feature,) = read_features(*_version(path), np.array([number - 1]))
+    body = {**feature, "links": [
         link(f"{url}/items/{feature_id}", "self", GEOJSON), link(url, "collection")]}  # fmt: skip
     return JSONResponse(body, media_type=GEOJSON)

@@ -1,0 +1,114 @@
+"""Where each feature of a result's GeoJSON lies in its text, and its bounds: what an OGC
+features page needs to find its features without parsing the whole result.
+
+Parsed GeoJSON takes several times its file's size, so parsed results could be kept only while
+small, and a large one (a gigapixel scene's tens of thousands of detections) was parsed again,
+with a shapely geometry per feature, for every page a client asked: a QGIS layer loading it a
+thousand features at a time spent seconds per page. The index takes 48 bytes a feature and is
+kept for results of any size; a page then reads the file (from the page cache) and parses only
+its own features. The scan of the top-level object is written here over the standard
+library's decoder (``raw_decode``) because it reports where each value ends; no streaming JSON
+parser the project depends on does.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+
+from geo_hires.georef import lonlat_bounds
+
+__all__ = ["FeatureIndex", "index_text", "read_features", "result_index"]
+
+_DECODE = json.JSONDecoder().raw_decode
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+@dataclass(frozen=True)
+class FeatureIndex:
+    """A result's features: ``spans`` ``(N, 2)`` of their text (character offsets), ``bounds``
+    ``(N, 4)`` lon/lat (:func:`~geo_hires.georef.lonlat_bounds`; NaN without a geometry), and
+    the length of the text they index."""
+
+    spans: npt.NDArray[np.int64]
+    bounds: npt.NDArray[np.float64]
+    length: int
+
+
+def _skip(text: str, i: int, then: str = "") -> int:
+    """The index after the whitespace at ``i`` (and after ``then``, which must come next)."""
+    i = _SPACE.match(text, i).end()  # type: ignore[union-attr]  # matches the empty string
+    if then:
+        if text[i : i + 1] != then:
+            raise ValueError(f"expected {then!r} at character {i}")
+        i = _SPACE.match(text, i + 1).end()  # type: ignore[union-attr]
+    return i
+
+
+def _feature_values(text: str) -> list[tuple[int, int, Any]]:
+    """Each member of the top-level ``features`` array: its start, end and value."""
+    found: list[tuple[int, int, Any]] = []
+    i = _skip(text, 0, "{")
+    while text[i : i + 1] != "}":
+        key, i = _DECODE(text, i)
+        i = _skip(text, i, ":")
+        if key != "features":
+            i = _skip(text, _DECODE(text, i)[1])
+        else:
+            i = _skip(text, i, "[")
+            while text[i : i + 1] != "]":
+                value, end = _DECODE(text, i)
+                found.append((i, end, value))
+                i = _skip(text, end)
+                i = _skip(text, i, ",") if text[i : i + 1] == "," else i
+            i = _skip(text, i + 1)
+        i = _skip(text, i, ",") if text[i : i + 1] == "," else i
+    return found
+
+
+def index_text(text: str) -> FeatureIndex:
+    """The index of a GeoJSON FeatureCollection's text (``ValueError`` when it is not one)."""
+    values = _feature_values(text)
+    spans = np.array([(s, e) for s, e, _ in values], np.int64).reshape(-1, 2)
+    placed = np.array([isinstance(v, dict) and bool(v.get("geometry")) for _, _, v in values])
+    bounds = np.full((len(values), 4), np.nan)
+    if placed.any():
+        geoms = shapely.from_geojson([text[s:e] for s, e in spans[placed]])  # GEOS: the fast way
+        bounds[placed] = shapely.bounds(geoms)
+        for i in np.flatnonzero(placed)[(bounds[placed, 0] == -180) & (bounds[placed, 2] == 180)]:
+            bounds[i] = lonlat_bounds(geoms[np.searchsorted(np.flatnonzero(placed), i)])
+    return FeatureIndex(spans, bounds, len(text))
+
+
+@functools.lru_cache(maxsize=64)
+def result_index(path: str, _stamp: tuple[int, int]) -> FeatureIndex:
+    """:func:`index_text` of ``path``, once per file version (``_stamp``: its modification
+    time and size)."""
+    return index_text(Path(path).read_text(encoding="utf-8"))
+
+
+def read_features(
+    path: str, stamp: tuple[int, int], rows: npt.NDArray[np.intp]
+) -> list[dict[str, Any]]:
+    """The features at ``rows`` (0-based) of ``path``, each with its 1-based position as
+    ``id``. The text is read once; should the file have been replaced since it was indexed,
+    it is indexed afresh from that same text."""
+    text = Path(path).read_text(encoding="utf-8")
+    index = result_index(path, stamp)
+    if index.length != len(text):
+        index = index_text(text)
+    out = []
+    for i in rows:
+        start, end = index.spans[i]
+        f = json.loads(text[start:end])
+        out.append({"type": "Feature", "id": int(i) + 1, "geometry": f["geometry"],
+                    "properties": f["properties"]})  # fmt: skip
+    return out

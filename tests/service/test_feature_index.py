@@ -1,0 +1,54 @@
+"""The index of a result's GeoJSON: each feature's span of text and bounds, so that an OGC
+features page parses only its own features."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import shapely
+
+from geo_hires.georef import lonlat_bounds
+from geo_hires_service.feature_index import index_text, read_features, result_index
+
+
+def _square(x: float, name: str) -> dict:
+    ring = [[x, 0.0], [x + 1, 0.0], [x + 1, 1.0], [x, 1.0], [x, 0.0]]
+    return {"type": "Feature", "properties": {"class": name, "features": [1, 2]},
+            "geometry": {"type": "Polygon", "coordinates": [ring]}}  # fmt: skip
+
+
+FEATURES = [_square(0, "avión"), {"type": "Feature", "properties": {}, "geometry": None},
+            _square(179.5, "ship ]}")]  # fmt: skip
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+def test_spans_hold_each_feature_whatever_the_layout(indent):
+    doc = {"type": "FeatureCollection", "features": FEATURES, "geo_hires": {"features": []}}
+    text = json.dumps(doc, indent=indent, ensure_ascii=False)  # features not last, non-ASCII
+    index = index_text(text)
+    assert [json.loads(text[s:e]) for s, e in index.spans] == FEATURES
+    assert index.bounds[0].tolist() == list(lonlat_bounds(shapely.box(0, 0, 1, 1)))
+    assert np.isnan(index.bounds[1]).all() and index.bounds[2][0] == 179.5
+    assert index.length == len(text)
+
+
+def test_no_features_and_not_a_collection():
+    assert index_text('{"type": "FeatureCollection", "features": []}').spans.shape == (0, 2)
+    for broken in ('{"features": [{"a": 1}', "[1, 2]", '{"features" [1]}', ""):
+        with pytest.raises(ValueError):
+            index_text(broken)
+
+
+def test_a_replaced_file_is_read_with_an_index_of_its_own(tmp_path):
+    path = tmp_path / "r.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": FEATURES}))
+    st = os.stat(path)
+    stamp = (st.st_mtime_ns, st.st_size)
+    first = read_features(str(path), stamp, np.array([2]))
+    assert first == [{**FEATURES[2], "id": 3}]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": FEATURES[::-1]}, indent=1))
+    assert read_features(str(path), stamp, np.array([0])) == [{**FEATURES[2], "id": 1}]
+    assert result_index.cache_info().currsize >= 1
