@@ -9,9 +9,9 @@ import os
 import numpy as np
 import pytest
 import shapely
+from geo_hires_service.feature_index import index_text, read_features, result_index
 
 from geo_hires.georef import lonlat_bounds
-from geo_hires_service.feature_index import index_text, read_features, result_index
 
 
 def _square(x: float, name: str) -> dict:
