@@ -26,7 +26,7 @@ import shapely
 
 from geo_hires.georef import lonlat_bounds
 
-__all__ = ["FeatureIndex", "index_text", "read_features", "result_index"]
+__all__ = ["FeatureIndex", "index_text", "read_features", "read_geometries", "result_index"]
 
 _DECODE = json.JSONDecoder().raw_decode
 _SPACE = re.compile(r"[ \t\n\r]*")
@@ -95,16 +95,20 @@ def result_index(path: str, _stamp: tuple[int, int]) -> FeatureIndex:
     return index_text(Path(path).read_text(encoding="utf-8"))
 
 
+def _read(path: str, stamp: tuple[int, int]) -> tuple[str, FeatureIndex]:
+    """The text of ``path`` and its index; should the file have been replaced since it was
+    indexed, it is indexed afresh from that same text."""
+    text = Path(path).read_text(encoding="utf-8")
+    index = result_index(path, stamp)
+    return text, index if index.length == len(text) else index_text(text)
+
+
 def read_features(
     path: str, stamp: tuple[int, int], rows: npt.NDArray[np.intp]
 ) -> list[dict[str, Any]]:
     """The features at ``rows`` (0-based) of ``path``, each with its 1-based position as
-    ``id``. The text is read once; should the file have been replaced since it was indexed,
-    it is indexed afresh from that same text."""
-    text = Path(path).read_text(encoding="utf-8")
-    index = result_index(path, stamp)
-    if index.length != len(text):
-        index = index_text(text)
+    ``id``."""
+    text, index = _read(path, stamp)
     out = []
     for i in rows:
         start, end = index.spans[i]
@@ -112,3 +116,11 @@ def read_features(
         out.append({"type": "Feature", "id": int(i) + 1, "geometry": f["geometry"],
                     "properties": f["properties"]})  # fmt: skip
     return out
+
+
+def read_geometries(
+    path: str, stamp: tuple[int, int], rows: npt.NDArray[np.intp]
+) -> npt.NDArray[np.object_]:
+    """The shapely geometries of the features at ``rows`` (each with one)."""
+    text, index = _read(path, stamp)
+    return shapely.from_geojson([text[s:e] for s, e in index.spans[rows]])

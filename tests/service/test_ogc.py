@@ -299,6 +299,35 @@ def test_a_page_parses_only_its_own_features(service, job, monkeypatch):
     assert len(parsed) == 3 and max(parsed) < 1000  # one feature's text each
 
 
+def test_bbox_selects_features_by_their_shape_not_their_box(service, job):
+    """A bbox in a gap of the coverage's multipolygon (or off a detection's turned rectangle,
+    inside its lon/lat box) returned that feature: OGC selects on the geometry."""
+    url, data = service
+    job_id, _ = job
+    tried = 0
+    for layer in ("apron.coverage.geojson", "apron.geojson"):
+        path = next((data / "jobs" / job_id / "out").glob(layer))
+        cid = job_id + ("-coverage" if "coverage" in layer else "")
+        feats = json.loads(path.read_text())["features"]
+        for number, f in enumerate(feats[:5], start=1):
+            shape = shapely.geometry.shape(f["geometry"])
+            gap = shapely.envelope(shape).difference(shape.buffer(1e-7))
+            if gap.is_empty:
+                continue
+            x, y = gap.representative_point().coords[0]
+            bbox = f"{x - 1e-9},{y - 1e-9},{x + 1e-9},{y + 1e-9}"
+            got = requests.get(f"{url}/collections/{cid}/items", params={"bbox": bbox},
+                               headers=ALICE, timeout=10).json()  # fmt: skip
+            assert number not in [g["id"] for g in got["features"]], (layer, number)
+            x, y = shape.representative_point().coords[0]  # on the shape: found
+            bbox = f"{x - 1e-9},{y - 1e-9},{x + 1e-9},{y + 1e-9}"
+            got = requests.get(f"{url}/collections/{cid}/items", params={"bbox": bbox},
+                               headers=ALICE, timeout=10).json()  # fmt: skip
+            assert number in [g["id"] for g in got["features"]], (layer, number)
+            tried += 1
+    assert tried >= 2
+
+
 def test_stac_items_of_the_job_and_the_models_validate(service, job):
     url, _ = service
     job_id, _ = job

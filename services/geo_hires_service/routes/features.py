@@ -18,13 +18,14 @@ from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
+import shapely
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from geo_hires.export.geojson import in_pixel_space
 from geo_hires_service.access import state, tenant
-from geo_hires_service.feature_index import read_features, result_index
+from geo_hires_service.feature_index import read_features, read_geometries, result_index
 from geo_hires_service.ogc import base_url, link
 from geo_hires_service.runner import JobFiles
 from geo_hires_service.store import Job, JobState
@@ -229,24 +230,33 @@ def _known_query(request: Request, known: frozenset[str]) -> None:
         )  # fmt: skip
 
 
-def _matching(
-    bounds: npt.NDArray[np.float64], bbox: tuple[float, ...] | None
-) -> npt.NDArray[np.intp]:
-    """Indexes of the features whose bounds meet ``bbox``. Either may cross the antimeridian
-    (west > east: a feature split there by the export, a bbox a client sends so)."""
+def _matching(path: Path, bbox: tuple[float, float, float, float] | None) -> npt.NDArray[np.intp]:
+    """Indexes of the features whose geometry meets ``bbox`` (OGC: the geometry, not its box:
+    a coverage's multipolygon has gaps). Either may cross the antimeridian (west > east: a
+    feature split there by the export, a bbox a client sends so). Boxes are compared first;
+    only a feature whose box is not wholly inside ``bbox`` has its geometry read."""
+    bounds = _bounds(path)
     if bbox is None:
         return np.arange(len(bounds))
     x0, y0, x1, y1 = bbox
-    fx0, fx1 = bounds[:, 0], bounds[:, 2]
-    in_y = (bounds[:, 3] >= y0) & (bounds[:, 1] <= y1)
+    fx0, fy0, fx1, fy1 = bounds.T
+    in_y = (fy1 >= y0) & (fy0 <= y1)
     crosses = fx0 > fx1
     if x0 <= x1:
         plain = (fx1 >= x0) & (fx0 <= x1)
         across = (x1 >= fx0) | (x0 <= fx1)  # a feature whose box wraps round
         in_x = np.where(crosses, across, plain)
+        inside = ~crosses & (fx0 >= x0) & (fx1 <= x1) & (fy0 >= y0) & (fy1 <= y1)
+        query = shapely.box(x0, y0, x1, y1)
     else:
         in_x = crosses | (fx1 >= x0) | (fx0 <= x1)  # two wrapping boxes both hold ±180
-    return np.flatnonzero(in_x & in_y)
+        inside = np.zeros(len(bounds), bool)
+        query = shapely.union(shapely.box(x0, y0, 180, y1), shapely.box(-180, y0, x1, y1))
+    meet = in_x & in_y
+    edge = np.flatnonzero(meet & ~inside)
+    if len(edge):
+        meet[edge] = shapely.intersects(read_geometries(*_version(path), edge), query)
+    return np.flatnonzero(meet)
 
 
 @router.get("/{collection_id}/items", response_class=JSONResponse)
@@ -264,7 +274,7 @@ def items(
     _check_datetime(datetime)
     limit = min(limit, MAX_ITEMS)
     _, path, _ = _job_layer(request, collection_id)
-    matched = _matching(_bounds(path), _bbox(bbox))
+    matched = _matching(path, _bbox(bbox))
     page = matched[offset : offset + limit]
     url = f"{base_url(request)}/collections/{collection_id}/items"
     query = "".join(
