@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from geo_hires_service.problems import PROBLEM
 from geo_hires_service.runner import JobFiles
@@ -24,8 +25,11 @@ __all__ = [
     "add_ogc_handlers",
     "base_url",
     "job_counts",
+    "known_query",
     "link",
+    "on_map",
     "path_prefix",
+    "result_item",
     "status_info",
 ]
 
@@ -79,6 +83,20 @@ def path_prefix(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
 
 
+def known_query(request: Request, known: frozenset[str]) -> None:
+    """OGC API: a query parameter the API does not define is a 400, not ignored (a client asking
+    ``crs=EPSG:3857`` must not get CRS84 coordinates without being told); ``f`` is ``json``."""
+    unknown = sorted(set(request.query_params) - known)
+    fmt = request.query_params.get("f", "json")
+    if fmt not in ("json", "geojson"):
+        raise HTTPException(400, f"f={fmt!r}: this endpoint answers in JSON only (f=json)")
+    if unknown:
+        raise HTTPException(
+            400, f"unknown query parameter {unknown[0]!r}; this endpoint takes "
+            f"{', '.join(sorted(known))}",
+        )  # fmt: skip
+
+
 def link(href: str, rel: str, type_: str = "application/json", title: str = "") -> dict[str, str]:
     out = {"href": href, "rel": rel, "type": type_}
     return out | ({"title": title} if title else {})
@@ -105,14 +123,31 @@ def job_status(job: Job) -> str:
     return _STATUS[job.state]
 
 
-def job_counts(data_dir: Any, job: Job) -> dict[str, Any] | None:
-    """Counts per class (and per AOI polygon) of a finished job, from its STAC item."""
+def result_item(data_dir: Any, job: Job) -> dict[str, Any] | None:
+    """The STAC item of a succeeded job (``None`` before it succeeded, or for a job that ran
+    before items were written)."""
     if job.state is not JobState.SUCCEEDED:
         return None
     path = JobFiles.of(data_dir, job).stac
-    if not path.is_file():
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def on_map(item: dict[str, Any] | None) -> bool:
+    """Whether a job's results are OGC feature collections: not when its scene has no CRS
+    (its STAC item has no geometry), whose features are pixels that no client may read as
+    CRS84 (the collections answer 404, so nothing links to them)."""
+    return item is None or item.get("geometry") is not None
+
+
+def job_counts(
+    data_dir: Any, job: Job, item: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """Counts per class (and per AOI polygon) of a finished job, from its STAC item (``item``
+    when the caller has read it)."""
+    item = item or result_item(data_dir, job)
+    if item is None:
         return None
-    overviews = json.loads(path.read_text(encoding="utf-8"))["properties"]["label:overviews"]
+    overviews = item["properties"]["label:overviews"]
     by_class = {c["name"]: c["count"] for c in overviews[0]["counts"]}
     by_polygon = [
         {"name": o["geo_hires:aoi"], "counts": {c["name"]: c["count"] for c in o["counts"]}}
@@ -125,6 +160,7 @@ def status_info(request: Request, job: Job) -> dict[str, Any]:
     """A job as OGC API – Processes ``statusInfo`` (plus its counts when it succeeded)."""
     root = base_url(request)
     status = job_status(job)
+    item = result_item(request.app.state.config.data_dir, job)
     links = [link(f"{root}/jobs/{job.id}", "self", title="job status")]
     if status == "successful":
         links += [
@@ -133,6 +169,7 @@ def status_info(request: Request, job: Job) -> dict[str, Any]:
             link(f"{root}/v1/jobs/{job.id}/stac", "describedby", "application/geo+json",
                  "STAC item"),
         ]  # fmt: skip
+        links = links if on_map(item) else [ln for ln in links if ln["rel"] != "related"]
     info: dict[str, Any] = {
         "processID": PROCESS_ID,
         "type": "process",
@@ -146,7 +183,7 @@ def status_info(request: Request, job: Job) -> dict[str, Any]:
         "progress": _progress(job),
         "links": links,
     }
-    counts = job_counts(request.app.state.config.data_dir, job)
+    counts = job_counts(request.app.state.config.data_dir, job, item)
     if counts is not None:
         info["counts"] = counts
     return {k: v for k, v in info.items() if v is not None}

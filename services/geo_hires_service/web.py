@@ -28,7 +28,7 @@ from geo_hires_service.schemas import ServiceConfig
 from geo_hires_service.store import REQUEST_ID, JobStore
 from geo_hires_service.viewer import STATIC
 
-__all__ = ["Private", "RequestIds", "create_app"]
+__all__ = ["HeadAsGet", "Private", "RequestIds", "create_app"]
 
 
 class RequestIds:
@@ -78,6 +78,27 @@ class Private:
         await self.app(scope, receive, send_private)
 
 
+class HeadAsGet:
+    """ASGI middleware: ``HEAD`` is answered as ``GET`` without the body (RFC 9110 §9.1: a
+    general-purpose server supports both; FastAPI routes ``GET`` alone, and clients that check
+    a resource before fetching it got ``405``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_headers(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_headers)
+
+
 def create_app(
     config: ServiceConfig | None = None, store: JobStore | None = None, *, request_ids: bool = True
 ) -> FastAPI:
@@ -101,6 +122,7 @@ def create_app(
     app.include_router(processes.router)  # OGC API - Processes, beside /v1
     app.include_router(features.router)  # OGC API - Features over the results
     app.add_middleware(Private)
+    app.add_middleware(HeadAsGet)
     if request_ids:
         app.add_middleware(RequestIds)
     return app

@@ -224,7 +224,7 @@ def test_items_page_with_next_links_and_filter_by_bbox(service, job):
                          params={"bbox": west, "limit": 1}).json()  # fmt: skip
     nxt = next(ln["href"] for ln in paged["links"] if ln["rel"] == "next")
     assert requests.get(nxt, headers=ALICE).json()["numberMatched"] == len(expect)
-    for missing in ("0", str(len(want) + 1), "x", "%C2%B2"):  # "²" is a digit to Python
+    for missing in ("0", str(len(want) + 1), "x", "%C2%B2", "02"):  # "²": a digit to Python
         gone = requests.get(f"{url}/collections/{job_id}/items/{missing}", headers=ALICE)
         assert gone.status_code == 404, (missing, gone.text)
     assert requests.get(f"{url}/collections/{job_id}", headers=BOB, timeout=10).status_code == 404
@@ -237,8 +237,10 @@ def test_items_page_with_next_links_and_filter_by_bbox(service, job):
         ("crs=EPSG:3857", "unknown query parameter 'crs'"),
         ("bbox-crs=EPSG:3857&bbox=0,0,1,1", "'bbox-crs'"),
         ("foo=1", "'foo'"),
-        ("f=html", "GeoJSON only"),
+        ("f=html", "JSON only (f=json)"),
         ("datetime=garbage", "RFC 3339"),
+        ("datetime=20240501", "RFC 3339"),  # ISO 8601's basic form: Python's parser takes it
+        ("datetime=2024-W18", "RFC 3339"),
         ("datetime=2024-02-01/2024-01-01", "ends before it starts"),
         ("datetime=..", "cannot be open"),
         ("datetime=a/b/c", "START/END"),
@@ -328,6 +330,24 @@ def test_bbox_selects_features_by_their_shape_not_their_box(service, job):
     assert tried >= 2
 
 
+def test_every_ogc_resource_refuses_unknown_parameters_and_answers_head(service, job):
+    """Only ``/items`` refused unknown parameters (the landing page took ``f=xml``), and
+    ``HEAD`` was 405 everywhere (RFC 9110: a general-purpose server supports it)."""
+    url, _ = service
+    job_id, _ = job
+    for path in ("", "conformance", "collections", f"collections/{job_id}"):
+        for bad, why in (("foo=1", "unknown query parameter 'foo'"), ("f=xml", "JSON only")):
+            got = requests.get(f"{url}/{path}?{bad}", headers=ALICE, timeout=10)
+            assert got.status_code == 400 and why in got.json()["detail"], (path, got.text)
+        assert requests.get(f"{url}/{path}?f=json", headers=ALICE, timeout=10).ok, path
+    for path in ("", "conformance", f"collections/{job_id}/items", f"v1/jobs/{job_id}/result"):
+        full = requests.get(f"{url}/{path}", headers=ALICE, timeout=10)
+        head = requests.head(f"{url}/{path}", headers=ALICE, timeout=10)
+        assert head.status_code == 200 and head.content == b"", (path, head.status_code)
+        assert head.headers["content-type"] == full.headers["content-type"], path
+    assert requests.head(f"{url}/collections/nope", headers=ALICE, timeout=10).status_code == 404
+
+
 def test_stac_items_of_the_job_and_the_models_validate(service, job):
     url, _ = service
     job_id, _ = job
@@ -387,3 +407,12 @@ def test_a_scene_without_crs_gives_a_job_without_collections(service, scenes):
     listed = requests.get(f"{url}/collections", headers=ALICE).json()["collections"]
     assert not {c["id"] for c in listed} & {job_id, f"{job_id}-coverage"}
     assert requests.get(f"{url}/v1/jobs/{job_id}/result", headers=ALICE).status_code == 200
+    status = requests.get(f"{url}/jobs/{job_id}", headers=ALICE).json()
+    results = requests.get(f"{url}/jobs/{job_id}/results", headers=ALICE).json()
+    item = requests.get(f"{url}/v1/jobs/{job_id}/stac", headers=ALICE).json()
+    hrefs = [ln["href"] for ln in status["links"]]
+    hrefs += [ln["href"] for ln in results.values() if isinstance(ln, dict) and "href" in ln]
+    hrefs += [a["href"] for a in item["assets"].values()]
+    assert "/collections/" not in " ".join(hrefs), hrefs  # none links to the 404s above
+    for href in hrefs:
+        assert requests.get(href, headers=ALICE).status_code == 200, href

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import re
 import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,7 +27,7 @@ from starlette.exceptions import HTTPException
 from geo_hires.export.geojson import in_pixel_space
 from geo_hires_service.access import state, tenant
 from geo_hires_service.feature_index import read_features, read_geometries, result_index
-from geo_hires_service.ogc import base_url, link
+from geo_hires_service.ogc import base_url, known_query, link
 from geo_hires_service.runner import JobFiles
 from geo_hires_service.store import Job, JobState
 
@@ -147,6 +148,7 @@ def _collection(request: Request, job: Job, coverage: bool) -> dict[str, Any]:
 def collections(request: Request) -> dict[str, Any]:
     """The caller's succeeded jobs (the newest :data:`MAX_COLLECTIONS`), two collections each:
     picked by state in the store, so that newer queued or failed jobs crowd none out."""
+    known_query(request, frozenset({"f"}))
     store = state(request)[1]
     jobs = store.list_jobs(tenant(request), limit=MAX_COLLECTIONS, state=JobState.SUCCEEDED)
     found = []
@@ -162,6 +164,7 @@ def collections(request: Request) -> dict[str, Any]:
 
 @router.get("/{collection_id}")
 def collection(request: Request, collection_id: str) -> dict[str, Any]:
+    known_query(request, frozenset({"f"}))
     job, _, coverage = _job_layer(request, collection_id)
     return _collection(request, job, coverage)
 
@@ -188,11 +191,20 @@ def _bbox(text: str | None) -> tuple[float, float, float, float] | None:
     return x0, y0, x1, y1
 
 
+_RFC3339 = re.compile(
+    r"\d{4}-\d\d-\d\d([Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)?)?", re.ASCII
+)
+"""An RFC 3339 date, or date-time (one without an offset is read as UTC): Python's ISO 8601
+parser alone also takes ``20200101`` and ``2020-W01``, which OGC's ``datetime`` does not."""
+
+
 def _instant(text: str) -> dt.datetime | None:
     if text in ("", ".."):
         return None
     try:
-        t = dt.datetime.fromisoformat(text)
+        if not _RFC3339.fullmatch(text):
+            raise ValueError(text)
+        t = dt.datetime.fromisoformat(text.upper())
     except ValueError:
         raise HTTPException(
             400, f"datetime {text!r}: give an RFC 3339 date-time or interval "
@@ -214,20 +226,6 @@ def _check_datetime(text: str | None) -> None:
         raise HTTPException(400, f"datetime {text!r}: an instant cannot be open")
     if len(ends) == 2 and None not in ends and ends[0] > ends[1]:  # type: ignore[operator]
         raise HTTPException(400, f"datetime {text!r}: the interval ends before it starts")
-
-
-def _known_query(request: Request, known: frozenset[str]) -> None:
-    """OGC API Features: a parameter the API does not define is a 400, not ignored (a client
-    asking ``crs=EPSG:3857`` must not get CRS84 coordinates without being told)."""
-    unknown = sorted(set(request.query_params) - known)
-    fmt = request.query_params.get("f", "json")
-    if fmt not in ("json", "geojson"):
-        raise HTTPException(400, f"f={fmt!r}: features are served as GeoJSON only (f=json)")
-    if unknown:
-        raise HTTPException(
-            400, f"unknown query parameter {unknown[0]!r}; this endpoint takes "
-            f"{', '.join(sorted(known))} (features are in CRS84 only)",
-        )  # fmt: skip
 
 
 def _matching(path: Path, bbox: tuple[float, float, float, float] | None) -> npt.NDArray[np.intp]:
@@ -270,7 +268,7 @@ def items(
 ) -> JSONResponse:
     """Features of a collection, a page at a time (``next`` links to the following one); a
     ``limit`` over :data:`MAX_ITEMS` gets that many, as OGC API Features says a server may."""
-    _known_query(request, ITEMS_QUERY)
+    known_query(request, ITEMS_QUERY)
     _check_datetime(datetime)
     limit = min(limit, MAX_ITEMS)
     _, path, _ = _job_layer(request, collection_id)
@@ -296,9 +294,10 @@ def items(
 
 @router.get("/{collection_id}/items/{feature_id}", response_class=JSONResponse)
 def item(request: Request, collection_id: str, feature_id: str) -> JSONResponse:
-    _known_query(request, frozenset({"f"}))
+    known_query(request, frozenset({"f"}))
     _, path, _ = _job_layer(request, collection_id)
-    number = int(feature_id) if feature_id.isascii() and feature_id.isdigit() else 0  # not "²"
+    canonical = feature_id.isascii() and feature_id.isdigit() and feature_id[0] != "0"  # "²", "07"
+    number = int(feature_id) if canonical else 0
     if not 1 <= number <= len(_bounds(path)):
         raise HTTPException(404, f"no feature {feature_id} in {collection_id}")
     url = f"{base_url(request)}/collections/{collection_id}"

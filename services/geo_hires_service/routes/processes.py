@@ -29,7 +29,10 @@ from geo_hires_service.ogc import (
     OgcError,
     base_url,
     job_status,
+    known_query,
     link,
+    on_map,
+    result_item,
     status_info,
 )
 from geo_hires_service.problems import first_error
@@ -98,6 +101,7 @@ def _summary(root: str) -> dict[str, Any]:
 @router.get("/")
 def landing(request: Request) -> dict[str, Any]:
     """The landing page (no token needed: it names resources, holds no data)."""
+    known_query(request, frozenset({"f"}))
     root = base_url(request)
     return {
         "title": "geo_hires",
@@ -117,7 +121,8 @@ def landing(request: Request) -> dict[str, Any]:
 
 
 @router.get("/conformance")
-def conformance() -> dict[str, list[str]]:
+def conformance(request: Request) -> dict[str, list[str]]:
+    known_query(request, frozenset({"f"}))
     return {"conformsTo": CONFORMANCE}
 
 
@@ -262,14 +267,17 @@ def results(request: Request, job_id: str) -> dict[str, Any]:
     root = base_url(request)
     info = status_info(request, found)
     out: dict[str, Any] = {
-        "detections": link(f"{root}/v1/jobs/{job_id}/result", "detections",
-                           "application/geo+json"),
-        "geopackage": link(f"{root}/v1/jobs/{job_id}/result?format=gpkg", "geopackage",
-                           "application/geopackage+sqlite3"),
+        "detections": link(f"{root}/v1/jobs/{job_id}/result", "detections", "application/geo+json"),
+        "geopackage": link(
+            f"{root}/v1/jobs/{job_id}/result?format=gpkg",
+            "geopackage",
+            "application/geopackage+sqlite3",
+        ),
         "stac": link(f"{root}/v1/jobs/{job_id}/stac", "stac", "application/geo+json"),
-        "coverage": link(f"{root}/collections/{job_id}-coverage/items", "coverage",
-                         "application/geo+json"),
-    }  # fmt: skip
+    }
+    if on_map(result_item(state(request)[0].data_dir, found)):  # else the collection is a 404
+        out["coverage"] = link(f"{root}/collections/{job_id}-coverage/items", "coverage",
+                               "application/geo+json")  # fmt: skip
     if "counts" in info:
         out["counts"] = info["counts"]
     return out

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from geo_hires.models.card import shipped_models
 from geo_hires.models.mlm import mlm_item
 from geo_hires_service.access import finished_job, state, tenant
-from geo_hires_service.ogc import base_url
+from geo_hires_service.ogc import base_url, on_map
 from geo_hires_service.runner import JobFiles
 
 __all__ = ["model_item", "router"]
@@ -53,6 +53,8 @@ def _service_hrefs(item: dict[str, Any], root: str, job_id: str) -> None:
         "coverage": f"{root}/collections/{job_id}-coverage/items?limit=10000",
         "overview": f"{root}/v1/jobs/{job_id}/quicklook",
     }
+    if not on_map(item):  # its coverage is pixels: no collection serves it (the GeoPackage does)
+        del urls["coverage"]
     item["assets"] = {k: {**a, "href": urls[k]} for k, a in item["assets"].items() if k in urls}
     model = item["properties"]["geo_hires:provenance"].get("model") or item["id"]
     links = [{"rel": "self", "href": f"{root}/v1/jobs/{job_id}/stac", "type": GEOJSON}]
