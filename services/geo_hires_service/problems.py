@@ -20,7 +20,16 @@ from geo_hires_service.observe import log, metrics
 from geo_hires_service.security import Rejected
 from geo_hires_service.store import QueueFullError
 
-__all__ = ["PROBLEM", "DiskFull", "add_problem_handlers", "disk_full", "first_error", "problem"]
+__all__ = [
+    "PROBLEM",
+    "DiskFull",
+    "add_problem_handlers",
+    "disk_full",
+    "document_problems",
+    "first_error",
+    "problem",
+    "problem_doc",
+]
 
 PROBLEM = "application/problem+json"
 
@@ -106,3 +115,57 @@ def add_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(QueueFullError, _full)
     app.add_exception_handler(ClientDisconnect, _disconnected)
     app.add_exception_handler(Exception, _unexpected)
+
+
+_SCHEMA = {
+    "type": "object",
+    "description": "RFC 9457 problem details",
+    "properties": {"type": {"type": "string"}, "title": {"type": "string"},
+                   "status": {"type": "integer"}, "detail": {"type": "string"}},
+    "required": ["type", "title", "status", "detail"],
+}  # fmt: skip
+
+
+def problem_doc(description: str) -> dict[str, Any]:
+    """An OpenAPI response that is a problem (for a route's ``responses``)."""
+    return {"description": description,
+            "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}  # fmt: skip
+
+
+def document_problems(app: FastAPI) -> None:
+    """Make the API definition say what the handlers answer: FastAPI lists a ``422``
+    ``HTTPValidationError`` for every operation with parameters, where an invalid query
+    parameter is a ``400`` problem and an invalid body or path a ``422`` problem (clients and
+    OGC validators read the definition; ``/items`` was documented as 200 JSON or 422)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()  # FastAPI's, kept in app.openapi_schema
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas["Problem"] = _SCHEMA
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            for operations in schema["paths"].values():
+                for op in operations.values():
+                    _problems_of(op)
+        return app.openapi_schema  # type: ignore[return-value]  # built above
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
+
+
+def _can_fail(param: dict[str, Any]) -> bool:
+    """Whether a path part or header can fail validation (any string cannot)."""
+    constraints = {k: v for k, v in param["schema"].items() if k not in ("title", "description")}
+    return param["in"] != "query" and constraints != {"type": "string"}
+
+
+def _problems_of(op: dict[str, Any]) -> None:
+    responses = op.setdefault("responses", {})
+    if responses.pop("422", None) is None:
+        return
+    params = op.get("parameters", [])
+    if any(p["in"] == "query" for p in params):
+        responses["400"] = problem_doc("a query parameter is invalid")
+    if "requestBody" in op or any(_can_fail(p) for p in params):
+        responses["422"] = problem_doc("the request body (or a path part, a header) is invalid")

@@ -22,7 +22,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from geo_hires_service.ogc import add_ogc_handlers
-from geo_hires_service.problems import add_problem_handlers
+from geo_hires_service.problems import add_problem_handlers, document_problems
 from geo_hires_service.routes import features, jobs, maps, models, processes, stac
 from geo_hires_service.schemas import ServiceConfig
 from geo_hires_service.store import REQUEST_ID, JobStore
@@ -113,6 +113,7 @@ def create_app(
     )
     app.state.config, app.state.store = config, store
     add_problem_handlers(app)
+    document_problems(app)
     add_ogc_handlers(app)
     app.mount("/v1/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(models.router)

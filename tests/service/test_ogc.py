@@ -416,3 +416,21 @@ def test_a_scene_without_crs_gives_a_job_without_collections(service, scenes):
     assert "/collections/" not in " ".join(hrefs), hrefs  # none links to the 404s above
     for href in hrefs:
         assert requests.get(href, headers=ALICE).status_code == 200, href
+
+
+def test_the_api_definition_says_what_the_features_answer(service):
+    """``/items`` was documented as 200 JSON or a 422 validation error; it answers GeoJSON, and
+    400 or 404 problems."""
+    url, _ = service
+    doc = requests.get(f"{url}/openapi.json", timeout=10).json()
+    items = doc["paths"]["/collections/{collection_id}/items"]["get"]["responses"]
+    assert set(items) == {"200", "400", "404"}
+    assert list(items["200"]["content"]) == ["application/geo+json"]
+    assert list(items["400"]["content"]) == ["application/problem+json"]
+    errors = [r for ops in doc["paths"].values() for op in ops.values()
+              for status, r in op["responses"].items() if status[0] == "4"]  # fmt: skip
+    assert len(errors) >= 10 and all(list(r["content"]) == ["application/problem+json"]
+                                    for r in errors if "content" in r)  # fmt: skip
+    assert (
+        "HTTPValidationError" not in json.dumps(doc) and "Problem" in doc["components"]["schemas"]
+    )

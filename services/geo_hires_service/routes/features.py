@@ -28,6 +28,7 @@ from geo_hires.export.geojson import in_pixel_space
 from geo_hires_service.access import state, tenant
 from geo_hires_service.feature_index import read_features, read_geometries, result_index
 from geo_hires_service.ogc import base_url, known_query, link
+from geo_hires_service.problems import problem_doc
 from geo_hires_service.runner import JobFiles
 from geo_hires_service.store import Job, JobState
 
@@ -42,6 +43,19 @@ MAX_ITEMS = 10_000
 """The most features one page holds, whatever ``limit`` asks."""
 ITEMS_QUERY = frozenset({"limit", "offset", "bbox", "datetime", "f"})
 """The query parameters ``/items`` defines (``f``: the one format there is, GeoJSON)."""
+
+
+class GeoJSONResponse(JSONResponse):
+    """GeoJSON, as such in the API definition too (``/items`` was documented as JSON)."""
+
+    media_type = GEOJSON
+
+
+Responses = dict[int | str, dict[str, Any]]
+NOT_FOUND: Responses = {404: problem_doc("no such collection (or feature) of the caller's")}
+BAD_QUERY: Responses = {
+    400: problem_doc("a query parameter is invalid, or one this endpoint lacks")
+}
 
 
 IN_PIXELS = (
@@ -144,7 +158,7 @@ def _collection(request: Request, job: Job, coverage: bool) -> dict[str, Any]:
     }
 
 
-@router.get("")
+@router.get("", responses=BAD_QUERY)
 def collections(request: Request) -> dict[str, Any]:
     """The caller's succeeded jobs (the newest :data:`MAX_COLLECTIONS`), two collections each:
     picked by state in the store, so that newer queued or failed jobs crowd none out."""
@@ -162,7 +176,7 @@ def collections(request: Request) -> dict[str, Any]:
     return {"collections": found, "links": [link(f"{root}/collections", "self")]}
 
 
-@router.get("/{collection_id}")
+@router.get("/{collection_id}", responses=NOT_FOUND | BAD_QUERY)
 def collection(request: Request, collection_id: str) -> dict[str, Any]:
     known_query(request, frozenset({"f"}))
     job, _, coverage = _job_layer(request, collection_id)
@@ -257,7 +271,8 @@ def _matching(path: Path, bbox: tuple[float, float, float, float] | None) -> npt
     return np.flatnonzero(meet)
 
 
-@router.get("/{collection_id}/items", response_class=JSONResponse)
+@router.get("/{collection_id}/items", response_class=GeoJSONResponse,
+            responses=NOT_FOUND | BAD_QUERY)  # fmt: skip
 def items(
     request: Request,
     collection_id: str,
@@ -289,10 +304,11 @@ def items(
                           GEOJSON))  # fmt: skip
     body = {"type": "FeatureCollection", "features": read_features(*_version(path), page),
             "numberMatched": len(matched), "numberReturned": len(page), "links": links}  # fmt: skip
-    return JSONResponse(body, media_type=GEOJSON)
+    return GeoJSONResponse(body)
 
 
-@router.get("/{collection_id}/items/{feature_id}", response_class=JSONResponse)
+@router.get("/{collection_id}/items/{feature_id}", response_class=GeoJSONResponse,
+            responses=NOT_FOUND | BAD_QUERY)  # fmt: skip
 def item(request: Request, collection_id: str, feature_id: str) -> JSONResponse:
     known_query(request, frozenset({"f"}))
     _, path, _ = _job_layer(request, collection_id)
@@ -304,4 +320,4 @@ def item(request: Request, collection_id: str, feature_id: str) -> JSONResponse:
     (feature,) = read_features(*_version(path), np.array([number - 1]))
     body = {**feature, "links": [
         link(f"{url}/items/{feature_id}", "self", GEOJSON), link(url, "collection")]}  # fmt: skip
-    return JSONResponse(body, media_type=GEOJSON)
+    return GeoJSONResponse(body)
