@@ -45,13 +45,20 @@ def window_evidence(
     evidence: npt.NDArray[np.float64], cores: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
     """Strongest evidence score per window: ``evidence`` rows (:data:`EVIDENCE_COLUMNS`) and
-    window cores ``(x0, y0, x1, y1)``, both in level-0 pixels; 0 for a window without any."""
+    window cores ``(x0, y0, x1, y1)``, both in level-0 pixels; 0 for a window without any.
+
+    A peak counts for every window its box meets, not only the one holding its centre: the
+    coarse centre of an object near a window border can lie on the other side from the fine
+    one, and a window zoomed for its neighbour's object would not report it (its fine core
+    does not hold it) while the window that does stayed coarse. A box of no size counts for
+    the window holding its centre (``x0 <= x < x1``)."""
     out = np.zeros(len(cores))
     if not len(evidence) or not len(cores):
         return out
     x, y, s = evidence[:, 0], evidence[:, 1], evidence[:, 2]
+    hw, hh = evidence[:, 3] / 2, evidence[:, 4] / 2
     for i, (x0, y0, x1, y1) in enumerate(cores):
-        inside = (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
+        inside = (x + hw >= x0) & (x - hw < x1) & (y + hh >= y0) & (y - hh < y1)
         if inside.any():
             out[i] = s[inside].max()
     return out

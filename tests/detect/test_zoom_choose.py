@@ -109,17 +109,23 @@ def test_one_window_is_chosen_like_many_and_choices_are_boolean_masks():
     assert choose(ZoomConfig(mode="none"), np.ones(3)).dtype == bool
 
 
-def test_window_evidence_takes_the_strongest_peak_whose_centre_is_in_the_core():
+def test_window_evidence_takes_the_strongest_peak_whose_box_meets_the_core():
+    """A peak near a border counted only where its centre was: the fine level can find the
+    object on the other side, in a window that then stayed coarse (the object was lost)."""
     cores = np.array([[0, 0, 100, 100], [100, 0, 200, 100]], float)
     ev = np.array(
         [
-            [100.0, 50.0, 0.9, 9, 9],  # on the shared edge: the right-hand core's (x0 <= x < x1)
-            [99.9, 50.0, 0.3, 9, 9],
-            [50.0, 100.0, 0.8, 9, 9],  # on the bottom edge: no core's
-            [50.0, 0.0, 0.35, 9, 9],  # on the top edge: inside
+            [100.0, 50.0, 0.9, 0, 0],  # no size, on the shared edge: the right-hand core's
+            [99.9, 50.0, 0.3, 0, 0],
+            [50.0, 100.0, 0.8, 0, 0],  # on the bottom edge: no core's
+            [50.0, 0.0, 0.35, 0, 0],  # on the top edge: inside
         ]
     )
     assert window_evidence(ev, cores).tolist() == [0.35, 0.9]
+    across = np.array([[98.0, 50.0, 0.7, 10, 10], [50.0, 103.0, 0.6, 10, 10]])  # boxes cross
+    assert window_evidence(across, cores).tolist() == [0.7, 0.7]
+    clear = np.array([[150.0, 50.0, 0.7, 10, 10], [94.0, 50.0, 0.5, 10, 10]])  # 1 px short
+    assert window_evidence(clear, cores).tolist() == [0.5, 0.7]
     assert window_evidence(ev[:0], cores).tolist() == [0.0, 0.0]
 
 
