@@ -12,6 +12,7 @@ $PY bench/block_vs_naive.py demo/airports.tif --core 1024 --precision bf16 > ben
 $PY bench/overhead.py demo/airports.tif > bench/results/overhead.json
 $PY bench/remote.py demo/airports.tif --out bench/results/remote.json
 $PY bench/eval_scale.py --sizes 500 3000 30000 --out bench/results/eval_scale.json
+$PY bench/ogc_pages.py --features 100000 --out bench/results/ogc_pages.json
 [ -f "$WORK/synth100.tif" ] || .venv/bin/geo-hires synth "$WORK/synth100.tif" --width 10000 --height 10000 --seed 7
 $PY bench/vs_sahi.py --val-from geo_hires/models/weights/aircraft_lsn/card.json \
   --images "$DATA/aircraft/train" --labels "$DATA/aircraft/annotations.csv" \

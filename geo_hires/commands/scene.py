@@ -143,6 +143,9 @@ def _check_synth_outputs(args: argparse.Namespace) -> None:
     if Path(args.out).suffix.lower() not in (".tif", ".tiff"):
         raise ConfigError(f"{args.out!r}: synth writes a GeoTIFF; name it .tif")
     check_kind("--truth", args.truth, (".geojson", ".json"))
+    from geo_hires.export.remote import check_destination
+
+    check_destination([args.out, args.truth])
 
 
 def _cmd_convert(args: argparse.Namespace, out: TextIO) -> int:

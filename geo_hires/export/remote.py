@@ -14,10 +14,19 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from geo_hires.errors import ConfigError
 from geo_hires.export.geojson import write_text_atomic
 from geo_hires.scene import objects, remote
 
-__all__ = ["check_destination", "exists", "join", "read_text", "staged", "write_text"]
+__all__ = [
+    "check_destination",
+    "check_writable",
+    "exists",
+    "join",
+    "read_text",
+    "staged",
+    "write_text",
+]
 
 PathLike = str | os.PathLike[str]
 
@@ -65,13 +74,38 @@ def _upload_all(uploads: Sequence[tuple[Path, str]]) -> None:
 
 
 def check_destination(paths: Sequence[PathLike | None]) -> None:
-    """Refuse, before any work, a bucket that does not exist or credentials that are missing."""
+    """Refuse, before any work, a destination that cannot be written: a bucket that does not
+    exist or credentials that are missing; a local path that is a folder, under a file, or in
+    a folder this process cannot write (a run of many minutes failed only at its end)."""
     seen: set[str] = set()
     for p in paths:
         url = remote.Url.parse(p) if p is not None else None
         if url is not None and url.host not in seen:
             seen.add(url.host)
             objects.check_bucket(url)
+        elif p is not None and url is None:
+            check_writable(Path(p))
+
+
+def check_writable(path: Path) -> None:
+    """Refuse (:class:`~geo_hires.errors.ConfigError`) a file that could not be written at
+    ``path``: a probe file is made, and removed, in its nearest existing folder (``os.access``
+    tells root it may write anywhere, ``/proc`` included)."""
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; name a file in it (e.g. {path / 'result'}"
+                          f"{path.suffix or '.geojson'})")  # fmt: skip
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"cannot write {path}: {folder} is a file, not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".geo-hires-probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write {path} ({exc.strerror or exc}); choose a folder you can write to"
+        ) from exc
 
 
 def join(folder: PathLike, name: str) -> PathLike:

@@ -26,7 +26,14 @@ from geo_hires.config import ReadConfig
 from geo_hires.detect.executors import Executor
 from geo_hires.detect.options import DetectOptions
 from geo_hires.errors import ConfigError
-from geo_hires.export.remote import check_destination, exists, join, read_text, write_text
+from geo_hires.export.remote import (
+    check_destination,
+    check_writable,
+    exists,
+    join,
+    read_text,
+    write_text,
+)
 from geo_hires.models.bundle import Bundle, load_bundle
 from geo_hires.pipeline.outputs import run_detect, run_identity
 from geo_hires.scene import remote
@@ -182,6 +189,7 @@ def run_batch(
     if remote.is_remote(out_dir):
         check_destination([join(out_dir, "x.geojson")])
     else:
+        check_writable(Path(out_dir) / NAMES)  # a file where the folder should be: one line
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     job = _Batch(out_dir, opts, bundle or load_bundle(opts.model), read_config, executor,
                  resume=resume, log=log)  # fmt: skip

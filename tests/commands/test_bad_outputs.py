@@ -1,0 +1,53 @@
+"""Outputs that cannot be written are refused before any work, in one line saying what to
+change (a whole run used to finish first, then fail on an OS error naming a temporary file,
+leaving the other outputs and a journal behind)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from geo_hires.cli import main
+from tests.commands.test_bad_input import _one_error_line, _run
+
+
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [
+        ("folder", "is a folder; name a file in it (e.g. "),
+        ("under_file", "afile is a file, not a folder"),
+        ("proc", "cannot write /proc/x/d.geojson ("),
+    ],
+)
+def test_a_destination_that_cannot_be_written_is_refused_before_the_run(
+    capsys, tmp_path, fixtures, monkeypatch, where, said
+):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "folder.geojson").mkdir()
+    bad = {"folder": tmp_path / "folder.geojson", "under_file": tmp_path / "afile" / "q.png",
+           "proc": "/proc/x/d.geojson"}[where]  # fmt: skip
+    import geo_hires.pipeline.outputs as outputs
+
+    def no_run(*_a, **_k):  # the check must come first: no scan at all
+        raise AssertionError("the scene was scanned")
+
+    monkeypatch.setattr(outputs, "detect_scene", no_run)
+    ok = tmp_path / "ok.geojson"
+    argv = ["-o", str(bad)] if where != "under_file" else ["-o", str(ok), "--quicklook", str(bad)]
+    start = time.monotonic()
+    rc, _, err = _run(capsys, "detect", str(fixtures / "OSBS_029.tif"), *argv)
+    assert rc == 2 and time.monotonic() - start < 30
+    _one_error_line(err, said)
+    assert not ok.exists() and not list(tmp_path.glob("*.journal*"))
+
+
+def test_synth_and_batch_refuse_a_file_where_a_folder_should_be(capsys, tmp_path, fixtures):
+    (tmp_path / "afile").write_text("x")
+    rc, _, err = _run(capsys, "synth", str(tmp_path / "afile" / "s.tif"), "--width", "64",
+                      "--height", "64")  # fmt: skip
+    assert rc == 2
+    _one_error_line(err, "afile is a file, not a folder")
+    (tmp_path / "list.txt").write_text(str(fixtures / "OSBS_029.tif") + "\n")
+    assert main(["batch", str(tmp_path / "list.txt"), "--out-dir", str(tmp_path / "afile")]) == 2
+    _one_error_line(capsys.readouterr().err, "afile is a file, not a folder")
