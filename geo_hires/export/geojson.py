@@ -7,8 +7,10 @@ varies between runs (timings, hostnames) is written.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +31,7 @@ __all__ = [
     "feature_collection",
     "in_pixel_space",
     "round_floats",
+    "sweep_temporaries",
     "write_geojson",
     "write_text_atomic",
 ]
@@ -114,6 +117,19 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def sweep_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files :func:`write_text_atomic` left for ``path`` when its
+    process was killed mid-write (each a whole output's size, hidden); return them. Only for a
+    caller that knows nobody else writes ``path`` now (``batch`` holds the scene's lock)."""
+    target = Path(path)
+    mine = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.tmp")  # mkstemp's names
+    gone = [p for p in target.parent.glob(f".{glob.escape(target.name)}.*.tmp")
+            if mine.fullmatch(p.name)]  # fmt: skip
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
 
 
 def write_geojson(

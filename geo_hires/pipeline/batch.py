@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from geo_hires.config import ReadConfig
 from geo_hires.detect.executors import Executor
 from geo_hires.detect.options import DetectOptions
 from geo_hires.errors import ConfigError
+from geo_hires.export.geojson import sweep_temporaries
 from geo_hires.export.remote import (
     check_destination,
     check_writable,
@@ -112,6 +114,30 @@ def _names(scenes: list[str | Path], known: dict[str, str] | None = None) -> lis
         taken.add(name)
         names.append(name)
     return names
+
+
+@contextlib.contextmanager
+def _claimed(out_dir: PathLike, name: str, log: Callable[[str], None]) -> Iterator[None]:
+    """Hold the scene's lock (``.NAME.lock`` in a local output folder) while it runs.
+
+    Two batches writing one folder (a retried job whose old driver has not yet stopped, a
+    command run twice) each ran every scene, and one could record ``done`` with options the
+    other's output was made with. The second now waits for the first to finish the scene,
+    then skips it (``--resume``) or runs it again. The lock is the kernel's (``flock``): a
+    killed holder releases it. Temporary files a killed writer left are removed under it.
+    A bucket has no such lock: two batches writing one prefix are not kept apart."""
+    if remote.is_remote(out_dir):
+        yield
+        return
+    with open(Path(out_dir) / f".{name}.lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"{name}: another run is writing it in {out_dir}; waiting for that run")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        for path in (f"{name}.geojson", f"{name}.status.json"):
+            sweep_temporaries(Path(out_dir) / path)
+        yield
 
 
 NAMES = "batch-names.json"
@@ -221,6 +247,10 @@ class _Batch:
         """Run one scene (or skip it, done before): ``done``, ``failed`` or ``skipped``."""
         output = join(self.out_dir, f"{name}.geojson")
         status = join(self.out_dir, f"{name}.status.json")
+        with _claimed(self.out_dir, name, self.log):
+            return self._run(scene, name, output, status)
+
+    def _run(self, scene: str | Path, name: str, output: PathLike, status: PathLike) -> str:
         start = time.perf_counter()
         recorded: dict[str, Any] = {"scene": _ref(scene), "options": _options(self.opts)}
         try:

@@ -117,3 +117,33 @@ def test_batch_names_never_collide_and_resume_skips_only_this_scene_done_so(
     shutil.copy(synthetic(400, 300, seed=9, density="sparse"), tmp_path / "b" / "x.tif")
     assert main(["batch", str(listing), *flags, "--resume", "--score-threshold", "0.6"]) == 0
     assert "1 done, 0 failed, 1 skipped" in capsys.readouterr().out  # b delivered anew: run
+
+
+def test_a_second_batch_on_one_folder_waits_for_the_scene_then_skips_it(
+    tmp_path, synthetic, capsys
+):
+    """Two batches on one folder each ran every scene; one could record ``done`` over the
+    other's output. The second waits for the scene's lock, then finds it done."""
+    import fcntl
+    import threading
+
+    scene = synthetic(600, 500, seed=23)
+    (tmp_path / "list.txt").write_text(f"{scene}\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    left = out / f".{scene.stem}.geojson.k3zq9x1a.tmp"  # a killed writer's temporary file
+    left.write_text("{")
+    args = ["batch", str(tmp_path / "list.txt"), "--out-dir", str(out), "--resume"]
+    with open(out / f".{scene.stem}.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another run holds the scene
+        rc: list[int] = []
+        second = threading.Thread(target=lambda: rc.append(main(args)))
+        second.start()
+        wait_for(lambda: "waiting for that run" in capsys.readouterr().err, timeout=60,
+                 what="the wait to be said")  # fmt: skip
+        assert second.is_alive() and not (out / f"{scene.stem}.status.json").exists()
+        assert left.exists()  # not swept by a run that does not hold the scene
+    second.join(timeout=300)
+    assert rc == [0] and not left.exists()
+    assert json.loads((out / f"{scene.stem}.status.json").read_text())["state"] == "done"
+    assert main(args) == 0 and "1 skipped" in capsys.readouterr().out
