@@ -120,8 +120,7 @@ class Journal:
         if not self.path.is_file():
             return {}
         done: dict[str, UnitResult] = {}
-        with self.path.open(encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
+        lines = self.path.read_bytes().splitlines()  # a line of any bytes is one bad line
         header = _parse(lines[0]) if lines else None
         if header != {"identity": self.identity}:
             theirs = header.get("identity") if isinstance(header, dict) else None
@@ -138,9 +137,9 @@ class Journal:
             )
             return {}
         for line in lines[1:]:
-            rec = _parse(line)
-            if isinstance(rec, dict) and "key" in rec:
-                done[rec["key"]] = UnitResult.from_json(rec)
+            unit = _unit(_parse(line))
+            if unit is not None:
+                done[unit.key] = unit
         return done
 
     def _where(self) -> str:
@@ -253,10 +252,22 @@ class _BucketCopy(Journal):
         return remote.public(kept)
 
 
-def _parse(line: str) -> Any:
+def _parse(line: bytes) -> Any:
+    """A journal line's JSON; ``None`` for one a crash cut, or a disk or a hand corrupted."""
     try:
-        return json.loads(line)
-    except json.JSONDecodeError:
+        return json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def _unit(record: Any) -> UnitResult | None:
+    """A unit record as a result; ``None`` for anything else (its unit runs again: a bad
+    line made every resume of the scene fail, until someone deleted the journal)."""
+    if not isinstance(record, dict) or "key" not in record:
+        return None
+    try:
+        return UnitResult.from_json(record)
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
 
 

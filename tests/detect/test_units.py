@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from geo_hires.detect.executors import LocalExecutor
-from geo_hires.detect.journal import UnitResult, journal_for
+from geo_hires.detect.journal import Journal, UnitResult, journal_for
 from geo_hires.detect.options import DetectConfig
 from geo_hires.detect.plan import plan_units
 from geo_hires.detect.runner import UnitRunner
@@ -197,6 +197,24 @@ def test_an_unreadable_journal_is_not_resumed(scene_path, tmp_path, content):
     with pytest.warns(ForeignJournalWarning, match=f"differs in: {every}"):
         got = _journalled(scene, model, out, resume=True)
     assert got.resumed_units == 0
+
+
+def test_bad_lines_of_a_journal_are_run_again_not_fatal(tmp_path):
+    """Bytes that are not UTF-8, or a JSON line that is not a whole unit, made every resume
+    of the scene fail (a batch said 'failed' on each retry; detect printed a traceback)."""
+    journal = Journal(tmp_path / "j", {"scene": "s"})
+    journal.start(resume=False)
+    unit = UnitResult(key="L0-U0", level=0, boxes=np.zeros((1, 4)), scores=np.ones(1),
+                      classes=np.zeros(1, np.int64))  # fmt: skip
+    journal.record(unit)
+    with journal.path.open("ab") as fh:
+        fh.write(b'\xff\xfe\n{"key": "L0-U1", "level": 0}\n')  # cut bytes; no boxes
+        fh.write(b'{"key": "L0-U2", "level": 0, "boxes": [1, 2, 3], "scores": [], "classes": []}\n')
+        fh.write(b'{"key": "L0-U3", "level": "x", "boxes": [], "scores": [], "classes": []}\n')
+    journal.record(dataclasses.replace(unit, key="L0-U4"))
+    assert sorted(journal.load()) == ["L0-U0", "L0-U4"]
+    assert sorted(journal.start(resume=True)) == ["L0-U0", "L0-U4"]  # rewritten without them
+    assert len(journal.path.read_text(encoding="utf-8").splitlines()) == 3
 
 
 def test_progress_reports_every_unit_and_can_stop_the_run(scene_path, tmp_path):
