@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import requests
-from geo_hires_service.routes.features import _matching, bounds_extent
+from geo_hires_service.routes.features import bounds_extent, box_matches
 
 from geo_hires.scene import SynthSpec, write_synthetic
 from tests.service.harness import ALICE, problem_status, running_service, wait_job
@@ -81,4 +81,4 @@ def test_a_feature_split_at_the_antimeridian_meets_only_the_boxes_it_touches():
         ((0, 0, 20, 1), [1]), ((179, 0, 180, 1), [0]), ((-180, 0, -179, 1), [0]),
         ((170, 0, -170, 1), [0]), ((-20, 0, 179.95, 1), [0, 1]), ((0, 5, 20, 6), []),
     ):  # fmt: skip
-        assert _matching(bounds, bbox).tolist() == want, bbox
+        assert np.flatnonzero(box_matches(bounds, bbox)[0]).tolist() == want, bbox

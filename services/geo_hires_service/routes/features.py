@@ -242,31 +242,41 @@ def _check_datetime(text: str | None) -> None:
         raise HTTPException(400, f"datetime {text!r}: the interval ends before it starts")
 
 
-def _matching(path: Path, bbox: tuple[float, float, float, float] | None) -> npt.NDArray[np.intp]:
-    """Indexes of the features whose geometry meets ``bbox`` (OGC: the geometry, not its box:
-    a coverage's multipolygon has gaps). Either may cross the antimeridian (west > east: a
-    feature split there by the export, a bbox a client sends so). Boxes are compared first;
-    only a feature whose box is not wholly inside ``bbox`` has its geometry read."""
-    bounds = _bounds(path)
-    if bbox is None:
-        return np.arange(len(bounds))
+Box = tuple[float, float, float, float]
+
+
+def box_matches(
+    bounds: npt.NDArray[np.float64], bbox: Box
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Which features' boxes meet ``bbox``, and which lie wholly inside it (those certainly
+    meet it with their geometry too). Either may cross the antimeridian (west > east: a
+    feature split there by the export, a bbox a client sends so)."""
     x0, y0, x1, y1 = bbox
     fx0, fy0, fx1, fy1 = bounds.T
     in_y = (fy1 >= y0) & (fy0 <= y1)
     crosses = fx0 > fx1
-    if x0 <= x1:
-        plain = (fx1 >= x0) & (fx0 <= x1)
-        across = (x1 >= fx0) | (x0 <= fx1)  # a feature whose box wraps round
-        in_x = np.where(crosses, across, plain)
-        inside = ~crosses & (fx0 >= x0) & (fx1 <= x1) & (fy0 >= y0) & (fy1 <= y1)
-        query = shapely.box(x0, y0, x1, y1)
-    else:
-        in_x = crosses | (fx1 >= x0) | (fx0 <= x1)  # two wrapping boxes both hold ±180
-        inside = np.zeros(len(bounds), bool)
-        query = shapely.union(shapely.box(x0, y0, 180, y1), shapely.box(-180, y0, x1, y1))
-    meet = in_x & in_y
+    if x0 > x1:  # two wrapping boxes both hold ±180
+        in_x = crosses | (fx1 >= x0) | (fx0 <= x1)
+        return in_x & in_y, np.zeros(len(bounds), bool)
+    across = (x1 >= fx0) | (x0 <= fx1)  # a feature whose box wraps round
+    in_x = np.where(crosses, across, (fx1 >= x0) & (fx0 <= x1))
+    inside = ~crosses & (fx0 >= x0) & (fx1 <= x1) & (fy0 >= y0) & (fy1 <= y1)
+    return in_x & in_y, inside
+
+
+def _matching(path: Path, bbox: Box | None) -> npt.NDArray[np.intp]:
+    """Indexes of the features whose geometry meets ``bbox`` (OGC: the geometry, not its box:
+    a coverage's multipolygon has gaps). Boxes are compared first; only a feature whose box
+    meets ``bbox`` without lying inside it has its geometry read."""
+    bounds = _bounds(path)
+    if bbox is None:
+        return np.arange(len(bounds))
+    meet, inside = box_matches(bounds, bbox)
     edge = np.flatnonzero(meet & ~inside)
     if len(edge):
+        x0, y0, x1, y1 = bbox
+        parts = [(x0, x1)] if x0 <= x1 else [(x0, 180.0), (-180.0, x1)]
+        query = shapely.union_all([shapely.box(a, y0, b, y1) for a, b in parts])
         meet[edge] = shapely.intersects(read_geometries(*_version(path), edge), query)
     return np.flatnonzero(meet)
 
