@@ -13,10 +13,13 @@ become one line each. ``GEO_HIRES_DEBUG=1`` shows tracebacks instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn, TextIO
 
 from geo_hires.errors import GeoHiresError
@@ -79,10 +82,34 @@ def _show_warning(
     sys.stderr.write(f"geo-hires: warning: {message}\n")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what Kubernetes sends a pod before killing it), stopping the run as Ctrl-C
+    does: the process had no handler and died without a word, leaving a batch scene's status
+    at ``running``."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_stops_the_run() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` while the command runs (in the main thread only:
+    Python's signal handlers live there), and the handler before is put back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 error, 130 interrupted)."""
+    """Run the CLI; returns the exit status (0 ok, 2 error, 130 interrupted, 143 terminated)."""
     args = _parser().parse_args(argv)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _sigterm_stops_the_run():
         warnings.showwarning = _show_warning
         try:
             return int(args._handler(args, out or sys.stdout))
@@ -92,6 +119,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             text = str(exc) if isinstance(exc, GeoHiresError) else " ".join(str(exc).split())
             sys.stderr.write(f"geo-hires: error: {text}\n")
             return 2
+        except Terminated:
+            sys.stderr.write(
+                "geo-hires: terminated (SIGTERM); detect and batch go on with --resume\n"
+            )
+            return 143
         except KeyboardInterrupt:
             sys.stderr.write("geo-hires: interrupted\n")
             return 130

@@ -13,9 +13,11 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,7 +124,8 @@ def ensure_ray(
     if address:
         _check_reachable(address)
         try:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            with _own_sigterm():
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as exc:  # what ray.init raises
             raise ExecutorError(
                 f"cannot join the Ray cluster at --address {address} ({exc}); start it, or "
@@ -131,7 +134,7 @@ def ensure_ray(
         return
     temp_dir = os.environ.get("GEO_HIRES_RAY_TMP", RAY_TMP)
     prune_sessions(Path(temp_dir))
-    with offline_env():
+    with offline_env(), _own_sigterm():
         ray.init(
             num_cpus=num_cpus,
             include_dashboard=False,
@@ -142,6 +145,19 @@ def ensure_ray(
             _node_ip_address="127.0.0.1",
             _metrics_export_port=metrics_port,
         )
+
+
+@contextlib.contextmanager
+def _own_sigterm() -> Iterator[None]:
+    """Keep the process's SIGTERM handler over a local start: Ray's driver installs one of its
+    own that prints a C++ stack and aborts, where the CLI stops the run as Ctrl-C does."""
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and before is not None:
+            signal.signal(signal.SIGTERM, before)
 
 
 def prune_sessions(temp_dir: Path) -> list[Path]:

@@ -264,6 +264,10 @@ class _Batch:
                 scene, output, self.opts, bundle=self.bundle, read_config=self.read_config,
                 executor=self.executor, resume=self.resume,
             )  # fmt: skip
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the batch stops; --resume goes on
+            with contextlib.suppress(Exception):  # a status that cannot be written: as it was
+                _status(status, state="interrupted", **recorded)
+            raise
         except Exception as exc:  # one scene's failure, whatever it is, is its own
             _status(status, state="failed", error=f"{type(exc).__name__}: {exc}", **recorded)
             self.log(f"{remote.public(scene)}: failed: {exc}")

@@ -147,3 +147,27 @@ def test_a_second_batch_on_one_folder_waits_for_the_scene_then_skips_it(
     assert rc == [0] and not left.exists()
     assert json.loads((out / f"{scene.stem}.status.json").read_text())["state"] == "done"
     assert main(args) == 0 and "1 skipped" in capsys.readouterr().out
+
+
+def test_sigterm_stops_a_batch_as_ctrl_c_does_and_resume_goes_on(tmp_path, scene_path):
+    """Kubernetes stops a pod with SIGTERM: the process died without a word (exit -15) and the
+    scene's status said ``running``."""
+    (tmp_path / "list.txt").write_text(f"{scene_path}\n")
+    out = tmp_path / "out"
+    journal = out / f"{scene_path.stem}.geojson.journal"
+    args = ("batch", str(tmp_path / "list.txt"), "--out-dir", str(out), "--block", "128",
+            "--batch", "1")  # fmt: skip
+    proc = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: journal.exists() and len(journal.read_text().splitlines()) >= 4,
+             timeout=120, what="4 journal lines")  # fmt: skip
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == (
+        "geo-hires: terminated (SIGTERM); detect and batch go on with --resume"
+    )
+    status = json.loads((out / f"{scene_path.stem}.status.json").read_text())
+    assert status["state"] == "interrupted" and journal.exists()
+    assert main([*args, "--resume"]) == 0
+    status = json.loads((out / f"{scene_path.stem}.status.json").read_text())
+    assert status["state"] == "done" and status["units_resumed"] >= 3
