@@ -79,17 +79,22 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.aoi import load_aoi
     from geo_hires.commands.args import run_bundle
     from geo_hires.detect.options import native_bf16
+    from geo_hires.detect.zoom import require_policy
     from geo_hires.models.card import load_card
-    from geo_hires.pipeline.detect import ScenePlan
+    from geo_hires.pipeline.detect import ScenePlan, warn_nothing_to_zoom
     from geo_hires.scene.stac import open_input
 
     options = detect_options(args)
     bare = run_bundle(args)
     card = bare.card if bare is not None else load_card(options.model)
+    native = native_bf16(_device_type(args.device))
+    cfg = options.detect_config(card, native)
+    require_policy(cfg.zoom, card)  # as detect refuses it
     scene, _ = open_input(args.scene, options.read_config(read_config(args)))
     aoi = load_aoi(options.aoi, scene) if options.aoi is not None else None
-    native = native_bf16(_device_type(args.device))
-    plan = ScenePlan.make(scene, card, options.detect_config(card, native), aoi=aoi)
+    plan = ScenePlan.make(scene, card, cfg, aoi=aoi)
+    if plan.coarse is None and cfg.zoom.selective:
+        warn_nothing_to_zoom(cfg.zoom, card.name, scene)
     units, runs = plan.first()
     if plan.coarse is not None:
         runs += plan.fine(lambda _li, cores: np.ones(len(cores), bool))[1]

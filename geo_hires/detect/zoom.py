@@ -34,8 +34,16 @@ from geo_hires.errors import ConfigError
 
 if TYPE_CHECKING:
     from geo_hires.models.bundle import Bundle
+    from geo_hires.models.card import ModelCard
 
-__all__ = ["EVIDENCE_COLUMNS", "check_policy", "choose", "window_evidence", "zoom_select"]
+__all__ = [
+    "EVIDENCE_COLUMNS",
+    "check_policy",
+    "choose",
+    "require_policy",
+    "window_evidence",
+    "zoom_select",
+]
 
 EVIDENCE_COLUMNS = 5
 """Evidence rows: level-0 centre ``x, y``, score, width, height of a coarse peak."""
@@ -96,14 +104,24 @@ def choose(
     return chosen | force
 
 
+def require_policy(zoom: ZoomConfig, card: ModelCard) -> None:
+    """Refuse ``--zoom rl`` for a model whose card names no policy (``plan`` asks this of the
+    card alone: it printed a plan that ``detect`` then refused)."""
+    if zoom.mode != "rl" or card.extra.get("zoom_policy"):
+        return
+    instead = "use --zoom gate" if len(card.levels) > 1 else "leave --zoom out (one level)"
+    raise ConfigError(
+        f"--zoom rl: model {card.name!r} has no zoom policy; train one with geo-hires "
+        f"train-zoom, or {instead}"
+    )
+
+
 def check_policy(zoom: ZoomConfig, bundle: Bundle) -> None:
     """Refuse ``--zoom rl`` for a bundle without a policy, or one trained on other windows."""
     policy = bundle.policy
     if policy is None:
-        raise ConfigError(
-            f"--zoom rl: model {bundle.name!r} has no zoom policy; train one with "
-            "geo-hires train-zoom, or use --zoom gate"
-        )
+        require_policy(zoom, bundle.card)
+        raise ConfigError(f"--zoom rl: model {bundle.name!r} has no zoom policy")  # no card file
     if policy.spec.window != zoom.window:
         raise ConfigError(
             f"--zoom rl: the policy decides on {policy.spec.window}-px windows, the run "

@@ -45,7 +45,7 @@ from geo_hires.models.bundle import Bundle
 from geo_hires.models.card import ModelCard
 from geo_hires.scene import Scene, SceneReader
 
-__all__ = ["DetectResult", "ScenePlan", "detect_scene"]
+__all__ = ["DetectResult", "ScenePlan", "detect_scene", "warn_nothing_to_zoom"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
@@ -235,13 +235,18 @@ def _unzoomed(zoom: ZoomConfig, bundle: Bundle, scene: Scene) -> ZoomConfig:
         return zoom
     if zoom.mode == "rl":
         check_policy(zoom, bundle)  # asked of a bundle without a policy: refused as elsewhere
+    warn_nothing_to_zoom(zoom, bundle.name, scene)
+    return dataclasses.replace(zoom, mode="all", budget=None)
+
+
+def warn_nothing_to_zoom(zoom: ZoomConfig, model: str, scene: Scene) -> None:
+    """Say that a selective ``zoom`` is moot: ``model`` scans one level of ``scene``."""
     warnings.warn(
-        f"--zoom {zoom.mode}: {bundle.name} scans one level of {Path(scene.path).name}, so "
+        f"--zoom {zoom.mode}: {model} scans one level of {Path(scene.path).name}, so "
         "there is nothing to zoom into; every window is scanned",
         NothingToZoomWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
-    return dataclasses.replace(zoom, mode="all", budget=None)
 
 
 def _check_call(

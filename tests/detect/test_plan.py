@@ -264,3 +264,14 @@ def test_a_block_size_for_a_bundle_without_a_scanning_network_is_said_to_be_moot
         warnings.simplefilter("error", OptionIgnoredWarning)
         DetectOptions(block=512).detect_config(lsn)  # its blocks: used
         DetectOptions().detect_config(yolo)  # not asked for: nothing to say
+
+
+def test_plan_refuses_and_warns_as_detect_does(demo_crop, capsys):
+    """``plan --zoom rl`` of a model without a policy printed a plan detect refuses, and a
+    one-level model's ``--zoom gate`` went unremarked."""
+    crop = str(demo_crop(0, 0, 512, 512))
+    assert main(["plan", crop, "--model", "aircraft_yolo", "--zoom", "rl"]) == 2
+    err = capsys.readouterr().err
+    assert "has no zoom policy; train one with geo-hires train-zoom, or leave --zoom out" in err
+    assert main(["plan", crop, "--model", "aircraft_yolo", "--zoom", "gate"]) == 0
+    assert "nothing to zoom into; every window is scanned" in capsys.readouterr().err
