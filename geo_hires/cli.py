@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import os
 import signal
 import sys
@@ -60,6 +61,28 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
+    def parse_args(  # type: ignore[override]  # argparse's overloads; the one form used here
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """As argparse's, but an unknown option names its command's help and the option it
+        most resembles (it said ``see geo-hires --help``, the list of commands)."""
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = self.commands.get(getattr(ns, "command", None) or "", self)
+            known = list(command._option_string_actions)
+            near = difflib.get_close_matches(extras[0], known, n=1)
+            hint = f" (did you mean {near[0]}?)" if near and extras[0].startswith("-") else ""
+            command.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return ns
+
+    @property
+    def commands(self) -> dict[str, _Parser]:
+        """The sub-commands' parsers, by name."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return dict(action.choices)
+        return {}
+
 
 def _parser() -> argparse.ArgumentParser:
     from importlib.metadata import entry_points
@@ -68,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="geo-hires",
         description="Find objects in huge georeferenced rasters; GeoJSON and GeoPackage out.",
     )
+    from geo_hires import __version__
+
+    ap.add_argument("--version", action="version", version=f"geo-hires {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     found = entry_points(group="geo_hires.commands")
     rank = {name: i for i, name in enumerate(_ORDER)}
