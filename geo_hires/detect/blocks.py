@@ -63,7 +63,8 @@ def plan_blocks(width: int, height: int, *, core: int, halo: int, stride: int) -
     if core <= 0 or core % stride or halo < 0 or halo % stride:
         raise ConfigError(
             f"block core ({core}) and halo ({halo}) must be multiples of the network "
-            f"stride {stride}"
+            f"stride {stride}: give --block a multiple of {stride} (e.g. "
+            f"{max(stride, core - core % stride)})"
         )
     blocks = []
     for r in range(math.ceil(height / core)):

@@ -184,9 +184,11 @@ class DetectConfig:
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision {self.precision!r}: fp32 or bf16")
-        if self.core < 16 or self.batch_size < 1 or self.prefetch < 1:
+        if self.core < 16:
+            raise ConfigError(f"--block {self.core}: give a block core of 16 px or more")
+        if self.batch_size < 1 or self.prefetch < 1:
             raise ConfigError(
-                "DetectConfig: core >= 16, batch_size >= 1 and prefetch >= 1 required"
+                f"--batch {self.batch_size}, prefetch {self.prefetch}: give 1 or more of each"
             )
         if self.threads < 1:
             raise ConfigError(f"--threads {self.threads}: give 1 or more torch threads")

@@ -177,7 +177,9 @@ def test_unsupported_band_layout(capsys, tmp_path):
 def test_block_off_the_network_stride(capsys, fixtures):
     rc, _, err = _run(capsys, "plan", str(fixtures / "OSBS_029.tif"), "--block", "250")
     assert rc == 2
-    _one_error_line(err, "multiples of the network stride 4")
+    _one_error_line(
+        err, "multiples of the network stride 4: give --block a multiple of 4 (e.g. 248)"
+    )
 
 
 def test_unknown_level_name(capsys, fixtures):
