@@ -12,6 +12,7 @@ __all__ = [
     "BandOrderWarning",
     "ClassMismatchWarning",
     "ConfigError",
+    "DiscardedJournalWarning",
     "ExecutorError",
     "ForeignJournalWarning",
     "GeoHiresError",
@@ -80,6 +81,11 @@ class NoCRSWarning(UserWarning):
 
 class ForeignJournalWarning(UserWarning):
     """``--resume`` found a journal left by another scene, model or config; it is not reused."""
+
+
+class DiscardedJournalWarning(UserWarning):
+    """A run without ``--resume`` found an interrupted run's journal of the same scene and
+    settings: its finished units are computed again (``--resume`` would have gone on)."""
 
 
 class StripLayoutWarning(UserWarning):

@@ -30,7 +30,13 @@ import numpy.typing as npt
 
 from geo_hires.config import config_id
 from geo_hires.detect.options import DetectConfig
-from geo_hires.errors import ConfigError, ForeignJournalWarning, LeftoverWarning, StorageError
+from geo_hires.errors import (
+    ConfigError,
+    DiscardedJournalWarning,
+    ForeignJournalWarning,
+    LeftoverWarning,
+    StorageError,
+)
 from geo_hires.scene import Scene, objects, remote
 
 if TYPE_CHECKING:
@@ -152,8 +158,17 @@ class Journal:
         return kept.name
 
     def start(self, *, resume: bool) -> dict[str, UnitResult]:
-        """Begin a run: keep and return finished units when resuming, else start afresh."""
+        """Begin a run: keep and return finished units when resuming, else start afresh
+        (saying so when an interrupted run of the same scene and settings had finished some:
+        a forgotten ``--resume`` threw hours away without a word)."""
         done = self.load() if resume else {}
+        if not resume and (earlier := self._earlier_units()):
+            warnings.warn(
+                f"{self._where()}: an interrupted run had finished {earlier} units of this "
+                "scene; starting afresh (--resume goes on from them)",
+                DiscardedJournalWarning,
+                stacklevel=3,
+            )
         # rewrite whole: drops a line a crash may have cut, so appends start on a fresh line;
         # through a new file, so that a crash while writing leaves the old journal whole
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,6 +178,16 @@ class Journal:
         fresh._write("\n".join(lines) + "\n", mode="w")
         os.replace(fresh.path, self.path)
         return done
+
+    def _earlier_units(self) -> int:
+        """Finished units in this path's journal of the same run, if any (0 for another's)."""
+        try:
+            lines = self.path.read_bytes().splitlines()
+        except OSError:
+            return 0
+        if not lines or _parse(lines[0]) != {"identity": self.identity}:
+            return 0
+        return sum(_unit(_parse(line)) is not None for line in lines[1:])
 
     def record(self, result: UnitResult) -> None:
         """Append one finished unit (one write, flushed to disk)."""

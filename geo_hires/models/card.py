@@ -212,10 +212,11 @@ def bundle_dir(name_or_path: str | os.PathLike[str]) -> Path:
         return p
     if (SHIPPED / str(name_or_path) / "card.json").is_file():
         return SHIPPED / str(name_or_path)
-    shipped = shipped_models()
+    shipped = ", ".join(shipped_models()) or "none shipped"
+    what = "is not a model bundle (it has no card.json)" if p.exists() else "not found"
     raise ConfigError(
-        f"model {str(name_or_path)!r} not found: give a bundle folder (card.json + weights.pt) "
-        f"or a shipped name ({', '.join(shipped) or 'none shipped'})"
+        f"model {str(name_or_path)!r} {what}: give a bundle folder (card.json beside its "
+        f"weights: weights.pt, or yolo.pt), a .pt file, or a shipped name ({shipped})"
     )
 
 

@@ -243,6 +243,8 @@ def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
     if not output.parent.is_dir():  # found now, not after the whole job has run
         raise ConfigError(f"-o {output}: folder {output.parent} does not exist; create it")
     base = args.server.rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise ConfigError(f"--server {args.server}: give a URL, e.g. http://{base}")
     headers = {"Authorization": f"Bearer {_token(args.token_file)}"}
     options = {
         k: v

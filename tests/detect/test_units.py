@@ -217,6 +217,24 @@ def test_bad_lines_of_a_journal_are_run_again_not_fatal(tmp_path):
     assert len(journal.path.read_text(encoding="utf-8").splitlines()) == 3
 
 
+def test_a_run_without_resume_says_what_it_discards(tmp_path, recwarn):
+    """A forgotten --resume threw an interrupted run's finished units away without a word."""
+    from geo_hires.errors import DiscardedJournalWarning
+
+    journal = Journal(tmp_path / "j", {"scene": "s"})
+    journal.start(resume=False)
+    unit = UnitResult(key="L0-U0", level=0, boxes=np.zeros((0, 4)), scores=np.zeros(0),
+                      classes=np.zeros(0, np.int64))  # fmt: skip
+    journal.record(unit)
+    journal.record(dataclasses.replace(unit, key="L0-U1"))
+    assert not recwarn.list
+    with pytest.warns(DiscardedJournalWarning, match="had finished 2 units of this scene"):
+        journal.start(resume=False)
+    journal.start(resume=False)  # nothing finished since: nothing to say
+    Journal(tmp_path / "j", {"scene": "other"}).start(resume=False)  # another run's: not ours
+    assert not [w for w in recwarn.list if w.category is DiscardedJournalWarning]
+
+
 def test_progress_reports_every_unit_and_can_stop_the_run(scene_path, tmp_path):
     model = load_bundle("aircraft_lsn")
     scene = open_scene(scene_path)
