@@ -9,8 +9,10 @@ renamed into place, so a crash never leaves half a file where a result is expect
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -197,9 +199,10 @@ def write_gpkg_layers(
     try:
         for i, (name, frame, _) in enumerate(layers):
             mode = "a" if i else "w"
-            frame.to_file(
-                path, driver="GPKG", layer=name, engine="pyogrio", mode=mode, **_schema(frame)
-            )
+            with _quiet_without_crs():
+                frame.to_file(
+                    path, driver="GPKG", layer=name, engine="pyogrio", mode=mode, **_schema(frame)
+                )
     finally:
         pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": old})
     write_layer_styles(path, [style for _, _, style in layers], last_change=GPKG_TIME)
@@ -238,6 +241,20 @@ def write_frame(path: Path, frame: gpd.GeoDataFrame, *, layer: str) -> None:
     """Write one GeoDataFrame atomically in the format ``path``'s extension names: GeoJSON
     in WGS84 (RFC 7946), else GeoParquet, GeoPackage or FlatGeobuf as is; the layer is named
     ``layer`` (GDAL would name it after the temporary file, which a GIS shows)."""
+    with _quiet_without_crs():
+        _write_frame(path, frame, layer=layer)
+
+
+@contextlib.contextmanager
+def _quiet_without_crs() -> Iterator[None]:
+    """pyogrio's warning that a frame has no CRS: a scene in pixels, said once already (by
+    :class:`~geo_hires.errors.NoCRSWarning`); its text, twice more, only added noise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
+        yield
+
+
+def _write_frame(path: Path, frame: gpd.GeoDataFrame, *, layer: str) -> None:
     suffix = output_kind(path)
     if suffix in (".geojson", ".json"):  # RFC 7946: WGS84; a frame without CRS is pixels,
         # which GDAL's RFC7946 mode would take for degrees and cut at +-180/+-90

@@ -180,3 +180,21 @@ def test_quicklook_draws_oriented_boxes_as_their_polygons(tmp_path, fixtures):
 
     assert red_near(125, 125) and red_near(275, 275)  # the middles of two sides
     assert not red_near(55, 55) and not red_near(345, 345)  # the envelope's corners
+
+
+def test_a_layer_in_pixels_is_written_without_pyogrio_s_crs_warning(tmp_path):
+    """The user was told twice more, in pyogrio's words, what NoCRSWarning had said."""
+    import warnings
+
+    import rasterio
+
+    path = tmp_path / "bare.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=3,
+                       dtype="uint8") as dst:  # fmt: skip
+        dst.write(np.zeros((3, 64, 64), np.uint8))
+    scene = open_scene(path)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        write_gpkg(tmp_path / "p.gpkg", _dets(5), scene)
+    assert not [w for w in said if "'crs' was not provided" in str(w.message)]
+    assert len(pyogrio.read_dataframe(tmp_path / "p.gpkg", layer="detections")) == 5
