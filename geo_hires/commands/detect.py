@@ -70,8 +70,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "-o", "--output", required=True, action="append",
         help="file to write, format by extension: .geojson (WGS84), .gpkg, .parquet "
-        "(GeoParquet), .fgb (FlatGeobuf) (scene CRS); a path or s3://BUCKET/KEY; repeat for "
-        "several",
+        "(GeoParquet), .fgb (FlatGeobuf) (scene CRS), .stac.json (a STAC item describing the "
+        "other outputs); a path or s3://BUCKET/KEY; repeat for several",
     )  # fmt: skip
     p.add_argument("--gpkg", help="also write a GeoPackage (same as another -o FILE.gpkg)")
     p.add_argument("--quicklook", help="PNG of the scene with the detections drawn")

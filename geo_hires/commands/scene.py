@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -155,6 +156,7 @@ def _check_synth_outputs(args: argparse.Namespace) -> None:
 
 def _cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.config import ExportConfig
+    from geo_hires.errors import NoTruthWarning
     from geo_hires.export import write_geojson, write_gpkg, write_quicklook
     from geo_hires.export.remote import staged
     from geo_hires.labels import read_labels
@@ -162,7 +164,13 @@ def _cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
 
     _check_convert_outputs(args)
     scene = open_input(args.scene, read_config(args))[0]  # a raster, or a STAC item's asset
-    dets = read_labels(args.labels, image=Path(scene.path).name).to_pixels(scene)
+    labels = read_labels(args.labels, image=Path(scene.path).name)
+    dets = labels.to_pixels(scene)
+    if not len(dets):  # as eval says of such a truth: an empty layer is no answer
+        read = len(labels.rings)
+        why = f"its {read} objects lie off the scene" if read else "none names this scene"
+        warnings.warn(f"{args.labels}: no feature to convert ({why})", NoTruthWarning,
+                      stacklevel=2)  # fmt: skip
     cfg = ExportConfig(model_name=args.model_name)
     with staged([args.output, args.gpkg, args.quicklook]) as (output, gpkg, quicklook):
         assert output is not None  # -o is required

@@ -51,3 +51,13 @@ def test_synth_and_batch_refuse_a_file_where_a_folder_should_be(capsys, tmp_path
     (tmp_path / "list.txt").write_text(str(fixtures / "OSBS_029.tif") + "\n")
     assert main(["batch", str(tmp_path / "list.txt"), "--out-dir", str(tmp_path / "afile")]) == 2
     _one_error_line(capsys.readouterr().err, "afile is a file, not a folder")
+
+
+def test_convert_says_when_it_has_nothing_to_write(capsys, tmp_path, fixtures):
+    """A label file naming other images wrote an empty layer and said '0 features' only."""
+    labels = tmp_path / "l.csv"
+    labels.write_text('image_id,geometry,class\nother.jpg,"[(1, 1), (9, 1), (9, 9), (1, 9)]",car\n')
+    rc, out, err = _run(capsys, "convert", str(labels), "--scene", str(fixtures / "OSBS_029.tif"),
+                        "-o", str(tmp_path / "c.geojson"))  # fmt: skip
+    assert rc == 0 and "wrote 0 features" in out
+    assert f"warning: {labels}: no feature to convert (none names this scene)" in err
