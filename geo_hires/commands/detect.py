@@ -44,7 +44,9 @@ def _cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _log_line(text: str) -> None:
-    sys.stderr.write(f"geo-hires: {text}\n")
+    from tqdm import tqdm
+
+    tqdm.write(f"geo-hires: {text}", file=sys.stderr)  # above a progress bar, not through it
 
 
 def _cmd_batch(args: argparse.Namespace, out: TextIO) -> int:

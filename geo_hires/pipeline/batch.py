@@ -140,6 +140,21 @@ def _claimed(out_dir: PathLike, name: str, log: Callable[[str], None]) -> Iterat
         yield
 
 
+@dataclasses.dataclass
+class _Quarters:
+    """An ``on_progress`` that logs a scene's units at each quarter (and at their start)."""
+
+    log: Callable[[str], None]
+    where: str
+    said: int = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        quarter = 4 * done // max(total, 1)
+        if quarter > self.said:
+            self.said = quarter
+            self.log(f"{self.where}: {done}/{total} units" + (" (starting)" if not done else ""))
+
+
 NAMES = "batch-names.json"
 """The output folder's scene → name map, so that names outlive edits of the list."""
 
@@ -226,8 +241,13 @@ def run_batch(
     write_text(join(out_dir, NAMES), json.dumps(known, indent=2, sort_keys=True) + "\n")
     counts = dict.fromkeys(("done", "failed", "skipped"), 0)
     pairs = list(zip(scenes, names, strict=True))
-    for scene, name in tqdm(pairs, desc="batch", unit="scene", disable=not progress):
-        counts[job.run(scene, name)] += 1
+    for i, (scene, name) in enumerate(tqdm(pairs, desc="batch", unit="scene",
+                                            disable=not progress), start=1):  # fmt: skip
+        where = f"[{i}/{len(pairs)}] {remote.public(scene)}"
+        outcome = job.run(scene, name, where, quarters=not progress)
+        counts[outcome] += 1
+        if outcome == "skipped":
+            log(f"{where}: skipped (done before with these options)")
     return BatchReport(**counts)
 
 
@@ -243,14 +263,24 @@ class _Batch:
     resume: bool
     log: Callable[[str], None]
 
-    def run(self, scene: str | Path, name: str) -> str:
-        """Run one scene (or skip it, done before): ``done``, ``failed`` or ``skipped``."""
+    def run(self, scene: str | Path, name: str, where: str = "", *, quarters: bool = False) -> str:
+        """Run one scene (or skip it, done before): ``done``, ``failed`` or ``skipped``.
+
+        ``where`` names it in log lines (``[i/N] scene``); with ``quarters`` its progress is
+        logged at each quarter of its units, for a log without a terminal (a pod's), where a
+        long scene otherwise said nothing for an hour."""
         output = join(self.out_dir, f"{name}.geojson")
         status = join(self.out_dir, f"{name}.status.json")
+        label = where or remote.public(scene)
+        said = _Quarters(self.log, label) if quarters else None
         with _claimed(self.out_dir, name, self.log):
-            return self._run(scene, name, output, status)
+            return self._run(scene, (name, label), output, status, said)
 
-    def _run(self, scene: str | Path, name: str, output: PathLike, status: PathLike) -> str:
+    def _run(
+        self, scene: str | Path, names: tuple[str, str], output: PathLike, status: PathLike,
+        said: _Quarters | None,
+    ) -> str:  # fmt: skip
+        name, label = names
         start = time.perf_counter()
         recorded: dict[str, Any] = {"scene": _ref(scene), "options": _options(self.opts)}
         try:
@@ -262,7 +292,7 @@ class _Batch:
                     setattr(self.executor, "stats", None)  # noqa: B010 (not in the protocol)
             result = run_detect(
                 scene, output, self.opts, bundle=self.bundle, read_config=self.read_config,
-                executor=self.executor, resume=self.resume,
+                executor=self.executor, resume=self.resume, on_progress=said,
             )  # fmt: skip
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the batch stops; --resume goes on
             with contextlib.suppress(Exception):  # a status that cannot be written: as it was
@@ -270,7 +300,7 @@ class _Batch:
             raise
         except Exception as exc:  # one scene's failure, whatever it is, is its own
             _status(status, state="failed", error=f"{type(exc).__name__}: {exc}", **recorded)
-            self.log(f"{remote.public(scene)}: failed: {exc}")
+            self.log(f"{label}: failed: {exc}")
             return "failed"
         _status(
             status,
@@ -284,7 +314,7 @@ class _Batch:
             timing=result.timing(),
             **_where(self.executor),
         )
-        self.log(f"{remote.public(scene)}: {len(result.detections)} detections")
+        self.log(f"{label}: {len(result.detections)} detections")
         return "done"
 
     def _finished(

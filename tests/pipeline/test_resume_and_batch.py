@@ -66,7 +66,12 @@ def test_batch_isolates_a_bad_scene_and_resume_skips_done(tmp_path, scene_path, 
     listing.write_text(f"# a comment\n{scene_path}\nbroken.tif\n\nsecond.tif\n")
     out = tmp_path / "out"
     rc = main(["batch", str(listing), "--out-dir", str(out), "--block", "512"])
-    assert rc == 3 and "2 done, 1 failed" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert rc == 3 and "2 done, 1 failed" in said.out
+    lines = said.err.splitlines()  # a log without a terminal: where the batch is, and when
+    assert f"geo-hires: [1/3] {scene_path}: 0/" in lines[0] and "units (starting)" in lines[0]
+    assert any(ln.startswith("geo-hires: [2/3] ") and ": failed: " in ln for ln in lines)
+    assert lines[-1].startswith("geo-hires: [3/3] ") and lines[-1].endswith(" detections")
     status = {p.name: json.loads(p.read_text()) for p in out.glob("*.status.json")}
     assert (
         status["broken.status.json"]["state"] == "failed"
@@ -79,7 +84,9 @@ def test_batch_isolates_a_bad_scene_and_resume_skips_done(tmp_path, scene_path, 
     )
     assert (out / f"{scene_path.stem}.geojson").exists() and (out / "second.geojson").exists()
     rc = main(["batch", str(listing), "--out-dir", str(out), "--block", "512", "--resume"])
-    assert rc == 3 and "0 done, 1 failed, 2 skipped" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert rc == 3 and "0 done, 1 failed, 2 skipped" in said.out
+    assert f"[1/3] {scene_path}: skipped (done before with these options)" in said.err
 
 
 def test_batch_names_never_collide_and_resume_skips_only_this_scene_done_so(
