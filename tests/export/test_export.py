@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 
 import numpy as np
 import pyogrio
@@ -198,3 +199,22 @@ def test_a_layer_in_pixels_is_written_without_pyogrio_s_crs_warning(tmp_path):
         write_gpkg(tmp_path / "p.gpkg", _dets(5), scene)
     assert not [w for w in said if "'crs' was not provided" in str(w.message)]
     assert len(pyogrio.read_dataframe(tmp_path / "p.gpkg", layer="detections")) == 5
+
+
+def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, monkeypatch):
+    """ENOSPC names no file: a batch said only '[Errno 28] No space left on device'."""
+    import errno
+    import io
+
+    import geo_hires.export.geojson as gj
+
+    class Full(io.StringIO):
+        def write(self, _text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(gj.os, "fdopen", lambda fd, *a, **k: (os.close(fd), Full())[1])
+    target = tmp_path / "x.status.json"
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        gj.write_text_atomic(target, "{}")
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []  # no temporary file left
