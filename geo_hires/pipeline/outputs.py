@@ -88,9 +88,9 @@ class Outputs:
         if not self.files:
             raise ConfigError("name at least one output file (e.g. result.geojson)")
         coverage = [self.coverage] if self.coverage else []
-        check_outputs([*self.files, *coverage], quicklook=self.quicklook)
         layers = [k for k in FORMATS if k != ".stac.json"]  # the coverage is a vector layer
-        check_kind("--coverage", self.coverage, layers)
+        check_kind("--coverage", self.coverage, layers)  # first: the list that fits it
+        check_outputs([*self.files, *coverage], quicklook=self.quicklook)
         items, others = item_outputs(self.files)
         if items and any(remote.is_remote(p) for p in [*self.files, self.coverage, self.quicklook]):
             raise ConfigError(

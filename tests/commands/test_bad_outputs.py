@@ -61,3 +61,13 @@ def test_convert_says_when_it_has_nothing_to_write(capsys, tmp_path, fixtures):
                         "-o", str(tmp_path / "c.geojson"))  # fmt: skip
     assert rc == 0 and "wrote 0 features" in out
     assert f"warning: {labels}: no feature to convert (none names this scene)" in err
+
+
+def test_a_coverage_of_an_unknown_format_is_offered_the_layers_only(capsys, tmp_path, fixtures):
+    """It was offered '.stac.json (STAC Item …)', which a coverage cannot be."""
+    out, cover = str(tmp_path / "a.geojson"), str(tmp_path / "d.shp")
+    rc, _, err = _run(
+        capsys, "detect", str(fixtures / "OSBS_029.tif"), "-o", out, "--coverage", cover
+    )
+    assert rc == 2 and ".stac.json" not in err
+    _one_error_line(err, "--coverage '")
