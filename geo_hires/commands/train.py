@@ -29,6 +29,9 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.train.yolo_data import YoloDataConfig
     from geo_hires.train.yolo_run import YOLO_ARCHS, YoloTrainConfig, train_yolo_bundle
 
+    missing = [s for s in args.scenes if not Path(s).exists()]
+    if missing:
+        raise ConfigError(f"scene {missing[0]} not found; check the path")
     scenes = sorted(  # a scene named twice (a folder and a file of it) is one scene
         {
             str(p.resolve()): str(p)

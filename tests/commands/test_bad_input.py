@@ -303,6 +303,8 @@ def test_training_flags_that_cannot_apply_are_refused_saying_how(capsys, fixture
     _one_error_line(capsys.readouterr().err, "--steps is for the LSN; a YOLO trains for --minutes")
     assert main([*base, "--steps", "0"]) != 0  # not read as "the default"
     _one_error_line(capsys.readouterr().err, "steps, batch_size, minutes and lr must be positive")
+    assert main(["train", str(tmp_path / "nowhere"), *base[2:]]) == 2  # said "no scenes to train"
+    _one_error_line(capsys.readouterr().err, f"scene {tmp_path / 'nowhere'} not found")
     assert not (tmp_path / "b").exists()
 
 
