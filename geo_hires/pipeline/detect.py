@@ -127,10 +127,12 @@ class DetectResult:
                 f", AOI: {scanned:.1f} of {planned:.1f} MP scanned "
                 f"({100 * (1 - scanned / max(planned, 1e-9)):.0f} % saved)"
             )
+        windows = sum(lv.scanned for lv in self.levels)
+        rate = f"{self.megapixels / max(self.seconds, 1e-9):.1f} MP/s" if windows else "no scan"
         return (
-            f"{Path(scene).name}: {sum(lv.scanned for lv in self.levels)} windows [{per_level}], "
-            f"{len(self.detections)} detections, {self.seconds:.1f} s, "
-            f"{self.megapixels / max(self.seconds, 1e-9):.1f} MP/s{more} -> {', '.join(outputs)}"
+            f"{Path(scene).name}: {windows} windows [{per_level}], "
+            f"{len(self.detections)} detections, {self.seconds:.1f} s, {rate}{more} -> "
+            f"{', '.join(outputs)}"
         )
 
 
