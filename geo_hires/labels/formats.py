@@ -198,7 +198,8 @@ def _rows_of(
         count = len({image_of(r) for r in rows})
         if count > 1:
             raise LabelReadError(
-                f"{path} holds labels of {count} images; pass --scene (or image=) to pick one"
+                f"{path} holds labels of {count} images; pass --scene IMAGE to pick its labels "
+                "(in Python: read_labels(..., image=NAME))"
             )
         return rows
     return [r for r in rows if image_of(r) == image]
