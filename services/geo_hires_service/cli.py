@@ -180,7 +180,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     build(sargs)  # a bad combination is refused before Ray starts
     stop = threading.Event()
     ensure_ray(args.address, num_cpus=args.num_cpus, metrics_port=args.metrics_port)
-    # after ray.init, which installs a SIGTERM handler of its own that would skip our shutdown
+    # SIGTERM drains the service (the CLI's own handler would stop it mid-request)
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         serve.start(http_options={"host": args.host, "port": args.port}, proxy_location="HeadOnly")
