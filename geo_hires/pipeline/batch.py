@@ -135,6 +135,10 @@ def _claimed(out_dir: PathLike, name: str, log: Callable[[str], None]) -> Iterat
         except BlockingIOError:
             log(f"{name}: another run is writing it in {out_dir}; waiting for that run")
             fcntl.flock(fh, fcntl.LOCK_EX)
+        except OSError as exc:  # a filesystem without locks (some FUSE mounts): run unlocked
+            log(f"{name}: {out_dir} cannot lock files ({exc.strerror}); running it unguarded")
+            yield
+            return
         for path in (f"{name}.geojson", f"{name}.status.json"):
             sweep_temporaries(Path(out_dir) / path)
         yield

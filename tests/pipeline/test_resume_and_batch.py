@@ -178,3 +178,20 @@ def test_sigterm_stops_a_batch_as_ctrl_c_does_and_resume_goes_on(tmp_path, scene
     assert main([*args, "--resume"]) == 0
     status = json.loads((out / f"{scene_path.stem}.status.json").read_text())
     assert status["state"] == "done" and status["units_resumed"] >= 3
+
+
+def test_a_folder_that_cannot_lock_files_still_runs_the_batch(
+    tmp_path, synthetic, monkeypatch, capsys
+):
+    """flock fails with ENOLCK or EOPNOTSUPP on some mounts: the batch must not fail for it."""
+    import errno
+    import fcntl
+
+    def no_locks(_fd, _op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    scene = synthetic(600, 500, seed=24)
+    (tmp_path / "list.txt").write_text(f"{scene}\n")
+    assert main(["batch", str(tmp_path / "list.txt"), "--out-dir", str(tmp_path / "o")]) == 0
+    assert "cannot lock files (No locks available); running it unguarded" in capsys.readouterr().err
