@@ -291,9 +291,15 @@ def _unit(record: Any) -> UnitResult | None:
     if not isinstance(record, dict) or "key" not in record:
         return None
     try:
-        return UnitResult.from_json(record)
-    except (KeyError, TypeError, ValueError, AttributeError):
+        unit = UnitResult.from_json(record)
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError):
         return None
+    n = len(unit.boxes)  # rows that disagree failed the merge of every resume
+    rows = [len(unit.scores), len(unit.classes)]
+    rows += [] if unit.corners is None else [len(unit.corners)]
+    if any(r != n for r in rows) or (n and unit.classes.min() < 0):
+        return None
+    return unit
 
 
 def _scene_identity(scene: Scene) -> dict[str, Any]:

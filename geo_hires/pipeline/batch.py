@@ -129,7 +129,8 @@ def _claimed(out_dir: PathLike, name: str, log: Callable[[str], None]) -> Iterat
     if remote.is_remote(out_dir):
         yield
         return
-    with open(Path(out_dir) / f".{name}.lock", "a") as fh:
+    path = Path(out_dir) / f".{name}.lock"  # read-only: another user's lock file locks too
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)) as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -139,20 +140,25 @@ def _claimed(out_dir: PathLike, name: str, log: Callable[[str], None]) -> Iterat
             log(f"{name}: {out_dir} cannot lock files ({exc.strerror}); running it unguarded")
             yield
             return
-        for path in (f"{name}.geojson", f"{name}.status.json"):
-            sweep_temporaries(Path(out_dir) / path)
+        for output in (f"{name}.geojson", f"{name}.status.json"):
+            sweep_temporaries(Path(out_dir) / output)
         yield
 
 
 @dataclasses.dataclass
 class _Quarters:
-    """An ``on_progress`` that logs a scene's units at each quarter (and at their start)."""
+    """An ``on_progress`` that logs a scene's units at each quarter (and at their start). The
+    total grows when a zoomed run plans its fine units after the coarse pass: the quarters
+    start again from there (it said "13/13 units", then nothing for the fine stage)."""
 
     log: Callable[[str], None]
     where: str
     said: int = -1
+    total: int = 0
 
     def __call__(self, done: int, total: int) -> None:
+        if total != self.total:
+            self.total, self.said = total, 4 * done // max(total, 1) - 1 if done else -1
         quarter = 4 * done // max(total, 1)
         if quarter > self.said:
             self.said = quarter

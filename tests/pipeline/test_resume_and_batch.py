@@ -195,3 +195,28 @@ def test_a_folder_that_cannot_lock_files_still_runs_the_batch(
     (tmp_path / "list.txt").write_text(f"{scene}\n")
     assert main(["batch", str(tmp_path / "list.txt"), "--out-dir", str(tmp_path / "o")]) == 0
     assert "cannot lock files (No locks available); running it unguarded" in capsys.readouterr().err
+
+
+def test_a_zoomed_scene_s_progress_goes_on_when_its_fine_units_are_planned():
+    """The total grows after the coarse pass: the log said 13/13, then nothing for the fine
+    stage, usually most of the work."""
+    from geo_hires.pipeline.batch import _Quarters
+
+    said: list[str] = []
+    q = _Quarters(said.append, "[1/1] s.tif")
+    for done in range(14):
+        q(done, 13)
+    for done in range(14, 31):
+        q(done, 30)
+    counts = [line.split(": ")[1] for line in said]
+    assert counts == [
+        "0/13 units (starting)",
+        "4/13 units",
+        "7/13 units",
+        "10/13 units",
+        "13/13 units",
+        "14/30 units",
+        "15/30 units",
+        "23/30 units",
+        "30/30 units",
+    ]
