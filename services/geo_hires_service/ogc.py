@@ -15,11 +15,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from geo_hires_service.problems import PROBLEM
+from geo_hires_service.problems import PROBLEM, problem_doc
 from geo_hires_service.runner import JobFiles
 from geo_hires_service.store import Job, JobState
 
 __all__ = [
+    "BAD_QUERY",
     "CONFORMANCE",
     "OgcError",
     "add_ogc_handlers",
@@ -83,7 +84,12 @@ def path_prefix(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
 
 
-def known_query(request: Request, known: frozenset[str]) -> None:
+Responses = dict[int | str, dict[str, Any]]
+BAD_QUERY: Responses = {400: problem_doc("a query parameter is invalid, or not one it takes")}
+"""What :func:`known_query` answers, for a route's ``responses``."""
+
+
+def known_query(request: Request, known: frozenset[str], note: str = "") -> None:
     """OGC API: a query parameter the API does not define is a 400, not ignored (a client asking
     ``crs=EPSG:3857`` must not get CRS84 coordinates without being told); ``f`` is ``json``."""
     unknown = sorted(set(request.query_params) - known)
@@ -93,7 +99,7 @@ def known_query(request: Request, known: frozenset[str]) -> None:
     if unknown:
         raise HTTPException(
             400, f"unknown query parameter {unknown[0]!r}; this endpoint takes "
-            f"{', '.join(sorted(known))}",
+            f"{', '.join(sorted(known))}" + (f" ({note})" if note else ""),
         )  # fmt: skip
 
 

@@ -165,7 +165,7 @@ def _problems_of(op: dict[str, Any]) -> None:
     if responses.pop("422", None) is None:
         return
     params = op.get("parameters", [])
-    if any(p["in"] == "query" for p in params):
-        responses["400"] = problem_doc("a query parameter is invalid")
+    if any(p["in"] == "query" for p in params):  # a route's own words are kept
+        responses.setdefault("400", problem_doc("a query parameter is invalid"))
     if "requestBody" in op or any(_can_fail(p) for p in params):
         responses["422"] = problem_doc("the request body (or a path part, a header) is invalid")

@@ -197,19 +197,23 @@ hours."""
 
 def _stall_limited(request: Request) -> Request:
     """``request`` whose body read fails (408) once no byte has come for :data:`STALL_S`, or
-    once it has fallen under :data:`MIN_RATE` on average after that long."""
-    start, got = time.monotonic(), 0
+    once it has fallen under :data:`MIN_RATE` on average after that long. Only the time spent
+    waiting for the client counts: the server's own pauses between reads (spooling to disk,
+    a busy thread pool) are not the client's slowness."""
+    waited, got = 0.0, 0
 
     async def receive() -> Message:
-        nonlocal got
+        nonlocal got, waited
+        asked = time.monotonic()
         try:
             message = await asyncio.wait_for(request.receive(), STALL_S)
         except TimeoutError:
             raise Rejected(
                 f"the request body sent nothing for {STALL_S:g} s; send it again", status=408
             ) from None
+        waited += time.monotonic() - asked
         got += len(message.get("body", b""))
-        late = time.monotonic() - start - STALL_S
+        late = waited - STALL_S
         if message.get("more_body") and late > 0 and got < MIN_RATE * late:
             raise Rejected(
                 f"the request body came at under {MIN_RATE / 1024:g} KiB/s after its first "

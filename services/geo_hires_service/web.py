@@ -81,7 +81,8 @@ class Private:
 class HeadAsGet:
     """ASGI middleware: ``HEAD`` is answered as ``GET`` without the body (RFC 9110 §9.1: a
     general-purpose server supports both; FastAPI routes ``GET`` alone, and clients that check
-    a resource before fetching it got ``405``)."""
+    a resource before fetching it got ``405``). A file is still read to be answered so (a
+    HEAD of a result costs its GET's reading, not its sending)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -94,6 +95,8 @@ class HeadAsGet:
         async def send_headers(message: Message) -> None:
             if message["type"] == "http.response.body":
                 message = {**message, "body": b""}
+            elif message["type"] == "http.response.pathsend":  # a server that sends files
+                message = {"type": "http.response.body", "body": b""}
             await send(message)
 
         await self.app({**scope, "method": "GET"}, receive, send_headers)

@@ -210,3 +210,35 @@ def test_the_runner_replica_requeues_starts_its_slots_and_drains(ray_local, tmp_
     started = [rec for rec in caplog.records if rec.getMessage() == "runner started"]
     assert started[0].runners == [s.owner for s in slots]
     store.close()
+
+
+def test_head_is_answered_without_a_body_whatever_the_app_sends():
+    """HEAD reached the app as GET; the body's stripping was untested (clients drop it)."""
+    import asyncio
+
+    from geo_hires_service.web import HeadAsGet
+
+    seen_method: list[str] = []
+
+    async def app(scope, receive, send):
+        seen_method.append(scope["method"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"hello", "more_body": True})
+        await send({"type": "http.response.pathsend", "path": "/etc/hostname"})
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    scope = {"type": "http", "method": "HEAD", "path": "/"}
+    asyncio.run(HeadAsGet(app)(scope, receive, send))
+    assert seen_method == ["GET"] and [m["type"] for m in sent] == [
+        "http.response.start", "http.response.body", "http.response.body"]  # fmt: skip
+    assert all(m.get("body", b"") == b"" for m in sent[1:]) and sent[2].get("more_body") is None
+    sent.clear()
+    asyncio.run(HeadAsGet(app)({**scope, "method": "GET"}, receive, send))
+    assert sent[1]["body"] == b"hello"  # a GET is as it was

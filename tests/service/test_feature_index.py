@@ -52,3 +52,31 @@ def test_a_replaced_file_is_read_with_an_index_of_its_own(tmp_path):
     path.write_text(json.dumps({"type": "FeatureCollection", "features": FEATURES[::-1]}, indent=1))
     assert read_features(str(path), stamp, np.array([0])) == [{**FEATURES[2], "id": 1}]
     assert result_index.cache_info().currsize >= 1
+
+
+def test_properties_geos_refuses_do_not_break_the_index():
+    """GEOS reads a whole feature: a NaN or a lone surrogate in its properties (valid to
+    Python's JSON) failed the index, and with it every page of the result."""
+    text = (
+        '{"type": "FeatureCollection", "features": ['
+        + json.dumps(_square(10, "x")).replace('"features": [1, 2]', '"score": NaN')
+        + ", "
+        + json.dumps(_square(20, "\ud800"))
+        + "]}"
+    )
+    index = index_text(text)
+    assert index.bounds[:, 0].tolist() == [10.0, 20.0]
+
+
+def test_a_box_of_no_height_across_the_antimeridian_meets_what_it_crosses(tmp_path):
+    """The union of its two parts, each of no area, was empty: it matched nothing."""
+    from geo_hires_service.routes.features import _matching, box_matches
+
+    path = tmp_path / "r.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [_square(175, "x")]}))
+    assert _matching(path, (170, 0.5, 179, 0.5)).tolist() == [0]
+    assert _matching(path, (170, 0.5, -170, 0.5)).tolist() == [0]
+    assert _matching(path, (177, 0.5, -170, 0.5)).tolist() == []
+    bounds = np.array([[175.0, 0.0, 176.0, 1.0], [-179.0, 0.0, -178.0, 1.0], [0.0, 0.0, 1.0, 1.0]])
+    meet, inside = box_matches(bounds, (170, -1, -170, 2))  # across: both parts hold one
+    assert meet.tolist() == [True, True, False] and inside.tolist() == [True, True, False]

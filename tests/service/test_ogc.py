@@ -4,7 +4,6 @@ detections by URL; STAC items of results and models validate against the vendore
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,7 +11,6 @@ import sys
 import geopandas as gpd
 import pytest
 import requests
-import shapely
 from geo_hires_service.routes.features import MAX_ITEMS
 from owslib.ogcapi import API
 from owslib.ogcapi.processes import Processes
@@ -20,55 +18,11 @@ from owslib.ogcapi.processes import Processes
 from geo_hires.detect.options import DEFAULT_MODEL, option_fields
 from geo_hires.export.stac_schemas import validate_item
 from tests.qgis import run_qgis
-from tests.service.harness import ALICE, BOB, TOKENS, running_service
+from tests.service.conftest import wait_job_status
+from tests.service.harness import ALICE, BOB, TOKENS
 from tests.waiting import wait_for
 
 PROC = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/"
-
-
-@pytest.fixture(scope="module")
-def scenes(tmp_path_factory, demo_crop):
-    root = tmp_path_factory.mktemp("ogc-scenes")
-    scene = root / "apron.tif"
-    scene.write_bytes(demo_crop(0, 0, 1536, 1024).read_bytes())
-    return root, scene
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory, scenes):
-    data = tmp_path_factory.mktemp("ogc-data")
-    with running_service(data, (scenes[0],)) as url:
-        yield url, data
-
-
-def _aoi(scene) -> dict:
-    import rasterio
-
-    with rasterio.open(scene) as src:
-        x0, y0, x1, y1 = src.bounds
-        crs = src.crs
-    xm = (x0 + x1) / 2
-    boxes = [shapely.box(x0, y0, xm, y1), shapely.box(xm, y0, x1, y1)]
-    halves = gpd.GeoDataFrame({"name": ["west", "east"]}, crs=crs, geometry=boxes)
-    return json.loads(halves.to_crs(4326).to_json())
-
-
-def _wait(url: str, job_id: str, headers=ALICE, timeout=300) -> dict:
-    return wait_for(lambda: API(f"{url}/jobs/{job_id}", headers=dict(headers)).response,
-                    lambda status: status["status"] not in ("accepted", "running"),
-                    timeout=timeout, every=0.2, what=f"job {job_id}")  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def job(service, scenes):
-    """A detect job run through OWSLib, with a two-polygon AOI."""
-    url, _ = service
-    client = Processes(url, headers=dict(ALICE))
-    inputs = {"scene": {"href": str(scenes[1])}, "score_threshold": 0.3, "aoi": _aoi(scenes[1])}
-    accepted = client.execute("detect", inputs, async_=True)
-    location = client.response_headers["Location"]
-    assert accepted["status"] == "accepted" and location.endswith(f"/jobs/{accepted['jobID']}")
-    return accepted["jobID"], _wait(url, accepted["jobID"])
 
 
 def test_owslib_discovers_the_detect_process(service):
@@ -127,7 +81,7 @@ def test_dismiss_cancels_and_removes_results(service, scenes):
     job_id = r.json()["jobID"]
     d = requests.delete(f"{url}/jobs/{job_id}", headers=ALICE, timeout=10)
     assert d.status_code == 200 and d.json()["status"] == "dismissed"
-    final = _wait(url, job_id)
+    final = wait_job_status(url, job_id)
     assert final["status"] == "dismissed"
     gone = requests.get(f"{url}/jobs/{job_id}/results", headers=ALICE, timeout=10)
     assert gone.status_code == 410
@@ -269,85 +223,6 @@ def test_items_page_with_next_links_and_filter_by_bbox(service, job):
     assert mine["extent"]["spatial"]["bbox"] == [stac["bbox"]]
 
 
-def test_a_page_parses_only_its_own_features(service, job, monkeypatch):
-    """A result was parsed whole (with a shapely geometry per feature) for every page once it
-    was over 8 MiB: a QGIS layer of a gigapixel scene's detections took seconds a page."""
-    import json
-
-    from geo_hires_service import feature_index
-
-    url, data = service
-    job_id, _ = job
-    doc = json.loads(next((data / "jobs" / job_id / "out").glob("apron.geojson")).read_text())
-    want = [{"type": "Feature", "id": i + 1, "geometry": f["geometry"],
-             "properties": f["properties"]} for i, f in enumerate(doc["features"])]  # fmt: skip
-    parsed: list[int] = []
-
-    class CountingJson:
-        @staticmethod
-        def loads(text: str) -> object:
-            parsed.append(len(text))
-            return json.loads(text)
-
-    feature_index.result_index.cache_clear()
-    monkeypatch.setattr(feature_index, "json", CountingJson)
-    items = f"{url}/collections/{job_id}/items"
-    for offset in (1, 2):
-        page = requests.get(f"{items}?limit=1&offset={offset}", headers=ALICE, timeout=10).json()
-        assert page["features"] == [want[offset]]
-    one = requests.get(f"{items}/3", headers=ALICE, timeout=10).json()
-    assert {k: v for k, v in one.items() if k != "links"} == want[2]
-    assert feature_index.result_index.cache_info().misses == 1  # indexed once per file version
-    assert len(parsed) == 3 and max(parsed) < 1000  # one feature's text each
-
-
-def test_bbox_selects_features_by_their_shape_not_their_box(service, job):
-    """A bbox in a gap of the coverage's multipolygon (or off a detection's turned rectangle,
-    inside its lon/lat box) returned that feature: OGC selects on the geometry."""
-    url, data = service
-    job_id, _ = job
-    tried = 0
-    for layer in ("apron.coverage.geojson", "apron.geojson"):
-        path = next((data / "jobs" / job_id / "out").glob(layer))
-        cid = job_id + ("-coverage" if "coverage" in layer else "")
-        feats = json.loads(path.read_text())["features"]
-        for number, f in enumerate(feats[:5], start=1):
-            shape = shapely.geometry.shape(f["geometry"])
-            gap = shapely.envelope(shape).difference(shape.buffer(1e-7))
-            if gap.is_empty:
-                continue
-            x, y = gap.representative_point().coords[0]
-            bbox = f"{x - 1e-9},{y - 1e-9},{x + 1e-9},{y + 1e-9}"
-            got = requests.get(f"{url}/collections/{cid}/items", params={"bbox": bbox},
-                               headers=ALICE, timeout=10).json()  # fmt: skip
-            assert number not in [g["id"] for g in got["features"]], (layer, number)
-            x, y = shape.representative_point().coords[0]  # on the shape: found
-            bbox = f"{x - 1e-9},{y - 1e-9},{x + 1e-9},{y + 1e-9}"
-            got = requests.get(f"{url}/collections/{cid}/items", params={"bbox": bbox},
-                               headers=ALICE, timeout=10).json()  # fmt: skip
-            assert number in [g["id"] for g in got["features"]], (layer, number)
-            tried += 1
-    assert tried >= 2
-
-
-def test_every_ogc_resource_refuses_unknown_parameters_and_answers_head(service, job):
-    """Only ``/items`` refused unknown parameters (the landing page took ``f=xml``), and
-    ``HEAD`` was 405 everywhere (RFC 9110: a general-purpose server supports it)."""
-    url, _ = service
-    job_id, _ = job
-    for path in ("", "conformance", "collections", f"collections/{job_id}"):
-        for bad, why in (("foo=1", "unknown query parameter 'foo'"), ("f=xml", "JSON only")):
-            got = requests.get(f"{url}/{path}?{bad}", headers=ALICE, timeout=10)
-            assert got.status_code == 400 and why in got.json()["detail"], (path, got.text)
-        assert requests.get(f"{url}/{path}?f=json", headers=ALICE, timeout=10).ok, path
-    for path in ("", "conformance", f"collections/{job_id}/items", f"v1/jobs/{job_id}/result"):
-        full = requests.get(f"{url}/{path}", headers=ALICE, timeout=10)
-        head = requests.head(f"{url}/{path}", headers=ALICE, timeout=10)
-        assert head.status_code == 200 and head.content == b"", (path, head.status_code)
-        assert head.headers["content-type"] == full.headers["content-type"], path
-    assert requests.head(f"{url}/collections/nope", headers=ALICE, timeout=10).status_code == 404
-
-
 def test_stac_items_of_the_job_and_the_models_validate(service, job):
     url, _ = service
     job_id, _ = job
@@ -416,21 +291,3 @@ def test_a_scene_without_crs_gives_a_job_without_collections(service, scenes):
     assert "/collections/" not in " ".join(hrefs), hrefs  # none links to the 404s above
     for href in hrefs:
         assert requests.get(href, headers=ALICE).status_code == 200, href
-
-
-def test_the_api_definition_says_what_the_features_answer(service):
-    """``/items`` was documented as 200 JSON or a 422 validation error; it answers GeoJSON, and
-    400 or 404 problems."""
-    url, _ = service
-    doc = requests.get(f"{url}/openapi.json", timeout=10).json()
-    items = doc["paths"]["/collections/{collection_id}/items"]["get"]["responses"]
-    assert set(items) == {"200", "400", "404"}
-    assert list(items["200"]["content"]) == ["application/geo+json"]
-    assert list(items["400"]["content"]) == ["application/problem+json"]
-    errors = [r for ops in doc["paths"].values() for op in ops.values()
-              for status, r in op["responses"].items() if status[0] == "4"]  # fmt: skip
-    assert len(errors) >= 10 and all(list(r["content"]) == ["application/problem+json"]
-                                    for r in errors if "content" in r)  # fmt: skip
-    assert (
-        "HTTPValidationError" not in json.dumps(doc) and "Problem" in doc["components"]["schemas"]
-    )

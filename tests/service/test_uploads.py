@@ -231,3 +231,13 @@ def test_an_upload_trickling_under_the_minimum_rate_is_refused(tmp_path, roots, 
             sock.close()
         assert answer.decode().startswith("HTTP/1.1 408"), answer
         assert "KiB/s after its first 0.5 s; send it again over a faster link" in answer.decode()
+        sock, answer = _held_upload(url, TOKENS[0], length=3000), b""
+        try:  # 2,500 bytes/s, over the minimum: all of it is read (then refused as no TIFF)
+            while not answer and time.monotonic() - start < 30:
+                sock.sendall(b"x" * 50)
+                sock.settimeout(0.02)
+                with contextlib.suppress(TimeoutError):
+                    answer = sock.recv(4096)
+        finally:
+            sock.close()
+        assert answer and not answer.decode().startswith("HTTP/1.1 408"), answer

@@ -27,12 +27,12 @@ from starlette.exceptions import HTTPException
 from geo_hires.export.geojson import in_pixel_space
 from geo_hires_service.access import state, tenant
 from geo_hires_service.feature_index import read_features, read_geometries, result_index
-from geo_hires_service.ogc import base_url, known_query, link
+from geo_hires_service.ogc import BAD_QUERY, Responses, base_url, known_query, link
 from geo_hires_service.problems import problem_doc
 from geo_hires_service.runner import JobFiles
 from geo_hires_service.store import Job, JobState
 
-__all__ = ["router"]
+__all__ = ["GeoJSONResponse", "box_matches", "router"]
 
 router = APIRouter(prefix="/collections", tags=["OGC API - Features"])
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
@@ -51,11 +51,7 @@ class GeoJSONResponse(JSONResponse):
     media_type = GEOJSON
 
 
-Responses = dict[int | str, dict[str, Any]]
 NOT_FOUND: Responses = {404: problem_doc("no such collection (or feature) of the caller's")}
-BAD_QUERY: Responses = {
-    400: problem_doc("a query parameter is invalid, or one this endpoint lacks")
-}
 
 
 IN_PIXELS = (
@@ -257,7 +253,9 @@ def box_matches(
     crosses = fx0 > fx1
     if x0 > x1:  # two wrapping boxes both hold ±180
         in_x = crosses | (fx1 >= x0) | (fx0 <= x1)
-        return in_x & in_y, np.zeros(len(bounds), bool)
+        within_y = (fy0 >= y0) & (fy1 <= y1)
+        inside = ~crosses & within_y & ((fx0 >= x0) | (fx1 <= x1))  # in its east or west part
+        return in_x & in_y, inside
     across = (x1 >= fx0) | (x0 <= fx1)  # a feature whose box wraps round
     in_x = np.where(crosses, across, (fx1 >= x0) & (fx0 <= x1))
     inside = ~crosses & (fx0 >= x0) & (fx1 <= x1) & (fy0 >= y0) & (fy1 <= y1)
@@ -276,8 +274,10 @@ def _matching(path: Path, bbox: Box | None) -> npt.NDArray[np.intp]:
     if len(edge):
         x0, y0, x1, y1 = bbox
         parts = [(x0, x1)] if x0 <= x1 else [(x0, 180.0), (-180.0, x1)]
-        query = shapely.union_all([shapely.box(a, y0, b, y1) for a, b in parts])
-        meet[edge] = shapely.intersects(read_geometries(*_version(path), edge), query)
+        geoms = read_geometries(*_version(path), edge)  # a box of no height is no polygon:
+        meet[edge] = np.logical_or.reduce(  # each part is tested, never their (empty) union
+            [shapely.intersects(geoms, shapely.box(a, y0, b, y1)) for a, b in parts]
+        )
     return np.flatnonzero(meet)
 
 
@@ -293,7 +293,7 @@ def items(
 ) -> JSONResponse:
     """Features of a collection, a page at a time (``next`` links to the following one); a
     ``limit`` over :data:`MAX_ITEMS` gets that many, as OGC API Features says a server may."""
-    known_query(request, ITEMS_QUERY)
+    known_query(request, ITEMS_QUERY, "features are in CRS84 only")
     _check_datetime(datetime)
     limit = min(limit, MAX_ITEMS)
     _, path, _ = _job_layer(request, collection_id)

@@ -23,6 +23,7 @@ from geo_hires.models.card import shipped_models
 from geo_hires_service.access import state, storage_room, tenant
 from geo_hires_service.observe import job_fields, log, metrics
 from geo_hires_service.ogc import (
+    BAD_QUERY,
     CONFORMANCE,
     PROCESS_ID,
     REL,
@@ -98,7 +99,7 @@ def _summary(root: str) -> dict[str, Any]:
     }
 
 
-@router.get("/")
+@router.get("/", responses=BAD_QUERY)
 def landing(request: Request) -> dict[str, Any]:
     """The landing page (no token needed: it names resources, holds no data)."""
     known_query(request, frozenset({"f"}))
@@ -120,7 +121,7 @@ def landing(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/conformance")
+@router.get("/conformance", responses=BAD_QUERY)
 def conformance(request: Request) -> dict[str, list[str]]:
     known_query(request, frozenset({"f"}))
     return {"conformsTo": CONFORMANCE}
