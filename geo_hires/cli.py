@@ -25,7 +25,7 @@ from typing import Any, NoReturn, TextIO
 
 from geo_hires.errors import GeoHiresError
 
-__all__ = ["main"]
+__all__ = ["Terminated", "main"]
 
 _ORDER = ("scene", "detect", "evaluate", "train")
 """Families first, in the order of the flow; other plugins after them, by name."""

@@ -129,6 +129,7 @@ def _cmd_synth(args: argparse.Namespace, out: TextIO) -> int:
         gsd_m=args.gsd,
     )
     _check_synth_outputs(args)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # as every other output's
     truth = write_synthetic(args.out, spec, progress=sys.stderr.isatty())
     if args.truth:
         scene = open_scene(args.out, config=ReadConfig(max_scene_pixels=spec.width * spec.height))

@@ -23,27 +23,33 @@ def _log_line(text: str) -> None:
     sys.stderr.write(f"geo-hires: {text}\n")
 
 
+def _training_scenes(given: list[str]) -> list[str]:
+    """The image files named, or in the folders named; one each (a folder and a file of it
+    name one scene twice)."""
+    missing = [s for s in given if not Path(s).exists()]
+    if missing:
+        raise ConfigError(f"scene {missing[0]} not found; check the path")
+    scenes = sorted(
+        {
+            str(p.resolve()): str(p)
+            for s in given
+            for p in (sorted(Path(s).glob("*")) if Path(s).is_dir() else [Path(s)])
+        }.values()
+    )
+    images = {".tif", ".tiff", ".jpg", ".jpeg", ".png"}
+    scenes = [s for s in scenes if Path(s).suffix.lower() in images]
+    if not scenes:
+        raise ConfigError("no scenes to train on; pass image files or folders of .tif/.jpg/.png")
+    return scenes
+
+
 def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.train.fit import FitConfig
     from geo_hires.train.run import TrainJob, train_bundle
     from geo_hires.train.yolo_data import YoloDataConfig
     from geo_hires.train.yolo_run import YOLO_ARCHS, YoloTrainConfig, train_yolo_bundle
 
-    missing = [s for s in args.scenes if not Path(s).exists()]
-    if missing:
-        raise ConfigError(f"scene {missing[0]} not found; check the path")
-    scenes = sorted(  # a scene named twice (a folder and a file of it) is one scene
-        {
-            str(p.resolve()): str(p)
-            for s in args.scenes
-            for p in (sorted(Path(s).glob("*")) if Path(s).is_dir() else [Path(s)])
-        }.values()
-    )
-    scenes = [
-        s for s in scenes if Path(s).suffix.lower() in {".tif", ".tiff", ".jpg", ".jpeg", ".png"}
-    ]
-    if not scenes:
-        raise ConfigError("no scenes to train on; pass image files or folders of .tif/.jpg/.png")
+    scenes = _training_scenes(args.scenes)
     job = TrainJob(
         scenes=tuple(scenes),
         labels=args.labels,

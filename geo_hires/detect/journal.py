@@ -164,8 +164,8 @@ class Journal:
         done = self.load() if resume else {}
         if not resume and (earlier := self._earlier_units()):
             warnings.warn(
-                f"{self._where()}: an interrupted run had finished {earlier} units of this "
-                "scene; starting afresh (--resume goes on from them)",
+                f"{self._where()}: an earlier run that did not finish had done {earlier} "
+                "units of this scene; starting afresh (--resume goes on from them)",
                 DiscardedJournalWarning,
                 stacklevel=3,
             )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -160,20 +161,26 @@ def _own_sigterm() -> Iterator[None]:
             signal.signal(signal.SIGTERM, before)
 
 
+_SESSION = re.compile(r"session_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d+_(\d+)")
+"""A Ray session folder's name: ``session_<date>_<time>_<microseconds>_<pid>``."""
+
+
 def prune_sessions(temp_dir: Path) -> list[Path]:
     """Remove the session folders of local Rays whose starting process has ended; return them.
 
     Ray keeps every session's logs and sockets after shutdown (a folder named
     ``session_<time>_<pid>``, the pid of the process that started it): a machine running a
-    batch a minute gathered hundreds. A session whose process still runs, or whose name does
-    not end in a pid, is left, as is the one ``session_latest`` points to.
+    batch a minute gathered hundreds. A session whose process still runs, or a folder whose
+    name is not Ray's, is left, as is the one ``session_latest`` points to. The pids are this
+    machine's: containers of other pid namespaces sharing one folder should each have their
+    own (``$GEO_HIRES_RAY_TMP``).
     """
     latest = temp_dir / "session_latest"
     current = latest.resolve().name if latest.is_symlink() else None
     gone = []
-    for folder in temp_dir.glob("session_*_*"):
-        pid = folder.name.rsplit("_", 1)[1]
-        if folder.name in ("session_latest", current) or not pid.isdigit() or _alive(int(pid)):
+    for folder in temp_dir.glob("session_*"):
+        named = _SESSION.fullmatch(folder.name)  # Ray's own names only: never another folder
+        if not named or folder.name == current or _alive(int(named.group(1))):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         gone.append(folder)

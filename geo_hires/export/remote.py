@@ -96,6 +96,8 @@ def check_writable(path: Path) -> None:
                           f"{path.suffix or '.geojson'})")  # fmt: skip
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
+        if folder.is_symlink():  # exists() follows links: this one leads nowhere
+            raise ConfigError(f"cannot write {path}: {folder} is a link to nothing")
         folder = folder.parent
     if not folder.is_dir():
         raise ConfigError(f"cannot write {path}: {folder} is a file, not a folder")

@@ -71,3 +71,14 @@ def test_a_coverage_of_an_unknown_format_is_offered_the_layers_only(capsys, tmp_
     )
     assert rc == 2 and ".stac.json" not in err
     _one_error_line(err, "--coverage '")
+
+
+def test_synth_makes_its_folder_and_a_link_to_nothing_is_refused(capsys, tmp_path):
+    """A missing folder passed the check, then GDAL failed naming 's.tif.partial'; a path
+    through a broken link passed it, then the writer failed on 'File exists'."""
+    out = tmp_path / "new" / "deeper" / "s.tif"
+    assert main(["synth", str(out), "--width", "64", "--height", "64"]) == 0 and out.is_file()
+    (tmp_path / "dang").symlink_to(tmp_path / "nowhere")
+    rc, _, err = _run(capsys, "detect", str(out), "-o", str(tmp_path / "dang" / "o.geojson"))
+    assert rc == 2
+    _one_error_line(err, "dang is a link to nothing")

@@ -19,7 +19,8 @@ def test_only_the_sessions_of_ended_processes_are_removed(tmp_path):
         "live": f"session_2026-12-05_03-20-00_000001_{live}",
         "latest": f"session_2026-12-05_03-21-00_000002_{dead + 1_000_000}",  # pid: none such
         "odd": "session_kept_by_hand",
-        "other": "logs",
+        "other": f"session_mine_{dead}",  # not Ray's name: not Ray's to remove
+        "logs": "logs",
     }
     for name in names.values():
         (tmp_path / name / "logs").mkdir(parents=True)
@@ -27,5 +28,6 @@ def test_only_the_sessions_of_ended_processes_are_removed(tmp_path):
     gone = prune_sessions(tmp_path)
     assert gone == [tmp_path / names["dead"]]
     left = {p.name for p in tmp_path.iterdir()}
-    assert left == {names["live"], names["latest"], names["odd"], "logs", "session_latest"}
+    assert left == {names["live"], names["latest"], names["odd"], names["other"], "logs",
+                    "session_latest"}  # fmt: skip
     assert prune_sessions(tmp_path / "missing") == []

@@ -231,7 +231,7 @@ def test_a_run_without_resume_says_what_it_discards(tmp_path, recwarn):
     journal.record(unit)
     journal.record(dataclasses.replace(unit, key="L0-U1"))
     assert not recwarn.list
-    with pytest.warns(DiscardedJournalWarning, match="had finished 2 units of this scene"):
+    with pytest.warns(DiscardedJournalWarning, match="had done 2 units of this scene"):
         journal.start(resume=False)
     journal.start(resume=False)  # nothing finished since: nothing to say
     Journal(tmp_path / "j", {"scene": "other"}).start(resume=False)  # another run's: not ours

@@ -29,6 +29,7 @@ from geo_hires_service.ogc import (
     REL,
     OgcError,
     base_url,
+    job_counts,
     job_status,
     known_query,
     link,
@@ -266,7 +267,8 @@ def results(request: Request, job_id: str) -> dict[str, Any]:
     if found.state is not JobState.SUCCEEDED:
         raise OgcError(404, "result-not-ready", f"job {job_id} is {found.state.value}")
     root = base_url(request)
-    info = status_info(request, found)
+    data_dir = state(request)[0].data_dir
+    item = result_item(data_dir, found)  # read once: the coverage link and the counts
     out: dict[str, Any] = {
         "detections": link(f"{root}/v1/jobs/{job_id}/result", "detections", "application/geo+json"),
         "geopackage": link(
@@ -276,9 +278,10 @@ def results(request: Request, job_id: str) -> dict[str, Any]:
         ),
         "stac": link(f"{root}/v1/jobs/{job_id}/stac", "stac", "application/geo+json"),
     }
-    if on_map(result_item(state(request)[0].data_dir, found)):  # else the collection is a 404
+    if on_map(item):  # else the collection is a 404
         out["coverage"] = link(f"{root}/collections/{job_id}-coverage/items", "coverage",
                                "application/geo+json")  # fmt: skip
-    if "counts" in info:
-        out["counts"] = info["counts"]
+    counts = job_counts(data_dir, found, item)
+    if counts is not None:
+        out["counts"] = counts
     return out
