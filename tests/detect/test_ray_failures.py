@@ -19,14 +19,24 @@ ray = pytest.importorskip("ray", reason="Ray is not installed")
 pytestmark = pytest.mark.ray
 
 
-def test_a_batch_scene_resumed_whole_reports_no_units_run(ray_local, tmp_path, synthetic):
+def test_a_batch_scene_resumed_whole_reports_no_units_run(
+    ray_local, tmp_path, synthetic, monkeypatch
+):
     """Its status said where the previous scene's units ran (the executor's last stats)."""
+    import geo_hires.pipeline.outputs as outputs
+
     ran, resumed = synthetic(1024, 768, seed=31), synthetic(1024, 768, seed=32)
     out = tmp_path / "o"
-    (out / f"{resumed.stem}.geojson").mkdir(parents=True)  # fails once every unit is journalled
     (tmp_path / "b.txt").write_text(f"{resumed}\n")
-    assert main(["batch", str(tmp_path / "b.txt"), "--out-dir", str(out), "--block", "512"]) == 3
-    (out / f"{resumed.stem}.geojson").rmdir()
+
+    def disk_full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:  # fails once every unit is journalled
+        m.setattr(outputs, "_write", disk_full)
+        assert (
+            main(["batch", str(tmp_path / "b.txt"), "--out-dir", str(out), "--block", "512"]) == 3
+        )
     (tmp_path / "ab.txt").write_text(f"{ran}\n{resumed}\n")
     args = ["--out-dir", str(out), "--block", "512", "--executor", "ray", "--resume"]
     assert main(["batch", str(tmp_path / "ab.txt"), *args]) == 0
