@@ -214,6 +214,8 @@ def test_bad_lines_of_a_journal_are_run_again_not_fatal(tmp_path):
         fh.write(b'{"key": "L0-U5", "level": 0, "boxes": [[0, 0, 1, 1]], "scores": [], '
                  b'"classes": [0]}\n')  # rows that disagree: the merge failed  # fmt: skip
         fh.write(b'{"key": "L0-U6", "level": 1e999, "boxes": [], "scores": [], "classes": []}\n')
+        fh.write(b'{"key": "L0-U7", "level": 0, "boxes": [[0, 0, 1, 1]], "scores": [1], '
+                 b'"classes": [0], "corners": []}\n')  # no corners for its box  # fmt: skip
     journal.record(dataclasses.replace(unit, key="L0-U4"))
     assert sorted(journal.load()) == ["L0-U0", "L0-U4"]
     assert sorted(journal.start(resume=True)) == ["L0-U0", "L0-U4"]  # rewritten without them

@@ -126,6 +126,9 @@ def test_window_evidence_takes_the_strongest_peak_whose_box_meets_the_core():
     assert window_evidence(across, cores).tolist() == [0.7, 0.7]
     clear = np.array([[150.0, 50.0, 0.7, 10, 10], [94.0, 50.0, 0.5, 10, 10]])  # 1 px short
     assert window_evidence(clear, cores).tolist() == [0.5, 0.7]
+    assert window_evidence(clear[1:], cores).tolist() == [0.5, 0.0]  # half its width, not more
+    below = np.array([[0, 100, 100, 200]], float)  # a core under the first: a box reaching up
+    assert window_evidence(np.array([[50.0, 97.0, 0.4, 10, 10]]), below).tolist() == [0.4]
     assert window_evidence(ev[:0], cores).tolist() == [0.0, 0.0]
 
 

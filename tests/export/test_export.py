@@ -218,3 +218,14 @@ def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, monkeypatch):
         gj.write_text_atomic(target, "{}")
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
     assert list(tmp_path.iterdir()) == []  # no temporary file left
+
+
+def test_a_quicklook_shows_the_scene_and_its_nodata_grey(tmp_path, synthetic):
+    """Only the boxes' colour was checked: a picture of nothing, or all grey, passed."""
+    path = synthetic(600, 400, seed=9, nodata=True)
+    scene = open_scene(path)
+    write_quicklook(tmp_path / "q.png", PixelDetections.empty(["x"]), scene, max_pixels=60_000)
+    img = np.asarray(Image.open(tmp_path / "q.png")).astype(int)
+    grey = (img == 40).all(axis=-1)
+    assert 0.01 < grey.mean() < 0.9  # nodata is dark grey, the rest is not
+    assert img[~grey].std() > 10 and img[~grey].mean() > 20  # imagery, not a flat dark field
