@@ -266,12 +266,25 @@ def test_a_block_size_for_a_bundle_without_a_scanning_network_is_said_to_be_moot
         DetectOptions().detect_config(yolo)  # not asked for: nothing to say
 
 
-def test_plan_refuses_and_warns_as_detect_does(demo_crop, capsys):
+def test_plan_refuses_and_warns_as_detect_does(demo_crop, capsys, tmp_path):
     """``plan --zoom rl`` of a model without a policy printed a plan detect refuses, and a
     one-level model's ``--zoom gate`` went unremarked."""
+    import shutil
+
+    from geo_hires.models.card import bundle_dir
+
     crop = str(demo_crop(0, 0, 512, 512))
     assert main(["plan", crop, "--model", "aircraft_yolo", "--zoom", "rl"]) == 2
     err = capsys.readouterr().err
     assert "has no zoom policy; train one with geo-hires train-zoom, or leave --zoom out" in err
     assert main(["plan", crop, "--model", "aircraft_yolo", "--zoom", "gate"]) == 0
     assert "nothing to zoom into; every window is scanned" in capsys.readouterr().err
+    assert main(["plan", crop, "--model", "aircraft_lsn", "--zoom", "rl"]) == 0  # its policy
+    capsys.readouterr()
+    bare = tmp_path / "bare"  # two levels, no policy: gate is the way to zoom
+    shutil.copytree(bundle_dir("aircraft_lsn"), bare)
+    card = json.loads((bare / "card.json").read_text())
+    card.pop("zoom_policy")
+    (bare / "card.json").write_text(json.dumps(card))
+    assert main(["plan", crop, "--model", str(bare), "--zoom", "rl"]) == 2
+    assert "or use --zoom gate" in capsys.readouterr().err
