@@ -9,7 +9,6 @@ from pathlib import Path
 import geopandas as gpd
 import pyogrio
 import pytest
-import rasterio
 import shapely
 
 from geo_hires.cli import main
@@ -17,6 +16,7 @@ from geo_hires.detect.options import DEFAULT_MODEL
 from geo_hires.export.stac_schemas import validate_item
 from geo_hires.models.card import shipped_models
 from geo_hires.models.mlm import mlm_item
+from tests.halves import scene_halves
 from tests.qgis import run_qgis
 
 
@@ -25,13 +25,7 @@ def run(demo_crop, tmp_path_factory):
     """detect with a two-polygon AOI into GeoJSON, GeoPackage, STAC item and coverage."""
     out = tmp_path_factory.mktemp("stac")
     scene = demo_crop(0, 0, 1536, 1024)
-    with rasterio.open(scene) as src:
-        x0, y0, x1, y1 = src.bounds
-        crs = src.crs
-    xm = (x0 + x1) / 2
-    halves = [shapely.box(x0, y0, xm, y1), shapely.box(xm, y0, x1, y1)]
-    aoi = gpd.GeoDataFrame({"name": ["west", "east"]}, crs=crs, geometry=halves)
-    aoi.to_file(out / "aprons.gpkg")
+    scene_halves(scene).to_file(out / "aprons.gpkg")
     args = ["detect", str(scene), "--aoi", str(out / "aprons.gpkg"), "--score-threshold", "0.3",
             "-o", str(out / "r.geojson"), "-o", str(out / "r.gpkg"), "-o", str(out / "r.stac.json"),
             "-o", str(out / "r2.gpkg"), "--coverage", str(out / "cov.geojson")]  # fmt: skip
@@ -62,7 +56,6 @@ def test_result_item_validates_and_describes_the_run(run):
         "coverage": {"href": "cov.geojson", "type": "application/geo+json",
                      "title": "area scanned", "roles": ["metadata"]},
     }  # fmt: skip
-    import shapely
 
     assert shapely.geometry.shape(item["geometry"]).exterior.is_ccw  # RFC 7946's winding
     assert item["assets"]["coverage"]["href"] == "cov.geojson"

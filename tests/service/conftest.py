@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 
-import geopandas as gpd
 import pytest
-import shapely
 from owslib.ogcapi import API
 from owslib.ogcapi.processes import Processes
 
+from tests.halves import scene_halves
 from tests.service.harness import ALICE, running_service
 from tests.waiting import wait_for
 
@@ -32,15 +31,7 @@ def service(tmp_path_factory, scenes):
 
 
 def _aoi(scene) -> dict:
-    import rasterio
-
-    with rasterio.open(scene) as src:
-        x0, y0, x1, y1 = src.bounds
-        crs = src.crs
-    xm = (x0 + x1) / 2
-    boxes = [shapely.box(x0, y0, xm, y1), shapely.box(xm, y0, x1, y1)]
-    halves = gpd.GeoDataFrame({"name": ["west", "east"]}, crs=crs, geometry=boxes)
-    return json.loads(halves.to_crs(4326).to_json())
+    return json.loads(scene_halves(scene).to_crs(4326).to_json())
 
 
 def wait_job_status(url: str, job_id: str, headers=ALICE, timeout=300) -> dict:

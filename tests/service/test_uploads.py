@@ -207,11 +207,26 @@ def test_an_upload_that_stops_sending_is_refused_and_frees_its_slot(tmp_path, ro
             assert sock.recv(4096).decode().startswith("HTTP/1.1 408")  # a JSON body too
 
 
-def test_an_upload_trickling_under_the_minimum_rate_is_refused(tmp_path, roots, monkeypatch):
-    """A byte every so often never stalled the body, and held the tenant's slots for good."""
+def _trickle(sock, chunk: int, *, every: float, for_s: float) -> bytes:
+    """Send ``chunk`` bytes each ``every`` seconds until the service answers (or ``for_s``
+    seconds pass); the answer, the socket closed."""
     import contextlib
     import time
 
+    start, answer = time.monotonic(), b""
+    try:
+        while not answer and time.monotonic() - start < for_s:
+            sock.sendall(b"x" * chunk)
+            sock.settimeout(every)
+            with contextlib.suppress(TimeoutError):
+                answer = sock.recv(4096)
+    finally:
+        sock.close()
+    return answer
+
+
+def test_an_upload_trickling_under_the_minimum_rate_is_refused(tmp_path, roots, monkeypatch):
+    """A byte every so often never stalled the body, and held the tenant's slots for good."""
     import geo_hires_service.uploads as uploads
 
     from tests.service.harness import TOKENS
@@ -219,25 +234,9 @@ def test_an_upload_trickling_under_the_minimum_rate_is_refused(tmp_path, roots, 
     monkeypatch.setattr(uploads, "STALL_S", 0.5)
     monkeypatch.setattr(uploads, "MIN_RATE", 1000)
     with running_service(tmp_path, (roots,), run_jobs=False) as url:
-        sock = _held_upload(url, TOKENS[0])
-        start, answer = time.monotonic(), b""
-        try:
-            while not answer and time.monotonic() - start < 5:  # 100 bytes/s: under 1,000
-                sock.sendall(b"x" * 10)
-                sock.settimeout(0.1)
-                with contextlib.suppress(TimeoutError):
-                    answer = sock.recv(4096)
-        finally:
-            sock.close()
+        answer = _trickle(_held_upload(url, TOKENS[0]), 10, every=0.1, for_s=5)  # 100 B/s
         assert answer.decode().startswith("HTTP/1.1 408"), answer
         assert "KiB/s after its first 0.5 s; send it again over a faster link" in answer.decode()
-        sock, answer = _held_upload(url, TOKENS[0], length=3000), b""
-        try:  # 2,500 bytes/s, over the minimum: all of it is read (then refused as no TIFF)
-            while not answer and time.monotonic() - start < 30:
-                sock.sendall(b"x" * 50)
-                sock.settimeout(0.02)
-                with contextlib.suppress(TimeoutError):
-                    answer = sock.recv(4096)
-        finally:
-            sock.close()
+        # 2,500 bytes/s, over the minimum: all of it is read (then refused as no TIFF)
+        answer = _trickle(_held_upload(url, TOKENS[0], length=3000), 50, every=0.02, for_s=30)
         assert answer and not answer.decode().startswith("HTTP/1.1 408"), answer
