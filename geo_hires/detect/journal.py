@@ -125,7 +125,6 @@ class Journal:
         """
         if not self.path.is_file():
             return {}
-        done: dict[str, UnitResult] = {}
         lines = self.path.read_bytes().splitlines()  # a line of any bytes is one bad line
         header = _parse(lines[0]) if lines else None
         if header != {"identity": self.identity}:
@@ -142,11 +141,7 @@ class Journal:
                 stacklevel=3,
             )
             return {}
-        for line in lines[1:]:
-            unit = _unit(_parse(line))
-            if unit is not None:
-                done[unit.key] = unit
-        return done
+        return _units(lines[1:])
 
     def _where(self) -> str:
         return str(self.path)
@@ -187,7 +182,7 @@ class Journal:
             return 0
         if not lines or _parse(lines[0]) != {"identity": self.identity}:
             return 0
-        return sum(_unit(_parse(line)) is not None for line in lines[1:])
+        return len(_units(lines[1:]))
 
     def record(self, result: UnitResult) -> None:
         """Append one finished unit (one write, flushed to disk)."""
@@ -283,6 +278,12 @@ def _parse(line: bytes) -> Any:
         return json.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
+
+
+def _units(lines: list[bytes]) -> dict[str, UnitResult]:
+    """The unit records of a journal's lines by key (the last of a key wins), bad lines left."""
+    units = (_unit(_parse(line)) for line in lines)
+    return {u.key: u for u in units if u is not None}
 
 
 def _unit(record: Any) -> UnitResult | None:
