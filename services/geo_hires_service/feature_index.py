@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,14 @@ import shapely.errors
 
 from geo_hires.georef import lonlat_bounds
 
-__all__ = ["FeatureIndex", "index_text", "read_features", "read_geometries", "result_index"]
+__all__ = [
+    "FeatureIndex",
+    "index_text",
+    "indexed",
+    "read_features",
+    "read_geometries",
+    "result_index",
+]
 
 _DECODE = json.JSONDecoder().raw_decode
 _SPACE = re.compile(r"[ \t\n\r]*")
@@ -36,12 +44,14 @@ _SPACE = re.compile(r"[ \t\n\r]*")
 @dataclass(frozen=True)
 class FeatureIndex:
     """A result's features: ``spans`` ``(N, 2)`` of their text (character offsets), ``bounds``
-    ``(N, 4)`` lon/lat (:func:`~geo_hires.georef.lonlat_bounds`; NaN without a geometry), and
-    the length of the text they index."""
+    ``(N, 4)`` lon/lat (:func:`~geo_hires.georef.lonlat_bounds`; NaN without a geometry), the
+    length of the text they index, and whether ``detect`` wrote them in pixels (a scene
+    without a CRS: its top-level ``geo_hires`` says ``pixel_space``)."""
 
     spans: npt.NDArray[np.int64]
     bounds: npt.NDArray[np.float64]
     length: int
+    pixel_space: bool = False
 
 
 def _skip(text: str, i: int, then: str = "") -> int:
@@ -54,16 +64,21 @@ def _skip(text: str, i: int, then: str = "") -> int:
     return i
 
 
-def _feature_spans(text: str) -> list[tuple[int, int, bool]]:
+def _feature_spans(text: str) -> tuple[list[tuple[int, int, bool]], bool]:
     """Each member of the top-level ``features`` array: its start, its end and whether it has
-    a geometry (its value is let go at once: kept, they took 8.7 times the file's size)."""
+    a geometry (its value is let go at once: kept, they took 8.7 times the file's size); and
+    whether the top-level ``geo_hires`` member says ``pixel_space``."""
     found: list[tuple[int, int, bool]] = []
+    pixel_space = False
     i = _skip(text, 0, "{")
     while text[i : i + 1] != "}":
         key, i = _DECODE(text, i)
         i = _skip(text, i, ":")
         if key != "features":
-            i = _skip(text, _DECODE(text, i)[1])
+            value, end = _DECODE(text, i)
+            if key == "geo_hires" and isinstance(value, dict):
+                pixel_space = bool(value.get("pixel_space"))
+            i = _skip(text, end)
         else:
             i = _skip(text, i, "[")
             while text[i : i + 1] != "]":
@@ -73,7 +88,7 @@ def _feature_spans(text: str) -> list[tuple[int, int, bool]]:
                 i = _skip(text, i, ",") if text[i : i + 1] == "," else i
             i = _skip(text, i + 1)
         i = _skip(text, i, ",") if text[i : i + 1] == "," else i
-    return found
+    return found, pixel_space
 
 
 def _geometries(texts: list[str]) -> npt.NDArray[np.object_]:
@@ -91,7 +106,7 @@ def _geometries(texts: list[str]) -> npt.NDArray[np.object_]:
 
 def index_text(text: str) -> FeatureIndex:
     """The index of a GeoJSON FeatureCollection's text (``ValueError`` when it is not one)."""
-    found = _feature_spans(text)
+    found, pixel_space = _feature_spans(text)
     spans = np.array([(s, e) for s, e, _ in found], np.int64).reshape(-1, 2)
     placed = np.array([has for _, _, has in found], bool)
     bounds = np.full((len(found), 4), np.nan)
@@ -100,14 +115,33 @@ def index_text(text: str) -> FeatureIndex:
         bounds[placed] = shapely.bounds(geoms)
         for i in np.flatnonzero(placed)[(bounds[placed, 0] == -180) & (bounds[placed, 2] == 180)]:
             bounds[i] = lonlat_bounds(geoms[np.searchsorted(np.flatnonzero(placed), i)])
-    return FeatureIndex(spans, bounds, len(text))
+    return FeatureIndex(spans, bounds, len(text), pixel_space)
 
 
 @functools.lru_cache(maxsize=16)
-def result_index(path: str, _stamp: tuple[int, int]) -> FeatureIndex:
-    """:func:`index_text` of ``path``, once per file version (``_stamp``: its modification
+def indexed(path: str, _stamp: tuple[int, int]) -> FeatureIndex:
+    """:func:`index_text` of ``path``, kept per file version (``_stamp``: its modification
     time and size). Sixteen are kept: a gigapixel scene's million detections index in 48 MB."""
     return index_text(Path(path).read_text(encoding="utf-8"))
+
+
+_BUILDING: dict[tuple[str, tuple[int, int]], threading.Lock] = {}
+_BUILDING_GUARD = threading.Lock()
+
+
+def result_index(path: str, stamp: tuple[int, int]) -> FeatureIndex:
+    """:func:`indexed`, built once however many requests ask for it at once: a client opening
+    a large layer sends its first pages together, and each built the same index (seconds and
+    the file's size in memory each); the others wait for the first."""
+    key = (path, stamp)
+    with _BUILDING_GUARD:
+        lock = _BUILDING.setdefault(key, threading.Lock())
+    try:
+        with lock:
+            return indexed(path, stamp)
+    finally:
+        with _BUILDING_GUARD:
+            _BUILDING.pop(key, None)
 
 
 def _read(path: str, stamp: tuple[int, int]) -> tuple[str, FeatureIndex]:

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 import shapely
-from geo_hires_service.feature_index import index_text, read_features, result_index
+from geo_hires_service.feature_index import index_text, indexed, read_features, result_index
 
 from geo_hires.georef import lonlat_bounds
 
@@ -51,7 +51,7 @@ def test_a_replaced_file_is_read_with_an_index_of_its_own(tmp_path):
     assert first == [{**FEATURES[2], "id": 3}]
     path.write_text(json.dumps({"type": "FeatureCollection", "features": FEATURES[::-1]}, indent=1))
     assert read_features(str(path), stamp, np.array([0])) == [{**FEATURES[2], "id": 1}]
-    assert result_index.cache_info().currsize >= 1
+    assert indexed.cache_info().currsize >= 1
 
 
 def test_properties_geos_refuses_do_not_break_the_index():
@@ -80,3 +80,48 @@ def test_a_box_of_no_height_across_the_antimeridian_meets_what_it_crosses(tmp_pa
     bounds = np.array([[175.0, 0.0, 176.0, 1.0], [-179.0, 0.0, -178.0, 1.0], [0.0, 0.0, 1.0, 1.0]])
     meet, inside = box_matches(bounds, (170, -1, -170, 2))  # across: both parts hold one
     assert meet.tolist() == [True, True, False] and inside.tolist() == [True, True, False]
+
+
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_the_index_says_whether_the_features_are_pixels(where):
+    """The OGC routes refuse a pixel-space result; they parsed it whole to find out (once per
+    version, beside the index): the index's own scan reads the top-level ``geo_hires``."""
+    for pixels in (True, False, None):
+        header = {} if pixels is None else {"pixel_space": pixels}
+        doc = {"type": "FeatureCollection", "features": FEATURES}
+        doc = {"geo_hires": header, **doc} if where == "first" else {**doc, "geo_hires": header}
+        assert index_text(json.dumps(doc)).pixel_space is bool(pixels)
+    nested = {"type": "FeatureCollection", "features": [{**FEATURES[0], "geo_hires": {
+        "pixel_space": True}}]}  # fmt: skip
+    assert index_text(json.dumps(nested)).pixel_space is False
+
+
+def test_requests_at_once_build_one_index(tmp_path, monkeypatch):
+    """A client opening a large layer asks for pages together: each request built the index."""
+    import threading
+    import time
+
+    from geo_hires_service import feature_index
+
+    path = tmp_path / "r.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": FEATURES}))
+    st = os.stat(path)
+    built: list[int] = []
+
+    def slow_index(text: str) -> feature_index.FeatureIndex:
+        built.append(len(text))
+        time.sleep(0.3)
+        return index_text(text)
+
+    monkeypatch.setattr(feature_index, "index_text", slow_index)
+    indexed.cache_clear()
+    got: list[feature_index.FeatureIndex] = []
+    stamp = (st.st_mtime_ns, st.st_size)
+    threads = [threading.Thread(target=lambda: got.append(result_index(str(path), stamp)))
+               for _ in range(4)]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(built) == 1 and len(got) == 4 and all(g is got[0] for g in got)
+    assert not feature_index._BUILDING  # nothing kept per file once built

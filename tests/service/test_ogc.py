@@ -212,12 +212,12 @@ def test_items_page_with_next_links_and_filter_by_bbox(service, job):
     nxt = next(ln["href"] for ln in paged["links"] if ln["rel"] == "next")
     assert "&datetime=2024-05-01/.." in nxt  # the next page keeps the filter
     assert requests.get(f"{items}/1?foo=1", headers=ALICE, timeout=10).status_code == 400
-    from geo_hires_service.routes import features
+    from geo_hires_service import feature_index
 
-    features.result_index.cache_clear()
+    feature_index.indexed.cache_clear()
     listed = requests.get(f"{url}/collections", headers=ALICE, timeout=10).json()["collections"]
     assert {job_id, f"{job_id}-coverage"} <= {c["id"] for c in listed}
-    assert features.result_index.cache_info().misses == 0  # extents from STAC items: no layer read
+    assert feature_index.indexed.cache_info().misses == 0  # extents from STAC items: no layer read
     stac = requests.get(f"{url}/v1/jobs/{job_id}/stac", headers=ALICE, timeout=10).json()
     mine = next(c for c in listed if c["id"] == job_id)
     assert mine["extent"]["spatial"]["bbox"] == [stac["bbox"]]

@@ -32,7 +32,7 @@ def test_a_page_parses_only_its_own_features(service, job, monkeypatch):
             parsed.append(len(text))
             return json.loads(text)
 
-    feature_index.result_index.cache_clear()
+    feature_index.indexed.cache_clear()
     monkeypatch.setattr(feature_index, "json", CountingJson)
     items = f"{url}/collections/{job_id}/items"
     for offset in (1, 2):
@@ -40,7 +40,7 @@ def test_a_page_parses_only_its_own_features(service, job, monkeypatch):
         assert page["features"] == [want[offset]]
     one = requests.get(f"{items}/3", headers=ALICE, timeout=10).json()
     assert {k: v for k, v in one.items() if k != "links"} == want[2]
-    assert feature_index.result_index.cache_info().misses == 1  # indexed once per file version
+    assert feature_index.indexed.cache_info().misses == 1  # indexed once per file version
     assert len(parsed) == 3 and max(parsed) < 1000  # one feature's text each
 
 

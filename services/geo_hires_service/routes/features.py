@@ -10,7 +10,6 @@ canonical order). The tenant's token is required, and another tenant's job is a 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import re
 import urllib.parse
@@ -24,7 +23,6 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from geo_hires.export.geojson import in_pixel_space
 from geo_hires_service.access import state, tenant
 from geo_hires_service.feature_index import read_features, read_geometries, result_index
 from geo_hires_service.ogc import BAD_QUERY, Responses, base_url, known_query, link
@@ -60,12 +58,6 @@ IN_PIXELS = (
 )
 
 
-@functools.lru_cache(maxsize=256)
-def _in_pixels(path: str, _stamp: tuple[int, int]) -> bool:
-    """:func:`in_pixel_space`, once per file version (it parses the whole result)."""
-    return in_pixel_space(path)
-
-
 def _version(path: Path) -> tuple[str, tuple[int, int]]:
     """``path`` and its version (modification time, size); 404 when the layer is missing."""
     if not path.is_file():
@@ -78,7 +70,7 @@ def _require_map(path: Path) -> None:
     """404 unless ``path`` holds features on the map: a scene without a CRS gives features in
     pixels, which no client may read as CRS84, so such a job has no collections (its result is
     still served by ``/v1``)."""
-    if _in_pixels(*_version(path)):
+    if result_index(*_version(path)).pixel_space:  # the index a page needs next
         raise HTTPException(404, IN_PIXELS)
 
 
