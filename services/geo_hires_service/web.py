@@ -81,8 +81,9 @@ class Private:
 class HeadAsGet:
     """ASGI middleware: ``HEAD`` is answered as ``GET`` without the body (RFC 9110 §9.1: a
     general-purpose server supports both; FastAPI routes ``GET`` alone, and clients that check
-    a resource before fetching it got ``405``). A file is still read to be answered so (a
-    HEAD of a result costs its GET's reading, not its sending)."""
+    a resource before fetching it got ``405``). The app is told it may answer with a file's
+    path (ASGI's ``pathsend``), which is then dropped: a HEAD of a large result read the file
+    to send nothing."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -99,7 +100,8 @@ class HeadAsGet:
                 message = {"type": "http.response.body", "body": b""}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, send_headers)
+        extensions = {**scope.get("extensions", {}), "http.response.pathsend": {}}
+        await self.app({**scope, "method": "GET", "extensions": extensions}, receive, send_headers)
 
 
 def create_app(

@@ -242,3 +242,38 @@ def test_head_is_answered_without_a_body_whatever_the_app_sends():
     sent.clear()
     asyncio.run(HeadAsGet(app)({**scope, "method": "GET"}, receive, send))
     assert sent[1]["body"] == b"hello"  # a GET is as it was
+
+
+def test_head_of_a_file_does_not_read_it(tmp_path, monkeypatch):
+    """A HEAD of a result (a gigapixel scene's: hundreds of MB) read the whole file to send
+    nothing; its headers still say the GET's length."""
+    import asyncio
+
+    from geo_hires_service.web import HeadAsGet
+    from starlette.responses import FileResponse
+
+    path = tmp_path / "r.geojson"
+    path.write_bytes(b"x" * 100_000)
+
+    def no_reading(self):
+        raise AssertionError("the file was opened for a HEAD")
+
+    monkeypatch.setattr(FileResponse, "_open_file", no_reading)
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    scope = {
+        "type": "http",
+        "method": "HEAD",
+        "path": "/",
+        "headers": [],
+        "asgi": {"spec_version": "2.4"},
+    }
+    asyncio.run(HeadAsGet(FileResponse(path))(scope, receive, send))
+    assert (b"content-length", b"100000") in sent[0]["headers"]
+    assert [m["type"] for m in sent[1:]] == ["http.response.body"] and not sent[1]["body"]
