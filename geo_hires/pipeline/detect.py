@@ -252,9 +252,21 @@ def warn_nothing_to_zoom(zoom: ZoomConfig, model: str, scene: Scene) -> None:
 
 
 def _check_call(
-    config: object, aoi: object, journal: Journal | None, resume: bool
+    given: tuple[object, object], config: object, aoi: object, journal: Journal | None,
+    resume: bool,
 ) -> None:  # fmt: skip
     """Misuses a type checker would catch, said as one clear error to an untyped caller."""
+    scene, bundle = given
+    if not isinstance(scene, Scene):
+        raise ConfigError(
+            f"detect_scene takes a Scene, not a {type(scene).__name__}: open_scene(path) opens "
+            "one (or call run_detect with the path)"
+        )
+    if not isinstance(bundle, Bundle):
+        raise ConfigError(
+            f"detect_scene takes a Bundle, not a {type(bundle).__name__}: load_bundle(name) "
+            "loads one"
+        )
     if config is not None and not isinstance(config, DetectConfig):
         raise ConfigError(
             f"detect_scene takes a DetectConfig, not a {type(config).__name__}: "
@@ -286,7 +298,7 @@ def detect_scene(
     ``on_progress(done, total)``: before the first unit and after each; an exception it raises
     stops the run (finished units stay journalled). ``progress``: a progress bar on stderr.
     """
-    _check_call(config, aoi, journal, resume)
+    _check_call((scene, bundle), config, aoi, journal, resume)
     cfg, card = config or DetectConfig(), bundle.card
     if cfg.zoom.mode == "rl":  # before the coarse pass (minutes on a large scene), not after
         check_policy(cfg.zoom, bundle)

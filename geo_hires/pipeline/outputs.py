@@ -253,6 +253,21 @@ def run_identity(
     return journal_for(output, run.scene, bundle, run.cfg, run.area).identity
 
 
+def _check_run(scene_path: object, options: object) -> None:
+    """Misuses a type checker would catch, said as one clear error to an untyped caller (they
+    failed deep inside, as an AttributeError or a TypeError of ``os.fspath``)."""
+    if not isinstance(options, DetectOptions):
+        raise ConfigError(
+            f"run_detect takes DetectOptions, not a {type(options).__name__}: "
+            "DetectOptions(**values), or DetectOptions.from_mapping(values)"
+        )
+    if not isinstance(scene_path, str | os.PathLike):
+        opened = " (an opened Scene goes to detect_scene)" if isinstance(scene_path, Scene) else ""
+        raise ConfigError(
+            f"run_detect takes a scene's path or URL, not a {type(scene_path).__name__}{opened}"
+        )
+
+
 def run_detect(
     scene_path: PathLike,
     outputs: Outputs | PathLike | Sequence[PathLike],
@@ -268,13 +283,22 @@ def run_detect(
 ) -> DetectResult:
     """Detect in one scene with ``options`` and write ``outputs``.
 
-    ``bundle``: an already loaded bundle (a service or a batch loads each model once; default:
-    ``options.model`` loaded here). ``config``: stage settings beyond the options (default:
-    ``options.detect_config`` for the bundle and the executor's device). ``read_config``: the
-    read budget and driver rules, to which the options add their bands, STAC asset and RPC
-    height. ``on_progress``: see :func:`~geo_hires.pipeline.detect.detect_scene`.
+    ``bundle``: an already loaded bundle, which is the model run whatever ``options.model``
+    names (a service or a batch loads each model once; default: ``options.model`` loaded
+    here). ``config``: stage settings beyond the options (default: ``options.detect_config``
+    for the bundle and the executor's device). ``read_config``: the read budget and driver
+    rules, to which the options add their bands, STAC asset and RPC height. ``resume``: skip
+    the units a journal of an interrupted run to the same outputs holds. ``on_progress``,
+    ``progress``: see :func:`~geo_hires.pipeline.detect.detect_scene`.
+
+    Raises:
+        ConfigError: Options or arguments that cannot run (said before any work).
+        SceneReadError: The scene cannot be found or read.
+        SceneTooLargeError: The scene is over ``ReadConfig.max_scene_pixels``.
+        GeoHiresError: The root of these and of every other error the library raises.
     """
     opts = options or DetectOptions()
+    _check_run(scene_path, opts)
     out = Outputs.of(outputs)
     out.check()
     check_destination([*out.files, out.coverage, out.quicklook])

@@ -1,0 +1,91 @@
+"""Values of the wrong kind from a Python caller (what a type checker catches, for an untyped
+one): one ``ConfigError`` that says what the option or argument takes, not a TypeError of
+``os.fspath`` or an AttributeError from deep inside, and never a batch stopped before its
+first scene."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from geo_hires.detect.options import DetectOptions
+from geo_hires.errors import ConfigError
+from geo_hires.models.bundle import load_bundle
+from geo_hires.pipeline import detect_scene, run_batch, run_detect
+from geo_hires.scene import open_scene
+
+
+@pytest.mark.parametrize(
+    "kwargs, says",
+    [
+        ({"score_threshold": "0.3"}, r"score_threshold: a number \(float\), got '0.3'"),
+        ({"block": "512"}, r"block: a number \(int\), got '512'"),
+        ({"block": 512.0}, r"block: a number \(int\)"),
+        ({"threads": True}, r"threads: a number \(int\), got True"),
+        ({"bands": "3,2,1"}, r"bands: a tuple such as \(3, 2, 1\), got '3,2,1'"),
+        ({"levels": "coarse"}, r"levels: a tuple such as \(\"coarse\",\)"),
+        ({"aoi": 3}, r"aoi: a vector file's path or a GeoJSON mapping .* got a int"),
+        ({"model": 3}, r"model: a name \(str\), got 3"),
+        ({"asset": ["visual"]}, r"asset: a name \(str\)"),
+    ],
+)
+def test_options_of_the_wrong_kind_say_what_they_take(kwargs, says):
+    with pytest.raises(ConfigError, match=says):
+        DetectOptions(**kwargs)
+
+
+def test_a_geodataframe_or_shapely_aoi_is_told_how_to_pass_it():
+    import geopandas as gpd
+    import shapely
+
+    square = shapely.box(0, 0, 1, 1)
+    for aoi in (square, gpd.GeoDataFrame(geometry=[square], crs=4326)):
+        with pytest.raises(ConfigError, match=r"json.loads\(frame.to_crs\(4326\).to_json\(\)\)"):
+            DetectOptions(aoi=aoi)
+
+
+def test_options_keep_paths_as_text_and_numpy_numbers_as_pythons():
+    """A Path AOI reached the batch's status file as it came, and ``json`` refused it."""
+    given = DetectOptions(model=Path("m"), aoi=Path("a.geojson"), block=np.int64(512),
+                          score_threshold=np.float64(0.5), bands=[3, 2, 1])  # fmt: skip
+    plain = DetectOptions(model="m", aoi="a.geojson", block=512, score_threshold=0.5,
+                          bands=(3, 2, 1))  # fmt: skip
+    assert given == plain and hash(given) == hash(plain)
+    assert type(given.block) is int and type(given.score_threshold) is float
+
+
+def test_a_batch_takes_an_aoi_path(tmp_path, demo_crop):
+    """``run_batch(..., DetectOptions(aoi=Path(...)))`` stopped before its first scene."""
+    import geopandas as gpd
+    import rasterio
+    import shapely
+
+    scene = demo_crop(1024, 512, 512, 256)
+    with rasterio.open(scene) as src:
+        left, bottom, right, top = src.bounds
+        crs = src.crs
+    aoi = tmp_path / "half.geojson"
+    half = shapely.box(left, bottom, (left + right) / 2, top)
+    gpd.GeoDataFrame(geometry=[half], crs=crs).to_crs(4326).to_file(aoi)
+    (tmp_path / "list.txt").write_text(f"{scene}\n")
+    opts = DetectOptions(model="aircraft_lsn", aoi=aoi)
+    report = run_batch(tmp_path / "list.txt", tmp_path / "out", opts)
+    assert (report.done, report.failed) == (1, 0), report
+
+
+def test_detect_scene_and_run_detect_say_what_they_take(demo_crop, tmp_path):
+    path = demo_crop(1024, 512, 256, 256)
+    scene, bundle = open_scene(path), load_bundle("aircraft_lsn")
+    with pytest.raises(ConfigError, match="detect_scene takes a Scene, not a str: open_scene"):
+        detect_scene(str(path), bundle)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="detect_scene takes a Bundle, not a str: load_bundle"):
+        detect_scene(scene, "aircraft_lsn")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="run_detect takes DetectOptions, not a dict"):
+        run_detect(path, tmp_path / "o.geojson", {"model": "aircraft_lsn"})  # type: ignore[arg-type]
+    for wrong, says in ((scene, r"not a Scene \(an opened Scene goes to detect_scene\)"),
+                        (bytes(path), "not a bytes"), (None, "not a NoneType")):  # fmt: skip
+        with pytest.raises(ConfigError, match=f"run_detect takes a scene's path or URL, {says}"):
+            run_detect(wrong, tmp_path / "o.geojson")  # type: ignore[arg-type]
+    assert not list(tmp_path.iterdir())  # refused before any file was written
