@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import zipfile
@@ -42,6 +43,32 @@ Prediction = tuple[
 _ULTRALYTICS = threading.RLock()
 
 
+_TORCH_PRINT = ("precision", "threshold", "edgeitems", "linewidth", "sci_mode")
+
+
+@contextlib.contextmanager
+def _process_state_kept() -> Iterator[None]:
+    """Undo what importing or running ultralytics does to the host process: numpy's and
+    torch's print options (a 320-column line, numpy floats as ``{:11.5g}``) and OpenCV's
+    thread count; its first import writes to stderr (its logger and its "Creating new
+    Ultralytics Settings" banner would write to the host's stdout, which may be a protocol)."""
+    import cv2
+
+    printing = np.get_printoptions()
+    opts = torch._tensor_str.PRINT_OPTS  # torch has a setter and no getter for these
+    tensors = {k: getattr(opts, k) for k in _TORCH_PRINT}
+    cv2_threads = cv2.getNumThreads()
+    try:
+        if "ultralytics" not in sys.modules:
+            with contextlib.redirect_stdout(sys.stderr):
+                import ultralytics  # noqa: F401
+        yield
+    finally:
+        np.set_printoptions(**printing)
+        torch.set_printoptions(**tensors)
+        cv2.setNumThreads(cv2_threads)
+
+
 @contextlib.contextmanager
 def ultralytics_env(config_dir: str | os.PathLike[str] | None = None) -> Iterator[Path]:
     """ultralytics offline for a ``with`` block: no downloads, no auto-installs, its settings in
@@ -50,7 +77,8 @@ def ultralytics_env(config_dir: str | os.PathLike[str] | None = None) -> Iterato
     Blocks take turns in a process (ultralytics' settings and predictors are the process's;
     two blocks at once left each other's variables behind), and the environment is restored
     whole after: importing ultralytics sets ``OMP_NUM_THREADS=1`` and others, which every
-    subprocess the host starts afterwards would inherit."""
+    subprocess the host starts afterwards would inherit; so are numpy's, torch's and OpenCV's
+    settings it changes (:func:`_process_state_kept`)."""
     folder = Path(config_dir or Path(tempfile.gettempdir()) / "geo-hires-ultralytics")
     font = folder / "Ultralytics" / "Arial.ttf"
     if not font.exists():
@@ -64,7 +92,8 @@ def ultralytics_env(config_dir: str | os.PathLike[str] | None = None) -> Iterato
         threads = torch.get_num_threads()
         os.environ.update(values)
         try:
-            yield folder
+            with _process_state_kept():
+                yield folder
         finally:
             torch.set_num_threads(threads)
             for k in [k for k in os.environ if k not in before]:

@@ -34,20 +34,26 @@ def tiny(tmp_path_factory) -> str:
 
 CHILD = """
 import os, sys
+import cv2, numpy as np, torch
 before = dict(os.environ)
+shown = (np.get_printoptions(), str(torch.tensor([1 / 3])), cv2.getNumThreads())
 from geo_hires import load_bundle
 load_bundle("aircraft_yolo")  # the first ultralytics import in this process
+assert shown == (np.get_printoptions(), str(torch.tensor([1 / 3])), cv2.getNumThreads()), shown
 print(sorted(k for k, v in set(os.environ.items()) ^ set(before.items())))
 """
 
 
-def test_loading_a_yolo_leaves_the_processs_environment_as_it_was():
+def test_loading_a_yolo_leaves_the_process_as_it_was(tmp_path):
     """Importing ultralytics sets OMP_NUM_THREADS=1 (and more): every subprocess the host
-    started afterwards ran single-threaded. In a child: this process imported it long ago."""
+    started afterwards ran single-threaded. It also changed numpy's and torch's print options
+    and OpenCV's threads, and wrote a banner to the host's stdout on a fresh machine (a fresh
+    TMPDIR here). In a child: this process imported it long ago."""
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("YOLO_", "OMP_"))}
+    env["TMPDIR"] = str(tmp_path)  # no ultralytics settings yet: the banner's first time
     done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip() == "[]", (done.stdout, done.stderr)
