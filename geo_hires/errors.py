@@ -8,6 +8,11 @@ what to change, because the CLI prints them as the whole answer to the user.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import warnings
+from collections.abc import Iterator
+
 __all__ = [
     "BandOrderWarning",
     "ClassMismatchWarning",
@@ -30,7 +35,24 @@ __all__ = [
     "StorageError",
     "StripLayoutWarning",
     "UnsupportedBandsError",
+    "quiet",
 ]
+
+_FILTERS = threading.RLock()
+
+
+@contextlib.contextmanager
+def quiet(category: type[Warning], message: str = "") -> Iterator[None]:
+    """Ignore ``category`` (whose text starts with ``message``) for a ``with`` block.
+
+    Why not ``warnings.catch_warnings`` alone: the filters are the process's, and two threads'
+    blocks that interleave restore each other's saved filters (a library detecting in two
+    threads left ``ignore`` filters installed for good). The blocks of geo_hires take turns;
+    keep them short (an open, not a whole read).
+    """
+    with _FILTERS, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=message, category=category)
+        yield
 
 
 class GeoHiresError(Exception):

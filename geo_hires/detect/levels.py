@@ -16,7 +16,7 @@ from rasterio.windows import Window
 
 from geo_hires.detect.blocks import Block
 from geo_hires.detect.options import DetectConfig
-from geo_hires.errors import LevelSkippedWarning
+from geo_hires.errors import LevelSkippedWarning, quiet
 from geo_hires.models.card import Level, ModelCard
 from geo_hires.scene import Scene
 
@@ -179,8 +179,7 @@ def coarsest(card: ModelCard, scene: Scene, cfg: DetectConfig) -> int | None:
     """Card index of the run's coarsest level (largest downsample; the first of equals): the
     one a zoomed run always scans, the others being the fine levels whose windows it chooses.
     ``None`` when only one level is scanned: there is nothing to zoom into."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", LevelSkippedWarning)  # said once, when planned
+    with quiet(LevelSkippedWarning):  # said once, when planned
         scales = level_scales(card, scene, cfg)
     if len(scales) < 2:
         return None

@@ -12,7 +12,6 @@ the level's own (:mod:`geo_hires.detect.kinds`), chosen once per level when the 
 from __future__ import annotations
 
 import time
-import warnings
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +24,7 @@ from geo_hires.detect.kinds import Parts, level_kinds
 from geo_hires.detect.levels import coarsest, level_scales, level_size, level_window
 from geo_hires.detect.options import DetectConfig
 from geo_hires.detect.plan import Unit
-from geo_hires.errors import LevelSkippedWarning
+from geo_hires.errors import LevelSkippedWarning, quiet
 from geo_hires.models.bundle import Bundle
 from geo_hires.scene import SceneReader
 
@@ -64,8 +63,7 @@ class UnitRunner:
         self.reader, self.cfg = reader, cfg
         scene = reader.scene
         coarse = coarsest(bundle.card, scene, cfg) if cfg.zoom.selective else None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", LevelSkippedWarning)  # said once, when planned
+        with quiet(LevelSkippedWarning):  # said once, when planned
             scales = level_scales(bundle.card, scene, cfg)
         self.kinds = level_kinds(
             bundle, cfg, scales, device=device or default_device(),

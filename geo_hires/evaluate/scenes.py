@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from geo_hires.config import ReadConfig
 from geo_hires.detect.options import DetectConfig, Precision
 from geo_hires.detections import PixelDetections
-from geo_hires.errors import NoCRSWarning
+from geo_hires.errors import NoCRSWarning, quiet
 from geo_hires.evaluate.coco import evaluate_images
 from geo_hires.labels import labels_for
 from geo_hires.models.bundle import load_bundle
@@ -31,8 +30,7 @@ def labelled_scene(
 ) -> tuple[Scene, PixelDetections]:
     """A labelled scene and its truth in level-0 pixels, classes renamed by the card's
     training ``class_map`` (a scene without a CRS is fine: labels are in its pixels)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NoCRSWarning)
+    with quiet(NoCRSWarning):
         scene = open_scene(path, config=read_config)
     class_map = card.extra.get("training", {}).get("class_map", {})
     return scene, labels_for(path, labels).renamed(class_map).to_pixels(scene, class_names)

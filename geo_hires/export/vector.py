@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +19,7 @@ import shapely
 
 from geo_hires.config import ExportConfig
 from geo_hires.detections import PixelDetections
-from geo_hires.errors import ConfigError
+from geo_hires.errors import ConfigError, quiet
 from geo_hires.export.geojson import write_geojson
 from geo_hires.export.styles import (
     LayerStyle,
@@ -249,8 +248,7 @@ def write_frame(path: Path, frame: gpd.GeoDataFrame, *, layer: str) -> None:
 def _quiet_without_crs() -> Iterator[None]:
     """pyogrio's warning that a frame has no CRS: a scene in pixels, said once already (by
     :class:`~geo_hires.errors.NoCRSWarning`); its text, twice more, only added noise."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
+    with quiet(UserWarning, message="'crs' was not provided"):
         yield
 
 

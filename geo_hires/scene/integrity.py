@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import rasterio
 from rasterio.enums import Interleaving
 
-from geo_hires.errors import SceneReadError
+from geo_hires.errors import SceneReadError, quiet
 from geo_hires.scene.open import gdal_env
 
 __all__ = ["MAX_BLOCKS", "BlockEnd", "check_blocks"]
@@ -74,14 +74,20 @@ def _blocks(src: rasterio.DatasetReader, overview: int | None) -> Iterator[Block
 
 
 def _levels(path: Path, driver: str) -> Iterator[tuple[rasterio.DatasetReader, int | None]]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        with rasterio.open(path, driver=driver) as src:
-            count = len(src.overviews(1)) if src.count else 0
-            yield src, None
-        for level in range(count):
-            with rasterio.open(path, driver=driver, overview_level=level) as ovr:
-                yield ovr, level
+    with _opened(path, driver) as src:
+        count = len(src.overviews(1)) if src.count else 0
+        yield src, None
+    for level in range(count):
+        with _opened(path, driver, overview_level=level) as ovr:
+            yield ovr, level
+
+
+def _opened(path: Path, driver: str, **kw: Any) -> rasterio.DatasetReader:
+    """The dataset, opened without rasterio's warning that it has no CRS (a check of its
+    blocks needs none); the warning is quieted for the open alone, not while the caller
+    reads (other threads' quiet blocks wait for it)."""
+    with quiet(rasterio.errors.NotGeoreferencedWarning):
+        return rasterio.open(path, driver=driver, **kw)
 
 
 def check_blocks(path: str | os.PathLike[str], *, driver: str = "GTiff") -> None:

@@ -31,6 +31,7 @@ from geo_hires.errors import (
     SceneTooLargeError,
     StripLayoutWarning,
     UnsupportedBandsError,
+    quiet,
 )
 from geo_hires.scene import objects, remote
 from geo_hires.scene.placement import (
@@ -373,9 +374,10 @@ def open_scene(path: str | os.PathLike[str], *, config: ReadConfig | None = None
         raise SceneReadError(f"{p} is a directory; pass a raster file")
     gdal = url.gdal if url is not None else p
     try:
-        with gdal_env(gdal), warnings.catch_warnings():
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            with rasterio.open(gdal, driver=config.driver) as src:
+        with gdal_env(gdal):
+            with quiet(rasterio.errors.NotGeoreferencedWarning):  # the open warns; NoCRSWarning
+                src = rasterio.open(gdal, driver=config.driver)  # says it in our words
+            with src:
                 if url is None:
                     return _describe(p, src, config)
                 _warn_strips(p, src)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-import warnings
 from types import TracebackType
 
 import numpy as np
@@ -28,7 +27,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from geo_hires.config import ReadConfig
-from geo_hires.errors import SceneReadError, SceneTooLargeError
+from geo_hires.errors import SceneReadError, SceneTooLargeError, quiet
 from geo_hires.scene.open import Scene, gdal_env
 from geo_hires.scene.remote import gdal_error
 
@@ -181,8 +180,7 @@ class SceneReader:
         self._env = gdal_env(self.scene.gdal_path)
         self._env.__enter__()
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with quiet(rasterio.errors.NotGeoreferencedWarning):
                 self._src = rasterio.open(self.scene.gdal_path, driver=self.config.driver)
         except rasterio.errors.RasterioIOError as exc:
             self._env.__exit__(None, None, None)

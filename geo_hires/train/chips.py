@@ -13,7 +13,6 @@ import collections
 import dataclasses
 import math
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from rasterio.windows import Window
 
-from geo_hires.errors import ConfigError, NoCRSWarning
+from geo_hires.errors import ConfigError, NoCRSWarning, quiet
 from geo_hires.labels import labels_for
 from geo_hires.scene import SceneReader, open_scene
 
@@ -78,8 +77,7 @@ def load_labelled(
     class_map = dict(class_map or {})
     raw = []
     for path in scenes:
-        with warnings.catch_warnings():  # training works in pixels; a missing CRS is fine
-            warnings.simplefilter("ignore", NoCRSWarning)
+        with quiet(NoCRSWarning):  # training works in pixels; a missing CRS is fine
             scene = open_scene(path)
         lab = labels_for(path, labels).renamed(class_map)
         dets = lab.to_pixels(scene)  # the scene's objects, in its pixels (map labels too)

@@ -14,9 +14,9 @@ import contextlib
 import os
 import re
 import shutil
+import sys
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
 from geo_hires.aoi import AoiWarning, load_aoi
@@ -35,6 +36,7 @@ from geo_hires.errors import (
     SceneTooLargeError,
     StorageError,
     UnsupportedBandsError,
+    quiet,
 )
 from geo_hires.scene.integrity import check_blocks
 from geo_hires.scene.stac import open_input
@@ -161,8 +163,7 @@ def check_header(path: Path | str, config: ServiceConfig, options: BaseModel) ->
         if not scene.remote:  # a bucket's object was not sent by the client: read errors say
             check_blocks(scene.path, driver="GTiff")
         if opts.aoi is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", AoiWarning)  # a miss is an empty result
+            with quiet(AoiWarning):  # a miss is an empty result
                 load_aoi(opts.aoi, scene)
     except (
         SceneTooLargeError, SceneReadError, UnsupportedBandsError, ConfigError, StorageError
@@ -195,6 +196,15 @@ as long as it liked. 16 KiB/s (128 kbit/s) lets the slowest real link finish: 25
 hours."""
 
 
+def _cancelled_by_serve(exc: Exception) -> bool:
+    """Whether ``exc`` is Ray Serve's word for a client that hung up mid-body: its proxy
+    cancels the request, and the replica's next read of the body raises ``TaskCancelledError``
+    (uvicorn says ``http.disconnect``), which was logged as a failed request and counted as
+    a 500. Ray is only looked up, never imported: the app runs under uvicorn too."""
+    errors = sys.modules.get("ray.exceptions")
+    return errors is not None and isinstance(exc, errors.TaskCancelledError)
+
+
 def _stall_limited(request: Request) -> Request:
     """``request`` whose body read fails (408) once no byte has come for :data:`STALL_S`, or
     once it has fallen under :data:`MIN_RATE` on average after that long. Only the time spent
@@ -211,6 +221,10 @@ def _stall_limited(request: Request) -> Request:
             raise Rejected(
                 f"the request body sent nothing for {STALL_S:g} s; send it again", status=408
             ) from None
+        except Exception as exc:
+            if _cancelled_by_serve(exc):
+                raise ClientDisconnect() from exc
+            raise
         waited += time.monotonic() - asked
         got += len(message.get("body", b""))
         late = waited - STALL_S

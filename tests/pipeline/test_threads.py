@@ -1,0 +1,46 @@
+"""The library called from two threads at once (a web app, a notebook's executor): the
+warning filters it quiets for a moment are the process's, and must come back as they were."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+from geo_hires.errors import LevelSkippedWarning, NoCRSWarning, quiet
+
+
+def test_quiet_blocks_of_two_threads_leave_the_filters_as_they_were():
+    """With ``warnings.catch_warnings`` alone, the second thread's block saved the first's
+    filter and put it back after the first had removed it: installed for good (one detect in
+    two threads did so in one run of two)."""
+    before = list(warnings.filters)
+    first_inside, second_inside, first_out = (threading.Event() for _ in range(3))
+
+    def first() -> None:
+        with quiet(NoCRSWarning):
+            first_inside.set()
+            second_inside.wait(1.0)  # in vain: the second's block waits for this one's end
+        first_out.set()
+
+    def second() -> None:
+        first_inside.wait(5.0)
+        with quiet(LevelSkippedWarning):
+            second_inside.set()
+            first_out.wait(5.0)  # without turns: the first ends inside this block
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert warnings.filters == before
+
+
+def test_quiet_ignores_its_category_and_message_only():
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet(UserWarning, message="'crs' was not provided"):
+            warnings.warn("'crs' was not provided here", UserWarning, stacklevel=1)
+            warnings.warn("another", UserWarning, stacklevel=1)
+            warnings.warn("a CRS", NoCRSWarning, stacklevel=1)  # a UserWarning: this text passes
+    assert [str(w.message) for w in seen] == ["another", "a CRS"]
