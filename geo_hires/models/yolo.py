@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import math
 import os
 import shutil
 import sys
@@ -130,7 +132,7 @@ class YoloModel:
         side = _side(images, imgsz)
         old = torch.get_num_threads()
         try:
-            with ultralytics_env():
+            with ultralytics_env(), _no_nms_time_limit():
                 self._set_up(device)
                 torch.set_num_threads(threads)
                 results = self.model.predict(
@@ -162,6 +164,25 @@ class YoloModel:
             self.model.predict(
                 np.zeros((32, 32, 3), np.uint8), imgsz=32, device=device, verbose=False
             )
+
+
+@contextlib.contextmanager
+def _no_nms_time_limit() -> Iterator[None]:
+    """ultralytics' NMS without its time limit, for a ``with`` block (inside
+    :func:`ultralytics_env`, whose blocks take turns).
+
+    Past 2 s + 50 ms an image, its NMS stops and returns no box at all for the batch's other
+    images, saying so only in a log line: a model of many classes at a low threshold, or a
+    busy machine, lost whole windows' detections, differently from run to run. ultralytics
+    has no setting for it (``predict`` does not pass ``max_time_img`` on)."""
+    from ultralytics.utils import nms
+
+    limited = nms.non_max_suppression
+    nms.non_max_suppression = functools.partial(limited, max_time_img=math.inf)
+    try:
+        yield
+    finally:
+        nms.non_max_suppression = limited
 
 
 def _no_warmup_on_cpu(predictor: Any) -> None:

@@ -274,3 +274,29 @@ def test_a_window_smaller_than_imgsz_is_seen_unscaled_as_if_padded_by_hand():
     assert len(boxes) >= 4 and boxes.max() <= 400
     assert np.array_equal(boxes, np.clip(want[inside], 0, 400))
     assert np.array_equal(scores, want_scores[inside])
+
+
+def test_a_slow_nms_loses_no_image_of_the_batch(tiny, monkeypatch):
+    """Past 2 s + 50 ms an image, ultralytics' NMS returned nothing for the batch's other
+    images (a many-class model on a busy CPU: 573 detections, then 504, from one command).
+    Here its clock runs 100 s a reading, so every batch is "too slow"."""
+    import itertools
+
+    from ultralytics.utils import nms
+
+    rgb = np.random.default_rng(5).integers(0, 255, (2, 96, 128, 3), np.uint8)
+    model = load_yolo(tiny)
+    alone = [model.predict([im], imgsz=128, threshold=1e-6, threads=2)[0] for im in rgb]
+    ticks = itertools.count(step=100.0)
+
+    class SlowClock:
+        @staticmethod
+        def time() -> float:
+            return next(ticks)
+
+    monkeypatch.setattr(nms, "time", SlowClock)
+    together = model.predict(list(rgb), imgsz=128, threshold=1e-6, threads=2)
+    assert next(ticks) > 200  # read after each image: each would have passed the limit
+    for one, batch in zip(alone, together, strict=True):
+        assert len(one[0]) == len(batch[0]) > 10
+        np.testing.assert_allclose(one[0], batch[0], atol=1e-3)  # a batch sums apart
