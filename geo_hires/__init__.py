@@ -2,7 +2,8 @@
 
 The entry points: :func:`run_detect` (a scene in, files out) with :class:`DetectOptions`;
 :func:`detect_scene` on an opened :class:`Scene` with a loaded :class:`Bundle`
-(:func:`load_bundle`); :func:`run_batch` over a list of scenes. Results are
+(:func:`load_bundle`, or :func:`load_pt` for your own ultralytics ``.pt``, passed as
+``bundle=``); :func:`run_batch` over a list of scenes. Results are
 :class:`PixelDetections` (level-0 pixels) until georeferenced as :class:`GeoDetections`;
 every deliberate error derives from :class:`GeoHiresError`.
 
@@ -33,6 +34,7 @@ _WHERE = {
     "ZoomConfig": "geo_hires.detect.options",
     "detect_scene": "geo_hires.pipeline",
     "load_bundle": "geo_hires.models.bundle",
+    "load_pt": "geo_hires.models.bundle",
     "open_scene": "geo_hires.scene",
     "run_batch": "geo_hires.pipeline",
     "run_detect": "geo_hires.pipeline",
@@ -53,6 +55,7 @@ __all__ = [
     "__version__",
     "detect_scene",
     "load_bundle",
+    "load_pt",
     "open_scene",
     "run_batch",
     "run_detect",
@@ -63,7 +66,7 @@ if TYPE_CHECKING:
     from geo_hires.detect.options import DetectConfig, DetectOptions, ZoomConfig
     from geo_hires.detections import GeoDetections, PixelDetections
     from geo_hires.errors import GeoHiresError
-    from geo_hires.models.bundle import Bundle, load_bundle
+    from geo_hires.models.bundle import Bundle, load_bundle, load_pt
     from geo_hires.pipeline import (
         DetectResult,
         Outputs,

@@ -118,7 +118,8 @@ class Bundle:
         # ultralytics loads from a file; the copies go once loaded (an actor per run, per
         # replacement, per settings change: a long-lived node would fill its disk with them)
         with tempfile.TemporaryDirectory(prefix="geo-hires-models-") as tmp:
-            for name, data in payload["files"].items():
+            for name, data in payload["files"].items():  # names the card checked: inside
+                (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
                 (Path(tmp) / name).write_bytes(data)
             yolo = _load_yolos(Path(tmp), card)
         return cls(card=card, fcn=fcn, yolo=yolo, files=payload["files"], digest=payload["digest"])
@@ -211,16 +212,24 @@ def save_bundle(folder: str | os.PathLike[str], fcn: FCNDetector, card: ModelCar
 
 
 def load_pt(
-    path: str | os.PathLike[str], *, gsd_m: float, window: int = 640, halo: int = 96
+    path: str | os.PathLike[str], *, gsd_m: float, window: int = 640, halo: int | None = None
 ) -> Bundle:
     """A bare ultralytics ``.pt`` as a one-level bundle: class names from the model, the GSD
     it was trained at from the caller (the file does not know it), windows of ``window`` px
-    with ``halo`` px of overlap at the level whose GSD is ``gsd_m``."""
+    with ``halo`` px of overlap at the level whose GSD is ``gsd_m`` (default: 96, or the
+    largest a smaller window allows, see :class:`~geo_hires.models.card.Level`).
+
+    Run it with ``run_detect(scene, outputs, bundle=load_pt(path, gsd_m=0.5))``."""
     from geo_hires.models.yolo import load_yolo
 
     p = Path(path)
-    if gsd_m <= 0:
-        raise ConfigError("a bare .pt needs --model-gsd: the metres per pixel it was trained at")
+    if isinstance(gsd_m, bool) or not isinstance(gsd_m, int | float) or not 0 < gsd_m < 1e3:
+        raise ConfigError(
+            f"a bare .pt needs the metres per pixel it was trained at (--model-gsd; gsd_m= "
+            f"from Python) in (0, 1000), got {gsd_m!r}"
+        )
+    if halo is None:  # a 128 px window (imgsz 128) was refused for the fixed 96
+        halo = min(96, max(0, (window - 33) // 2 // 16 * 16))
     yolo = load_yolo(p)
     level = Level(
         name="full", target_gsd_m=gsd_m, downsample=1, detector=p.name, window=window, halo=halo

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from geo_hires.errors import ConfigError
@@ -68,6 +69,20 @@ class Level:
     halo: int = 0
 
     def __post_init__(self) -> None:
+        where = f"level {self.name!r}"
+        _number(where, "target_gsd_m", self.target_gsd_m, positive=True)
+        _number(where, "downsample", self.downsample, whole=True, positive=True)
+        for name in ("min_size", "max_size"):
+            _number(where, name, getattr(self, name))
+        if not 0 <= self.min_size <= self.max_size:
+            raise ConfigError(
+                f"{where}: 0 <= 'min_size' <= 'max_size' (longest box sides the level keeps, "
+                f"level pixels); got {self.min_size}/{self.max_size}"
+            )
+        _number(where, "window", self.window, whole=True)
+        _number(where, "halo", self.halo, whole=True)
+        if self.detector != FCN:
+            _inside_bundle(where, self.detector)
         if self.detector != FCN and (
             self.window < 64
             or self.window % 32
@@ -79,6 +94,38 @@ class Level:
                 f">= 64) and 'halo' (a multiple of 16, 0 <= 2 * halo < window - 32), got "
                 f"{self.window}/{self.halo}"
             )
+
+
+def _number(where: str, name: str, value: object, *, whole: bool = False,
+            positive: bool = False) -> None:  # fmt: skip
+    """Refuse a card value that is not a finite number (a whole one if ``whole``; above 0 if
+    ``positive``): a string or a zero failed later as a TypeError or a ZeroDivisionError."""
+    kinds = (int,) if whole else (int, float)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kinds)
+        or not math.isfinite(value)
+        or (positive and value <= 0)
+    ):
+        what = ("a whole number" if whole else "a number") + (" > 0" if positive else "")
+        raise ConfigError(f"{where}: {name!r} must be {what}, got {value!r}")
+
+
+def _inside_bundle(where: str, detector: object) -> None:
+    """Refuse a detector file that is not a relative path inside the bundle folder: the
+    bundle travels to Ray actors as its files, rebuilt in a folder of their own, where an
+    absolute path or one with ``..`` would be read or written outside it."""
+    path = PurePosixPath(str(detector))
+    if (
+        not isinstance(detector, str)
+        or path.is_absolute()
+        or ".." in path.parts
+        or "\\" in detector
+    ):
+        raise ConfigError(
+            f"{where}: 'detector' {detector!r} must be 'fcn' or an ultralytics .pt's path "
+            "inside the bundle folder (relative, without '..')"
+        )
 
 
 TRUNCATED_PX = 2.0
@@ -138,6 +185,22 @@ class ModelCard:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        where = f"model {self.name!r}"
+        _number(where, "gsd_m", self.gsd_m, positive=True)
+        _number(where, "score_threshold", self.score_threshold)
+        if not 0.0 < self.score_threshold < 1.0:
+            raise ConfigError(f"{where}: 'score_threshold' in (0, 1), got {self.score_threshold}")
+        if not self.levels:
+            raise ConfigError(f"{where}: 'levels' names no level; give at least one")
+        if not self.classes or not all(isinstance(c, str) and c for c in self.classes):
+            raise ConfigError(f"{where}: 'classes' is a list of names, got {list(self.classes)}")
+        if len(self.input_bands) != 3:
+            raise ConfigError(
+                f"{where}: 'input_bands' names the three bands the model reads (red, green, "
+                f"blue), got {list(self.input_bands)}"
+            )
+        if self.cascade is not None:
+            _inside_bundle("cascade", self.cascade.detector)
         if self.arch is None and any(lv.detector == FCN for lv in self.levels):
             raise ConfigError(
                 f"model {self.name!r}: a level runs the scanning network ('detector': 'fcn') "
@@ -177,6 +240,13 @@ class ModelCard:
 
 
 def _card_from_json(doc: dict[str, Any]) -> ModelCard:
+    if not isinstance(doc, dict):
+        raise ConfigError(f"card.json holds a JSON {type(doc).__name__}, not an object")
+    missing = [k for k in ("name", "classes", "gsd_m", "levels", "score_threshold") if k not in doc]
+    if missing:
+        raise ConfigError(f"card.json has no {missing[0]!r} (see docs/models.md for a card)")
+    if isinstance(doc["classes"], str) or isinstance(doc["levels"], dict | str):
+        raise ConfigError("card.json: 'classes' and 'levels' are lists")
     arch = doc.get("arch")
     spec = (
         ArchSpec(
@@ -213,6 +283,12 @@ def bundle_dir(name_or_path: str | os.PathLike[str]) -> Path:
     if (SHIPPED / str(name_or_path) / "card.json").is_file():
         return SHIPPED / str(name_or_path)
     shipped = ", ".join(shipped_models()) or "none shipped"
+    if p.suffix == ".pt" and p.is_file():
+        raise ConfigError(
+            f"model {str(name_or_path)!r} is a bare ultralytics .pt, which needs the metres per "
+            "pixel it was trained at: geo-hires --model-gsd M, or from Python "
+            "load_pt(path, gsd_m=M) passed as bundle= (or a bundle folder with a card.json)"
+        )
     what = "is not a model bundle (it has no card.json)" if p.exists() else "not found"
     raise ConfigError(
         f"model {str(name_or_path)!r} {what}: give a bundle folder (card.json beside its "

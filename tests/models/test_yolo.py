@@ -177,7 +177,7 @@ def test_a_legacy_torch_file_is_recognised_as_one(tmp_path):
 def test_a_bare_pt_is_a_one_level_bundle(tiny):
     from pathlib import Path
 
-    from geo_hires.models.bundle import load_pt
+    from geo_hires.models.bundle import load_bundle, load_pt
 
     bundle = load_pt(tiny, gsd_m=0.3, window=320, halo=32)
     card, name = bundle.card, Path(tiny).name
@@ -193,11 +193,19 @@ def test_a_bare_pt_is_a_one_level_bundle(tiny):
         bundle.network()
     with pytest.raises(ConfigError, match=r"no ultralytics model 'other\.pt'"):
         bundle.model("other.pt")
-    for gsd in (0.0, -1.0):
-        with pytest.raises(ConfigError, match=r"a bare \.pt needs --model-gsd"):
-            load_pt(tiny, gsd_m=gsd)
+    for gsd in (0.0, -1.0, float("nan"), float("inf"), 1000.0, "0.5"):
+        with pytest.raises(
+            ConfigError,
+            match=r"a bare \.pt needs the metres per pixel it was "
+            r"trained at \(--model-gsd; gsd_m= from Python\) in \(0, 1000\)",
+        ):
+            load_pt(tiny, gsd_m=gsd)  # type: ignore[arg-type]
     default = load_pt(tiny, gsd_m=0.3).card.levels[0]
     assert (default.window, default.halo) == (640, 96)  # the defaults
+    small = [load_pt(tiny, gsd_m=0.3, window=w).card.levels[0].halo for w in (64, 96, 128, 224)]
+    assert small == [0, 16, 32, 80]  # a window under 256 was refused for the default halo
+    with pytest.raises(ConfigError, match=r"bare ultralytics \.pt, .* load_pt\(path, gsd_m=M\)"):
+        load_bundle(tiny)
 
 
 def test_a_bundle_travels_to_an_actor_as_its_payload():

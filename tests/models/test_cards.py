@@ -1,0 +1,76 @@
+"""A card.json written by hand (your own YOLO's, docs/models.md): each value a card cannot
+run is refused when the card is read, in one line naming the key; they surfaced as a
+ZeroDivisionError, a TypeError or ultralytics' own ValueError mid-run, or ran to an empty
+result (a level keeping no size, a class per character of a string)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from geo_hires.errors import ConfigError
+from geo_hires.models.bundle import Bundle, load_bundle
+from geo_hires.models.card import bundle_dir, load_card
+
+
+def _yolo_card() -> dict:
+    return json.loads((bundle_dir("aircraft_yolo") / "card.json").read_text())
+
+
+def _level(**changes) -> dict:
+    card = _yolo_card()
+    return {**card, "levels": [{**card["levels"][0], **changes}]}
+
+
+@pytest.mark.parametrize(
+    "doc, says",
+    [
+        (_level(target_gsd_m=0), r"level 'full': 'target_gsd_m' must be a number > 0, got 0"),
+        (_level(target_gsd_m="0.5"), r"'target_gsd_m' must be a number > 0, got '0.5'"),
+        (_level(target_gsd_m=float("nan")), r"'target_gsd_m' must be a number > 0, got nan"),
+        (_level(window=512.0), r"'window' must be a whole number, got 512.0"),
+        (_level(halo="96"), r"'halo' must be a whole number, got '96'"),
+        (_level(downsample=0), r"'downsample' must be a whole number > 0"),
+        (_level(min_size=90, max_size=30), r"0 <= 'min_size' <= 'max_size' .* got 90/30"),
+        (_level(detector="../x.pt"), r"'detector' '../x.pt' must be 'fcn' or .* without '..'"),
+        (_level(detector="/abs/x.pt"), r"'detector' '/abs/x.pt' must be 'fcn' or an ultralytics"),
+        ({**_yolo_card(), "score_threshold": 2}, r"'score_threshold' in \(0, 1\), got 2"),
+        ({**_yolo_card(), "gsd_m": 0}, r"'gsd_m' must be a number > 0, got 0"),
+        ({**_yolo_card(), "classes": "Airplane"}, r"'classes' and 'levels' are lists"),
+        ({**_yolo_card(), "classes": [0]}, r"'classes' is a list of names, got \[0\]"),
+        ({**_yolo_card(), "levels": []}, r"'levels' names no level"),
+        ({**_yolo_card(), "input_bands": ["red", "nir"]}, r"'input_bands' names the three bands"),
+        ([_yolo_card()], r"card.json holds a JSON list, not an object"),
+        (
+            {k: v for k, v in _yolo_card().items() if k != "score_threshold"},
+            r"card.json has no 'score_threshold' \(see docs/models.md",
+        ),
+    ],
+)
+def test_a_card_that_cannot_run_is_refused_naming_the_key(tmp_path, doc, says):
+    (tmp_path / "card.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=says):
+        load_card(tmp_path)
+
+
+def test_a_detector_in_a_subfolder_travels_to_an_actor(tmp_path, monkeypatch):
+    """``"detector": "sub/small.pt"`` ran locally; an actor rebuilt the bundle in a folder
+    without ``sub`` and failed with "No such file or directory"."""
+    folder = tmp_path / "b"
+    shutil.copytree(bundle_dir("aircraft_yolo"), folder)
+    (folder / "sub").mkdir()
+    (folder / "yolo.pt").rename(folder / "sub" / "small.pt")
+    doc = json.loads((folder / "card.json").read_text())
+    doc["levels"][0]["detector"] = "sub/small.pt"
+    (folder / "card.json").write_text(json.dumps(doc))
+    here = load_bundle(folder)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "actor"))
+    (tmp_path / "actor").mkdir()
+    there = Bundle.from_payload(here.card, here.payload())
+    assert list(there.yolo) == ["sub/small.pt"] and there.digest == here.digest
+    assert not list((tmp_path / "actor").glob("geo-hires-models-*"))  # copies gone once loaded
+    assert Path(there.model("sub/small.pt").path).name == "small.pt"
