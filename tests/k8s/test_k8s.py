@@ -327,4 +327,6 @@ def test_requests_equal_limits_and_workers_fit_the_measured_sizing(rendered):
         have = _gib(limits["memory"])
         assert need <= have <= need + 1, (doc["kind"], need, have)
         shm = [v for v in group["template"]["spec"]["volumes"] if v["name"] == "shm"]
-        assert _gib(shm[0]["emptyDir"]["sizeLimit"]) * 2**30 >= store
+        # Ray puts the store in /dev/shm only if that much is free there: with no headroom,
+        # a few KiB already used (Python's semaphores) sent it to /tmp, on disk
+        assert _gib(shm[0]["emptyDir"]["sizeLimit"]) * 2**30 >= store + 64 * 2**20
