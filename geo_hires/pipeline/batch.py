@@ -129,20 +129,29 @@ def _claimed(out_dir: PathLike, name: str, log: Callable[[str], None]) -> Iterat
     if remote.is_remote(out_dir):
         yield
         return
-    path = Path(out_dir) / f".{name}.lock"  # read-only: another user's lock file locks too
+    with _locked(Path(out_dir), name, log) as locked:
+        if locked:
+            for output in (f"{name}.geojson", f"{name}.status.json"):
+                sweep_temporaries(Path(out_dir) / output)
+        yield
+
+
+@contextlib.contextmanager
+def _locked(out_dir: Path, name: str, log: Callable[[str], None]) -> Iterator[bool]:
+    """Hold ``.NAME.lock`` in ``out_dir`` (waiting, and saying so, while another run holds
+    it); yields ``False`` on a filesystem that cannot lock (some FUSE mounts), unguarded."""
+    path = out_dir / f".{name}.lock"  # read-only: another user's lock file locks too
     with os.fdopen(os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)) as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             log(f"{name}: another run is writing it in {out_dir}; waiting for that run")
             fcntl.flock(fh, fcntl.LOCK_EX)
-        except OSError as exc:  # a filesystem without locks (some FUSE mounts): run unlocked
+        except OSError as exc:
             log(f"{name}: {out_dir} cannot lock files ({exc.strerror}); running it unguarded")
-            yield
+            yield False
             return
-        for output in (f"{name}.geojson", f"{name}.status.json"):
-            sweep_temporaries(Path(out_dir) / output)
-        yield
+        yield True
 
 
 @dataclasses.dataclass
@@ -167,6 +176,22 @@ class _Quarters:
 
 NAMES = "batch-names.json"
 """The output folder's scene → name map, so that names outlive edits of the list."""
+
+
+def _named(out_dir: PathLike, scenes: list[str | Path], log: Callable[[str], None]) -> list[str]:
+    """Each scene's output name, recorded in :data:`NAMES` with the names earlier batches gave.
+    Batches of other lists writing one folder at once read the record under a lock (both
+    named their own ``a/dup.tif`` and ``b/dup.tif`` "dup", the second overwriting the first's
+    results); a bucket has no lock."""
+    with contextlib.ExitStack() as stack:
+        if not remote.is_remote(out_dir):
+            stack.enter_context(_locked(Path(out_dir), NAMES, log))
+        known = _known_names(out_dir)
+        names = _names(scenes, known)
+        for scene, name in zip(scenes, names, strict=True):
+            known.setdefault(_ref(scene), name)
+        write_text(join(out_dir, NAMES), json.dumps(known, indent=2, sort_keys=True) + "\n")
+    return names
 
 
 def _known_names(out_dir: str | os.PathLike[str]) -> dict[str, str]:
@@ -244,11 +269,7 @@ def run_batch(
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     job = _Batch(out_dir, opts, bundle or load_bundle(opts.model), read_config, executor,
                  resume=resume, log=log)  # fmt: skip
-    known = _known_names(out_dir)
-    names = _names(scenes, known)
-    for scene, name in zip(scenes, names, strict=True):
-        known.setdefault(_ref(scene), name)
-    write_text(join(out_dir, NAMES), json.dumps(known, indent=2, sort_keys=True) + "\n")
+    names = _named(out_dir, scenes, log)
     counts = dict.fromkeys(("done", "failed", "skipped"), 0)
     pairs = list(zip(scenes, names, strict=True))
     for i, (scene, name) in enumerate(tqdm(pairs, desc="batch", unit="scene",

@@ -156,6 +156,33 @@ def test_a_second_batch_on_one_folder_waits_for_the_scene_then_skips_it(
     assert main(args) == 0 and "1 skipped" in capsys.readouterr().out
 
 
+def test_batches_of_other_lists_on_one_folder_name_their_scenes_apart(tmp_path, synthetic, capsys):
+    """Two batches read the folder's names at once: both named their ``a/dup.tif`` and
+    ``b/dup.tif`` "dup", and the second overwrote the first's results. The record of names
+    is read and written under its lock: the second names its scene ``dup_1``."""
+    import fcntl
+    import threading
+
+    scene = synthetic(600, 500, seed=25)
+    (tmp_path / "list.txt").write_text(f"{scene}\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["batch", str(tmp_path / "list.txt"), "--out-dir", str(out)]
+    with open(out / ".batch-names.json.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another batch is naming its scenes
+        rc: list[int] = []
+        second = threading.Thread(target=lambda: rc.append(main(args)))
+        second.start()
+        wait_for(lambda: "waiting for that run" in capsys.readouterr().err, timeout=60,
+                 what="the wait to be said")  # fmt: skip
+        other = {str(tmp_path / "elsewhere" / scene.name): scene.stem}
+        (out / "batch-names.json").write_text(json.dumps(other))  # what the other one wrote
+    second.join(timeout=300)
+    assert rc == [0] and (out / f"{scene.stem}_1.geojson").exists()
+    assert not (out / f"{scene.stem}.geojson").exists()  # the other batch's name, untouched
+    assert len(json.loads((out / "batch-names.json").read_text())) == 2
+
+
 def test_sigterm_stops_a_batch_as_ctrl_c_does_and_resume_goes_on(tmp_path, scene_path):
     """Kubernetes stops a pod with SIGTERM: the process died without a word (exit -15) and the
     scene's status said ``running``."""
