@@ -132,6 +132,41 @@ def problem_doc(description: str) -> dict[str, Any]:
             "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}  # fmt: skip
 
 
+ANSWERS = {
+    400: "a request the service refuses: an unreadable scene or a path outside the allowed "
+         "roots, a malformed upload (the detail says which)",
+    401: "no valid bearer token",
+    404: "no such job of yours (or a scene by path or URI that does not exist)",
+    408: "the request body sent nothing for 60 s, or came at under 16 KiB/s after that",
+    409: "the job has not finished yet",
+    410: "the job failed or was cancelled, or its file is no longer kept: it never will have one",
+    411: "an upload without a Content-Length header",
+    413: "the upload, the JSON body or the scene's declared pixels are over their limits, or "
+         "the tenant's storage quota is full",
+    415: "the upload is not multipart/form-data with a TIFF, or the body is not JSON",
+    429: "too many jobs or uploads at once (the queue, the tenant's share); Retry-After says "
+         "when to send it again",
+    502: "an object in a bucket the service's credentials cannot read",
+    507: "the service's disk is full",
+}  # fmt: skip
+"""What the service's own refusals mean, for the API definition (``answers(...)``)."""
+
+
+PUBLIC = frozenset({"/", "/conformance", "/v1/healthz", "/v1/jobs/{job_id}/map"})
+"""The paths answered without a token (the map page reads its token from its URL's fragment,
+which no server sees, and asks with it)."""
+SECURITY = {
+    "bearer": {"type": "http", "scheme": "bearer"},
+    "basic": {"type": "http", "scheme": "basic",
+              "description": "any user name, the token as the password (QGIS, GDAL)"},
+}  # fmt: skip
+
+
+def answers(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """A route's ``responses``: each of ``codes`` as a problem of :data:`ANSWERS`."""
+    return {code: problem_doc(ANSWERS[code]) for code in codes}
+
+
 def document_problems(app: FastAPI) -> None:
     """Make the API definition say what the handlers answer: FastAPI lists a ``422``
     ``HTTPValidationError`` for every operation with parameters, where an invalid query
@@ -146,9 +181,14 @@ def document_problems(app: FastAPI) -> None:
             schemas["Problem"] = _SCHEMA
             for name in ("HTTPValidationError", "ValidationError"):
                 schemas.pop(name, None)
-            for operations in schema["paths"].values():
+            schemas_of = schema["components"].setdefault("securitySchemes", {})
+            schemas_of.update(SECURITY)
+            for path, operations in schema["paths"].items():
                 for op in operations.values():
                     _problems_of(op)
+                    if path not in PUBLIC:
+                        op.setdefault("security", [{"bearer": []}, {"basic": []}])
+                        op["responses"].setdefault("401", problem_doc(ANSWERS[401]))
         return app.openapi_schema  # type: ignore[return-value]  # built above
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
@@ -162,7 +202,9 @@ def _can_fail(param: dict[str, Any]) -> bool:
 
 def _problems_of(op: dict[str, Any]) -> None:
     responses = op.setdefault("responses", {})
-    if responses.pop("422", None) is None:
+    found = responses.pop("422", None)
+    if found is None or PROBLEM in found.get("content", {}):  # none, or the route's own words
+        responses.update({"422": found} if found else {})
         return
     params = op.get("parameters", [])
     if any(p["in"] == "query" for p in params):  # a route's own words are kept

@@ -99,7 +99,10 @@ def test_the_api_definition_says_what_the_features_answer(service):
     for path in ("/", "/conformance"):  # they answer 400 for an unknown parameter too
         assert "400" in doc["paths"][path]["get"]["responses"], path
     items = doc["paths"]["/collections/{collection_id}/items"]["get"]["responses"]
-    assert set(items) == {"200", "400", "404"}
+    assert set(items) == {"200", "400", "401", "404"}
+    assert doc["paths"]["/collections/{collection_id}/items"]["get"]["security"] == [
+        {"bearer": []}, {"basic": []}]  # fmt: skip
+    assert "security" not in doc["paths"]["/conformance"]["get"]  # answered without a token
     assert list(items["200"]["content"]) == ["application/geo+json"]
     assert list(items["400"]["content"]) == ["application/problem+json"]
     errors = [r for ops in doc["paths"].values() for op in ops.values()

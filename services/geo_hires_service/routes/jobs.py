@@ -21,6 +21,7 @@ from geo_hires_service.access import (
 )
 from geo_hires_service.observe import job_fields, log, metrics
 from geo_hires_service.ogc import job_counts, path_prefix
+from geo_hires_service.problems import answers
 from geo_hires_service.retention import remove_files
 from geo_hires_service.runner import JobFiles
 from geo_hires_service.schemas import job_json
@@ -49,7 +50,10 @@ def _accepted(request: Request, job: Job) -> JSONResponse:
     return JSONResponse(job_json(job, root), 202, headers={"Location": f"{root}/v1/jobs/{job.id}"})
 
 
-@router.post("", status_code=202, openapi_extra={"requestBody": submit_body()})
+@router.post(
+    "", status_code=202, openapi_extra={"requestBody": submit_body()},
+    responses=answers(400, 401, 404, 408, 411, 413, 415, 429, 502, 507),
+)  # fmt: skip
 async def submit(
     request: Request,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
@@ -120,7 +124,7 @@ def list_jobs(
     return {"jobs": [job_json(j, root) for j in jobs], "limit": limit, "offset": offset}
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", responses=answers(401, 404))
 def get_job(request: Request, job_id: str) -> dict[str, Any]:
     """The job's state; once it succeeded, its counts per class (and per AOI polygon)."""
     job = own_job(request, job_id)
@@ -128,7 +132,7 @@ def get_job(request: Request, job_id: str) -> dict[str, Any]:
     return {**job_json(job, path_prefix(request)), "counts": counts}
 
 
-@router.get("/{job_id}/result", response_model=None)
+@router.get("/{job_id}/result", response_model=None, responses=answers(401, 404, 409, 410))
 def result(
     request: Request,
     job_id: str,
@@ -147,7 +151,10 @@ def result(
 @router.delete(
     "/{job_id}",
     status_code=202,
-    responses={204: {"description": "the finished job and its files are removed"}},
+    responses={
+        204: {"description": "the finished job and its files are removed"},
+        **answers(401, 404),
+    },
     response_model=None,
 )
 def cancel_or_remove(request: Request, job_id: str) -> Response:

@@ -17,6 +17,7 @@ from geo_hires.scene import Scene
 from geo_hires.scene.stac import open_input
 from geo_hires_service.access import finished_job, kept_file, state
 from geo_hires_service.ogc import path_prefix
+from geo_hires_service.problems import answers, problem_doc
 from geo_hires_service.records import Job
 from geo_hires_service.runner import JobFiles, one_line
 from geo_hires_service.schemas import ServiceConfig, job_detect_options
@@ -69,7 +70,8 @@ def _draw_overlay(quicklook: Path, scene: Any, png: Path, meta: Path) -> None:
     os.replace(tmp_meta, meta)
 
 
-@router.get("/{job_id}/map", response_class=HTMLResponse)
+@router.get("/{job_id}/map", response_class=HTMLResponse,
+            responses={404: problem_doc("not the form of a job id")})  # fmt: skip
 def map_view(request: Request, job_id: str) -> HTMLResponse:
     """The map viewer (holds no data; it fetches with the token from its URL fragment). The
     id goes into the page, so only a job id's form is served (any other is no job: 404)."""
@@ -78,13 +80,13 @@ def map_view(request: Request, job_id: str) -> HTMLResponse:
     return HTMLResponse(map_page(job_id, path_prefix(request)))
 
 
-@router.get("/{job_id}/view")
+@router.get("/{job_id}/view", responses=answers(404, 409, 410))
 def view(request: Request, job_id: str) -> dict[str, Any]:
     """Where the quicklook goes on the map: WGS84 bounds (``None`` for pixel space)."""
     return {"bounds": _overlay(request, job_id)[1]}
 
 
-@router.get("/{job_id}/quicklook", response_model=None)
+@router.get("/{job_id}/quicklook", response_model=None, responses=answers(404, 409, 410))
 def quicklook(request: Request, job_id: str) -> Response:
     """The quicklook warped to Web Mercator (the viewer's background)."""
     return FileResponse(_overlay(request, job_id)[0], media_type="image/png")

@@ -37,7 +37,7 @@ from geo_hires_service.ogc import (
     result_item,
     status_info,
 )
-from geo_hires_service.problems import first_error
+from geo_hires_service.problems import answers, first_error, problem_doc
 from geo_hires_service.retention import remove_files
 from geo_hires_service.schemas import JobOptions
 from geo_hires_service.security import Rejected, resolve_scene_uri, scene_name
@@ -140,7 +140,7 @@ def _process_id(process_id: str) -> None:
         raise OgcError(404, "no-such-process", f"no process {process_id!r}; try {PROCESS_ID!r}")
 
 
-@router.get("/processes/{process_id}")
+@router.get("/processes/{process_id}", responses={404: problem_doc("no such process")})
 def process(request: Request, process_id: str) -> dict[str, Any]:
     tenant(request)
     _process_id(process_id)
@@ -181,7 +181,8 @@ async def _parse(request: Request) -> tuple[str, Any]:
     return uri, options
 
 
-@router.post("/processes/{process_id}/execution", status_code=201)
+@router.post("/processes/{process_id}/execution", status_code=201,
+             responses=answers(400, 404, 413, 429, 502))  # fmt: skip
 async def execute(
     request: Request,
     process_id: str,
@@ -238,12 +239,12 @@ def _job(request: Request, job_id: str) -> Job:
     return job
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses=answers(404))
 def job(request: Request, job_id: str) -> dict[str, Any]:
     return status_info(request, _job(request, job_id))
 
 
-@router.delete("/jobs/{job_id}")
+@router.delete("/jobs/{job_id}", responses=answers(404))
 def dismiss(request: Request, job_id: str) -> dict[str, Any]:
     """Dismiss: a queued job is cancelled, a running one stops within one work unit, and a
     finished one's results are removed."""
@@ -256,7 +257,9 @@ def dismiss(request: Request, job_id: str) -> dict[str, Any]:
     return {**status_info(request, found), "status": "dismissed"}
 
 
-@router.get("/jobs/{job_id}/results")
+@router.get(
+    "/jobs/{job_id}/results", responses=answers(404, 410) | {422: problem_doc("the job failed")}
+)
 def results(request: Request, job_id: str) -> dict[str, Any]:
     """Links to each output of a successful job (and its counts, inline)."""
     found = _job(request, job_id)

@@ -18,6 +18,7 @@ from geo_hires.models.card import shipped_models
 from geo_hires.models.mlm import mlm_item
 from geo_hires_service.access import finished_job, state, tenant
 from geo_hires_service.ogc import base_url, on_map
+from geo_hires_service.problems import answers, problem_doc
 from geo_hires_service.runner import JobFiles
 
 __all__ = ["model_item", "router"]
@@ -35,7 +36,8 @@ def model_item(root: str, name: str) -> dict[str, Any]:
     return item
 
 
-@router.get("/models/{name}/mlm", response_class=JSONResponse)
+@router.get("/models/{name}/mlm", response_class=JSONResponse,
+            responses={404: problem_doc("no shipped model of that name")})  # fmt: skip
 def mlm(request: Request, name: str) -> JSONResponse:
     tenant(request)
     if name not in shipped_models():
@@ -65,7 +67,8 @@ def _service_hrefs(item: dict[str, Any], root: str, job_id: str) -> None:
     item["links"] = links
 
 
-@router.get("/jobs/{job_id}/stac", response_class=JSONResponse)
+@router.get("/jobs/{job_id}/stac", response_class=JSONResponse,
+            responses=answers(404, 409, 410))  # fmt: skip
 def job_item(request: Request, job_id: str) -> JSONResponse:
     """The STAC item of a succeeded job (label extension; 409 while it may still succeed, 410
     once it failed or was cancelled)."""
