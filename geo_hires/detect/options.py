@@ -12,7 +12,6 @@ here, and the command line, the OpenAPI schema and the runner cannot drift apart
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import os
 import re
 import warnings
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from geo_hires.config import ReadConfig
+from geo_hires.detect.option_values import plain_values
 from geo_hires.errors import ConfigError, OptionIgnoredWarning
 from geo_hires.models.card import FCN, ModelCard
 
@@ -281,7 +281,7 @@ class DetectOptions:
     )
 
     def __post_init__(self) -> None:
-        for name, value in _plain_values(self).items():
+        for name, value in plain_values(self).items():
             object.__setattr__(self, name, value)
 
     @classmethod
@@ -345,52 +345,14 @@ class DetectOptions:
         )
 
 
-_NUMBERS = {"score_threshold": float, "budget": float, "rpc_height": float, "block": int,
-            "batch": int, "threads": int}  # fmt: skip
-_AOI_HINT = (
-    "a vector file's path or a GeoJSON mapping in WGS84 (a GeoDataFrame: "
-    "json.loads(frame.to_crs(4326).to_json()); a lon/lat shapely geometry: "
-    "shapely.geometry.mapping(geometry))"
-)
+def _fields_doc() -> str:
+    """The options' help texts as the class docstring's ``Attributes`` (``help()`` and IDEs
+    show a docstring, not the fields' metadata the command line and the service read)."""
+    lines = [f"        {f.name}: {f.metadata['help']}." for f in dataclasses.fields(DetectOptions)]
+    return "\n\n    Attributes:\n" + "\n".join(lines) + "\n"
 
 
-def _plain(name: str, value: Any) -> Any:
-    """``value`` of option ``name`` as the options keep it (paths as text, numpy numbers as
-    Python's, sequences as tuples), or :class:`ConfigError` naming what the option takes:
-    from Python, a wrong type failed deep in a stage, or was recorded as it came and broke
-    the batch's status file."""
-    if value is None:
-        return None
-    kind = _NUMBERS.get(name)
-    if kind is not None:
-        wanted = numbers.Integral if kind is int else numbers.Real
-        if isinstance(value, bool) or not isinstance(value, wanted):
-            raise ConfigError(f"DetectOptions.{name}: a number ({kind.__name__}), got {value!r}")
-        return kind(value)
-    if name in ("levels", "bands"):
-        if isinstance(value, str | bytes) or not isinstance(value, tuple | list):
-            example = "(3, 2, 1)" if name == "bands" else '("coarse",)'
-            raise ConfigError(f"DetectOptions.{name}: a tuple such as {example}, got {value!r}")
-        return tuple(value)
-    if name in ("model", "aoi") and isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if name == "aoi" and not isinstance(value, str | Mapping):
-        raise ConfigError(f"DetectOptions.aoi: {_AOI_HINT}; got a {type(value).__name__}")
-    if name != "aoi" and not isinstance(value, str):
-        hint = " (a loaded Bundle goes to run_detect(..., bundle=b))" if name == "model" else ""
-        raise ConfigError(f"DetectOptions.{name}: a name (str), got {value!r}{hint}")
-    return value
-
-
-def _plain_values(opts: DetectOptions) -> dict[str, Any]:
-    """The fields of ``opts`` whose kept value differs from the value given (see _plain)."""
-    out = {}
-    for field in dataclasses.fields(opts):
-        given = getattr(opts, field.name)
-        kept = _plain(field.name, given)
-        if kept is not given:
-            out[field.name] = kept
-    return out
+DetectOptions.__doc__ = (DetectOptions.__doc__ or "") + _fields_doc()
 
 
 CONFIG_OPTIONS = (

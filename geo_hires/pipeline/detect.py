@@ -15,14 +15,14 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
 from geo_hires.aoi import AreaOfInterest
-from geo_hires.config import ReadConfig
+from geo_hires.config import ExportConfig, ReadConfig
 from geo_hires.detect.cascade import combine, plan_refine, refine_units
 from geo_hires.detect.executors import Executor, LocalExecutor, UnitLoop
 from geo_hires.detect.journal import Journal, UnitResult
@@ -45,12 +45,27 @@ from geo_hires.models.bundle import Bundle
 from geo_hires.models.card import ModelCard
 from geo_hires.scene import Scene, SceneReader
 
+if TYPE_CHECKING:
+    import geopandas as gpd
+
 __all__ = ["DetectResult", "ScenePlan", "detect_scene", "warn_nothing_to_zoom"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
 class DetectResult:
-    """Merged detections (level-0 pixels) and what it took to get them."""
+    """Merged detections (level-0 pixels) and what it took to get them.
+
+    Attributes:
+        detections: The merged detections, in the scene's level-0 pixels (:meth:`frame`
+            puts them on the map).
+        levels: What each level scanned (blocks, pixels, the zoom's windows).
+        seconds: Wall seconds of the run (model loading and writing outputs excluded).
+        megapixels: The scene's size.
+        resumed_units: Work units taken from a journal instead of computed.
+        valid_mask: Where the scene has data (a decimated view), if it has a mask.
+        zoom_config: The zoom the run used.
+        aoi: Whether an area of interest restricted the scan.
+    """
 
     detections: PixelDetections
     levels: tuple[LevelRun, ...]
@@ -78,7 +93,16 @@ class DetectResult:
 
     @property
     def blocks(self) -> int:
+        """Blocks (and windows) scanned, summed over levels."""
         return sum(lv.blocks for lv in self.levels)
+
+    def frame(self, scene: Scene, *, model_name: str = "none") -> gpd.GeoDataFrame:
+        """The detections as a GeoDataFrame in ``scene``'s CRS (no CRS: pixels), a polygon a
+        detection with its class, score, level and ``model_name`` (the bundle's name, as the
+        output files say), in the files' order: the rows the run's GeoPackage holds."""
+        from geo_hires.export.vector import detections_frame
+
+        return detections_frame(self.detections, scene, config=ExportConfig(model_name=model_name))
 
     @property
     def pixels_scanned(self) -> int:

@@ -89,3 +89,34 @@ def test_detect_scene_and_run_detect_say_what_they_take(demo_crop, tmp_path):
         with pytest.raises(ConfigError, match=f"run_detect takes a scene's path or URL, {says}"):
             run_detect(wrong, tmp_path / "o.geojson")  # type: ignore[arg-type]
     assert not list(tmp_path.iterdir())  # refused before any file was written
+
+
+def test_every_public_name_resolves_and_says_what_it_is_for():
+    import geo_hires
+
+    for name in geo_hires.__all__:
+        value = getattr(geo_hires, name)
+        assert name == "__version__" or (value.__doc__ or "").strip(), name
+
+
+def test_a_result_s_frame_is_the_geopackage_it_writes(demo_crop, tmp_path):
+    """A library user had no public way to a GeoDataFrame but writing a file and reading it."""
+    import geopandas as gpd
+
+    path = demo_crop(4096, 1024, 512, 512)  # eight aircraft
+    result = run_detect(path, tmp_path / "o.gpkg", DetectOptions(model="aircraft_lsn"))
+    frame = result.frame(open_scene(path), model_name="aircraft_lsn")
+    written = gpd.read_file(tmp_path / "o.gpkg", layer="detections")
+    assert len(frame) == len(written) > 0 and frame.crs == written.crs
+    columns = ["class", "score", "level", "model"]
+    assert (
+        frame[columns].astype(str).values.tolist() == written[columns].astype(str).values.tolist()
+    )
+    assert frame.geometry.geom_equals_exact(written.geometry, tolerance=1e-6).all()
+
+
+def test_help_of_the_options_shows_each_field():
+    """help(DetectOptions) said nothing of its fields: their help lives in their metadata."""
+    doc = DetectOptions.__doc__ or ""
+    assert "Attributes:" in doc and "        aoi: area of interest" in doc
+    assert doc.count("\n        ") >= len(DetectOptions.__dataclass_fields__)
