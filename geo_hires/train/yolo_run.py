@@ -149,6 +149,23 @@ def yolo_weights(source: str | os.PathLike[str], *, flag: str = "--init") -> Pat
     return yolo_source(source, flag=flag)[0]
 
 
+def check_init(init: str | os.PathLike[str], arch: str) -> None:
+    """Refuse an ``--init`` that cannot start a training of ``arch`` before any chip is made
+    (it was found out after them, or as ultralytics' traceback): not an ultralytics detect or
+    obb model (:func:`~geo_hires.models.yolo.load_yolo`'s checks), or another architecture."""
+    from geo_hires.models.yolo import load_yolo
+
+    network = load_yolo(yolo_weights(init)).model.model
+    built = Path(str(getattr(network, "yaml", {}).get("yaml_file", ""))).stem or "custom network"
+    if built not in YOLO_ARCHS:
+        raise ConfigError(
+            f"--init {init} is a {built}; geo_hires trains {', '.join(YOLO_ARCHS)}: start from "
+            "one of those, or run yours as it is (detect --model FILE.pt --model-gsd M)"
+        )
+    if built != arch:
+        raise ConfigError(f"--init {init} is a {built}; give --arch {built}")
+
+
 def _checkpoint_state(last: Path) -> str:
     """``none``, ``resumable`` (an interrupted run's ``last.pt``) or ``finished`` (ultralytics
     strips the optimiser from ``last.pt`` when a run ends). Call inside :func:`ultralytics_env`."""
@@ -187,9 +204,6 @@ def _fit(
                 )  # fmt: skip
             else:  # from a .pt, ultralytics trains on from its weights
                 model = YOLO(str(yolo_weights(cfg.init)) if cfg.init else f"{cfg.arch}.yaml")
-                built = Path(str(getattr(model.model, "yaml", {}).get("yaml_file", ""))).stem
-                if cfg.init and built != cfg.arch:
-                    raise ConfigError(f"--init {cfg.init} is a {built}; give --arch {built}")
                 model.train(
                     data=str(data_yaml), imgsz=cfg.data.chip, epochs=1000, time=cfg.minutes / 60,
                     batch=cfg.batch, device=cfg.device, workers=0, amp=False, plots=False,
@@ -343,6 +357,8 @@ def train_yolo_bundle(
     ``work``: a folder kept after the call (chips, ultralytics' run) in which the same call
     resumes an interrupted training; without it, a temporary folder removed at the end.
     """
+    if cfg.init:
+        check_init(cfg.init, cfg.arch)
     items, classes = load_labelled(
         job.scenes, job.labels, class_map=job.class_map, oriented=cfg.oriented, gsd_m=job.gsd_m
     )

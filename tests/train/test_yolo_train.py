@@ -158,6 +158,28 @@ def test_init_warm_starts_from_a_bundles_weights_and_refuses_what_cannot(tmp_pat
                              select_fraction=0.5)  # fmt: skip
     with pytest.raises(ConfigError, match="is a yolov8n; give --arch yolov8n"):
         train_yolo_bundle(job, eleven, work=tmp_path / "work11", log=lambda s: None)
+    assert not (tmp_path / "work11").exists()  # said before any chip was made
+
+
+@pytest.mark.parametrize("yaml_name", ["yolov8s.yaml", "yolov8n-seg.yaml"])
+def test_an_init_geo_hires_cannot_train_on_from_says_so_first(tmp_path, yaml_name):
+    """A yolov8s was told "give --arch yolov8s", which the command refuses; a segmentation
+    model reached ultralytics' traceback; both after every chip was written."""
+    import torch
+    from ultralytics import YOLO
+
+    from geo_hires.models.yolo import ultralytics_env
+    from geo_hires.train.yolo_run import check_init
+
+    pt = tmp_path / yaml_name.replace(".yaml", ".pt")
+    with ultralytics_env():
+        torch.manual_seed(0)
+        YOLO(yaml_name).save(str(pt))
+    says = "is a yolov8s; geo_hires trains yolov8n, yolo11n, yolov8n-obb, yolo11n-obb"
+    if "seg" in yaml_name:
+        says = "'segment' model; geo_hires runs ultralytics"
+    with pytest.raises(ConfigError, match=says):
+        check_init(pt, "yolov8n")
 
 
 def test_validation_images_must_exist_and_stay_apart_from_the_training_images(tmp_path):
