@@ -44,3 +44,23 @@ def test_quiet_ignores_its_category_and_message_only():
             warnings.warn("another", UserWarning, stacklevel=1)
             warnings.warn("a CRS", NoCRSWarning, stacklevel=1)  # a UserWarning: this text passes
     assert [str(w.message) for w in seen] == ["another", "a CRS"]
+
+
+def test_two_threads_detect_what_one_does_and_leave_the_filters(demo_crop):
+    """A web app calls the library from its thread pool: two scenes at once give the bytes
+    each gives alone, with the process's warning filters as they were."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from geo_hires.models.bundle import load_bundle
+    from geo_hires.pipeline import detect_scene
+    from geo_hires.scene import open_scene
+
+    bundle = load_bundle("aircraft_lsn")
+    scenes = [open_scene(demo_crop(4096, 1024, 512, 512)), open_scene(demo_crop(0, 1024, 512, 512))]
+    alone = [detect_scene(s, bundle).detections.boxes.tobytes() for s in scenes]
+    before = list(warnings.filters)
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda s: detect_scene(s, bundle).detections.boxes.tobytes(),
+                                 scenes * 3))  # fmt: skip
+    assert together == alone * 3 and all(len(b) for b in alone)
+    assert warnings.filters == before
