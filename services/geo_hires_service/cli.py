@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -184,7 +186,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         serve.start(http_options={"host": args.host, "port": args.port}, proxy_location="HeadOnly")
-        serve.run(build(sargs), name="geo_hires", route_prefix="/", blocking=False)
+        with _quiet_serve_restart():
+            serve.run(build(sargs), name="geo_hires", route_prefix="/", blocking=False)
         where = f"http://{args.host}:{args.port}/v1"
         out.write(f"geo_hires service on {where} (data in {sargs['data_dir']})\n")
         out.flush()
@@ -196,10 +199,28 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         signal.signal(signal.SIGTERM, previous)
         with contextlib.suppress(Exception):  # waits for the runners to drain
             serve.delete("geo_hires")
-        serve.shutdown()
+        # no serve.shutdown(): on a cluster it stopped Serve for every other application, and
+        # locally it killed its controller mid-call (a raylet error line at every stop); the
+        # local cluster's shutdown ends Serve with it
         ray.shutdown()
     out.write("geo_hires service stopped\n")
     return 0
+
+
+@contextlib.contextmanager
+def _quiet_serve_restart() -> Iterator[None]:
+    """Without Serve's "New http_options/controller_options will not be applied" at every
+    start: ``serve.run`` says so of the options ``serve.start`` just applied."""
+
+    def drop(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Connecting to existing Serve app")
+
+    serve_log = logging.getLogger("ray.serve")
+    serve_log.addFilter(drop)
+    try:
+        yield
+    finally:
+        serve_log.removeFilter(drop)
 
 
 def _token(path: str | None) -> str:

@@ -175,7 +175,11 @@ def test_sigterm_stops_serve_and_its_ray_cleanly(tmp_path, root):
         assert proc.wait(90) == 0
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{url}/v1/healthz", timeout=5)
-    assert "geo_hires service stopped" in (data / "serve.log").read_text()
+    said = (data / "serve.log").read_text()
+    assert "geo_hires service stopped" in said
+    # neither Serve's start nor its stop says something wrong happened: "New http_options ...
+    # will not be applied" of options that were, a controller "killed by ray.kill"
+    assert "will not be applied" not in said and "failed" not in said, said
     wait_for(lambda: [p for p in family if Path(f"/proc/{p}").exists()], lambda alive: not alive,
              timeout=30, every=0.5, what="the service's processes gone")  # fmt: skip
 
