@@ -266,6 +266,21 @@ def _looks_like_torch_file(path: Path) -> bool:
         return fh.read(2) == b"\x80\x02"
 
 
+def _check_intact(path: Path) -> None:
+    """Refuse a zip-format model file a member of which fails its checksum: torch reads such a
+    file without a word, and the damaged weights give other boxes (a copy cut or flipped in
+    transit). The check reads the file once (6 MB for a yolov8n)."""
+    if not zipfile.is_zipfile(path):
+        return
+    with zipfile.ZipFile(path) as archive:
+        try:
+            bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            bad = f"({exc})"
+    if bad is not None:
+        raise ConfigError(f"{path} is damaged (its part {bad} fails its checksum); copy it again")
+
+
 def load_yolo(
     path: str | os.PathLike[str], *, class_names: Sequence[str] | None = None
 ) -> YoloModel:
@@ -277,6 +292,7 @@ def load_yolo(
         raise ConfigError(f"YOLO model not found: {p}")
     if not _looks_like_torch_file(p):
         raise ConfigError(f"{p} is not a PyTorch model file; give an ultralytics .pt")
+    _check_intact(p)
     try:
         with ultralytics_env():
             from ultralytics import YOLO

@@ -77,6 +77,10 @@ def test_what_cannot_run_is_refused_with_what_to_change(tiny, tmp_path):
     plain = tmp_path / "plain.pt"
     torch.save({"weight": torch.zeros(3)}, plain)
     shipped = WEIGHTS / "aircraft_cascade" / "yolo.pt"
+    damaged = tmp_path / "damaged.pt"  # a copy with one byte flipped in its weights
+    data = bytearray(Path(tiny).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
     first8 = r"\['0', '1', '2', '3', '4', '5', '6', '7'\]"  # of 80 (a yaml-built model's names)
     for path, kw, message in (
         (
@@ -86,6 +90,7 @@ def test_what_cannot_run_is_refused_with_what_to_change(tiny, tmp_path):
             r"\(export or train one of those\)",
         ),
         (text, {}, "is not a PyTorch model file"),
+        (damaged, {}, r"damaged.pt is damaged \(its part .* fails its checksum\); copy it again"),
         (plain, {}, r"is not an ultralytics model \(TypeError: "),
         (tmp_path / "missing.pt", {}, "YOLO model not found"),
         (
