@@ -178,9 +178,6 @@ def load_bundle(name_or_path: str | os.PathLike[str]) -> Bundle:
     fcn = None
     if card.arch is not None:
         fcn = _weights(_network(card), folder / "weights.pt")
-    missing = [f for f in card.yolo_files if not (folder / f).is_file()]
-    if missing:
-        raise ConfigError(f"{folder}: the card names {missing[0]!r}, which is not in the folder")
     files = {f: (folder / f).read_bytes() for f in card.yolo_files}
     policy_file = card.extra.get("zoom_policy")
     policy = None

@@ -304,12 +304,18 @@ def shipped_models() -> list[str]:
 
 
 def load_card(name_or_path: str | os.PathLike[str]) -> ModelCard:
-    """A bundle's card alone (no weights): what a service needs to validate options."""
+    """A bundle's card alone (no weights loaded): what a service needs to validate options,
+    and ``plan`` to show a run. The files it names must be in the folder (``plan`` showed a
+    run of a bundle ``detect`` then refused)."""
     folder = bundle_dir(name_or_path)
     try:
-        return _card_from_json(json.loads((folder / "card.json").read_text()))
+        card = _card_from_json(json.loads((folder / "card.json").read_text()))
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{folder}/card.json is malformed: {exc}") from exc
+    missing = [f for f in card.yolo_files if not (folder / f).is_file()]
+    if missing:
+        raise ConfigError(f"{folder}: the card names {missing[0]!r}, which is not in the folder")
+    return card
 
 
 def _write_doc(target: Path, doc: dict[str, Any]) -> Path:

@@ -74,3 +74,17 @@ def test_a_detector_in_a_subfolder_travels_to_an_actor(tmp_path, monkeypatch):
     assert list(there.yolo) == ["sub/small.pt"] and there.digest == here.digest
     assert not list((tmp_path / "actor").glob("geo-hires-models-*"))  # copies gone once loaded
     assert Path(there.model("sub/small.pt").path).name == "small.pt"
+
+
+def test_plan_refuses_a_bundle_whose_files_are_missing_as_detect_does(tmp_path, capsys):
+    """``plan`` reads the card alone: it showed a run of a bundle ``detect`` then refused."""
+    from geo_hires.cli import main
+
+    folder = tmp_path / "b"
+    shutil.copytree(bundle_dir("aircraft_yolo"), folder)
+    (folder / "yolo.pt").unlink()
+    with pytest.raises(ConfigError, match=r"the card names 'yolo.pt', which is not in the folder"):
+        load_card(folder)
+    scene = Path(__file__).parents[2] / "demo" / "airports.tif"
+    assert main(["plan", str(scene), "--model", str(folder)]) == 2
+    assert "which is not in the folder" in capsys.readouterr().err
