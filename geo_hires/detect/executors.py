@@ -70,9 +70,31 @@ def torch_threads(n: int) -> Iterator[None]:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LocalExecutor:
-    """In-process execution, reads running ``cfg.prefetch`` units ahead on a thread."""
+    """In-process execution, reads running ``cfg.prefetch`` units ahead on a thread.
 
-    device: torch.device | None = None
+    ``device``: where the networks run (``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a
+    ``torch.device``; default: CUDA when there is one)."""
+
+    device: torch.device | str | None = None
+
+    def __post_init__(self) -> None:
+        device = self.device
+        if isinstance(device, str):
+            try:
+                device = torch.device(device)
+            except RuntimeError as exc:
+                raise ConfigError(f"device {self.device!r}: {exc}; give cpu or cuda") from None
+            object.__setattr__(self, "device", device)
+        cuda = isinstance(device, torch.device) and device.type == "cuda"
+        if cuda and not torch.cuda.is_available():
+            raise ConfigError(
+                "--device cuda asked for, but no CUDA device is available; use --device cpu"
+            )
+
+    @property
+    def torch_device(self) -> torch.device | None:
+        """:attr:`device` as a ``torch.device`` (a name given is turned into one when made)."""
+        return torch.device(self.device) if isinstance(self.device, str) else self.device
 
     def run_units(
         self,
@@ -85,7 +107,7 @@ class LocalExecutor:
         read_config: ReadConfig | None,
     ) -> None:
         with torch_threads(cfg.threads), SceneReader(scene, config=read_config) as reader:
-            runner = UnitRunner(reader, bundle, cfg, self.device)
+            runner = UnitRunner(reader, bundle, cfg, self.torch_device)
             for unit, items in read_ahead(runner.read, units, cfg.prefetch):
                 on_result(runner.compute(unit, items))
 

@@ -120,3 +120,23 @@ def test_help_of_the_options_shows_each_field():
     doc = DetectOptions.__doc__ or ""
     assert "Attributes:" in doc and "        aoi: area of interest" in doc
     assert doc.count("\n        ") >= len(DetectOptions.__dataclass_fields__)
+
+
+def test_a_local_executor_takes_a_device_by_name_and_refuses_one_not_there(demo_crop):
+    """``LocalExecutor(device="cpu")`` failed mid-run (``'str' object has no attribute
+    'type'``), and a CUDA device on a machine without one as torch's driver error: the
+    command line's check was the command line's alone."""
+    import torch
+
+    from geo_hires.detect.executors import LocalExecutor
+
+    by_name = LocalExecutor(device="cpu")
+    assert by_name.device == torch.device("cpu")
+    scene = open_scene(demo_crop(4096, 1024, 256, 256))
+    assert detect_scene(scene, load_bundle("aircraft_lsn"), executor=by_name).levels
+    with pytest.raises(ConfigError, match=r"device 'gpu0': .*; give cpu or cuda"):
+        LocalExecutor(device="gpu0")
+    if not torch.cuda.is_available():
+        for cuda in ("cuda", torch.device("cuda:0")):
+            with pytest.raises(ConfigError, match="no CUDA device is available; use --device cpu"):
+                LocalExecutor(device=cuda)
