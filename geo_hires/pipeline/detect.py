@@ -96,7 +96,7 @@ class DetectResult:
         """Blocks (and windows) scanned, summed over levels."""
         return sum(lv.blocks for lv in self.levels)
 
-    def frame(self, scene: Scene, *, model_name: str = "none") -> gpd.GeoDataFrame:
+    def frame(self, scene: Scene, *, model_name: str = ExportConfig.model_name) -> gpd.GeoDataFrame:
         """The detections as a GeoDataFrame in ``scene``'s CRS (no CRS: pixels), a polygon a
         detection with its class, score, level and ``model_name`` (the bundle's name, as the
         output files say), in the files' order: the rows the run's GeoPackage holds."""

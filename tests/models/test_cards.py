@@ -58,22 +58,22 @@ def test_a_card_that_cannot_run_is_refused_naming_the_key(tmp_path, doc, says):
 
 
 def test_a_detector_in_a_subfolder_travels_to_an_actor(tmp_path, monkeypatch):
-    """``"detector": "sub/small.pt"`` ran locally; an actor rebuilt the bundle in a folder
+    """``"detector": "sub/dir/small.pt"`` ran locally; an actor rebuilt the bundle in a folder
     without ``sub`` and failed with "No such file or directory"."""
     folder = tmp_path / "b"
     shutil.copytree(bundle_dir("aircraft_yolo"), folder)
-    (folder / "sub").mkdir()
-    (folder / "yolo.pt").rename(folder / "sub" / "small.pt")
+    (folder / "sub" / "dir").mkdir(parents=True)
+    (folder / "yolo.pt").rename(folder / "sub" / "dir" / "small.pt")
     doc = json.loads((folder / "card.json").read_text())
-    doc["levels"][0]["detector"] = "sub/small.pt"
+    doc["levels"][0]["detector"] = "sub/dir/small.pt"
     (folder / "card.json").write_text(json.dumps(doc))
     here = load_bundle(folder)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "actor"))
     (tmp_path / "actor").mkdir()
     there = Bundle.from_payload(here.card, here.payload())
-    assert list(there.yolo) == ["sub/small.pt"] and there.digest == here.digest
+    assert list(there.yolo) == ["sub/dir/small.pt"] and there.digest == here.digest
     assert not list((tmp_path / "actor").glob("geo-hires-models-*"))  # copies gone once loaded
-    assert Path(there.model("sub/small.pt").path).name == "small.pt"
+    assert Path(there.model("sub/dir/small.pt").path).name == "small.pt"
 
 
 def test_plan_refuses_a_bundle_whose_files_are_missing_as_detect_does(tmp_path, capsys):
