@@ -25,24 +25,24 @@ _AOI_HINT = (
 )
 
 
+OPTIONAL = frozenset({"score_threshold", "levels", "bands", "asset", "aoi", "budget"})
+"""The options ``None`` may leave unset (the others have a value to run with)."""
+
+
 def plain(name: str, value: Any) -> Any:
     """``value`` of option ``name`` as the options keep it (paths as text, numpy numbers as
-    Python's, sequences as tuples), or :class:`ConfigError` naming what the option takes:
-    from Python, a wrong type failed deep in a stage, or was recorded as it came and broke
-    the batch's status file."""
+    Python's, sequences as tuples of them), or :class:`ConfigError` naming what the option
+    takes: from Python, a wrong kind failed deep in a stage, or was recorded as it came and
+    broke the batch's status file."""
     if value is None:
+        if name not in OPTIONAL:
+            raise ConfigError(f"DetectOptions.{name}: give a value (None leaves it unset only "
+                              f"for {', '.join(sorted(OPTIONAL))})")  # fmt: skip
         return None
-    kind = _NUMBERS.get(name)
-    if kind is not None:
-        wanted = numbers.Integral if kind is int else numbers.Real
-        if isinstance(value, bool) or not isinstance(value, wanted):
-            raise ConfigError(f"DetectOptions.{name}: a number ({kind.__name__}), got {value!r}")
-        return kind(value)
+    if name in _NUMBERS:
+        return _number(name, value, _NUMBERS[name])
     if name in ("levels", "bands"):
-        if isinstance(value, str | bytes) or not isinstance(value, tuple | list):
-            example = "(3, 2, 1)" if name == "bands" else '("coarse",)'
-            raise ConfigError(f"DetectOptions.{name}: a tuple such as {example}, got {value!r}")
-        return tuple(value)
+        return _sequence(name, value)
     if name in ("model", "aoi") and isinstance(value, os.PathLike):
         return os.fspath(value)
     if name == "aoi" and not isinstance(value, str | Mapping):
@@ -51,6 +51,33 @@ def plain(name: str, value: Any) -> Any:
         hint = " (a loaded Bundle goes to run_detect(..., bundle=b))" if name == "model" else ""
         raise ConfigError(f"DetectOptions.{name}: a name (str), got {value!r}{hint}")
     return value
+
+
+def _number(name: str, value: Any, kind: type[int] | type[float]) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"DetectOptions.{name}: a number ({kind.__name__}), got {value!r}")
+    if kind is float:
+        return float(value)
+    if not isinstance(value, numbers.Integral):
+        raise ConfigError(f"DetectOptions.{name}: a whole number (int), got {value!r}")
+    return int(value)
+
+
+def _sequence(name: str, value: Any) -> tuple[int | str, ...]:
+    """``bands``: band numbers or names; ``levels``: level names (each item kept as Python's:
+    a numpy number in a tuple broke the batch's status file as a lone one did)."""
+    example = "(3, 2, 1)" if name == "bands" else '("coarse",)'
+    if isinstance(value, str | bytes) or not isinstance(value, tuple | list):
+        raise ConfigError(f"DetectOptions.{name}: a tuple such as {example}, got {value!r}")
+    out: list[int | str] = []
+    for item in value:
+        if isinstance(item, str):
+            out.append(item)
+        elif name == "bands" and isinstance(item, numbers.Integral) and not isinstance(item, bool):
+            out.append(int(item))
+        else:
+            raise ConfigError(f"DetectOptions.{name}: a tuple such as {example}, got {value!r}")
+    return tuple(out)
 
 
 def plain_values(opts: Any) -> dict[str, Any]:

@@ -22,7 +22,11 @@ from geo_hires.scene import open_scene
     [
         ({"score_threshold": "0.3"}, r"score_threshold: a number \(float\), got '0.3'"),
         ({"block": "512"}, r"block: a number \(int\), got '512'"),
-        ({"block": 512.0}, r"block: a number \(int\)"),
+        ({"block": 512.0}, r"block: a whole number \(int\), got 512.0"),
+        ({"block": None}, r"block: give a value \(None leaves it unset only for aoi, asset"),
+        ({"model": None}, r"model: give a value"),
+        ({"levels": [1]}, r"levels: a tuple such as \(\"coarse\",\), got \[1\]"),
+        ({"bands": [3.0, 2, 1]}, r"bands: a tuple such as \(3, 2, 1\), got \[3.0, 2, 1\]"),
         ({"threads": True}, r"threads: a number \(int\), got True"),
         ({"bands": "3,2,1"}, r"bands: a tuple such as \(3, 2, 1\), got '3,2,1'"),
         ({"levels": "coarse"}, r"levels: a tuple such as \(\"coarse\",\)"),
@@ -49,11 +53,13 @@ def test_a_geodataframe_or_shapely_aoi_is_told_how_to_pass_it():
 def test_options_keep_paths_as_text_and_numpy_numbers_as_pythons():
     """A Path AOI reached the batch's status file as it came, and ``json`` refused it."""
     given = DetectOptions(model=Path("m"), aoi=Path("a.geojson"), block=np.int64(512),
-                          score_threshold=np.float64(0.5), bands=[3, 2, 1])  # fmt: skip
+                          score_threshold=np.float64(0.5),
+                          bands=[np.int64(3), np.int64(2), 1])  # fmt: skip
     plain = DetectOptions(model="m", aoi="a.geojson", block=512, score_threshold=0.5,
                           bands=(3, 2, 1))  # fmt: skip
     assert given == plain and hash(given) == hash(plain)
     assert type(given.block) is int and type(given.score_threshold) is float
+    assert [type(b) for b in given.bands or ()] == [int, int, int]  # a status file takes them
 
 
 def test_a_batch_takes_an_aoi_path(tmp_path, demo_crop):
@@ -84,6 +90,8 @@ def test_detect_scene_and_run_detect_say_what_they_take(demo_crop, tmp_path):
         detect_scene(scene, "aircraft_lsn")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="run_detect takes DetectOptions, not a dict"):
         run_detect(path, tmp_path / "o.geojson", {"model": "aircraft_lsn"})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="run_detect takes DetectOptions, not a dict"):
+        run_detect(path, tmp_path / "o.geojson", {})  # type: ignore[arg-type]  # not the defaults
     for wrong, says in ((scene, r"not a Scene \(an opened Scene goes to detect_scene\)"),
                         (bytes(path), "not a bytes"), (None, "not a NoneType")):  # fmt: skip
         with pytest.raises(ConfigError, match=f"run_detect takes a scene's path or URL, {says}"):
