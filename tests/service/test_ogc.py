@@ -279,8 +279,12 @@ def test_a_scene_without_crs_gives_a_job_without_collections(service, scenes):
                  f"collections/{job_id}-coverage"):  # fmt: skip
         got = requests.get(f"{url}/{path}", headers=ALICE)
         assert got.status_code == 404 and "has no CRS" in got.json()["detail"], got.text
+    from geo_hires_service import feature_index
+
+    feature_index.indexed.cache_clear()
     listed = requests.get(f"{url}/collections", headers=ALICE).json()["collections"]
     assert not {c["id"] for c in listed} & {job_id, f"{job_id}-coverage"}
+    assert feature_index.indexed.cache_info().misses == 0  # its STAC item said: no index built
     assert requests.get(f"{url}/v1/jobs/{job_id}/result", headers=ALICE).status_code == 200
     status = requests.get(f"{url}/jobs/{job_id}", headers=ALICE).json()
     results = requests.get(f"{url}/jobs/{job_id}/results", headers=ALICE).json()

@@ -112,3 +112,17 @@ def test_the_api_definition_says_what_the_features_answer(service):
     assert (
         "HTTPValidationError" not in json.dumps(doc) and "Problem" in doc["components"]["schemas"]
     )
+
+
+def test_an_execute_refusal_is_one_the_definition_lists(service, scenes):
+    """Schemathesis cannot make a file that is not a TIFF under an allowed root: the execute
+    route answered 415 for one, which its definition left out."""
+    url, _ = service
+    root, _ = scenes
+    (root / "notes.tif").write_text("not a raster")
+    body = {"inputs": {"scene": str(root / "notes.tif")}}
+    got = requests.post(f"{url}/processes/detect/execution", json=body, headers=ALICE, timeout=10)
+    assert got.status_code == 415, got.text
+    doc = requests.get(f"{url}/openapi.json", timeout=10).json()
+    listed = doc["paths"]["/processes/{process_id}/execution"]["post"]["responses"]
+    assert {"400", "404", "408", "413", "415", "429"} <= set(listed)

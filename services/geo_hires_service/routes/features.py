@@ -104,8 +104,8 @@ def _extent(files: JobFiles, coverage: bool) -> list[float]:
     Refused (404) like the layer itself when the detections are in pixels."""
     if files.stac.is_file():
         item = json.loads(files.stac.read_text(encoding="utf-8"))
-        if item.get("geometry") is None:  # no CRS: its features are in pixels
-            _require_map(files.geojson)  # the 404 that says so
+        if item.get("geometry") is None:  # no CRS: its features are in pixels (a listing
+            raise HTTPException(404, IN_PIXELS)  # must not index each such result to learn it)
         layer = files.coverage if coverage else files.geojson
         if not layer.is_file():
             raise HTTPException(404, "this job has no such layer (it ran before it was kept)")

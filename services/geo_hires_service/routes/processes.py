@@ -182,7 +182,7 @@ async def _parse(request: Request) -> tuple[str, Any]:
 
 
 @router.post("/processes/{process_id}/execution", status_code=201,
-             responses=answers(400, 404, 413, 429, 502))  # fmt: skip
+             responses=answers(400, 404, 408, 413, 415, 429, 502))  # fmt: skip
 async def execute(
     request: Request,
     process_id: str,
