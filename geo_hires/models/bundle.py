@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import numbers
 import os
 import tempfile
 from collections.abc import Mapping
@@ -220,11 +221,12 @@ def load_pt(
     from geo_hires.models.yolo import load_yolo
 
     p = Path(path)
-    if isinstance(gsd_m, bool) or not isinstance(gsd_m, int | float) or not 0 < gsd_m < 1e3:
+    if isinstance(gsd_m, bool) or not isinstance(gsd_m, numbers.Real) or not 0 < gsd_m < 1e3:
         raise ConfigError(
             f"a bare .pt needs the metres per pixel it was trained at (--model-gsd; gsd_m= "
             f"from Python) in (0, 1000), got {gsd_m!r}"
         )
+    gsd_m = float(gsd_m)
     if halo is None:  # a 128 px window (imgsz 128) was refused for the fixed 96
         halo = min(96, max(0, (window - 33) // 2 // 16 * 16))
     yolo = load_yolo(p)

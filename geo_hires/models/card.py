@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -70,17 +71,15 @@ class Level:
 
     def __post_init__(self) -> None:
         where = f"level {self.name!r}"
-        _number(where, "target_gsd_m", self.target_gsd_m, positive=True)
-        _number(where, "downsample", self.downsample, whole=True, positive=True)
-        for name in ("min_size", "max_size"):
-            _number(where, name, getattr(self, name))
+        _kept(self, where, {"target_gsd_m": {"positive": True},
+                            "downsample": {"whole": True, "positive": True},
+                            "min_size": {}, "max_size": {}, "window": {"whole": True},
+                            "halo": {"whole": True}})  # fmt: skip
         if not 0 <= self.min_size <= self.max_size:
             raise ConfigError(
                 f"{where}: 0 <= 'min_size' <= 'max_size' (longest box sides the level keeps, "
                 f"level pixels); got {self.min_size}/{self.max_size}"
             )
-        _number(where, "window", self.window, whole=True)
-        _number(where, "halo", self.halo, whole=True)
         if self.detector != FCN:
             _inside_bundle(where, self.detector)
         if self.detector != FCN and (
@@ -97,18 +96,35 @@ class Level:
 
 
 def _number(where: str, name: str, value: object, *, whole: bool = False,
-            positive: bool = False) -> None:  # fmt: skip
-    """Refuse a card value that is not a finite number (a whole one if ``whole``; above 0 if
-    ``positive``): a string or a zero failed later as a TypeError or a ZeroDivisionError."""
-    kinds = (int,) if whole else (int, float)
+            positive: bool = False) -> Any:  # fmt: skip
+    """``value`` as the card keeps it (an int where ``whole``: ``512.0`` is 512; numpy's
+    numbers as Python's), or refused when it is not a finite number (a whole one if
+    ``whole``; above 0 if ``positive``): a string or a zero failed later as a TypeError or a
+    ZeroDivisionError."""
+    number = (
+        float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
+    )
     if (
-        isinstance(value, bool)
-        or not isinstance(value, kinds)
-        or not math.isfinite(value)
-        or (positive and value <= 0)
+        number is None
+        or not math.isfinite(number)
+        or (whole and not number.is_integer())
+        or (positive and number <= 0)
     ):
         what = ("a whole number" if whole else "a number") + (" > 0" if positive else "")
         raise ConfigError(f"{where}: {name!r} must be {what}, got {value!r}")
+    if type(value) is int or (type(value) is float and not whole):
+        return value  # as given: a card read back keeps its numbers' types
+    return int(number) if whole else number
+
+
+def _kept(owner: object, where: str, rules: dict[str, dict[str, bool]]) -> None:
+    """Check ``owner``'s numeric fields by ``rules`` (name: ``_number``'s keywords) and keep
+    each as checked (frozen dataclasses: set in place once, in ``__post_init__``)."""
+    for name, rule in rules.items():
+        given = getattr(owner, name)
+        kept = _number(where, name, given, **rule)
+        if kept != given or type(kept) is not type(given):
+            object.__setattr__(owner, name, kept)
 
 
 def _inside_bundle(where: str, detector: object) -> None:
@@ -186,8 +202,7 @@ class ModelCard:
 
     def __post_init__(self) -> None:
         where = f"model {self.name!r}"
-        _number(where, "gsd_m", self.gsd_m, positive=True)
-        _number(where, "score_threshold", self.score_threshold)
+        _kept(self, where, {"gsd_m": {"positive": True}, "score_threshold": {}})
         if not 0.0 < self.score_threshold < 1.0:
             raise ConfigError(f"{where}: 'score_threshold' in (0, 1), got {self.score_threshold}")
         if not self.levels:

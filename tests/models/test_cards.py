@@ -32,7 +32,7 @@ def _level(**changes) -> dict:
         (_level(target_gsd_m=0), r"level 'full': 'target_gsd_m' must be a number > 0, got 0"),
         (_level(target_gsd_m="0.5"), r"'target_gsd_m' must be a number > 0, got '0.5'"),
         (_level(target_gsd_m=float("nan")), r"'target_gsd_m' must be a number > 0, got nan"),
-        (_level(window=512.0), r"'window' must be a whole number, got 512.0"),
+        (_level(window=512.5), r"'window' must be a whole number, got 512.5"),
         (_level(halo="96"), r"'halo' must be a whole number, got '96'"),
         (_level(downsample=0), r"'downsample' must be a whole number > 0"),
         (_level(min_size=90, max_size=30), r"0 <= 'min_size' <= 'max_size' .* got 90/30"),
@@ -88,3 +88,19 @@ def test_plan_refuses_a_bundle_whose_files_are_missing_as_detect_does(tmp_path, 
     scene = Path(__file__).parents[2] / "demo" / "airports.tif"
     assert main(["plan", str(scene), "--model", str(folder)]) == 2
     assert "which is not in the folder" in capsys.readouterr().err
+
+
+def test_numbers_a_card_can_hold_are_kept_as_python_s():
+    """numpy numbers (a card built in Python) and whole floats (``"window": 512.0``, as some
+    JSON writers put it) were refused, or failed later in numpy."""
+    import numpy as np
+
+    from geo_hires.models.card import Level
+
+    level = Level(name="full", target_gsd_m=np.float32(0.5), downsample=np.int64(2),
+                  detector="x.pt", window=512.0, halo=np.int64(64))  # fmt: skip
+    assert (level.target_gsd_m, level.downsample, level.window, level.halo) == (0.5, 2, 512, 64)
+    assert [type(v) for v in (level.target_gsd_m, level.downsample, level.window)] == [
+        float, int, int]  # fmt: skip
+    card = _yolo_card()
+    assert load_card(bundle_dir("aircraft_yolo")).levels[0].window == card["levels"][0]["window"]

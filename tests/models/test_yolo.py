@@ -205,6 +205,7 @@ def test_a_bare_pt_is_a_one_level_bundle(tiny):
             r"trained at \(--model-gsd; gsd_m= from Python\) in \(0, 1000\)",
         ):
             load_pt(tiny, gsd_m=gsd)  # type: ignore[arg-type]
+    assert load_pt(tiny, gsd_m=np.float32(0.5)).card.gsd_m == 0.5  # numpy's numbers are numbers
     default = load_pt(tiny, gsd_m=0.3).card.levels[0]
     assert (default.window, default.halo) == (640, 96)  # the defaults
     small = [load_pt(tiny, gsd_m=0.3, window=w).card.levels[0].halo for w in (64, 96, 128, 224)]
