@@ -298,7 +298,7 @@ def bundle_dir(name_or_path: str | os.PathLike[str]) -> Path:
     if (SHIPPED / str(name_or_path) / "card.json").is_file():
         return SHIPPED / str(name_or_path)
     shipped = ", ".join(shipped_models()) or "none shipped"
-    if p.suffix == ".pt" and p.is_file():
+    if p.suffix.lower() == ".pt" and p.is_file():
         raise ConfigError(
             f"model {str(name_or_path)!r} is a bare ultralytics .pt, which needs the metres per "
             "pixel it was trained at: geo-hires --model-gsd M, or from Python "

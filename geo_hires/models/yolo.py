@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import inspect
 import math
 import os
 import shutil
@@ -178,6 +179,9 @@ def _no_nms_time_limit() -> Iterator[None]:
     from ultralytics.utils import nms
 
     limited = nms.non_max_suppression
+    if "max_time_img" not in inspect.signature(limited).parameters:  # another ultralytics
+        yield
+        return
     nms.non_max_suppression = functools.partial(limited, max_time_img=math.inf)
     try:
         yield
