@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,7 @@ from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from geo_hires.detections import PixelDetections
-from geo_hires.errors import ConfigError
+from geo_hires.errors import ConfigError, warn
 from geo_hires.georef import geometry_to_pixels
 from geo_hires.scene.open import Scene
 from geo_hires.vectorfile import read_vector
@@ -194,7 +193,7 @@ def load_aoi(aoi: str | os.PathLike[str] | dict[str, Any], scene: Scene) -> Area
     )
     footprint = shapely.box(0, 0, scene.width, scene.height)
     if not pixels.intersects(footprint):
-        warnings.warn(
+        warn(
             f"the AOI {source} does not intersect {Path(scene.path).name}: nothing is scanned",
             AoiWarning,
             stacklevel=3,

@@ -9,6 +9,7 @@ what to change, because the CLI prints them as the whole answer to the user.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 import warnings
 from collections.abc import Iterator
@@ -36,23 +37,43 @@ __all__ = [
     "StripLayoutWarning",
     "UnsupportedBandsError",
     "quiet",
+    "warn",
 ]
 
 _FILTERS = threading.RLock()
+_SILENCED: contextvars.ContextVar[frozenset[type[Warning]]] = contextvars.ContextVar(
+    "geo_hires_silenced", default=frozenset()
+)
 
 
 @contextlib.contextmanager
 def quiet(category: type[Warning], message: str = "") -> Iterator[None]:
     """Ignore ``category`` (whose text starts with ``message``) for a ``with`` block.
 
-    Why not ``warnings.catch_warnings`` alone: the filters are the process's, and two threads'
-    blocks that interleave restore each other's saved filters (a library detecting in two
-    threads left ``ignore`` filters installed for good). The blocks of geo_hires take turns;
-    keep them short (an open, not a whole read).
+    Why not ``warnings.catch_warnings``: its filters are the process's, so two threads' blocks
+    that interleave restore each other's saved filters (a library detecting in two threads
+    left ``ignore`` filters installed for good), and a block in one thread hides the warning
+    from every other. geo_hires' own warnings are silenced for this thread (this context)
+    alone: :func:`warn` asks before it warns, and no filter is touched. Another library's
+    warning (rasterio's, pyogrio's) can only be filtered: those blocks take turns, and are
+    kept to the one call that warns (an open, not a read).
     """
+    if category.__module__.startswith("geo_hires.") and not message:
+        token = _SILENCED.set(_SILENCED.get() | {category})
+        try:
+            yield
+        finally:
+            _SILENCED.reset(token)
+        return
     with _FILTERS, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=message, category=category)
         yield
+
+
+def warn(message: str, category: type[Warning], stacklevel: int = 1) -> None:
+    """``warnings.warn``, unless this thread is in a :func:`quiet` block for ``category``."""
+    if not any(issubclass(category, c) for c in _SILENCED.get()):
+        warnings.warn(message, category, stacklevel=stacklevel + 1)
 
 
 class GeoHiresError(Exception):

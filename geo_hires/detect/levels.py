@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 
 from rasterio.windows import Window
 
 from geo_hires.detect.blocks import Block
 from geo_hires.detect.options import DetectConfig
-from geo_hires.errors import LevelSkippedWarning, quiet
+from geo_hires.errors import LevelSkippedWarning, quiet, warn
 from geo_hires.models.card import Level, ModelCard
 from geo_hires.scene import Scene
 
@@ -151,7 +150,7 @@ def level_scales(card: ModelCard, scene: Scene, cfg: DetectConfig) -> tuple[Leve
 
 def _warn_skipped(rule: Level, scene: Scene, card: ModelCard) -> None:
     gsd = scene.gsd_m or card.gsd_m
-    warnings.warn(
+    warn(
         f"level {rule.name!r} ({rule.target_gsd_m:g} m) is not scanned: the scene's "
         f"{gsd:.2f} m pixels would need more than x{MAX_UPSAMPLE} upsampling",
         LevelSkippedWarning,

@@ -198,7 +198,7 @@ def write_gpkg_layers(
     try:
         for i, (name, frame, _) in enumerate(layers):
             mode = "a" if i else "w"
-            with _quiet_without_crs():
+            with _quiet_without_crs(frame):
                 frame.to_file(
                     path, driver="GPKG", layer=name, engine="pyogrio", mode=mode, **_schema(frame)
                 )
@@ -240,14 +240,18 @@ def write_frame(path: Path, frame: gpd.GeoDataFrame, *, layer: str) -> None:
     """Write one GeoDataFrame atomically in the format ``path``'s extension names: GeoJSON
     in WGS84 (RFC 7946), else GeoParquet, GeoPackage or FlatGeobuf as is; the layer is named
     ``layer`` (GDAL would name it after the temporary file, which a GIS shows)."""
-    with _quiet_without_crs():
+    with _quiet_without_crs(frame):
         _write_frame(path, frame, layer=layer)
 
 
 @contextlib.contextmanager
-def _quiet_without_crs() -> Iterator[None]:
+def _quiet_without_crs(frame: gpd.GeoDataFrame) -> Iterator[None]:
     """pyogrio's warning that a frame has no CRS: a scene in pixels, said once already (by
-    :class:`~geo_hires.errors.NoCRSWarning`); its text, twice more, only added noise."""
+    :class:`~geo_hires.errors.NoCRSWarning`); its text, twice more, only added noise. Only
+    such a frame's write is in the (process-wide, one-at-a-time) filter block."""
+    if frame.crs is not None:
+        yield
+        return
     with quiet(UserWarning, message="'crs' was not provided"):
         yield
 

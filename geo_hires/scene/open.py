@@ -32,6 +32,7 @@ from geo_hires.errors import (
     StripLayoutWarning,
     UnsupportedBandsError,
     quiet,
+    warn,
 )
 from geo_hires.scene import objects, remote
 from geo_hires.scene.placement import (
@@ -288,7 +289,7 @@ def _describe(path: str, src: rasterio.DatasetReader, config: ReadConfig) -> Sce
         named = crs is not None
         crs, transform, placement = _placement(path, src, config)
         if crs is None:
-            warnings.warn(
+            warn(
                 f"{path} has a CRS but no geotransform: its pixels are not placed, so results "
                 "are in pixel space; add one (gdal_edit.py -a_ullr) to put them on a map"
                 if named

@@ -6,25 +6,26 @@ from __future__ import annotations
 import threading
 import warnings
 
-from geo_hires.errors import LevelSkippedWarning, NoCRSWarning, quiet
+from geo_hires.errors import LevelSkippedWarning, NoCRSWarning, quiet, warn
 
 
 def test_quiet_blocks_of_two_threads_leave_the_filters_as_they_were():
     """With ``warnings.catch_warnings`` alone, the second thread's block saved the first's
     filter and put it back after the first had removed it: installed for good (one detect in
-    two threads did so in one run of two)."""
+    two threads did so in one run of two). Another library's warning can only be filtered:
+    those blocks take turns."""
     before = list(warnings.filters)
     first_inside, second_inside, first_out = (threading.Event() for _ in range(3))
 
     def first() -> None:
-        with quiet(NoCRSWarning):
+        with quiet(UserWarning, message="'crs' was not provided"):
             first_inside.set()
             second_inside.wait(1.0)  # in vain: the second's block waits for this one's end
         first_out.set()
 
     def second() -> None:
         first_inside.wait(5.0)
-        with quiet(LevelSkippedWarning):
+        with quiet(DeprecationWarning, message="old"):
             second_inside.set()
             first_out.wait(5.0)  # without turns: the first ends inside this block
 
@@ -34,6 +35,31 @@ def test_quiet_blocks_of_two_threads_leave_the_filters_as_they_were():
     for t in threads:
         t.join()
     assert warnings.filters == before
+
+
+def test_our_warnings_are_quieted_for_one_thread_only():
+    """A filter hid a thread's warning from every other thread while its block ran (another
+    scene's skipped level, its missing CRS): geo_hires' own are silenced per thread, and no
+    filter is touched."""
+    inside, said = threading.Event(), threading.Event()
+    before = list(warnings.filters)
+
+    def quiet_one() -> None:
+        with quiet(NoCRSWarning), quiet(LevelSkippedWarning):
+            warn("not said", NoCRSWarning)
+            inside.set()
+            said.wait(5.0)
+            assert warnings.filters == before  # nothing process-wide
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        thread = threading.Thread(target=quiet_one)
+        thread.start()
+        inside.wait(5.0)
+        warn("said", NoCRSWarning)  # this thread is not quiet
+        said.set()
+        thread.join()
+    assert [str(w.message) for w in seen] == ["said"]
 
 
 def test_quiet_ignores_its_category_and_message_only():
