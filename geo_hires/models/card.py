@@ -205,8 +205,6 @@ class ModelCard:
         _kept(self, where, {"gsd_m": {"positive": True}, "score_threshold": {}})
         if not 0.0 < self.score_threshold < 1.0:
             raise ConfigError(f"{where}: 'score_threshold' in (0, 1), got {self.score_threshold}")
-        if not self.levels:
-            raise ConfigError(f"{where}: 'levels' names no level; give at least one")
         if not self.classes or not all(isinstance(c, str) and c for c in self.classes):
             raise ConfigError(f"{where}: 'classes' is a list of names, got {list(self.classes)}")
         if len(self.input_bands) != 3:
@@ -262,6 +260,8 @@ def _card_from_json(doc: dict[str, Any]) -> ModelCard:
         raise ConfigError(f"card.json has no {missing[0]!r} (see docs/models.md for a card)")
     if isinstance(doc["classes"], str) or isinstance(doc["levels"], dict | str):
         raise ConfigError("card.json: 'classes' and 'levels' are lists")
+    if not doc["levels"]:
+        raise ConfigError(f"model {doc['name']!r}: 'levels' names no level; give at least one")
     arch = doc.get("arch")
     spec = (
         ArchSpec(
@@ -329,7 +329,7 @@ def load_card(name_or_path: str | os.PathLike[str]) -> ModelCard:
         raise ConfigError(f"{folder}/card.json is malformed: {exc}") from exc
     missing = [f for f in card.yolo_files if not (folder / f).is_file()]
     if missing:
-        raise ConfigError(f"{folder}: the card names {missing[0]!r}, which is not in the folder")
+        raise ConfigError(f"{folder}: the card needs {missing[0]!r}, which is not in the folder")
     return card
 
 

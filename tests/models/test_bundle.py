@@ -36,7 +36,7 @@ def test_a_bundle_folder_must_hold_what_its_card_names(tmp_path):
     assert cascade.fcn is not None and cascade.policy is not None
     missing = _copy("aircraft_cascade", tmp_path)
     (missing / "yolo.pt").unlink()
-    with pytest.raises(ConfigError, match=r"the card names 'yolo.pt', which is not in the folder"):
+    with pytest.raises(ConfigError, match=r"the card needs 'yolo.pt', which is not in the folder"):
         load_bundle(missing)
     renamed = _copy("aircraft_yolo", tmp_path / "b")
     _edit_card(renamed, classes=["aircraft"])

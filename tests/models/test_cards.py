@@ -83,7 +83,7 @@ def test_plan_refuses_a_bundle_whose_files_are_missing_as_detect_does(tmp_path, 
     folder = tmp_path / "b"
     shutil.copytree(bundle_dir("aircraft_yolo"), folder)
     (folder / "yolo.pt").unlink()
-    with pytest.raises(ConfigError, match=r"the card names 'yolo.pt', which is not in the folder"):
+    with pytest.raises(ConfigError, match=r"the card needs 'yolo.pt', which is not in the folder"):
         load_card(folder)
     scene = Path(__file__).parents[2] / "demo" / "airports.tif"
     assert main(["plan", str(scene), "--model", str(folder)]) == 2
