@@ -42,14 +42,19 @@ def test_our_warnings_are_quieted_for_one_thread_only():
     scene's skipped level, its missing CRS): geo_hires' own are silenced per thread, and no
     filter is touched."""
     inside, said = threading.Event(), threading.Event()
-    before = list(warnings.filters)
+    failed: list[BaseException] = []
 
     def quiet_one() -> None:
-        with quiet(NoCRSWarning), quiet(LevelSkippedWarning):
-            warn("not said", NoCRSWarning)
+        try:
+            before = list(warnings.filters)
+            with quiet(NoCRSWarning), quiet(LevelSkippedWarning):
+                warn("not said", NoCRSWarning)
+                inside.set()
+                said.wait(5.0)
+                assert warnings.filters == before  # nothing process-wide
+        except BaseException as exc:  # a thread's failure is not the test's otherwise
+            failed.append(exc)
             inside.set()
-            said.wait(5.0)
-            assert warnings.filters == before  # nothing process-wide
 
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
@@ -59,7 +64,9 @@ def test_our_warnings_are_quieted_for_one_thread_only():
         warn("said", NoCRSWarning)  # this thread is not quiet
         said.set()
         thread.join()
-    assert [str(w.message) for w in seen] == ["said"]
+    assert not failed
+    assert [(str(w.message), w.category, w.filename) for w in seen] == [
+        ("said", NoCRSWarning, __file__)]  # fmt: skip  # pointing at its caller
 
 
 def test_quiet_ignores_its_category_and_message_only():
