@@ -38,6 +38,7 @@ def _level(**changes) -> dict:
         (_level(min_size=90, max_size=30), r"0 <= 'min_size' <= 'max_size' .* got 90/30"),
         (_level(detector="../x.pt"), r"'detector' '../x.pt' must be 'fcn' or .* without '..'"),
         (_level(detector="/abs/x.pt"), r"'detector' '/abs/x.pt' must be 'fcn' or an ultralytics"),
+        (_level(detector="sub\\x.pt"), r"'detector' 'sub\\\\x.pt' must be 'fcn' or an"),
         ({**_yolo_card(), "score_threshold": 2}, r"'score_threshold' in \(0, 1\), got 2"),
         ({**_yolo_card(), "gsd_m": 0}, r"'gsd_m' must be a number > 0, got 0"),
         ({**_yolo_card(), "classes": "Airplane"}, r"'classes' and 'levels' are lists"),

@@ -31,8 +31,8 @@ from geo_hires.scene import open_scene
         ({"bands": "3,2,1"}, r"bands: a tuple such as \(3, 2, 1\), got '3,2,1'"),
         ({"levels": "coarse"}, r"levels: a tuple such as \(\"coarse\",\)"),
         ({"aoi": 3}, r"aoi: a vector file's path or a GeoJSON mapping .* got a int"),
-        ({"model": 3}, r"model: a name \(str\), got 3"),
-        ({"asset": ["visual"]}, r"asset: a name \(str\)"),
+        ({"model": 3}, r"model: a name \(str\), got 3 \(a loaded Bundle goes to run_detect\("),
+        ({"asset": ["visual"]}, r"asset: a name \(str\), got \['visual'\]$"),
     ],
 )
 def test_options_of_the_wrong_kind_say_what_they_take(kwargs, says):
@@ -60,6 +60,8 @@ def test_options_keep_paths_as_text_and_numpy_numbers_as_pythons():
     assert given == plain and hash(given) == hash(plain)
     assert type(given.block) is int and type(given.score_threshold) is float
     assert [type(b) for b in given.bands or ()] == [int, int, int]  # a status file takes them
+    square = {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}
+    assert DetectOptions(aoi=square).aoi is square  # a GeoJSON mapping, as the service sends
 
 
 def test_a_batch_takes_an_aoi_path(tmp_path, demo_crop):
