@@ -254,12 +254,12 @@ class ModelCard:
 
 def _card_from_json(doc: dict[str, Any]) -> ModelCard:
     if not isinstance(doc, dict):
-        raise ConfigError(f"card.json holds a JSON {type(doc).__name__}, not an object")
+        raise ConfigError(f"a JSON {type(doc).__name__}, not an object")
     missing = [k for k in ("name", "classes", "gsd_m", "levels", "score_threshold") if k not in doc]
     if missing:
-        raise ConfigError(f"card.json has no {missing[0]!r} (see docs/models.md for a card)")
+        raise ConfigError(f"no {missing[0]!r} (see docs/models.md for a card)")
     if isinstance(doc["classes"], str) or isinstance(doc["levels"], dict | str):
-        raise ConfigError("card.json: 'classes' and 'levels' are lists")
+        raise ConfigError("'classes' and 'levels' are lists")
     if not doc["levels"]:
         raise ConfigError(f"model {doc['name']!r}: 'levels' names no level; give at least one")
     arch = doc.get("arch")
@@ -325,6 +325,8 @@ def load_card(name_or_path: str | os.PathLike[str]) -> ModelCard:
     folder = bundle_dir(name_or_path)
     try:
         card = _card_from_json(json.loads((folder / "card.json").read_text()))
+    except ConfigError as exc:  # a value it cannot run, said by the checks
+        raise ConfigError(f"{folder}/card.json: {exc}") from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{folder}/card.json is malformed: {exc}") from exc
     missing = [f for f in card.yolo_files if not (folder / f).is_file()]

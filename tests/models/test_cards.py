@@ -40,15 +40,31 @@ def _level(**changes) -> dict:
         (_level(detector="/abs/x.pt"), r"'detector' '/abs/x.pt' must be 'fcn' or an ultralytics"),
         (_level(detector="sub\\x.pt"), r"'detector' 'sub\\\\x.pt' must be 'fcn' or an"),
         ({**_yolo_card(), "score_threshold": 2}, r"'score_threshold' in \(0, 1\), got 2"),
-        ({**_yolo_card(), "gsd_m": 0}, r"'gsd_m' must be a number > 0, got 0"),
-        ({**_yolo_card(), "classes": "Airplane"}, r"'classes' and 'levels' are lists"),
+        ({**_yolo_card(), "score_threshold": 0}, r"'score_threshold' in \(0, 1\), got 0"),
+        ({**_yolo_card(), "score_threshold": 1}, r"'score_threshold' in \(0, 1\), got 1"),
+        (
+            {**_yolo_card(), "gsd_m": 0},
+            r"model 'aircraft_yolo': 'gsd_m' must be a number > 0, got 0",
+        ),
+        ({**_yolo_card(), "classes": [1]}, r"'classes' is a list of names, got \[1\]"),
+        (
+            {**_yolo_card(), "cascade": {"detector": "../r.pt"}},
+            r"cascade: 'detector' '../r.pt' must be 'fcn' or an ultralytics .pt's path inside the "
+            r"bundle folder \(relative, without '..'\)",
+        ),
+        (
+            _level(detector="fcn"),
+            r"a level runs the scanning network \('detector': 'fcn'\) but "
+            r"the card has no 'arch'",
+        ),
+        ({**_yolo_card(), "classes": "Airplane"}, r"/card.json: 'classes' and 'levels' are lists$"),
         ({**_yolo_card(), "classes": [0]}, r"'classes' is a list of names, got \[0\]"),
         ({**_yolo_card(), "levels": []}, r"'levels' names no level"),
         ({**_yolo_card(), "input_bands": ["red", "nir"]}, r"'input_bands' names the three bands"),
-        ([_yolo_card()], r"card.json holds a JSON list, not an object"),
+        ([_yolo_card()], r"/card.json: a JSON list, not an object$"),
         (
             {k: v for k, v in _yolo_card().items() if k != "score_threshold"},
-            r"card.json has no 'score_threshold' \(see docs/models.md",
+            r"/card.json: no 'score_threshold' \(see docs/models.md for a card\)$",
         ),
     ],
 )
