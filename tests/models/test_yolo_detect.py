@@ -155,7 +155,7 @@ def test_bad_bundles_are_refused_with_what_to_change(bundles, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(bundles["yolo"], broken)
     (broken / "yolo.pt").unlink()
-    with pytest.raises(ConfigError, match=r"names .yolo\.pt., which is not in the folder"):
+    with pytest.raises(ConfigError, match=r"needs .yolo\.pt., which is not in the folder"):
         load_bundle(broken)
     with pytest.raises(ConfigError, match="give 'window'"):
         Level(name="full", target_gsd_m=0.5, downsample=1, detector="y.pt")
