@@ -47,7 +47,8 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     from geo_hires.train.fit import FitConfig
     from geo_hires.train.run import TrainJob, train_bundle
     from geo_hires.train.yolo_data import YoloDataConfig
-    from geo_hires.train.yolo_run import YOLO_ARCHS, YoloTrainConfig, train_yolo_bundle
+    from geo_hires.train.yolo_run import YoloTrainConfig, train_yolo_bundle
+    from geo_hires.train.yolo_sources import YOLO_ARCHS
 
     scenes = _training_scenes(args.scenes)
     job = TrainJob(
@@ -151,7 +152,7 @@ def _check_unseen(scanner: str, refiner: str) -> None:
     """The cascade is scored on its scanner's validation images: refuse, before writing, a
     refiner that trained on some of them (its score there would flatter the cascade)."""
     from geo_hires.models.card import bundle_dir, load_card
-    from geo_hires.train.yolo_run import yolo_source
+    from geo_hires.train.yolo_sources import yolo_source
 
     ref_card = yolo_source(refiner, flag="--refiner")[1]
     seen = set(ref_card.train_images) if ref_card is not None else set()

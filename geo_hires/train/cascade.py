@@ -21,7 +21,8 @@ from pathlib import Path
 
 from geo_hires.errors import ConfigError
 from geo_hires.models.card import CascadeRule, ModelCard, bundle_dir, load_card, save_card
-from geo_hires.train.yolo_run import WEIGHTS, yolo_source
+from geo_hires.train.yolo_run import WEIGHTS
+from geo_hires.train.yolo_sources import yolo_source
 
 __all__ = ["CARRIED", "make_cascade_bundle"]
 

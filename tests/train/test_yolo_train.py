@@ -130,7 +130,8 @@ def test_init_warm_starts_from_a_bundles_weights_and_refuses_what_cannot(tmp_pat
     from geo_hires.models.card import bundle_dir
     from geo_hires.train.cascade import make_cascade_bundle
     from geo_hires.train.yolo_data import YoloDataConfig
-    from geo_hires.train.yolo_run import FINE_TUNE, YoloTrainConfig, train_yolo_bundle, yolo_weights
+    from geo_hires.train.yolo_run import FINE_TUNE, YoloTrainConfig, train_yolo_bundle
+    from geo_hires.train.yolo_sources import yolo_weights
 
     shipped = bundle_dir("aircraft_yolo") / "yolo.pt"
     assert yolo_weights("aircraft_yolo") == shipped and yolo_weights(shipped) == shipped
@@ -169,7 +170,7 @@ def test_an_init_geo_hires_cannot_train_on_from_says_so_first(tmp_path, yaml_nam
     from ultralytics import YOLO
 
     from geo_hires.models.yolo import ultralytics_env
-    from geo_hires.train.yolo_run import check_init
+    from geo_hires.train.yolo_sources import check_init
 
     pt = tmp_path / yaml_name.replace(".yaml", ".pt")
     with ultralytics_env():
