@@ -93,8 +93,9 @@ class LocalExecutor:
 
     @property
     def torch_device(self) -> torch.device | None:
-        """:attr:`device` as a ``torch.device`` (a name given is turned into one when made)."""
-        return torch.device(self.device) if isinstance(self.device, str) else self.device
+        """:attr:`device`, typed as it is once made (a name given was turned into one)."""
+        assert not isinstance(self.device, str)  # __post_init__
+        return self.device
 
     def run_units(
         self,

@@ -297,8 +297,8 @@ def run_detect(
         SceneTooLargeError: The scene is over ``ReadConfig.max_scene_pixels``.
         GeoHiresError: The root of these and of every other error the library raises.
     """
-    _check_run(scene_path, DetectOptions() if options is None else options)
-    opts = options or DetectOptions()
+    opts = DetectOptions() if options is None else options
+    _check_run(scene_path, opts)
     out = Outputs.of(outputs)
     out.check()
     check_destination([*out.files, out.coverage, out.quicklook])
