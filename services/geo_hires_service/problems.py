@@ -202,10 +202,10 @@ def _can_fail(param: dict[str, Any]) -> bool:
 
 def _problems_of(op: dict[str, Any]) -> None:
     responses = op.setdefault("responses", {})
-    found = responses.pop("422", None)
+    found = responses.get("422")
     if found is None or PROBLEM in found.get("content", {}):  # none, or the route's own words
-        responses.update({"422": found} if found else {})
         return
+    del responses["422"]  # FastAPI's HTTPValidationError
     params = op.get("parameters", [])
     if any(p["in"] == "query" for p in params):  # a route's own words are kept
         responses.setdefault("400", problem_doc("a query parameter is invalid"))
