@@ -71,9 +71,10 @@ def _variant(name: str, scene: str, out: Path) -> None:
     remote.READ_OPTIONS.update(VARIANTS[name])
     if name == "block_cache_16mb":
 
-        def small_cache(path: str | None = None) -> rasterio.Env:
-            return rasterio.Env(GDAL_CACHEMAX=16 * 1024 * 1024, GDAL_PAM_ENABLED="NO",
-                                **remote.gdal_options(path))  # fmt: skip
+        def small_cache(path: str | None = None, *, alone: bool = False) -> rasterio.Env:
+            return rasterio.Env(
+                GDAL_CACHEMAX=16 * 1024 * 1024, GDAL_PAM_ENABLED="NO", **remote.gdal_options(path)
+            )  # a remote read looks at no sidecar already
 
         scene_open.gdal_env = small_cache
         scene_read.gdal_env = small_cache

@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn, TextIO
 
-from geo_hires.errors import GeoHiresError
+from geo_hires.errors import GeoHiresError, option_spelling
 
 __all__ = ["Terminated", "main"]
 
@@ -134,6 +134,11 @@ def _sigterm_stops_the_run() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 error, 130 interrupted, 143 terminated)."""
+    with option_spelling(cli=True):
+        return _run(argv, out)
+
+
+def _run(argv: Sequence[str] | None, out: TextIO | None) -> int:
     args = _parser().parse_args(argv)
     with warnings.catch_warnings(), _sigterm_stops_the_run():
         warnings.showwarning = _show_warning

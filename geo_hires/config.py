@@ -14,7 +14,7 @@ import hashlib
 import json
 from typing import Any
 
-from geo_hires.errors import ConfigError
+from geo_hires.errors import ConfigError, option
 
 __all__ = [
     "ExportConfig",
@@ -36,8 +36,10 @@ class ReadConfig:
         stretch_percentiles: Low/high percentiles of the per-band stretch for non-8-bit data.
         stats_pixels: Pixel count of the decimated read used to compute that stretch.
         driver: Open scenes with this GDAL driver only (e.g. ``"GTiff"``), so a file cannot
-            pick its own driver by its content (VRT, XML, NetCDF…); ``None`` lets GDAL choose.
-            The HTTP service sets ``"GTiff"``.
+            pick its own driver by its content (VRT, XML, NetCDF…), and the scene's file
+            alone: no sidecar beside it (``.ovr``, ``.msk``, a world file), which GDAL would
+            open with any driver. ``None`` lets GDAL choose and use sidecars. The HTTP service
+            sets ``"GTiff"``.
         gcp_max_residual_px: A scene placed by GCPs uses the least-squares affine through them
             when its largest residual is at most this many pixels, else GDAL's GCP polynomial.
         rpc_height_m: Height above the ellipsoid at which RPC-placed scenes are projected.
@@ -65,7 +67,8 @@ class ReadConfig:
             raise ConfigError("ReadConfig pixel limits must be positive integers")
         if self.bands is not None and len(self.bands) != 3:
             raise ConfigError(
-                f"--bands needs 3 bands (red, green, blue) for an RGB model, got {len(self.bands)}"
+                f"{option('--bands')} needs 3 bands (red, green, blue) for an RGB model, got "
+                f"{len(self.bands)}"
             )
         lo, hi = self.stretch_percentiles
         if not 0.0 <= lo < hi <= 100.0:

@@ -36,6 +36,8 @@ __all__ = [
     "StorageError",
     "StripLayoutWarning",
     "UnsupportedBandsError",
+    "option",
+    "option_spelling",
     "quiet",
     "warn",
 ]
@@ -74,6 +76,43 @@ def warn(message: str, category: type[Warning], stacklevel: int = 1) -> None:
     """``warnings.warn``, unless this thread is in a :func:`quiet` block for ``category``."""
     if not any(issubclass(category, c) for c in _SILENCED.get()):
         warnings.warn(message, category, stacklevel=stacklevel + 1)
+
+
+_CLI_SPELLING = False
+_UNSET: object = object()
+
+
+@contextlib.contextmanager
+def option_spelling(*, cli: bool) -> Iterator[None]:
+    """Name options in messages by their command-line flags (``cli=True``: what the CLI's
+    command does) or as keyword arguments and job options (``cli=False``), for a ``with`` block.
+
+    Why a process-wide setting and not a context variable: a command's worker threads (reads
+    ahead, Ray's callbacks) do not inherit a context, and the process is the command's. The
+    service turns it off again under ``geo-hires serve``.
+    """
+    global _CLI_SPELLING
+    before, _CLI_SPELLING = _CLI_SPELLING, cli
+    try:
+        yield
+    finally:
+        _CLI_SPELLING = before
+
+
+def option(flag: str, value: object = _UNSET, *, api: str | None = None) -> str:
+    """An option as the reader of a message sets it: ``--block 512`` on the command line,
+    ``block=512`` from Python or in a service job's options (see :func:`option_spelling`).
+
+    The keyword is the flag's name with underscores; ``api`` replaces the whole keyword form
+    where the two differ (``--gpus-per-actor`` is ``num_gpus``, ``--bands 3,2,1`` is
+    ``bands=(3, 2, 1)``).
+    """
+    if _CLI_SPELLING:
+        return flag if value is _UNSET else f"{flag} {value}"
+    if api is not None:
+        return api if value is _UNSET or "=" in api else f"{api}={value!r}"
+    key = flag.split()[0].lstrip("-").replace("-", "_")
+    return key if value is _UNSET else f"{key}={value!r}"
 
 
 class GeoHiresError(Exception):

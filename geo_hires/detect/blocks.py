@@ -14,7 +14,7 @@ import dataclasses
 import math
 from collections.abc import Iterable
 
-from geo_hires.errors import ConfigError
+from geo_hires.errors import ConfigError, option
 
 __all__ = ["Block", "batch_blocks", "halo_for", "plan_blocks"]
 
@@ -63,7 +63,7 @@ def plan_blocks(width: int, height: int, *, core: int, halo: int, stride: int) -
     if core <= 0 or core % stride or halo < 0 or halo % stride:
         raise ConfigError(
             f"block core ({core}) and halo ({halo}) must be multiples of the network "
-            f"stride {stride}: give --block a multiple of {stride} (e.g. "
+            f"stride {stride}: give {option('--block')} a multiple of {stride} (e.g. "
             f"{max(stride, core - core % stride)})"
         )
     blocks = []

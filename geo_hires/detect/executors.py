@@ -22,7 +22,7 @@ from geo_hires.detect.journal import Journal, UnitResult
 from geo_hires.detect.options import DetectConfig
 from geo_hires.detect.plan import Unit
 from geo_hires.detect.runner import UnitRunner
-from geo_hires.errors import ConfigError
+from geo_hires.errors import ConfigError, option
 from geo_hires.models.bundle import Bundle
 from geo_hires.scene import Scene, SceneReader
 
@@ -88,7 +88,8 @@ class LocalExecutor:
         cuda = isinstance(device, torch.device) and device.type == "cuda"
         if cuda and not torch.cuda.is_available():
             raise ConfigError(
-                "--device cuda asked for, but no CUDA device is available; use --device cpu"
+                f"{option('--device', 'cuda')} asked for, but no CUDA device is available; use "
+                f"{option('--device', 'cpu')}"
             )
 
     @property
@@ -163,7 +164,7 @@ class UnitLoop:
         if missing:
             raise ConfigError(
                 f"executor lost {len(missing)} work units (e.g. {sorted(missing)[0]}); "
-                "rerun with --resume"
+                f"rerun with {option('--resume', api='resume=True')}"
             )
         return list(results.values())
 

@@ -36,6 +36,7 @@ from geo_hires.errors import (
     ForeignJournalWarning,
     LeftoverWarning,
     StorageError,
+    option,
 )
 from geo_hires.scene import Scene, objects, remote
 
@@ -160,7 +161,8 @@ class Journal:
         if not resume and (earlier := self._earlier_units()):
             warnings.warn(
                 f"{self._where()}: an earlier run that did not finish had done {earlier} "
-                "units of this scene; starting afresh (--resume goes on from them)",
+                f"units of this scene; starting afresh "
+                f"({option('--resume', api='resume=True')} goes on from them)",
                 DiscardedJournalWarning,
                 stacklevel=3,
             )

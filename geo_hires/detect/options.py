@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args
 
 from geo_hires.config import ReadConfig
 from geo_hires.detect.option_values import plain_values
-from geo_hires.errors import ConfigError, OptionIgnoredWarning
+from geo_hires.errors import ConfigError, OptionIgnoredWarning, option
 from geo_hires.models.card import FCN, ModelCard
 
 __all__ = [
@@ -78,7 +78,7 @@ def resolve_zoom(choice: str, card: ModelCard) -> ZoomMode:
     ``rl`` only for a policy that kept its AP on every GSD and on small objects, see
     ``docs/zoom.md``), else ``all``; any other choice as asked."""
     if choice not in ZOOM_CHOICES:
-        raise ConfigError(f"--zoom {choice!r}: choose one of {', '.join(ZOOM_CHOICES)}")
+        raise ConfigError(f"{option('--zoom', choice)}: choose one of {', '.join(ZOOM_CHOICES)}")
     if choice != "auto":
         return choice
     default = card.extra.get("zoom_default", "all")
@@ -92,7 +92,7 @@ def resolve_precision(choice: str, card: ModelCard, native: bool) -> Precision:
     else fp32; ``fp32`` and ``bf16`` as asked. A bundle without a scanning network always
     runs fp32."""
     if choice not in PRECISIONS:
-        raise ConfigError(f"--precision {choice!r}: choose one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"{option('--precision', choice)}: choose one of {', '.join(PRECISIONS)}")
     if card.arch is None or choice == "fp32":
         return "fp32"
     if choice == "bf16":
@@ -129,9 +129,13 @@ class ZoomConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in ZOOM_MODES:
-            raise ConfigError(f"--zoom {self.mode!r}: choose one of {', '.join(ZOOM_MODES)}")
+            raise ConfigError(
+                f"{option('--zoom', self.mode)}: choose one of {', '.join(ZOOM_MODES)}"
+            )
         if self.budget is not None and not 0.0 < self.budget <= 1.0:
-            raise ConfigError(f"--budget {self.budget}: give a share of windows in (0, 1]")
+            raise ConfigError(
+                f"{option('--budget', self.budget)}: give a share of windows in (0, 1]"
+            )
         if self.window < 64 or self.window % 32:
             raise ConfigError(f"zoom window {self.window}: a multiple of 32, at least 64")
         if not 0.0 < self.evidence_threshold <= self.gate_threshold < 1.0:
@@ -186,13 +190,14 @@ class DetectConfig:
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision {self.precision!r}: fp32 or bf16")
         if self.core < 16:
-            raise ConfigError(f"--block {self.core}: give a block core of 16 px or more")
+            raise ConfigError(f"{option('--block', self.core)}: give a block core of 16 px or more")
         if self.batch_size < 1 or self.prefetch < 1:
             raise ConfigError(
-                f"--batch {self.batch_size}, prefetch {self.prefetch}: give 1 or more of each"
+                f"{option('--batch', self.batch_size)}, prefetch {self.prefetch}: give 1 or more "
+                "of each"
             )
         if self.threads < 1:
-            raise ConfigError(f"--threads {self.threads}: give 1 or more torch threads")
+            raise ConfigError(f"{option('--threads', self.threads)}: give 1 or more torch threads")
         if self.score_threshold is not None and not 0.0 < self.score_threshold < 1.0:
             raise ConfigError(f"score threshold must be in (0, 1), got {self.score_threshold}")
         if self.levels is not None and (isinstance(self.levels, str) or not self.levels):
@@ -305,16 +310,22 @@ class DetectOptions:
         bundle without a scanning network, a ``budget`` with zoom ``none``."""
         if self.block != BLOCK and not any(lv.detector == FCN for lv in card.levels):
             _ignored(
-                f"--block {self.block}: {card.name} has no scanning network, whose blocks it "
-                "sizes; its windows are its card's (window, halo)"
+                f"{option('--block', self.block)}: {card.name} has no scanning network, whose "
+                "blocks it sizes; its windows are its card's (window, halo)"
             )
         zoom = resolve_zoom(self.zoom, card)
         native = native_bf16("cpu") if native is None else native
         precision = resolve_precision(self.precision, card, native)
         if self.budget is not None and zoom == "none":
-            _ignored(f"--budget {self.budget}: --zoom none zooms no window, so none is capped")
+            _ignored(
+                f"{option('--budget', self.budget)}: {option('--zoom', 'none')} zooms no window, "
+                "so none is capped"
+            )
         if self.precision == "bf16" and precision == "fp32":
-            _ignored(f"--precision bf16: {card.name} has no scanning network; it runs in fp32")
+            _ignored(
+                f"{option('--precision', 'bf16')}: {card.name} has no scanning network; it runs in "
+                "fp32"
+            )
         return DetectConfig(
             core=self.block,
             batch_size=self.batch,

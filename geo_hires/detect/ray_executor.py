@@ -28,7 +28,7 @@ from geo_hires.detect.options import DetectConfig
 from geo_hires.detect.plan import Unit
 from geo_hires.detect.ray_actor import ScannerActor, native_bf16_here, unwrapped
 from geo_hires.detect.ray_local import ensure_ray
-from geo_hires.errors import ConfigError, ExecutorError
+from geo_hires.errors import ConfigError, ExecutorError, option
 from geo_hires.models.bundle import Bundle
 from geo_hires.scene import Scene
 
@@ -72,7 +72,10 @@ class RayConfig:
         if self.device not in (None, "cpu", "cuda"):
             raise ConfigError(f"RayConfig: device {self.device!r}: cpu, cuda or None (auto)")
         if self.device == "cuda" and not self.num_gpus:
-            raise ConfigError("RayConfig: device cuda needs GPUs per actor (--gpus-per-actor 1)")
+            raise ConfigError(
+                f"RayConfig: {option('--device', 'cuda')} needs GPUs per actor "
+                f"({option('--gpus-per-actor', 1, api='num_gpus')})"
+            )
         if self.actors < 1 or self.num_cpus <= 0 or self.num_gpus < 0:
             raise ConfigError("RayConfig: actors >= 1, num_cpus > 0 and num_gpus >= 0 required")
         if self.replacements < 0 or self.unit_attempts < 1 or self.placement_timeout_s <= 0:
@@ -176,9 +179,9 @@ class RayExecutor:
             raise ExecutorError(f"the Ray worker asked for its device failed: {cause}") from None
         if native is None:
             raise ConfigError(
-                f"--device cuda: a Ray worker given {c.num_gpus:g} GPU per actor has no CUDA "
-                "device torch can use (a GPU Ray counts on a node without its driver?); check "
-                "the worker nodes' GPUs, or use --device cpu"
+                f"{option('--device', 'cuda')}: a Ray worker given {c.num_gpus:g} GPU per actor "
+                "has no CUDA device torch can use (a GPU Ray counts on a node without its "
+                f"driver?); check the worker nodes' GPUs, or use {option('--device', 'cpu')}"
             )
         return bool(native)
 
@@ -272,7 +275,8 @@ class RayExecutor:
                 if len(nodes) >= self.config.unit_attempts:
                     raise ExecutorError(
                         f"work unit {unit.key} lost its Ray actor on {len(nodes)} nodes (last: "
-                        f"{exc}); if nodes run out of memory, lower --block or --batch"
+                        f"{exc}); if nodes run out of memory, lower {option('--block')} or "
+                        f"{option('--batch')}"
                     ) from exc
                 return []
             run.per_node[slot.node or "?"] += 1
@@ -333,7 +337,7 @@ class RayExecutor:
         return (
             f"no Ray scanner actor could be placed for {c.placement_timeout_s:.0f} s (each "
             f"needs {c.num_cpus:g} CPU and {c.num_gpus:g} GPU on one node); add nodes, or "
-            "lower --actors or --gpus-per-actor"
+            f"lower {option('--actors')} or {option('--gpus-per-actor', api='num_gpus')}"
         )
 
     def shutdown(self) -> None:

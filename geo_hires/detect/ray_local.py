@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from geo_hires.errors import ExecutorError
+from geo_hires.errors import ExecutorError, option
 
 RAY_TMP = "/tmp/ghray"
 """Where local Ray sessions live (``$GEO_HIRES_RAY_TMP`` wins); a short path, because Ray's
@@ -100,8 +100,9 @@ def _check_reachable(address: str) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
     except OSError as exc:
         raise ExecutorError(
-            f"cannot reach the Ray cluster at --address {address} ({exc.strerror or exc}); "
-            "start it, check the address, or leave --address out to run a local one"
+            f"cannot reach the Ray cluster at {option('--address', address)} "
+            f"({exc.strerror or exc}); start it, check the address, or leave "
+            f"{option('--address')} out to run a local one"
         ) from exc
 
 
@@ -129,8 +130,8 @@ def ensure_ray(
                 ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as exc:  # what ray.init raises
             raise ExecutorError(
-                f"cannot join the Ray cluster at --address {address} ({exc}); start it, or "
-                "leave --address out to run a local one"
+                f"cannot join the Ray cluster at {option('--address', address)} ({exc}); start it, "
+                f"or leave {option('--address')} out to run a local one"
             ) from exc
         return
     temp_dir = os.environ.get("GEO_HIRES_RAY_TMP", RAY_TMP)

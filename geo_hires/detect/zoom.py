@@ -30,7 +30,7 @@ import numpy.typing as npt
 from geo_hires.detect.journal import UnitResult
 from geo_hires.detect.options import ZoomConfig
 from geo_hires.detect.plan import Select
-from geo_hires.errors import ConfigError
+from geo_hires.errors import ConfigError, option
 
 if TYPE_CHECKING:
     from geo_hires.models.bundle import Bundle
@@ -109,10 +109,11 @@ def require_policy(zoom: ZoomConfig, card: ModelCard) -> None:
     card alone: it printed a plan that ``detect`` then refused)."""
     if zoom.mode != "rl" or card.extra.get("zoom_policy"):
         return
-    instead = "use --zoom gate" if len(card.levels) > 1 else "leave --zoom out (one level)"
+    gate, flag = option("--zoom", "gate"), option("--zoom")
+    instead = f"use {gate}" if len(card.levels) > 1 else f"leave {flag} out (one level)"
     raise ConfigError(
-        f"--zoom rl: model {card.name!r} has no zoom policy; train one with geo-hires "
-        f"train-zoom, or {instead}"
+        f"{option('--zoom', 'rl')}: model {card.name!r} has no zoom policy; train one with "
+        f"geo-hires train-zoom, or {instead}"
     )
 
 
@@ -121,11 +122,13 @@ def check_policy(zoom: ZoomConfig, bundle: Bundle) -> None:
     policy = bundle.policy
     if policy is None:
         require_policy(zoom, bundle.card)
-        raise ConfigError(f"--zoom rl: model {bundle.name!r} has no zoom policy")  # no card file
+        raise ConfigError(  # no card file
+            f"{option('--zoom', 'rl')}: model {bundle.name!r} has no zoom policy"
+        )
     if policy.spec.window != zoom.window:
         raise ConfigError(
-            f"--zoom rl: the policy decides on {policy.spec.window}-px windows, the run "
-            f"asks for {zoom.window}"
+            f"{option('--zoom', 'rl')}: the policy decides on {policy.spec.window}-px windows, "
+            f"the run asks for {zoom.window}"
         )
 
 

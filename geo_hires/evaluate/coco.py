@@ -22,7 +22,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from geo_hires.detections import PixelDetections
-from geo_hires.errors import ConfigError
+from geo_hires.errors import ConfigError, option
 from geo_hires.evaluate.islands import islands
 
 __all__ = ["ClassScore", "EvalResult", "OperatingPoint", "evaluate", "evaluate_images"]
@@ -217,9 +217,9 @@ def evaluate_images(
 ) -> EvalResult:
     """Like :func:`evaluate` over several images at once: ``(pred, truth)`` per image."""
     if not 0.05 <= iou <= 0.95:
-        raise ConfigError(f"--iou must be in [0.05, 0.95], got {iou}")
+        raise ConfigError(f"{option('--iou')} must be in [0.05, 0.95], got {iou}")
     if threshold is not None and not 0.0 <= threshold <= 1.0:  # NaN too
-        raise ConfigError(f"--threshold {threshold}: a detection score, in [0, 1]")
+        raise ConfigError(f"{option('--threshold', threshold)}: a detection score, in [0, 1]")
     if not pairs:
         raise ConfigError("nothing to evaluate")
     truth_names = {t.class_names[c] for _, t in pairs for c in set(t.classes.tolist())}

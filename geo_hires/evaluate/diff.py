@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import shapely
 
-from geo_hires.errors import ConfigError
+from geo_hires.errors import ConfigError, option
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -38,7 +38,10 @@ class DiffConfig:
 
     def __post_init__(self) -> None:
         if not (0.0 < self.iou <= 1.0 and self.small_m >= 0 and self.max_shift_m > 0):  # NaN too
-            raise ConfigError("diff: --iou in (0, 1], --small >= 0 and --max-shift > 0")
+            raise ConfigError(
+                f"diff: {option('--iou')} in (0, 1], {option('--small', api='small_m')} >= 0 and "
+                f"{option('--max-shift', api='max_shift_m')} > 0"
+            )
 
 
 def _prepared(frame: gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:

@@ -10,7 +10,7 @@ from pyproj.aoi import AreaOfInterest
 from pyproj.database import query_utm_crs_info
 
 from geo_hires.detections import PixelDetections
-from geo_hires.errors import LabelReadError
+from geo_hires.errors import LabelReadError, option
 from geo_hires.georef import reproject
 from geo_hires.labels.read import LabelSet
 from geo_hires.scene.open import Scene
@@ -57,7 +57,8 @@ def common_frame(
         return pred.to_pixels(scene), truth.to_pixels(scene)
     if (pred.crs is None) != (truth.crs is None):
         raise LabelReadError(
-            "one file is in pixel coordinates and the other on the map; pass --scene SCENE"
+            f"one file is in pixel coordinates and the other on the map; pass "
+            f"{option('--scene SCENE', api='scene=')}"
         )
     if truth.crs is None:
         return pred.to_pixels(None), truth.to_pixels(None)

@@ -124,7 +124,7 @@ def _datetime(ref: ResultItem) -> dict[str, Any]:
     import rasterio
 
     path = ref.scene.gdal_path  # a signed URL's query included, read as every read is
-    with gdal_env(path), rasterio.open(path) as src:
+    with gdal_env(path, alone=True), rasterio.open(path) as src:  # a tag of the file itself
         stamp = src.tags().get("TIFFTAG_DATETIME", "")
     try:
         when = dt.datetime.strptime(stamp.strip(), "%Y:%m:%d %H:%M:%S")

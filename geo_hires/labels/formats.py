@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from geo_hires.errors import LabelReadError
+from geo_hires.errors import LabelReadError, option
 from geo_hires.labels.labelset import LabelSet
 
 __all__ = ["READERS", "read_csv"]
@@ -198,8 +198,8 @@ def _rows_of(
         count = len({image_of(r) for r in rows})
         if count > 1:
             raise LabelReadError(
-                f"{path} holds labels of {count} images; pass --scene IMAGE to pick its labels "
-                "(in Python: read_labels(..., image=NAME))"
+                f"{path} holds labels of {count} images; pick one image's labels: "
+                + option("--scene IMAGE", api="read_labels(..., image=NAME)")
             )
         return rows
     return [r for r in rows if image_of(r) == image]

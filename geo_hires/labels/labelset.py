@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from geo_hires.detections import GeoDetections, PixelDetections
-from geo_hires.errors import LabelReadError
+from geo_hires.errors import LabelReadError, option
 from geo_hires.georef import box_corners, map_to_pixel
 from geo_hires.scene.open import Scene
 
@@ -57,7 +57,8 @@ class LabelSet:
     def _pixel_rings(self, scene: Scene | None) -> tuple[np.ndarray, ...]:
         if self.crs is not None and scene is None:
             raise LabelReadError(
-                "map-coordinate labels need a scene to be put in pixels; pass --scene"
+                "map-coordinate labels need a scene to be put in pixels; pass "
+                + option("--scene", api="scene=")
             )
         if self.crs is not None and scene is not None and scene.crs_wkt is None:
             raise LabelReadError(  # its pixels are not on any map: the coordinates would be
@@ -113,7 +114,8 @@ class LabelSet:
         """Envelope polygons in the labels' own CRS (map-coordinate labels only)."""
         if self.crs is None:
             raise LabelReadError(
-                "pixel-coordinate labels need a scene to be put on the map; pass --scene"
+                "pixel-coordinate labels need a scene to be put on the map; pass "
+                + option("--scene", api="scene=")
             )
         table, classes = self._classes(class_names)
         return GeoDetections(

@@ -37,7 +37,7 @@ import torch
 
 from geo_hires.config import MergeConfig
 from geo_hires.detections import PixelDetections
-from geo_hires.errors import NonFiniteWarning
+from geo_hires.errors import NonFiniteWarning, option
 
 __all__ = ["batched_nms", "nms", "nms_kernel", "rotated_nms"]
 
@@ -141,7 +141,7 @@ def _finite(dets: PixelDetections) -> PixelDetections:
         return dets
     warnings.warn(
         f"{int((~ok).sum())} detections with a NaN or infinite box or score were dropped (the "
-        "network's arithmetic overflowed?); if many, run with --precision fp32",
+        f"network's arithmetic overflowed?); if many, run with {option('--precision', 'fp32')}",
         NonFiniteWarning,
         stacklevel=3,
     )

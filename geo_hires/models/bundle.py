@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geo_hires.config import config_id
-from geo_hires.errors import ConfigError
+from geo_hires.errors import ConfigError, option
 from geo_hires.models.card import Level, ModelCard, bundle_dir, load_card, save_card
 
 if TYPE_CHECKING:
@@ -223,8 +223,8 @@ def load_pt(
     p = Path(path)
     if isinstance(gsd_m, bool) or not isinstance(gsd_m, numbers.Real) or not 0 < gsd_m < 1e3:
         raise ConfigError(
-            f"a bare .pt needs the metres per pixel it was trained at (--model-gsd; gsd_m= "
-            f"from Python) in (0, 1000), got {gsd_m!r}"
+            f"a bare .pt needs the metres per pixel it was trained at "
+            f"({option('--model-gsd', api='gsd_m')}) in (0, 1000), got {gsd_m!r}"
         )
     gsd_m = float(gsd_m)
     if halo is None:  # a 128 px window (imgsz 128) was refused for the fixed 96

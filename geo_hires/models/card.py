@@ -20,7 +20,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from geo_hires.errors import ConfigError
+from geo_hires.errors import ConfigError, option
 from geo_hires.models.arch import ArchSpec, LayerSpec
 
 __all__ = [
@@ -301,8 +301,9 @@ def bundle_dir(name_or_path: str | os.PathLike[str]) -> Path:
     if p.suffix.lower() == ".pt" and p.is_file():
         raise ConfigError(
             f"model {str(name_or_path)!r} is a bare ultralytics .pt, which needs the metres per "
-            "pixel it was trained at: geo-hires --model-gsd M, or from Python "
-            "load_pt(path, gsd_m=M) passed as bundle= (or a bundle folder with a card.json)"
+            "pixel it was trained at: "
+            + option("--model-gsd M", api="load_pt(path, gsd_m=M) passed as bundle=")
+            + " (or a bundle folder with a card.json)"
         )
     what = "is not a model bundle (it has no card.json)" if p.exists() else "not found"
     raise ConfigError(

@@ -39,7 +39,7 @@ from geo_hires.detect.options import DetectConfig, ZoomConfig
 from geo_hires.detect.plan import MaskFn, Select, Unit, mask_lookup, plan_units
 from geo_hires.detect.zoom import check_policy, zoom_select
 from geo_hires.detections import PixelDetections
-from geo_hires.errors import ConfigError, NothingToZoomWarning
+from geo_hires.errors import ConfigError, NothingToZoomWarning, option
 from geo_hires.merge import merge_results
 from geo_hires.models.bundle import Bundle
 from geo_hires.models.card import ModelCard
@@ -268,7 +268,7 @@ def _unzoomed(zoom: ZoomConfig, bundle: Bundle, scene: Scene) -> ZoomConfig:
 def warn_nothing_to_zoom(zoom: ZoomConfig, model: str, scene: Scene) -> None:
     """Say that a selective ``zoom`` is moot: ``model`` scans one level of ``scene``."""
     warnings.warn(
-        f"--zoom {zoom.mode}: {model} scans one level of {Path(scene.path).name}, so "
+        f"{option('--zoom', zoom.mode)}: {model} scans one level of {Path(scene.path).name}, so "
         "there is nothing to zoom into; every window is scanned",
         NothingToZoomWarning,
         stacklevel=4,

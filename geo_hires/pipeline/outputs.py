@@ -20,7 +20,7 @@ from geo_hires.config import ExportConfig, ReadConfig, config_id
 from geo_hires.detect.executors import Executor
 from geo_hires.detect.journal import journal_for
 from geo_hires.detect.options import DetectConfig, DetectOptions, native_bf16
-from geo_hires.errors import ConfigError
+from geo_hires.errors import ConfigError, option
 from geo_hires.export import (
     FORMATS,
     check_outputs,
@@ -89,7 +89,7 @@ class Outputs:
             raise ConfigError("name at least one output file (e.g. result.geojson)")
         coverage = [self.coverage] if self.coverage else []
         layers = [k for k in FORMATS if k != ".stac.json"]  # the coverage is a vector layer
-        check_kind("--coverage", self.coverage, layers)  # first: the list that fits it
+        check_kind(option("--coverage"), self.coverage, layers)  # first: the list that fits it
         check_outputs([*self.files, *coverage], quicklook=self.quicklook)
         items, others = item_outputs(self.files)
         if items and any(remote.is_remote(p) for p in [*self.files, self.coverage, self.quicklook]):

@@ -1,4 +1,5 @@
-"""Whether a TIFF's pixel data lies inside its file, checked without reading a pixel.
+"""Whether a TIFF's pixel data lies inside its file, in blocks a read can afford, checked
+without reading a pixel.
 
 GDAL opens a TIFF from its header and image directories alone, so a file cut after its
 directories (an interrupted upload or copy) opens fine and fails only when a read reaches a
@@ -16,18 +17,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import rasterio
 from rasterio.enums import Interleaving
 
-from geo_hires.errors import SceneReadError, quiet
+from geo_hires.errors import SceneReadError, SceneTooLargeError, quiet
 from geo_hires.scene.open import gdal_env
 
-__all__ = ["MAX_BLOCKS", "BlockEnd", "check_blocks"]
+__all__ = ["MAX_BLOCKS", "MAX_BLOCK_BYTES", "BlockEnd", "check_blocks"]
 
 MAX_BLOCKS = 2**21
 """The most blocks one level may have (about 2 s to check here): a 50-gigapixel scene in
 160 px tiles. Tiny tiles over a huge extent (a 134-byte sparse TIFF can declare 39 million)
 would cost minutes of lookups before a job is even accepted."""
+
+MAX_BLOCK_BYTES = 128 * 1024**2
+"""The most bytes one block (a tile or strip, all its bands where they are interleaved) may
+decode to: GDAL decodes a whole block to read any pixel of it, in every reader at once. A
+1.2 MB upload holding one 20000 x 20000 RGB tile took 1.66 GB to read a 512 px window.
+128 MiB is a 7000 x 6000 RGB tile; a COG's are 0.75 MiB. (GDAL reads a file of one huge
+strip line by line: its blocks are one row.)"""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -53,6 +62,7 @@ def _blocks(src: rasterio.DatasetReader, overview: int | None) -> Iterator[Block
     bands = [1] if src.interleaving is Interleaving.pixel else list(src.indexes)
     tiled = bool(src.profile.get("tiled"))
     bh, bw = src.block_shapes[0]
+    _check_block_bytes(src, bh * bw * (src.count if bands == [1] else 1))
     count = len(bands) * -(-src.height // bh) * -(-src.width // bw)
     if count > MAX_BLOCKS:
         raise SceneReadError(
@@ -71,6 +81,18 @@ def _blocks(src: rasterio.DatasetReader, overview: int | None) -> Iterator[Block
                     end=int(offset) + int(size), column=col, row=row, band=band,
                     overview=overview, tiled=tiled,
                 )  # fmt: skip
+
+
+def _check_block_bytes(src: rasterio.DatasetReader, values: int) -> None:
+    size = values * max((np.dtype(d).itemsize for d in src.dtypes), default=1)
+    if size > MAX_BLOCK_BYTES:
+        bh, bw = src.block_shapes[0]
+        raise SceneTooLargeError(
+            f"{Path(src.name).name}: each {bw} x {bh} px block of its {src.count} bands decodes "
+            f"to {size / 1024**2:,.0f} MiB (at most {MAX_BLOCK_BYTES // 1024**2} MiB), all of "
+            "it for any pixel read; write it in smaller tiles (gdal_translate -co TILED=YES "
+            "-co BLOCKXSIZE=512 -co BLOCKYSIZE=512)"
+        )
 
 
 def _levels(path: Path, driver: str) -> Iterator[tuple[rasterio.DatasetReader, int | None]]:
@@ -96,10 +118,11 @@ def check_blocks(path: str | os.PathLike[str], *, driver: str = "GTiff") -> None
     Raises:
         SceneReadError: A block ends past the end of the file (the file is truncated, or its
             directories are corrupt), or the file cannot be opened as a TIFF.
+        SceneTooLargeError: A block decodes to more than :data:`MAX_BLOCK_BYTES`.
     """
     size = os.path.getsize(path)
     try:
-        with gdal_env():
+        with gdal_env(alone=True):  # the file's own overviews: a sidecar's are not sent
             for src, level in _levels(Path(path), driver):
                 past = next((b for b in _blocks(src, level) if b.end > size), None)
                 if past is not None:

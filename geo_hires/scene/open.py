@@ -31,6 +31,7 @@ from geo_hires.errors import (
     SceneTooLargeError,
     StripLayoutWarning,
     UnsupportedBandsError,
+    option,
     quiet,
     warn,
 )
@@ -48,10 +49,15 @@ __all__ = ["SUPPORTED_DTYPES", "Scene", "gdal_env", "open_scene", "resolve_bands
 SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
 
-def gdal_env(path: str | None = None) -> rasterio.Env:
+def gdal_env(path: str | None = None, *, alone: bool = False) -> rasterio.Env:
     """The scoped GDAL options every read in geo_hires runs under (and, for a remote ``path``,
     the range-request settings of :func:`geo_hires.scene.remote.gdal_options`, and the
     credentials of :func:`geo_hires.scene.objects.gdal_session` where GDAL cannot find them).
+
+    ``alone``: GDAL looks at no file beside the one it opens (a ``.ovr``, ``.msk`` or world
+    file), what a read confined to one driver needs (``ReadConfig.driver``): GDAL opens a
+    sidecar with any driver, so a ``scene.tif.ovr`` that is a VRT read any file or URL it named
+    into the scene's overviews.
 
     Why scoped: GDAL options are process-global otherwise; a library must not change its
     host's settings. The cache is bounded so streaming reads keep memory flat; it also holds
@@ -59,13 +65,21 @@ def gdal_env(path: str | None = None) -> rasterio.Env:
     fetched once. rasterio takes an integer ``GDAL_CACHEMAX`` as *bytes*: a bare 256 means 256
     bytes, which makes every decimated read decode each tile once per output row (100x slower).
     """
+    sidecars = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"} if alone else {}
     return rasterio.Env(
         session=objects.gdal_session(path),
         GDAL_CACHEMAX=256 * 1024 * 1024,
         GDAL_PAM_ENABLED="NO",
         CPL_LOG_ERRORS="OFF",
-        **remote.gdal_options(path),
+        **{**sidecars, **remote.gdal_options(path)},
     )
+
+
+def _readable(driver: str | None) -> str:
+    """What a scene must be, for a message: any raster, or one of the one driver allowed."""
+    if driver is None:
+        return "a GeoTIFF/COG or another raster GDAL reads"
+    return "a GeoTIFF" if driver == "GTiff" else f"a raster of GDAL's {driver} driver"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -233,7 +247,9 @@ def _band_index(item: int | str, path: str, interp: tuple[str, ...], desc: tuple
     if text.isdigit():
         index = int(text)
         if not 1 <= index <= len(interp):
-            raise ConfigError(f"--bands: {path} has no band {index}; it has bands 1-{len(interp)}")
+            raise ConfigError(
+                f"{option('--bands')}: {path} has no band {index}; it has bands 1-{len(interp)}"
+            )
         return index
     for names in (interp, desc):
         hits = [i + 1 for i, n in enumerate(names) if n and n.lower() == text.lower()]
@@ -241,9 +257,9 @@ def _band_index(item: int | str, path: str, interp: tuple[str, ...], desc: tuple
             return hits[0]
     known = sorted({n for n in interp + desc if n and n not in ("undefined", "gray")})
     raise ConfigError(
-        f"--bands: {path} has no band named {text!r}"
+        f"{option('--bands')}: {path} has no band named {text!r}"
         + (f" (names: {', '.join(known)})" if known else " (its bands have no names)")
-        + "; give 1-based indexes, e.g. --bands 3,2,1"
+        + f"; give 1-based indexes, e.g. {option('--bands', '3,2,1', api='bands=(3, 2, 1)')}"
     )
 
 
@@ -254,7 +270,8 @@ def resolve_bands(
     r, g, b = (_band_index(item, path, interp, desc) for item in spec)
     if len({r, g, b}) < 3:
         raise ConfigError(
-            f"--bands {','.join(map(str, spec))} names fewer than 3 distinct bands of {path}; "
+            f"{option('--bands', ','.join(map(str, spec)), api=f'bands={tuple(spec)!r}')} names "
+            f"fewer than 3 distinct bands of {path}; "
             "the model expects red, green and blue"
         )
     return (r, g, b)
@@ -266,7 +283,8 @@ def _warn_band_order(path: str, interp: tuple[str, ...], rgb: tuple[int, int, in
         warnings.warn(
             f"{path} has {len(data)} bands and no colour interpretation: bands "
             f"{','.join(map(str, rgb))} are used as red, green, blue; if the order differs "
-            "(e.g. blue, green, red, NIR), pass --bands 3,2,1",
+            "(e.g. blue, green, red, NIR), pass "
+            + option("--bands", "3,2,1", api="bands=(3, 2, 1)"),
             BandOrderWarning,
             stacklevel=5,
         )
@@ -278,8 +296,8 @@ def _describe(path: str, src: rasterio.DatasetReader, config: ReadConfig) -> Sce
     if src.width * src.height > config.max_scene_pixels:
         raise SceneTooLargeError(
             f"{path}: declares {src.width}x{src.height} = {src.width * src.height:,} pixels, over "
-            f"the budget of {config.max_scene_pixels:,}; raise ReadConfig.max_scene_pixels "
-            "(--max-pixels) if the file is genuine"
+            f"the budget of {config.max_scene_pixels:,}; raise "
+            f"{option('--max-pixels', api='ReadConfig.max_scene_pixels')} if the file is genuine"
         )
     interp = tuple(c.name if isinstance(c, ColorInterp) else str(c) for c in src.colorinterp)
     _check_layout(path, tuple(src.dtypes), interp)
@@ -299,7 +317,8 @@ def _describe(path: str, src: rasterio.DatasetReader, config: ReadConfig) -> Sce
             )
     if config.rpc_height_m and (placement is None or placement.method != "rpc"):
         warnings.warn(
-            f"--rpc-height {config.rpc_height_m:g}: {path} is not placed by RPCs; ignored",
+            f"{option('--rpc-height', f'{config.rpc_height_m:g}')}: {path} is not placed by RPCs; "
+            "ignored",
             OptionIgnoredWarning,
             stacklevel=4,
         )
@@ -373,9 +392,11 @@ def open_scene(path: str | os.PathLike[str], *, config: ReadConfig | None = None
         raise SceneNotFoundError(f"scene not found: {p}; check the path")
     elif Path(p).is_dir():
         raise SceneReadError(f"{p} is a directory; pass a raster file")
+    elif not Path(p).is_file():  # GDAL's open of a named pipe waits for a writer, for ever
+        raise SceneReadError(f"{p} is not a regular file (a pipe or a device); pass a raster file")
     gdal = url.gdal if url is not None else p
     try:
-        with gdal_env(gdal):
+        with gdal_env(gdal, alone=config.driver is not None):
             with quiet(rasterio.errors.NotGeoreferencedWarning):  # the open warns; NoCRSWarning
                 src = rasterio.open(gdal, driver=config.driver)  # says it in our words
             with src:
@@ -387,5 +408,5 @@ def open_scene(path: str | os.PathLike[str], *, config: ReadConfig | None = None
         if url is not None:
             raise remote.gdal_error(p, gdal, exc) from None
         raise SceneReadError(
-            f"cannot open {p} as a raster ({exc}); pass a GeoTIFF/COG or another raster GDAL reads"
+            f"cannot open {p} as a raster ({exc}); pass {_readable(config.driver)}"
         ) from exc

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from geo_hires.config import ReadConfig
-from geo_hires.errors import ConfigError, GeoHiresError, SceneReadError
+from geo_hires.errors import ConfigError, GeoHiresError, SceneReadError, option
 from geo_hires.scene import objects, remote
 from geo_hires.scene.open import Scene, open_scene
 
@@ -98,7 +98,7 @@ def _choose(item: Any, key: str | None) -> tuple[str, Any]:
             return k, a
     raise ConfigError(
         f"STAC item {item.id} has no visual or RGB asset (by roles or eo:bands); name one with "
-        f"--asset (its assets: {sorted(assets)})"
+        f"{option('--asset')} (its assets: {sorted(assets)})"
     )
 
 
@@ -163,7 +163,9 @@ def open_input(
     config = config or ReadConfig()
     if not is_stac_item(path):
         if config.stac_asset is not None:
-            raise ConfigError(f"--asset applies to STAC items; {remote.public(path)} is not one")
+            raise ConfigError(
+                f"{option('--asset')} applies to STAC items; {remote.public(path)} is not one"
+            )
         return open_scene(path, config=config), None
     ref = resolve_item(path, asset=config.stac_asset, confine=config.stac_confine)
     if config.bands is None and ref.bands is not None:

@@ -169,6 +169,8 @@ def check_header(path: Path | str, config: ServiceConfig, options: BaseModel) ->
         SceneTooLargeError, SceneReadError, UnsupportedBandsError, ConfigError, StorageError
     ) as exc:  # fmt: skip
         detail = str(exc).replace(str(path), scene_name(path))  # no server paths in answers
+        if isinstance(path, Path):  # nor a STAC item's asset's: it is named by its path too
+            detail = detail.replace(f"{path.parent}{os.sep}", "")
         if isinstance(exc, SceneTooLargeError):
             raise Rejected(detail, status=413) from exc
         if isinstance(exc, SceneNotFoundError):

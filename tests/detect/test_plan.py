@@ -258,7 +258,7 @@ def test_a_block_size_for_a_bundle_without_a_scanning_network_is_said_to_be_moot
     from geo_hires.models.card import load_card
 
     yolo, lsn = load_card("aircraft_yolo"), load_card("aircraft_lsn")
-    with pytest.warns(OptionIgnoredWarning, match="--block 512: aircraft_yolo has no scanning"):
+    with pytest.warns(OptionIgnoredWarning, match="^block=512: aircraft_yolo has no scanning"):
         assert DetectOptions(block=512).detect_config(yolo).core == 512
     with warnings.catch_warnings():
         warnings.simplefilter("error", OptionIgnoredWarning)

@@ -294,7 +294,7 @@ def test_a_run_of_one_level_says_there_is_nothing_to_zoom_and_scans_every_window
     base = DetectConfig(core=256, score_threshold=0.05)
     every = detect_scene(scene, yolo, config=base)
     gated = dataclasses.replace(base, zoom=ZoomConfig(mode="gate", budget=0.1))
-    with pytest.warns(NothingToZoomWarning, match=r"--zoom gate: aircraft_yolo scans one level"):
+    with pytest.warns(NothingToZoomWarning, match=r"^zoom='gate': aircraft_yolo scans one level"):
         got = detect_scene(scene, yolo, config=gated)
     assert got.zoom()["mode"] == "all" and got.zoom()["budget"] is None  # what it did
     assert "zoom" not in got.summary("s.tif", ["o.geojson"])

@@ -182,6 +182,7 @@ def test_results_in_pixels_or_with_empty_classes_are_said_or_handled(tmp_path, c
             {"iou": math.nan}, {"small_m": math.nan}, {"max_shift_m": math.nan}],
 )  # fmt: skip
 def test_match_settings_out_of_range_or_nan_are_refused(bad):
-    with pytest.raises(ConfigError, match=r"^diff: --iou in \(0, 1\], --small >= 0 and"):
+    said = r"^diff: iou in \(0, 1\], small_m >= 0 and max_shift_m > 0$"
+    with pytest.raises(ConfigError, match=said):
         DiffConfig(**bad)
     assert DiffConfig(iou=1.0, small_m=0.0, max_shift_m=0.01).iou == 1.0  # the bounds hold

@@ -51,7 +51,7 @@ def test_every_pixel_format_reads_the_same_boxes(tmp_path):
 
 def test_airbus_csv_with_several_images_needs_a_choice(tmp_path):
     _write_formats(tmp_path)
-    with pytest.raises(LabelReadError, match="--scene"):
+    with pytest.raises(LabelReadError, match=r"read_labels\(\.\.\., image=NAME\)$"):
         read_labels(tmp_path / "air.csv")
 
 
@@ -64,7 +64,7 @@ def test_a_pixel_csv_of_several_images_gives_each_its_own_boxes_and_none_of_the_
     assert len(read_labels(path, image="a.tif").rings) == 2
     assert read_labels(path, image="b.tif").names == ("plane",)
     assert read_labels(path, image="empty.tif").rings == ()  # not a's or b's boxes
-    with pytest.raises(LabelReadError, match="labels of 2 images; pass --scene"):
+    with pytest.raises(LabelReadError, match="labels of 2 images; pick one image's labels: "):
         read_labels(path)
 
 

@@ -77,12 +77,12 @@ def test_detect_config_bounds_hold_at_their_edges():
     """The edges a caller meets first (survivors of the mutation run: the old checks were
     tested only through the CLI, outside this file's functions' selection)."""
     DetectConfig(core=16, batch_size=1, prefetch=1, threads=1, score_threshold=0.001)
-    with pytest.raises(ConfigError, match="--block 15: give a block core of 16 px or more"):
+    with pytest.raises(ConfigError, match=r"^block=15: give a block core of 16 px or more"):
         DetectConfig(core=15)
     for kw in ({"batch_size": 0}, {"prefetch": 0}):
         with pytest.raises(ConfigError, match="give 1 or more of each"):
             DetectConfig(**kw)
-    with pytest.raises(ConfigError, match="--threads 0: give 1 or more"):
+    with pytest.raises(ConfigError, match=r"^threads=0: give 1 or more"):
         DetectConfig(threads=0)
     for bad in (0.0, 1.0, 1.5):
         with pytest.raises(ConfigError, match=r"score threshold must be in \(0, 1\)"):

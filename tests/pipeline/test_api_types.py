@@ -148,5 +148,29 @@ def test_a_local_executor_takes_a_device_by_name_and_refuses_one_not_there(demo_
         LocalExecutor(device="gpu0")
     if not torch.cuda.is_available():
         for cuda in ("cuda", torch.device("cuda:0")):
-            with pytest.raises(ConfigError, match="no CUDA device is available; use --device cpu"):
+            said = r"^device='cuda' asked for, but no CUDA device is available; use device='cpu'$"
+            with pytest.raises(ConfigError, match=said):
                 LocalExecutor(device=cuda)
+
+
+def test_an_option_is_spelled_for_the_reader_in_every_thread_of_the_command():
+    """Keywords by default (Python, the service); flags inside the CLI's block, in its worker
+    threads too (a context variable would not reach them), and keywords again after it."""
+    import threading
+
+    from geo_hires.errors import option, option_spelling
+
+    said = ["block", "block=15", "zoom='rl'", "num_gpus", "bands=(3, 2, 1)", "scene="]
+    calls = [("--block",), ("--block", 15), ("--zoom", "rl"), ("--gpus-per-actor",),
+             ("--bands", "3,2,1"), ("--scene SCENE",)]  # fmt: skip
+    apis = [None, None, None, "num_gpus", "bands=(3, 2, 1)", "scene="]
+    spell = [lambda c=c, a=a: option(*c, api=a) for c, a in zip(calls, apis, strict=True)]
+    assert [s() for s in spell] == said
+    in_thread: list[str] = []
+    with option_spelling(cli=True):
+        worker = threading.Thread(target=lambda: in_thread.extend(s() for s in spell))
+        worker.start()
+        worker.join()
+    flags = ["--block", "--block 15", "--zoom rl", "--gpus-per-actor", "--bands 3,2,1"]
+    assert in_thread == [*flags, "--scene SCENE"]
+    assert [s() for s in spell] == said

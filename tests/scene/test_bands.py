@@ -19,6 +19,7 @@ from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 from geo_hires.cli import main
+from geo_hires.config import ReadConfig
 from geo_hires.errors import BandOrderWarning, ConfigError
 from geo_hires.scene import open_scene
 
@@ -60,7 +61,8 @@ def _features(path: Path) -> list:
 
 def test_bgrn_scene_warns_and_bands_restore_the_rgb_detections(rgb_and_bgrn, tmp_path, capsys):
     rgb, bgrn = rgb_and_bgrn
-    with pytest.warns(BandOrderWarning, match=r"bands 1,2,3 are used as red.*--bands 3,2,1"):
+    said = r"bands 1,2,3 are used as red.*pass bands=\(3, 2, 1\)$"
+    with pytest.warns(BandOrderWarning, match=said):
         assert open_scene(bgrn).rgb_bands == (1, 2, 3)
     common = ["--block", "512", "--score-threshold", "0.3"]
     assert main(["detect", str(rgb), "-o", str(tmp_path / "rgb.geojson"), *common]) == 0
@@ -138,3 +140,18 @@ def test_model_cards_state_their_input_bands():
 
     assert load_card("aircraft_lsn").input_bands == ("red", "green", "blue")
     assert list(load_card("aircraft_lsn").as_json()["input_bands"]) == ["red", "green", "blue"]
+
+
+def test_python_callers_are_told_the_keyword_and_the_cli_its_flag(rgb_and_bgrn, tmp_path, capsys):
+    """One message, spelled for its reader: a library caller was told to pass ``--bands``. The
+    CLI's spelling lasts for its command only (``main`` puts the keyword back, even after an
+    error)."""
+    _, bgrn = rgb_and_bgrn
+    with pytest.raises(ConfigError, match=r"^bands: \S+ has no band 5; it has bands 1-4$"):
+        open_scene(str(bgrn), config=ReadConfig(bands=(3, 2, 5)))
+    with pytest.raises(ConfigError, match=r"^bands=\(3, 3, 1\) names fewer than 3 distinct"):
+        open_scene(str(bgrn), config=ReadConfig(bands=(3, 3, 1)))
+    assert main(["detect", str(bgrn), "-o", str(tmp_path / "x.geojson"), "--bands", "3,3,1"]) == 2
+    assert "error: --bands 3,3,1 names fewer than 3" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"^bands=\(3, 3, 1\) names"):  # and back after it
+        open_scene(str(bgrn), config=ReadConfig(bands=(3, 3, 1)))

@@ -13,6 +13,7 @@ from geo_hires.config import ReadConfig
 from geo_hires.errors import (
     GeoHiresError,
     NoCRSWarning,
+    SceneReadError,
     SceneTooLargeError,
     UnsupportedBandsError,
 )
@@ -218,3 +219,46 @@ def utm_lat(scene) -> float:
 
     lon_lat = Transformer.from_crs(scene.crs, 4326, always_xy=True)
     return float(lon_lat.transform(*scene.transform * (0, 0))[1])
+
+
+def _vrt_of(target, size: int) -> str:
+    bands = "".join(
+        f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource><SourceFilename '
+        f'relativeToVRT="0">{target}</SourceFilename><SourceBand>{b}</SourceBand>'
+        "</SimpleSource></VRTRasterBand>"
+        for b in (1, 2, 3)
+    )
+    return f'<VRTDataset rasterXSize="{size}" rasterYSize="{size}">{bands}</VRTDataset>'
+
+
+def test_a_confined_read_opens_the_file_alone_not_the_sidecars_beside_it(tmp_path):
+    """A ``scene.tif.ovr`` (or ``.msk``) is opened by GDAL with any driver: a VRT one read any
+    file it named into the overviews a service's quicklook shows (a security review found it).
+    The CLI (no driver) keeps its sidecars."""
+    profile = {"driver": "GTiff", "width": 64, "height": 64, "count": 3, "dtype": "uint8"}
+    secret, scene = tmp_path / "secret.tif", tmp_path / "drop" / "a.tif"
+    scene.parent.mkdir()
+    for path, value in ((secret, 222), (scene, 100)):
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(np.full((3, 64, 64), value, np.uint8))
+    for suffix, size in ((".ovr", 32), (".msk", 64)):
+        scene.with_name(scene.name + suffix).write_text(_vrt_of(secret, size))
+    with pytest.warns(NoCRSWarning):
+        assert open_scene(scene).overviews == (2,)  # GDAL's own rule, as it was
+    confined = ReadConfig(driver="GTiff")
+    with pytest.warns(NoCRSWarning):
+        opened = open_scene(scene, config=confined)
+    assert opened.overviews == () and not opened.has_mask
+    with SceneReader(opened, config=confined) as reader:
+        assert reader._src is not None and reader._src.files == [str(scene)]
+        assert reader.read_overview(16).image.max() == pytest.approx(100 / 255)  # its own
+
+
+def test_a_pipe_is_refused_not_waited_on(tmp_path):
+    """GDAL's open of a named pipe waits for a writer for ever (a STAC asset could name one)."""
+    import os
+
+    pipe = tmp_path / "pipe.tif"
+    os.mkfifo(pipe)
+    with pytest.raises(SceneReadError, match=r"pipe\.tif is not a regular file \(a pipe"):
+        open_scene(pipe)

@@ -119,7 +119,7 @@ def test_confined_items_refuse_assets_outside_their_folder(folder, tmp_path):
     assert Path(scene.path) == (folder / "scene_rgb.tif").resolve() and prov is not None
     with pytest.raises(ConfigError, match="outside the item's folder"):
         open_input(item, ReadConfig(stac_confine=True))
-    with pytest.raises(ConfigError, match="--asset applies to STAC items"):
+    with pytest.raises(ConfigError, match=r"^asset applies to STAC items"):
         open_input(folder / "scene_rgb.tif", ReadConfig(stac_asset="visual"))
 
 

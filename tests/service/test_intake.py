@@ -63,6 +63,32 @@ def test_the_first_3000_bytes_of_real_tiled_scenes_are_refused(tmp_path, root):
     assert [p.name for p in _files(data / "uploads")] == [REAL_TILED.name]
 
 
+def test_a_small_file_of_one_huge_block_is_refused_413(tmp_path, root):
+    """A decompression bomb: 0.15 MB of DEFLATE holding one 7008 x 7008 RGB tile (141 MiB
+    decoded, all of it for any pixel read, in every reader). A reviewer's 20000 px tile took
+    1.66 GB to read one window; the pixel budget alone let it in."""
+    import numpy as np
+    import rasterio
+
+    bomb = tmp_path / "bomb.tif"
+    profile = {"driver": "GTiff", "width": 7008, "height": 7008, "count": 3, "dtype": "uint8",
+               "compress": "deflate", "tiled": True, "blockxsize": 7008, "blockysize": 7008,
+               "crs": "EPSG:32631",
+               "transform": rasterio.transform.from_origin(0, 7008, 1, 1)}  # fmt: skip
+    with rasterio.open(bomb, "w", **profile) as dst:
+        dst.write(np.zeros((3, 7008, 7008), np.uint8))
+    assert bomb.stat().st_size < 300_000
+    (tmp_path / "data").mkdir()
+    with running_service(tmp_path / "data", (root,), run_jobs=False) as url:
+        r = _upload(url, "bomb.tif", bomb.read_bytes())
+    assert r.status_code == 413, r.text
+    assert r.json()["detail"] == (
+        "bomb.tif: each 7008 x 7008 px block of its 3 bands decodes to 141 MiB (at most "
+        "128 MiB), all of it for any pixel read; write it in smaller tiles "
+        "(gdal_translate -co TILED=YES -co BLOCKXSIZE=512 -co BLOCKYSIZE=512)"
+    )
+
+
 def _corrupt_one_tile(src: Path, dst: Path) -> None:
     """A copy of ``src`` whose tile (1, 1) holds garbage: the block table is intact, so only a
     read of that tile finds out."""
