@@ -133,6 +133,11 @@ def _asset_path(href: str, where: remote.Url | Path, confine: bool, label: str) 
         raise ConfigError(
             f"STAC asset {label} is at {href}: read only from files, s3:// or https://"
         )
+    if isinstance(where, remote.Url):  # a remote item naming this machine's files
+        raise ConfigError(
+            f"STAC asset {label} is at {href}, a local file, but the item is remote "
+            f"({where.public}): a remote item's assets are read from its own store only"
+        )
     if confine and not (isinstance(where, Path) and local.is_relative_to(where.parent)):
         raise ConfigError(f"STAC asset {label} lies outside the item's folder")
     return str(local)

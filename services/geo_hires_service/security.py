@@ -3,8 +3,9 @@
 
 Every check here is a pure function over the request's text, the token list or the file system,
 so the ingress can answer a bad request with a 4xx before anything reaches GDAL. Scene paths are
-later opened with the GTiff driver only (``geo_hires.scene.open_scene(..., drivers=...)`` is the
-caller's part); no user text ever becomes a GDAL option, a driver prefix or a ``/vsi`` path.
+later opened with the GTiff driver only and without their sidecar files
+(``ReadConfig(driver="GTiff")`` is the caller's part); no user text ever becomes a GDAL option,
+a driver prefix or a ``/vsi`` path.
 """
 
 from __future__ import annotations

@@ -338,3 +338,21 @@ def test_stac_items_in_a_bucket_resolve_relative_assets_and_stay_confined(s3, co
     assert open_input(local)[0].path == f"s3://{s3.bucket}/items/apron.tif"
     with pytest.raises(ConfigError, match="outside the item's folder"):
         open_input(local, ReadConfig(stac_confine=True))
+
+
+def test_a_remote_item_naming_this_machines_files_is_refused(s3, tmp_path):
+    """An item fetched from a bucket or a web server named a ``file://`` asset and this machine
+    opened it, with any GDAL driver (a security review found it); an absolute path is a key of
+    the item's own store (pystac resolves it against the item's URL)."""
+    secret = tmp_path / "secret.tif"
+    secret.write_bytes(b"local")
+    item = copy.deepcopy(APRON_ITEM)
+    for href, refused in ((f"file://{secret}", True), (str(secret), False)):
+        item["assets"]["visual"]["href"] = href
+        s3.client().put_object(Bucket=s3.bucket, Key="items/local.json", Body=json.dumps(item))
+        if refused:
+            with pytest.raises(ConfigError, match=r"a local file, but the item is remote \(s3://"):
+                open_input(f"s3://{s3.bucket}/items/local.json")
+        else:
+            with pytest.raises(SceneNotFoundError, match=rf"s3://{s3.bucket}/tmp/\S+/secret\.tif"):
+                open_input(f"s3://{s3.bucket}/items/local.json")
