@@ -89,7 +89,16 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         _check_lsn_flags(args)
         card = train_bundle(job, evaluate=_validation_metrics)
     out.write(f"wrote {args.out} ({card.extra['training']['report']})\n")
+    if "metrics" in card.extra:  # as cascade says it; the card holds the rest
+        out.write(_validation_line(card.extra["metrics"]))
     return 0
+
+
+def _validation_line(metrics: dict[str, Any]) -> str:
+    return (
+        f"validation: AP50 {metrics['ap50']:.3f}, AP50:95 {metrics['ap50_95']:.3f} "
+        f"({metrics['images']} images)\n"
+    )
 
 
 YOLO_ONLY = {
@@ -140,10 +149,7 @@ def _cmd_cascade(args: argparse.Namespace, out: TextIO) -> int:
             raise ConfigError(f"{args.scanner}: its card names no validation images to score on")
         metrics = _validation_metrics(args.out, scenes, args.labels)
         update_card(args.out, {"metrics": metrics})
-        out.write(
-            f"validation: AP50 {metrics['ap50']:.3f}, AP50:95 {metrics['ap50_95']:.3f} "
-            f"({metrics['images']} images)\n"
-        )
+        out.write(_validation_line(metrics))
     out.write(f"wrote {args.out}\n")
     return 0
 
@@ -277,7 +283,13 @@ def _add_train(sub: Any) -> None:
         "--steps", type=int, default=None,
         help=f"LSN training steps (at most; default {STEPS}); a YOLO trains for --minutes",
     )  # fmt: skip
-    p.add_argument("--minutes", type=float, default=22.0, help="time budget (at most)")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=22.0,
+        help="time budget of the training loop (at most); a YOLO's chips are written before "
+        "it, and the model is scored on the validation images after it",
+    )
     p.add_argument("--batch", type=int, default=16, help="chips per step")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument(

@@ -15,12 +15,18 @@ from typing import Any
 
 import torch
 
-from geo_hires.errors import ConfigError
+from geo_hires.errors import ConfigError, option
 from geo_hires.models.arch import ArchSpec, lsn_spec, wide_spec
 from geo_hires.models.bundle import save_bundle
 from geo_hires.models.card import Level, ModelCard, save_card
-from geo_hires.train.chips import ChipSampler, load_labelled, resampled, split_by_image
-from geo_hires.train.fit import FitConfig, fit
+from geo_hires.train.chips import (
+    ChipSampler,
+    LabelledImage,
+    load_labelled,
+    resampled,
+    split_by_image,
+)
+from geo_hires.train.fit import FitConfig, FitReport, StoppedEarly, fit
 
 __all__ = ["AIRCRAFT_LEVELS", "TrainJob", "train_bundle"]
 
@@ -108,6 +114,8 @@ def train_bundle(
 
     ``evaluate(bundle_dir, val_scene_paths, labels)`` runs the real detection pipeline (the CLI
     passes one), so the card's metrics are those a user gets from ``geo-hires detect``.
+    Interrupted (Ctrl-C, SIGTERM) after a first step, the model so far is saved, its card's
+    report ``interrupted`` and without metrics, and the interrupt goes on.
     """
     if job.val_scenes:
         raise ConfigError("validation scenes by name are for YOLO training; use --val-fraction")
@@ -123,8 +131,44 @@ def train_bundle(
         if step % 100 == 0:
             log(f"step {step} loss {loss:.3f}")
 
-    model, report = fit(spec, train, sampler=job.sampler, config=job.fit, on_step=on_step)
-    by_name = {Path(p).name: p for p in job.scenes}
+    try:
+        model, report = fit(spec, train, sampler=job.sampler, config=job.fit, on_step=on_step)
+    except StoppedEarly as stop:
+        save_bundle(
+            job.out, stop.model, _card(job, spec, classes, (items, train, val), stop.report)
+        )
+        log(
+            f"interrupted after {stop.report.steps} of {job.fit.steps} steps: the model so far "
+            f"is in {job.out} (its card says so; not scored)"
+        )
+        raise stop.__cause__ or stop from None
+    if report.lr_at_end > 0.05:
+        log(
+            f"training stopped by its time budget at step {report.steps} of {job.fit.steps}, "
+            f"its learning rate still {report.lr_at_end:.0%} of its peak (not annealed): give "
+            f"{option('--steps', report.steps, api='FitConfig.steps')} or fewer for this "
+            f"budget here, or more {option('--minutes', api='FitConfig.minutes')}"
+        )
+    card = _card(job, spec, classes, (items, train, val), report)
+    save_bundle(job.out, model, card)
+    if evaluate is not None and val:
+        by_name = {Path(p).name: p for p in job.scenes}
+        metrics = evaluate(job.out, [by_name[i.name] for i in val], job.labels)
+        card = dataclasses.replace(card, extra={**card.extra, "metrics": metrics})
+        save_card(job.out, card)
+    return card
+
+
+def _card(
+    job: TrainJob,
+    spec: ArchSpec,
+    classes: tuple[str, ...],
+    split: tuple[Sequence[LabelledImage], Sequence[LabelledImage], Sequence[LabelledImage]],
+    report: FitReport,
+) -> ModelCard:
+    """The card of a trained network: how it was trained (command, split, settings, report);
+    ``split``: every image, the training ones, the validation ones."""
+    items, train, val = split
     extra: dict[str, Any] = {
         "licence": job.licence,
         "training": {
@@ -142,7 +186,7 @@ def train_bundle(
             "date": time.strftime("%Y-%m-%d"),
         },
     }
-    card = ModelCard(
+    return ModelCard(
         name=job.name,
         arch=spec,
         classes=classes,
@@ -151,9 +195,3 @@ def train_bundle(
         score_threshold=0.3,
         extra=extra,
     )
-    save_bundle(job.out, model, card)
-    if evaluate is not None and val:
-        metrics = evaluate(job.out, [by_name[i.name] for i in val], job.labels)
-        card = dataclasses.replace(card, extra={**extra, "metrics": metrics})
-        save_card(job.out, card)
-    return card

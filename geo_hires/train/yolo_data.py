@@ -269,6 +269,7 @@ def chip_dataset(
     if not (folder / "complete").is_file():
         shutil.rmtree(folder, ignore_errors=True)
         start = time.perf_counter()
+        log(f"writing chips of {len(fit)} + {len(select)} images (before the timed training)")
         if oriented:
             export_obb_dataset(fit, select, classes, folder, chip=config.chip)
         else:

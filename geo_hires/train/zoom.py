@@ -36,7 +36,7 @@ from geo_hires.detect.executors import torch_threads
 from geo_hires.detect.levels import coarsest
 from geo_hires.detect.options import DetectConfig
 from geo_hires.detections import PixelDetections
-from geo_hires.errors import ConfigError, NothingToZoomWarning
+from geo_hires.errors import ConfigError, NoCRSWarning, NothingToZoomWarning, quiet
 from geo_hires.evaluate.scenes import labelled_scene
 from geo_hires.models.bundle import load_bundle
 from geo_hires.models.card import ModelCard, bundle_dir, update_card
@@ -264,8 +264,9 @@ def zoomable_gsds(
     skipped: list[float] = []
     for g in gsds:
         copy = work / "probe" / f"{g:g}m.tif"
-        at_gsd(sample, g, copy, native=open_scene(sample).gsd_m or card.gsd_m)
-        zooms = coarsest(card, open_scene(str(copy)), DetectConfig()) is not None
+        with quiet(NoCRSWarning):  # training images without a CRS are the rule
+            at_gsd(sample, g, copy, native=open_scene(sample).gsd_m or card.gsd_m)
+            zooms = coarsest(card, open_scene(str(copy)), DetectConfig()) is not None
         (kept if zooms else skipped).append(g)
     return tuple(kept), tuple(skipped)
 
@@ -345,7 +346,7 @@ def train_zoom_policy(
         work = Path(tmp)
         cfg, skipped = _zoomable(bundle, cfg, card, str(Path(images) / train_names[0]), work, log)
         items = _items(train_names, images, labels, card, cfg.gsds, work)
-        train = record_images(items, model, cfg.window)
+        train = record_images(items, model, cfg.window, log)
         log(f"recorded {len(train)} training scenes in {time.perf_counter() - start:.0f} s")
         spec = PolicySpec(window=cfg.window, grid=cfg.grid, detector=model.fcn_digest,
                           split_px=split_px(card))  # fmt: skip
@@ -356,7 +357,7 @@ def train_zoom_policy(
             _check_safety(safe, feats, cfg)
             policy = policy.with_spec(dataclasses.replace(spec, safe_score=safe))
         val = record_images(_items(val_names, images, labels, card, cfg.gsds, work), model,
-                            cfg.window)  # fmt: skip
+                            cfg.window, log)  # fmt: skip
         validation = _validation(val, card, policy, cfg)
     record = {
         "data": labels, "train_scenes": len(train), "val_scenes": len(val),

@@ -9,7 +9,7 @@ safety rule or drawing curves — is a lookup followed by the pipeline's own mer
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +22,7 @@ from geo_hires.detect.levels import coarsest
 from geo_hires.detect.options import DetectConfig, ZoomConfig
 from geo_hires.detect.plan import plan_units
 from geo_hires.detections import PixelDetections
-from geo_hires.errors import ConfigError
+from geo_hires.errors import ConfigError, NoCRSWarning, quiet
 from geo_hires.merge import merge_results
 from geo_hires.models.bundle import Bundle
 from geo_hires.models.card import ModelCard
@@ -105,13 +105,21 @@ def record_image(
 
 
 def record_images(
-    items: Sequence[tuple[str, PixelDetections]], model: Bundle, window: int
+    items: Sequence[tuple[str, PixelDetections]],
+    model: Bundle,
+    window: int,
+    log: Callable[[str], None] = lambda _s: None,
 ) -> list[tuple[ImageReplay, Scene]]:
-    """:func:`record_image` of each ``(scene path, truth in its pixels)``."""
+    """:func:`record_image` of each ``(scene path, truth in its pixels)``, said every tenth
+    (81 training images took 4 minutes without a word). Training images without a CRS are
+    the rule (their labels are in pixels): not warned about, one line per image."""
     out = []
-    for path, truth in items:
-        scene = open_scene(path)
+    for i, (path, truth) in enumerate(items, 1):
+        with quiet(NoCRSWarning):
+            scene = open_scene(path)
         out.append((record_image(scene, model, model.card, truth, window), scene))
+        if i % 10 == 0 and i < len(items):
+            log(f"recorded {i} of {len(items)} scenes")
     return out
 
 

@@ -178,6 +178,7 @@ def test_policy_trains_changes_its_decisions_and_runs_as_rl(tiny, tmp_path):
     names = card.extra["training"]["train_images"]
     items = _items(names, str(root / "images"), str(root / "labels"), card, (), tmp_path)
     replays = record_images(items, model, 128)
+    _no_crs_image_records_in_silence(items[0], model, tmp_path)
     spec = PolicySpec(window=128, detector=model.fcn_digest)
     feats, gains = table(replays, card, cfg, spec)
     torch.manual_seed(cfg.seed)  # the initialisation fit_policy starts from
@@ -192,6 +193,31 @@ def test_policy_trains_changes_its_decisions_and_runs_as_rl(tiny, tmp_path):
     zm = load_bundle(tmp_path / "zoomed")
     rl = detect_scene(scene, zm, config=DetectConfig(zoom=ZoomConfig(mode="rl", window=128)))
     assert rl.levels[0].windows is not None
+
+
+def _no_crs_image_records_in_silence(item, model, tmp_path) -> None:
+    """Training images without a CRS are the rule (the Airbus JPEGs): ``train-zoom`` printed
+    one "no CRS" warning per image, 95 lines, and nothing else for four minutes."""
+    import warnings
+
+    import rasterio
+    from affine import Affine
+
+    from geo_hires.train.zoom_replay import record_images
+
+    bare = tmp_path / "bare.tif"
+    with rasterio.open(item[0]) as src:
+        profile, pixels = src.profile, src.read()
+    profile.update(crs=None, transform=Affine.identity())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rasterio's own, at the write
+        with rasterio.open(bare, "w", **profile) as dst:
+            dst.write(pixels)
+    said: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        record_images([(str(bare), item[1])] * 11, model, 128, said.append)
+    assert said == ["recorded 10 of 11 scenes"]
 
 
 def test_rl_without_a_policy_or_with_another_detectors_is_refused(tiny, tmp_path, crop):
