@@ -36,6 +36,7 @@ __all__ = [
     "StorageError",
     "StripLayoutWarning",
     "UnsupportedBandsError",
+    "WeakPartWarning",
     "option",
     "option_spelling",
     "quiet",
@@ -193,6 +194,11 @@ class OptionIgnoredWarning(UserWarning):
 
 class LeftoverWarning(UserWarning):
     """A run succeeded but left a file of its own behind (a journal it may not delete)."""
+
+
+class WeakPartWarning(UserWarning):
+    """A part given to ``cascade`` was measured, on its own card, to find (almost) nothing: the
+    cascade would keep the scanner's candidates at half their score, and say nothing."""
 
 
 class ClassMismatchWarning(UserWarning):

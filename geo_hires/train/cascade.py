@@ -19,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from geo_hires.errors import ConfigError
+from geo_hires.errors import ConfigError, WeakPartWarning, warn
 from geo_hires.models.card import CascadeRule, ModelCard, bundle_dir, load_card, save_card
 from geo_hires.train.yolo_run import WEIGHTS
 from geo_hires.train.yolo_sources import yolo_source
@@ -48,6 +48,7 @@ def make_cascade_bundle(
     scan_card = load_card(scan_dir)
     ref, ref_card = yolo_source(refiner, flag="--refiner")
     _check_parts(scan_card, ref_card, ref)
+    _warn_weak(ref_card)
     target = Path(out)
     for flag, folder in (("--scanner", scan_dir), ("--refiner", ref.parent)):
         if target.resolve() == Path(folder).resolve():  # its files would be copied onto themselves
@@ -72,6 +73,19 @@ def make_cascade_bundle(
     card = dataclasses.replace(scan_card, name=name, cascade=rule, extra=extra)
     save_card(target, card)
     return card
+
+
+def _warn_weak(ref_card: ModelCard | None) -> None:
+    """Say so when the refiner's own card measured it to find (almost) nothing (a YOLO of one
+    epoch): every candidate would go unconfirmed, kept at half its score, without a word."""
+    metrics = ref_card.extra.get("metrics", {}) if ref_card is not None else {}
+    if isinstance(metrics.get("ap50"), (int, float)) and metrics["ap50"] < 0.05:
+        warn(
+            f"--refiner {ref_card.name if ref_card else ''}: its card measured AP50 "
+            f"{metrics['ap50']:.3f} ({metrics.get('n_pred', '?')} detections on its validation "
+            "images): it would confirm no candidate; train it longer",
+            WeakPartWarning,
+        )
 
 
 def _check_parts(scan: ModelCard, ref_card: ModelCard | None, ref: Path) -> None:

@@ -154,3 +154,20 @@ def test_scoring_on_images_the_refiner_trained_on_is_refused(tmp_path, capsys):
     assert main(argv) == 2  # then scored, where these images are missing
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "scene not found" in err[0], err
+
+
+def test_a_refiner_measured_to_find_nothing_is_said_to(tmp_path):
+    """A one-epoch YOLO (its card: AP50 0.0, no detection) made a cascade that confirmed no
+    candidate, kept them all at half their score, and said nothing."""
+    import warnings
+
+    from geo_hires.errors import WeakPartWarning
+
+    weak = tmp_path / "weak"
+    shutil.copytree(bundle_dir("aircraft_yolo"), weak)
+    update_card(weak, {"metrics": {"ap50": 0.0, "n_pred": 0}})
+    with pytest.warns(WeakPartWarning, match=r"its card measured AP50 0\.000 \(0 detections"):
+        make_cascade_bundle("aircraft_lsn", weak, tmp_path / "c", name="c")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the shipped refiner: not a word
+        make_cascade_bundle("aircraft_lsn", "aircraft_yolo", tmp_path / "d", name="d")
