@@ -202,7 +202,7 @@ LOST_BEYOND = {
     "unit_on_too_many_nodes": (
         {"unit_attempts": 1},
         r"(?s)work unit \S+ lost its Ray actor on 1 nodes \(last: (?i:.*actor).*\); "
-        r"if nodes run out of memory, lower --block or --batch",
+        r"if nodes run out of memory, lower block or batch",
     ),
 }
 
@@ -341,7 +341,7 @@ def test_work_waiting_with_no_placed_actor_fails_after_the_placement_timeout():
     run.idle_since = time.monotonic() - 31.0
     stalled = (
         r"placed for 30 s \(each needs 1.5 CPU and 0.5 GPU on one node\); add nodes, or lower "
-        r"--actors or --gpus-per-actor$"
+        r"actors or num_gpus$"
     )
     with pytest.raises(ExecutorError, match=stalled):
         ex._check_stalled(run)
