@@ -89,8 +89,8 @@ def option_spelling(*, cli: bool) -> Iterator[None]:
     command does) or as keyword arguments and job options (``cli=False``), for a ``with`` block.
 
     Why a process-wide setting and not a context variable: a command's worker threads (reads
-    ahead, Ray's callbacks) do not inherit a context, and the process is the command's. The
-    service turns it off again under ``geo-hires serve``.
+    ahead, Ray's callbacks) do not inherit a context, and the process is the command's. Other
+    processes (Ray actors, Ray Serve's replicas under ``geo-hires serve``) spell keywords.
     """
     global _CLI_SPELLING
     before, _CLI_SPELLING = _CLI_SPELLING, cli

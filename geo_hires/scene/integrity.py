@@ -62,7 +62,6 @@ def _blocks(src: rasterio.DatasetReader, overview: int | None) -> Iterator[Block
     bands = [1] if src.interleaving is Interleaving.pixel else list(src.indexes)
     tiled = bool(src.profile.get("tiled"))
     bh, bw = src.block_shapes[0]
-    _check_block_bytes(src, bh * bw * (src.count if bands == [1] else 1))
     count = len(bands) * -(-src.height // bh) * -(-src.width // bw)
     if count > MAX_BLOCKS:
         raise SceneReadError(
@@ -83,15 +82,46 @@ def _blocks(src: rasterio.DatasetReader, overview: int | None) -> Iterator[Block
                 )  # fmt: skip
 
 
-def _check_block_bytes(src: rasterio.DatasetReader, values: int) -> None:
-    size = values * max((np.dtype(d).itemsize for d in src.dtypes), default=1)
+MAX_DIRECTORIES = 256
+"""The most image directories (full resolution, overviews, masks) a TIFF may hold: a COG of a
+50-gigapixel scene has about 30."""
+
+
+def _check_directories(path: Path, driver: str) -> None:
+    """Refuse a TIFF with a block that decodes to over :data:`MAX_BLOCK_BYTES` in any of its
+    image directories: the full resolution, each overview and each internal mask (a 0.5 MB file
+    held a 12000 x 12000 mask in one tile: 158 MiB for a 512 px read of the image)."""
+    for number in range(1, MAX_DIRECTORIES + 1):
+        try:
+            directory = _opened(Path(f"GTIFF_DIR:{number}:{path}"), driver)
+        except rasterio.errors.RasterioIOError:  # past the last one
+            return
+        with directory as src:
+            _check_block_bytes(src, path.name, mask=number > 1 and _is_mask(src))
+    raise SceneReadError(
+        f"{path.name} holds over {MAX_DIRECTORIES} image directories; write it as a COG"
+    )
+
+
+def _is_mask(src: rasterio.DatasetReader) -> bool:
+    """Whether a directory after the first is a mask: GDAL writes them as one 1-bit band."""
+    return src.count == 1 and src.tags(1, ns="IMAGE_STRUCTURE").get("NBITS") == "1"
+
+
+def _check_block_bytes(src: rasterio.DatasetReader, name: str, *, mask: bool) -> None:
+    """Refuse a block of ``src`` (one image directory) decoding to over the limit: its bands
+    together where they are interleaved by pixel, one band's otherwise."""
+    bh, bw = src.block_shapes[0]
+    together = src.interleaving is Interleaving.pixel and src.count > 1
+    size = bh * bw * (src.count if together else 1)
+    size *= max((np.dtype(d).itemsize for d in src.dtypes), default=1)
     if size > MAX_BLOCK_BYTES:
-        bh, bw = src.block_shapes[0]
+        what = "of its mask" if mask else f"(all {src.count} bands)" if together else "(one band)"
         raise SceneTooLargeError(
-            f"{Path(src.name).name}: each {bw} x {bh} px block of its {src.count} bands decodes "
-            f"to {size / 1024**2:,.0f} MiB (at most {MAX_BLOCK_BYTES // 1024**2} MiB), all of "
-            "it for any pixel read; write it in smaller tiles (gdal_translate -co TILED=YES "
-            "-co BLOCKXSIZE=512 -co BLOCKYSIZE=512)"
+            f"{name}: each {bw} x {bh} px block {what} decodes to {size / 1024**2:,.0f} MiB "
+            f"(at most {MAX_BLOCK_BYTES // 1024**2} MiB), all of it for any pixel read; write "
+            "it in smaller tiles (gdal_translate -co TILED=YES -co BLOCKXSIZE=512 "
+            "-co BLOCKYSIZE=512)"
         )
 
 
@@ -123,6 +153,7 @@ def check_blocks(path: str | os.PathLike[str], *, driver: str = "GTiff") -> None
     size = os.path.getsize(path)
     try:
         with gdal_env(alone=True):  # the file's own overviews: a sidecar's are not sent
+            _check_directories(Path(path), driver)
             for src, level in _levels(Path(path), driver):
                 past = next((b for b in _blocks(src, level) if b.end > size), None)
                 if past is not None:

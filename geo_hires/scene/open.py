@@ -315,10 +315,10 @@ def _describe(path: str, src: rasterio.DatasetReader, config: ReadConfig) -> Sce
                 NoCRSWarning,
                 stacklevel=4,
             )
-    if config.rpc_height_m and (placement is None or placement.method != "rpc"):
+    if (height := config.rpc_height_m) and (placement is None or placement.method != "rpc"):
         warnings.warn(
-            f"{option('--rpc-height', f'{config.rpc_height_m:g}')}: {path} is not placed by RPCs; "
-            "ignored",
+            f"{option('--rpc-height', f'{height:g}', api=f'rpc_height={height:g}')}: {path} is "
+            "not placed by RPCs; ignored",
             OptionIgnoredWarning,
             stacklevel=4,
         )

@@ -7,7 +7,9 @@ import math
 import os
 import platform
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -19,6 +21,7 @@ from geo_hires.errors import ConfigError, option
 from geo_hires.models.arch import ArchSpec, lsn_spec, wide_spec
 from geo_hires.models.bundle import save_bundle
 from geo_hires.models.card import Level, ModelCard, save_card
+from geo_hires.models.fcn import FCNDetector
 from geo_hires.train.chips import (
     ChipSampler,
     LabelledImage,
@@ -134,12 +137,11 @@ def train_bundle(
     try:
         model, report = fit(spec, train, sampler=job.sampler, config=job.fit, on_step=on_step)
     except StoppedEarly as stop:
-        save_bundle(
-            job.out, stop.model, _card(job, spec, classes, (items, train, val), stop.report)
-        )
+        card = _card(job, spec, classes, (items, train, val), stop.report)
+        kept = _keep_interrupted(Path(job.out), stop.model, card)
         log(
             f"interrupted after {stop.report.steps} of {job.fit.steps} steps: the model so far "
-            f"is in {job.out} (its card says so; not scored)"
+            f"is in {kept} (its card says so; not scored)"
         )
         raise stop.__cause__ or stop from None
     if report.lr_at_end > 0.05:
@@ -157,6 +159,33 @@ def train_bundle(
         card = dataclasses.replace(card, extra={**card.extra, "metrics": metrics})
         save_card(job.out, card)
     return card
+
+
+def _keep_interrupted(out: Path, model: FCNDetector, card: ModelCard) -> Path:
+    """Save an interrupted run's model, whole or not at all, and never over anything.
+
+    In ``out`` where it is empty or absent, else in ``OUT.interrupted`` beside it (a retrain
+    stopped early replaced a good bundle with its first steps), replacing an earlier
+    interrupted bundle there. Written in a temporary folder beside and renamed into place, so a
+    second interrupt while saving leaves no half-written bundle (its weights new, its card old)
+    and at worst that temporary folder, which is what is kept where the place is taken.
+    """
+    target = out if _vacant(out) else out.with_name(out.name + ".interrupted")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    save_bundle(staging, model, card)
+    if not _vacant(target):
+        if not (target / "card.json").is_file():  # somebody's folder: not ours to replace
+            return staging
+        shutil.rmtree(target)  # an earlier interrupted run's bundle
+    elif target.exists():
+        target.rmdir()
+    os.replace(staging, target)
+    return target
+
+
+def _vacant(folder: Path) -> bool:
+    return not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))
 
 
 def _card(

@@ -262,3 +262,18 @@ def test_a_pipe_is_refused_not_waited_on(tmp_path):
     os.mkfifo(pipe)
     with pytest.raises(SceneReadError, match=r"pipe\.tif is not a regular file \(a pipe"):
         open_scene(pipe)
+
+
+def test_an_rpc_height_for_a_scene_without_rpcs_is_said_to_be_ignored_in_keywords(tmp_path):
+    """From Python the keyword and its value as Python writes it (it was ``rpc_height='100'``)."""
+    from rasterio.transform import from_origin
+
+    from geo_hires.errors import OptionIgnoredWarning
+
+    path = tmp_path / "s.tif"
+    profile = {"driver": "GTiff", "width": 32, "height": 32, "count": 3, "dtype": "uint8",
+               "crs": "EPSG:32631", "transform": from_origin(0, 32, 1, 1)}  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.zeros((3, 32, 32), np.uint8))
+    with pytest.warns(OptionIgnoredWarning, match=r"^rpc_height=100: \S+ is not placed by RPCs"):
+        open_scene(path, config=ReadConfig(rpc_height_m=100.0))

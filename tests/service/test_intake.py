@@ -83,7 +83,7 @@ def test_a_small_file_of_one_huge_block_is_refused_413(tmp_path, root):
         r = _upload(url, "bomb.tif", bomb.read_bytes())
     assert r.status_code == 413, r.text
     assert r.json()["detail"] == (
-        "bomb.tif: each 7008 x 7008 px block of its 3 bands decodes to 141 MiB (at most "
+        "bomb.tif: each 7008 x 7008 px block (all 3 bands) decodes to 141 MiB (at most "
         "128 MiB), all of it for any pixel read; write it in smaller tiles "
         "(gdal_translate -co TILED=YES -co BLOCKXSIZE=512 -co BLOCKYSIZE=512)"
     )

@@ -104,3 +104,34 @@ def test_the_schedule_is_the_one_the_shipped_scanners_were_trained_with():
         old = min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps))
         assert lr_factor(i, steps) == old
     assert lr_factor(0, 1) == 1.0 and lr_factor(1, 1) == 0.0
+
+
+def test_an_interrupted_retrain_leaves_the_bundle_there_and_saves_whole_or_not(
+    tmp_path, monkeypatch
+):
+    """A retrain into a good bundle's folder, stopped early, replaced it with its first steps;
+    a second Ctrl-C while saving left the new weights under the old card."""
+    job = _job(tmp_path, FitConfig(steps=3, minutes=5, batch_size=2))
+    train_bundle(job, evaluate=None, log=lambda _s: None)
+    good = {p.name: p.read_bytes() for p in (tmp_path / "bundle").iterdir()}
+    _interrupt_at(monkeypatch, 3, KeyboardInterrupt())
+    said: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        train_bundle(job, evaluate=None, log=said.append)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "bundle").iterdir()} == good
+    kept = tmp_path / "bundle.interrupted"
+    assert said[-1].startswith(f"interrupted after 2 of 3 steps: the model so far is in {kept} ")
+    assert json.loads((kept / "card.json").read_text())["training"]["report"]["steps"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    run_module = importlib.import_module("geo_hires.train.run")  # a second interrupt, in the save
+
+    def interrupted_save(folder, model, card):
+        (Path(folder) / "weights.pt").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "save_bundle", interrupted_save)
+    _interrupt_at(monkeypatch, 2, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        train_bundle(job, evaluate=None, log=said.append)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "bundle").iterdir()} == good
+    assert json.loads((kept / "card.json").read_text())["training"]["report"]["steps"] == 2
