@@ -78,12 +78,15 @@ def make_cascade_bundle(
 def _warn_weak(ref_card: ModelCard | None) -> None:
     """Say so when the refiner's own card measured it to find (almost) nothing (a YOLO of one
     epoch): every candidate would go unconfirmed, kept at half its score, without a word."""
-    metrics = ref_card.extra.get("metrics", {}) if ref_card is not None else {}
-    if isinstance(metrics.get("ap50"), (int, float)) and metrics["ap50"] < 0.05:
+    if ref_card is None:  # a bare .pt: nothing measured
+        return
+    metrics = ref_card.extra.get("metrics") or {}
+    ap50 = metrics.get("ap50")
+    if isinstance(ap50, (int, float)) and ap50 < 0.05:
         warn(
-            f"--refiner {ref_card.name if ref_card else ''}: its card measured AP50 "
-            f"{metrics['ap50']:.3f} ({metrics.get('n_pred', '?')} detections on its validation "
-            "images): it would confirm no candidate; train it longer",
+            f"--refiner {ref_card.name}: its card measured AP50 {ap50:.3f} "
+            f"({metrics.get('n_pred', '?')} detections on its validation images): it would "
+            "confirm no candidate; train it longer",
             WeakPartWarning,
         )
 

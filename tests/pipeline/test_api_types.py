@@ -160,10 +160,11 @@ def test_an_option_is_spelled_for_the_reader_in_every_thread_of_the_command():
 
     from geo_hires.errors import option, option_spelling
 
-    said = ["block", "block=15", "zoom='rl'", "num_gpus", "bands=(3, 2, 1)", "scene="]
+    said = ["block", "block=15", "zoom='rl'", "num_gpus", "bands=(3, 2, 1)", "scene=",
+            "score_threshold=0.5"]  # fmt: skip
     calls = [("--block",), ("--block", 15), ("--zoom", "rl"), ("--gpus-per-actor",),
-             ("--bands", "3,2,1"), ("--scene SCENE",)]  # fmt: skip
-    apis = [None, None, None, "num_gpus", "bands=(3, 2, 1)", "scene="]
+             ("--bands", "3,2,1"), ("--scene SCENE",), ("--score-threshold", 0.5)]  # fmt: skip
+    apis = [None, None, None, "num_gpus", "bands=(3, 2, 1)", "scene=", None]
     spell = [lambda c=c, a=a: option(*c, api=a) for c, a in zip(calls, apis, strict=True)]
     assert [s() for s in spell] == said
     in_thread: list[str] = []
@@ -172,5 +173,5 @@ def test_an_option_is_spelled_for_the_reader_in_every_thread_of_the_command():
         worker.start()
         worker.join()
     flags = ["--block", "--block 15", "--zoom rl", "--gpus-per-actor", "--bands 3,2,1"]
-    assert in_thread == [*flags, "--scene SCENE"]
+    assert in_thread == [*flags, "--scene SCENE", "--score-threshold 0.5"]
     assert [s() for s in spell] == said

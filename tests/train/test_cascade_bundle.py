@@ -166,8 +166,19 @@ def test_a_refiner_measured_to_find_nothing_is_said_to(tmp_path):
     weak = tmp_path / "weak"
     shutil.copytree(bundle_dir("aircraft_yolo"), weak)
     update_card(weak, {"metrics": {"ap50": 0.0, "n_pred": 0}})
-    with pytest.warns(WeakPartWarning, match=r"its card measured AP50 0\.000 \(0 detections"):
+    with pytest.warns(WeakPartWarning) as said:
+        make_cascade_bundle("aircraft_lsn", weak, tmp_path / "c", name="c")
+    assert [str(w.message) for w in said] == [
+        "--refiner aircraft_yolo: its card measured AP50 0.000 (0 detections on its validation "
+        "images): it would confirm no candidate; train it longer"
+    ]
+    update_card(weak, {"metrics": {"ap50": 0.0499}})
+    with pytest.warns(WeakPartWarning, match=r"AP50 0\.050 \(\? detections"):
         make_cascade_bundle("aircraft_lsn", weak, tmp_path / "c", name="c")
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the shipped refiner: not a word
+        warnings.simplefilter("error")  # the shipped refiner, one at the edge, one unmeasured
         make_cascade_bundle("aircraft_lsn", "aircraft_yolo", tmp_path / "d", name="d")
+        update_card(weak, {"metrics": {"ap50": 0.05}})
+        make_cascade_bundle("aircraft_lsn", weak, tmp_path / "c", name="c")
+        update_card(weak, {"metrics": None})
+        make_cascade_bundle("aircraft_lsn", weak, tmp_path / "c", name="c")

@@ -104,6 +104,7 @@ def test_the_schedule_is_the_one_the_shipped_scanners_were_trained_with():
         old = min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps))
         assert lr_factor(i, steps) == old
     assert lr_factor(0, 1) == 1.0 and lr_factor(1, 1) == 0.0
+    assert lr_factor(0, 30) == 1.0  # a warm-up of one whole step (30 // 20), not 1.5
 
 
 def test_an_interrupted_retrain_leaves_the_bundle_there_and_saves_whole_or_not(
