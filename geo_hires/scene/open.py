@@ -22,8 +22,6 @@ from rasterio.enums import ColorInterp, MaskFlags
 
 from geo_hires.config import ReadConfig
 from geo_hires.errors import (
-    BandOrderWarning,
-    ConfigError,
     NoCRSWarning,
     OptionIgnoredWarning,
     SceneNotFoundError,
@@ -36,6 +34,7 @@ from geo_hires.errors import (
     warn,
 )
 from geo_hires.scene import objects, remote
+from geo_hires.scene.bands import resolve_bands, warn_band_order
 from geo_hires.scene.placement import (
     Placement,
     apply_affine,
@@ -241,55 +240,6 @@ def _check_layout(path: str, dtypes: tuple[str, ...], interp: tuple[str, ...]) -
         raise UnsupportedBandsError(f"{path}: every band is alpha; there is no image data")
 
 
-def _band_index(item: int | str, path: str, interp: tuple[str, ...], desc: tuple[str, ...]) -> int:
-    """One ``--bands`` item as a 1-based index: a number, a colour interpretation, a description."""
-    text = str(item).strip()
-    if text.isdigit():
-        index = int(text)
-        if not 1 <= index <= len(interp):
-            raise ConfigError(
-                f"{option('--bands')}: {path} has no band {index}; it has bands 1-{len(interp)}"
-            )
-        return index
-    for names in (interp, desc):
-        hits = [i + 1 for i, n in enumerate(names) if n and n.lower() == text.lower()]
-        if hits:
-            return hits[0]
-    known = sorted({n for n in interp + desc if n and n not in ("undefined", "gray")})
-    raise ConfigError(
-        f"{option('--bands')}: {path} has no band named {text!r}"
-        + (f" (names: {', '.join(known)})" if known else " (its bands have no names)")
-        + f"; give 1-based indexes, e.g. {option('--bands', '3,2,1', api='bands=(3, 2, 1)')}"
-    )
-
-
-def resolve_bands(
-    spec: tuple[int | str, ...], path: str, interp: tuple[str, ...], desc: tuple[str, ...]
-) -> tuple[int, int, int]:
-    """``ReadConfig.bands`` against a scene's bands; three distinct bands or a clear error."""
-    r, g, b = (_band_index(item, path, interp, desc) for item in spec)
-    if len({r, g, b}) < 3:
-        raise ConfigError(
-            f"{option('--bands', ','.join(map(str, spec)), api=f'bands={tuple(spec)!r}')} names "
-            f"fewer than 3 distinct bands of {path}; "
-            "the model expects red, green and blue"
-        )
-    return (r, g, b)
-
-
-def _warn_band_order(path: str, interp: tuple[str, ...], rgb: tuple[int, int, int]) -> None:
-    data = [c for c in interp if c != "alpha"]
-    if len(data) >= 4 and not any(c in ("red", "green", "blue") for c in interp):
-        warnings.warn(
-            f"{path} has {len(data)} bands and no colour interpretation: bands "
-            f"{','.join(map(str, rgb))} are used as red, green, blue; if the order differs "
-            "(e.g. blue, green, red, NIR), pass "
-            + option("--bands", "3,2,1", api="bands=(3, 2, 1)"),
-            BandOrderWarning,
-            stacklevel=5,
-        )
-
-
 def _describe(path: str, src: rasterio.DatasetReader, config: ReadConfig) -> Scene:
     if src.width <= 0 or src.height <= 0 or src.count <= 0:
         raise SceneReadError(f"{path}: raster has zero size ({src.width}x{src.height}x{src.count})")
@@ -344,7 +294,7 @@ def _describe(path: str, src: rasterio.DatasetReader, config: ReadConfig) -> Sce
         placement=placement,
     )
     if bands is None:
-        _warn_band_order(path, interp, scene.rgb_bands)
+        warn_band_order(path, interp, scene.rgb_bands)
     return scene
 
 
