@@ -3,6 +3,7 @@ interrupt goes on), or by its time budget before its learning-rate schedule ende
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import math
@@ -53,12 +54,13 @@ def test_an_interrupted_training_keeps_its_model_and_the_interrupt_goes_on(tmp_p
     from geo_hires.cli import Terminated
 
     job = _job(tmp_path, FitConfig(steps=50, minutes=5, batch_size=2))
+    job = dataclasses.replace(job, out=str(tmp_path / "new" / "deep" / "bundle"))  # made for it
     said: list[str] = []
     _interrupt_at(monkeypatch, 4, Terminated())
     with pytest.raises(Terminated):  # the CLI's own: it exits 143 as before
         train_bundle(job, evaluate=lambda *_: pytest.fail("an interrupted run is not scored"),
                      log=said.append)  # fmt: skip
-    card = json.loads((tmp_path / "bundle" / "card.json").read_text())
+    card = json.loads((Path(job.out) / "card.json").read_text())
     report = card["training"]["report"]
     assert report["interrupted"] is True and report["steps"] == 3 and "metrics" not in card
     assert said[-1] == (
@@ -124,7 +126,12 @@ def test_an_interrupted_retrain_leaves_the_bundle_there_and_saves_whole_or_not(
     assert said[-1].startswith(f"interrupted after 2 of 3 steps: the model so far is in {kept} ")
     assert json.loads((kept / "card.json").read_text())["training"]["report"]["steps"] == 2
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    _interrupt_at(monkeypatch, 2, KeyboardInterrupt())  # again: the earlier one is replaced
+    with pytest.raises(KeyboardInterrupt):
+        train_bundle(job, evaluate=None, log=said.append)
+    assert json.loads((kept / "card.json").read_text())["training"]["report"]["steps"] == 1
     run_module = importlib.import_module("geo_hires.train.run")  # a second interrupt, in the save
+    real_save = run_module.save_bundle
 
     def interrupted_save(folder, model, card):
         (Path(folder) / "weights.pt").write_bytes(b"half")
@@ -135,4 +142,14 @@ def test_an_interrupted_retrain_leaves_the_bundle_there_and_saves_whole_or_not(
     with pytest.raises(KeyboardInterrupt):
         train_bundle(job, evaluate=None, log=said.append)
     assert {p.name: p.read_bytes() for p in (tmp_path / "bundle").iterdir()} == good
-    assert json.loads((kept / "card.json").read_text())["training"]["report"]["steps"] == 2
+    assert json.loads((kept / "card.json").read_text())["training"]["report"]["steps"] == 1
+    (kept / "card.json").unlink()  # OUT.interrupted is somebody's folder now: left as it is
+    (kept / "notes.txt").write_text("mine")
+    monkeypatch.setattr(run_module, "save_bundle", real_save)
+    _interrupt_at(monkeypatch, 2, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        train_bundle(job, evaluate=None, log=said.append)
+    assert (kept / "notes.txt").read_text() == "mine" and not (kept / "card.json").exists()
+    staged = Path(said[-1].split(" is in ")[1].split(" (")[0])
+    assert staged.parent == tmp_path and staged.name.startswith(".bundle.interrupted.")
+    assert json.loads((staged / "card.json").read_text())["training"]["report"]["steps"] == 1
