@@ -65,7 +65,8 @@ def test_device_cuda_without_gpus_per_actor_is_refused():
     from geo_hires.detect.ray_executor import RayConfig
     from geo_hires.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="device cuda needs GPUs per actor"):
+    said = r"^RayConfig: device='cuda' needs GPUs per actor \(num_gpus=1\)$"  # keywords
+    with pytest.raises(ConfigError, match=said):
         RayConfig(device="cuda", num_gpus=0)
     with pytest.raises(ConfigError, match="cpu, cuda or None"):
         RayConfig(device="tpu")
