@@ -62,6 +62,12 @@ class ReadConfig:
     stac_asset: str | None = None
     stac_confine: bool = False
 
+    @property
+    def alone(self) -> bool:
+        """Whether reads open the scene's file alone, without the sidecars beside it: those
+        confined to one ``driver`` (GDAL opens a sidecar with any driver)."""
+        return self.driver is not None
+
     def __post_init__(self) -> None:
         if self.max_scene_pixels <= 0 or self.max_read_pixels <= 0 or self.stats_pixels <= 0:
             raise ConfigError("ReadConfig pixel limits must be positive integers")

@@ -54,7 +54,7 @@ def gdal_env(path: str | None = None, *, alone: bool = False) -> rasterio.Env:
     credentials of :func:`geo_hires.scene.objects.gdal_session` where GDAL cannot find them).
 
     ``alone``: GDAL looks at no file beside the one it opens (a ``.ovr``, ``.msk`` or world
-    file), what a read confined to one driver needs (``ReadConfig.driver``): GDAL opens a
+    file), what a read confined to one driver needs (``ReadConfig.alone``): GDAL opens a
     sidecar with any driver, so a ``scene.tif.ovr`` that is a VRT read any file or URL it named
     into the scene's overviews.
 
@@ -346,7 +346,7 @@ def open_scene(path: str | os.PathLike[str], *, config: ReadConfig | None = None
         raise SceneReadError(f"{p} is not a regular file (a pipe or a device); pass a raster file")
     gdal = url.gdal if url is not None else p
     try:
-        with gdal_env(gdal, alone=config.driver is not None):
+        with gdal_env(gdal, alone=config.alone):
             with quiet(rasterio.errors.NotGeoreferencedWarning):  # the open warns; NoCRSWarning
                 src = rasterio.open(gdal, driver=config.driver)  # says it in our words
             with src:

@@ -177,7 +177,7 @@ class SceneReader:
         self._lock = threading.Lock()
 
     def __enter__(self) -> SceneReader:
-        self._env = gdal_env(self.scene.gdal_path, alone=self.config.driver is not None)
+        self._env = gdal_env(self.scene.gdal_path, alone=self.config.alone)
         self._env.__enter__()
         try:
             with quiet(rasterio.errors.NotGeoreferencedWarning):
